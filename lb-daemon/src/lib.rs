@@ -1,0 +1,11 @@
+//! lbd: a keepalived-compatible load balancer whose forwarding runs in XDP.
+//!
+//! The binaries (`lbd`, `genhash`) are thin; everything they do lives here so that the system
+//! tests and benchmarks drive the same code:
+//! - [`dataplane`] owns the XDP program and its maps (nothing else touches them);
+//! - [`netlink`] owns every question asked of, and change made to, the kernel's network stack.
+//! - [`cli`] is keepalived's command line.
+
+pub mod cli;
+pub mod dataplane;
+pub mod netlink;

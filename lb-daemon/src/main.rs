@@ -1,0 +1,77 @@
+//! `lbd`: parse the command line and configuration before any runtime starts, set up the data
+//! plane, then wait for a signal and shut down in order.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use lb_daemon::{
+    cli::Args,
+    dataplane::xdp::{XdpDataplane, error_chain},
+    netlink,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.version {
+        println!("lbd {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&args);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{}", error_chain(e.as_ref()));
+            // keepalived's KEEPALIVED_EXIT_FATAL.
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let level = if args.log_detail { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    info!("Starting lbd {}", env!("CARGO_PKG_VERSION"));
+    let mut dataplane = XdpDataplane::load(&args.bpf_pin_path).context("setting up the XDP data plane")?;
+    let interfaces = if args.xdp_interfaces.is_empty() {
+        netlink::links()?.into_iter().filter(|l| l.up && !l.loopback).map(|l| l.name).collect()
+    } else {
+        args.xdp_interfaces.clone()
+    };
+    for interface in &interfaces {
+        let mode = dataplane.attach(interface, args.xdp_mode)?;
+        info!("XDP program attached to {interface} ({mode:?} mode)");
+    }
+    info!("maps pinned under {}", dataplane.pin_dir().display());
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(wait_for_stop())?;
+
+    info!("Stopping");
+    let stats = dataplane.stats()?;
+    info!(
+        "packets seen: {}, passed: {}, dropped malformed: {}",
+        stats.rx_packets, stats.pass, stats.drop_malformed
+    );
+    dataplane.remove()?;
+    info!("Stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("received SIGTERM"),
+        _ = int.recv() => info!("received SIGINT"),
+    }
+    Ok(())
+}
