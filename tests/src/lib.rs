@@ -1,1 +1,24 @@
+//! The kit every lbd system test uses.
+//!
+//! - [`lab`]: a [`lab::Lab`] owns uniquely named network namespaces, the veth pairs and bridges
+//!   between them, bpffs mounts and the processes started inside; dropping it (also while a test
+//!   panics) removes all of it. Nothing is ever created in the root namespace.
+//! - [`process`]: a process running inside a namespace, to signal, wait for and kill.
+//! - [`packet`]: frames built with pnet_packet (Ethernet, 802.1Q, IPv4/IPv6, TCP/UDP/ICMP).
+//! - [`xdp`]: runs an XDP program on one frame with BPF_PROG_TEST_RUN.
+//! - [`bins`]: where the binaries under test are.
+#![expect(clippy::unwrap_used, reason = "test kit: a failed step is a failed test, with its message")]
+#![expect(clippy::missing_panics_doc, reason = "test kit: panicking with context is how it reports")]
 
+pub mod bins;
+pub mod lab;
+pub mod packet;
+pub mod process;
+pub mod xdp;
+
+/// Panics with a clear message unless running as root: system tests create namespaces.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!("lbd system tests need root (network namespaces, XDP): run `cargo xtask test` as root");
+    }
+}

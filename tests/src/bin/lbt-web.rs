@@ -1,0 +1,55 @@
+//! A tiny HTTP/1.x server for tests and the demo: answers every request with `NAME\n`.
+//!
+//! `lbt-web NAME ADDR:PORT [ADDR:PORT...]`. One thread per connection; it reads the request
+//! head, answers, and closes (HTTP/1.0 style), which is what load-balancer tests need.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{TcpListener, TcpStream},
+};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().ok_or_else(|| anyhow::anyhow!("usage: lbt-web NAME ADDR:PORT..."))?;
+    let listeners = args.map(TcpListener::bind).collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(!listeners.is_empty(), "usage: lbt-web NAME ADDR:PORT...");
+    let body = format!("{name}\n");
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let body = body.clone();
+                    std::thread::spawn(move || {
+                        let _ = answer(stream, &body);
+                    });
+                }
+            })
+        })
+        .collect();
+    println!("{name} listening");
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    // Read the request head up to the empty line.
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

@@ -1,0 +1,288 @@
+//! Network namespaces, links and mounts for one test, removed when the [`Lab`] is dropped.
+//!
+//! Names are unique per process and per lab (`lbt<pid>x<n>-<role>`), so tests run in parallel
+//! and twice in a row. A lab also sweeps what a killed earlier run left behind: namespaces and
+//! mounts whose owning pid no longer exists.
+
+use std::{
+    fs,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::process::Proc;
+
+/// Prefix of every namespace and directory a lab creates.
+const PREFIX: &str = "lbt";
+/// Where labs keep their files (configs, logs, bpffs mounts).
+const BASE_DIR: &str = "/tmp/lbd-tests";
+const NETNS_DIR: &str = "/run/netns";
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// One test's private world: namespaces, bpffs mounts and a scratch directory.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    mounts: Vec<PathBuf>,
+}
+
+impl Lab {
+    /// A new, empty lab. Removes leftovers of dead earlier runs first.
+    pub fn new() -> Self {
+        crate::require_root();
+        sweep_stale();
+        let prefix = format!("{PREFIX}{}x{}", std::process::id(), NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let dir = Path::new(BASE_DIR).join(&prefix);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self { prefix, dir, namespaces: Vec::new(), mounts: Vec::new() }
+    }
+
+    /// The lab's scratch directory (configs, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `contents` to `name` in the scratch directory and returns its path.
+    pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// A new network namespace for the host `role`, with loopback up.
+    pub fn netns(&mut self, role: &str) -> Netns {
+        let name = format!("{}-{role}", self.prefix);
+        run(Command::new("ip").args(["netns", "add", &name]));
+        self.namespaces.push(name.clone());
+        let ns = Netns { name, log_dir: self.dir.clone() };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A veth pair, `a_if` in `a` and `b_if` in `b`, both up.
+    pub fn veth(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+        a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
+        a.ip(&["link", "set", a_if, "up"]);
+        b.ip(&["link", "set", b_if, "up"]);
+    }
+
+    /// A bridge `bridge` in `switch` (created if missing) with a port to `host`'s `host_if`.
+    ///
+    /// The switch-side port is named after the host's namespace role and interface.
+    pub fn plug(&self, switch: &Netns, bridge: &str, host: &Netns, host_if: &str, port: &str) {
+        if switch.try_ip(&["link", "show", bridge]).is_err() {
+            switch.ip(&["link", "add", bridge, "type", "bridge"]);
+            // No STP delay and no multicast snooping: VRRP multicast must flood at once.
+            switch.ip(&["link", "set", bridge, "type", "bridge", "forward_delay", "0", "mcast_snooping", "0"]);
+            switch.ip(&["link", "set", bridge, "up"]);
+        }
+        self.veth(switch, port, host, host_if);
+        switch.ip(&["link", "set", port, "master", bridge]);
+    }
+
+    /// A fresh bpffs mounted in the host's mount namespace, outside /sys: pins made by a daemon
+    /// inside `ip netns exec` are visible there to bpftool and to the test (see
+    /// shared/notes/xdp-on-veth.md).
+    pub fn bpffs(&mut self) -> PathBuf {
+        let path = self.dir.join(format!("bpffs{}", self.mounts.len()));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        run(Command::new("mount").args(["-t", "bpf", "bpffs"]).arg(&path));
+        self.mounts.push(path.clone());
+        path
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            remove_netns(ns);
+        }
+        for mount in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A network namespace of a lab.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    name: String,
+    log_dir: PathBuf,
+}
+
+impl Netns {
+    /// Its name, for `ip netns exec`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME ARGS...`; panics with ip's message on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        self.try_ip(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `ip -n NAME ARGS...`, returning stdout or the failure.
+    pub fn try_ip(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("ip -n {} {}: {}", self.name, args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// Adds `cidr` to `interface` and brings it up.
+    pub fn addr(&self, interface: &str, cidr: &str) {
+        let family = if cidr.contains(':') { "-6" } else { "-4" };
+        self.ip(&[family, "addr", "add", cidr, "dev", interface, "nodad"]);
+        self.ip(&["link", "set", interface, "up"]);
+    }
+
+    /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward`, ...).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.enter(|| fs::write(&path, value)).unwrap_or_else(|e| panic!("{}: sysctl {key}={value}: {e}", self.name));
+    }
+
+    /// Runs a command inside the namespace to completion.
+    pub fn exec(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+        let program = program.as_ref();
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {program:?} in {}: {e}", self.name))
+    }
+
+    /// Starts a command inside the namespace; its stdout and stderr go to a log file in the lab's
+    /// directory. The process (and its process group) is killed when the [`Proc`] is dropped.
+    pub fn spawn(&self, label: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Proc {
+        let log = self.log_dir.join(format!("{}-{label}.log", self.name));
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program.as_ref()).args(args);
+        Proc::spawn(label, command, &log)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it creates belong here.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let path = Path::new(NETNS_DIR).join(&self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("entering {}: {e}", self.name));
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// The interface's MAC address.
+    pub fn mac(&self, interface: &str) -> [u8; 6] {
+        // Not /sys/class/net: that shows the caller's namespace, not this one.
+        let out = self.ip(&["-br", "link", "show", interface]);
+        let mac = out.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {out:?}"));
+        let mut bytes = [0u8; 6];
+        for (byte, part) in bytes.iter_mut().zip(mac.split(':')) {
+            *byte = u8::from_str_radix(part, 16).unwrap_or_else(|e| panic!("MAC {mac}: {e}"));
+        }
+        bytes
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics saying `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(command: &mut Command) {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+}
+
+/// Kills whatever still runs in the namespace, then deletes it.
+fn remove_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// The pid encoded in a lab name (`lbt<pid>x<n>...`), if it is one.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    rest[..rest.find('x')?].parse().ok()
+}
+
+fn owner_alive(name: &str) -> bool {
+    owner_pid(name).is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes namespaces, mounts and directories of labs whose process is gone.
+fn sweep_stale() {
+    if let Ok(entries) = fs::read_dir(NETNS_DIR) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name).is_some() && !owner_alive(&name) {
+                remove_netns(&name);
+            }
+        }
+    }
+    if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
+        for mountpoint in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+            if let Some(rest) = mountpoint.strip_prefix(BASE_DIR).and_then(|r| r.strip_prefix('/'))
+                && !owner_alive(rest.split('/').next().unwrap_or_default())
+            {
+                let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+            }
+        }
+    }
+    if let Ok(entries) = fs::read_dir(BASE_DIR) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name).is_some() && !owner_alive(&name) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn owner_pid_parses_lab_names() {
+        assert_eq!(owner_pid("lbt1234x0-client"), Some(1234));
+        assert_eq!(owner_pid("lbt99x12"), Some(99));
+        assert_eq!(owner_pid("other"), None);
+        assert_eq!(owner_pid("lbtx1"), None);
+    }
+}

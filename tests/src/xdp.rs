@@ -1,0 +1,150 @@
+//! Running an XDP program on one frame with BPF_PROG_TEST_RUN, and packet tables of such runs.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, TestRun as _, TestRunOptions, Xdp},
+};
+use lb_common::{maps::GLOBAL_STATS, programs::LB_XDP, stats::GlobalStats};
+
+/// An XDP verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[doc(alias = "xdp_action")]
+pub enum XdpAction {
+    /// XDP_ABORTED (0): a program error; the frame is dropped with a trace event.
+    Aborted,
+    /// XDP_DROP (1).
+    Drop,
+    /// XDP_PASS (2): on to the kernel stack.
+    Pass,
+    /// XDP_TX (3): back out of the receiving interface.
+    Tx,
+    /// XDP_REDIRECT (4).
+    Redirect,
+    /// Anything else (a program bug).
+    Other(u32),
+}
+
+impl From<u32> for XdpAction {
+    fn from(value: u32) -> Self {
+        match value {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// What one run returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutput {
+    /// The verdict.
+    pub action: XdpAction,
+    /// The frame as the program left it.
+    pub output: Vec<u8>,
+    /// Kernel-measured run time.
+    pub duration: std::time::Duration,
+}
+
+/// An XDP program loaded for test runs only (maps private to it, nothing pinned or attached).
+#[derive(Debug)]
+pub struct XdpTestRun {
+    ebpf: Ebpf,
+    program: String,
+}
+
+impl XdpTestRun {
+    /// lbd's own program from the object the daemon embeds.
+    pub fn lbd() -> Self {
+        Self::load(lb_daemon::dataplane::xdp::OBJECT, LB_XDP)
+    }
+
+    /// Program `program` of `object`.
+    pub fn load(object: &[u8], program: &str) -> Self {
+        crate::require_root();
+        let mut ebpf = EbpfLoader::new().load(object).unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .unwrap_or_else(|| panic!("no program {program} in the object"))
+            .try_into()
+            .unwrap_or_else(|e: ProgramError| panic!("{program} is not XDP: {e}"));
+        xdp.load().unwrap_or_else(|e| panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        Self { ebpf, program: program.to_owned() }
+    }
+
+    /// Runs the program once on `input` (repeat=1: programs that rewrite the frame must see the
+    /// original every time).
+    pub fn run(&self, input: &[u8]) -> RunOutput {
+        let xdp: &Xdp = self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
+        // Room for encapsulation headers the program may push.
+        let mut output = vec![0u8; input.len() + 512];
+        let opts = TestRunOptions { data_in: Some(input), data_out: Some(&mut output), ..Default::default() };
+        let result = xdp.test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        output.truncate(result.data_size_out as usize);
+        RunOutput { action: result.return_value.into(), output, duration: result.duration }
+    }
+
+    /// The program's outcome counters, summed over CPUs.
+    pub fn stats(&self) -> GlobalStats {
+        let map = self.ebpf.map(GLOBAL_STATS).unwrap_or_else(|| panic!("no map {GLOBAL_STATS}"));
+        lb_daemon::dataplane::xdp::read_stats(map).unwrap_or_else(|e| panic!("reading {GLOBAL_STATS}: {e}"))
+    }
+}
+
+/// What a fixture expects the frame to look like afterwards.
+#[derive(Clone, Debug)]
+pub enum Expected {
+    /// Exactly the input.
+    Unchanged,
+    /// Exactly these bytes.
+    Bytes(Vec<u8>),
+    /// Not checked (for dropped frames).
+    Any,
+}
+
+/// One row of a packet table: `{description, input, expected action, expected output}`.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    /// What the row shows.
+    pub description: &'static str,
+    /// The frame.
+    pub input: Vec<u8>,
+    /// The verdict.
+    pub action: XdpAction,
+    /// The frame afterwards.
+    pub output: Expected,
+}
+
+/// Runs every fixture and panics listing all the rows that failed.
+pub fn run_table(program: &XdpTestRun, table: &[Fixture]) {
+    let mut failures = Vec::new();
+    for fixture in table {
+        let got = program.run(&fixture.input);
+        if got.action != fixture.action {
+            failures.push(format!("{}: action {:?}, expected {:?}", fixture.description, got.action, fixture.action));
+            continue;
+        }
+        let expected = match &fixture.output {
+            Expected::Unchanged => Some(&fixture.input),
+            Expected::Bytes(bytes) => Some(bytes),
+            Expected::Any => None,
+        };
+        if let Some(expected) = expected
+            && &got.output != expected
+        {
+            failures.push(format!(
+                "{}: output differs\n   got      {}\n   expected {}",
+                fixture.description,
+                hex(&got.output),
+                hex(expected)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), table.len(), failures.join("\n"));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

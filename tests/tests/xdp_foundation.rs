@@ -1,0 +1,163 @@
+//! The XDP program, attached by `lbd` in driver mode on a veth inside a namespace, counts the
+//! packets it sees; the counters read the same through aya and through `bpftool map dump`.
+//! And BPF_PROG_TEST_RUN on crafted frames gives the expected verdicts.
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use aya::maps::{Map, MapData};
+use lb_common::{maps::GLOBAL_STATS, stats::GlobalStats};
+use lb_tests::{
+    bins,
+    lab::{Lab, wait_until},
+    packet::{self, Packet},
+    process::describe,
+    xdp::{Expected, Fixture, XdpAction, XdpTestRun, run_table},
+};
+use nix::sys::signal::Signal;
+use pnet_packet::ethernet::EtherTypes;
+
+/// The counters of a pinned `LBD_STATS`, read with aya.
+fn stats_via_aya(pin: &Path) -> GlobalStats {
+    let data = MapData::from_pin(pin).unwrap();
+    let map = Map::PerCpuArray(data);
+    lb_daemon::dataplane::xdp::read_stats(&map).unwrap()
+}
+
+/// The same counters as `bpftool -j map dump pinned` prints them, summed over CPUs by field name.
+fn stats_via_bpftool(pin: &Path) -> GlobalStats {
+    let out = Command::new("bpftool").args(["-j", "map", "dump", "pinned"]).arg(pin).output().unwrap();
+    assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut sum = GlobalStats::default();
+    // "formatted" is only there when the map carries BTF: part of what this test checks.
+    let cpus = json[0]["formatted"]["values"].as_array().unwrap_or_else(|| panic!("no BTF-formatted values in {json}"));
+    for cpu in cpus {
+        let v = &cpu["value"];
+        let field = |name: &str| v[name].as_u64().unwrap_or_else(|| panic!("no field {name} in {v}"));
+        sum = sum.merged(&GlobalStats {
+            rx_packets: field("rx_packets"),
+            rx_bytes: field("rx_bytes"),
+            pass: field("pass"),
+            drop_malformed: field("drop_malformed"),
+            ipv4: field("ipv4"),
+            ipv6: field("ipv6"),
+            other_l3: field("other_l3"),
+        });
+    }
+    sum
+}
+
+#[test]
+fn lbd_attaches_in_driver_mode_and_counts_packets() {
+    let mut lab = Lab::new();
+    let lb = lab.netns("lb");
+    let client = lab.netns("client");
+    lab.veth(&lb, "eth0", &client, "eth0");
+    // No IPv6 on the link: no router solicitations or ND to make the counts vary.
+    for ns in [&lb, &client] {
+        ns.sysctl("net.ipv6.conf.eth0.disable_ipv6", "1");
+    }
+    lb.addr("eth0", "10.201.0.1/24");
+    client.addr("eth0", "10.201.0.2/24");
+    let bpffs = lab.bpffs();
+    let pin_dir = bpffs.join("lbd");
+    let config = lab.write_file("keepalived.conf", "global_defs {\n    router_id lbt\n}\n");
+
+    let mut lbd = lb.spawn(
+        "lbd",
+        bins::lbd(),
+        &[
+            "-n",
+            "-l",
+            "-f",
+            config.to_str().unwrap(),
+            "--bpf-pin-path",
+            pin_dir.to_str().unwrap(),
+            "--xdp-mode",
+            "driver",
+        ],
+    );
+    let pin = pin_dir.join(GLOBAL_STATS);
+    wait_until(Duration::from_secs(10), "lbd to attach XDP to eth0", || {
+        lbd.assert_running();
+        lbd.log().contains("attached to eth0")
+    });
+    assert!(pin.exists(), "{} not pinned", pin.display());
+
+    // Driver mode, as the kernel reports it.
+    let link: serde_json::Value = serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
+    let xdp = &link[0]["xdp"];
+    assert_eq!(xdp["mode"], 1, "expected XDP_ATTACHED_DRV in {xdp}");
+    assert_eq!(xdp["prog"]["name"], "lb_xdp");
+
+    let before = stats_via_aya(&pin);
+    const N: u64 = 25;
+    client.enter(|| {
+        let socket = UdpSocket::bind("10.201.0.2:0").unwrap();
+        let dst: SocketAddr = "10.201.0.1:9".parse().unwrap();
+        for _ in 0..N {
+            socket.send_to(b"lbd counts me", dst).unwrap();
+        }
+    });
+    wait_until(Duration::from_secs(5), "the datagrams to be counted", || {
+        stats_via_aya(&pin).ipv4 - before.ipv4 >= N
+    });
+    let via_aya = stats_via_aya(&pin);
+    let via_bpftool = stats_via_bpftool(&pin);
+    assert_eq!(via_aya, via_bpftool, "aya and bpftool disagree");
+    assert_eq!(via_aya.ipv4 - before.ipv4, N, "exactly the datagrams sent are IPv4");
+    assert!(via_aya.other_l3 >= 1, "the client's ARP request was seen: {via_aya:?}");
+    assert_eq!(via_aya.ipv6, 0);
+    assert_eq!(via_aya.rx_packets, via_aya.pass + via_aya.drop_malformed, "one outcome per packet: {via_aya:?}");
+    // 14 + 20 + 8 + 13 bytes per datagram.
+    assert!(via_aya.rx_bytes - before.rx_bytes >= N * 55);
+
+    // An orderly stop detaches the program and removes the pins.
+    lbd.signal(Signal::SIGTERM);
+    let status = lbd.wait(Duration::from_secs(10));
+    assert!(status.success(), "lbd exited with {}; log:\n{}", describe(status), lbd.log());
+    let link: serde_json::Value = serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
+    assert!(link[0].get("xdp").is_none(), "XDP still attached after stop: {}", link[0]);
+    assert!(!pin.exists(), "pin left behind after stop");
+}
+
+/// A tagged frame that ends two bytes into its 802.1Q tag.
+fn tcp6_tagged_cut() -> Vec<u8> {
+    let frame = Packet::tcp_syn("[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap()).vlan(1).build();
+    frame[..16].to_vec()
+}
+
+#[test]
+fn test_run_verdicts_on_crafted_frames() {
+    let program = XdpTestRun::lbd();
+    let v4 = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let udp4 = Packet::udp(v4("10.0.0.1:1000"), v4("10.0.0.2:53"), b"query").build();
+    let tcp6 = Packet::tcp_syn(v4("[2001:db8::1]:40000"), v4("[2001:db8::2]:80")).vlan(42).build();
+    let qinq = Packet::udp(v4("10.0.0.1:1"), v4("10.0.0.2:2"), b"").vlan(10).vlan(20).build();
+    let arp = packet::ethernet([0xff; 6], packet::SRC_MAC, EtherTypes::Arp, &[0u8; 28]);
+    let table = [
+        Fixture { description: "IPv4 UDP passes untouched", input: udp4.clone(), action: XdpAction::Pass, output: Expected::Unchanged },
+        Fixture { description: "802.1Q-tagged IPv6 TCP passes untouched", input: tcp6, action: XdpAction::Pass, output: Expected::Unchanged },
+        Fixture { description: "QinQ IPv4 passes untouched", input: qinq.clone(), action: XdpAction::Pass, output: Expected::Unchanged },
+        Fixture { description: "ARP passes untouched", input: arp, action: XdpAction::Pass, output: Expected::Unchanged },
+        // (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so the shortest
+        // malformed frames tested are cut inside the VLAN tags.)
+        Fixture { description: "802.1Q tag cut short is dropped", input: tcp6_tagged_cut(), action: XdpAction::Drop, output: Expected::Any },
+        Fixture { description: "VLAN tag cut short is dropped", input: qinq[..17].to_vec(), action: XdpAction::Drop, output: Expected::Any },
+    ];
+    run_table(&program, &table);
+
+    let stats = program.stats();
+    assert_eq!(stats.rx_packets, table.len() as u64);
+    assert_eq!(stats.ipv4, 2);
+    assert_eq!(stats.ipv6, 1);
+    assert_eq!(stats.other_l3, 1);
+    assert_eq!(stats.drop_malformed, 2);
+    assert_eq!(stats.pass, 4);
+}
