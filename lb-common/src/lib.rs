@@ -11,6 +11,9 @@ pub mod stats;
 pub mod maps {
     /// Per-CPU array of one [`crate::stats::GlobalStats`]: every packet outcome, by name.
     pub const GLOBAL_STATS: &str = "LBD_STATS";
+
+    /// Every map the daemon pins, by name.
+    pub const PINNED: &[&str] = &[GLOBAL_STATS];
 }
 
 /// Names of the programs in the object.

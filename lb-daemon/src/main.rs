@@ -34,7 +34,13 @@ fn init_logging(args: &Args) {
     let level = if args.log_detail { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -81,7 +81,17 @@ impl Lab {
         if switch.try_ip(&["link", "show", bridge]).is_err() {
             switch.ip(&["link", "add", bridge, "type", "bridge"]);
             // No STP delay and no multicast snooping: VRRP multicast must flood at once.
-            switch.ip(&["link", "set", bridge, "type", "bridge", "forward_delay", "0", "mcast_snooping", "0"]);
+            switch.ip(&[
+                "link",
+                "set",
+                bridge,
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            ]);
             switch.ip(&["link", "set", bridge, "up"]);
         }
         self.veth(switch, port, host, host_if);
@@ -138,11 +148,17 @@ impl Netns {
 
     /// `ip -n NAME ARGS...`, returning stdout or the failure.
     pub fn try_ip(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("ip").arg("-n").arg(&self.name).args(args).output().map_err(|e| e.to_string())?;
+        let out =
+            Command::new("ip").arg("-n").arg(&self.name).args(args).output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!("ip -n {} {}: {}", self.name, args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+            Err(format!(
+                "ip -n {} {}: {}",
+                self.name,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 
@@ -156,7 +172,8 @@ impl Netns {
     /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward`, ...).
     pub fn sysctl(&self, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        self.enter(|| fs::write(&path, value)).unwrap_or_else(|e| panic!("{}: sysctl {key}={value}: {e}", self.name));
+        self.enter(|| fs::write(&path, value))
+            .unwrap_or_else(|e| panic!("{}: sysctl {key}={value}: {e}", self.name));
     }
 
     /// Runs a command inside the namespace to completion.
@@ -228,7 +245,10 @@ fn remove_netns(name: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }

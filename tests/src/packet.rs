@@ -114,7 +114,7 @@ impl Packet {
     #[must_use]
     pub fn ipv4_options(mut self, options: &[u8]) -> Self {
         self.ipv4_options = options.to_vec();
-        while self.ipv4_options.len() % 4 != 0 {
+        while !self.ipv4_options.len().is_multiple_of(4) {
             self.ipv4_options.push(0);
         }
         self
@@ -176,7 +176,9 @@ impl Packet {
     pub fn ip_bytes(&self) -> Vec<u8> {
         let (proto, l4) = self.l4_bytes();
         match (self.src, self.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => ipv4_packet(src, dst, proto, self.ttl, &self.ipv4_options, &l4),
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                ipv4_packet(src, dst, proto, self.ttl, &self.ipv4_options, &l4)
+            }
             (IpAddr::V6(src), IpAddr::V6(dst)) => ipv6_packet(src, dst, proto, self.ttl, &l4),
             _ => unreachable!("families checked in new"),
         }
@@ -213,7 +215,14 @@ pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: EtherType, payload: &[u8]
     buf
 }
 
-fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNextHeaderProtocol, ttl: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+fn ipv4_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpNextHeaderProtocol,
+    ttl: u8,
+    options: &[u8],
+    l4: &[u8],
+) -> Vec<u8> {
     let header_len = 20 + options.len();
     let mut buf = vec![0u8; header_len + l4.len()];
     let mut ip = MutableIpv4Packet::new(&mut buf).expect("buffer sized for the header");
@@ -234,7 +243,13 @@ fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: IpNextHeaderProtocol, ttl: u
     buf
 }
 
-fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, proto: IpNextHeaderProtocol, hop_limit: u8, l4: &[u8]) -> Vec<u8> {
+fn ipv6_packet(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: IpNextHeaderProtocol,
+    hop_limit: u8,
+    l4: &[u8],
+) -> Vec<u8> {
     let mut buf = vec![0u8; 40 + l4.len()];
     let mut ip = MutableIpv6Packet::new(&mut buf).expect("buffer sized for the header");
     ip.set_version(6);
@@ -270,8 +285,10 @@ mod tests {
 
     #[test]
     fn vlan_tags_nest_outermost_first() {
-        let frame =
-            Packet::udp("[::1]:1".parse().unwrap(), "[::2]:2".parse().unwrap(), b"").vlan(100).vlan(200).build();
+        let frame = Packet::udp("[::1]:1".parse().unwrap(), "[::2]:2".parse().unwrap(), b"")
+            .vlan(100)
+            .vlan(200)
+            .build();
         assert_eq!(&frame[12..14], &[0x81, 0x00]);
         assert_eq!(u16::from_be_bytes([frame[14], frame[15]]) & 0xfff, 100);
         assert_eq!(&frame[16..18], &[0x81, 0x00]);

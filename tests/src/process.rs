@@ -39,7 +39,8 @@ impl Proc {
 
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap_or_else(|e| panic!("{} ({}): kill -{signal}: {e}", self.label, self.pid()));
+        kill(self.pid(), signal)
+            .unwrap_or_else(|e| panic!("{} ({}): kill -{signal}: {e}", self.label, self.pid()));
     }
 
     /// Everything it printed so far.

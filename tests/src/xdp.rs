@@ -70,18 +70,22 @@ impl XdpTestRun {
             .unwrap_or_else(|| panic!("no program {program} in the object"))
             .try_into()
             .unwrap_or_else(|e: ProgramError| panic!("{program} is not XDP: {e}"));
-        xdp.load().unwrap_or_else(|e| panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        xdp.load()
+            .unwrap_or_else(|e| panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
         Self { ebpf, program: program.to_owned() }
     }
 
     /// Runs the program once on `input` (repeat=1: programs that rewrite the frame must see the
     /// original every time).
     pub fn run(&self, input: &[u8]) -> RunOutput {
-        let xdp: &Xdp = self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
+        let xdp: &Xdp =
+            self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
         // Room for encapsulation headers the program may push.
         let mut output = vec![0u8; input.len() + 512];
         let opts = TestRunOptions { data_in: Some(input), data_out: Some(&mut output), ..Default::default() };
-        let result = xdp.test_run(opts).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        let result = xdp
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
         output.truncate(result.data_size_out as usize);
         RunOutput { action: result.return_value.into(), output, duration: result.duration }
     }
@@ -123,7 +127,10 @@ pub fn run_table(program: &XdpTestRun, table: &[Fixture]) {
     for fixture in table {
         let got = program.run(&fixture.input);
         if got.action != fixture.action {
-            failures.push(format!("{}: action {:?}, expected {:?}", fixture.description, got.action, fixture.action));
+            failures.push(format!(
+                "{}: action {:?}, expected {:?}",
+                fixture.description, got.action, fixture.action
+            ));
             continue;
         }
         let expected = match &fixture.output {
@@ -142,7 +149,13 @@ pub fn run_table(program: &XdpTestRun, table: &[Fixture]) {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), table.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -36,7 +36,9 @@ fn stats_via_bpftool(pin: &Path) -> GlobalStats {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut sum = GlobalStats::default();
     // "formatted" is only there when the map carries BTF: part of what this test checks.
-    let cpus = json[0]["formatted"]["values"].as_array().unwrap_or_else(|| panic!("no BTF-formatted values in {json}"));
+    let cpus = json[0]["formatted"]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no BTF-formatted values in {json}"));
     for cpu in cpus {
         let v = &cpu["value"];
         let field = |name: &str| v[name].as_u64().unwrap_or_else(|| panic!("no field {name} in {v}"));
@@ -91,7 +93,8 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     assert!(pin.exists(), "{} not pinned", pin.display());
 
     // Driver mode, as the kernel reports it.
-    let link: serde_json::Value = serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
+    let link: serde_json::Value =
+        serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
     let xdp = &link[0]["xdp"];
     assert_eq!(xdp["mode"], 1, "expected XDP_ATTACHED_DRV in {xdp}");
     assert_eq!(xdp["prog"]["name"], "lb_xdp");
@@ -114,7 +117,11 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     assert_eq!(via_aya.ipv4 - before.ipv4, N, "exactly the datagrams sent are IPv4");
     assert!(via_aya.other_l3 >= 1, "the client's ARP request was seen: {via_aya:?}");
     assert_eq!(via_aya.ipv6, 0);
-    assert_eq!(via_aya.rx_packets, via_aya.pass + via_aya.drop_malformed, "one outcome per packet: {via_aya:?}");
+    assert_eq!(
+        via_aya.rx_packets,
+        via_aya.pass + via_aya.drop_malformed,
+        "one outcome per packet: {via_aya:?}"
+    );
     // 14 + 20 + 8 + 13 bytes per datagram.
     assert!(via_aya.rx_bytes - before.rx_bytes >= N * 55);
 
@@ -122,14 +129,17 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     lbd.signal(Signal::SIGTERM);
     let status = lbd.wait(Duration::from_secs(10));
     assert!(status.success(), "lbd exited with {}; log:\n{}", describe(status), lbd.log());
-    let link: serde_json::Value = serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
+    let link: serde_json::Value =
+        serde_json::from_str(&lb.ip(&["-j", "-d", "link", "show", "eth0"])).unwrap();
     assert!(link[0].get("xdp").is_none(), "XDP still attached after stop: {}", link[0]);
     assert!(!pin.exists(), "pin left behind after stop");
 }
 
 /// A tagged frame that ends two bytes into its 802.1Q tag.
 fn tcp6_tagged_cut() -> Vec<u8> {
-    let frame = Packet::tcp_syn("[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap()).vlan(1).build();
+    let frame = Packet::tcp_syn("[2001:db8::1]:1".parse().unwrap(), "[2001:db8::2]:2".parse().unwrap())
+        .vlan(1)
+        .build();
     frame[..16].to_vec()
 }
 
@@ -142,14 +152,44 @@ fn test_run_verdicts_on_crafted_frames() {
     let qinq = Packet::udp(v4("10.0.0.1:1"), v4("10.0.0.2:2"), b"").vlan(10).vlan(20).build();
     let arp = packet::ethernet([0xff; 6], packet::SRC_MAC, EtherTypes::Arp, &[0u8; 28]);
     let table = [
-        Fixture { description: "IPv4 UDP passes untouched", input: udp4.clone(), action: XdpAction::Pass, output: Expected::Unchanged },
-        Fixture { description: "802.1Q-tagged IPv6 TCP passes untouched", input: tcp6, action: XdpAction::Pass, output: Expected::Unchanged },
-        Fixture { description: "QinQ IPv4 passes untouched", input: qinq.clone(), action: XdpAction::Pass, output: Expected::Unchanged },
-        Fixture { description: "ARP passes untouched", input: arp, action: XdpAction::Pass, output: Expected::Unchanged },
+        Fixture {
+            description: "IPv4 UDP passes untouched",
+            input: udp4.clone(),
+            action: XdpAction::Pass,
+            output: Expected::Unchanged,
+        },
+        Fixture {
+            description: "802.1Q-tagged IPv6 TCP passes untouched",
+            input: tcp6,
+            action: XdpAction::Pass,
+            output: Expected::Unchanged,
+        },
+        Fixture {
+            description: "QinQ IPv4 passes untouched",
+            input: qinq.clone(),
+            action: XdpAction::Pass,
+            output: Expected::Unchanged,
+        },
+        Fixture {
+            description: "ARP passes untouched",
+            input: arp,
+            action: XdpAction::Pass,
+            output: Expected::Unchanged,
+        },
         // (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so the shortest
         // malformed frames tested are cut inside the VLAN tags.)
-        Fixture { description: "802.1Q tag cut short is dropped", input: tcp6_tagged_cut(), action: XdpAction::Drop, output: Expected::Any },
-        Fixture { description: "VLAN tag cut short is dropped", input: qinq[..17].to_vec(), action: XdpAction::Drop, output: Expected::Any },
+        Fixture {
+            description: "802.1Q tag cut short is dropped",
+            input: tcp6_tagged_cut(),
+            action: XdpAction::Drop,
+            output: Expected::Any,
+        },
+        Fixture {
+            description: "VLAN tag cut short is dropped",
+            input: qinq[..17].to_vec(),
+            action: XdpAction::Drop,
+            output: Expected::Any,
+        },
     ];
     run_table(&program, &table);
 

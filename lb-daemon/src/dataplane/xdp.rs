@@ -52,11 +52,13 @@ impl XdpDataplane {
         if bpffs::ensure(pin_dir)? {
             info!("mounted a bpffs on {}", pin_dir.display());
         }
-        let stats_pin = pin_dir.join(GLOBAL_STATS);
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(GLOBAL_STATS, stats_pin.as_path())
-            .load(OBJECT)
-            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        let mut loader = EbpfLoader::new();
+        for &name in lb_common::maps::PINNED {
+            // Reuses the pinned map if a previous run left it, so counters and (later) flows
+            // survive a restart.
+            loader.map_pin_path(name, pin_dir.join(name));
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let program = lb_program(&mut ebpf)?;
         program.load().map_err(|e| program_error("load", None, e))?;
         Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new() })
@@ -105,7 +107,7 @@ impl XdpDataplane {
         let Self { ebpf, pin_dir, .. } = self;
         // Dropping the Ebpf detaches every link it owns.
         drop(ebpf);
-        for name in [GLOBAL_STATS] {
+        for name in lb_common::maps::PINNED {
             let pin = pin_dir.join(name);
             if let Err(e) = std::fs::remove_file(&pin)
                 && e.kind() != std::io::ErrorKind::NotFound

@@ -1,0 +1,71 @@
+//! Running commands, with their failures explained.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::root;
+
+/// Prints a step header.
+pub fn step(what: &str) {
+    println!("==> {what}");
+}
+
+/// Runs `command`, inheriting stdio; fails if it does.
+pub fn run(mut command: Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo ARGS` in the workspace root, with the toolchain the workspace uses.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root()).args(args);
+    run(command)
+}
+
+/// `cargo +nightly ARGS` in `dir` (the BPF crate), clean of the variables the outer cargo set
+/// for the stable toolchain.
+pub fn nightly_cargo(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut command = Command::new("cargo");
+    command.current_dir(dir).arg("+nightly").args(args);
+    for var in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    run(command)
+}
+
+/// Output of a command, if it ran and succeeded.
+pub fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Network namespaces named like the test kit's (`lbt<pid>x...`) whose process is gone.
+pub fn leftover_namespaces() -> anyhow::Result<Vec<String>> {
+    let list = output("ip", &["netns", "list"]).unwrap_or_default();
+    Ok(list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            let Some(rest) = name.strip_prefix("lbt") else { return false };
+            let pid = rest.split('x').next().unwrap_or_default();
+            !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .map(str::to_owned)
+        .collect())
+}
