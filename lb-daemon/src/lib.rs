@@ -5,7 +5,10 @@
 //! - [`dataplane`] owns the XDP program and its maps (nothing else touches them);
 //! - [`netlink`] owns every question asked of, and change made to, the kernel's network stack.
 //! - [`cli`] is keepalived's command line.
+//! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
 pub mod cli;
+pub mod config;
 pub mod dataplane;
 pub mod netlink;
+pub mod vrrp;

@@ -8,7 +8,7 @@ use clap::Parser as _;
 use lb_daemon::{
     cli::Args,
     dataplane::xdp::{XdpDataplane, error_chain},
-    netlink,
+    netlink::Netlink,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
@@ -45,9 +45,15 @@ fn init_logging(args: &Args) {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     info!("Starting lbd {}", env!("CARGO_PKG_VERSION"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    let netlink = Netlink::connect()?;
     let mut dataplane = XdpDataplane::load(&args.bpf_pin_path).context("setting up the XDP data plane")?;
     let interfaces = if args.xdp_interfaces.is_empty() {
-        netlink::links()?.into_iter().filter(|l| l.up && !l.loopback).map(|l| l.name).collect()
+        netlink.links().await?.into_iter().filter(|l| l.up && !l.loopback).map(|l| l.name).collect()
     } else {
         args.xdp_interfaces.clone()
     };
@@ -57,8 +63,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     info!("maps pinned under {}", dataplane.pin_dir().display());
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(wait_for_stop())?;
+    wait_for_stop().await?;
 
     info!("Stopping");
     let stats = dataplane.stats()?;

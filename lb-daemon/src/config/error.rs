@@ -47,14 +47,15 @@ pub enum ConfigError {
 /// How bad a [`Diagnostic`] is.
 ///
 /// keepalived 2.2.7's `--config-test` exits 5 for any error or warning; lbd keeps the same rule
-/// for [`Severity::Error`] and [`Severity::Warning`]. [`Severity::Unsupported`] marks valid
-/// keepalived configuration that lbd reads but does not act on yet: it is always printed, and it
-/// does not change the exit status, so that every file keepalived accepts is accepted by lbd.
+/// for [`Severity::Error`] and [`Severity::Warning`]. [`Severity::Notice`] is information that
+/// does not change the exit status: valid keepalived configuration that lbd reads but does not
+/// act on yet ("not supported yet"), or a script missing on this host (keepalived silently
+/// drops those). So every file keepalived accepts is accepted by lbd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
-    /// Valid keepalived configuration that lbd does not implement yet.
-    Unsupported,
+    /// Printed, but does not change the exit status (e.g. "not supported yet").
+    Notice,
     /// Something keepalived would warn about (and then ignore or default).
     Warning,
     /// Something wrong: the value was not used.
@@ -64,7 +65,7 @@ pub enum Severity {
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Severity::Unsupported => "notice",
+            Severity::Notice => "notice",
             Severity::Warning => "warning",
             Severity::Error => "error",
         })
@@ -148,7 +149,14 @@ impl Diagnostics {
         } else {
             self.files.get(loc.file as usize).cloned().unwrap_or_default()
         };
-        self.list.push(Diagnostic { severity, file, line: loc.line, column: loc.column, message: message.into(), class });
+        self.list.push(Diagnostic {
+            severity,
+            file,
+            line: loc.line,
+            column: loc.column,
+            message: message.into(),
+            class,
+        });
     }
 
     /// An error at `loc`.
@@ -163,7 +171,7 @@ impl Diagnostics {
 
     /// A "not supported yet" notice at `loc`.
     pub fn unsupported(&mut self, loc: Loc, keyword: &str) {
-        self.push(Severity::Unsupported, loc, format!("keyword '{keyword}' is not supported yet"));
+        self.push(Severity::Notice, loc, format!("keyword '{keyword}' is not supported yet"));
     }
 }
 

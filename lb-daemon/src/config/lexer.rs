@@ -102,6 +102,8 @@ pub struct LexOptions {
     pub config_id: String,
     /// `-e/--all-config`: a missing include is an error (keepalived's `includea` for all).
     pub all_config: bool,
+    /// Refuse includes (fuzzing).
+    pub deny_includes: bool,
 }
 
 /// A definition (`$NAME=value`).
@@ -218,7 +220,8 @@ impl Lexer {
     /// Opens the main configuration file. Unlike an include, it must exist.
     pub fn open_main(&mut self, diags: &mut Diagnostics, path: &Path) -> std::io::Result<()> {
         let bytes = fs::read(path)?;
-        let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let text =
+            String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         self.push_text(diags, &path.to_string_lossy(), text);
         Ok(())
     }
@@ -251,7 +254,8 @@ impl Lexer {
             loop {
                 let mut recheck = false;
                 if buf.starts_with('@') {
-                    let (rev, ofs) = if buf.as_bytes().get(1) == Some(&b'^') { (true, 2) } else { (false, 1) };
+                    let (rev, ofs) =
+                        if buf.as_bytes().get(1) == Some(&b'^') { (true, 2) } else { (false, 1) };
                     let Some(sp) = buf[ofs..].find([' ', '\t']).map(|i| i + ofs) else {
                         buf.clear();
                         break;
@@ -460,7 +464,9 @@ impl Lexer {
                 let v = if *hex { format!("{:x}", *next) } else { format!("{}", *next) };
                 *next += *step;
                 *produced += 1;
-                let done = (*step > 0 && *next > *last) || (*step < 0 && *next < *last) || *produced >= MAX_SEQ_LINES;
+                let done = (*step > 0 && *next > *last)
+                    || (*step < 0 && *next < *last)
+                    || *produced >= MAX_SEQ_LINES;
                 (vec![v], done)
             }
             SeqValues::List { tuples, next } => {
@@ -493,7 +499,9 @@ impl Lexer {
                 self.defs[i].multiline = false;
                 self.defs[i].kind = StdDef::None;
             }
-            None => self.defs.push(Def { name: name.to_string(), value, multiline: false, kind: StdDef::None }),
+            None => {
+                self.defs.push(Def { name: name.to_string(), value, multiline: false, kind: StdDef::None })
+            }
         }
     }
 
@@ -730,8 +738,15 @@ impl Lexer {
             _ => return false,
         };
         let pattern = line.w(1).to_string();
+        if self.options.deny_includes {
+            diags.error(loc, format!("include '{pattern}' is not allowed here"));
+            return true;
+        }
         if self.files.len() >= MAX_INCLUDE_DEPTH {
-            diags.error(loc, format!("include '{pattern}' nested too deeply (more than {MAX_INCLUDE_DEPTH} levels)"));
+            diags.error(
+                loc,
+                format!("include '{pattern}' nested too deeply (more than {MAX_INCLUDE_DEPTH} levels)"),
+            );
             return true;
         }
         let dir = self.files.last().map(|f| f.dir.clone()).unwrap_or_default();
@@ -766,7 +781,10 @@ impl Lexer {
             if !meta.is_file() || meta.permissions().mode() & 0o111 != 0 {
                 diags.warn(
                     loc,
-                    format!("Configuration file '{}' is not a regular non-executable file - skipping", path.display()),
+                    format!(
+                        "Configuration file '{}' is not a regular non-executable file - skipping",
+                        path.display()
+                    ),
                 );
                 continue;
             }
@@ -778,7 +796,11 @@ impl Lexer {
                 }
                 Err(e) => {
                     let sev = if strict { Severity::Error } else { Severity::Warning };
-                    diags.push(sev, loc, format!("Configuration file '{}' open problem ({e}) - skipping", path.display()));
+                    diags.push(
+                        sev,
+                        loc,
+                        format!("Configuration file '{}' open problem ({e}) - skipping", path.display()),
+                    );
                 }
             }
         }
@@ -817,7 +839,10 @@ struct Reference {
 }
 
 fn seed_from_time() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
     t | 1
 }
 
@@ -1148,7 +1173,7 @@ mod tests {
 
     fn lines(src: &str, id: &str) -> (Vec<Vec<String>>, Diagnostics) {
         let mut d = Diagnostics::default();
-        let mut lx = Lexer::new(LexOptions { config_id: id.into(), all_config: false });
+        let mut lx = Lexer::new(LexOptions { config_id: id.into(), ..LexOptions::default() });
         lx.push_text(&mut d, "t.conf", src.to_string());
         let mut out = Vec::new();
         while let Some(l) = lx.next_line(&mut d) {
@@ -1197,26 +1222,23 @@ mod tests {
         let src = "$RS= \\\nreal_server 1.1.1.${N} 80 { \\\n weight ${N} \\\n}\n$N=1\n$RS\n$N=2\n$RS\n";
         assert_eq!(
             flat(src),
-            [
-                "real_server 1.1.1.1 80",
-                "{",
-                "weight 1",
-                "}",
-                "real_server 1.1.1.2 80",
-                "{",
-                "weight 2",
-                "}"
-            ]
+            ["real_server 1.1.1.1 80", "{", "weight 1", "}", "real_server 1.1.1.2 80", "{", "weight 2", "}"]
         );
     }
 
     #[test]
     fn seq_and_lst() {
-        assert_eq!(flat("~SEQ(S, 0, 3) ip 10.0.${S}.1"), ["ip 10.0.0.1", "ip 10.0.1.1", "ip 10.0.2.1", "ip 10.0.3.1"]);
+        assert_eq!(
+            flat("~SEQ(S, 0, 3) ip 10.0.${S}.1"),
+            ["ip 10.0.0.1", "ip 10.0.1.1", "ip 10.0.2.1", "ip 10.0.3.1"]
+        );
         assert_eq!(flat("~SEQx(S, 0x90, 0x10, 0xc0) ${S}"), ["90", "a0", "b0", "c0"]);
         assert_eq!(flat("~SEQ(S,3) x${S}"), ["x1", "x2", "x3"]);
         assert_eq!(flat("~SEQ(A,1,2) ~SEQ(B,1,2) ${A}.${B}"), ["1.1", "1.2", "2.1", "2.2"]);
-        assert_eq!(flat("~LST({IP, IP1}, {10,1},{20,4}) 192.168.${IP}.${IP1}"), ["192.168.10.1", "192.168.20.4"]);
+        assert_eq!(
+            flat("~LST({IP, IP1}, {10,1},{20,4}) 192.168.${IP}.${IP1}"),
+            ["192.168.10.1", "192.168.20.4"]
+        );
         let (_, d) = lines("~SEQ(S, 1, -1, 5) x", "m");
         assert!(d.list[0].message.contains("Invalid ~SEQ values"), "{:?}", d.list);
     }
@@ -1237,7 +1259,10 @@ mod tests {
 
     #[test]
     fn command_splitting() {
-        assert_eq!(split_command("/bin/echo 'a b' c\\tz \"q\\\"\"").unwrap(), ["/bin/echo", "a b", "c\tz", "q\""]);
+        assert_eq!(
+            split_command("/bin/echo 'a b' c\\tz \"q\\\"\"").unwrap(),
+            ["/bin/echo", "a b", "c\tz", "q\""]
+        );
         assert!(split_command("a 'b").is_err());
     }
 

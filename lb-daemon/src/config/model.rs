@@ -214,7 +214,8 @@ impl FromStr for AddressRange {
                     IpAddr::V4(o.into())
                 }
                 IpAddr::V6(s6) => {
-                    let last = u16::from_str_radix(b, 16).map_err(|_| format!("invalid address range end '{b}'"))?;
+                    let last =
+                        u16::from_str_radix(b, 16).map_err(|_| format!("invalid address range end '{b}'"))?;
                     let mut seg = s6.segments();
                     seg[7] = last;
                     IpAddr::V6(seg.into())
@@ -278,10 +279,14 @@ pub mod secs {
             (s.strip_suffix('s').unwrap_or(s), 1_000_000)
         };
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if int.is_empty() && frac.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(format!("invalid duration '{s}'"));
         }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("invalid duration '{s}'"))? };
+        let int: u128 =
+            if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("invalid duration '{s}'"))? };
         let mut frac_micros: u128 = 0;
         let mut div = 1u128;
         for (i, b) in frac.bytes().enumerate() {
@@ -374,7 +379,10 @@ pub enum Family {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[doc(alias = "global_defs")]
-#[expect(missing_docs, reason = "fields are keepalived's global_defs keywords, documented in keepalived.conf(5)")]
+#[expect(
+    missing_docs,
+    reason = "fields are keepalived's global_defs keywords, documented in keepalived.conf(5)"
+)]
 pub struct GlobalDefs {
     // top level
     pub net_namespace: Option<String>,
@@ -1098,7 +1106,10 @@ pub struct UseIpvlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[doc(alias = "vrrp_instance")]
-#[expect(missing_docs, reason = "fields are keepalived's vrrp_instance keywords, documented in keepalived.conf(5)")]
+#[expect(
+    missing_docs,
+    reason = "fields are keepalived's vrrp_instance keywords, documented in keepalived.conf(5)"
+)]
 pub struct VrrpInstance {
     pub name: String,
     pub state: Option<VrrpState>,
@@ -1479,7 +1490,10 @@ pub struct SorryServer {
 /// `virtual_server ... { }`: one IPVS service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[doc(alias = "virtual_server")]
-#[expect(missing_docs, reason = "fields are keepalived's virtual_server keywords, documented in keepalived.conf(5)")]
+#[expect(
+    missing_docs,
+    reason = "fields are keepalived's virtual_server keywords, documented in keepalived.conf(5)"
+)]
 pub struct VirtualServer {
     pub address: VsAddress,
     #[serde(default)]
@@ -1649,7 +1663,10 @@ impl VirtualServer {
 /// `real_server IP [PORT] { }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[doc(alias = "real_server")]
-#[expect(missing_docs, reason = "fields are keepalived's real_server keywords, documented in keepalived.conf(5)")]
+#[expect(
+    missing_docs,
+    reason = "fields are keepalived's real_server keywords, documented in keepalived.conf(5)"
+)]
 pub struct RealServer {
     pub address: IpAddr,
     #[serde(default)]

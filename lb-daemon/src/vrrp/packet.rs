@@ -30,10 +30,8 @@ use std::num::{NonZeroU8, NonZeroU16};
 use std::time::Duration;
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4).
-#[doc(alias = "IPPROTO_VRRP")]
 pub const IPPROTO_VRRP: u8 = 112;
 /// IP protocol number of the IPsec Authentication Header (RFC 4302), used by `auth_type AH`.
-#[doc(alias = "IPPROTO_AH")]
 pub const IPPROTO_AH: u8 = 51;
 /// TTL / hop limit every VRRP packet is sent with and must arrive with (RFC 5798 §5.1.1.3, §7.1).
 pub const VRRP_TTL: u8 = 255;
@@ -160,7 +158,9 @@ pub enum VrrpPacketError {
         ihl: u8,
     },
     /// The IPv4 total length is shorter than the header or longer than what was received.
-    #[error("IPv4 total length {total_length} with a {header_length}-byte header, {available} bytes received")]
+    #[error(
+        "IPv4 total length {total_length} with a {header_length}-byte header, {available} bytes received"
+    )]
     BadTotalLength {
         /// The Total Length field.
         total_length: u16,
@@ -256,7 +256,6 @@ impl fmt::Display for AddressFamily {
 
 /// The VRRP protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[doc(alias = "version")]
 pub enum Version {
     /// VRRPv2, RFC 3768: IPv4 only, interval in seconds, authentication fields.
     V2,
@@ -577,16 +576,21 @@ impl VrrpAdvert {
 
         let addresses = match family {
             AddressFamily::Ipv4 => AddressList::V4(
-                (0..count).map(|_| reader.array("IPv4 address").map(Ipv4Addr::from)).collect::<Result<_, _>>()?,
+                (0..count)
+                    .map(|_| reader.array("IPv4 address").map(Ipv4Addr::from))
+                    .collect::<Result<_, _>>()?,
             ),
             AddressFamily::Ipv6 => AddressList::V6(
-                (0..count).map(|_| reader.array("IPv6 address").map(Ipv6Addr::from)).collect::<Result<_, _>>()?,
+                (0..count)
+                    .map(|_| reader.array("IPv6 address").map(Ipv6Addr::from))
+                    .collect::<Result<_, _>>()?,
             ),
         };
         let fields = match version {
             Version::V2 => VersionFields::V2 {
                 auth_type: AuthType::from_number(rsvd_or_auth)?,
-                adver_int: NonZeroU8::new(interval_low).ok_or(VrrpPacketError::ZeroAdvertInterval { version: 2 })?,
+                adver_int: NonZeroU8::new(interval_low)
+                    .ok_or(VrrpPacketError::ZeroAdvertInterval { version: 2 })?,
                 auth_data: reader.array("authentication data")?,
             },
             Version::V3 => {
@@ -779,7 +783,10 @@ impl Ipv4Header {
             header.get(12..).unwrap_or_default(),
         ));
         if found_checksum != expected_checksum {
-            return Err(VrrpPacketError::BadIpChecksum { found: found_checksum, expected: expected_checksum });
+            return Err(VrrpPacketError::BadIpChecksum {
+                found: found_checksum,
+                expected: expected_checksum,
+            });
         }
         let offset = flags_fragment & IPV4_FRAGMENT_OFFSET;
         let more_fragments = flags_fragment & IPV4_FLAG_MF != 0;
@@ -984,10 +991,8 @@ impl Ipv4VrrpPacket {
         let ah_len = if self.ah.is_some() { AH_HEADER_LEN } else { 0 };
         let mut message = Vec::with_capacity(IPV4_HEADER_LEN + ah_len + self.advert.encoded_len());
         self.advert.encode_into(&pseudo, &mut message)?;
-        let ip = Ipv4Header {
-            protocol: if self.ah.is_some() { IPPROTO_AH } else { IPPROTO_VRRP },
-            ..self.ip
-        };
+        let ip =
+            Ipv4Header { protocol: if self.ah.is_some() { IPPROTO_AH } else { IPPROTO_VRRP }, ..self.ip };
         let mut out = Vec::with_capacity(IPV4_HEADER_LEN + ah_len + message.len());
         ip.encode_into(ah_len + message.len(), &mut out)?;
         if let Some(ah) = &self.ah {
@@ -1040,7 +1045,8 @@ pub fn fuzz_decode(data: &[u8]) {
         Err(error) => panic!("decoded advert {advert:?} does not re-encode: {error}"),
     };
     assert_eq!(VrrpAdvert::decode(&bytes, &pseudo).as_ref(), Ok(&advert), "advert round trip");
-    let reserved_bits_clear = advert.version() == Version::V2 || message.get(4).is_some_and(|b| b & 0xf0 == 0);
+    let reserved_bits_clear =
+        advert.version() == Version::V2 || message.get(4).is_some_and(|b| b & 0xf0 == 0);
     if reserved_bits_clear {
         assert_eq!(bytes, message, "advert re-encodes to other bytes");
     }

@@ -1,0 +1,2 @@
+//! VRRP placeholder
+pub mod packet;
