@@ -9,6 +9,17 @@ use clap::Parser;
 
 use crate::dataplane::xdp::AttachMode;
 
+/// How `-d/--dump-conf` prints the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DumpFormat {
+    /// keepalived's `-d` text.
+    Keepalived,
+    /// lbd's model as TOML (readable again with `-f FILE.toml`).
+    Toml,
+    /// lbd's model as JSON.
+    Json,
+}
+
 /// keepalived's default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
 
@@ -46,6 +57,37 @@ pub struct Args {
     #[arg(short = 'v', long = "version")]
     pub version: bool,
 
+    /// Check the configuration for obvious errors and exit (keepalived's exit codes: 0 ok,
+    /// 4 cannot run, 5 errors or warnings, 6 scripts without enable_script_security).
+    /// Messages go to stderr, or to LOG_FILE with `--config-test=LOG_FILE`.
+    #[arg(
+        short = 't',
+        long = "config-test",
+        value_name = "LOG_FILE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
+    pub config_test: Option<String>,
+
+    /// Dump the configuration data: `-d`/`--dump-conf` in keepalived's style (on stderr, then
+    /// carry on as keepalived does); `--dump-conf=toml` or `--dump-conf=json` prints lbd's
+    /// model on stdout and exits.
+    #[arg(
+        short = 'd',
+        long = "dump-conf",
+        value_name = "FORMAT",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "keepalived"
+    )]
+    pub dump_conf: Option<DumpFormat>,
+
+    /// Error if any configuration file is missing (same as `includea` for every include).
+    #[arg(short = 'e', long = "all-config")]
+    pub all_config: bool,
+
     /// Directory on a bpffs where the XDP maps are pinned (mounted there if needed).
     #[arg(long = "bpf-pin-path", value_name = "DIR", default_value = lb_common::DEFAULT_PIN_PATH)]
     pub bpf_pin_path: PathBuf,
@@ -69,6 +111,23 @@ mod tests {
         let args = Args::try_parse_from(["lbd", "-f", "/tmp/k.conf", "-l", "-D", "-n"]).expect("valid flags");
         assert_eq!(args.use_file, PathBuf::from("/tmp/k.conf"));
         assert!(args.log_console && args.log_detail && args.dont_fork);
+    }
+
+    #[test]
+    fn config_test_and_dump_flags() {
+        let a = Args::try_parse_from(["lbd", "-t"]).expect("valid");
+        assert_eq!(a.config_test.as_deref(), Some(""));
+        let a = Args::try_parse_from(["lbd", "--config-test=/tmp/log"]).expect("valid");
+        assert_eq!(a.config_test.as_deref(), Some("/tmp/log"));
+        let a = Args::try_parse_from(["lbd", "-d", "-f", "x"]).expect("valid");
+        assert_eq!(a.dump_conf, Some(DumpFormat::Keepalived));
+        let a = Args::try_parse_from(["lbd", "--dump-conf"]).expect("valid");
+        assert_eq!(a.dump_conf, Some(DumpFormat::Keepalived));
+        let a = Args::try_parse_from(["lbd", "--dump-conf=toml"]).expect("valid");
+        assert_eq!(a.dump_conf, Some(DumpFormat::Toml));
+        let a = Args::try_parse_from(["lbd", "-e", "-t", "-d"]).expect("valid");
+        assert!(a.all_config && a.config_test.is_some() && a.dump_conf.is_some());
+        assert!(Args::try_parse_from(["lbd", "--dump-conf=yaml"]).is_err());
     }
 
     #[test]

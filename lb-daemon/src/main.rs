@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         println!("lbd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    // Configuration before runtime: -t, -d and --dump-conf are answered here.
+    if let Some(status) = lb_daemon::config::action::run(&args) {
+        return ExitCode::from(status);
+    }
     init_logging(&args);
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

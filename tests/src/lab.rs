@@ -64,6 +64,11 @@ impl Lab {
         self.namespaces.push(name.clone());
         let ns = Netns { name, log_dir: self.dir.clone() };
         ns.ip(&["link", "set", "lo", "up"]);
+        // No duplicate address detection: IPv6 addresses (link-local included) are usable at
+        // once, so tests need not wait out DAD's tentative state.
+        for conf in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv6.conf.{conf}.accept_dad"), "0");
+        }
         ns
     }
 
@@ -211,6 +216,14 @@ impl Netns {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
+    }
+
+    /// The interface's IPv6 link-local address.
+    pub fn link_local(&self, interface: &str) -> std::net::Ipv6Addr {
+        let out = self.ip(&["-6", "-br", "addr", "show", "dev", interface, "scope", "link"]);
+        out.split_whitespace()
+            .find_map(|word| word.split('/').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no link-local address on {interface}: {out:?}", self.name))
     }
 
     /// The interface's MAC address.

@@ -566,15 +566,15 @@ impl Lexer {
                 return Err(format!("too many parameter substitutions on line '{buf}'"));
             }
             found = true;
-            let def = &self.defs[m.def];
-            let replacement = match def.kind {
-                StdDef::None => def.value.clone(),
+            let (kind, multiline) = (self.defs[m.def].kind, self.defs[m.def].multiline);
+            let replacement = match kind {
+                StdDef::None => self.defs[m.def].value.clone(),
                 StdDef::Pwd => self.pwd(),
                 StdDef::Instance => self.options.config_id.clone(),
                 StdDef::Random => self.random(m.params.as_deref()),
             };
             let end = pos + 1 + m.len;
-            if def.multiline {
+            if multiline {
                 let (first, rest) = match replacement.find('\n') {
                     Some(i) => (replacement[..i].to_string(), replacement[i + 1..].to_string()),
                     None => (replacement.clone(), String::new()),

@@ -14,7 +14,7 @@ const TIMER_MIN: f64 = 0.000_001;
 impl Parser {
     pub(super) fn virtual_server_group(&mut self, l: &Line) {
         let mut g = VirtualServerGroup { name: self.block_name(l), entries: Vec::new() };
-        for e in self.value_block(l) {
+        for e in self.list_block(l, 2) {
             if e.w(0) == "fwmark" {
                 let Some(mark) = self.u32v(&e, 1, 1, u32::MAX) else { continue };
                 let family = match e.word(2) {
@@ -51,7 +51,7 @@ impl Parser {
 
     pub(super) fn local_address_group(&mut self, l: &Line) {
         let mut g = LocalAddressGroup { name: self.block_name(l), addresses: Vec::new() };
-        for e in self.value_block(l) {
+        for e in self.list_block(l, 2) {
             match e.w(0).parse::<AddressRange>() {
                 Ok(r) => g.addresses.push(r),
                 Err(msg) => self.d.error(e.loc, format!("local_address_group {}: {msg}", g.name)),

@@ -11,6 +11,7 @@
 //! The daemon calls [`load`] before it starts any runtime; `--config-test` prints the
 //! diagnostics and exits with [`config_test_exit_code`].
 
+pub mod action;
 pub mod dump;
 pub mod error;
 pub mod host;

@@ -139,11 +139,16 @@ impl Parser {
 
     /// Reads a list block (`keyword { entry ... }`): every line up to `}` is one entry.
     pub(super) fn value_block(&mut self, opener: &Line) -> Vec<Line> {
+        self.list_block(opener, 1)
+    }
+
+    /// A list block whose header has `words` words (`virtual_server_group NAME {`).
+    pub(super) fn list_block(&mut self, opener: &Line, words: usize) -> Vec<Line> {
         let mut out = Vec::new();
-        if opener.len() > 1 {
+        if opener.len() > words {
             self.d.error(
                 opener.loc_of(1),
-                format!("Block {} has extra parameters {} ...", opener.w(0), opener.w(1)),
+                format!("Block {} has extra parameters {} ...", opener.w(0), opener.w(words)),
             );
         }
         match self.next() {
@@ -865,7 +870,7 @@ impl Parser {
         while i < e.len() {
             let opt = e.w(i);
             let val = e.word(i + 1);
-            let mut take = |p: &mut Self, what: &str| -> Option<String> {
+            let take = |p: &mut Self, what: &str| -> Option<String> {
                 match val {
                     Some(v) => Some(v.to_string()),
                     None => {
@@ -990,7 +995,7 @@ impl Parser {
         while i < e.len() {
             let w = e.w(i);
             let val = e.word(i + 1);
-            let mut need = |p: &mut Self| -> Option<&str> {
+            let need = |p: &mut Self| -> Option<&str> {
                 if val.is_none() {
                     p.d.error(e.loc_of(i), format!("route option '{w}' is missing its value"));
                 }

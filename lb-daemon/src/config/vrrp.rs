@@ -297,6 +297,10 @@ impl Parser {
             "virtual_routes" => {
                 for e in self.value_block(k) {
                     if let Some(r) = self.route_entry(&e, false) {
+                        if r.dev.is_none() && !r.no_track {
+                            let dest = r.destination.map_or_else(String::new, |d| d.to_string());
+                            self.d.warn(e.loc, format!("Warning - cannot track route {dest} with no interface specified, not tracking"));
+                        }
                         v.virtual_routes.push(r);
                     }
                 }

@@ -458,8 +458,12 @@ impl Instance {
                 if params.authentication != Authentication::None {
                     return Err(VrrpStateError::AuthenticationWithV3);
                 }
-                let centiseconds = (interval.as_nanos() % 10_000_000 == 0)
-                    .then(|| u16::try_from(interval.as_millis() / 10).ok().and_then(MaxAdverInt::from_centiseconds))
+                let centiseconds = interval
+                    .as_nanos()
+                    .is_multiple_of(10_000_000)
+                    .then(|| {
+                        u16::try_from(interval.as_millis() / 10).ok().and_then(MaxAdverInt::from_centiseconds)
+                    })
                     .flatten();
                 let max_adver_int = centiseconds.ok_or(VrrpStateError::InvalidAdvertInterval {
                     version: Version::V3,
@@ -656,7 +660,7 @@ impl Instance {
             self.garp_delay_timer = None;
             actions.push(Action::SendGratuitous { repeat: self.params.garp_master_repeat });
         }
-        if !self.timer.is_some_and(|at| at <= now) {
+        if self.timer.is_none_or(|at| at > now) {
             return;
         }
         match self.state {
@@ -865,8 +869,9 @@ pub fn skew_time(version: Version, priority: u8, master_adver_interval: Duration
     let weight = 256 - u64::from(priority);
     let micros = match version {
         Version::V3 => {
-            let centiseconds = u64::try_from(master_adver_interval.as_micros() / u128::from(MICROS_PER_CENTISECOND))
-                .unwrap_or(u64::MAX);
+            let centiseconds =
+                u64::try_from(master_adver_interval.as_micros() / u128::from(MICROS_PER_CENTISECOND))
+                    .unwrap_or(u64::MAX);
             weight.saturating_mul(centiseconds).saturating_mul(625) / 16
         }
         Version::V2 => weight * 1_000_000 / 256,
@@ -876,9 +881,11 @@ pub fn skew_time(version: Version, priority: u8, master_adver_interval: Duration
 
 /// Master_Down_Interval: `3 × Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1).
 pub fn master_down_interval(version: Version, priority: u8, master_adver_interval: Duration) -> Duration {
-    master_adver_interval
-        .saturating_mul(DOWN_TIMER_ADVERTS)
-        .saturating_add(skew_time(version, priority, master_adver_interval))
+    master_adver_interval.saturating_mul(DOWN_TIMER_ADVERTS).saturating_add(skew_time(
+        version,
+        priority,
+        master_adver_interval,
+    ))
 }
 
 /// `now + delay`, saturating far in the future instead of panicking on overflow (delays come

@@ -498,7 +498,7 @@ fn random_inputs_never_panic_and_round_trip() {
             let index = (rng.next() % input.len() as u64) as usize;
             set(&mut input, index, rng.byte());
         }
-        if rng.next() % 5 == 0 {
+        if rng.next().is_multiple_of(5) {
             input.truncate((rng.next() % (input.len() as u64 + 1)) as usize);
         }
         fuzz_decode(&input);

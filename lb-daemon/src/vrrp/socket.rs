@@ -1,0 +1,195 @@
+//! VRRP sockets: raw IP protocol 112 on one interface, one socket per interface and family,
+//! shared by every instance there (the daemon demultiplexes by VRID).
+//!
+//! IPv4 adverts are sent with `IP_HDRINCL` and a header built by [`Ipv4Header`], so that TOS,
+//! TTL, DF and the identification counter are keepalived's exactly. IPv6 adverts let the kernel
+//! build the header (traffic class and hop limit set by socket options); the destination and
+//! hop limit of received IPv6 adverts come from `IPV6_PKTINFO` / `IPV6_HOPLIMIT` control
+//! messages, since raw IPv6 sockets do not deliver the header.
+
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    os::fd::{AsRawFd as _, RawFd},
+};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use super::packet::{
+    IPPROTO_VRRP, Ipv4Header, PseudoHeader, VRRP_TOS, VRRP_TTL, VrrpAdvert, VrrpPacketError,
+};
+
+/// Largest advert accepted: header, 255 IPv6 addresses, auth data, AH, IP header.
+const MAX_PACKET: usize = 8 + 255 * 16 + 8 + 24 + 60;
+
+/// An advert as it arrived.
+#[derive(Debug)]
+pub struct Received {
+    /// Source address (the sender's primary address).
+    pub source: IpAddr,
+    /// Destination address (multicast group or this router's unicast address).
+    pub destination: IpAddr,
+    /// TTL (IPv4) or hop limit (IPv6) it arrived with.
+    pub hop_limit: u8,
+    /// The decoded advert, or why it could not be decoded (the caller counts and drops it).
+    pub advert: Result<VrrpAdvert, VrrpPacketError>,
+}
+
+/// A raw VRRP socket bound to one interface.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    /// IPv4 only: the next identification field (keepalived counts up from 1).
+    next_id: u16,
+    source: IpAddr,
+}
+
+impl VrrpSocket {
+    /// Opens an IPv4 socket on `interface` (index `ifindex`), sending from `source`, joined to
+    /// `group` unless it is `None` (unicast only).
+    pub fn open_v4(
+        interface: &str,
+        ifindex: u32,
+        source: Ipv4Addr,
+        group: Option<Ipv4Addr>,
+    ) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))?;
+        socket.bind_device(Some(interface.as_bytes()))?;
+        socket.set_header_included_v4(true)?;
+        socket.set_multicast_loop_v4(false)?;
+        socket.set_multicast_if_v4(&source)?;
+        if let Some(group) = group {
+            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
+        }
+        Self::register(socket, source.into())
+    }
+
+    /// Opens an IPv6 socket on `interface` (index `ifindex`), sending from `source` (its
+    /// link-local address, RFC 5798 §5.1.2.1), joined to `group` unless it is `None`.
+    pub fn open_v6(
+        interface: &str,
+        ifindex: u32,
+        source: Ipv6Addr,
+        group: Option<Ipv6Addr>,
+    ) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))?;
+        socket.bind_device(Some(interface.as_bytes()))?;
+        socket.bind(&SocketAddr::V6(SocketAddrV6::new(source, 0, 0, ifindex)).into())?;
+        socket.set_multicast_loop_v6(false)?;
+        socket.set_multicast_if_v6(ifindex)?;
+        socket.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+        socket.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
+        socket.set_tclass_v6(u32::from(VRRP_TOS))?;
+        let fd = socket.as_raw_fd();
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        if let Some(group) = group {
+            socket.join_multicast_v6(&group, ifindex)?;
+        }
+        Self::register(socket, source.into())
+    }
+
+    fn register(socket: Socket, source: IpAddr) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        // SAFETY: the Socket owns its descriptor and is moved into the AsyncFd, which neither
+        // replaces nor closes it while registered.
+        let fd = unsafe { AsyncFd::register(socket)? };
+        Ok(Self { fd, next_id: 1, source })
+    }
+
+    /// The address adverts are sent from.
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+
+    /// Sends `advert` to `destination` (the group, or a unicast peer).
+    pub async fn send(&mut self, advert: &VrrpAdvert, destination: IpAddr) -> io::Result<()> {
+        let pseudo = PseudoHeader::from_addresses(self.source, destination).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "source and destination families differ")
+        })?;
+        let invalid = |e: VrrpPacketError| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let message = advert.encode(&pseudo).map_err(invalid)?;
+        let (packet, to) = match (self.source, destination) {
+            (IpAddr::V4(source), IpAddr::V4(dst)) => {
+                let header = Ipv4Header::vrrp(source, dst, self.next_id);
+                // keepalived skips 0 when the counter wraps.
+                self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+                let mut packet = Vec::with_capacity(20 + message.len());
+                header.encode_into(message.len(), &mut packet).map_err(invalid)?;
+                packet.extend_from_slice(&message);
+                (packet, SocketAddr::V4(SocketAddrV4::new(dst, 0)))
+            }
+            (_, IpAddr::V6(dst)) => (message, SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, 0))),
+            _ => unreachable!("pseudo-header construction checked the families"),
+        };
+        let to = to.into();
+        self.fd.async_io(Interest::WRITABLE, |socket| socket.send_to(&packet, &to)).await.map(drop)
+    }
+
+    /// Waits for the next advert.
+    pub async fn recv(&self) -> io::Result<Received> {
+        if self.source.is_ipv4() {
+            let mut buf = [MaybeUninit::<u8>::uninit(); MAX_PACKET];
+            let len = self.fd.async_io(Interest::READABLE, |socket| socket.recv(&mut buf)).await?;
+            // SAFETY: recv initialised the first `len` bytes.
+            let packet: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
+            Ok(decode_v4(packet))
+        } else {
+            self.fd.async_io(Interest::READABLE, |socket| recv_v6(socket.as_raw_fd())).await
+        }
+    }
+}
+
+/// Decodes a raw IPv4 packet (header included, as raw IPv4 sockets deliver it).
+fn decode_v4(packet: &[u8]) -> Received {
+    match Ipv4Header::decode(packet) {
+        Ok((header, payload)) => {
+            let pseudo = PseudoHeader::V4 { source: header.source, destination: header.destination };
+            Received {
+                source: header.source.into(),
+                destination: header.destination.into(),
+                hop_limit: header.ttl,
+                advert: VrrpAdvert::decode(payload, &pseudo),
+            }
+        }
+        Err(e) => Received {
+            source: Ipv4Addr::UNSPECIFIED.into(),
+            destination: Ipv4Addr::UNSPECIFIED.into(),
+            hop_limit: 0,
+            advert: Err(e),
+        },
+    }
+}
+
+fn recv_v6(fd: RawFd) -> io::Result<Received> {
+    let mut buf = [0u8; MAX_PACKET];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+    let msg =
+        recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
+    let source = msg.address.map(|a| a.ip()).unwrap_or(Ipv6Addr::UNSPECIFIED);
+    let mut destination = Ipv6Addr::UNSPECIFIED;
+    let mut hop_limit = 0;
+    for message in msg.cmsgs().map_err(io::Error::from)? {
+        match message {
+            ControlMessageOwned::Ipv6PacketInfo(info) => destination = Ipv6Addr::from(info.ipi6_addr.s6_addr),
+            ControlMessageOwned::Ipv6HopLimit(limit) => hop_limit = u8::try_from(limit).unwrap_or(0),
+            _ => {}
+        }
+    }
+    let len = msg.bytes;
+    let pseudo = PseudoHeader::V6 { source, destination };
+    let advert = VrrpAdvert::decode(buf.get(..len).unwrap_or_default(), &pseudo);
+    Ok(Received { source: source.into(), destination: destination.into(), hop_limit, advert })
+}
+
+fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to an int and its size.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<i32>() as libc::socklen_t)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
