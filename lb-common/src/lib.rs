@@ -5,21 +5,66 @@
 //! `bpftool map dump`. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
 
+pub mod lb;
 pub mod stats;
 
 /// Names of the maps the XDP program declares, as pinned under the daemon's pin directory.
 pub mod maps {
     /// Per-CPU array of one [`crate::stats::GlobalStats`]: every packet outcome, by name.
     pub const GLOBAL_STATS: &str = "LBD_STATS";
+    /// Array of one [`crate::lb::Settings`].
+    pub const SETTINGS: &str = "LBD_SETTINGS";
+    /// Hash [`crate::lb::ServiceKey`] → [`crate::lb::Service`].
+    pub const SERVICES: &str = "LBD_SERVICES";
+    /// Array of [`crate::lb::Real`] by real id.
+    pub const REALS: &str = "LBD_REALS";
+    /// Array of real ids: [`crate::lb::SLOTS_PER_SERVICE`] per service, by service id.
+    pub const SLOTS: &str = "LBD_SLOTS";
+    /// Array of [`crate::lb::LocalAddr`]: [`crate::lb::MAX_LADDRS_PER_GROUP`] per FNAT pool.
+    pub const LADDRS: &str = "LBD_LADDRS";
+    /// LRU hash [`crate::lb::FlowKey`] → [`crate::lb::Flow`]: the connection table.
+    pub const CONNS: &str = "LBD_CONNS";
+    /// LRU hash [`crate::lb::PersistKey`] → [`crate::lb::Persist`].
+    pub const PERSIST: &str = "LBD_PERSIST";
+    /// Per-CPU array of [`crate::lb::ServiceStats`] by service id.
+    pub const SERVICE_STATS: &str = "LBD_SERVICE_STATS";
+    /// Per-CPU array of [`crate::lb::RealStats`] by real id.
+    pub const REAL_STATS: &str = "LBD_REAL_STATS";
+    /// Array of `u64` by real id: active connections (shared by all CPUs; scheduling input of
+    /// the least-connection schedulers).
+    pub const REAL_ACTIVE: &str = "LBD_REAL_ACTIVE";
+    /// Per-CPU array of `u32` by service id: round-robin positions.
+    pub const RR_POSITIONS: &str = "LBD_RR";
+    /// LRU hash [`crate::lb::LblcKey`] → real id: the lblc scheduler's destination table.
+    pub const LBLC: &str = "LBD_LBLC";
 
-    /// Every map the daemon pins, by name.
-    pub const PINNED: &[&str] = &[GLOBAL_STATS];
+    /// Every map the daemon pins, by name. Pinned maps survive a daemon restart, and a
+    /// restarted daemon adopts them: flows in the connection table keep their real server.
+    pub const PINNED: &[&str] =
+        &[
+            GLOBAL_STATS,
+            SETTINGS,
+            SERVICES,
+            REALS,
+            SLOTS,
+            LADDRS,
+            CONNS,
+            PERSIST,
+            SERVICE_STATS,
+            REAL_STATS,
+            REAL_ACTIVE,
+            RR_POSITIONS,
+            LBLC,
+        ];
 }
 
 /// Names of the programs in the object.
 pub mod programs {
     /// The load balancer's XDP entry point.
     pub const LB_XDP: &str = "lb_xdp";
+    /// XDP program for real servers behind a TUN service: strips the IPIP / IPv6-in-IPv6
+    /// header (this kernel has no ipip module), so the inner packet reaches the VIP on lo.
+    pub const DECAP_XDP: &str = "lb_decap";
 }
 
 /// Default directory on a bpffs where the daemon pins its maps and links.

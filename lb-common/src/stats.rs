@@ -3,43 +3,90 @@
 //! One named field per outcome, rather than an array indexed by an enum, so that
 //! `bpftool map dump pinned .../LBD_STATS` prints what each number means.
 
-/// Global counters of the XDP program, kept per CPU (the daemon sums them).
-///
-/// Every packet the program sees increments `rx_packets` and exactly one outcome counter.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[doc(alias = "LBD_STATS")]
-pub struct GlobalStats {
-    /// Packets seen by the program.
-    pub rx_packets: u64,
-    /// Bytes seen by the program (frame length, without the FCS).
-    pub rx_bytes: u64,
-    /// Passed to the kernel stack untouched: not for any virtual service.
-    pub pass: u64,
-    /// Dropped because the frame was truncated or malformed.
-    pub drop_malformed: u64,
-    /// Frames carrying IPv4.
-    pub ipv4: u64,
-    /// Frames carrying IPv6.
-    pub ipv6: u64,
-    /// Frames of any other EtherType (ARP, LLDP, ...), passed.
-    pub other_l3: u64,
+macro_rules! global_stats {
+    ($($(#[$doc:meta])* $field:ident,)+) => {
+        /// Global counters of the XDP program, kept per CPU (the daemon sums them).
+        ///
+        /// Every packet the program sees increments `rx_packets`, one of `ipv4` / `ipv6` /
+        /// `other_l3` when it parses that far, and exactly one outcome: a `pass_*`, `fwd_*` or
+        /// `drop_*` counter. `pass`, `fwd` and `drop` are their totals.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[doc(alias = "LBD_STATS")]
+        pub struct GlobalStats {
+            $($(#[$doc])* pub $field: u64,)+
+        }
+
+        impl GlobalStats {
+            /// Field names, in order (as bpftool prints them).
+            pub const FIELDS: &[&str] = &[$(stringify!($field)),+];
+
+            /// Adds `other` field by field (summing the per-CPU copies). Wraps like the kernel.
+            #[must_use]
+            pub fn merged(self, other: &Self) -> Self {
+                Self { $($field: self.$field.wrapping_add(other.$field),)+ }
+            }
+
+            /// Builds the counters from a function of each field's name (bpftool's JSON, say).
+            pub fn from_fn(mut value: impl FnMut(&str) -> u64) -> Self {
+                Self { $($field: value(stringify!($field)),)+ }
+            }
+
+            /// The fields with their names, in order.
+            pub fn fields(&self) -> [(&'static str, u64); Self::FIELDS.len()] {
+                [$((stringify!($field), self.$field)),+]
+            }
+        }
+    };
 }
 
-impl GlobalStats {
-    /// Adds `other` field by field (summing the per-CPU copies). Wraps like the kernel counters.
-    #[must_use]
-    pub fn merged(self, other: &Self) -> Self {
-        Self {
-            rx_packets: self.rx_packets.wrapping_add(other.rx_packets),
-            rx_bytes: self.rx_bytes.wrapping_add(other.rx_bytes),
-            pass: self.pass.wrapping_add(other.pass),
-            drop_malformed: self.drop_malformed.wrapping_add(other.drop_malformed),
-            ipv4: self.ipv4.wrapping_add(other.ipv4),
-            ipv6: self.ipv6.wrapping_add(other.ipv6),
-            other_l3: self.other_l3.wrapping_add(other.other_l3),
-        }
-    }
+global_stats! {
+    /// Packets seen by the program.
+    rx_packets,
+    /// Bytes seen by the program (frame length, without the FCS).
+    rx_bytes,
+    /// Frames carrying IPv4.
+    ipv4,
+    /// Frames carrying IPv6.
+    ipv6,
+    /// Frames of any other EtherType (ARP, LLDP, ...).
+    other_l3,
+    /// Passed to the kernel stack, all reasons.
+    pass,
+    /// Passed: not for a virtual service (nor a reply of a tracked flow).
+    pass_no_service,
+    /// Passed: an IP fragment (ports unknown), left to the kernel.
+    pass_fragment,
+    /// Passed after NAT translation: no neighbour entry yet, the kernel forwards and resolves it.
+    pass_no_neigh,
+    /// Passed: the tables are not loaded yet.
+    pass_not_ready,
+    /// Forwarded, all ways.
+    fwd,
+    /// Forwarded back out of the receiving interface (XDP_TX).
+    fwd_tx,
+    /// Forwarded out of another interface (XDP_REDIRECT).
+    fwd_redirect,
+    /// New flows scheduled to a real server.
+    new_flows,
+    /// Packets of a known flow (original direction).
+    flow_hits,
+    /// Reply packets translated back (NAT, FNAT).
+    reply_translated,
+    /// ICMP errors about a tracked flow, translated.
+    icmp_translated,
+    /// Dropped, all reasons.
+    drop,
+    /// Dropped: truncated or malformed headers.
+    drop_malformed,
+    /// Dropped: no real server available and no sorry server.
+    drop_no_real,
+    /// Dropped: no route to the real server, or (DR, TUN) no neighbour entry for it.
+    drop_no_route,
+    /// Dropped: FNAT found no free local address and port.
+    drop_no_laddr,
+    /// Dropped: the packet could not be resized (encapsulation).
+    drop_resize,
 }
 
 #[cfg(feature = "user")]
@@ -63,7 +110,9 @@ mod tests {
     }
 
     #[test]
-    fn layout_has_no_padding() {
-        assert_eq!(core::mem::size_of::<GlobalStats>(), 7 * 8);
+    fn layout_has_no_padding_and_names_every_field() {
+        assert_eq!(core::mem::size_of::<GlobalStats>(), GlobalStats::FIELDS.len() * 8);
+        let stats = GlobalStats { drop_resize: 7, ..Default::default() };
+        assert_eq!(stats.fields().last(), Some(&("drop_resize", 7)));
     }
 }

@@ -1,77 +1,149 @@
 //! lbd's XDP entry points.
 //!
-//! This file holds the `#[xdp]` entry points and the outcome accounting only; parsing lives in
-//! [`parse`], map declarations in [`maps`]. Every path returns an XDP action and bumps exactly
-//! one named outcome counter in `LBD_STATS`.
+//! This file holds the `#[xdp]` entry points and the outcome accounting only: parsing lives in
+//! [`parse`], the balancing path in [`balancer`] (with [`sched`], [`nat`], [`encap`],
+//! [`forward`]), maps in [`maps`]. Every packet gets exactly one [`Outcome`], which names both
+//! the XDP action and the counter it bumps in `LBD_STATS`.
 #![no_std]
 #![no_main]
+// Atomic add on shared map values (see sched::add_active).
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics: the only atomic add the BPF target offers")]
 
+mod balancer;
+mod csum;
+mod encap;
+mod forward;
 mod maps;
+mod nat;
 mod parse;
+mod sched;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::stats::GlobalStats;
 
-use crate::parse::{EtherType, Frame};
+use crate::parse::{EtherType, Frame, Headers, ParseError};
 
-/// What happened to a packet; each maps to one counter of [`GlobalStats`].
+/// What happened to a packet; each maps to one outcome counter of [`GlobalStats`].
 #[derive(Clone, Copy)]
-enum Outcome {
-    PassIpv4,
-    PassIpv6,
-    PassOtherL3,
+pub(crate) enum Outcome {
+    PassNoService,
+    PassFragment,
+    PassNoNeigh,
+    PassNotReady,
+    FwdTx,
+    FwdRedirect,
     DropMalformed,
+    DropNoReal,
+    DropNoRoute,
+    DropNoLaddr,
+    DropResize,
 }
 
 impl Outcome {
     #[inline(always)]
     fn action(self) -> u32 {
         match self {
-            Self::PassIpv4 | Self::PassIpv6 | Self::PassOtherL3 => xdp_action::XDP_PASS,
-            Self::DropMalformed => xdp_action::XDP_DROP,
+            Self::PassNoService | Self::PassFragment | Self::PassNoNeigh | Self::PassNotReady => {
+                xdp_action::XDP_PASS
+            }
+            Self::FwdTx => xdp_action::XDP_TX,
+            Self::FwdRedirect => xdp_action::XDP_REDIRECT,
+            Self::DropMalformed | Self::DropNoReal | Self::DropNoRoute | Self::DropNoLaddr | Self::DropResize => {
+                xdp_action::XDP_DROP
+            }
         }
     }
 
     #[inline(always)]
-    fn count(self, stats: &mut GlobalStats) {
+    fn count(self, s: &mut GlobalStats) {
+        match self.action() {
+            xdp_action::XDP_PASS => s.pass += 1,
+            xdp_action::XDP_DROP => s.drop += 1,
+            _ => s.fwd += 1,
+        }
         match self {
-            Self::PassIpv4 => {
-                stats.ipv4 += 1;
-                stats.pass += 1;
-            }
-            Self::PassIpv6 => {
-                stats.ipv6 += 1;
-                stats.pass += 1;
-            }
-            Self::PassOtherL3 => {
-                stats.other_l3 += 1;
-                stats.pass += 1;
-            }
-            Self::DropMalformed => stats.drop_malformed += 1,
+            Self::PassNoService => s.pass_no_service += 1,
+            Self::PassFragment => s.pass_fragment += 1,
+            Self::PassNoNeigh => s.pass_no_neigh += 1,
+            Self::PassNotReady => s.pass_not_ready += 1,
+            Self::FwdTx => s.fwd_tx += 1,
+            Self::FwdRedirect => s.fwd_redirect += 1,
+            Self::DropMalformed => s.drop_malformed += 1,
+            Self::DropNoReal => s.drop_no_real += 1,
+            Self::DropNoRoute => s.drop_no_route += 1,
+            Self::DropNoLaddr => s.drop_no_laddr += 1,
+            Self::DropResize => s.drop_resize += 1,
         }
     }
 }
 
-/// The load balancer's XDP program, attached to every interface that carries virtual services.
+/// The load balancer, attached to every interface that carries virtual services.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let frame = Frame::new(ctx.data(), ctx.data_end());
-    let outcome = classify(&frame);
-    if let Some(stats) = maps::global_stats() {
-        stats.rx_packets += 1;
-        stats.rx_bytes += frame.len() as u64;
-        outcome.count(stats);
-    }
+    let Some(stats) = maps::global_stats() else { return xdp_action::XDP_PASS };
+    stats.rx_packets += 1;
+    stats.rx_bytes += frame.len() as u64;
+    let outcome = classify(&ctx, &frame, stats).unwrap_or(Outcome::DropMalformed);
+    outcome.count(stats);
     outcome.action()
 }
 
 #[inline(always)]
-fn classify(frame: &Frame) -> Outcome {
-    match frame.ether_type() {
-        Err(_) => Outcome::DropMalformed,
-        Ok(EtherType::Ipv4) => Outcome::PassIpv4,
-        Ok(EtherType::Ipv6) => Outcome::PassIpv6,
-        Ok(EtherType::Other(_)) => Outcome::PassOtherL3,
+fn classify(ctx: &XdpContext, frame: &Frame, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
+    let (ether_type, l3) = frame.ether_type()?;
+    let mut headers = Headers::default();
+    match ether_type {
+        EtherType::Ipv4 => {
+            stats.ipv4 += 1;
+            frame.ipv4(l3, &mut headers)?;
+        }
+        EtherType::Ipv6 => {
+            stats.ipv6 += 1;
+            frame.ipv6(l3, &mut headers)?;
+        }
+        EtherType::Other => {
+            stats.other_l3 += 1;
+            return Ok(Outcome::PassNoService);
+        }
+    }
+    Ok(balancer::balance(ctx, frame, &mut headers, stats))
+}
+
+/// For real servers behind a TUN service: strips an IPIP or IPv6-in-IPv6 header and passes the
+/// inner packet to the kernel, which delivers it to the VIP held on lo. Everything else passes
+/// untouched. (Like Katran's decap; this kernel has no ipip module.)
+#[xdp]
+pub fn lb_decap(ctx: XdpContext) -> u32 {
+    try_decap(&ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn try_decap(ctx: &XdpContext) -> Result<u32, ParseError> {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let (ether_type, l3) = frame.ether_type()?;
+    let (outer_len, inner_ethertype) = match ether_type {
+        EtherType::Ipv4 => {
+            let mut h = Headers::default();
+            frame.ipv4(l3, &mut h)?;
+            if h.proto != encap::IPPROTO_IPIP || h.fragment || h.l4 != l3 + 20 {
+                return Ok(xdp_action::XDP_PASS);
+            }
+            (20, 0x0800)
+        }
+        EtherType::Ipv6 => {
+            let [_, next] = frame.bytes::<2>(l3 + 5)?;
+            if next != encap::IPPROTO_IPV6 {
+                return Ok(xdp_action::XDP_PASS);
+            }
+            (40, 0x86dd)
+        }
+        EtherType::Other => return Ok(xdp_action::XDP_PASS),
+    };
+    match encap::pop(ctx, l3, outer_len, inner_ethertype) {
+        Ok(()) => Ok(xdp_action::XDP_PASS),
+        Err(_) => Ok(xdp_action::XDP_DROP),
     }
 }
 

@@ -1,22 +1,113 @@
 //! Every map of the XDP program, declared with BTF so `bpftool map dump` names each field.
 //!
-//! The daemon pins them by name (see `lb_common::maps`).
+//! The names are the symbols; user space pins them by the same names (`lb_common::maps`).
+//! Sizes are defaults: the daemon may resize the connection table at load time.
 
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use lb_common::stats::GlobalStats;
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    lb::{
+        DEFAULT_MAX_CONNS, Flow, FlowKey, LblcKey, LocalAddr, MAX_LADDR_GROUPS, MAX_LADDRS_PER_GROUP, MAX_REALS,
+        MAX_SERVICES, Persist, PersistKey, Real, RealStats, SLOTS_PER_SERVICE, Service, ServiceKey,
+        ServiceStats, Settings,
+    },
+    stats::GlobalStats,
+};
 
 /// Outcome counters: one [`GlobalStats`] per CPU at index 0.
 #[btf_map]
-
 static LBD_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
 
-/// This CPU's counters. `None` only if the map lookup fails, which the verifier still makes us
-/// handle even though index 0 of a one-entry array always exists.
+/// Global settings, written by the daemon.
+#[btf_map]
+pub(crate) static LBD_SETTINGS: Array<Settings, 1> = Array::new();
+
+/// Virtual services by VIP, port and protocol.
+#[btf_map]
+pub(crate) static LBD_SERVICES: HashMap<ServiceKey, Service, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Real servers by id.
+#[btf_map]
+pub(crate) static LBD_REALS: Array<Real, { MAX_REALS as usize }> = Array::new();
+
+/// Scheduling rows: `SLOTS_PER_SERVICE` real ids per service id.
+#[btf_map]
+pub(crate) static LBD_SLOTS: Array<u32, { (MAX_SERVICES * SLOTS_PER_SERVICE) as usize }> = Array::new();
+
+/// FNAT local address pools.
+#[btf_map]
+pub(crate) static LBD_LADDRS: Array<LocalAddr, { (MAX_LADDR_GROUPS * MAX_LADDRS_PER_GROUP) as usize }> =
+    Array::new();
+
+/// The connection table: both directions of NAT and FNAT flows, the original direction of
+/// DR and TUN flows.
+#[btf_map]
+pub(crate) static LBD_CONNS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_CONNS as usize }> = LruHashMap::new();
+
+/// Persistence: which real a (masked) client sticks to, per service.
+#[btf_map]
+pub(crate) static LBD_PERSIST: LruHashMap<PersistKey, Persist, 65536> = LruHashMap::new();
+
+/// Per-service counters.
+#[btf_map]
+pub(crate) static LBD_SERVICE_STATS: PerCpuArray<ServiceStats, { MAX_SERVICES as usize }> = PerCpuArray::new();
+
+/// Per-real counters.
+#[btf_map]
+pub(crate) static LBD_REAL_STATS: PerCpuArray<RealStats, { MAX_REALS as usize }> = PerCpuArray::new();
+
+/// Active connections per real, shared by all CPUs (atomic adds).
+#[btf_map]
+pub(crate) static LBD_REAL_ACTIVE: Array<u64, { MAX_REALS as usize }> = Array::new();
+
+/// Round-robin positions per service, per CPU.
+#[btf_map]
+pub(crate) static LBD_RR: PerCpuArray<u32, { MAX_SERVICES as usize }> = PerCpuArray::new();
+
+/// lblc: the real last chosen for a destination.
+#[btf_map]
+pub(crate) static LBD_LBLC: LruHashMap<LblcKey, u32, 65536> = LruHashMap::new();
+
+/// Scratch space for [`opaque`].
+#[btf_map]
+static LBD_SCRATCH: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// `value`, made opaque to the verifier by a round trip through a map.
+///
+/// Verifier workaround: header offsets that are one of a few constants (14, 18 or 22 after
+/// VLAN tags; 40, 48, ... after IPv6 extension headers) make the verifier walk the whole rest
+/// of the program once per constant, because states with different constants never prune each
+/// other. An opaque value bounded by one check is a single range, explored once.
+#[inline(always)]
+pub(crate) fn opaque(value: usize) -> usize {
+    match LBD_SCRATCH.get_ptr_mut(0) {
+        Some(slot) => {
+            // SAFETY: this CPU's scratch slot, used only for this round trip.
+            unsafe {
+                core::ptr::write_volatile(slot, value as u64);
+                core::ptr::read_volatile(slot) as usize
+            }
+        }
+        None => value,
+    }
+}
+
+/// This CPU's outcome counters. `None` only if the lookup fails, which the verifier still makes
+/// us handle although index 0 of a one-entry array always exists.
 #[inline(always)]
 pub(crate) fn global_stats() -> Option<&'static mut GlobalStats> {
     let ptr = LBD_STATS.get_ptr_mut(0)?;
     // SAFETY: the pointer comes from a successful per-CPU array lookup: it is valid, aligned,
-    // and only this CPU's program invocation (which runs to completion without preemption
-    // by another XDP run on the same CPU) touches this slot.
+    // and only this CPU's program invocation (which runs to completion on this CPU) uses it.
+    Some(unsafe { &mut *ptr })
+}
+
+/// A mutable reference into a per-CPU array slot.
+#[inline(always)]
+pub(crate) fn per_cpu<T, const N: usize>(map: &PerCpuArray<T, N>, index: u32) -> Option<&'static mut T> {
+    let ptr = map.get_ptr_mut(index)?;
+    // SAFETY: as in `global_stats`: a per-CPU slot only this invocation uses.
     Some(unsafe { &mut *ptr })
 }

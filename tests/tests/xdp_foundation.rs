@@ -41,16 +41,9 @@ fn stats_via_bpftool(pin: &Path) -> GlobalStats {
         .unwrap_or_else(|| panic!("no BTF-formatted values in {json}"));
     for cpu in cpus {
         let v = &cpu["value"];
-        let field = |name: &str| v[name].as_u64().unwrap_or_else(|| panic!("no field {name} in {v}"));
-        sum = sum.merged(&GlobalStats {
-            rx_packets: field("rx_packets"),
-            rx_bytes: field("rx_bytes"),
-            pass: field("pass"),
-            drop_malformed: field("drop_malformed"),
-            ipv4: field("ipv4"),
-            ipv6: field("ipv6"),
-            other_l3: field("other_l3"),
-        });
+        sum = sum.merged(&GlobalStats::from_fn(|name| {
+            v[name].as_u64().unwrap_or_else(|| panic!("no field {name} in {v}"))
+        }));
     }
     sum
 }
@@ -199,5 +192,6 @@ fn test_run_verdicts_on_crafted_frames() {
     assert_eq!(stats.ipv6, 1);
     assert_eq!(stats.other_l3, 1);
     assert_eq!(stats.drop_malformed, 2);
+    assert_eq!(stats.drop, 2);
     assert_eq!(stats.pass, 4);
 }

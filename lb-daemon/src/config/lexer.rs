@@ -34,7 +34,7 @@ const MAX_SUBSTITUTIONS: usize = 10_000;
 /// Deepest include nesting, so that a file including itself stops.
 const MAX_INCLUDE_DEPTH: usize = 32;
 /// Most lines a `~SEQ`/`~LST` may produce, so that a typo cannot exhaust memory.
-const MAX_SEQ_LINES: i64 = 10_000_000;
+const MAX_SEQ_LINES: i64 = 1_000_000;
 
 /// One word of a logical line: a byte range of [`Line::text`] and its column in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -719,6 +719,9 @@ impl Lexer {
         let rest = inner_start[close + 1..].trim_start_matches([' ', '\t']);
         let text_col = base_col + (buf.len() - rest.len()) as u32;
         let (vars, values) = if is_list { parse_lst(&inner, buf)? } else { parse_seq(&inner, buf, hex)? };
+        if rest.is_empty() {
+            return Ok(());
+        }
         self.seqs.push(Seq { vars, values, text: rest.to_string(), loc, base_col: text_col });
         Ok(())
     }
@@ -851,6 +854,10 @@ fn seed_from_time() -> u64 {
 fn decomment(diags: &mut Diagnostics, raw: &str, loc: Loc) -> (String, usize) {
     let trimmed = raw.trim_start_matches([' ', '\t']);
     let leading = raw.len() - trimmed.len();
+    // Fast path: most lines have no comment, quote or backslash.
+    if !trimmed.bytes().any(|b| matches!(b, b'!' | b'#' | b'"' | b'\\')) {
+        return (trimmed.trim_end_matches([' ', '\t']).to_string(), leading);
+    }
     let mut out: Vec<u8> = Vec::with_capacity(trimmed.len());
     let b = trimmed.as_bytes();
     let mut quote = false;
@@ -1272,6 +1279,6 @@ mod tests {
         let mut lx = Lexer::new(LexOptions::default());
         lx.push_text(&mut d, "t", "   priority   300\n".into());
         let l = lx.next_line(&mut d).unwrap();
-        assert_eq!((l.loc.line, l.loc.column, l.loc_of(1).column), (1, 4, 16));
+        assert_eq!((l.loc.line, l.loc.column, l.loc_of(1).column), (1, 4, 15));
     }
 }

@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 use super::{lexer::Line, model::*, parser::Parser};
 
 /// Longest checker timer keepalived accepts (`read_timer` with TIMER_MAXIMUM, in seconds).
-const TIMER_MAX: f64 = 4294.967_295;
+const TIMER_MAX: f64 = 4_294.967_295;
 /// Shortest non-zero checker timer.
 const TIMER_MIN: f64 = 0.000_001;
 
@@ -95,6 +95,7 @@ impl Parser {
                 p.vs_keyword(&mut vs, &k);
             }
         });
+        vs.real_servers.shrink_to_fit();
         self.src.virtual_servers.push(l.loc);
         self.src.real_servers.push(rs_locs);
         self.cfg.virtual_servers.push(vs);
@@ -291,6 +292,8 @@ impl Parser {
         };
         let mut rs = RealServer::new(addr, port);
         self.block(l, |p, k| p.rs_keyword(&mut rs, &k));
+        // A Vec's first push reserves four elements; most real servers have one checker.
+        rs.checkers.shrink_to_fit();
         Some(rs)
     }
 
@@ -346,10 +349,6 @@ impl Parser {
                     "helo_name" => s.helo_name = p.string(&x, 1),
                     "host" => {
                         let mut h = CheckCommon::default();
-                        p.d.warn(
-                            x.loc,
-                            "SMTP_CHECK host block is deprecated - use a separate SMTP_CHECK for each host",
-                        );
                         p.block(&x, |q, y| {
                             if !q.common_keyword(&mut h, &y, true) {
                                 q.other("SMTP_CHECK > host", &y);

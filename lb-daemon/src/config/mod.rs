@@ -23,6 +23,9 @@ pub mod schema;
 pub mod validate;
 pub mod vrrp;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 
 pub use error::{ConfigError, Diagnostic, ExitClass, Severity};

@@ -223,6 +223,16 @@ impl Parser {
 
     /// The `i`th word, or an error saying a value is missing.
     pub(super) fn arg<'l>(&mut self, l: &'l Line, i: usize, expected: &str) -> Option<&'l str> {
+        self.arg_fmt(l, i, format_args!("{expected}"))
+    }
+
+    /// [`Parser::arg`] with a formatted description, built only if the value is missing.
+    pub(super) fn arg_fmt<'l>(
+        &mut self,
+        l: &'l Line,
+        i: usize,
+        expected: std::fmt::Arguments<'_>,
+    ) -> Option<&'l str> {
         match l.word(i) {
             Some(w) => Some(w),
             None => {
@@ -246,7 +256,7 @@ impl Parser {
 
     /// An unsigned integer in `[min, max]`.
     pub(super) fn uint(&mut self, l: &Line, i: usize, min: u64, max: u64) -> Option<u64> {
-        let w = self.arg(l, i, &format!("number, expected {min}-{max}"))?;
+        let w = self.arg_fmt(l, i, format_args!("number, expected {min}-{max}"))?;
         let kw = l.w(0);
         let loc = l.loc_of(i);
         let t = w.trim_start();
@@ -269,7 +279,7 @@ impl Parser {
 
     /// A signed integer in `[min, max]`.
     pub(super) fn int(&mut self, l: &Line, i: usize, min: i64, max: i64) -> Option<i64> {
-        let w = self.arg(l, i, &format!("number, expected {min}-{max}"))?;
+        let w = self.arg_fmt(l, i, format_args!("number, expected {min}-{max}"))?;
         let kw = l.w(0);
         let loc = l.loc_of(i);
         match w.trim_start().parse::<i64>() {
@@ -308,7 +318,7 @@ impl Parser {
 
     /// A timer in seconds with microsecond resolution, in `[min, max]` seconds.
     pub(super) fn timer(&mut self, l: &Line, i: usize, min: f64, max: f64) -> Option<Duration> {
-        let w = self.arg(l, i, &format!("time in seconds, expected {min}-{max}"))?;
+        let w = self.arg_fmt(l, i, format_args!("time in seconds, expected {min}-{max}"))?;
         let kw = l.w(0);
         let loc = l.loc_of(i);
         let d = match secs::parse(w) {
@@ -627,8 +637,8 @@ impl Parser {
             "vrrp_garp_lower_prio_repeat" => g.vrrp_garp_lower_prio_repeat = self.u32v(k, 1, 0, 65535),
             "vrrp_down_timer_adverts" => g.vrrp_down_timer_adverts = self.u32v(k, 1, 1, 100),
             // keepalived 2.2.7 rejects 0 here: "number '0' outside range [0.000001, 4294.967295]".
-            "vrrp_garp_interval" => g.vrrp_garp_interval = self.timer(k, 1, 0.000_001, 4294.967_295),
-            "vrrp_gna_interval" => g.vrrp_gna_interval = self.timer(k, 1, 0.000_001, 4294.967_295),
+            "vrrp_garp_interval" => g.vrrp_garp_interval = self.timer(k, 1, 0.000_001, 4_294.967_295),
+            "vrrp_gna_interval" => g.vrrp_gna_interval = self.timer(k, 1, 0.000_001, 4_294.967_295),
             "vrrp_min_garp" => g.vrrp_min_garp = self.opt_bool(k, 1),
             "vrrp_garp_extra_if" | "vrrp_vmac_garp_intvl" => g.vrrp_garp_extra_if = self.garp_extra_if(k),
             "vrrp_lower_prio_no_advert" => g.vrrp_lower_prio_no_advert = self.opt_bool(k, 1),
@@ -1418,8 +1428,8 @@ impl Parser {
     fn garp_group(&mut self, l: &Line) {
         let mut g = GarpGroup::default();
         self.block(l, |p, k| match k.w(0) {
-            "garp_interval" => g.garp_interval = p.timer(&k, 1, 0.0, 4294.967_295),
-            "gna_interval" => g.gna_interval = p.timer(&k, 1, 0.0, 4294.967_295),
+            "garp_interval" => g.garp_interval = p.timer(&k, 1, 0.0, 4_294.967_295),
+            "gna_interval" => g.gna_interval = p.timer(&k, 1, 0.0, 4_294.967_295),
             "interface" => g.interface = p.string(&k, 1),
             "interfaces" => {
                 for e in p.value_block(&k) {

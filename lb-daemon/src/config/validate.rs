@@ -363,18 +363,18 @@ fn lvs(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
 
         // Real servers: duplicates removed, families checked, references resolved.
         let rs_locs = src.real_servers.get(i);
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(vs.real_servers.len());
         let mut keep = Vec::with_capacity(vs.real_servers.len());
-        for (j, rs) in std::mem::take(&mut vs.real_servers).into_iter().enumerate() {
+        let proto = vs.protocol.map_or("none", Protocol::lower);
+        for (j, rs) in vs.real_servers.iter().enumerate() {
             let loc = rs_locs.and_then(|l| l.get(j)).copied().unwrap_or(here);
-            let rs_label = format!(
-                "[{}]:{}:{}",
-                rs.address,
-                vs.protocol.map_or("none", Protocol::lower),
-                rs.port.unwrap_or(0)
-            );
+            let rs_label = || format!("[{}]:{proto}:{}", rs.address, rs.port.unwrap_or(0));
             if !seen.insert((rs.address, rs.port)) {
-                d.warn(loc, format!("VS {label}: real server {rs_label} is duplicated - removing second rs"));
+                d.warn(
+                    loc,
+                    format!("VS {label}: real server {} is duplicated - removing second rs", rs_label()),
+                );
+                keep.push(false);
                 continue;
             }
             let tunnelled = rs.lvs_method.as_ref().map_or(vs.effective_kind(), |m| m.kind) == LbKind::Tun;
@@ -382,45 +382,45 @@ fn lvs(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
                 && !tunnelled
                 && !super::lvs::same_family(*address, rs.address)
             {
-                d.error(loc, format!("VS {label}: real server {rs_label} address family does not match the virtual server's"));
+                let msg = format!(
+                    "VS {label}: real server {} address family does not match the virtual server's",
+                    rs_label()
+                );
+                d.error(loc, msg);
+                keep.push(false);
                 continue;
             }
+            keep.push(true);
             if let VsAddress::Ip { port: None, .. } = &vs.address
                 && rs.port.is_some()
             {
                 d.warn(
                     loc,
-                    format!("VS {label}: real server {rs_label} port ignored for a service without a port"),
+                    format!(
+                        "VS {label}: real server {} port ignored for a service without a port",
+                        rs_label()
+                    ),
                 );
             }
             for c in &rs.checkers {
-                match c {
-                    Checker::FileCheck(f)
-                        if f.track_file.as_ref().is_some_and(|t| !track_files.contains(t)) =>
-                    {
-                        d.warn(
-                            loc,
-                            format!(
-                                "VS {label}: real server {rs_label}: track_file {} not found",
-                                f.track_file.as_deref().unwrap_or("")
-                            ),
-                        );
+                let missing = match c {
+                    Checker::FileCheck(f) => f
+                        .track_file
+                        .as_ref()
+                        .filter(|t| !track_files.contains(*t))
+                        .map(|t| format!("track_file {t}")),
+                    Checker::BfdCheck(b) => {
+                        b.name.as_ref().filter(|n| !bfds.contains(*n)).map(|n| format!("BFD instance {n}"))
                     }
-                    Checker::BfdCheck(b) if b.name.as_ref().is_some_and(|n| !bfds.contains(n)) => {
-                        d.warn(
-                            loc,
-                            format!(
-                                "VS {label}: real server {rs_label}: BFD instance {} not found",
-                                b.name.as_deref().unwrap_or("")
-                            ),
-                        );
-                    }
-                    _ => {}
+                    _ => None,
+                };
+                if let Some(what) = missing {
+                    d.warn(loc, format!("VS {label}: real server {}: {what} not found", rs_label()));
                 }
             }
-            keep.push(rs);
         }
-        vs.real_servers = keep;
+        let mut flags = keep.into_iter();
+        vs.real_servers.retain(|_| flags.next().unwrap_or(true));
 
         if vs.real_servers.is_empty() {
             if vs.sorry_server.is_none() {

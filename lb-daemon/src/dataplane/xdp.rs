@@ -1,16 +1,31 @@
-//! The XDP data plane: load the embedded object, pin its maps, attach, read counters.
+//! The XDP data plane: load the embedded object, pin its maps, adopt what a previous run left
+//! in them, attach, write the tables, read counters.
+//!
+//! [`XdpDataplane`] implements [`Dataplane`] with the table engine of [`super::tables`] over
+//! [`XdpMaps`], the typed pinned maps.
 
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::PerCpuArray,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode},
 };
-use lb_common::{maps::GLOBAL_STATS, programs::LB_XDP, stats::GlobalStats};
+use lb_common::{
+    lb::{
+        LocalAddr, MAX_LADDRS_PER_GROUP, Real, RealStats, SLOTS_PER_SERVICE, Service, ServiceKey,
+        ServiceStats, Settings,
+    },
+    maps::{self, GLOBAL_STATS},
+    programs::LB_XDP,
+    stats::GlobalStats,
+};
 use tracing::{info, warn};
 
-use super::{DataplaneError, bpffs};
+use super::{
+    ApplyReport, Dataplane, DataplaneError, DesiredState, ServiceCounters, bpffs,
+    tables::{Limits, TableDataplane, TableIo, TableWrite, TunnelSource},
+};
 
 /// The XDP object built by `cargo xtask build-ebpf` (`lb-ebpf`), embedded at build time.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LBD_EBPF_OBJECT"));
@@ -43,25 +58,56 @@ pub struct XdpDataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     attachments: Vec<Attachment>,
+    tables: Tables,
+}
+
+/// The load-balancing tables, if the object has them.
+#[derive(Debug)]
+enum Tables {
+    Ready(Box<TableDataplane<XdpMaps>>),
+    /// The object lacks this map (an object built before the tables existed): apply fails.
+    Missing(&'static str),
 }
 
 impl XdpDataplane {
     /// Loads the embedded object, pinning (or, after a restart, reusing) its maps under
-    /// `pin_dir`, which is put on a bpffs if it is not on one.
+    /// `pin_dir`, which is put on a bpffs if it is not on one, and adopts what the tables hold.
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
         if bpffs::ensure(pin_dir)? {
             info!("mounted a bpffs on {}", pin_dir.display());
         }
         let mut loader = EbpfLoader::new();
         for &name in lb_common::maps::PINNED {
-            // Reuses the pinned map if a previous run left it, so counters and (later) flows
-            // survive a restart.
+            // Reuses the pinned map if a previous run left it, so counters and flows survive a
+            // restart.
             loader.map_pin_path(name, pin_dir.join(name));
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let program = lb_program(&mut ebpf)?;
         program.load().map_err(|e| program_error("load", None, e))?;
-        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new() })
+        // The program holds its own references to the maps: taking them out of `ebpf` now
+        // changes nothing for it.
+        let tables = match XdpMaps::take(&mut ebpf)? {
+            Ok(maps) => {
+                let tables = TableDataplane::adopt(maps)?;
+                let (services, reals) = tables.held();
+                if services + reals > 0 {
+                    info!(
+                        "adopted {services} virtual services and {reals} real servers from the pinned maps"
+                    );
+                }
+                Tables::Ready(Box::new(tables))
+            }
+            Err(missing) => Tables::Missing(missing),
+        };
+        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables })
+    }
+
+    /// Uses `tunnel` rather than the kernel's routes to find TUN source addresses.
+    pub fn set_tunnel_source(&mut self, tunnel: Box<dyn TunnelSource>) {
+        if let Tables::Ready(tables) = &mut self.tables {
+            tables.set_tunnel_source(tunnel);
+        }
     }
 
     /// Attaches the program to `interface`.
@@ -102,11 +148,13 @@ impl XdpDataplane {
         read_stats(map)
     }
 
-    /// Detaches the program and removes the pins: the orderly end of the data plane.
+    /// Detaches the program and removes the pins: the orderly end of the data plane. (A
+    /// daemon that means to come back and adopt its flows keeps the pins instead.)
     pub fn remove(self) -> Result<(), DataplaneError> {
-        let Self { ebpf, pin_dir, .. } = self;
+        let Self { ebpf, pin_dir, tables, .. } = self;
         // Dropping the Ebpf detaches every link it owns.
         drop(ebpf);
+        drop(tables);
         for name in lb_common::maps::PINNED {
             let pin = pin_dir.join(name);
             if let Err(e) = std::fs::remove_file(&pin)
@@ -116,6 +164,259 @@ impl XdpDataplane {
             }
         }
         Ok(())
+    }
+
+    fn tables(&self) -> Result<&TableDataplane<XdpMaps>, DataplaneError> {
+        match &self.tables {
+            Tables::Ready(tables) => Ok(tables),
+            Tables::Missing(name) => Err(DataplaneError::Missing { kind: "map", name }),
+        }
+    }
+}
+
+impl Dataplane for XdpDataplane {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        match &mut self.tables {
+            Tables::Ready(tables) => tables.apply(desired),
+            Tables::Missing(name) => Err(DataplaneError::Missing { kind: "map", name }),
+        }
+    }
+
+    fn service_stats(&self) -> Result<Vec<ServiceCounters>, DataplaneError> {
+        self.tables()?.service_stats()
+    }
+}
+
+/// The load balancer's tables: the pinned maps, typed.
+pub struct XdpMaps {
+    services: HashMap<MapData, ServiceKey, Service>,
+    reals: Array<MapData, Real>,
+    slots: Array<MapData, u32>,
+    laddrs: Array<MapData, LocalAddr>,
+    settings: Array<MapData, Settings>,
+    service_stats: PerCpuArray<MapData, ServiceStats>,
+    real_stats: PerCpuArray<MapData, RealStats>,
+    /// Absent from objects built before the least-connection schedulers.
+    real_active: Option<Array<MapData, u64>>,
+    limits: Limits,
+    cpus: usize,
+}
+
+impl std::fmt::Debug for XdpMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpMaps")
+            .field("limits", &self.limits)
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a map must look like: its key and value sizes.
+struct Shape {
+    name: &'static str,
+    key: usize,
+    value: usize,
+}
+
+impl Shape {
+    const fn of<K, V>(name: &'static str) -> Self {
+        Self { name, key: size_of::<K>(), value: size_of::<V>() }
+    }
+}
+
+impl XdpMaps {
+    /// Takes the table maps out of `ebpf`, checking that each (perhaps pinned by an earlier
+    /// run) has the shape this build writes. `Ok(Err(name))` when the object lacks a map.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Result<Self, &'static str>, DataplaneError> {
+        let required = [
+            Shape::of::<ServiceKey, Service>(maps::SERVICES),
+            Shape::of::<u32, Real>(maps::REALS),
+            Shape::of::<u32, u32>(maps::SLOTS),
+            Shape::of::<u32, LocalAddr>(maps::LADDRS),
+            Shape::of::<u32, Settings>(maps::SETTINGS),
+            Shape::of::<u32, ServiceStats>(maps::SERVICE_STATS),
+            Shape::of::<u32, RealStats>(maps::REAL_STATS),
+        ];
+        if let Some(missing) = required.iter().find(|s| ebpf.map(s.name).is_none()) {
+            return Ok(Err(missing.name));
+        }
+        let mut entries = std::collections::HashMap::new();
+        for shape in required.iter().chain([&Shape::of::<u32, u64>(maps::REAL_ACTIVE)]) {
+            if let Some(map) = ebpf.map(shape.name) {
+                entries.insert(shape.name, check(shape, map)?);
+            }
+        }
+        let max = |name: &str| entries.get(name).copied().unwrap_or(u32::MAX);
+        let limits = Limits {
+            service_ids: (max(maps::SLOTS) / SLOTS_PER_SERVICE).min(max(maps::SERVICE_STATS)),
+            services: max(maps::SERVICES),
+            real_ids: max(maps::REALS).min(max(maps::REAL_STATS)).min(max(maps::REAL_ACTIVE)),
+            laddr_groups: max(maps::LADDRS) / MAX_LADDRS_PER_GROUP,
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| DataplaneError::Cpus { path, source })?;
+        Ok(Ok(Self {
+            services: typed(ebpf, maps::SERVICES, HashMap::try_from)?,
+            reals: typed(ebpf, maps::REALS, Array::try_from)?,
+            slots: typed(ebpf, maps::SLOTS, Array::try_from)?,
+            laddrs: typed(ebpf, maps::LADDRS, Array::try_from)?,
+            settings: typed(ebpf, maps::SETTINGS, Array::try_from)?,
+            service_stats: typed(ebpf, maps::SERVICE_STATS, PerCpuArray::try_from)?,
+            real_stats: typed(ebpf, maps::REAL_STATS, PerCpuArray::try_from)?,
+            real_active: match ebpf.map(maps::REAL_ACTIVE) {
+                Some(_) => Some(typed(ebpf, maps::REAL_ACTIVE, Array::try_from)?),
+                None => None,
+            },
+            limits,
+            cpus,
+        }))
+    }
+
+    fn zeros<T: aya::Pod + Default>(&self, map: &'static str) -> Result<PerCpuValues<T>, DataplaneError> {
+        PerCpuValues::try_from(vec![T::default(); self.cpus])
+            .map_err(|e| map_error(map, MapError::IoError(e)))
+    }
+}
+
+/// The kernel's view of a map: its max_entries, after checking its key and value sizes.
+fn check(shape: &Shape, map: &Map) -> Result<u32, DataplaneError> {
+    let data = match map {
+        Map::Array(d) | Map::HashMap(d) | Map::PerCpuArray(d) | Map::LruHashMap(d) => d,
+        _ => {
+            return Err(DataplaneError::Incompatible {
+                map: shape.name,
+                reason: "unexpected map type".into(),
+            });
+        }
+    };
+    let info = data.info().map_err(|e| map_error(shape.name, e))?;
+    let (key, value) = (info.key_size() as usize, info.value_size() as usize);
+    if (key, value) != (shape.key, shape.value) {
+        return Err(DataplaneError::Incompatible {
+            map: shape.name,
+            reason: format!(
+                "key/value of {key}/{value} bytes, this build writes {}/{}",
+                shape.key, shape.value
+            ),
+        });
+    }
+    Ok(info.max_entries())
+}
+
+fn typed<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(Map) -> Result<M, MapError>,
+) -> Result<M, DataplaneError> {
+    let map = ebpf.take_map(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+    convert(map).map_err(|e| map_error(name, e))
+}
+
+fn map_error(map: &'static str, e: MapError) -> DataplaneError {
+    DataplaneError::Map { map, source: Box::new(e) }
+}
+
+/// Whether a map error says the key was not there.
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound | MapError::ElementNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+impl TableIo for XdpMaps {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn write(&mut self, write: &TableWrite) -> Result<(), DataplaneError> {
+        let map = write.map();
+        let result = match *write {
+            TableWrite::Service { key, service } => self.services.insert(key, service, 0),
+            TableWrite::RemoveService { key } => match self.services.remove(&key) {
+                // Already gone is what was wanted.
+                Err(e) if not_found(&e) => Ok(()),
+                other => other,
+            },
+            TableWrite::Real { id, real } => self.reals.set(id, real, 0),
+            TableWrite::Slot { index, real } => self.slots.set(index, real, 0),
+            TableWrite::LocalAddr { index, addr } => self.laddrs.set(index, addr, 0),
+            TableWrite::Settings(settings) => self.settings.set(0, settings, 0),
+            TableWrite::ResetServiceStats { id } => {
+                let zeros = self.zeros(map)?;
+                self.service_stats.set(id, zeros, 0)
+            }
+            TableWrite::ResetRealStats { id } => {
+                let zeros = self.zeros(map)?;
+                self.real_stats.set(id, zeros, 0).map_err(|e| map_error(map, e))?;
+                match &mut self.real_active {
+                    Some(active) => {
+                        active.set(id, 0, 0).map_err(|e| map_error(maps::REAL_ACTIVE, e))?;
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            }
+        };
+        result.map_err(|e| map_error(map, e))
+    }
+
+    fn read_services(&self) -> Result<Vec<(ServiceKey, Service)>, DataplaneError> {
+        self.services.iter().collect::<Result<_, _>>().map_err(|e| map_error(maps::SERVICES, e))
+    }
+
+    fn read_reals(&self) -> Result<Vec<(u32, Real)>, DataplaneError> {
+        let mut reals = Vec::new();
+        for id in 1..self.limits.real_ids {
+            let real = self.reals.get(&id, 0).map_err(|e| map_error(maps::REALS, e))?;
+            if real != Real::default() {
+                reals.push((id, real));
+            }
+        }
+        Ok(reals)
+    }
+
+    fn read_slots(&self, start: u32, len: u32) -> Result<Vec<u32>, DataplaneError> {
+        (start..start.saturating_add(len))
+            .map(|i| self.slots.get(&i, 0).map_err(|e| map_error(maps::SLOTS, e)))
+            .collect()
+    }
+
+    fn read_laddrs(&self, start: u32, len: u32) -> Result<Vec<LocalAddr>, DataplaneError> {
+        (start..start.saturating_add(len))
+            .map(|i| self.laddrs.get(&i, 0).map_err(|e| map_error(maps::LADDRS, e)))
+            .collect()
+    }
+
+    fn read_settings(&self) -> Result<Settings, DataplaneError> {
+        self.settings.get(&0, 0).map_err(|e| map_error(maps::SETTINGS, e))
+    }
+
+    fn read_service_stats(&self, id: u32) -> Result<ServiceStats, DataplaneError> {
+        let per_cpu = self.service_stats.get(&id, 0).map_err(|e| map_error(maps::SERVICE_STATS, e))?;
+        Ok(per_cpu.iter().fold(ServiceStats::default(), |sum, cpu| ServiceStats {
+            packets: sum.packets.wrapping_add(cpu.packets),
+            bytes: sum.bytes.wrapping_add(cpu.bytes),
+            new_conns: sum.new_conns.wrapping_add(cpu.new_conns),
+            no_real: sum.no_real.wrapping_add(cpu.no_real),
+        }))
+    }
+
+    fn read_real_stats(&self, id: u32) -> Result<RealStats, DataplaneError> {
+        let per_cpu = self.real_stats.get(&id, 0).map_err(|e| map_error(maps::REAL_STATS, e))?;
+        Ok(per_cpu.iter().fold(RealStats::default(), |sum, cpu| RealStats {
+            packets: sum.packets.wrapping_add(cpu.packets),
+            bytes: sum.bytes.wrapping_add(cpu.bytes),
+            new_conns: sum.new_conns.wrapping_add(cpu.new_conns),
+            closed_conns: sum.closed_conns.wrapping_add(cpu.closed_conns),
+        }))
+    }
+
+    fn read_real_active(&self, id: u32) -> Result<Option<u64>, DataplaneError> {
+        match &self.real_active {
+            Some(active) => active.get(&id, 0).map(Some).map_err(|e| map_error(maps::REAL_ACTIVE, e)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -156,4 +457,117 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         cause = e.source();
     }
     line
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    //! The XDP backend against the kernel: apply, read back, adopt after a "restart". Needs
+    //! root (to load the object and mount a bpffs); skips, saying so, otherwise. Nothing is
+    //! attached to any interface.
+
+    use std::net::IpAddr;
+
+    use nix::mount::{MntFlags, umount2};
+
+    use super::*;
+    use crate::dataplane::{
+        Algorithm, ForwardingMethod, RealTarget, ServiceAddr, VirtualService, tables::StaticRoutes,
+    };
+
+    /// A bpffs on a fresh directory, unmounted and removed on drop.
+    struct PinDir(PathBuf);
+
+    impl Drop for PinDir {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn desired() -> DesiredState {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let real = |a: &str, weight| RealTarget { addr: ip(a), port: 8080, weight };
+        let mut mh = VirtualService::new(ServiceAddr {
+            vip: ip("10.0.0.1"),
+            port: 80,
+            protocol: crate::dataplane::Protocol::Tcp,
+        });
+        mh.scheduling.algorithm = Algorithm::MaglevHashing;
+        mh.reals = vec![real("10.1.0.1", 1), real("10.1.0.2", 2), real("10.1.0.3", 0)];
+        let mut tun = VirtualService::new(ServiceAddr {
+            vip: ip("2001:db8::1"),
+            port: 443,
+            protocol: crate::dataplane::Protocol::Tcp,
+        });
+        tun.method = ForwardingMethod::Tun;
+        tun.reals = vec![real("2001:db8:1::1", 1)];
+        let mut fnat = VirtualService::new(ServiceAddr {
+            vip: ip("10.0.0.2"),
+            port: 53,
+            protocol: crate::dataplane::Protocol::Udp,
+        });
+        fnat.method = ForwardingMethod::Fnat;
+        fnat.local_addresses = vec![ip("10.9.0.1"), ip("10.9.0.2")];
+        fnat.reals = vec![real("10.1.0.1", 1)];
+        fnat.sorry_server = Some(real("10.1.0.9", 1));
+        DesiredState { services: vec![mh, tun, fnat], ..DesiredState::default() }
+    }
+
+    fn routes() -> Box<StaticRoutes> {
+        Box::new(StaticRoutes {
+            default_v6: Some("2001:db8::fe".parse().unwrap()),
+            ..StaticRoutes::default()
+        })
+    }
+
+    #[test]
+    fn apply_read_back_and_adopt_after_a_restart() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: loading XDP objects and mounting a bpffs need root");
+            return;
+        }
+        let dir = PinDir(std::env::temp_dir().join(format!("lbd-dataplane-test-{}", std::process::id())));
+
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        dataplane.set_tunnel_source(routes());
+        let report = dataplane.apply(&desired()).unwrap();
+        assert_eq!(report.services_added, 3);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert!(dataplane.apply(&desired()).unwrap().is_noop());
+        let stats = dataplane.service_stats().unwrap();
+        assert_eq!(stats.len(), 3);
+        assert!(stats.iter().all(|s| s.counters == crate::dataplane::Counters::default()));
+        let maps = match &dataplane.tables {
+            Tables::Ready(tables) => tables.io(),
+            Tables::Missing(name) => panic!("object without {name}"),
+        };
+        assert_eq!(maps.read_settings().unwrap().ready, 1);
+        let services = maps.read_services().unwrap();
+        assert_eq!(services.len(), 3);
+        let reals = maps.read_reals().unwrap();
+        assert_eq!(reals.len(), 6, "{reals:?}");
+
+        // A restart: the maps stay pinned, a new daemon adopts them and writes nothing.
+        drop(dataplane);
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        dataplane.set_tunnel_source(routes());
+        let report = dataplane.apply(&desired()).unwrap();
+        assert!(report.is_noop(), "{report:?}");
+        let maps = match &dataplane.tables {
+            Tables::Ready(tables) => tables.io(),
+            Tables::Missing(name) => panic!("object without {name}"),
+        };
+        let mut again = maps.read_services().unwrap();
+        let mut before = services;
+        again.sort_by_key(|(_, s)| s.id);
+        before.sort_by_key(|(_, s)| s.id);
+        assert_eq!(again, before);
+        assert_eq!(maps.read_reals().unwrap(), reals);
+
+        // And an empty state empties the tables.
+        let report = dataplane.apply(&DesiredState::default()).unwrap();
+        assert_eq!((report.services_removed, report.reals_removed), (3, 6));
+        dataplane.remove().unwrap();
+    }
 }

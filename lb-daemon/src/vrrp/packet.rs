@@ -5,22 +5,21 @@
 //! an invalid message ([`Vrid`] is never 0, [`MaxAdverInt`] is never 0 and fits 12 bits), checks
 //! version, type, address count against length, and the checksum, and reports what was wrong as a
 //! [`VrrpPacketError`]. It never panics and never indexes out of bounds: every read goes through
-//! a bounds-checked [`Reader`]. Encoding produces the bytes keepalived 2.2.7 sends, which the
-//! tests check against captures of real keepalived traffic.
+//! a bounds-checked `Reader`, as in rustls' codec. Encoding produces the bytes keepalived 2.2.7
+//! sends, which the tests check against captures of real keepalived traffic.
 //!
 //! Checks that depend on the local configuration (VRID, authentication, address list, interval
 //! for v2) belong to the state machine ([`super::state`]); checks that need the socket (TTL/hop
 //! limit, multicast or unicast destination) belong to the socket layer, which uses
 //! [`check_hop_limit`] and [`Ipv4VrrpPacket`] from here.
 //!
-//! Layout (RFC 5798 §5.1 and RFC 3768 §5.1):
+//! Layout, one row per 32 bits (RFC 5798 §5.2, RFC 3768 §5.3):
 //! ```text
-//!  0                   1                   2                   3
-//!  |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
-//!  v3: |(rsvd) |       Max Adver Int   |          Checksum             |
-//!  v2: |   Auth Type   |   Adver Int   |          Checksum             |
-//!  |                  IPvX Address(es) (4 or 16 bytes each)        |
-//!  v2 only: |            Authentication Data (8 bytes)              |
+//! |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
+//! |(rsvd) |     Max Adver Int     |           Checksum            |  v3
+//! |   Auth Type   |   Adver Int   |           Checksum            |  v2
+//! |         IPvX Address(es): Count × 4 (IPv4) or 16 (IPv6)       |
+//! |        Authentication Data: 8 bytes (v2 only)                 |
 //! ```
 
 use std::cmp::Ordering;

@@ -24,7 +24,10 @@
 //! - a v2 advert whose interval differs from ours is discarded (RFC 3768 §7.1); a v3 backup
 //!   learns Master_Adver_Interval from the master (RFC 5798 §6.4.2);
 //! - effective priority = base + tracking weights, kept within 1..=254 unless the base is 255;
-//! - when leaving FAULT the instance comes up as at startup, with the configured interval.
+//! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
+//!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
+//!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
+//!   too, which only delays a takeover that is certain anyway).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -414,7 +417,10 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// An instance in [`State::Init`]; send it [`Event::Startup`] to start.
+    /// An instance in [`State::Init`]; send it [`Event::Startup`] to start. Creation and start are
+    /// separate so that the initial tracking state ([`Event::Fault`],
+    /// [`Event::PriorityAdjustment`]) can be given first, as keepalived evaluates its tracked
+    /// objects before the instances start.
     ///
     /// Like keepalived, preemption is forced on (no nopreempt, no preempt_delay) for the owner
     /// and for `state MASTER`; [`Instance::params`] shows the result.
@@ -549,6 +555,7 @@ impl Instance {
     }
 
     /// Processes `event` at `now` and returns what to do, in order.
+    #[must_use = "the actions must be carried out, in order"]
     pub fn handle(&mut self, event: Event<'_>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         match event {
@@ -658,7 +665,9 @@ impl Instance {
     fn timers(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.state == State::Master && self.garp_delay_timer.is_some_and(|at| at <= now) {
             self.garp_delay_timer = None;
-            actions.push(Action::SendGratuitous { repeat: self.params.garp_master_repeat });
+            if self.params.garp_master_repeat > 0 {
+                actions.push(Action::SendGratuitous { repeat: self.params.garp_master_repeat });
+            }
         }
         if self.timer.is_none_or(|at| at > now) {
             return;
@@ -671,7 +680,10 @@ impl Instance {
                 if let (Some(refresh), Some(at)) = (self.params.garp_master_refresh, self.garp_refresh_at)
                     && at <= now
                 {
-                    actions.push(Action::SendGratuitous { repeat: self.params.garp_master_refresh_repeat });
+                    if self.params.garp_master_refresh_repeat > 0 {
+                        actions
+                            .push(Action::SendGratuitous { repeat: self.params.garp_master_refresh_repeat });
+                    }
                     self.garp_refresh_at = Some(later(now, refresh));
                 }
                 self.timer = Some(later(now, self.params.advert_interval));

@@ -50,7 +50,7 @@ fn instance(params: InstanceParams) -> Instance {
 /// An instance started at `at_ms(0)` (so in BACKUP unless owner).
 fn started(params: InstanceParams) -> Instance {
     let mut instance = instance(params);
-    instance.handle(Event::Startup, at_ms(0));
+    let _startup_actions = instance.handle(Event::Startup, at_ms(0));
     instance
 }
 
@@ -194,7 +194,7 @@ fn owner_goes_master_at_once_and_never_yields() {
     assert_eq!(owner.state(), State::Master);
     assert_eq!(owner.next_deadline(), Some(at_ms(1000)));
     // Tracking weights do not change the owner's priority.
-    owner.handle(Event::PriorityAdjustment(-100), at_ms(10));
+    assert_eq!(owner.handle(Event::PriorityAdjustment(-100), at_ms(10)), []);
     assert_eq!(owner.effective_priority(), 255);
     // A lower priority, even from a higher address, is answered with an advert.
     let actions = receive(&mut owner, 200, &advert(254), at_ms(500));
@@ -346,7 +346,7 @@ fn equal_priority_masters_break_the_tie_by_address() {
 #[test]
 fn master_yields_to_a_higher_priority_and_learns_its_interval() {
     let mut vr = started(params(150, 2));
-    vr.handle(Event::Timer, deadline(&vr));
+    assert_eq!(vr.handle(Event::Timer, deadline(&vr)), takeover_actions(150));
     assert_eq!(vr.state(), State::Master);
     let now = deadline(&vr);
     let fast = instance(InstanceParams { advert_interval: Duration::from_millis(100), ..params(200, 3) });
@@ -480,7 +480,7 @@ fn lower_prio_no_advert_keeps_the_master_quiet() {
 #[test]
 fn higher_prio_send_advert_answers_before_yielding() {
     let mut master = started(InstanceParams { higher_prio_send_advert: true, ..params(150, 1) });
-    master.handle(Event::Timer, deadline(&master));
+    assert_eq!(master.handle(Event::Timer, deadline(&master)), takeover_actions(150));
     let now = deadline(&master);
     assert_eq!(
         receive(&mut master, 2, &advert(200), now),
@@ -543,7 +543,7 @@ fn shutdown_from_each_state() {
     let mut backup = started(params(100, 2));
     assert_eq!(backup.handle(Event::Shutdown, at_ms(500)), [Action::Notify(State::Stop)]);
     let mut fault = started(params(100, 2));
-    fault.handle(Event::Fault(true), at_ms(100));
+    assert_eq!(fault.handle(Event::Fault(true), at_ms(100)), [Action::Notify(State::Fault)]);
     assert_eq!(fault.handle(Event::Shutdown, at_ms(500)), [Action::Notify(State::Stop)]);
     let mut init = instance(params(100, 2));
     assert_eq!(init.handle(Event::Shutdown, at_ms(500)), []);
@@ -558,21 +558,21 @@ fn tracking_weights_change_priority_and_move_the_down_timer() {
     let mut backup = started(params(100, 2));
     receive(&mut backup, 1, &advert(150), at_ms(1000));
     assert_eq!(backup.next_deadline(), Some(at_us(1_000_000 + 3_609_375)));
-    backup.handle(Event::PriorityAdjustment(-60), at_ms(1200));
+    assert_eq!(backup.handle(Event::PriorityAdjustment(-60), at_ms(1200)), []);
     assert_eq!(backup.effective_priority(), 40);
     // Skew grows from 156/256 to 216/256 s; the running timer moves by the difference.
     assert_eq!(backup.next_deadline(), Some(at_us(1_000_000 + 3_843_750)));
-    backup.handle(Event::PriorityAdjustment(-500), at_ms(1300));
+    assert_eq!(backup.handle(Event::PriorityAdjustment(-500), at_ms(1300)), []);
     assert_eq!(backup.effective_priority(), 1);
-    backup.handle(Event::PriorityAdjustment(500), at_ms(1400));
+    assert_eq!(backup.handle(Event::PriorityAdjustment(500), at_ms(1400)), []);
     assert_eq!(backup.effective_priority(), 254);
-    backup.handle(Event::PriorityAdjustment(0), at_ms(1500));
+    assert_eq!(backup.handle(Event::PriorityAdjustment(0), at_ms(1500)), []);
     assert_eq!(backup.next_deadline(), Some(at_us(1_000_000 + 3_609_375)));
 
     // A master advertises its new priority from the next advert on.
     let mut master = started(params(150, 1));
-    master.handle(Event::Timer, deadline(&master));
-    master.handle(Event::PriorityAdjustment(-60), at_ms(4000));
+    assert_eq!(master.handle(Event::Timer, deadline(&master)), takeover_actions(150));
+    assert_eq!(master.handle(Event::PriorityAdjustment(-60), at_ms(4000)), []);
     assert_eq!(master.handle(Event::Timer, deadline(&master)), [Action::SendAdvert { priority: 90 }]);
 }
 
@@ -593,7 +593,7 @@ fn gratuitous_bursts_follow_keepalived_timing() {
     // Leaving MASTER cancels the pending second burst.
     let mut vr = started(params(150, 2));
     let became_master = deadline(&vr);
-    vr.handle(Event::Timer, became_master);
+    assert_eq!(vr.handle(Event::Timer, became_master), takeover_actions(150));
     receive(&mut vr, 1, &advert(200), became_master);
     for second in 4..20 {
         receive(&mut vr, 1, &advert(200), at_ms(second * 1000));

@@ -1,0 +1,377 @@
+//! The load-balancing path: service lookup, the connection table, scheduling, and the four
+//! forwarding methods (NAT, DR, TUN, FNAT), plus the reply path of NAT and FNAT.
+
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::XdpContext,
+};
+use lb_common::{
+    lb::{
+        Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings, direction,
+        tcp_state,
+    },
+    stats::GlobalStats,
+};
+
+use crate::{
+    Outcome, encap,
+    forward::{self, Next},
+    maps::{LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SERVICE_STATS, LBD_SERVICES, LBD_SETTINGS, per_cpu},
+    nat::{self, Rewrite},
+    parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    sched,
+};
+
+/// Balances one IP packet whose headers are `h`.
+#[inline(always)]
+pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+    if LBD_SETTINGS.get(0).is_none_or(|s| s.ready == 0) {
+        return Outcome::PassNotReady;
+    }
+    if h.fragment {
+        return Outcome::PassFragment;
+    }
+    if h.proto != IPPROTO_TCP && h.proto != IPPROTO_UDP {
+        return Outcome::PassNoService;
+    }
+    let mut key = ServiceKey { addr: h.dst, port: h.dport, proto: h.proto, family: h.family };
+    let mut svc = LBD_SERVICES.get_ptr(&key);
+    if svc.is_none() {
+        // `virtual_server VIP 0`: every port of the VIP.
+        key.port = 0;
+        svc = LBD_SERVICES.get_ptr(&key);
+    }
+    let result = match svc {
+        // SAFETY: a value pointer from a successful lookup. Service entries are replaced, not
+        // edited in place, by the daemon, so the fields read are consistent.
+        Some(svc) => original(ctx, frame, h, unsafe { &*svc }, stats),
+        None => reply(ctx, frame, h, stats).unwrap_or(Outcome::DropMalformed),
+    };
+    result
+}
+
+/// How long an idle flow in this state lives, in nanoseconds.
+#[inline(always)]
+fn timeout_ns(settings: &Settings, proto: u8, state: u8) -> u64 {
+    let secs = if proto == IPPROTO_UDP {
+        settings.udp_timeout
+    } else {
+        match state {
+            tcp_state::SYN => settings.tcp_syn_timeout,
+            tcp_state::CLOSING => settings.tcp_fin_timeout,
+            _ => settings.tcp_timeout,
+        }
+    };
+    u64::from(secs) * 1_000_000_000
+}
+
+/// Client to VIP: find or schedule the flow, count, and forward.
+///
+/// Not inlined, like the functions it calls: each BPF-to-BPF call has its own stack frame, and
+/// the deepest chain of frames must fit in 512 bytes. It returns a plain `Outcome`: the BPF
+/// backend passes a two-field result through a hidden pointer argument, and calls take at
+/// most five arguments.
+#[inline(never)]
+fn original(ctx: &XdpContext, frame: &Frame, h: &mut Headers, svc: &Service, stats: &mut GlobalStats) -> Outcome {
+    original_flow(ctx, frame, h, svc, stats).unwrap_or(Outcome::DropMalformed)
+}
+
+#[inline(always)]
+fn original_flow(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    svc: &Service,
+    stats: &mut GlobalStats,
+) -> Result<Outcome, ParseError> {
+    let Some(settings) = LBD_SETTINGS.get(0) else { return Ok(Outcome::PassNotReady) };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let fkey = FlowKey {
+        src: h.src,
+        dst: h.dst,
+        sport: h.sport,
+        dport: h.dport,
+        proto: h.proto,
+        family: h.family,
+        pad: 0,
+    };
+    let tcp = h.proto == IPPROTO_TCP;
+    let syn_only = tcp && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let mut flow = Flow::default();
+    let mut known = false;
+    if let Some(entry) = LBD_CONNS.get_ptr_mut(&fkey) {
+        // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
+        let entry = unsafe { &mut *entry };
+        let expired = now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.proto, entry.tcp_state);
+        let reused = syn_only && entry.tcp_state == tcp_state::CLOSING;
+        if entry.direction == direction::ORIGINAL && entry.service == svc.id && !expired && !reused {
+            entry.last_seen_ns = now;
+            if tcp {
+                track_tcp(entry, h.tcp_flags);
+            }
+            flow = *entry;
+            known = true;
+        } else if entry.direction == direction::ORIGINAL && tcp && entry.tcp_state != tcp_state::CLOSING {
+            // The flow is being replaced: it no longer counts as active on its real.
+            sched::add_active(entry.real, u64::MAX);
+        }
+    }
+    if known {
+        stats.flow_hits += 1;
+    } else if let Some(outcome) = new_flow(h, svc, &fkey, stats, &mut flow) {
+        return Ok(outcome);
+    }
+    let bytes = frame.len() as u64;
+    if let Some(s) = per_cpu(&LBD_SERVICE_STATS, svc.id) {
+        s.packets += 1;
+        s.bytes += bytes;
+    }
+    if let Some(s) = per_cpu(&LBD_REAL_STATS, flow.real) {
+        s.packets += 1;
+        s.bytes += bytes;
+    }
+    send(ctx, frame, h, &flow)
+}
+
+/// Rewrites the packet of `flow` per its method and sends it to the real server.
+#[inline(never)]
+fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result<Outcome, ParseError> {
+    let Some(real) = sched::real_ref(flow.real) else { return Ok(Outcome::DropNoReal) };
+    let rport = if real.port != 0 { real.port } else { h.dport };
+    match Method::from_u8(flow.method) {
+        Some(Method::Nat) => {
+            nat::rewrite(frame, h, &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() })?;
+            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            Ok(after_nat(next))
+        }
+        Some(Method::Fnat) => {
+            let rw = Rewrite {
+                src: Some(flow.nat_addr),
+                sport: Some(flow.nat_port),
+                dst: Some(real.addr),
+                dport: Some(rport),
+            };
+            nat::rewrite(frame, h, &rw)?;
+            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            Ok(after_nat(next))
+        }
+        Some(Method::Dr) => {
+            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            Ok(after_l2(next))
+        }
+        Some(Method::Tun) => match encap::push(ctx, h.l3, h.family, &real.tunnel_source, &real.addr) {
+            Ok(()) => {
+                let frame = Frame::new(ctx.data(), ctx.data_end());
+                let next = forward::route(ctx, &frame, h.family, &real.addr)?;
+                Ok(after_l2(next))
+            }
+            Err(encap::EncapError::Resize) => Ok(Outcome::DropResize),
+            Err(encap::EncapError::Parse(e)) => Err(e),
+        },
+        None => Ok(Outcome::DropNoReal),
+    }
+}
+
+/// The outcome after a NAT rewrite: without a neighbour entry, the kernel forwards the packet
+/// (its destination is now the real server) and resolves the neighbour itself.
+#[inline(always)]
+fn after_nat(next: Next) -> Outcome {
+    match next {
+        Next::Tx => Outcome::FwdTx,
+        Next::Redirect => Outcome::FwdRedirect,
+        Next::NoNeighbour | Next::NoRoute => Outcome::PassNoNeigh,
+    }
+}
+
+/// The outcome after DR / TUN: the destination is still the VIP (DR), so the kernel cannot
+/// forward it; without a route or neighbour the packet is dropped (health checks keep the
+/// real servers' neighbour entries fresh).
+#[inline(always)]
+fn after_l2(next: Next) -> Outcome {
+    match next {
+        Next::Tx => Outcome::FwdTx,
+        Next::Redirect => Outcome::FwdRedirect,
+        Next::NoNeighbour | Next::NoRoute => Outcome::DropNoRoute,
+    }
+}
+
+/// Updates the TCP state of a known flow from the client's flags.
+#[inline(always)]
+fn track_tcp(flow: &mut Flow, flags: u8) {
+    if flags & (TCP_FIN | TCP_RST) != 0 {
+        if flow.tcp_state != tcp_state::CLOSING {
+            flow.tcp_state = tcp_state::CLOSING;
+            sched::add_active(flow.real, u64::MAX);
+            if let Some(s) = per_cpu(&LBD_REAL_STATS, flow.real) {
+                s.closed_conns += 1;
+            }
+        }
+    } else if flow.tcp_state == tcp_state::SYN && flags & TCP_ACK != 0 {
+        flow.tcp_state = tcp_state::ESTABLISHED;
+    }
+}
+
+/// Schedules a new flow and records it (both directions for NAT and FNAT) into `flow`.
+/// Returns the outcome when the packet cannot be forwarded.
+///
+/// Not inlined (nor its helpers): BPF-to-BPF calls keep their stack frames apart, and the
+/// whole program must fit 512 bytes of stack.
+#[inline(never)]
+fn new_flow(h: &Headers, svc: &Service, fkey: &FlowKey, stats: &mut GlobalStats, flow: &mut Flow) -> Option<Outcome> {
+    let mut real_id = sched::schedule(svc, h);
+    if real_id == 0 {
+        real_id = svc.sorry_real;
+    }
+    if real_id == 0 {
+        if let Some(s) = per_cpu(&LBD_SERVICE_STATS, svc.id) {
+            s.no_real += 1;
+        }
+        return Some(Outcome::DropNoReal);
+    }
+    let Some(real) = sched::real_ref(real_id) else { return Some(Outcome::DropNoReal) };
+    let tcp = h.proto == IPPROTO_TCP;
+    // SAFETY: plain helper call.
+    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    flow.real = real_id;
+    flow.service = svc.id;
+    flow.direction = direction::ORIGINAL;
+    flow.method = svc.method;
+    flow.tcp_state = if !tcp {
+        tcp_state::NONE
+    } else if h.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        tcp_state::CLOSING
+    } else if h.tcp_flags & TCP_SYN == 0 {
+        // Picked up mid-stream (after a restart without pinned state): established.
+        tcp_state::ESTABLISHED
+    } else {
+        tcp_state::SYN
+    };
+    let rport = if real.port != 0 { real.port } else { h.dport };
+    match Method::from_u8(svc.method) {
+        // The reply entry is written from `flow` itself, set up as the reply and then back
+        // as the original: one 64-byte buffer instead of two on a tight stack.
+        Some(Method::Nat) => {
+            let rkey = FlowKey { src: real.addr, dst: h.src, sport: rport, dport: h.sport, ..*fkey };
+            flow.direction = direction::REPLY;
+            flow.nat_addr = h.dst;
+            flow.nat_port = h.dport;
+            let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
+            flow.direction = direction::ORIGINAL;
+            flow.nat_addr = [0; 4];
+            flow.nat_port = 0;
+        }
+        Some(Method::Fnat) => {
+            if !fnat_source(svc, h, real, rport, flow) {
+                return Some(Outcome::DropNoLaddr);
+            }
+            let (laddr, lport) = (flow.nat_addr, flow.nat_port);
+            let rkey = FlowKey { src: real.addr, dst: laddr, sport: rport, dport: lport, ..*fkey };
+            flow.direction = direction::REPLY;
+            flow.nat_addr = h.dst;
+            flow.nat_port = h.dport;
+            flow.client_addr = h.src;
+            flow.client_port = h.sport;
+            let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
+            flow.direction = direction::ORIGINAL;
+            flow.nat_addr = laddr;
+            flow.nat_port = lport;
+            flow.client_addr = [0; 4];
+            flow.client_port = 0;
+        }
+        _ => {}
+    }
+    let _ = LBD_CONNS.insert(fkey, &*flow, 0);
+    stats.new_flows += 1;
+    if tcp && flow.tcp_state != tcp_state::CLOSING {
+        sched::add_active(real_id, 1);
+    }
+    if let Some(s) = per_cpu(&LBD_SERVICE_STATS, svc.id) {
+        s.new_conns += 1;
+    }
+    if let Some(s) = per_cpu(&LBD_REAL_STATS, real_id) {
+        s.new_conns += 1;
+    }
+    None
+}
+
+/// Picks an FNAT local address and port for a flow to `real` into `flow.nat_addr` /
+/// `flow.nat_port`: an address of the service's pool by client hash, and a random port whose
+/// reply tuple is free. Returns false when none is found.
+#[inline(never)]
+fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut Flow) -> bool {
+    let Some(settings) = LBD_SETTINGS.get(0) else { return false };
+    let base = svc.laddr_group * MAX_LADDRS_PER_GROUP;
+    let mut count = 0u32;
+    for i in 0..4 {
+        match LBD_LADDRS.get(base + i) {
+            Some(LocalAddr { family, .. }) if *family != 0 => count += 1,
+            _ => break,
+        }
+    }
+    if count == 0 {
+        return false;
+    }
+    let Some(laddr) = LBD_LADDRS.get(base + sched::hash_addr(u32::from(h.sport), &h.src) % count) else {
+        return false;
+    };
+    let min = u32::from(settings.fnat_port_min);
+    let range = u32::from(settings.fnat_port_max).saturating_sub(min) + 1;
+    let mut rkey = FlowKey {
+        src: real.addr,
+        dst: laddr.addr,
+        sport: rport,
+        dport: 0,
+        proto: h.proto,
+        family: h.family,
+        pad: 0,
+    };
+    for _ in 0..8 {
+        // SAFETY: plain helper call.
+        let port = (min + unsafe { bpf_get_prandom_u32() } % range) as u16;
+        rkey.dport = port.to_be();
+        if LBD_CONNS.get_ptr(&rkey).is_none() {
+            flow.nat_addr = laddr.addr;
+            flow.nat_port = rkey.dport;
+            return true;
+        }
+    }
+    false
+}
+
+/// Real server to client (NAT) or to a local address (FNAT): translate back.
+#[inline(never)]
+fn reply(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
+    let key = FlowKey {
+        src: h.src,
+        dst: h.dst,
+        sport: h.sport,
+        dport: h.dport,
+        proto: h.proto,
+        family: h.family,
+        pad: 0,
+    };
+    let Some(flow) = LBD_CONNS.get_ptr_mut(&key) else { return Ok(Outcome::PassNoService) };
+    // SAFETY: a value pointer from a successful lookup.
+    let flow = unsafe { &mut *flow };
+    if flow.direction != direction::REPLY {
+        return Ok(Outcome::PassNoService);
+    }
+    // SAFETY: plain helper call.
+    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    let flow = *flow;
+    let mut rw = Rewrite { src: Some(flow.nat_addr), sport: Some(flow.nat_port), ..Rewrite::default() };
+    if Method::from_u8(flow.method) == Some(Method::Fnat) {
+        rw.dst = Some(flow.client_addr);
+        rw.dport = Some(flow.client_port);
+    }
+    // The LB routes replies: TTL expiry is the kernel's to report.
+    if !nat::decrement_ttl(frame, h)? {
+        return Ok(Outcome::PassNoService);
+    }
+    nat::rewrite(frame, h, &rw)?;
+    stats.reply_translated += 1;
+    let dst = h.dst;
+    let next = forward::route(ctx, frame, h.family, &dst)?;
+    Ok(after_nat(next))
+}

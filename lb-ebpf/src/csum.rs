@@ -1,0 +1,56 @@
+//! Incremental Internet checksum updates (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
+//!
+//! One's complement sums do not depend on byte order (RFC 1071 §2(B)), so fields are loaded
+//! and stored in native order straight from the packet, and so are the checksums.
+
+/// A running sum of checksum changes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Delta(u32);
+
+impl Delta {
+    /// A 16-bit word changed from `old` to `new`.
+    #[inline(always)]
+    pub(crate) fn word(&mut self, old: u16, new: u16) {
+        self.0 += u32::from(!old) + u32::from(new);
+        self.0 = (self.0 & 0xffff) + (self.0 >> 16);
+    }
+
+    /// A 32-bit field changed from `old` to `new`.
+    #[inline(always)]
+    pub(crate) fn dword(&mut self, old: u32, new: u32) {
+        self.word(old as u16, new as u16);
+        self.word((old >> 16) as u16, (new >> 16) as u16);
+    }
+
+    /// An address (one word for IPv4, four for IPv6) changed.
+    #[inline(always)]
+    pub(crate) fn addr(&mut self, old: &[u32; 4], new: &[u32; 4], words: usize) {
+        self.dword(old[0], new[0]);
+        if words == 4 {
+            self.dword(old[1], new[1]);
+            self.dword(old[2], new[2]);
+            self.dword(old[3], new[3]);
+        }
+    }
+
+    /// The checksum `csum` updated by this delta.
+    #[inline(always)]
+    pub(crate) fn apply(self, csum: u16) -> u16 {
+        let mut sum = u32::from(!csum) + self.0;
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        !(sum as u16)
+    }
+}
+
+/// The Internet checksum of a 20-byte IPv4 header (checksum field zero) given as 10 words.
+#[inline(always)]
+pub(crate) fn ipv4_header(words: &[u16; 10]) -> u16 {
+    let mut sum: u32 = 0;
+    for w in words {
+        sum += u32::from(*w);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

@@ -1,0 +1,136 @@
+//! TUN: IP-in-IP (IPv4 in IPv4, protocol 4) and IPv6-in-IPv6 (next header 41) encapsulation
+//! towards the real server, and the decapsulation real servers run (`lb_decap`).
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::lb::family;
+
+use crate::{
+    csum,
+    parse::{Frame, ParseError},
+};
+
+/// IP protocol number of IPv4-in-IP.
+pub(crate) const IPPROTO_IPIP: u8 = 4;
+/// IP protocol number of IPv6-in-IP.
+pub(crate) const IPPROTO_IPV6: u8 = 41;
+
+/// Why encapsulation failed.
+pub(crate) enum EncapError {
+    /// The kernel refused to grow the frame.
+    Resize,
+    /// Bounds (cannot happen after a successful resize, but the verifier wants it handled).
+    Parse(ParseError),
+}
+
+impl From<ParseError> for EncapError {
+    fn from(e: ParseError) -> Self {
+        Self::Parse(e)
+    }
+}
+
+/// Prepends an outer header from `src` to `dst` (same family as the inner packet, whose IP
+/// header starts at `l3`), keeping the Ethernet header (and VLAN tags) in front. The frame
+/// must be re-read from `ctx` afterwards.
+#[inline(never)]
+pub(crate) fn push(
+    ctx: &XdpContext,
+    l3: usize,
+    fam: u8,
+    src: &[u32; 4],
+    dst: &[u32; 4],
+) -> Result<(), EncapError> {
+    let outer_len: usize = if fam == family::IPV4 { 20 } else { 40 };
+    let inner_len = ctx.data_end() - ctx.data() - l3;
+    // SAFETY: ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
+        return Err(EncapError::Resize);
+    }
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // Move the link-layer header (14, 18 or 22 bytes) to the new start.
+    match l3 {
+        14 => move_bytes::<14>(&frame, outer_len)?,
+        18 => move_bytes::<18>(&frame, outer_len)?,
+        _ => move_bytes::<22>(&frame, outer_len)?,
+    }
+    if fam == family::IPV4 {
+        let total = (inner_len + 20) as u16;
+        let mut words: [u16; 10] = [
+            u16::from_ne_bytes([0x45, 0]),
+            total.to_be(),
+            0,
+            0,
+            u16::from_ne_bytes([64, IPPROTO_IPIP]),
+            0,
+            src[0] as u16,
+            (src[0] >> 16) as u16,
+            dst[0] as u16,
+            (dst[0] >> 16) as u16,
+        ];
+        words[5] = csum::ipv4_header(&words);
+        let ptr = frame.ptr_at::<[u16; 10]>(l3)?;
+        // SAFETY: in bounds (ptr_at).
+        unsafe { ptr.write_unaligned(words) };
+    } else {
+        let payload = (inner_len as u16).to_be_bytes();
+        let head: [u8; 8] = [0x60, 0, 0, 0, payload[0], payload[1], IPPROTO_IPV6, 64];
+        let ptr = frame.ptr_at::<[u8; 8]>(l3)?;
+        // SAFETY: in bounds (ptr_at).
+        unsafe { *ptr = head };
+        let addrs = frame.ptr_at::<[[u32; 4]; 2]>(l3 + 8)?;
+        // SAFETY: in bounds (ptr_at).
+        unsafe { addrs.write_unaligned([*src, *dst]) };
+    }
+    Ok(())
+}
+
+/// Copies the first `N` bytes of the old frame start (now at `from`) to offset 0.
+#[inline(always)]
+fn move_bytes<const N: usize>(frame: &Frame, from: usize) -> Result<(), ParseError> {
+    let src = frame.ptr_at::<[u8; N]>(from)?;
+    let dst = frame.ptr_at::<[u8; N]>(0)?;
+    // SAFETY: both ranges are in bounds; `from` >= 20 > N - ... they may overlap only if
+    // from < N, which holds for 20 < 22: read the whole array first, then write it.
+    unsafe {
+        let bytes = src.read_unaligned();
+        dst.write_unaligned(bytes);
+    }
+    Ok(())
+}
+
+/// Removes an outer IPIP / IPv6-in-IPv6 header at `l3` of length `outer_len`, keeping the
+/// link-layer header. The EtherType is set to the inner family's.
+#[inline(always)]
+pub(crate) fn pop(ctx: &XdpContext, l3: usize, outer_len: usize, inner_ethertype: u16) -> Result<(), EncapError> {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // Move the link-layer header forward over the outer IP header.
+    let ethertype = inner_ethertype.to_be_bytes();
+    match (l3, outer_len) {
+        (14, 20) => shift::<14>(&frame, 20, ethertype)?,
+        (14, _) => shift::<14>(&frame, 40, ethertype)?,
+        (18, 20) => shift::<18>(&frame, 20, ethertype)?,
+        (18, _) => shift::<18>(&frame, 40, ethertype)?,
+        (_, 20) => shift::<22>(&frame, 20, ethertype)?,
+        (_, _) => shift::<22>(&frame, 40, ethertype)?,
+    }
+    // SAFETY: ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
+        return Err(EncapError::Resize);
+    }
+    Ok(())
+}
+
+/// Copies the first `N` bytes (the link-layer header) to offset `to`, ahead of the data kept,
+/// with its last two bytes (the EtherType) set to `ethertype`.
+#[inline(always)]
+fn shift<const N: usize>(frame: &Frame, to: usize, ethertype: [u8; 2]) -> Result<(), ParseError> {
+    let src = frame.ptr_at::<[u8; N]>(0)?;
+    let dst = frame.ptr_at::<[u8; N]>(to)?;
+    // SAFETY: both in bounds; the whole array is read before it is written.
+    unsafe {
+        let mut bytes = src.read_unaligned();
+        bytes[N - 2] = ethertype[0];
+        bytes[N - 1] = ethertype[1];
+        dst.write_unaligned(bytes);
+    }
+    Ok(())
+}

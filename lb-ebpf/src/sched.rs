@@ -1,0 +1,182 @@
+//! Picking a real server for a new flow.
+//!
+//! The hash and round-robin schedulers index the service's slot row, which user space fills
+//! with weights applied (Maglev table, weighted rings, interleaved wrr sequence); the
+//! least-connection schedulers scan the row's reals and their shared active counts.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::lb::{
+    LblcKey, MAX_LC_SCAN, Persist, PersistKey, Real, SLOTS_PER_SERVICE, Scheduler, Service, service_flags,
+};
+
+use crate::{
+    maps::{LBD_LBLC, LBD_PERSIST, LBD_REAL_ACTIVE, LBD_REALS, LBD_RR, LBD_SLOTS, per_cpu},
+    parse::Headers,
+};
+
+/// Mixes one word into a hash (multiply-xorshift; good spread, cheap in BPF).
+#[inline(always)]
+pub(crate) fn mix(h: u32, w: u32) -> u32 {
+    let mut x = (h ^ w).wrapping_mul(0x9e37_79b1);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x85eb_ca77);
+    x ^ (x >> 13)
+}
+
+/// Hash of an address (all four words).
+#[inline(always)]
+pub(crate) fn hash_addr(seed: u32, a: &[u32; 4]) -> u32 {
+    mix(mix(mix(mix(seed, a[0]), a[1]), a[2]), a[3])
+}
+
+/// The real with id `id`, copied.
+#[inline(always)]
+pub(crate) fn real(id: u32) -> Option<Real> {
+    if id == 0 {
+        return None;
+    }
+    LBD_REALS.get(id).copied()
+}
+
+/// The real with id `id`, in the map.
+#[inline(always)]
+pub(crate) fn real_ref(id: u32) -> Option<&'static Real> {
+    if id == 0 {
+        return None;
+    }
+    LBD_REALS.get(id)
+}
+
+/// Active connections of real `id`.
+#[inline(always)]
+fn active(id: u32) -> u64 {
+    LBD_REAL_ACTIVE.get(id).copied().unwrap_or(0)
+}
+
+/// Adds `delta` (two's complement) to real `id`'s active count, atomically.
+#[inline(always)]
+pub(crate) fn add_active(id: u32, delta: u64) {
+    if let Some(ptr) = LBD_REAL_ACTIVE.get_ptr_mut(id) {
+        // SAFETY: an array map value: valid and 8-byte aligned; shared between CPUs, so only
+        // touched atomically. (core's AtomicU64 has no fetch_add on the BPF target; the
+        // intrinsic lowers to BPF's atomic add, `lock *(u64 *)(r + 0) += r`.)
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(ptr, delta) };
+    }
+}
+
+#[inline(always)]
+fn slot(svc: &Service, index: u32) -> u32 {
+    LBD_SLOTS.get(svc.id * SLOTS_PER_SERVICE + index).copied().unwrap_or(0)
+}
+
+/// Picks a real for a new flow of `svc`; 0 when none is available.
+///
+/// Not inlined: a BPF-to-BPF call keeps its stack frame apart from the caller's (512 bytes
+/// in all).
+#[inline(never)]
+pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
+    let persistent = svc.flags & service_flags::PERSISTENT != 0;
+    let mut pkey = PersistKey::default();
+    let now = if persistent {
+        // SAFETY: plain helper call.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    if persistent {
+        let m = &svc.persistence_mask;
+        pkey = PersistKey {
+            client: [h.src[0] & m[0], h.src[1] & m[1], h.src[2] & m[2], h.src[3] & m[3]],
+            service: svc.id,
+        };
+        if let Some(entry) = LBD_PERSIST.get_ptr_mut(&pkey) {
+            // SAFETY: a hash map value pointer from a successful lookup; LRU eviction may
+            // recycle it concurrently, in which case we read another client's real: harmless.
+            let entry = unsafe { &mut *entry };
+            let fresh = now.wrapping_sub(entry.last_seen_ns) < u64::from(svc.persistence_timeout) * 1_000_000_000;
+            if fresh && real(entry.real).is_some_and(|r| r.weight > 0) {
+                entry.last_seen_ns = now;
+                return entry.real;
+            }
+        }
+    }
+    let len = svc.slots_len;
+    if len == 0 {
+        return 0;
+    }
+    let with_port = svc.flags & service_flags::HASH_PORT != 0;
+    let chosen = match Scheduler::from_u8(svc.scheduler) {
+        Some(Scheduler::RoundRobin) | None => {
+            let Some(pos) = per_cpu(&LBD_RR, svc.id) else { return 0 };
+            *pos = pos.wrapping_add(1);
+            slot(svc, *pos % len)
+        }
+        Some(Scheduler::SourceHash) | Some(Scheduler::Maglev) => {
+            let mut hash = hash_addr(svc.id, &h.src);
+            if with_port {
+                hash = mix(hash, u32::from(h.sport));
+            }
+            slot(svc, hash % len)
+        }
+        Some(Scheduler::DestinationHash) => slot(svc, hash_addr(svc.id, &h.dst) % len),
+        Some(Scheduler::LeastConn) => least_conn(svc, len, false),
+        Some(Scheduler::WeightedLeastConn) => least_conn(svc, len, true),
+        Some(Scheduler::LocalityLeastConn) => locality(svc, h, len),
+    };
+    if chosen != 0 && persistent {
+        let entry = Persist { last_seen_ns: now, real: chosen, pad: 0 };
+        let _ = LBD_PERSIST.insert(&pkey, &entry, 0);
+    }
+    chosen
+}
+
+/// The real with the fewest active connections (per unit of weight if `weighted`).
+#[inline(always)]
+fn least_conn(svc: &Service, len: u32, weighted: bool) -> u32 {
+    let mut best = 0u32;
+    let mut best_active = 0u64;
+    let mut best_weight = 1u64;
+    for i in 0..MAX_LC_SCAN {
+        if i >= len {
+            break;
+        }
+        let id = slot(svc, i);
+        let Some(r) = real(id) else { continue };
+        if r.weight == 0 {
+            continue;
+        }
+        let a = active(id);
+        let w = if weighted { u64::from(r.weight) } else { 1 };
+        // a / w < best_active / best_weight, without division.
+        if best == 0 || a * best_weight < best_active * w {
+            best = id;
+            best_active = a;
+            best_weight = w;
+        }
+    }
+    best
+}
+
+/// lblc: the destination's previous real while it is not overloaded (more active connections
+/// than twice its weight, as IPVS), else the weighted least-connection choice.
+#[inline(always)]
+fn locality(svc: &Service, h: &Headers, len: u32) -> u32 {
+    let key = LblcKey { dst: h.dst, service: svc.id };
+    if let Some(ptr) = LBD_LBLC.get_ptr(&key) {
+        // SAFETY: a value pointer from a successful lookup.
+        let id = unsafe { *ptr };
+        if let Some(r) = real(id)
+            && r.weight > 0
+            && active(id) <= 2 * u64::from(r.weight)
+        {
+            return id;
+        }
+    }
+    let id = least_conn(svc, len, true);
+    if id != 0 {
+        let _ = LBD_LBLC.insert(&key, &id, 0);
+    }
+    id
+}
