@@ -20,7 +20,7 @@ pub const MAX_LADDR_GROUPS: u32 = 64;
 /// Default capacity of the connection table (entries; each flow takes two in NAT and FNAT).
 pub const DEFAULT_MAX_CONNS: u32 = 262_144;
 /// Most reals scanned by the least-connection schedulers for one new flow.
-pub const MAX_LC_SCAN: u32 = 8;
+pub const MAX_LC_SCAN: u32 = 256;
 
 /// `family` values.
 pub mod family {

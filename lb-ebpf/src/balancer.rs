@@ -2,7 +2,8 @@
 //! forwarding methods (NAT, DR, TUN, FNAT), plus the reply path of NAT and FNAT.
 
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    cty::c_void,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, generated::bpf_loop},
     programs::XdpContext,
 };
 use lb_common::{
@@ -16,7 +17,10 @@ use lb_common::{
 use crate::{
     Outcome, encap,
     forward::{self, Next},
-    maps::{LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SERVICE_STATS, LBD_SERVICES, LBD_SETTINGS, per_cpu},
+    maps::{
+        LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES, LBD_SETTINGS,
+        per_cpu,
+    },
     nat::{self, Rewrite},
     parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sched,
@@ -98,7 +102,8 @@ fn original_flow(
     };
     let tcp = h.proto == IPPROTO_TCP;
     let syn_only = tcp && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let mut flow = Flow::default();
+    let Some(flow) = per_cpu(&LBD_SCRATCH_FLOW, 0) else { return Ok(Outcome::DropMalformed) };
+    *flow = Flow::default();
     let mut known = false;
     if let Some(entry) = LBD_CONNS.get_ptr_mut(&fkey) {
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
@@ -110,7 +115,7 @@ fn original_flow(
             if tcp {
                 track_tcp(entry, h.tcp_flags);
             }
-            flow = *entry;
+            *flow = *entry;
             known = true;
         } else if entry.direction == direction::ORIGINAL && tcp && entry.tcp_state != tcp_state::CLOSING {
             // The flow is being replaced: it no longer counts as active on its real.
@@ -119,7 +124,7 @@ fn original_flow(
     }
     if known {
         stats.flow_hits += 1;
-    } else if let Some(outcome) = new_flow(h, svc, &fkey, stats, &mut flow) {
+    } else if let Some(outcome) = new_flow(h, svc, &fkey, stats, flow) {
         return Ok(outcome);
     }
     let bytes = frame.len() as u64;
@@ -131,7 +136,7 @@ fn original_flow(
         s.packets += 1;
         s.bytes += bytes;
     }
-    send(ctx, frame, h, &flow)
+    send(ctx, frame, h, flow)
 }
 
 /// Rewrites the packet of `flow` per its method and sends it to the real server.
@@ -302,13 +307,13 @@ fn new_flow(h: &Headers, svc: &Service, fkey: &FlowKey, stats: &mut GlobalStats,
 fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut Flow) -> bool {
     let Some(settings) = LBD_SETTINGS.get(0) else { return false };
     let base = svc.laddr_group * MAX_LADDRS_PER_GROUP;
-    let mut count = 0u32;
-    for i in 0..4 {
-        match LBD_LADDRS.get(base + i) {
-            Some(LocalAddr { family, .. }) if *family != 0 => count += 1,
-            _ => break,
-        }
+    let mut count = PoolCount { base, count: 0 };
+    // SAFETY: the callback is a BPF function of the expected signature; the context points to
+    // `count`, which outlives the call. (bpf_loop: the verifier checks the body once.)
+    unsafe {
+        bpf_loop(MAX_LADDRS_PER_GROUP, pool_count_step as *mut c_void, (&raw mut count).cast(), 0);
     }
+    let count = count.count;
     if count == 0 {
         return false;
     }
@@ -337,6 +342,26 @@ fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut F
         }
     }
     false
+}
+
+/// Counting the addresses of an FNAT pool: used entries come first.
+#[repr(C)]
+struct PoolCount {
+    base: u32,
+    count: u32,
+}
+
+extern "C" fn pool_count_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context given, a PoolCount on the caller's stack.
+    let pool = unsafe { &mut *ctx.cast::<PoolCount>() };
+    match LBD_LADDRS.get(pool.base + i) {
+        Some(LocalAddr { family, .. }) if *family != 0 => {
+            pool.count += 1;
+            0
+        }
+        // The first unused entry ends the pool: stop the loop.
+        _ => 1,
+    }
 }
 
 /// Real server to client (NAT) or to a local address (FNAT): translate back.

@@ -70,6 +70,11 @@ pub(crate) static LBD_RR: PerCpuArray<u32, { MAX_SERVICES as usize }> = PerCpuAr
 #[btf_map]
 pub(crate) static LBD_LBLC: LruHashMap<LblcKey, u32, 65536> = LruHashMap::new();
 
+/// Per-CPU scratch for the flow being handled: off the stack, which is 512 bytes for the
+/// deepest call chain and nearly full.
+#[btf_map]
+pub(crate) static LBD_SCRATCH_FLOW: PerCpuArray<Flow, 1> = PerCpuArray::new();
+
 /// Scratch space for [`opaque`].
 #[btf_map]
 static LBD_SCRATCH: PerCpuArray<u64, 1> = PerCpuArray::new();

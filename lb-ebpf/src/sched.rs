@@ -6,7 +6,10 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
+};
 use lb_common::lb::{
     LblcKey, MAX_LC_SCAN, Persist, PersistKey, Real, SLOTS_PER_SERVICE, Scheduler, Service, service_flags,
 };
@@ -132,31 +135,58 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
     chosen
 }
 
+/// State of a least-connection scan, shared with [`least_conn_step`].
+#[repr(C)]
+struct LeastConnScan {
+    row: u32,
+    weighted: u32,
+    best: u32,
+    pad: u32,
+    best_active: u64,
+    best_weight: u64,
+}
+
 /// The real with the fewest active connections (per unit of weight if `weighted`).
+///
+/// The scan runs under `bpf_loop`, whose callback the verifier checks once, rather than as
+/// an unrolled loop it would walk `MAX_LC_SCAN` times on every path.
 #[inline(always)]
 fn least_conn(svc: &Service, len: u32, weighted: bool) -> u32 {
-    let mut best = 0u32;
-    let mut best_active = 0u64;
-    let mut best_weight = 1u64;
-    for i in 0..MAX_LC_SCAN {
-        if i >= len {
-            break;
-        }
-        let id = slot(svc, i);
-        let Some(r) = real(id) else { continue };
-        if r.weight == 0 {
-            continue;
-        }
-        let a = active(id);
-        let w = if weighted { u64::from(r.weight) } else { 1 };
-        // a / w < best_active / best_weight, without division.
-        if best == 0 || a * best_weight < best_active * w {
-            best = id;
-            best_active = a;
-            best_weight = w;
-        }
+    let mut scan = LeastConnScan {
+        row: svc.id * SLOTS_PER_SERVICE,
+        weighted: u32::from(weighted),
+        best: 0,
+        pad: 0,
+        best_active: 0,
+        best_weight: 1,
+    };
+    let count = if len < MAX_LC_SCAN { len } else { MAX_LC_SCAN };
+    // SAFETY: the callback is a BPF function of the expected signature; the context points to
+    // `scan`, which outlives the call.
+    unsafe {
+        bpf_loop(count, least_conn_step as *mut c_void, (&raw mut scan).cast(), 0);
     }
-    best
+    scan.best
+}
+
+/// One step of [`least_conn`]: slot `i` of the row.
+extern "C" fn least_conn_step(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the context given, a LeastConnScan on the caller's stack.
+    let scan = unsafe { &mut *ctx.cast::<LeastConnScan>() };
+    let id = LBD_SLOTS.get(scan.row + i).copied().unwrap_or(0);
+    let Some(r) = real_ref(id) else { return 0 };
+    if r.weight == 0 {
+        return 0;
+    }
+    let a = active(id);
+    let w = if scan.weighted != 0 { u64::from(r.weight) } else { 1 };
+    // a / w < best_active / best_weight, without division.
+    if scan.best == 0 || a * scan.best_weight < scan.best_active * w {
+        scan.best = id;
+        scan.best_active = a;
+        scan.best_weight = w;
+    }
+    0
 }
 
 /// lblc: the destination's previous real while it is not overloaded (more active connections

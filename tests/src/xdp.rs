@@ -78,16 +78,38 @@ impl XdpTestRun {
     /// Runs the program once on `input` (repeat=1: programs that rewrite the frame must see the
     /// original every time).
     pub fn run(&self, input: &[u8]) -> RunOutput {
+        self.run_with_ctx(input, None)
+    }
+
+    /// Runs the program once on `input` as if received on interface `ifindex` (of the network
+    /// namespace the calling thread is in: FIB lookups of the program use that namespace).
+    pub fn run_on(&self, ifindex: u32, input: &[u8]) -> RunOutput {
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex }: data is the metadata length (none), data_end the frame length.
+        let mut ctx = [0u8; 24];
+        let len = u32::try_from(input.len()).expect("frames are small");
+        ctx[4..8].copy_from_slice(&len.to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        self.run_with_ctx(input, Some(&ctx))
+    }
+
+    fn run_with_ctx(&self, input: &[u8], ctx: Option<&[u8]>) -> RunOutput {
         let xdp: &Xdp =
             self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
         // Room for encapsulation headers the program may push.
         let mut output = vec![0u8; input.len() + 512];
-        let opts = TestRunOptions { data_in: Some(input), data_out: Some(&mut output), ..Default::default() };
+        let opts =
+            TestRunOptions { data_in: Some(input), data_out: Some(&mut output), ctx_in: ctx, ..Default::default() };
         let result = xdp
             .test_run(opts)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
         output.truncate(result.data_size_out as usize);
         RunOutput { action: result.return_value.into(), output, duration: result.duration }
+    }
+
+    /// The loaded object, to fill or read its maps.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The program's outcome counters, summed over CPUs.
@@ -106,6 +128,8 @@ pub enum Expected {
     Bytes(Vec<u8>),
     /// Not checked (for dropped frames).
     Any,
+    /// Checked by a function (for fields the program picks at random, like FNAT ports).
+    Check(fn(&[u8]) -> Result<(), String>),
 }
 
 /// One row of a packet table: `{description, input, expected action, expected output}`.
@@ -123,9 +147,17 @@ pub struct Fixture {
 
 /// Runs every fixture and panics listing all the rows that failed.
 pub fn run_table(program: &XdpTestRun, table: &[Fixture]) {
+    run_table_on(program, None, table);
+}
+
+/// As [`run_table`], each frame received on `ifindex` when given (see [`XdpTestRun::run_on`]).
+pub fn run_table_on(program: &XdpTestRun, ifindex: Option<u32>, table: &[Fixture]) {
     let mut failures = Vec::new();
     for fixture in table {
-        let got = program.run(&fixture.input);
+        let got = match ifindex {
+            Some(ifindex) => program.run_on(ifindex, &fixture.input),
+            None => program.run(&fixture.input),
+        };
         if got.action != fixture.action {
             failures.push(format!(
                 "{}: action {:?}, expected {:?}",
@@ -137,6 +169,12 @@ pub fn run_table(program: &XdpTestRun, table: &[Fixture]) {
             Expected::Unchanged => Some(&fixture.input),
             Expected::Bytes(bytes) => Some(bytes),
             Expected::Any => None,
+            Expected::Check(check) => {
+                if let Err(why) = check(&got.output) {
+                    failures.push(format!("{}: {why}\n   got {}", fixture.description, hex(&got.output)));
+                }
+                None
+            }
         };
         if let Some(expected) = expected
             && &got.output != expected

@@ -71,7 +71,10 @@ pub fn run(args: &Args) -> Option<u8> {
         None => {}
     }
     if args.config_test.is_some() {
-        return Some(config_test_exit_code(&diagnostics));
+        let status = config_test_exit_code(&diagnostics);
+        // The process exits now: freeing a large model would only cost time.
+        std::mem::forget(loaded);
+        return Some(status);
     }
     None
 }

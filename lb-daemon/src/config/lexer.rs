@@ -25,6 +25,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use smallvec::SmallVec;
+
 use super::error::{Diagnostics, ExitClass, Loc, Severity};
 
 /// Longest line, after substitutions, that the lexer builds (keepalived stops at MAXBUF).
@@ -52,7 +54,7 @@ pub struct Line {
     pub loc: Loc,
     /// The text after comments, conditionals and substitutions were handled.
     pub text: String,
-    words: Vec<Word>,
+    words: SmallVec<[Word; 6]>,
 }
 
 impl Line {
@@ -917,7 +919,7 @@ fn decomment(diags: &mut Diagnostics, raw: &str, loc: Loc) -> (String, usize) {
 
 /// keepalived's `alloc_strvec()`: words split on blanks, `"..."` one word without quotes.
 fn tokenize(diags: &mut Diagnostics, text: String, loc: Loc, base_col: u32) -> Line {
-    let mut words = Vec::new();
+    let mut words: SmallVec<[Word; 6]> = SmallVec::new();
     let b = text.as_bytes();
     let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let mut i = 0;

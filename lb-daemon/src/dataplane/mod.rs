@@ -317,7 +317,8 @@ pub struct Scheduling {
     #[doc(alias = "sh-port")]
     #[doc(alias = "mh-port")]
     pub hash_port: bool,
-    /// `ops`: one-packet scheduling, every UDP datagram scheduled anew.
+    /// `ops`: one-packet scheduling, every UDP datagram scheduled anew (UDP services only, as
+    /// IPVS; ignored for TCP).
     #[doc(alias = "ops")]
     pub one_packet: bool,
 }

@@ -3,9 +3,13 @@
 //! Only this module builds netlink messages (through rtnetlink). [`Netlink`] is a handle on one
 //! rtnetlink connection, bound to the network namespace the daemon runs in:
 //! - links: [`Netlink::links`], [`Netlink::link_by_name`];
-//! - addresses, including VIPs held on a lease ([`addr`]).
+//! - addresses, including VIPs held on a lease ([`addr`]);
+//! - routes ([`route`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
 
 pub mod addr;
+pub mod monitor;
+pub mod route;
+pub mod vmac;
 
 use std::io;
 

@@ -290,6 +290,17 @@ pub enum Event<'a> {
     Fault(bool),
     /// The sum of the weights of the tracked objects, added to the base priority.
     PriorityAdjustment(i32),
+    /// Sync groups (keepalived's `vrrp_sync.c`): the Master_Down_Timer is due
+    /// ([`Instance::master_down_due`]) but another member of the group does not want MASTER yet.
+    /// Stay in BACKUP, wanting MASTER ([`Instance::wants_master`]), for another
+    /// Master_Down_Interval: a group moves to MASTER only when all its members would, which
+    /// keeps it from thrashing.
+    SyncHold,
+    /// Sync groups: another member became MASTER; a member in BACKUP follows it at once.
+    SyncMaster,
+    /// Sync groups: another member left MASTER for BACKUP; a member in MASTER follows it (VIPs
+    /// removed, no advert sent), as keepalived's `vrrp_sync_backup`.
+    SyncBackup,
 }
 
 /// Something the socket / address layer must do, in order.
@@ -414,6 +425,8 @@ pub struct Instance {
     /// When a running preempt_delay ends.
     preempt_time: Option<Instant>,
     master: Option<MasterInfo>,
+    /// Sync groups: the Master_Down_Timer fired while the group was not ready ([`Event::SyncHold`]).
+    wants_master: bool,
 }
 
 impl Instance {
@@ -495,6 +508,7 @@ impl Instance {
             garp_refresh_at: None,
             preempt_time: None,
             master: None,
+            wants_master: false,
             params,
         })
     }
@@ -535,6 +549,18 @@ impl Instance {
         self.master
     }
 
+    /// Whether the Master_Down_Timer of a BACKUP instance has run out at `now`: [`Event::Timer`]
+    /// would make it MASTER. A sync group asks this before letting a member take over.
+    pub fn master_down_due(&self, now: Instant) -> bool {
+        self.state == State::Backup && self.timer.is_some_and(|at| at <= now)
+    }
+
+    /// Sync groups: whether this BACKUP instance was held back ([`Event::SyncHold`]) and would be
+    /// MASTER if the rest of its group agreed.
+    pub fn wants_master(&self) -> bool {
+        self.state == State::Backup && self.wants_master
+    }
+
     /// When [`Event::Timer`] is next due; `None` in INIT, FAULT and STOP.
     pub fn next_deadline(&self) -> Option<Instant> {
         let garp = if self.state == State::Master { self.garp_delay_timer } else { None };
@@ -568,6 +594,22 @@ impl Instance {
                 self.adjustment = adjustment;
                 self.update_effective_priority();
             }
+            Event::SyncHold => {
+                if self.state == State::Backup {
+                    self.wants_master = true;
+                    self.timer = Some(later(now, self.master_down_interval()));
+                }
+            }
+            Event::SyncMaster => {
+                if self.state == State::Backup {
+                    self.become_master(now, &mut actions);
+                }
+            }
+            Event::SyncBackup => {
+                if self.state == State::Master {
+                    self.become_backup(now, &mut actions);
+                }
+            }
         }
         actions
     }
@@ -599,6 +641,7 @@ impl Instance {
             actions.push(Action::RemoveVips);
         }
         self.state = State::Backup;
+        self.wants_master = false;
         self.timer = Some(later(now, self.master_down_interval()));
         actions.push(Action::Notify(State::Backup));
     }
@@ -607,6 +650,7 @@ impl Instance {
     /// the old master drops the addresses before our gratuitous ARPs reach the hosts.
     fn become_master(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.state = State::Master;
+        self.wants_master = false;
         self.master = None;
         self.preempt_time = None;
         self.master_adver_interval = self.params.advert_interval;
@@ -624,6 +668,7 @@ impl Instance {
     /// RFC 5798 §6.4.3 on a higher-priority advert.
     fn become_backup(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.state = State::Backup;
+        self.wants_master = false;
         self.preempt_time = None;
         self.garp_delay_timer = None;
         self.garp_refresh_at = None;
@@ -640,6 +685,7 @@ impl Instance {
     }
 
     fn clear_timers(&mut self) {
+        self.wants_master = false;
         self.timer = None;
         self.garp_delay_timer = None;
         self.garp_refresh_at = None;
@@ -823,6 +869,8 @@ impl Instance {
             self.master_adver_interval = advert.adver_interval();
         }
         self.timer = Some(later(now, self.master_down_interval()));
+        // A master is heard again: a sync group member held back no longer wants to take over.
+        self.wants_master = false;
         if let Preempt::Delayed(delay) = self.params.preempt {
             if priority >= self.effective_priority {
                 self.preempt_time = None;

@@ -475,15 +475,12 @@ fn forwarding(tables: &FakeTables) -> BTreeMap<String, String> {
             let row: Vec<String> = tables.row(s).into_iter().map(name).collect();
             let sorry = (s.sorry_real != 0).then(|| name(s.sorry_real));
             let start = s.laddr_group * MAX_LADDRS_PER_GROUP;
-            let pool: Vec<String> = (s.laddr_group != 0)
-                .then(|| {
-                    tables
-                        .laddrs
-                        .range(start..start + MAX_LADDRS_PER_GROUP)
-                        .map(|(_, l)| format!("{:?}", l.addr))
-                        .collect()
-                })
-                .unwrap_or_default();
+            // Pool 0 is never written: empty for services without one.
+            let pool: Vec<String> = tables
+                .laddrs
+                .range(start..start + MAX_LADDRS_PER_GROUP)
+                .map(|(_, l)| format!("{:?}", l.addr))
+                .collect();
             let fields = Service { id: 0, sorry_real: 0, laddr_group: 0, ..*s };
             (format!("{:?}", service_addr(key)), format!("{fields:?} {row:?} {sorry:?} {pool:?}"))
         })
@@ -496,8 +493,7 @@ fn a_failed_write_leaves_the_next_apply_to_converge() {
     apply(&mut reference, &everything());
     let total = reference.io().writes.len();
     for fail_at in [0, 3, 10, 25, 40, total / 2, total - 1] {
-        let mut tables = FakeTables::default();
-        tables.fail_at = Some(fail_at);
+        let tables = FakeTables { fail_at: Some(fail_at), ..FakeTables::default() };
         let mut dp = fake::dataplane(tables, routes());
         assert!(matches!(dp.apply(&everything()), Err(DataplaneError::Map { .. })));
         assert!(dp.io().violations.is_empty(), "{:#?}", dp.io().violations);

@@ -1,0 +1,64 @@
+//! Link events: what `ip monitor link` shows, for tracking interfaces (keepalived's
+//! `track_interface`, and an instance's own interface unless `dont_track_primary`).
+//!
+//! A [`LinkMonitor`] is its own rtnetlink connection bound to the RTNLGRP_LINK multicast group;
+//! the kernel sends an RTM_NEWLINK on every flag or carrier change and an RTM_DELLINK when an
+//! interface goes away.
+
+use futures::StreamExt as _;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{
+    MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    sys::SocketAddr,
+};
+
+use super::{Link, NetlinkError};
+
+/// A change to an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Created, or its flags, carrier or name changed: its state now.
+    Updated(Link),
+    /// Removed.
+    Removed(Link),
+}
+
+/// A subscription to link events. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct LinkMonitor {
+    messages: futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl LinkMonitor {
+    /// Subscribes to link events of the current network namespace, spawning the connection's
+    /// I/O task on the current tokio runtime.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let (connection, _handle, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(NetlinkError::Connect)?;
+        Ok(Self { messages, connection: tokio::spawn(connection) })
+    }
+
+    /// The next change; `None` if the connection ended.
+    pub async fn next(&mut self) -> Option<LinkChange> {
+        loop {
+            let (message, _) = self.messages.next().await?;
+            match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    return Some(LinkChange::Updated(Link::from_message(&link)));
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    return Some(LinkChange::Removed(Link::from_message(&link)));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for LinkMonitor {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}

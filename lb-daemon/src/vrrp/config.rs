@@ -1,0 +1,752 @@
+//! From the configuration model ([`crate::config::model`]) to what the VRRP runtime runs: one
+//! [`InstancePlan`] per `vrrp_instance` (its [`InstanceParams`], transport, VIPs, routes,
+//! tracking and notify scripts), the sync groups, and the tracked scripts and files.
+//!
+//! Planning is pure: the interfaces and their addresses come in as a [`HostView`], so the
+//! mapping is unit tested without a kernel. An instance that cannot run (no VRID, unknown
+//! interface, no source address, ...) is left out with a [`PlanError`] naming it; keepalived
+//! likewise carries on with the instances it can run.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use super::{
+    packet::{AddressList, VRRP_MCAST_GROUP_V4, VRRP_MCAST_GROUP_V6, Version, Vrid},
+    script::ScriptPolicy,
+    state::{Authentication, InitialState, InstanceParams, Preempt},
+    track::{TrackEntry, TrackedObject},
+};
+use crate::{
+    config::model::{
+        self, Config, Family, IpAddressEntry, RouteEntry, Script, TrackRef, VrrpInstance, VrrpState,
+        VrrpSyncGroup, VrrpVersion,
+    },
+    netlink::{
+        Link,
+        addr::{InterfaceAddress, Scope},
+        route::{RTPROT_KEEPALIVED, Route, RouteKind},
+        vmac::virtual_mac,
+    },
+};
+
+/// keepalived's `vrrp_garp_master_delay` default.
+const GARP_MASTER_DELAY: Duration = Duration::from_secs(5);
+/// keepalived's `vrrp_garp_master_repeat` default.
+const GARP_MASTER_REPEAT: u32 = 5;
+
+/// The interfaces of the host and their addresses, as read before planning.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    /// Every interface.
+    pub links: Vec<Link>,
+    /// The addresses of each interface (by index), primary first as the kernel lists them.
+    pub addresses: HashMap<u32, Vec<IpAddr>>,
+}
+
+impl HostView {
+    fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    fn addresses(&self, index: u32) -> &[IpAddr] {
+        self.addresses.get(&index).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// Why an instance (or part of it) was left out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("({instance}) {message}")]
+pub struct PlanError {
+    /// The `vrrp_instance` or `vrrp_sync_group` name.
+    pub instance: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// How an instance sends and receives adverts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// To and from a multicast group (224.0.0.18 / ff02::12 unless configured).
+    Multicast {
+        /// The group.
+        group: IpAddr,
+    },
+    /// To each `unicast_peer`.
+    Unicast {
+        /// The peers.
+        peers: Vec<model::UnicastPeer>,
+        /// `check_unicast_src` / `vrrp_check_unicast_src`: accept adverts only from the peers.
+        check_source: bool,
+    },
+}
+
+/// A `use_vmac` interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmacPlan {
+    /// Its name (`vrrp.VRID` unless configured).
+    pub name: String,
+    /// Its MAC (the RFC 5798 virtual router MAC unless configured).
+    pub mac: [u8; 6],
+    /// The interface it sits on.
+    pub parent: u32,
+    /// `vmac_xmit_base`: adverts leave through the parent, not the macvlan.
+    pub xmit_base: bool,
+}
+
+/// A virtual address and where its gratuitous ARPs / NAs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    /// The address as installed.
+    pub address: InterfaceAddress,
+    /// The MAC the gratuitous ARP / NA announces (the device's MAC).
+    pub mac: [u8; 6],
+}
+
+/// The notify scripts of an instance or a sync group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyPlan {
+    /// `notify_master`.
+    pub master: Option<Script>,
+    /// `notify_backup`.
+    pub backup: Option<Script>,
+    /// `notify_fault`.
+    pub fault: Option<Script>,
+    /// `notify_stop`.
+    pub stop: Option<Script>,
+    /// `notify`, called with `GROUP|INSTANCE NAME STATE PRIORITY`.
+    pub generic: Option<Script>,
+}
+
+/// One `vrrp_instance`, ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePlan {
+    /// Its name (`VI_1`).
+    pub name: String,
+    /// The interface adverts go through (the macvlan with `use_vmac`).
+    pub interface: Link,
+    /// The configured `interface`.
+    pub base_interface: Link,
+    /// `use_vmac`.
+    pub vmac: Option<VmacPlan>,
+    /// What the state machine needs.
+    pub params: InstanceParams,
+    /// Multicast or unicast.
+    pub transport: Transport,
+    /// `virtual_ipaddress` of the instance's family (the advertised ones) and those of the other
+    /// family, which are installed with them.
+    pub vips: Vec<Vip>,
+    /// `virtual_ipaddress_excluded`: installed, never advertised.
+    pub excluded: Vec<Vip>,
+    /// `virtual_routes`.
+    pub routes: Vec<Route>,
+    /// What it tracks (its own interface unless `dont_track_primary`).
+    pub tracking: Vec<TrackEntry>,
+    /// Its notify scripts.
+    pub notify: NotifyPlan,
+    /// `smtp_alert` (instance, else `smtp_alert_vrrp`, else `smtp_alert`).
+    pub smtp_alert: bool,
+    /// Index of its sync group in [`Plan::groups`].
+    pub group: Option<usize>,
+}
+
+/// A `vrrp_sync_group` with at least two instances that exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// Its name.
+    pub name: String,
+    /// Indices of its members in [`Plan::instances`].
+    pub members: Vec<usize>,
+    /// Its notify scripts.
+    pub notify: NotifyPlan,
+    /// `smtp_alert`.
+    pub smtp_alert: bool,
+}
+
+/// A `vrrp_script` some instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptPlan {
+    /// Its name.
+    pub name: String,
+    /// The command.
+    pub script: Script,
+    /// `interval`.
+    pub interval: Duration,
+    /// `timeout` (default: the interval).
+    pub timeout: Duration,
+    /// `rise`.
+    pub rise: u32,
+    /// `fall`.
+    pub fall: u32,
+    /// `init_fail`.
+    pub init_fail: bool,
+}
+
+/// A `track_file` some instance tracks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePlan {
+    /// Its name.
+    pub name: String,
+    /// The file.
+    pub path: String,
+    /// `init_file [VALUE] [overwrite]`.
+    pub init: Option<model::InitFile>,
+}
+
+/// Everything the VRRP runtime runs.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The instances.
+    pub instances: Vec<InstancePlan>,
+    /// The sync groups.
+    pub groups: Vec<GroupPlan>,
+    /// The tracked scripts ([`TrackedObject::Script`] indexes this).
+    pub scripts: Vec<ScriptPlan>,
+    /// The tracked files ([`TrackedObject::File`] indexes this).
+    pub files: Vec<FilePlan>,
+    /// `script_user`, `enable_script_security`.
+    pub script_policy: ScriptPolicy,
+    /// `vrrp_garp_interval` / `vrrp_gna_interval`: the pause between gratuitous ARPs / NAs.
+    pub garp_interval: Duration,
+    /// `smtp_server` and the mail settings, when `smtp_alert` mails can be sent.
+    pub smtp: Option<SmtpPlan>,
+}
+
+/// Where `smtp_alert` mails go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpPlan {
+    /// `smtp_server` host.
+    pub host: String,
+    /// Its port (25 by default).
+    pub port: u16,
+    /// `smtp_helo_name` (default: the host name).
+    pub helo: String,
+    /// `notification_email_from`.
+    pub from: String,
+    /// `notification_email`.
+    pub to: Vec<String>,
+    /// `smtp_connect_timeout` (default 30 s).
+    pub connect_timeout: Duration,
+    /// `router_id` (default: the host name), in the subject.
+    pub router_id: String,
+}
+
+/// The `use_vmac` interfaces the configuration asks for: (name, parent interface, MAC).
+pub fn vmacs_wanted(config: &Config) -> Vec<(String, String, [u8; 6])> {
+    config
+        .vrrp_instances
+        .iter()
+        .filter_map(|instance| {
+            let vmac = instance.use_vmac.as_ref()?;
+            let vrid = instance.virtual_router_id?;
+            let parent = instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
+            let name = vmac.name.clone().unwrap_or_else(|| format!("vrrp.{vrid}"));
+            let mac = vmac
+                .mac
+                .as_deref()
+                .and_then(parse_mac)
+                .unwrap_or_else(|| virtual_mac(vrid, instance.family() == Family::Inet6));
+            Some((name, parent, mac))
+        })
+        .collect()
+}
+
+/// A MAC of 6 octets (keepalived also takes 5 as a prefix for the VRID; lbd then uses the RFC
+/// MAC).
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    for (byte, part) in mac.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Plans every instance of `config` on `host`. Instances that cannot run are left out and their
+/// problems returned with the plan.
+pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
+    let mut planner = Planner { config, host, plan: Plan::default(), errors: Vec::new() };
+    planner.plan.script_policy = ScriptPolicy::from_globals(&config.global_defs);
+    planner.plan.garp_interval = config.global_defs.vrrp_garp_interval.unwrap_or_default();
+    planner.plan.smtp = smtp_plan(config);
+    let groups: HashMap<&str, &VrrpSyncGroup> = config
+        .vrrp_sync_groups
+        .iter()
+        .flat_map(|g| g.group.iter().map(move |member| (member.as_str(), g)))
+        .collect();
+    for instance in &config.vrrp_instances {
+        let group = groups.get(instance.name.as_str()).copied();
+        match planner.instance(instance, group) {
+            Ok(plan) => planner.plan.instances.push(plan),
+            Err(message) => planner.errors.push(PlanError { instance: instance.name.clone(), message }),
+        }
+    }
+    planner.groups();
+    (planner.plan, planner.errors)
+}
+
+struct Planner<'a> {
+    config: &'a Config,
+    host: &'a HostView,
+    plan: Plan,
+    errors: Vec<PlanError>,
+}
+
+impl Planner<'_> {
+    fn warn(&mut self, instance: &str, message: String) {
+        self.errors.push(PlanError { instance: instance.to_owned(), message });
+    }
+
+    fn instance(&mut self, v: &VrrpInstance, group: Option<&VrrpSyncGroup>) -> Result<InstancePlan, String> {
+        let global = &self.config.global_defs;
+        let vrid = v.virtual_router_id.and_then(Vrid::new).ok_or("no virtual_router_id")?;
+        let interface_name =
+            v.interface.clone().or_else(|| global.default_interface.clone()).ok_or("no interface")?;
+        let base = self.host.link(&interface_name).ok_or(format!("interface {interface_name} not found"))?.clone();
+        let family = v.family();
+        let version = match v.effective_version(global) {
+            VrrpVersion::V2 => Version::V2,
+            VrrpVersion::V3 => Version::V3,
+        };
+
+        let vmac = v.use_vmac.as_ref().map(|_| {
+            let (name, _, mac) = vmacs_wanted(&Config {
+                vrrp_instances: vec![v.clone()],
+                global_defs: global.clone(),
+                ..Config::default()
+            })
+            .pop()
+            .unwrap_or_else(|| (format!("vrrp.{vrid}"), interface_name.clone(), virtual_mac(vrid.get(), false)));
+            VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
+        });
+        let vmac_link = match &vmac {
+            Some(plan) => {
+                Some(self.host.link(&plan.name).ok_or(format!("use_vmac interface {} not found", plan.name))?.clone())
+            }
+            None => None,
+        };
+        let interface = match (&vmac, &vmac_link) {
+            (Some(plan), Some(link)) if !plan.xmit_base => link.clone(),
+            _ => base.clone(),
+        };
+
+        let unicast = !v.unicast_peer.is_empty();
+        let base_addresses = self.host.addresses(base.index);
+        let source = match family {
+            Family::Inet => {
+                let configured = if unicast { v.unicast_src_ip } else { v.mcast_src_ip.or(v.unicast_src_ip) };
+                match configured {
+                    Some(IpAddr::V4(a)) => IpAddr::V4(a),
+                    Some(other) => return Err(format!("source address {other} is not IPv4")),
+                    None => base_addresses
+                        .iter()
+                        .copied()
+                        .find(|a| a.is_ipv4() && !self.is_vip(v, *a))
+                        .ok_or(format!("no IPv4 address on {interface_name}"))?,
+                }
+            }
+            Family::Inet6 => {
+                let configured = if unicast { v.unicast_src_ip } else { v.mcast_src_ip };
+                match configured {
+                    Some(IpAddr::V6(a)) => IpAddr::V6(a),
+                    Some(other) => return Err(format!("source address {other} is not IPv6")),
+                    None => base_addresses
+                        .iter()
+                        .copied()
+                        .find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)) && !self.is_vip(v, *a))
+                        .ok_or(format!("no IPv6 link-local address on {interface_name}"))?,
+                }
+            }
+        };
+
+        let transport = if unicast {
+            for peer in &v.unicast_peer {
+                if peer.address.is_ipv4() != source.is_ipv4() {
+                    return Err(format!("unicast_peer {} is not of the instance's family", peer.address));
+                }
+            }
+            Transport::Unicast {
+                peers: v.unicast_peer.clone(),
+                check_source: v.check_unicast_src || global.vrrp_check_unicast_src,
+            }
+        } else {
+            let group = match family {
+                Family::Inet => v
+                    .mcast_dst_ip
+                    .filter(IpAddr::is_ipv4)
+                    .unwrap_or(IpAddr::V4(global.vrrp_mcast_group4.unwrap_or(VRRP_MCAST_GROUP_V4))),
+                Family::Inet6 => v
+                    .mcast_dst_ip
+                    .filter(IpAddr::is_ipv6)
+                    .unwrap_or(IpAddr::V6(global.vrrp_mcast_group6.unwrap_or(VRRP_MCAST_GROUP_V6))),
+            };
+            Transport::Multicast { group }
+        };
+
+        let vip_link = vmac_link.as_ref().unwrap_or(&base);
+        let mut vips = Vec::new();
+        let mut advertised = Vec::new();
+        for entry in &v.virtual_ipaddress {
+            let vip = self.vip(entry, vip_link)?;
+            if entry.address.addr.is_ipv4() == (family == Family::Inet) {
+                advertised.push(entry.address.addr);
+            }
+            vips.push(vip);
+        }
+        let excluded = v
+            .virtual_ipaddress_excluded
+            .iter()
+            .map(|entry| self.vip(entry, vip_link))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addresses = match family {
+            Family::Inet => AddressList::V4(
+                advertised.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect(),
+            ),
+            Family::Inet6 => AddressList::V6(
+                advertised.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect(),
+            ),
+        };
+        let mut routes = Vec::new();
+        for entry in &v.virtual_routes {
+            match self.route(entry, &base) {
+                Ok(route) => routes.push(route),
+                Err(message) => self.warn(&v.name, message),
+            }
+        }
+
+        let mut params = InstanceParams::new(
+            vrid,
+            version,
+            v.priority,
+            v.advert_int,
+            source,
+            addresses,
+        );
+        params.authentication = match &v.authentication {
+            None => Authentication::None,
+            Some(auth) if version == Version::V3 => {
+                self.warn(&v.name, format!("authentication {:?} ignored with VRRPv3", auth.auth_type));
+                Authentication::None
+            }
+            Some(auth) => match auth.auth_type {
+                model::AuthType::Pass => Authentication::Password(Authentication::auth_data(auth.auth_pass.as_bytes())),
+                model::AuthType::Ah => return Err("auth_type AH is not supported yet".into()),
+            },
+        };
+        params.initial_state =
+            if v.state == Some(VrrpState::Master) { InitialState::Master } else { InitialState::Backup };
+        params.preempt = match (v.preempt, v.preempt_delay) {
+            (false, _) => Preempt::Off,
+            (true, Some(delay)) if !delay.is_zero() => Preempt::Delayed(delay),
+            (true, _) => Preempt::On,
+        };
+        params.lower_prio_no_advert =
+            v.lower_prio_no_advert.or(global.vrrp_lower_prio_no_advert).unwrap_or(false);
+        params.higher_prio_send_advert =
+            v.higher_prio_send_advert.or(global.vrrp_higher_prio_send_advert).unwrap_or(false);
+        params.skip_check_adv_addr = v.skip_check_adv_addr.unwrap_or(global.vrrp_skip_check_adv_addr);
+        params.garp_master_repeat =
+            v.garp_master_repeat.or(global.vrrp_garp_master_repeat).unwrap_or(GARP_MASTER_REPEAT);
+        params.garp_master_delay = Some(
+            v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(GARP_MASTER_DELAY),
+        )
+        .filter(|d| !d.is_zero());
+        params.garp_master_refresh =
+            v.garp_master_refresh.or(global.vrrp_garp_master_refresh).filter(|d| !d.is_zero());
+        params.garp_master_refresh_repeat =
+            v.garp_master_refresh_repeat.or(global.vrrp_garp_master_refresh_repeat).unwrap_or(1);
+        params.garp_lower_prio_repeat =
+            v.garp_lower_prio_repeat.or(global.vrrp_garp_lower_prio_repeat).unwrap_or(0);
+        // Catch what the state machine refuses now, with the instance's name.
+        super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
+
+        let mut tracking = Vec::new();
+        if !v.dont_track_primary {
+            tracking.push(TrackEntry { object: TrackedObject::Interface(base.name.clone()), weight: 0, reverse: false });
+        }
+        self.tracking(&v.name, &v.track_interface, &v.track_script, &v.track_file, &mut tracking);
+        for (keyword, list) in [("track_process", &v.track_process), ("track_bfd", &v.track_bfd)] {
+            if !list.is_empty() {
+                self.warn(&v.name, format!("{keyword} is not supported yet; ignored"));
+            }
+        }
+        if let Some(group) = group {
+            self.tracking(&group.name, &group.track_interface, &group.track_script, &group.track_file, &mut tracking);
+            if !group.sync_group_tracking_weight {
+                // keepalived: in a sync group, tracked objects put the whole group in FAULT; a
+                // weight would let members' priorities diverge.
+                for entry in tracking.iter_mut().filter(|e| e.weight != 0) {
+                    self.errors.push(PlanError {
+                        instance: v.name.clone(),
+                        message: format!(
+                            "ignoring weight {} of {} in sync group {} (no sync_group_tracking_weight)",
+                            entry.weight, entry.object, group.name
+                        ),
+                    });
+                    entry.weight = 0;
+                }
+            }
+        }
+
+        Ok(InstancePlan {
+            name: v.name.clone(),
+            interface,
+            base_interface: base,
+            vmac,
+            params,
+            transport,
+            vips,
+            excluded,
+            routes,
+            tracking,
+            notify: NotifyPlan {
+                master: v.notify_master.clone(),
+                backup: v.notify_backup.clone(),
+                fault: v.notify_fault.clone(),
+                stop: v.notify_stop.clone(),
+                generic: v.notify.clone(),
+            },
+            smtp_alert: v
+                .smtp_alert
+                .or(global.smtp_alert_vrrp)
+                .or(global.smtp_alert)
+                .unwrap_or(false),
+            group: None,
+        })
+    }
+
+    /// Whether `address` is one of the instance's VIPs (left by a killed daemon: never a source).
+    fn is_vip(&self, v: &VrrpInstance, address: IpAddr) -> bool {
+        v.virtual_ipaddress.iter().chain(&v.virtual_ipaddress_excluded).any(|e| e.address.addr == address)
+    }
+
+    fn vip(&self, entry: &IpAddressEntry, default_link: &Link) -> Result<Vip, String> {
+        let link = match &entry.dev {
+            Some(dev) => self.host.link(dev).ok_or(format!("interface {dev} of VIP {} not found", entry.address))?,
+            None => default_link,
+        };
+        let broadcast = match (entry.address.addr, entry.broadcast.as_deref()) {
+            (IpAddr::V4(a), Some("+")) => {
+                let host_bits = u32::MAX.checked_shr(u32::from(entry.address.len)).unwrap_or(0);
+                Some(Ipv4Addr::from(u32::from(a) | host_bits))
+            }
+            (IpAddr::V4(_), Some("-") | None) => None,
+            (IpAddr::V4(_), Some(text)) => {
+                Some(text.parse().map_err(|_| format!("invalid broadcast {text} for VIP {}", entry.address))?)
+            }
+            (IpAddr::V6(_), _) => None,
+        };
+        let scope = match entry.scope.as_deref() {
+            None | Some("global") => Scope::Global,
+            Some("site") => Scope::Site,
+            Some("link") => Scope::Link,
+            Some("host") => Scope::Host,
+            Some("nowhere") => Scope::Nowhere,
+            Some(other) => return Err(format!("unsupported scope {other} for VIP {}", entry.address)),
+        };
+        let mac = link.mac.as_slice().try_into().unwrap_or([0; 6]);
+        Ok(Vip {
+            address: InterfaceAddress {
+                ifindex: link.index,
+                addr: entry.address.addr,
+                prefix_len: entry.address.len,
+                broadcast,
+                scope,
+                label: entry.label.clone(),
+            },
+            mac,
+        })
+    }
+
+    fn route(&self, entry: &RouteEntry, base: &Link) -> Result<Route, String> {
+        let destination = entry.destination.ok_or("virtual route without a destination")?;
+        let mut route = Route::new(destination.addr, destination.len);
+        route.gateway = entry.via.first().copied();
+        if entry.via.len() > 1 || !entry.options.is_empty() {
+            return Err(format!(
+                "virtual route {destination}: multipath and options ({}) are not supported yet",
+                entry.options.join(" ")
+            ));
+        }
+        route.oif = match &entry.dev {
+            Some(dev) => Some(self.host.link(dev).ok_or(format!("interface {dev} of route {destination} not found"))?.index),
+            None if route.gateway.is_none() => Some(base.index),
+            None => None,
+        };
+        route.source = entry.src;
+        route.metric = entry.metric;
+        route.table = match entry.table.as_deref() {
+            None | Some("main") => 254,
+            Some("local") => 255,
+            Some("default") => 253,
+            Some(number) => number.parse().map_err(|_| format!("unknown routing table {number}"))?,
+        };
+        route.scope = match entry.scope.as_deref() {
+            None => None,
+            Some("global" | "universe") => Some(Scope::Global),
+            Some("site") => Some(Scope::Site),
+            Some("link") => Some(Scope::Link),
+            Some("host") => Some(Scope::Host),
+            Some("nowhere") => Some(Scope::Nowhere),
+            Some(other) => return Err(format!("unsupported route scope {other}")),
+        };
+        route.kind = match entry.route_type.as_deref() {
+            None | Some("unicast") => RouteKind::Unicast,
+            Some("blackhole") => RouteKind::Blackhole,
+            Some("unreachable") => RouteKind::Unreachable,
+            Some("prohibit") => RouteKind::Prohibit,
+            Some("throw") => RouteKind::Throw,
+            Some("local") => RouteKind::Local,
+            Some(other) => return Err(format!("route type {other} is not supported yet")),
+        };
+        route.protocol = match entry.protocol.as_deref() {
+            None | Some("keepalived") => RTPROT_KEEPALIVED,
+            Some("boot") => 3,
+            Some("static") => 4,
+            Some(number) => number.parse().map_err(|_| format!("unknown route protocol {number}"))?,
+        };
+        Ok(route)
+    }
+
+    fn tracking(
+        &mut self,
+        owner: &str,
+        interfaces: &[TrackRef],
+        scripts: &[TrackRef],
+        files: &[TrackRef],
+        out: &mut Vec<TrackEntry>,
+    ) {
+        for t in interfaces {
+            out.push(TrackEntry {
+                object: TrackedObject::Interface(t.name.clone()),
+                weight: t.weight.unwrap_or(0),
+                reverse: t.reverse.unwrap_or(false),
+            });
+        }
+        for t in scripts {
+            let Some(script) = self.config.vrrp_scripts.iter().find(|s| s.name == t.name) else {
+                self.warn(owner, format!("track script {} not found, ignoring...", t.name));
+                continue;
+            };
+            let Some(command) = script.script.clone() else {
+                self.warn(owner, format!("vrrp_script {} has no script, ignoring...", t.name));
+                continue;
+            };
+            let index = match self.plan.scripts.iter().position(|s| s.name == t.name) {
+                Some(index) => index,
+                None => {
+                    self.plan.scripts.push(ScriptPlan {
+                        name: script.name.clone(),
+                        script: command,
+                        interval: script.interval,
+                        timeout: script.timeout.unwrap_or(script.interval),
+                        rise: script.rise.max(1),
+                        fall: script.fall.max(1),
+                        init_fail: script.init_fail,
+                    });
+                    self.plan.scripts.len() - 1
+                }
+            };
+            out.push(TrackEntry {
+                object: TrackedObject::Script(index),
+                weight: t.weight.unwrap_or(script.weight),
+                reverse: t.reverse.unwrap_or(script.weight_reverse),
+            });
+        }
+        for t in files {
+            let Some(file) = self.config.track_files.iter().find(|f| f.name == t.name) else {
+                self.warn(owner, format!("track file {} not found, ignoring...", t.name));
+                continue;
+            };
+            let Some(path) = file.file.clone() else {
+                self.warn(owner, format!("track_file {} has no file, ignoring...", t.name));
+                continue;
+            };
+            let index = match self.plan.files.iter().position(|f| f.name == t.name) {
+                Some(index) => index,
+                None => {
+                    self.plan.files.push(FilePlan { name: file.name.clone(), path, init: file.init_file.clone() });
+                    self.plan.files.len() - 1
+                }
+            };
+            out.push(TrackEntry {
+                object: TrackedObject::File(index),
+                weight: t.weight.unwrap_or(file.weight),
+                reverse: t.reverse.unwrap_or(file.reverse),
+            });
+        }
+    }
+
+    fn groups(&mut self) {
+        for group in &self.config.vrrp_sync_groups {
+            let mut members = Vec::new();
+            for name in &group.group {
+                match self.plan.instances.iter().position(|i| &i.name == name) {
+                    Some(index) if self.plan.instances[index].group.is_some() => self.errors.push(PlanError {
+                        instance: name.clone(),
+                        message: format!("cannot be in more than one sync group; ignoring {}", group.name),
+                    }),
+                    Some(index) => members.push(index),
+                    None => self.errors.push(PlanError {
+                        instance: group.name.clone(),
+                        message: format!("virtual router {name} specified in sync group doesn't exist - ignoring"),
+                    }),
+                }
+            }
+            if members.len() < 2 {
+                self.errors.push(PlanError {
+                    instance: group.name.clone(),
+                    message: format!("sync group has only {} virtual router(s) - removing", members.len()),
+                });
+                continue;
+            }
+            let index = self.plan.groups.len();
+            for &member in &members {
+                self.plan.instances[member].group = Some(index);
+            }
+            self.plan.groups.push(GroupPlan {
+                name: group.name.clone(),
+                members,
+                notify: NotifyPlan {
+                    master: group.notify_master.clone(),
+                    backup: group.notify_backup.clone(),
+                    fault: group.notify_fault.clone(),
+                    stop: group.notify_stop.clone(),
+                    generic: group.notify.clone(),
+                },
+                smtp_alert: group
+                    .smtp_alert
+                    .or(self.config.global_defs.smtp_alert_vrrp)
+                    .or(self.config.global_defs.smtp_alert)
+                    .unwrap_or(false),
+            });
+        }
+    }
+}
+
+fn smtp_plan(config: &Config) -> Option<SmtpPlan> {
+    let global = &config.global_defs;
+    let server = global.smtp_server.as_ref()?;
+    let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    Some(SmtpPlan {
+        host: server.host.clone(),
+        port: if server.port == 0 { 25 } else { server.port },
+        helo: global.smtp_helo_name.clone().unwrap_or_else(|| host_name.clone()),
+        from: global.notification_email_from.clone().unwrap_or_else(|| format!("keepalived@{host_name}")),
+        to: global.notification_email.clone(),
+        connect_timeout: global.smtp_connect_timeout.unwrap_or(Duration::from_secs(30)),
+        router_id: global.router_id.clone().unwrap_or(host_name),
+    })
+}
+
+fn is_link_local(address: &Ipv6Addr) -> bool {
+    address.segments()[0] & 0xffc0 == 0xfe80
+}
+
+#[cfg(test)]
+mod tests;

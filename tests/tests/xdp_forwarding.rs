@@ -1,0 +1,275 @@
+//! The XDP data plane, frame by frame, through BPF_PROG_TEST_RUN: every forwarding method
+//! (NAT, DR, TUN, FNAT) and the reply path, IPv4 and IPv6, VLAN, IP options, fragments and
+//! malformed frames, with the tables written directly into the maps.
+//!
+//! The runs happen inside a namespace with a veth, addresses, routes and static neighbours, so
+//! the program's FIB lookups resolve real MAC addresses: output frames are compared byte for
+//! byte with frames built independently (checksums computed from scratch by pnet).
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use aya::maps::{Array, HashMap};
+use lb_common::{
+    lb::{
+        LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, SLOTS_PER_SERVICE, Scheduler, Service, ServiceKey,
+        Settings, family, ipv4_words, ipv6_words,
+    },
+    maps,
+};
+use lb_tests::{
+    lab::{Lab, Netns},
+    packet::{self, Packet},
+    xdp::{Expected, Fixture, XdpAction, XdpTestRun, run_table_on},
+};
+use pnet_packet::{
+    Packet as _,
+    ethernet::{EtherTypes, EthernetPacket},
+    ipv4::{self, Ipv4Packet},
+    tcp::{self, TcpFlags, TcpPacket},
+};
+
+const REAL1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const REAL3_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x13];
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const REAL6_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x61];
+
+fn words(ip: IpAddr) -> [u32; 4] {
+    match ip {
+        IpAddr::V4(v4) => ipv4_words(v4.octets()),
+        IpAddr::V6(v6) => ipv6_words(v6.octets()),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// The load balancer's namespace: eth0 with 10.0.0.1/24 and 2001:db8::1/64, static
+/// neighbours for the real servers and a gateway towards the clients.
+fn lb_namespace(lab: &mut Lab) -> (Netns, u32, [u8; 6]) {
+    let lb = lab.netns("lb");
+    let peer = lab.netns("peer");
+    lab.veth(&lb, "eth0", &peer, "eth0");
+    lb.addr("eth0", "10.0.0.1/24");
+    lb.addr("eth0", "2001:db8::1/64");
+    for (ip, mac) in [("10.0.0.11", REAL1_MAC), ("10.0.0.13", REAL3_MAC), ("10.0.0.254", GW_MAC), ("2001:db8::11", REAL6_MAC)] {
+        let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        lb.ip(&["neigh", "add", ip, "lladdr", &mac, "dev", "eth0", "nud", "permanent"]);
+    }
+    lb.ip(&["route", "add", "10.9.0.0/24", "via", "10.0.0.254"]);
+    lb.ip(&["-6", "route", "add", "2001:db8:9::/64", "via", "2001:db8::fe"]);
+    lb.ip(&["neigh", "add", "2001:db8::fe", "lladdr", "02:00:00:00:00:fe", "dev", "eth0", "nud", "permanent"]);
+    // bpf_fib_lookup answers only where forwarding is on (as a load balancer has it).
+    lb.sysctl("net.ipv4.conf.eth0.forwarding", "1");
+    lb.sysctl("net.ipv6.conf.all.forwarding", "1");
+    let out = lb.ip(&["-o", "link", "show", "eth0"]);
+    let ifindex = out.split(':').next().unwrap().trim().parse().unwrap();
+    let mac = lb.mac("eth0");
+    (lb, ifindex, mac)
+}
+
+/// Writes the tables: one service per method, each with one real server, plus an empty one.
+fn load_tables(program: &mut XdpTestRun) {
+    let ebpf = program.ebpf_mut();
+    let mut settings: Array<_, Settings> = Array::try_from(ebpf.map_mut(maps::SETTINGS).unwrap()).unwrap();
+    settings.set(0, Settings { ready: 1, ..Settings::default() }, 0).unwrap();
+
+    let mut reals: Array<_, Real> = Array::try_from(ebpf.map_mut(maps::REALS).unwrap()).unwrap();
+    let v4 = |o: [u8; 4]| ipv4_words(o);
+    let real = |a: [u32; 4], port: u16, fam: u8| Real {
+        addr: a,
+        tunnel_source: if fam == family::IPV4 { v4([10, 0, 0, 1]) } else { words("2001:db8::1".parse().unwrap()) },
+        port: port.to_be(),
+        family: fam,
+        pad: 0,
+        weight: 1,
+    };
+    reals.set(1, real(v4([10, 0, 0, 11]), 8080, family::IPV4), 0).unwrap();
+    reals.set(3, real(v4([10, 0, 0, 13]), 0, family::IPV4), 0).unwrap();
+    reals.set(4, real(words("2001:db8::11".parse().unwrap()), 8080, family::IPV6), 0).unwrap();
+
+    let mut slots: Array<_, u32> = Array::try_from(ebpf.map_mut(maps::SLOTS).unwrap()).unwrap();
+    for (service, real) in [(1, 1), (2, 3), (3, 3), (4, 1), (5, 4)] {
+        slots.set(service * SLOTS_PER_SERVICE, real, 0).unwrap();
+    }
+    let mut laddrs: Array<_, LocalAddr> = Array::try_from(ebpf.map_mut(maps::LADDRS).unwrap()).unwrap();
+    laddrs.set(MAX_LADDRS_PER_GROUP, LocalAddr { addr: v4([10, 0, 0, 200]), family: family::IPV4, pad: [0; 3] }, 0).unwrap();
+
+    let mut services: HashMap<_, ServiceKey, Service> =
+        HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
+    let svc = |vip: &str, id: u32, method: Method, slots_len: u32| {
+        let ip: IpAddr = vip.parse().unwrap();
+        let key = ServiceKey {
+            addr: words(ip),
+            port: 80u16.to_be(),
+            proto: 6,
+            family: if ip.is_ipv4() { family::IPV4 } else { family::IPV6 },
+        };
+        let service = Service {
+            id,
+            slots_len,
+            laddr_group: u32::from(method == Method::Fnat),
+            method: method as u8,
+            scheduler: Scheduler::RoundRobin as u8,
+            ..Service::default()
+        };
+        (key, service)
+    };
+    for (key, service) in [
+        svc("10.0.0.100", 1, Method::Nat, 1),
+        svc("10.0.0.101", 2, Method::Dr, 1),
+        svc("10.0.0.102", 3, Method::Tun, 1),
+        svc("10.0.0.103", 4, Method::Fnat, 1),
+        svc("2001:db8::100", 5, Method::Nat, 1),
+        svc("10.0.0.104", 6, Method::Nat, 0),
+    ] {
+        services.insert(key, service, 0).unwrap();
+    }
+}
+
+/// Checks that an IPv4 TCP frame has valid IP and TCP checksums; returns its IP packet.
+fn check_ipv4_tcp(frame: &[u8]) -> Result<(Ipv4Addr, u16, Ipv4Addr, u16), String> {
+    let eth = EthernetPacket::new(frame).ok_or("short frame")?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
+        return Err(format!("ethertype {}", eth.get_ethertype()));
+    }
+    let ip = Ipv4Packet::new(eth.payload()).ok_or("short IP")?;
+    if ipv4::checksum(&ip) != ip.get_checksum() {
+        return Err("bad IPv4 checksum".into());
+    }
+    let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
+    if tcp::ipv4_checksum(&tcp, &ip.get_source(), &ip.get_destination()) != tcp.get_checksum() {
+        return Err("bad TCP checksum".into());
+    }
+    Ok((ip.get_source(), tcp.get_source(), ip.get_destination(), tcp.get_destination()))
+}
+
+/// The FNAT frame to the real server: source from the pool, destination the real, checksums
+/// right. The port is random.
+fn fnat_to_real(frame: &[u8]) -> Result<(), String> {
+    let (src, sport, dst, dport) = check_ipv4_tcp(frame)?;
+    if frame[..6] != REAL1_MAC {
+        return Err("destination MAC is not the real server's".into());
+    }
+    if src != Ipv4Addr::new(10, 0, 0, 200) || sport < 1024 {
+        return Err(format!("source {src}:{sport} is not from the local address pool"));
+    }
+    if (dst, dport) != (Ipv4Addr::new(10, 0, 0, 11), 8080) {
+        return Err(format!("destination {dst}:{dport} is not the real server"));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_method_rewrites_frames_exactly() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40000");
+        let syn = |vip: &str| Packet::tcp_syn(client, addr(vip));
+        let v6_client = addr("[2001:db8:9::7]:40000");
+
+        // NAT: destination rewritten to the real server (port 8080), MACs from the FIB.
+        let nat_in = syn("10.0.0.100:80").build();
+        let nat_out = Packet::tcp_syn(client, addr("10.0.0.11:8080")).macs(lb_mac, REAL1_MAC).build();
+        // The real server's answer, translated back to the VIP, TTL decremented, to the gateway.
+        let reply_in = Packet::tcp(addr("10.0.0.11:8080"), client, TcpFlags::SYN | TcpFlags::ACK, &[]).build();
+        let reply_out = Packet::tcp(addr("10.0.0.100:80"), client, TcpFlags::SYN | TcpFlags::ACK, &[])
+            .ttl(63)
+            .macs(lb_mac, GW_MAC)
+            .build();
+        // DR: only the MAC addresses change.
+        let dr_in = syn("10.0.0.101:80").build();
+        let dr_out = syn("10.0.0.101:80").macs(lb_mac, REAL3_MAC).build();
+        // TUN: an outer IPv4 header from the LB to the real server, protocol 4.
+        let tun_in = syn("10.0.0.102:80").build();
+        let inner = syn("10.0.0.102:80").ip_bytes();
+        let mut outer = Packet::raw("10.0.0.1".parse().unwrap(), "10.0.0.13".parse().unwrap(), 4, &inner).ip_bytes();
+        outer[6] = 0; // no DF, id 0 (as the program writes them)
+        outer[4..6].copy_from_slice(&[0, 0]);
+        outer[10..12].copy_from_slice(&[0, 0]);
+        let csum = ipv4::checksum(&Ipv4Packet::new(&outer).unwrap());
+        outer[10..12].copy_from_slice(&csum.to_be_bytes());
+        let tun_out = packet::ethernet(REAL3_MAC, lb_mac, EtherTypes::Ipv4, &outer);
+        // IPv6 NAT.
+        let nat6_in = Packet::tcp_syn(v6_client, addr("[2001:db8::100]:80")).build();
+        let nat6_out = Packet::tcp_syn(v6_client, addr("[2001:db8::11]:8080")).macs(lb_mac, REAL6_MAC).build();
+        // NAT with IP options and with a VLAN tag.
+        let opts_in = Packet::tcp_syn(addr("10.9.0.8:1000"), addr("10.0.0.100:80")).ipv4_options(&[1, 1, 1, 0]).build();
+        let opts_out = Packet::tcp_syn(addr("10.9.0.8:1000"), addr("10.0.0.11:8080"))
+            .ipv4_options(&[1, 1, 1, 0])
+            .macs(lb_mac, REAL1_MAC)
+            .build();
+        let vlan_in = Packet::tcp_syn(addr("10.9.0.9:1000"), addr("10.0.0.100:80")).vlan(5).build();
+        let vlan_out =
+            Packet::tcp_syn(addr("10.9.0.9:1000"), addr("10.0.0.11:8080")).vlan(5).macs(lb_mac, REAL1_MAC).build();
+        // Not for a service, a fragment, no real server, truncated TCP.
+        let other = Packet::tcp_syn(client, addr("10.0.0.1:22")).build();
+        let mut fragment = syn("10.0.0.100:80").build();
+        fragment[20] |= 0x20; // MF
+        let empty = syn("10.0.0.104:80").build();
+        let truncated = syn("10.0.0.100:80").build()[..14 + 20 + 10].to_vec();
+
+        let table = vec![
+            Fixture { description: "NAT: SYN to the VIP goes to the real server", input: nat_in.clone(), action: XdpAction::Tx, output: Expected::Bytes(nat_out.clone()) },
+            Fixture { description: "NAT: the flow's next packet goes to the same real", input: nat_in, action: XdpAction::Tx, output: Expected::Bytes(nat_out) },
+            Fixture { description: "NAT: the reply is translated back to the VIP", input: reply_in, action: XdpAction::Tx, output: Expected::Bytes(reply_out) },
+            Fixture { description: "DR: only the MACs change", input: dr_in, action: XdpAction::Tx, output: Expected::Bytes(dr_out) },
+            Fixture { description: "TUN: IPIP to the real server", input: tun_in, action: XdpAction::Tx, output: Expected::Bytes(tun_out) },
+            Fixture { description: "FNAT: source from the pool, destination the real", input: syn("10.0.0.103:80").build(), action: XdpAction::Tx, output: Expected::Check(fnat_to_real) },
+            Fixture { description: "IPv6 NAT", input: nat6_in, action: XdpAction::Tx, output: Expected::Bytes(nat6_out) },
+            Fixture { description: "NAT of a packet with IPv4 options", input: opts_in, action: XdpAction::Tx, output: Expected::Bytes(opts_out) },
+            Fixture { description: "NAT of a VLAN-tagged packet keeps the tag", input: vlan_in, action: XdpAction::Tx, output: Expected::Bytes(vlan_out) },
+            Fixture { description: "not for a service: passes untouched", input: other, action: XdpAction::Pass, output: Expected::Unchanged },
+            Fixture { description: "a fragment passes untouched", input: fragment, action: XdpAction::Pass, output: Expected::Unchanged },
+            Fixture { description: "no real server: dropped", input: empty, action: XdpAction::Drop, output: Expected::Any },
+            Fixture { description: "truncated TCP header: dropped", input: truncated, action: XdpAction::Drop, output: Expected::Any },
+        ];
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_table_on(&program, Some(ifindex), &table)));
+        if let Err(panic) = result {
+            eprintln!("counters after the table: {:?}", program.stats());
+            std::panic::resume_unwind(panic);
+        }
+
+        let stats = program.stats();
+        assert_eq!(stats.new_flows, 7, "{stats:?}");
+        assert_eq!(stats.flow_hits, 1, "{stats:?}");
+        assert_eq!(stats.reply_translated, 1, "{stats:?}");
+        assert_eq!(stats.drop_no_real, 1, "{stats:?}");
+        assert_eq!(stats.drop_malformed, 1, "{stats:?}");
+        assert_eq!(stats.pass_fragment, 1, "{stats:?}");
+        assert_eq!(stats.pass_no_service, 1, "{stats:?}");
+        assert_eq!(stats.fwd_tx, 9, "{stats:?}");
+    });
+}
+
+#[test]
+fn fnat_replies_return_to_the_client() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40001");
+        let out = program.run_on(ifindex, &Packet::tcp_syn(client, addr("10.0.0.103:80")).build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let (laddr, lport, _, _) = check_ipv4_tcp(&out.output).unwrap();
+        // The real server answers the local address; the LB restores VIP and client.
+        let answer = Packet::tcp(addr("10.0.0.11:8080"), SocketAddr::new(laddr.into(), lport), TcpFlags::SYN | TcpFlags::ACK, &[]).build();
+        let back = program.run_on(ifindex, &answer);
+        assert_eq!(back.action, XdpAction::Tx);
+        let expected = Packet::tcp(addr("10.0.0.103:80"), client, TcpFlags::SYN | TcpFlags::ACK, &[])
+            .ttl(63)
+            .macs(lb_mac, GW_MAC)
+            .build();
+        assert_eq!(back.output, expected);
+        // A second client gets a different local port (or address): tuples never collide.
+        let other = program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
+        let (laddr2, lport2, _, _) = check_ipv4_tcp(&other.output).unwrap();
+        assert_ne!((laddr, lport), (laddr2, lport2));
+    });
+}
