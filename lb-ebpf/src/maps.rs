@@ -62,9 +62,10 @@ pub(crate) static LBD_REAL_STATS: PerCpuArray<RealStats, { MAX_REALS as usize }>
 #[btf_map]
 pub(crate) static LBD_REAL_ACTIVE: Array<u64, { MAX_REALS as usize }> = Array::new();
 
-/// Round-robin positions per service, per CPU.
+/// Round-robin positions per service, shared by all CPUs (atomic adds): one global rotation,
+/// as IPVS does, rather than one per CPU.
 #[btf_map]
-pub(crate) static LBD_RR: PerCpuArray<u32, { MAX_SERVICES as usize }> = PerCpuArray::new();
+pub(crate) static LBD_RR: Array<u64, { MAX_SERVICES as usize }> = Array::new();
 
 /// lblc: the real last chosen for a destination.
 #[btf_map]

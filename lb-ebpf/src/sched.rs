@@ -15,7 +15,7 @@ use lb_common::lb::{
 };
 
 use crate::{
-    maps::{LBD_LBLC, LBD_PERSIST, LBD_REAL_ACTIVE, LBD_REALS, LBD_RR, LBD_SLOTS, per_cpu},
+    maps::{LBD_LBLC, LBD_PERSIST, LBD_REAL_ACTIVE, LBD_REALS, LBD_RR, LBD_SLOTS},
     parse::Headers,
 };
 
@@ -112,9 +112,10 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
     let with_port = svc.flags & service_flags::HASH_PORT != 0;
     let chosen = match Scheduler::from_u8(svc.scheduler) {
         Some(Scheduler::RoundRobin) | None => {
-            let Some(pos) = per_cpu(&LBD_RR, svc.id) else { return 0 };
-            *pos = pos.wrapping_add(1);
-            slot(svc, *pos % len)
+            let Some(pos) = LBD_RR.get_ptr_mut(svc.id) else { return 0 };
+            // SAFETY: an array map value, 8-byte aligned, shared between CPUs: atomic only.
+            let pos = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(pos, 1) };
+            slot(svc, (pos % u64::from(len)) as u32)
         }
         Some(Scheduler::SourceHash) | Some(Scheduler::Maglev) => {
             let mut hash = hash_addr(svc.id, &h.src);
