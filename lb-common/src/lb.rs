@@ -367,19 +367,31 @@ pub const fn words_octets(w: [u32; 4]) -> [u8; 16] {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all below): #[repr(C)], only integer fields and arrays of them, every padding
-    // byte is an explicit field, and every bit pattern is a valid value.
+    //! aya::Pod for the map types: each is #[repr(C)], made only of integers and arrays of
+    //! them, with every padding byte an explicit field, so every bit pattern is a valid value.
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::ServiceKey {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Service {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Real {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::PersistKey {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Persist {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::LblcKey {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::LocalAddr {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::ServiceStats {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::RealStats {}
 }
 

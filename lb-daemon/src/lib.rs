@@ -5,11 +5,13 @@
 //! - [`dataplane`] owns the XDP program and its maps (nothing else touches them);
 //! - [`netlink`] owns every question asked of, and change made to, the kernel's network stack.
 //! - [`cli`] is keepalived's command line.
+//! - [`lvs`] turns the configuration's virtual servers into the data plane's desired state.
 //! - [`config`] reads keepalived.conf (and lbd's TOML model) into a typed model, with diagnostics.
 //! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod lvs;
 pub mod netlink;
 pub mod vrrp;

@@ -8,10 +8,11 @@ use clap::Parser as _;
 use lb_daemon::{
     cli::Args,
     dataplane::xdp::{XdpDataplane, error_chain},
-    netlink::Netlink,
+    dataplane::Dataplane as _,
+    netlink::{Netlink, sysctl},
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -54,6 +55,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
+    let options = lb_daemon::config::LoadOptions {
+        config_id: args.config_id.clone(),
+        all_config: args.all_config,
+        deny_includes: false,
+    };
+    let config = lb_daemon::config::load(&args.use_file, &options).context("reading the configuration")?;
     let netlink = Netlink::connect()?;
     let mut dataplane = XdpDataplane::load(&args.bpf_pin_path).context("setting up the XDP data plane")?;
     let interfaces = if args.xdp_interfaces.is_empty() {
@@ -66,10 +73,16 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         info!("XDP program attached to {interface} ({mode:?} mode)");
     }
     info!("maps pinned under {}", dataplane.pin_dir().display());
+    apply_virtual_servers(&config.config, &interfaces, &mut dataplane)?;
+    // VRRP runs the configuration's instances until the signal, and stops before the data plane.
+    let vrrp = lb_daemon::vrrp::VrrpTask::spawn(config.config, netlink.clone());
 
     wait_for_stop().await?;
 
     info!("Stopping");
+    if let Err(e) = vrrp.stop(lb_daemon::vrrp::StopKind::Orderly).await {
+        error!("{}", error_chain(&e));
+    }
     let stats = dataplane.stats()?;
     info!(
         "packets seen: {}, passed: {}, dropped malformed: {}",
@@ -77,6 +90,31 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     );
     dataplane.remove()?;
     info!("Stopped");
+    Ok(())
+}
+
+/// Programs the configuration's virtual servers into the data plane.
+fn apply_virtual_servers(
+    config: &lb_daemon::config::model::Config,
+    interfaces: &[String],
+    dataplane: &mut XdpDataplane,
+) -> anyhow::Result<()> {
+    let (desired, notes) = lb_daemon::lvs::desired_state(config);
+    for note in notes {
+        warn!("{note}");
+    }
+    if !desired.services.is_empty() {
+        for interface in interfaces {
+            if sysctl::enable_ipv4_forwarding(interface)? {
+                info!("{interface}: IPv4 forwarding turned on (the data plane routes through the kernel's FIB)");
+            }
+        }
+        if desired.services.iter().any(|s| s.addr.vip.is_ipv6()) && sysctl::enable_ipv6_forwarding()? {
+            info!("IPv6 forwarding turned on (the data plane routes through the kernel's FIB)");
+        }
+    }
+    let report = dataplane.apply(&desired).context("programming the virtual servers")?;
+    info!("data plane: {} virtual services, {report:?}", desired.services.len());
     Ok(())
 }
 

@@ -62,8 +62,8 @@ pub(crate) static LBD_REAL_STATS: PerCpuArray<RealStats, { MAX_REALS as usize }>
 #[btf_map]
 pub(crate) static LBD_REAL_ACTIVE: Array<u64, { MAX_REALS as usize }> = Array::new();
 
-/// Round-robin positions per service, shared by all CPUs (atomic adds): one global rotation,
-/// as IPVS does, rather than one per CPU.
+/// Round-robin positions per service, shared by all CPUs: one global rotation, as IPVS does,
+/// rather than one per CPU.
 #[btf_map]
 pub(crate) static LBD_RR: Array<u64, { MAX_SERVICES as usize }> = Array::new();
 

@@ -34,28 +34,34 @@ pub(crate) fn hash_addr(seed: u32, a: &[u32; 4]) -> u32 {
     mix(mix(mix(mix(seed, a[0]), a[1]), a[2]), a[3])
 }
 
-/// The real with id `id`, copied.
+/// A hash seed from the service address the packet is for (VIP and port).
 #[inline(always)]
-pub(crate) fn real(id: u32) -> Option<Real> {
-    if id == 0 {
-        return None;
-    }
-    LBD_REALS.get(id).copied()
+fn service_seed(h: &Headers) -> u32 {
+    mix(h.dst[0] ^ h.dst[1] ^ h.dst[2] ^ h.dst[3], u32::from(h.dport))
 }
 
-/// The real with id `id`, in the map.
+/// The real with id `id`, copied. A cleared entry (family 0: a removed real) is none.
+#[inline(always)]
+pub(crate) fn real(id: u32) -> Option<Real> {
+    real_ref(id).copied()
+}
+
+/// The real with id `id`, in the map. A cleared entry (family 0: a removed real) is none, so
+/// a stale flow of a removed real is dropped, never sent to 0.0.0.0.
 #[inline(always)]
 pub(crate) fn real_ref(id: u32) -> Option<&'static Real> {
     if id == 0 {
         return None;
     }
-    LBD_REALS.get(id)
+    LBD_REALS.get(id).filter(|r| r.family != 0)
 }
 
-/// Active connections of real `id`.
+/// Active connections of real `id`. A count that went below zero (flows of an earlier owner
+/// of the id closing) wraps to huge values: read as zero.
 #[inline(always)]
 fn active(id: u32) -> u64 {
-    LBD_REAL_ACTIVE.get(id).copied().unwrap_or(0)
+    let count = LBD_REAL_ACTIVE.get(id).copied().unwrap_or(0);
+    if count > i64::MAX as u64 { 0 } else { count }
 }
 
 /// Adds `delta` (two's complement) to real `id`'s active count, atomically.
@@ -113,18 +119,26 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
     let chosen = match Scheduler::from_u8(svc.scheduler) {
         Some(Scheduler::RoundRobin) | None => {
             let Some(pos) = LBD_RR.get_ptr_mut(svc.id) else { return 0 };
-            // SAFETY: an array map value, 8-byte aligned, shared between CPUs: atomic only.
-            let pos = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(pos, 1) };
-            slot(svc, (pos % u64::from(len)) as u32)
+            // One rotation shared by all CPUs. A plain read and write, not an atomic
+            // fetch-and-add: the BPF backend emits the add without BPF_FETCH here and then
+            // reads a stale register. Two CPUs racing may pick the same slot once; the rotation
+            // carries on.
+            // SAFETY: an array map value: valid and aligned.
+            let current = unsafe { pos.read_volatile() };
+            // SAFETY: as above.
+            unsafe { pos.write_volatile(current.wrapping_add(1)) };
+            slot(svc, (current % u64::from(len)) as u32)
         }
         Some(Scheduler::SourceHash) | Some(Scheduler::Maglev) => {
-            let mut hash = hash_addr(svc.id, &h.src);
+            // Seeded by the service's address, not its id: two load balancers with the same
+            // tables send a client to the same real (Maglev's point), across restarts too.
+            let mut hash = hash_addr(service_seed(h), &h.src);
             if with_port {
                 hash = mix(hash, u32::from(h.sport));
             }
             slot(svc, hash % len)
         }
-        Some(Scheduler::DestinationHash) => slot(svc, hash_addr(svc.id, &h.dst) % len),
+        Some(Scheduler::DestinationHash) => slot(svc, hash_addr(service_seed(h), &h.dst) % len),
         Some(Scheduler::LeastConn) => least_conn(svc, len, false),
         Some(Scheduler::WeightedLeastConn) => least_conn(svc, len, true),
         Some(Scheduler::LocalityLeastConn) => locality(svc, h, len),

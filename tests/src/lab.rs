@@ -72,11 +72,22 @@ impl Lab {
         ns
     }
 
-    /// A veth pair, `a_if` in `a` and `b_if` in `b`, both up.
+    /// A veth pair, `a_if` in `a` and `b_if` in `b`, both up, with GRO on and checksum offload
+    /// off.
+    ///
+    /// GRO gives each end a NAPI context, without which a veth drops the frames an XDP program
+    /// sends into it (XDP_TX from its peer, or XDP_REDIRECT): see shared/notes/xdp-on-veth.md.
+    /// Without TX checksum offload the stack writes complete checksums, as frames from a real
+    /// NIC carry: with it a veth frame holds only the pseudo-header sum, which an XDP rewrite
+    /// then sends on as a wrong checksum.
     pub fn veth(&self, a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
         a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name]);
         a.ip(&["link", "set", a_if, "up"]);
         b.ip(&["link", "set", b_if, "up"]);
+        for (ns, interface) in [(a, a_if), (b, b_if)] {
+            let out = ns.exec("ethtool", &["-K", interface, "gro", "on", "tx", "off"]);
+            assert!(out.status.success(), "ethtool -K {interface}: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 
     /// A bridge `bridge` in `switch` (created if missing) with a port to `host`'s `host_if`.

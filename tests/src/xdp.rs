@@ -119,6 +119,26 @@ impl XdpTestRun {
     }
 }
 
+/// Attaches lbd's decapsulation program (`lb_decap`) to `interface` of the namespace the
+/// calling thread is in (see [`crate::lab::Netns::enter`]), as a TUN real server runs it. The
+/// program stays attached while the returned object lives.
+pub fn attach_decap(interface: &str) -> Ebpf {
+    crate::require_root();
+    let mut ebpf = EbpfLoader::new()
+        .load(lb_daemon::dataplane::xdp::OBJECT)
+        .unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+    let decap: &mut Xdp = ebpf
+        .program_mut(lb_common::programs::DECAP_XDP)
+        .expect("the object has lb_decap")
+        .try_into()
+        .expect("lb_decap is XDP");
+    decap.load().unwrap_or_else(|e| panic!("loading lb_decap: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+    decap
+        .attach(interface, aya::programs::XdpMode::Driver)
+        .unwrap_or_else(|e| panic!("attaching lb_decap to {interface}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+    ebpf
+}
+
 /// What a fixture expects the frame to look like afterwards.
 #[derive(Clone, Debug)]
 pub enum Expected {

@@ -79,8 +79,8 @@ fn lbd_sockets_exchange_adverts_over_ipv4_and_ipv6() {
         });
         std::thread::sleep(Duration::from_millis(300));
         in_ns(&a, async || {
-            let mut s4 = VrrpSocket::open_v4("eth0", a_idx, Ipv4Addr::new(10, 78, 0, 1), None).unwrap();
-            let mut s6 = VrrpSocket::open_v6("eth0", a_idx, a_ll, None).unwrap();
+            let s4 = VrrpSocket::open_v4("eth0", a_idx, Ipv4Addr::new(10, 78, 0, 1), None).unwrap();
+            let s6 = VrrpSocket::open_v6("eth0", a_idx, a_ll, None).unwrap();
             s4.send(&v4, VRRP_MCAST_GROUP_V4.into()).await.unwrap();
             s6.send(&v6, VRRP_MCAST_GROUP_V6.into()).await.unwrap();
         });

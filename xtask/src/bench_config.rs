@@ -25,10 +25,12 @@ const RUNS: usize = 5;
 const START: &str = "<!-- bench:config:start -->";
 const END: &str = "<!-- bench:config:end -->";
 
-/// One measurement: wall time in seconds and peak RSS in KiB (if `/usr/bin/time` was there).
+/// One measurement: wall time in seconds, and CPU time (user + system, seconds) and peak RSS
+/// (KiB) if `/usr/bin/time` was there.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     wall: f64,
+    cpu: Option<f64>,
     rss_kib: Option<u64>,
 }
 
@@ -59,11 +61,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 
     let conf_s = conf.to_string_lossy().into_owned();
     let lbd_sample = measure(&lbd.to_string_lossy(), &["-t", "-f", &conf_s])?;
-    println!("lbd -t:        {:.3} s, {}", lbd_sample.wall, rss(lbd_sample.rss_kib));
+    println!("lbd -t:        {:.3} s, {}, {}", lbd_sample.wall, cpu(lbd_sample.cpu), rss(lbd_sample.rss_kib));
     let keepalived = Path::new("/usr/sbin/keepalived");
     let ka_sample = if keepalived.exists() {
         let s = measure("/usr/sbin/keepalived", &["-t", "-f", &conf_s])?;
-        println!("keepalived -t: {:.3} s, {}", s.wall, rss(s.rss_kib));
+        println!("keepalived -t: {:.3} s, {}, {}", s.wall, cpu(s.cpu), rss(s.rss_kib));
         Some(s)
     } else {
         println!("keepalived is not installed: no baseline");
@@ -103,7 +105,12 @@ fn measure(program: &str, args: &[&str]) -> anyhow::Result<Sample> {
     for _ in 0..RUNS {
         let start = Instant::now();
         let out = if time.exists() {
-            Command::new(time).args(["-f", "%e %M"]).arg(program).args(args).stdout(Stdio::null()).output()
+            Command::new(time)
+                .args(["-f", "%e %M %U %S"])
+                .arg(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .output()
         } else {
             Command::new(program).args(args).stdout(Stdio::null()).output()
         }
@@ -118,16 +125,28 @@ fn measure(program: &str, args: &[&str]) -> anyhow::Result<Sample> {
                 stderr.lines().take(20).collect::<Vec<_>>().join("\n")
             );
         }
-        let rss_kib = time
-            .exists()
-            .then(|| {
-                stderr.lines().last().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
-            })
-            .flatten();
-        samples.push(Sample { wall, rss_kib });
+        let fields: Vec<f64> = if time.exists() {
+            stderr
+                .lines()
+                .last()
+                .map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let rss_kib = fields.get(1).map(|&k| k as u64);
+        let cpu = match (fields.get(2), fields.get(3)) {
+            (Some(u), Some(s)) => Some(u + s),
+            _ => None,
+        };
+        samples.push(Sample { wall, cpu, rss_kib });
     }
     samples.sort_by(|a, b| a.wall.total_cmp(&b.wall));
     samples.first().copied().context("no run")
+}
+
+fn cpu(secs: Option<f64>) -> String {
+    secs.map_or_else(|| "CPU n/a".to_string(), |s| format!("CPU {s:.2} s"))
 }
 
 fn rss(kib: Option<u64>) -> String {
@@ -148,7 +167,11 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {kernel}")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpu}, {cores} cores, Linux {kernel}, load average {load} when measured")
 }
 
 /// Writes (or replaces) the config section of BENCHMARKS.md.
@@ -162,18 +185,20 @@ fn record(root: &Path, conf: &Path, lbd: Sample, keepalived: Option<Sample>) -> 
         "Command: `cargo xtask bench config` (generates `{rel}`: {VIRTUAL_SERVERS} virtual servers x {REAL_SERVERS} real servers, each with a TCP_CHECK; runs `lbd -t -f FILE` (release build) and `keepalived -t -f FILE` {RUNS} times each under `/usr/bin/time`, fastest run kept).\n"
     );
     let _ = writeln!(s, "Machine: {}.\n", machine());
-    let _ = writeln!(s, "| program | wall time | peak RSS |");
-    let _ = writeln!(s, "| --- | --- | --- |");
-    let _ =
-        writeln!(s, "| lbd -t | {:.3} s | {} |", lbd.wall, rss(lbd.rss_kib).trim_start_matches("peak RSS "));
+    let _ = writeln!(s, "| program | wall time | CPU time (user+sys) | peak RSS |");
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    let row = |name: &str, x: Sample| {
+        format!(
+            "| {name} | {:.3} s | {} | {} |",
+            x.wall,
+            cpu(x.cpu).trim_start_matches("CPU "),
+            rss(x.rss_kib).trim_start_matches("peak RSS ")
+        )
+    };
+    let _ = writeln!(s, "{}", row("lbd -t", lbd));
     match keepalived {
         Some(k) => {
-            let _ = writeln!(
-                s,
-                "| keepalived 2.2.7 -t | {:.3} s | {} |",
-                k.wall,
-                rss(k.rss_kib).trim_start_matches("peak RSS ")
-            );
+            let _ = writeln!(s, "{}", row("keepalived 2.2.7 -t", k));
             let ratio = if lbd.wall > 0.0 { k.wall / lbd.wall } else { f64::INFINITY };
             let _ = writeln!(
                 s,
@@ -181,6 +206,14 @@ fn record(root: &Path, conf: &Path, lbd: Sample, keepalived: Option<Sample>) -> 
                 100.0 / ratio,
                 if lbd.wall < 1.0 && ratio >= 5.0 { "met" } else { "NOT met" }
             );
+            if let (Some(l), Some(k)) = (lbd.cpu, k.cpu) {
+                let _ = writeln!(
+                    s,
+                    "In CPU time, which other load on the machine disturbs less (keepalived -t parses in \
+                     several processes at once), lbd takes {:.1}% of keepalived's.",
+                    100.0 * l / k.max(f64::EPSILON)
+                );
+            }
         }
         None => {
             let _ = writeln!(s, "\nkeepalived was not installed: no baseline in this run.");

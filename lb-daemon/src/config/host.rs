@@ -163,12 +163,12 @@ pub fn scripts(cfg: &Config) -> impl Iterator<Item = &Script> {
     });
     let lvs = cfg.virtual_servers.iter().flat_map(|vs| {
         [&vs.quorum_up, &vs.quorum_down].into_iter().flatten().chain(vs.real_servers.iter().flat_map(|rs| {
-            [&rs.notify_up, &rs.notify_down].into_iter().flatten().chain(rs.checkers.iter().filter_map(|c| {
-                match c {
+            [rs.notify_up.as_deref(), rs.notify_down.as_deref()].into_iter().flatten().chain(
+                rs.checkers.iter().filter_map(|c| match c {
                     super::model::Checker::MiscCheck(m) => m.misc_path.as_ref(),
                     _ => None,
-                }
-            }))
+                }),
+            )
         }))
     });
     globals.chain(vrrp_scripts).chain(instances).chain(groups).chain(lvs)

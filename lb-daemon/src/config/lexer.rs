@@ -21,6 +21,7 @@
 //! Every word keeps its file, line and column.
 
 use std::{
+    borrow::Cow,
     fs,
     path::{Path, PathBuf},
 };
@@ -53,7 +54,7 @@ pub struct Line {
     /// File and line it came from (column of the first word).
     pub loc: Loc,
     /// The text after comments, conditionals and substitutions were handled.
-    pub text: String,
+    pub text: Cow<'static, str>,
     words: SmallVec<[Word; 6]>,
 }
 
@@ -170,7 +171,7 @@ pub struct Lexer {
     seqs: Vec<Seq>,
     multiline: Vec<Multiline>,
     multiline_seq_depth: usize,
-    residue: Option<(String, Loc, u32)>,
+    residue: Option<(Cow<'static, str>, Loc, u32)>,
     defining: Option<usize>,
     block_depth: i64,
     random_state: u64,
@@ -231,8 +232,11 @@ impl Lexer {
     /// Reads the next logical line, or `None` at the end of all files.
     pub fn next_line(&mut self, diags: &mut Diagnostics) -> Option<Line> {
         loop {
-            let (mut buf, mut loc, mut base_col) = if let Some(r) = self.residue.take() {
-                r
+            let (mut buf, mut loc, mut base_col) = if let Some((text, loc, col)) = self.residue.take() {
+                match text {
+                    Cow::Borrowed(brace) => return Some(self.brace(diags, brace, loc)),
+                    Cow::Owned(text) => (text, loc, col),
+                }
             } else if self.seqs.len() > self.multiline_seq_depth {
                 match self.next_seq_line() {
                     Some(r) => r,
@@ -243,6 +247,8 @@ impl Lexer {
             } else {
                 match self.next_physical(diags) {
                     Some(Physical::Line(b, l, c)) => (b, l, c),
+                    Some(Physical::Brace(brace, l)) => return Some(self.brace(diags, brace, l)),
+                    Some(Physical::Plain(line)) => return Some(line),
                     Some(Physical::Skip) => continue,
                     None => {
                         self.end_of_input(diags);
@@ -339,7 +345,13 @@ impl Lexer {
                     p
                 };
                 if skip < buf.len() {
-                    let rest = buf[skip..].trim_end_matches([' ', '\t']).to_string();
+                    let rest = buf[skip..].trim_end_matches([' ', '\t']);
+                    // A lone brace (the usual `keyword {`) needs no allocation.
+                    let rest = match rest {
+                        "{" => Cow::Borrowed("{"),
+                        "}" => Cow::Borrowed("}"),
+                        other => Cow::Owned(other.to_string()),
+                    };
                     let rest_col = base_col + skip as u32;
                     self.residue = Some((rest, Loc { column: rest_col + 1, ..loc }, rest_col));
                     buf.truncate(skip);
@@ -362,6 +374,82 @@ impl Lexer {
             }
             return Some(line);
         }
+    }
+}
+
+/// The `{` left over by [`plain_line`]: text, location, base column.
+type Residue = Option<(Cow<'static, str>, Loc, u32)>;
+
+/// Fast path for the common physical line: words with nothing the pipeline would change
+/// (no comment, quote, escape, `$`, `@`, `~`, brace or `include`), optionally followed by
+/// the `{` opening a block. Such a line is its own logical line; the `{` becomes the next.
+fn plain_line(t: &str, loc: Loc, leading: u32) -> Option<(Line, Residue)> {
+    {
+        let (body, opens) = match t.strip_suffix('{') {
+            Some(b) if b.ends_with([' ', '\t']) => (b.trim_end_matches([' ', '\t']), true),
+            Some(_) => return None,
+            None => (t, false),
+        };
+        if body.starts_with("include") {
+            return None;
+        }
+        let b = body.as_bytes();
+        let mut words: SmallVec<[Word; 6]> = SmallVec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'!' | b'#' | b'"' | b'\\' | b'$' | b'@' | b'~' | b'{' | b'}' | b'\r' | 0x0b | 0x0c => {
+                    return None;
+                }
+                b' ' | b'\t' => i += 1,
+                _ => {
+                    let start = i;
+                    while i < b.len() && !matches!(b[i], b' ' | b'\t') {
+                        if matches!(
+                            b[i],
+                            b'!' | b'#' | b'"' | b'\\' | b'$' | b'{' | b'}' | b'\r' | 0x0b | 0x0c
+                        ) {
+                            return None;
+                        }
+                        i += 1;
+                    }
+                    words.push(Word {
+                        start: start as u32,
+                        end: i as u32,
+                        column: leading + start as u32 + 1,
+                    });
+                }
+            }
+        }
+        if words.is_empty() {
+            return None;
+        }
+        let residue = opens.then(|| {
+            let col = leading + t.len() as u32;
+            (Cow::Borrowed("{"), Loc { column: col, ..loc }, col - 1)
+        });
+        Some((
+            Line { loc: Loc { column: leading + 1, ..loc }, text: Cow::Owned(body.to_string()), words },
+            residue,
+        ))
+    }
+}
+
+impl Lexer {
+    /// A logical line that is a lone `{` or `}`.
+    fn brace(&mut self, diags: &mut Diagnostics, brace: &'static str, loc: Loc) -> Line {
+        if brace == "{" {
+            self.block_depth += 1;
+        } else {
+            self.block_depth -= 1;
+            if self.block_depth < 0 {
+                diags.error(loc, "Extra '}' found");
+                self.block_depth = 0;
+            }
+        }
+        let mut words = SmallVec::new();
+        words.push(Word { start: 0, end: 1, column: loc.column });
+        Line { loc, text: Cow::Borrowed(brace), words }
     }
 
     fn end_of_input(&mut self, diags: &mut Diagnostics) {
@@ -399,6 +487,23 @@ impl Lexer {
                     self.finish_definition();
                 }
                 continue;
+            }
+            if self.defining.is_none() {
+                let trimmed = raw.trim_start_matches([' ', '\t']);
+                let leading = (raw.len() - trimmed.len()) as u32;
+                let t = trimmed.trim_end_matches([' ', '\t']);
+                if t == "{" || t == "}" {
+                    return Some(Physical::Brace(
+                        if t == "{" { "{" } else { "}" },
+                        Loc { column: leading + 1, ..loc },
+                    ));
+                }
+                if let Some((line, brace)) = plain_line(t, loc, leading) {
+                    if brace.is_some() {
+                        self.residue = brace;
+                    }
+                    return Some(Physical::Plain(line));
+                }
             }
             let (text, leading) = decomment(diags, raw, loc);
             if text.is_empty() {
@@ -834,6 +939,8 @@ impl Lexer {
 
 enum Physical {
     Line(String, Loc, u32),
+    Plain(Line),
+    Brace(&'static str, Loc),
     Skip,
 }
 
@@ -952,7 +1059,7 @@ fn tokenize(diags: &mut Diagnostics, text: String, loc: Loc, base_col: u32) -> L
         }
     }
     let loc = Loc { column: words.first().map_or(loc.column, |w| w.column), ..loc };
-    Line { loc, text, words }
+    Line { loc, text: Cow::Owned(text), words }
 }
 
 fn parse_seq(inner: &str, buf: &str, hex: bool) -> Result<(Vec<String>, SeqValues), String> {

@@ -279,7 +279,7 @@ impl Parser {
         if t.kind.as_deref() == Some("gre") && t.checksum.as_deref() == Some("remcsum") {
             self.d.error(k.loc, "lvs_method TUN type gre does not support remcsum");
         }
-        Some(LvsMethod { kind, tunnel: (t != Tunnel::default()).then_some(t) })
+        Some(LvsMethod { kind, tunnel: (t != Tunnel::default()).then(|| Box::new(t)) })
     }
 
     fn real_server(&mut self, l: &Line) -> Option<RealServer> {
@@ -304,8 +304,8 @@ impl Parser {
             "uthreshold" => rs.uthreshold = self.u32v(k, 1, 0, u32::MAX),
             "lthreshold" => rs.lthreshold = self.u32v(k, 1, 0, u32::MAX),
             "inhibit_on_failure" => rs.inhibit_on_failure = self.opt_bool(k, 1),
-            "notify_up" => rs.notify_up = self.script(k),
-            "notify_down" => rs.notify_down = self.script(k),
+            "notify_up" => rs.notify_up = self.script(k).map(Box::new),
+            "notify_down" => rs.notify_down = self.script(k).map(Box::new),
             "alpha" => rs.alpha = self.opt_bool(k, 1),
             "retry" => rs.retry = self.u32v(k, 1, 0, u32::MAX),
             "delay_before_retry" => rs.delay_before_retry = self.timer(k, 1, 0.0, TIMER_MAX),
@@ -324,7 +324,11 @@ impl Parser {
                 if h.urls.is_empty() {
                     self.d.warn(k.loc, format!("{ctx} has no url specified - ignoring checker"));
                 } else {
-                    rs.checkers.push(if ssl { Checker::SslGet(h) } else { Checker::HttpGet(h) });
+                    rs.checkers.push(if ssl {
+                        Checker::SslGet(Box::new(h))
+                    } else {
+                        Checker::HttpGet(Box::new(h))
+                    });
                 }
             }
             "TCP_CHECK" | "PING_CHECK" => {
@@ -362,7 +366,7 @@ impl Parser {
                         }
                     }
                 });
-                rs.checkers.push(Checker::SmtpCheck(s));
+                rs.checkers.push(Checker::SmtpCheck(Box::new(s)));
             }
             "DNS_CHECK" => {
                 let mut d = DnsCheck::default();
@@ -385,7 +389,7 @@ impl Parser {
                         }
                     }
                 });
-                rs.checkers.push(Checker::DnsCheck(d));
+                rs.checkers.push(Checker::DnsCheck(Box::new(d)));
             }
             "MISC_CHECK" => {
                 let mut m = MiscCheck::default();
@@ -415,7 +419,7 @@ impl Parser {
                 if m.misc_path.is_none() {
                     self.d.error(k.loc, "MISC_CHECK has no misc_path - ignoring checker");
                 } else {
-                    rs.checkers.push(Checker::MiscCheck(m));
+                    rs.checkers.push(Checker::MiscCheck(Box::new(m)));
                 }
             }
             "UDP_CHECK" => {
@@ -450,7 +454,7 @@ impl Parser {
                         }
                     }
                 });
-                rs.checkers.push(Checker::UdpCheck(u));
+                rs.checkers.push(Checker::UdpCheck(Box::new(u)));
             }
             "FILE_CHECK" => {
                 let mut f = FileCheck::default();

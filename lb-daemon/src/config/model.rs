@@ -1376,8 +1376,8 @@ pub struct Tunnel {
 pub struct LvsMethod {
     /// NAT, DR, TUN or FNAT.
     pub kind: LbKind,
-    /// Tunnel options (TUN only).
-    pub tunnel: Option<Tunnel>,
+    /// Tunnel options (TUN only; boxed to keep real servers small).
+    pub tunnel: Option<Box<Tunnel>>,
 }
 
 /// L4 protocol of a virtual server.
@@ -1683,9 +1683,9 @@ pub struct RealServer {
     #[serde(default)]
     pub inhibit_on_failure: Option<bool>,
     #[serde(default)]
-    pub notify_up: Option<Script>,
+    pub notify_up: Option<Box<Script>>,
     #[serde(default)]
-    pub notify_down: Option<Script>,
+    pub notify_down: Option<Box<Script>>,
     #[serde(default)]
     pub alpha: Option<bool>,
     #[serde(default)]
@@ -1905,31 +1905,32 @@ pub struct BfdCheck {
     pub alpha: Option<bool>,
 }
 
-/// A health checker of a real server.
+/// A health checker of a real server. The larger checkers are boxed so that the common
+/// TCP_CHECK stays inline and 100k real servers stay small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Checker {
     /// HTTP GET of one or more urls.
     #[serde(rename = "HTTP_GET")]
-    HttpGet(HttpCheck),
+    HttpGet(Box<HttpCheck>),
     /// HTTPS GET.
     #[serde(rename = "SSL_GET")]
-    SslGet(HttpCheck),
+    SslGet(Box<HttpCheck>),
     /// TCP connect.
     #[serde(rename = "TCP_CHECK")]
     TcpCheck(CheckCommon),
     /// SMTP banner and HELO.
     #[serde(rename = "SMTP_CHECK")]
-    SmtpCheck(SmtpCheck),
+    SmtpCheck(Box<SmtpCheck>),
     /// DNS query.
     #[serde(rename = "DNS_CHECK")]
-    DnsCheck(DnsCheck),
+    DnsCheck(Box<DnsCheck>),
     /// External program.
     #[serde(rename = "MISC_CHECK")]
-    MiscCheck(MiscCheck),
+    MiscCheck(Box<MiscCheck>),
     /// UDP probe.
     #[serde(rename = "UDP_CHECK")]
-    UdpCheck(UdpCheck),
+    UdpCheck(Box<UdpCheck>),
     /// ICMP echo.
     #[serde(rename = "PING_CHECK")]
     PingCheck(CheckCommon),

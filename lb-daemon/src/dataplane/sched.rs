@@ -196,7 +196,7 @@ mod tests {
             .map(|(i, &weight)| Candidate {
                 id: i as u32 + 1,
                 weight,
-                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)),
+                addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0001 + i as u32)),
                 port: 80,
             })
             .collect()

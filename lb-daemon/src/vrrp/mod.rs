@@ -9,20 +9,89 @@
 //!   malformed; encodes them (and keepalived's IPv4 header) to the bytes keepalived sends.
 //!   Checksums, including the v3 pseudo-header, live here.
 //! - [`state`]: the sans-IO state machine of RFC 5798 §6 with keepalived's extensions
-//!   (preempt_delay, nopreempt, lower_prio_no_advert, tracking weights, FAULT). An
+//!   (preempt_delay, nopreempt, lower_prio_no_advert, tracking weights, FAULT, sync groups). An
 //!   [`state::Instance`] takes [`state::Event`]s stamped with the time and returns
 //!   [`state::Action`]s; it never reads a clock or touches the network.
-//! - later: `socket` (raw sockets: multicast/unicast send and receive, TTL and unicast-peer
-//!   checks, driving instances from their deadlines), `addr` (VIPs and virtual routes through
-//!   [`crate::netlink`], gratuitous ARP / unsolicited NA), `track` (interfaces, scripts, files →
-//!   `Fault` and `PriorityAdjustment` events), sync groups and notify scripts.
+//! - [`config`]: keepalived's `vrrp_instance` / `vrrp_sync_group` / `vrrp_script` /
+//!   `track_file` model mapped onto what the runtime runs (pure, given the host's interfaces).
+//! - [`socket`] (raw VRRP sockets), [`garp`] (gratuitous ARP / unsolicited NA frames),
+//!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
+//!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
+//!   [`smtp`] (`smtp_alert`).
+//! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point.
 //!
 //! Data flow for a received advert: socket → [`packet::Ipv4VrrpPacket::decode`] (or
-//! [`packet::VrrpAdvert::decode`] for IPv6) → [`packet::check_hop_limit`] → dispatch by VRID →
+//! [`packet::VrrpAdvert::decode`] for IPv6) → TTL / unicast peer checks → dispatch by VRID →
 //! [`state::Instance::handle`] → actions → socket / addr / notify. The instance builds the adverts
 //! it asks to send ([`state::Instance::advert`]); the socket encodes them per destination, since
 //! the v3 checksum covers the destination address.
 
+pub mod addr;
+pub mod config;
+pub mod engine;
+pub mod garp;
+pub mod notify;
 pub mod packet;
+pub mod script;
+pub mod smtp;
 pub mod socket;
 pub mod state;
+pub mod track;
+
+pub use engine::run;
+
+use crate::netlink::NetlinkError;
+
+/// How the daemon stops VRRP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopKind {
+    /// SIGTERM / SIGINT: every MASTER sends a priority-0 advert (RFC 5798 §6.4.3 Shutdown) and
+    /// removes its VIPs and routes at once; notify_stop scripts run.
+    Orderly,
+    /// `-V` / `--dont-release-vrrp`: nothing is sent and the VIPs and routes stay, made
+    /// permanent (they were on a lease).
+    #[doc(alias = "dont-release-vrrp")]
+    KeepVips,
+}
+
+/// Why the VRRP engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    /// Reading the interfaces or subscribing to link events failed.
+    #[error("VRRP needs rtnetlink")]
+    Netlink(#[source] NetlinkError),
+    /// The configuration has VRRP instances but none of them can run.
+    #[error("no VRRP instance can run (see the errors above)")]
+    NoInstance,
+    /// The engine's task panicked (a bug).
+    #[error("the VRRP task failed: {0}")]
+    Panicked(String),
+}
+
+/// The VRRP engine running as a task of the daemon: [`VrrpTask::spawn`] at startup,
+/// [`VrrpTask::stop`] on SIGTERM / SIGINT, before the data plane goes.
+#[derive(Debug)]
+pub struct VrrpTask {
+    stop: tokio::sync::watch::Sender<Option<StopKind>>,
+    task: tokio::task::JoinHandle<Result<(), VrrpError>>,
+}
+
+impl VrrpTask {
+    /// Runs the VRRP instances of `config` on the current tokio runtime.
+    pub fn spawn(config: crate::config::Config, netlink: crate::netlink::Netlink) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(None);
+        let task = tokio::spawn(async move { run(&config, netlink, stopped).await });
+        VrrpTask { stop, task }
+    }
+
+    /// Stops the instances `kind`'s way and waits until they have (adverts sent, VIPs removed,
+    /// notify scripts run). Returns the error the engine failed with, if it did.
+    pub async fn stop(self, kind: StopKind) -> Result<(), VrrpError> {
+        // The engine may have ended already (with an error); then there is nobody to tell.
+        let _ = self.stop.send(Some(kind));
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(VrrpError::Panicked(e.to_string())),
+        }
+    }
+}

@@ -12,6 +12,7 @@ use std::{
     mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::{AsRawFd as _, RawFd},
+    sync::atomic::{AtomicU16, Ordering},
 };
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
@@ -42,8 +43,9 @@ pub struct Received {
 #[derive(Debug)]
 pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
-    /// IPv4 only: the next identification field (keepalived counts up from 1).
-    next_id: u16,
+    /// IPv4 only: the next identification field (keepalived counts up from 1). Atomic so that
+    /// one socket sends and receives from different tasks.
+    next_id: AtomicU16,
     source: IpAddr,
 }
 
@@ -97,7 +99,7 @@ impl VrrpSocket {
         // SAFETY: the Socket owns its descriptor and is moved into the AsyncFd, which neither
         // replaces nor closes it while registered.
         let fd = unsafe { AsyncFd::register(socket)? };
-        Ok(Self { fd, next_id: 1, source })
+        Ok(Self { fd, next_id: AtomicU16::new(1), source })
     }
 
     /// The address adverts are sent from.
@@ -106,7 +108,7 @@ impl VrrpSocket {
     }
 
     /// Sends `advert` to `destination` (the group, or a unicast peer).
-    pub async fn send(&mut self, advert: &VrrpAdvert, destination: IpAddr) -> io::Result<()> {
+    pub async fn send(&self, advert: &VrrpAdvert, destination: IpAddr) -> io::Result<()> {
         let pseudo = PseudoHeader::from_addresses(self.source, destination).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "source and destination families differ")
         })?;
@@ -114,9 +116,12 @@ impl VrrpSocket {
         let message = advert.encode(&pseudo).map_err(invalid)?;
         let (packet, to) = match (self.source, destination) {
             (IpAddr::V4(source), IpAddr::V4(dst)) => {
-                let header = Ipv4Header::vrrp(source, dst, self.next_id);
                 // keepalived skips 0 when the counter wraps.
-                self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+                let id = self
+                    .next_id
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| Some(id.checked_add(1).unwrap_or(1)))
+                    .unwrap_or(1);
+                let header = Ipv4Header::vrrp(source, dst, id);
                 let mut packet = Vec::with_capacity(20 + message.len());
                 header.encode_into(message.len(), &mut packet).map_err(invalid)?;
                 packet.extend_from_slice(&message);

@@ -1,0 +1,170 @@
+//! The mapping from keepalived.conf to what the runtime runs, on a fake host.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::*;
+use crate::config::{LoadOptions, parse_str};
+
+fn host() -> HostView {
+    let link = |index, name: &str, mac: u8| Link {
+        index,
+        name: name.into(),
+        up: true,
+        running: true,
+        loopback: false,
+        mac: vec![2, 0, 0, 0, 0, mac],
+    };
+    HostView {
+        links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3)],
+        addresses: [
+            (
+                2,
+                vec![
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100)),
+                    IpAddr::V6("fe80::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)),
+                ],
+            ),
+            (3, vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1))]),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn planned(text: &str) -> (Plan, Vec<PlanError>) {
+    let loaded = parse_str("test.conf", text, &LoadOptions { config_id: Some("t".into()), ..LoadOptions::default() });
+    plan(&loaded.config, &host())
+}
+
+fn only(text: &str) -> InstancePlan {
+    let (plan, errors) = planned(text);
+    assert_eq!(plan.instances.len(), 1, "errors: {errors:?}");
+    plan.instances.into_iter().next().unwrap_or_else(|| unreachable!())
+}
+
+#[test]
+fn a_plain_instance_maps_to_keepalived_defaults() {
+    let plan = only(
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n priority 150\n advert_int 1\n\
+         virtual_ipaddress {\n  10.0.0.100/24\n  10.0.0.101 dev eth1 label eth1:vip\n }\n}\n",
+    );
+    assert_eq!(plan.name, "VI_1");
+    assert_eq!(plan.interface.name, "eth0");
+    let p = &plan.params;
+    assert_eq!((p.vrid.get(), p.version, p.priority), (51, Version::V2, 150));
+    // The VIP left on the interface by a killed daemon is never taken as the source.
+    assert_eq!(p.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(
+        p.addresses,
+        AddressList::V4(vec![Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)])
+    );
+    assert_eq!((p.garp_master_repeat, p.garp_master_delay), (5, Some(Duration::from_secs(5))));
+    assert_eq!(p.preempt, Preempt::On);
+    assert_eq!(plan.transport, Transport::Multicast { group: IpAddr::V4(VRRP_MCAST_GROUP_V4) });
+    assert_eq!(plan.vips[0].address.prefix_len, 24);
+    assert_eq!((plan.vips[0].address.ifindex, plan.vips[0].mac), (2, [2, 0, 0, 0, 0, 1]));
+    assert_eq!(plan.vips[1].address.ifindex, 3);
+    assert_eq!(plan.vips[1].address.label.as_deref(), Some("eth1:vip"));
+    assert_eq!(
+        plan.tracking,
+        [TrackEntry { object: TrackedObject::Interface("eth0".into()), weight: 0, reverse: false }]
+    );
+}
+
+#[test]
+fn unicast_v3_with_nopreempt_and_pass_ignored() {
+    let plan = only(
+        "vrrp_instance VI_2 {\n interface eth0\n virtual_router_id 52\n version 3\n advert_int 0.1\n\
+         nopreempt\n dont_track_primary\n unicast_src_ip 10.0.0.1\n unicast_peer {\n  10.0.0.2 min_ttl 250\n }\n\
+         check_unicast_src\n virtual_ipaddress {\n  10.0.0.200\n }\n}\n",
+    );
+    assert_eq!(plan.params.version, Version::V3);
+    assert_eq!(plan.params.advert_interval, Duration::from_millis(100));
+    assert_eq!(plan.params.preempt, Preempt::Off);
+    assert!(plan.tracking.is_empty(), "dont_track_primary");
+    let Transport::Unicast { peers, check_source } = &plan.transport else {
+        panic!("{:?}", plan.transport)
+    };
+    assert!(*check_source);
+    assert_eq!(peers[0].min_ttl, Some(250));
+}
+
+#[test]
+fn ipv6_instances_use_the_link_local_source_and_ff02_12() {
+    let plan = only(
+        "vrrp_instance V6 {\n interface eth0\n virtual_router_id 53\n advert_int 0.5\n\
+         virtual_ipaddress {\n  fe80::53:1/64\n  fd53::1/64\n }\n}\n",
+    );
+    assert_eq!(plan.params.version, Version::V3, "IPv6 is always v3");
+    assert_eq!(plan.params.source_address, IpAddr::V6("fe80::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)));
+    assert_eq!(plan.transport, Transport::Multicast { group: IpAddr::V6(VRRP_MCAST_GROUP_V6) });
+}
+
+#[test]
+fn tracking_weights_and_sync_groups() {
+    let (plan, errors) = planned(
+        "vrrp_script chk {\n script \"/bin/true\"\n interval 0.5\n weight -20\n fall 2\n}\n\
+         track_file tf {\n file /tmp/lbd-none\n}\n\
+         vrrp_sync_group G {\n group {\n  A\n  B\n }\n notify /bin/true\n}\n\
+         vrrp_instance A {\n interface eth0\n virtual_router_id 60\n track_script {\n  chk\n }\n\
+         virtual_ipaddress {\n  10.0.0.60\n }\n}\n\
+         vrrp_instance B {\n interface eth1\n virtual_router_id 61\n track_interface {\n  eth0 weight 10\n }\n\
+         virtual_ipaddress {\n  10.1.0.61\n }\n}\n\
+         vrrp_instance C {\n interface eth0\n virtual_router_id 62\n track_script {\n  chk weight 5 reverse\n }\n\
+         track_file {\n  tf weight 3\n }\n virtual_ipaddress {\n  10.0.0.62\n }\n}\n",
+    );
+    assert_eq!(plan.instances.len(), 3);
+    assert_eq!(plan.groups.len(), 1);
+    assert_eq!(plan.groups[0].members, [0, 1]);
+    assert_eq!(plan.instances[0].group, Some(0));
+    assert_eq!(plan.scripts.len(), 1, "one script, tracked twice");
+    assert_eq!(plan.scripts[0].fall, 2);
+    assert_eq!(plan.scripts[0].timeout, Duration::from_millis(500), "timeout defaults to the interval");
+    // In a sync group without sync_group_tracking_weight, weights become 0 (FAULT), with a warning.
+    assert!(plan.instances[0].tracking.iter().all(|t| t.weight == 0));
+    assert!(plan.instances[1].tracking.iter().all(|t| t.weight == 0));
+    assert!(errors.iter().any(|e| e.instance == "A" && e.message.contains("ignoring weight -20")), "{errors:?}");
+    let c = &plan.instances[2].tracking;
+    assert!(c.contains(&TrackEntry { object: TrackedObject::Script(0), weight: 5, reverse: true }));
+    assert!(c.contains(&TrackEntry { object: TrackedObject::File(0), weight: 3, reverse: false }));
+}
+
+#[test]
+fn broken_instances_are_left_out_with_their_name() {
+    let (plan, errors) = planned(
+        "vrrp_instance NOIF {\n interface eth9\n virtual_router_id 70\n virtual_ipaddress {\n  10.9.0.1\n }\n}\n\
+         vrrp_instance NOVRID {\n interface eth0\n virtual_ipaddress {\n  10.0.0.71\n }\n}\n\
+         vrrp_instance OK {\n interface eth0\n virtual_router_id 72\n virtual_ipaddress {\n  10.0.0.72\n }\n}\n",
+    );
+    assert_eq!(plan.instances.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["OK"]);
+    assert!(errors.iter().any(|e| e.instance == "NOIF" && e.message.contains("eth9")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.instance == "NOVRID"), "{errors:?}");
+}
+
+#[test]
+fn virtual_routes_map_to_rtnetlink_routes() {
+    let plan = only(
+        "vrrp_instance R {\n interface eth0\n virtual_router_id 80\n virtual_ipaddress {\n  10.0.0.80\n }\n\
+         virtual_routes {\n  192.168.80.0/24 via 10.0.0.254\n  blackhole 192.168.81.0/24\n  192.168.82.0/24 dev eth1 table 100 metric 7\n }\n}\n",
+    );
+    assert_eq!(plan.routes.len(), 3);
+    assert_eq!(plan.routes[0].gateway, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254))));
+    assert_eq!(plan.routes[0].oif, None);
+    assert_eq!(plan.routes[1].kind, RouteKind::Blackhole);
+    assert_eq!((plan.routes[2].oif, plan.routes[2].table, plan.routes[2].metric), (Some(3), 100, Some(7)));
+    assert_eq!(plan.routes[2].protocol, RTPROT_KEEPALIVED);
+}
+
+#[test]
+fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
+    let config = "vrrp_instance M {\n interface eth0\n virtual_router_id 51\n use_vmac\n\
+                  virtual_ipaddress {\n  10.0.0.51/24\n }\n}\n";
+    let loaded = parse_str("t.conf", config, &LoadOptions::default());
+    assert_eq!(vmacs_wanted(&loaded.config), [("vrrp.51".to_string(), "eth0".to_string(), [0, 0, 0x5e, 0, 1, 51])]);
+    let plan = only(config);
+    assert_eq!(plan.interface.name, "vrrp.51");
+    assert_eq!(plan.base_interface.name, "eth0");
+    assert_eq!(plan.vips[0].address.ifindex, 4);
+    assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "the parent's address");
+}

@@ -1,0 +1,738 @@
+//! The VRRP runtime: drives every [`Instance`] from its sockets, its timers and its tracked
+//! objects, and carries out the [`Action`]s it returns, in order (advert, VIPs, gratuitous ARPs,
+//! notify).
+//!
+//! One task owns all the state ([`Engine`]); everything that waits (socket reads, vrrp_script
+//! runs, tracked files, link events) runs in tasks of its own and reports over a channel, so
+//! the instances never need a lock. Sync groups are coordinated here, around the state
+//! machine's [`Event::SyncHold`] / [`Event::SyncMaster`] / [`Event::SyncBackup`].
+//!
+//! Log lines follow keepalived's (`(VI_1) Entering MASTER STATE`, `(VI_1) removing VIPs.`), so
+//! that log-watching tools keep working.
+
+use std::{
+    net::IpAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, error, info, warn};
+
+use super::{
+    StopKind, VrrpError,
+    addr::{self, Gratuitous, chain},
+    config::{GroupPlan, HostView, InstancePlan, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
+    notify::{Notifier, NotifyScripts, Subject},
+    packet::VRRP_TTL,
+    smtp,
+    socket::{Received, VrrpSocket},
+    state::{Action, Event, Instance, State},
+    track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
+};
+use crate::{
+    config::Config,
+    netlink::{Netlink, addr::Lifetime},
+};
+
+/// How long an orderly stop waits for the notify scripts it queued.
+const STOP_NOTIFY_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs the VRRP instances of `config` until `stop` says how to stop, then stops that way.
+///
+/// Instances that cannot run (see [`super::config::plan`]) are logged and left out; the others
+/// run. `stop` starts as `None`; setting it to `Some(kind)` (or dropping the sender, which
+/// counts as [`StopKind::Orderly`]) ends the run.
+pub async fn run(
+    config: &Config,
+    netlink: Netlink,
+    mut stop: watch::Receiver<Option<StopKind>>,
+) -> Result<(), VrrpError> {
+    if config.vrrp_instances.is_empty() {
+        let _ = stop.wait_for(Option::is_some).await;
+        return Ok(());
+    }
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let (packets_tx, mut packets) = mpsc::unbounded_channel();
+    let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
+    engine.start().await;
+    let kind = loop {
+        if let Some(kind) = *stop.borrow_and_update() {
+            break kind;
+        }
+        let deadline = engine.next_deadline();
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break StopKind::Orderly;
+                }
+            }
+            () = sleep_until(deadline) => engine.timers().await,
+            Some((socket, received)) = packets.recv() => engine.receive(socket, received).await,
+            Some(update) = updates.recv() => engine.track(update).await,
+        }
+    };
+    engine.stop(kind).await;
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One running instance.
+#[derive(Debug)]
+struct Runner {
+    plan: InstancePlan,
+    machine: Instance,
+    socket: usize,
+    notify: NotifyScripts,
+    /// Its own tracking, without its sync group.
+    evaluation: Evaluation,
+    /// The fault the state machine was last told (own or the group's).
+    fault: bool,
+    vips_installed: bool,
+    lease_renewed: Option<Instant>,
+    /// The next Notify is the first: log it with " (init)" as keepalived does.
+    init: bool,
+}
+
+#[derive(Debug)]
+struct GroupRunner {
+    plan: GroupPlan,
+    notify: NotifyScripts,
+    state: Option<State>,
+}
+
+/// Everything the VRRP task owns.
+#[derive(Debug)]
+struct Engine {
+    netlink: Netlink,
+    runners: Vec<Runner>,
+    groups: Vec<GroupRunner>,
+    sockets: Vec<(SocketKey, Arc<VrrpSocket>)>,
+    track: TrackStatus,
+    plan_scripts: Vec<String>,
+    notifier: Notifier,
+    garp: Gratuitous,
+    garp_interval: Duration,
+    smtp: Option<SmtpPlan>,
+    tasks: Vec<JoinHandle<()>>,
+    vmacs: Vec<u32>,
+    log_unknown_vrids: bool,
+}
+
+/// One socket per interface, source and group: every instance there shares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SocketKey {
+    ifindex: u32,
+    source: IpAddr,
+    group: Option<IpAddr>,
+}
+
+impl Engine {
+    async fn build(
+        config: &Config,
+        netlink: Netlink,
+        updates: mpsc::UnboundedSender<TrackUpdate>,
+        packets: mpsc::UnboundedSender<(usize, Received)>,
+    ) -> Result<Self, VrrpError> {
+        let mut vmacs = Vec::new();
+        for (name, parent, mac) in vmacs_wanted(config) {
+            let created = async {
+                let parent = netlink.link_by_name(&parent).await?;
+                netlink.create_vmac(&name, parent.index, mac).await
+            }
+            .await;
+            match created {
+                Ok(link) => {
+                    // Only the macvlan answers ARP for the VIPs it holds, with the virtual MAC.
+                    for (interface, key, value) in
+                        [(parent.as_str(), "arp_ignore", "1"), (name.as_str(), "arp_ignore", "1")]
+                    {
+                        set_ipv4_conf(interface, key, value);
+                    }
+                    info!("(vmac) {name} created on {parent}");
+                    vmacs.push(link.index);
+                }
+                Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
+            }
+        }
+        let host = read_host(&netlink).await.map_err(VrrpError::Netlink)?;
+        let (plan, problems) = plan(config, &host);
+        for problem in &problems {
+            warn!("{problem}");
+        }
+        let Plan { instances, groups, scripts, files, script_policy, garp_interval, smtp } = plan;
+
+        let mut track = TrackStatus::default();
+        for link in &host.links {
+            track.interfaces.insert(link.name.clone(), link.up && link.running);
+        }
+        let mut tasks = vec![track::spawn_links(updates.clone()).map_err(VrrpError::Netlink)?];
+        for (index, script) in scripts.iter().enumerate() {
+            track.scripts.push(ScriptState::new(script.rise, script.fall, script.init_fail));
+            match script_policy.prepare(&script.script) {
+                Ok(prepared) => tasks.push(track::spawn_script(index, script.clone(), prepared, updates.clone())),
+                Err(e) => {
+                    // keepalived disables the script; its instances see it as failed.
+                    error!("VRRP_Script({}) disabled: {e}", script.name);
+                    track.scripts[index].record(false);
+                }
+            }
+        }
+        for (index, file) in files.iter().enumerate() {
+            track::init_file(file);
+            let value = track::read_file_value(Path::new(&file.path));
+            track.files.push(value);
+            tasks.push(track::spawn_file(index, file.clone(), value, updates.clone()));
+        }
+
+        let mut sockets: Vec<(SocketKey, Arc<VrrpSocket>)> = Vec::new();
+        let mut runners = Vec::new();
+        // Sync groups refer to instances by index: an instance that cannot run leaves a hole
+        // that the groups must skip.
+        let mut index_map = Vec::new();
+        for instance in instances {
+            let source = instance.params.source_address;
+            let group = match instance.transport {
+                Transport::Multicast { group } => Some(group),
+                Transport::Unicast { .. } => None,
+            };
+            let key = SocketKey { ifindex: instance.interface.index, source, group };
+            let socket = match sockets.iter().position(|(k, _)| *k == key) {
+                Some(index) => index,
+                None => match open_socket(&instance, &key) {
+                    Ok(socket) => {
+                        let socket = Arc::new(socket);
+                        tasks.push(spawn_reader(sockets.len(), Arc::clone(&socket), packets.clone()));
+                        sockets.push((key, socket));
+                        sockets.len() - 1
+                    }
+                    Err(e) => {
+                        error!(
+                            "({}) cannot open a VRRP socket on {} from {source}: {e}",
+                            instance.name, instance.interface.name
+                        );
+                        index_map.push(None);
+                        continue;
+                    }
+                },
+            };
+            let machine = match Instance::new(instance.params.clone()) {
+                Ok(machine) => machine,
+                Err(e) => {
+                    error!("({}) {e}", instance.name);
+                    index_map.push(None);
+                    continue;
+                }
+            };
+            index_map.push(Some(runners.len()));
+            runners.push(Runner {
+                notify: NotifyScripts::prepare(&instance.notify, &script_policy, &instance.name),
+                plan: instance,
+                machine,
+                socket,
+                evaluation: Evaluation::default(),
+                fault: false,
+                vips_installed: false,
+                lease_renewed: None,
+                init: true,
+            });
+        }
+        let mut group_runners = Vec::new();
+        for mut group in groups {
+            group.members = group.members.iter().filter_map(|&m| index_map.get(m).copied().flatten()).collect();
+            if group.members.len() < 2 {
+                warn!("VRRP_Group({}) has fewer than 2 instances that run - removing", group.name);
+                for runner in &mut runners {
+                    if runner.plan.group.is_some_and(|g| g == group_runners.len()) {
+                        runner.plan.group = None;
+                    }
+                }
+                continue;
+            }
+            let index = group_runners.len();
+            for &member in &group.members {
+                runners[member].plan.group = Some(index);
+            }
+            group_runners.push(GroupRunner {
+                notify: NotifyScripts::prepare(&group.notify, &script_policy, &group.name),
+                plan: group,
+                state: None,
+            });
+        }
+        if runners.is_empty() {
+            return Err(VrrpError::NoInstance);
+        }
+        Ok(Engine {
+            netlink,
+            runners,
+            groups: group_runners,
+            sockets,
+            track,
+            plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
+            notifier: Notifier::spawn(),
+            garp: Gratuitous::default(),
+            garp_interval,
+            smtp,
+            tasks,
+            vmacs,
+            log_unknown_vrids: config.global_defs.log_unknown_vrids,
+        })
+    }
+
+    /// Starts every instance with its initial tracking state, as keepalived does: in BACKUP
+    /// (init), in FAULT, or for the owner in MASTER.
+    async fn start(&mut self) {
+        let now = Instant::now();
+        let evaluations: Vec<Evaluation> =
+            self.runners.iter().map(|r| evaluate(&r.plan.tracking, &self.track)).collect();
+        for (i, evaluation) in evaluations.into_iter().enumerate() {
+            self.runners[i].evaluation = evaluation;
+        }
+        for i in 0..self.runners.len() {
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            let runner = &mut self.runners[i];
+            runner.fault = fault;
+            let mut actions = Vec::new();
+            if fault {
+                actions.extend(runner.machine.handle(Event::Fault(true), now));
+            }
+            if runner.evaluation.adjustment != 0 {
+                actions.extend(runner.machine.handle(Event::PriorityAdjustment(runner.evaluation.adjustment), now));
+            }
+            actions.extend(runner.machine.handle(Event::Startup, now));
+            self.execute(i, actions).await;
+        }
+        for g in 0..self.groups.len() {
+            self.update_group(g);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.runners.iter().filter_map(|r| r.machine.next_deadline()).min()
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.runners.len() {
+            if self.runners[i].machine.next_deadline().is_some_and(|at| at <= now) {
+                self.timer(i, now).await;
+            }
+        }
+    }
+
+    async fn timer(&mut self, i: usize, now: Instant) {
+        let due = self.runners[i].machine.master_down_due(now);
+        if due && let Some(g) = self.runners[i].plan.group {
+            let ready = self.groups[g].plan.members.iter().filter(|&&j| j != i).all(|&j| {
+                let other = &self.runners[j].machine;
+                other.state() == State::Master || other.wants_master() || other.master_down_due(now)
+            });
+            if !ready {
+                let runner = &mut self.runners[i];
+                if !runner.machine.wants_master() {
+                    info!(
+                        "({}) Receive advertisement timeout, waiting for sync group {} to agree",
+                        runner.plan.name, self.groups[g].plan.name
+                    );
+                }
+                let actions = runner.machine.handle(Event::SyncHold, now);
+                self.execute(i, actions).await;
+                return;
+            }
+        }
+        if due {
+            info!("({}) Receive advertisement timeout", self.runners[i].plan.name);
+        }
+        let old = self.runners[i].machine.state();
+        let actions = self.runners[i].machine.handle(Event::Timer, now);
+        self.execute(i, actions).await;
+        self.sync(i, old, now).await;
+    }
+
+    async fn receive(&mut self, socket: usize, received: Received) {
+        let advert = match &received.advert {
+            Ok(advert) => advert,
+            Err(e) => {
+                debug!("invalid VRRP packet from {}: {e}", received.source);
+                return;
+            }
+        };
+        let mut matched = false;
+        for i in 0..self.runners.len() {
+            let runner = &self.runners[i];
+            if runner.socket != socket || runner.machine.params().vrid != advert.vrid {
+                continue;
+            }
+            matched = true;
+            let name = &runner.plan.name;
+            match &runner.plan.transport {
+                Transport::Multicast { group } => {
+                    if received.destination != *group {
+                        debug!("({name}) unicast advert from {} on a multicast instance: dropped", received.source);
+                        continue;
+                    }
+                    // RFC 5798 §7.1.
+                    if received.hop_limit != VRRP_TTL {
+                        warn!("({name}) invalid TTL/HL {} from {}: dropped", received.hop_limit, received.source);
+                        continue;
+                    }
+                }
+                Transport::Unicast { peers, check_source } => {
+                    if received.destination.is_multicast() {
+                        debug!("({name}) multicast advert from {} on a unicast instance: dropped", received.source);
+                        continue;
+                    }
+                    let peer = peers.iter().find(|p| p.address == received.source);
+                    if *check_source && peer.is_none() {
+                        warn!("({name}) advert from {}, not a unicast peer: dropped", received.source);
+                        continue;
+                    }
+                    if let Some(peer) = peer
+                        && (peer.min_ttl.is_some_and(|min| received.hop_limit < min)
+                            || peer.max_ttl.is_some_and(|max| received.hop_limit > max))
+                    {
+                        warn!("({name}) TTL {} from {} out of the peer's range: dropped", received.hop_limit, received.source);
+                        continue;
+                    }
+                }
+            }
+            let now = Instant::now();
+            let old = runner.machine.state();
+            let ours = runner.machine.effective_priority();
+            let actions =
+                self.runners[i].machine.handle(Event::AdvertReceived { from: received.source, advert }, now);
+            let runner = &self.runners[i];
+            let new = runner.machine.state();
+            if old == State::Master && new == State::Backup {
+                info!(
+                    "({}) Master received advert from {} with higher priority {}, ours {ours}",
+                    runner.plan.name, received.source, advert.priority
+                );
+            } else if old == State::Backup && advert.priority == 0 {
+                info!("({}) Backup received priority 0 advertisement", runner.plan.name);
+            }
+            self.execute(i, actions).await;
+            self.sync(i, old, now).await;
+        }
+        if !matched {
+            if self.log_unknown_vrids {
+                info!("advert for unknown VRID {} from {}", advert.vrid, received.source);
+            } else {
+                debug!("advert for unknown VRID {} from {}", advert.vrid, received.source);
+            }
+        }
+    }
+
+    async fn track(&mut self, update: TrackUpdate) {
+        match update {
+            TrackUpdate::Interface { name, up } => {
+                let before = self.track.interfaces.insert(name.clone(), up);
+                if before == Some(up) {
+                    return;
+                }
+                info!("Netlink reports {name} {}", if up { "up" } else { "down" });
+            }
+            TrackUpdate::Script { index, ok } => {
+                let Some(script) = self.track.scripts.get_mut(index) else { return };
+                if !script.record(ok) {
+                    return;
+                }
+                let name = self.plan_scripts.get(index).map_or("?", String::as_str);
+                info!("VRRP_Script({name}) {}", if ok { "succeeded" } else { "failed" });
+            }
+            TrackUpdate::File { index, value } => {
+                let Some(slot) = self.track.files.get_mut(index) else { return };
+                *slot = value;
+            }
+        }
+        self.reevaluate().await;
+    }
+
+    /// Whether another member of `i`'s sync group is faulted by its own tracking.
+    fn group_fault(&self, i: usize) -> bool {
+        self.runners[i].plan.group.is_some_and(|g| {
+            self.groups[g].plan.members.iter().any(|&j| j != i && self.runners[j].evaluation.fault)
+        })
+    }
+
+    async fn reevaluate(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.runners.len() {
+            let evaluation = evaluate(&self.runners[i].plan.tracking, &self.track);
+            let runner = &mut self.runners[i];
+            if evaluation.adjustment != runner.evaluation.adjustment {
+                let before = runner.machine.effective_priority();
+                let actions = runner.machine.handle(Event::PriorityAdjustment(evaluation.adjustment), now);
+                let after = runner.machine.effective_priority();
+                if before != after {
+                    info!("({}) Changing effective priority from {before} to {after}", runner.plan.name);
+                }
+                runner.evaluation.adjustment = evaluation.adjustment;
+                self.execute(i, actions).await;
+            }
+            self.runners[i].evaluation.fault = evaluation.fault;
+        }
+        for i in 0..self.runners.len() {
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            if fault == self.runners[i].fault {
+                continue;
+            }
+            self.runners[i].fault = fault;
+            let old = self.runners[i].machine.state();
+            let actions = self.runners[i].machine.handle(Event::Fault(fault), now);
+            self.execute(i, actions).await;
+            if let Some(g) = self.runners[i].plan.group {
+                self.update_group(g);
+            }
+            let _ = old;
+        }
+    }
+
+    /// Moves the rest of `i`'s sync group after `i` went from `old` to its current state.
+    async fn sync(&mut self, i: usize, old: State, now: Instant) {
+        let Some(g) = self.runners[i].plan.group else { return };
+        let new = self.runners[i].machine.state();
+        let event = match (old, new) {
+            (State::Backup, State::Master) => Some((Event::SyncMaster, State::Backup)),
+            (State::Master, State::Backup) => Some((Event::SyncBackup, State::Master)),
+            _ => None,
+        };
+        if let Some((event, from)) = event {
+            let members: Vec<usize> = self.groups[g].plan.members.clone();
+            for j in members.into_iter().filter(|&j| j != i) {
+                if self.runners[j].machine.state() == from {
+                    let actions = self.runners[j].machine.handle(event, now);
+                    self.execute(j, actions).await;
+                }
+            }
+        }
+        self.update_group(g);
+    }
+
+    /// Notes a sync group's new state once all its members agree (any FAULT makes it FAULT).
+    fn update_group(&mut self, g: usize) {
+        let states: Vec<State> =
+            self.groups[g].plan.members.iter().map(|&m| self.runners[m].machine.state()).collect();
+        let new = if states.contains(&State::Fault) {
+            State::Fault
+        } else if let Some(&first) = states.first()
+            && states.iter().all(|&s| s == first)
+            && first != State::Init
+        {
+            first
+        } else {
+            return;
+        };
+        let group = &mut self.groups[g];
+        if group.state == Some(new) {
+            return;
+        }
+        group.state = Some(new);
+        info!("VRRP_Group({}) Syncing instances to {new} state", group.plan.name);
+        self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, new, 0);
+        if group.plan.smtp_alert
+            && let Some(smtp) = &self.smtp
+        {
+            smtp::alert_group(smtp, &group.plan.name, new);
+        }
+    }
+
+    /// Carries out `actions` of instance `i`, in order.
+    async fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::SendAdvert { priority } => {
+                    self.send_advert(i, priority).await;
+                    let runner = &self.runners[i];
+                    if priority == 0 {
+                        info!("({}) sent 0 priority", runner.plan.name);
+                    } else if runner.machine.state() == State::Master && runner.vips_installed {
+                        self.renew_lease(i).await;
+                    }
+                }
+                Action::AddVips => {
+                    let runner = &mut self.runners[i];
+                    let lease = addr::lease(runner.machine.master_down_interval());
+                    info!("({}) setting VIPs.", runner.plan.name);
+                    addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
+                    addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease)).await;
+                    addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
+                    runner.vips_installed = true;
+                    runner.lease_renewed = Some(Instant::now());
+                }
+                Action::RemoveVips => {
+                    let runner = &mut self.runners[i];
+                    info!("({}) removing VIPs.", runner.plan.name);
+                    addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
+                    addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
+                    addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
+                    runner.vips_installed = false;
+                    runner.lease_renewed = None;
+                }
+                Action::SendGratuitous { repeat } => {
+                    let runner = &self.runners[i];
+                    let vips: Vec<_> = runner.plan.vips.iter().chain(&runner.plan.excluded).cloned().collect();
+                    self.garp.send(&runner.plan.name, &vips, repeat, self.garp_interval).await;
+                }
+                Action::Notify(state) => {
+                    let runner = &mut self.runners[i];
+                    let init = std::mem::take(&mut runner.init);
+                    info!(
+                        "({}) Entering {state} STATE{}",
+                        runner.plan.name,
+                        if init && state == State::Backup { " (init)" } else { "" }
+                    );
+                    let priority = runner.machine.effective_priority();
+                    self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, state, priority);
+                    if runner.plan.smtp_alert
+                        && let Some(smtp) = &self.smtp
+                    {
+                        smtp::alert_instance(smtp, &runner.plan.name, state);
+                    }
+                }
+                Action::Discarded(reason) => {
+                    debug!("({}) advert discarded: {reason}", self.runners[i].plan.name);
+                }
+            }
+        }
+    }
+
+    async fn send_advert(&self, i: usize, priority: u8) {
+        let runner = &self.runners[i];
+        let advert = runner.machine.advert(priority);
+        let socket = &self.sockets[runner.socket].1;
+        let destinations: Vec<IpAddr> = match &runner.plan.transport {
+            Transport::Multicast { group } => vec![*group],
+            Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
+        };
+        for destination in destinations {
+            if let Err(e) = socket.send(&advert, destination).await {
+                warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
+            }
+        }
+    }
+
+    /// Renews the VIP lease if a quarter of it has gone by.
+    async fn renew_lease(&mut self, i: usize) {
+        let now = Instant::now();
+        let runner = &mut self.runners[i];
+        let lease = addr::lease(runner.machine.master_down_interval());
+        if runner.lease_renewed.is_some_and(|at| !addr::renewal_due(lease, now.saturating_duration_since(at))) {
+            return;
+        }
+        addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
+        addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease)).await;
+        runner.lease_renewed = Some(now);
+    }
+
+    async fn stop(mut self, kind: StopKind) {
+        info!("Stopping VRRP");
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let now = Instant::now();
+        for i in 0..self.runners.len() {
+            match kind {
+                StopKind::Orderly => {
+                    let actions = self.runners[i].machine.handle(Event::Shutdown, now);
+                    self.execute(i, actions).await;
+                }
+                StopKind::KeepVips => {
+                    // -V: nothing is sent and the VIPs stay, for good (not on a lease).
+                    let runner = &self.runners[i];
+                    if runner.vips_installed {
+                        info!("({}) keeping VIPs (-V).", runner.plan.name);
+                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Forever).await;
+                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Forever).await;
+                    }
+                    let priority = runner.machine.effective_priority();
+                    self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, State::Stop, priority);
+                }
+            }
+        }
+        for group in &self.groups {
+            self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, State::Stop, 0);
+        }
+        self.notifier.close(STOP_NOTIFY_WAIT).await;
+        if kind == StopKind::Orderly {
+            for index in self.vmacs {
+                if let Err(e) = self.netlink.delete_link(index).await {
+                    warn!("cannot remove vmac interface {index}: {}", chain(&e));
+                }
+            }
+        }
+        info!("VRRP stopped");
+    }
+}
+
+/// Every interface and its addresses.
+async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netlink::NetlinkError> {
+    let links = netlink.links().await?;
+    let mut host = HostView { links, ..HostView::default() };
+    for link in &host.links {
+        let addresses = netlink.addresses(link.index).await?;
+        host.addresses.insert(link.index, addresses.into_iter().map(|a| a.addr).collect());
+    }
+    Ok(host)
+}
+
+fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<VrrpSocket> {
+    let interface = &instance.interface;
+    match key.source {
+        IpAddr::V4(source) => {
+            let group = match key.group {
+                Some(IpAddr::V4(g)) => Some(g),
+                _ => None,
+            };
+            VrrpSocket::open_v4(&interface.name, interface.index, source, group)
+        }
+        IpAddr::V6(source) => {
+            let group = match key.group {
+                Some(IpAddr::V6(g)) => Some(g),
+                _ => None,
+            };
+            VrrpSocket::open_v6(&interface.name, interface.index, source, group)
+        }
+    }
+}
+
+fn spawn_reader(
+    index: usize,
+    socket: Arc<VrrpSocket>,
+    packets: mpsc::UnboundedSender<(usize, Received)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match socket.recv().await {
+                Ok(received) => {
+                    if packets.send((index, received)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!("VRRP socket read failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Writes `net.ipv4.conf.INTERFACE.KEY` (logged on failure).
+fn set_ipv4_conf(interface: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{interface}/{key}");
+    if let Err(e) = std::fs::write(&path, value) {
+        warn!("cannot set {path} to {value}: {e}");
+    }
+}

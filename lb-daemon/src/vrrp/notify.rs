@@ -1,0 +1,205 @@
+//! Notify scripts: `notify_master`, `notify_backup`, `notify_fault`, `notify_stop` (run with
+//! their own arguments only) and `notify` (run with keepalived's four extra arguments
+//! `INSTANCE|GROUP NAME MASTER|BACKUP|FAULT|STOP PRIORITY`; the priority is 0 for a group), as
+//! keepalived 2.2.7's `vrrp_notify.c`: the state's own script first, then the generic one.
+//!
+//! keepalived forks notify scripts without waiting, so two quick transitions can run their
+//! scripts out of order. lbd runs them from one queue, in order: each script gets
+//! [`ORDER_WAIT`] to finish before the next starts, and is left running (not killed) if it takes
+//! longer, so a slow script delays the others by at most that.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{debug, warn};
+
+use super::{
+    config::NotifyPlan,
+    script::{PreparedScript, ScriptPolicy},
+    state::State,
+};
+
+/// How long a notify script may hold up the next one.
+pub const ORDER_WAIT: Duration = Duration::from_secs(2);
+/// After this a notify script is killed (keepalived kills only `notify_stop` scripts, after 1 s
+/// at shutdown; a notify script running this long is stuck).
+const RUN_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Whose state changed: an instance or a sync group (`$1` of the generic script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// `INSTANCE`.
+    Instance,
+    /// `GROUP`.
+    Group,
+}
+
+impl Subject {
+    fn keyword(self) -> &'static str {
+        match self {
+            Subject::Instance => "INSTANCE",
+            Subject::Group => "GROUP",
+        }
+    }
+}
+
+/// The prepared notify scripts of an instance or group.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyScripts {
+    master: Option<Arc<PreparedScript>>,
+    backup: Option<Arc<PreparedScript>>,
+    fault: Option<Arc<PreparedScript>>,
+    stop: Option<Arc<PreparedScript>>,
+    generic: Option<Arc<PreparedScript>>,
+}
+
+impl NotifyScripts {
+    /// Prepares the scripts of `plan`; one that cannot run is logged and left out.
+    pub fn prepare(plan: &NotifyPlan, policy: &ScriptPolicy, owner: &str) -> Self {
+        let prepare = |script: &Option<crate::config::model::Script>, keyword: &str| {
+            let script = script.as_ref()?;
+            match policy.prepare(script) {
+                Ok(prepared) => Some(Arc::new(prepared)),
+                Err(e) => {
+                    warn!("({owner}) {keyword} disabled: {e}");
+                    None
+                }
+            }
+        };
+        NotifyScripts {
+            master: prepare(&plan.master, "notify_master"),
+            backup: prepare(&plan.backup, "notify_backup"),
+            fault: prepare(&plan.fault, "notify_fault"),
+            stop: prepare(&plan.stop, "notify_stop"),
+            generic: prepare(&plan.generic, "notify"),
+        }
+    }
+
+    /// Whether there is nothing to run.
+    pub fn is_empty(&self) -> bool {
+        self.master.is_none()
+            && self.backup.is_none()
+            && self.fault.is_none()
+            && self.stop.is_none()
+            && self.generic.is_none()
+    }
+}
+
+struct Job {
+    script: Arc<PreparedScript>,
+    args: Vec<String>,
+}
+
+/// The notify queue. Dropping it stops running queued scripts; [`Notifier::close`] waits for
+/// them.
+#[derive(Debug)]
+pub struct Notifier {
+    jobs: mpsc::UnboundedSender<Job>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.script.command, self.args)
+    }
+}
+
+impl Notifier {
+    /// Starts the queue on the current runtime.
+    pub fn spawn() -> Self {
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let task = tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                debug!("running notify script {} {}", job.script.command, job.args.join(" "));
+                let run = tokio::spawn(async move { job.script.run(&job.args, RUN_LIMIT).await });
+                // Left running (the handle is dropped, not the task) when it takes longer.
+                let _ = tokio::time::timeout(ORDER_WAIT, run).await;
+            }
+        });
+        Notifier { jobs, task }
+    }
+
+    /// Queues the scripts for `subject` `name` entering `state` with `priority`.
+    pub fn notify(&self, scripts: &NotifyScripts, subject: Subject, name: &str, state: State, priority: u8) {
+        let specific = match state {
+            State::Master => &scripts.master,
+            State::Backup => &scripts.backup,
+            State::Fault => &scripts.fault,
+            State::Stop => &scripts.stop,
+            State::Init => &None,
+        };
+        if let Some(script) = specific {
+            let _ = self.jobs.send(Job { script: Arc::clone(script), args: Vec::new() });
+        }
+        if let Some(script) = &scripts.generic {
+            let args = vec![
+                subject.keyword().to_owned(),
+                name.to_owned(),
+                state.keepalived_name().to_owned(),
+                priority.to_string(),
+            ];
+            let _ = self.jobs.send(Job { script: Arc::clone(script), args });
+        }
+    }
+
+    /// Runs what is queued, waiting at most `timeout`.
+    pub async fn close(self, timeout: Duration) {
+        let Notifier { jobs, task } = self;
+        drop(jobs);
+        if tokio::time::timeout(timeout, task).await.is_err() {
+            warn!("notify scripts still running after {timeout:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Script;
+
+    #[tokio::test]
+    async fn scripts_run_in_order_with_keepalived_arguments() {
+        let dir = std::env::temp_dir().join(format!("lbd-notify-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.join("log");
+        let script = |tag: &str| Script {
+            command: format!("sh -c ... {tag}"),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo \"{tag} $*\" >> {}", log.display()),
+                "notify".into(),
+            ],
+            user: None,
+            group: None,
+        };
+        let plan = NotifyPlan {
+            master: Some(script("master")),
+            backup: Some(script("backup")),
+            fault: None,
+            stop: Some(script("stop")),
+            generic: Some(script("generic")),
+        };
+        let scripts = NotifyScripts::prepare(&plan, &ScriptPolicy::default(), "VI_1");
+        let notifier = Notifier::spawn();
+        notifier.notify(&scripts, Subject::Instance, "VI_1", State::Backup, 150);
+        notifier.notify(&scripts, Subject::Instance, "VI_1", State::Master, 150);
+        notifier.notify(&scripts, Subject::Group, "G1", State::Fault, 0);
+        notifier.notify(&scripts, Subject::Instance, "VI_1", State::Stop, 150);
+        notifier.close(Duration::from_secs(10)).await;
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(
+            lines.lines().collect::<Vec<_>>(),
+            [
+                "backup ",
+                "generic INSTANCE VI_1 BACKUP 150",
+                "master ",
+                "generic INSTANCE VI_1 MASTER 150",
+                "generic GROUP G1 FAULT 0",
+                "stop ",
+                "generic INSTANCE VI_1 STOP 150",
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,157 @@
+//! lbd forwarding real TCP connections (curl to a web server) through its VIPs, in each method:
+//! NAT, DR, TUN and FNAT, spread round robin over three real servers.
+//!
+//! ```text
+//!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb 10.31.0.1 (+ FNAT 10.31.0.200) ── [back] ── r1 .11  r2 .12  r3 .13
+//!  VIPs 10.40.0.100 (NAT), .101 (DR), .102 (TUN), .103 (FNAT); the client routes 10.40.0.0/24 via the lb.
+//! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, Netns, wait_until},
+    xdp::attach_decap,
+};
+
+const CONFIG: &str = "\
+global_defs {
+    router_id lbt-forwarding
+}
+local_address_group LADDR {
+    10.31.0.200
+}
+virtual_server 10.40.0.100 80 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 10.31.0.11 8080 {
+    }
+    real_server 10.31.0.12 8080 {
+    }
+    real_server 10.31.0.13 8080 {
+    }
+}
+virtual_server 10.40.0.101 80 {
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server 10.31.0.11 80 {
+    }
+    real_server 10.31.0.12 80 {
+    }
+    real_server 10.31.0.13 80 {
+    }
+}
+virtual_server 10.40.0.102 80 {
+    lb_algo rr
+    lb_kind TUN
+    protocol TCP
+    real_server 10.31.0.11 80 {
+    }
+    real_server 10.31.0.12 80 {
+    }
+    real_server 10.31.0.13 80 {
+    }
+}
+virtual_server 10.40.0.103 80 {
+    lb_algo rr
+    lb_kind FNAT
+    laddr_group_name LADDR
+    protocol TCP
+    real_server 10.31.0.11 8080 {
+    }
+    real_server 10.31.0.12 8080 {
+    }
+    real_server 10.31.0.13 8080 {
+    }
+}
+";
+
+fn curl(ns: &Netns, url: &str) -> String {
+    let out = ns.exec("curl", &["-sS", "--max-time", "5", url]);
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn tcp_connections_reach_every_real_server_in_every_method() {
+    let mut lab = Lab::new();
+    let switch = lab.netns("sw");
+    let client = lab.netns("client");
+    let lb = lab.netns("lb");
+    lab.plug(&switch, "front", &client, "eth0", "client");
+    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
+    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    client.addr("eth0", "10.30.0.2/24");
+    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
+    lb.addr("eth0", "10.30.0.1/24");
+    lb.addr("eth1", "10.31.0.1/24");
+    lb.addr("eth1", "10.31.0.200/24");
+
+    let mut reals = Vec::new();
+    let mut decaps = Vec::new();
+    for i in 1..=3 {
+        let name = format!("r{i}");
+        let ns = lab.netns(&name);
+        lab.plug(&switch, "back", &ns, "eth0", &name);
+        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+        // DR and TUN: the VIPs on lo, never answered for by ARP on eth0.
+        for vip in ["10.40.0.101/32", "10.40.0.102/32"] {
+            ns.ip(&["addr", "add", vip, "dev", "lo"]);
+        }
+        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1");
+        ns.sysctl("net.ipv4.conf.all.arp_announce", "2");
+        // Decapsulated packets come from the client's address on eth0.
+        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+        ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
+        decaps.push(ns.enter(|| attach_decap("eth0")));
+        let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:80", "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+
+    let config = lab.write_file("keepalived.conf", CONFIG);
+    let pin_dir = lab.bpffs().join("lbd");
+    let mut lbd = lb.spawn(
+        "lbd",
+        bins::lbd(),
+        &["-n", "-l", "-f", config.to_str().unwrap(), "--bpf-pin-path", pin_dir.to_str().unwrap()],
+    );
+    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    // The real servers' neighbour entries, as health checks would leave them (DR and TUN send
+    // frames straight to the real server's MAC).
+    for i in 1..=3 {
+        let out = lb.exec("ping", &["-c", "1", "-W", "2", &format!("10.31.0.1{i}")]);
+        assert!(out.status.success(), "lb cannot reach r{i}");
+    }
+    for (_, server) in &mut reals {
+        server.assert_running();
+    }
+
+    let stats = |pin: &std::path::Path| {
+        let data = aya::maps::MapData::from_pin(pin.join("LBD_STATS")).unwrap();
+        let map = aya::maps::Map::PerCpuArray(data);
+        let stats = lb_daemon::dataplane::xdp::read_stats(&map).unwrap();
+        stats.fields().iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    };
+    let probe = client.exec("curl", &["-sS", "--max-time", "3", "http://10.40.0.100/"]);
+    if !probe.status.success() {
+        let links = |ns: &Netns| ns.ip(&["-s", "link", "show"]);
+        panic!("first request failed: {}\nstats: {}\nlb links: {}\nr1 links: {}\nsw: {}\nlog:\n{}", String::from_utf8_lossy(&probe.stderr), stats(&pin_dir), links(&lb), links(&reals[0].0), links(&switch), lbd.log());
+    }
+    for (method, vip) in [("NAT", "10.40.0.100"), ("DR", "10.40.0.101"), ("TUN", "10.40.0.102"), ("FNAT", "10.40.0.103")] {
+        let mut answers = BTreeMap::<String, u32>::new();
+        for _ in 0..9 {
+            *answers.entry(curl(&client, &format!("http://{vip}/"))).or_default() += 1;
+        }
+        let expected: BTreeMap<String, u32> = [("r1", 3), ("r2", 3), ("r3", 3)].map(|(k, v)| (k.to_owned(), v)).into();
+        assert_eq!(answers, expected, "{method} via {vip}: round robin over the three real servers\nlbd log:\n{}", lbd.log());
+    }
+    lbd.assert_running();
+    drop(decaps);
+}

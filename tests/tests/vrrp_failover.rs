@@ -1,0 +1,167 @@
+//! lbd's VRRP between namespaces on a bridge (VRRPv3, advert_int 0.1 s): election by priority,
+//! failover on kill -9 (and the VIP lease that clears the dead master), SIGTERM (priority 0 →
+//! Skew_Time) and link down, preemption, nopreempt and preempt_delay. Measured times are
+//! printed (`--nocapture`) and checked against RFC 5798's formulas with some slack for a loaded
+//! machine.
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+mod vrrp_kit;
+
+use std::time::{Duration, Instant};
+
+use lb_tests::lab::Lab;
+use vrrp_kit::{
+    VipWatch, config, instance, ip4, lan, longest_double_holding, ms, start_lbd, terminate,
+};
+
+/// advert_int 0.1 s, priority 100: Master_Down_Interval = 0.3 + 156 × 0.1 / 256 s.
+const MDI_100: Duration = Duration::from_micros(360_937);
+/// Skew_Time for priority 100 at 0.1 s.
+const SKEW_100: Duration = Duration::from_micros(60_937);
+/// What a busy 2-core machine adds to a timer (scheduling, netlink, the watch's 5 ms poll).
+const SLACK: Duration = Duration::from_millis(250);
+const ADVERT: Duration = Duration::from_millis(100);
+
+fn conf(priority: u8, subnet: u8, extra: &str) -> String {
+    config(
+        "lbt",
+        "",
+        &[instance(
+            "VI_1",
+            subnet,
+            priority,
+            "0.1",
+            &[&format!("10.{subnet}.0.100/24")],
+            &format!("  version 3\n{extra}"),
+        )],
+    )
+}
+
+#[test]
+fn election_by_priority_then_kill9_failover_and_lease_expiry() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 81, 2);
+    let vip = ip4(81, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 81, ""));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 81, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_secs(1));
+    assert!(w1.holds(), "r1 (priority 150) lost the VIP");
+    assert!(a.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", a.log());
+    assert!(a.log().contains("(VI_1) Entering MASTER STATE"), "{}", a.log());
+
+    let killed = Instant::now();
+    a.kill();
+    let taken = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(killed);
+    let expired = w1.wait_for(false, Duration::from_secs(6)).saturating_duration_since(killed);
+    eprintln!("kill -9: r2 holds the VIP after {}; r1's VIP lease expired after {}", ms(taken), ms(expired));
+    assert!(taken <= MDI_100 + SLACK, "failover took {} (Master_Down_Interval {})", ms(taken), ms(MDI_100));
+    // The lease is Master_Down_Interval rounded up, at least 2 s; the kernel checks lifetimes
+    // on whole-second boundaries.
+    assert!(expired <= Duration::from_millis(3_500), "the dead master kept its VIP for {}", ms(expired));
+}
+
+#[test]
+fn sigterm_sends_priority_zero_and_the_backup_takes_over_after_skew_time() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 82, 2);
+    let vip = ip4(82, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 82, ""));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 82, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    let stopped = Instant::now();
+    terminate(&mut a, "lbd1");
+    let released = w1.wait_for(false, Duration::from_secs(1)).saturating_duration_since(stopped);
+    let taken = w2.wait_for(true, Duration::from_secs(2)).saturating_duration_since(stopped);
+    eprintln!("SIGTERM: r1 released the VIP after {}, r2 holds it after {}", ms(released), ms(taken));
+    assert!(taken <= SKEW_100 + SLACK, "takeover took {} (Skew_Time {})", ms(taken), ms(SKEW_100));
+    let log = a.log();
+    assert!(log.contains("(VI_1) sent 0 priority") && log.contains("(VI_1) removing VIPs."), "{log}");
+}
+
+#[test]
+fn link_down_faults_the_master_and_link_up_preempts_back() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 83, 2);
+    let vip = ip4(83, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 83, ""));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 83, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    let down = Instant::now();
+    r[0].ip(&["link", "set", "eth0", "down"]);
+    let released = w1.wait_for(false, Duration::from_secs(1)).saturating_duration_since(down);
+    let taken = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(down);
+    eprintln!("link down: r1 released the VIP after {}, r2 holds it after {}", ms(released), ms(taken));
+    // The priority-0 advert cannot leave a downed link: the backup waits Master_Down_Interval.
+    assert!(taken <= MDI_100 + SLACK, "takeover took {}", ms(taken));
+    assert!(a.log().contains("(VI_1) Entering FAULT STATE"), "{}", a.log());
+
+    let up = Instant::now();
+    r[0].ip(&["link", "set", "eth0", "up"]);
+    let back = w1.wait_for(true, Duration::from_secs(3)).saturating_duration_since(up);
+    w2.wait_for(false, Duration::from_secs(1));
+    eprintln!("link up: r1 holds the VIP again after {}", ms(back));
+    // Up again, r1 waits its own Master_Down_Interval (priority 150: 0.341 s) and preempts.
+    assert!(back <= Duration::from_millis(341) + SLACK * 2, "preemption after link up took {}", ms(back));
+}
+
+#[test]
+fn a_higher_priority_router_preempts_without_double_holding() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 84, 2);
+    let vip = ip4(84, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 84, ""));
+    w2.wait_for(true, Duration::from_secs(5));
+    // From the moment lbd starts VRRP (it first loads the XDP program).
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 84, ""));
+    let started = Instant::now();
+    let taken = w1.wait_for(true, Duration::from_secs(3)).saturating_duration_since(started);
+    w2.wait_for(false, Duration::from_secs(1));
+    let double = longest_double_holding(&w1, &w2, Instant::now());
+    eprintln!("preemption: r1 holds the VIP {} after starting VRRP; both held it for {}", ms(taken), ms(double));
+    // Its own Master_Down_Interval (priority 150: 0.341 s), discarding r2's lower adverts.
+    assert!(taken <= Duration::from_millis(341) + SLACK, "preemption took {}", ms(taken));
+    assert!(double <= ADVERT, "both routers held the VIP for {}", ms(double));
+    w2.assert_steady(false, Duration::from_millis(500));
+}
+
+#[test]
+fn nopreempt_leaves_a_lower_priority_master_alone() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 85, 2);
+    let vip = ip4(85, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 85, ""));
+    w2.wait_for(true, Duration::from_secs(5));
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 85, "  nopreempt\n"));
+    w1.assert_steady(false, Duration::from_millis(1_500));
+    // The lower-priority master going away still hands over.
+    terminate(&mut b, "lbd2");
+    w1.wait_for(true, Duration::from_secs(2));
+}
+
+#[test]
+fn preempt_delay_waits_before_taking_over() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 86, 2);
+    let vip = ip4(86, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 86, ""));
+    w2.wait_for(true, Duration::from_secs(5));
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 86, "  preempt_delay 1\n"));
+    let started = Instant::now();
+    let taken = w1.wait_for(true, Duration::from_secs(5)).saturating_duration_since(started);
+    w2.wait_for(false, Duration::from_secs(1));
+    eprintln!("preempt_delay 1: r1 took over {} after starting", ms(taken));
+    // The delay runs from the first lower-priority advert heard, then Master_Down_Interval.
+    assert!(taken >= Duration::from_millis(950), "took over after {}, before preempt_delay", ms(taken));
+    assert!(taken <= Duration::from_millis(1_341) + SLACK * 2, "took over only after {}", ms(taken));
+}
