@@ -40,22 +40,21 @@ pub mod maps {
 
     /// Every map the daemon pins, by name. Pinned maps survive a daemon restart, and a
     /// restarted daemon adopts them: flows in the connection table keep their real server.
-    pub const PINNED: &[&str] =
-        &[
-            GLOBAL_STATS,
-            SETTINGS,
-            SERVICES,
-            REALS,
-            SLOTS,
-            LADDRS,
-            CONNS,
-            PERSIST,
-            SERVICE_STATS,
-            REAL_STATS,
-            REAL_ACTIVE,
-            RR_POSITIONS,
-            LBLC,
-        ];
+    pub const PINNED: &[&str] = &[
+        GLOBAL_STATS,
+        SETTINGS,
+        SERVICES,
+        REALS,
+        SLOTS,
+        LADDRS,
+        CONNS,
+        PERSIST,
+        SERVICE_STATS,
+        REAL_STATS,
+        REAL_ACTIVE,
+        RR_POSITIONS,
+        LBLC,
+    ];
 }
 
 /// Names of the programs in the object.

@@ -71,7 +71,8 @@ fn service_template(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>
         ConfigProtocol::Tcp => Protocol::Tcp,
         ConfigProtocol::Udp => Protocol::Udp,
         ConfigProtocol::Sctp => {
-            notes.push(format!("virtual_server {name}: SCTP is not forwarded by the XDP data plane; skipped"));
+            notes
+                .push(format!("virtual_server {name}: SCTP is not forwarded by the XDP data plane; skipped"));
             return None;
         }
     };
@@ -120,8 +121,11 @@ fn service_template(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>
             weight: u32::try_from(rs.weight.unwrap_or(default_weight)).unwrap_or(0),
         })
         .collect();
-    service.sorry_server =
-        vs.sorry_server.as_ref().map(|s| RealTarget { addr: s.address, port: s.port.unwrap_or(0), weight: 1 });
+    service.sorry_server = vs.sorry_server.as_ref().map(|s| RealTarget {
+        addr: s.address,
+        port: s.port.unwrap_or(0),
+        weight: 1,
+    });
     Some(service)
 }
 
@@ -169,7 +173,9 @@ fn service_addrs(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>) -
         _ => Protocol::Udp,
     };
     match &vs.address {
-        VsAddress::Ip { address, port } => vec![ServiceAddr { vip: *address, port: port.unwrap_or(0), protocol }],
+        VsAddress::Ip { address, port } => {
+            vec![ServiceAddr { vip: *address, port: port.unwrap_or(0), protocol }]
+        }
         VsAddress::Fwmark { mark } => {
             notes.push(format!(
                 "virtual_server fwmark {mark}: firewall marks are set after XDP runs; skipped"
@@ -192,7 +198,11 @@ fn service_addrs(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>) -
                             ));
                             continue;
                         }
-                        addrs.extend(range.iter().map(|vip| ServiceAddr { vip, port: port.unwrap_or(0), protocol }));
+                        addrs.extend(range.iter().map(|vip| ServiceAddr {
+                            vip,
+                            port: port.unwrap_or(0),
+                            protocol,
+                        }));
                     }
                     VsgEntry::Fwmark { mark, .. } => notes.push(format!(
                         "virtual_server_group {name}: fwmark {mark} is set after XDP runs; skipped"
@@ -221,7 +231,14 @@ mod tests {
         );
         assert!(notes.is_empty(), "{notes:?}");
         let s = &d.services[0];
-        assert_eq!(s.addr, ServiceAddr { vip: "10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])), port: 80, protocol: Protocol::Tcp });
+        assert_eq!(
+            s.addr,
+            ServiceAddr {
+                vip: "10.0.0.1".parse().unwrap_or(IpAddr::from([0; 4])),
+                port: 80,
+                protocol: Protocol::Tcp
+            }
+        );
         assert_eq!(s.method, ForwardingMethod::Nat);
         assert_eq!(s.scheduling.algorithm, Algorithm::WeightedLeastConnection);
         assert_eq!(s.reals.len(), 2);
@@ -238,7 +255,9 @@ mod tests {
         );
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(d.services.len(), 2);
-        assert!(d.services.iter().all(|s| s.method == ForwardingMethod::Fnat && s.local_addresses.len() == 3));
+        assert!(
+            d.services.iter().all(|s| s.method == ForwardingMethod::Fnat && s.local_addresses.len() == 3)
+        );
         assert_eq!(d.services[1].addr.vip, IpAddr::from([10, 0, 0, 2]));
     }
 

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use lb_daemon::{
     cli::Args,
-    dataplane::xdp::{XdpDataplane, error_chain},
     dataplane::Dataplane as _,
+    dataplane::xdp::{XdpDataplane, error_chain},
     netlink::{Netlink, sysctl},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -106,7 +106,9 @@ fn apply_virtual_servers(
     if !desired.services.is_empty() {
         for interface in interfaces {
             if sysctl::enable_ipv4_forwarding(interface)? {
-                info!("{interface}: IPv4 forwarding turned on (the data plane routes through the kernel's FIB)");
+                info!(
+                    "{interface}: IPv4 forwarding turned on (the data plane routes through the kernel's FIB)"
+                );
             }
         }
         if desired.services.iter().any(|s| s.addr.vip.is_ipv6()) && sysctl::enable_ipv6_forwarding()? {

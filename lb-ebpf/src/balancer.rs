@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     lb::{
-        Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings, direction,
-        tcp_state,
+        Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings,
+        direction, tcp_state,
     },
     stats::GlobalStats,
 };
@@ -18,8 +18,8 @@ use crate::{
     Outcome, encap,
     forward::{self, Next},
     maps::{
-        LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES, LBD_SETTINGS,
-        per_cpu,
+        LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES,
+        LBD_SETTINGS, per_cpu,
     },
     nat::{self, Rewrite},
     parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -45,13 +45,12 @@ pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &
         key.port = 0;
         svc = LBD_SERVICES.get_ptr(&key);
     }
-    let result = match svc {
+    match svc {
         // SAFETY: a value pointer from a successful lookup. Service entries are replaced, not
         // edited in place, by the daemon, so the fields read are consistent.
         Some(svc) => original(ctx, frame, h, unsafe { &*svc }, stats),
         None => reply(ctx, frame, h, stats).unwrap_or(Outcome::DropMalformed),
-    };
-    result
+    }
 }
 
 /// How long an idle flow in this state lives, in nanoseconds.
@@ -76,7 +75,13 @@ fn timeout_ns(settings: &Settings, proto: u8, state: u8) -> u64 {
 /// backend passes a two-field result through a hidden pointer argument, and calls take at
 /// most five arguments.
 #[inline(never)]
-fn original(ctx: &XdpContext, frame: &Frame, h: &mut Headers, svc: &Service, stats: &mut GlobalStats) -> Outcome {
+fn original(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    svc: &Service,
+    stats: &mut GlobalStats,
+) -> Outcome {
     original_flow(ctx, frame, h, svc, stats).unwrap_or(Outcome::DropMalformed)
 }
 
@@ -146,7 +151,11 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
     let rport = if real.port != 0 { real.port } else { h.dport };
     match Method::from_u8(flow.method) {
         Some(Method::Nat) => {
-            nat::rewrite(frame, h, &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() })?;
+            nat::rewrite(
+                frame,
+                h,
+                &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() },
+            )?;
             let next = forward::route(ctx, frame, h.family, &real.addr)?;
             Ok(after_nat(next))
         }
@@ -223,7 +232,13 @@ fn track_tcp(flow: &mut Flow, flags: u8) {
 /// Not inlined (nor its helpers): BPF-to-BPF calls keep their stack frames apart, and the
 /// whole program must fit 512 bytes of stack.
 #[inline(never)]
-fn new_flow(h: &Headers, svc: &Service, fkey: &FlowKey, stats: &mut GlobalStats, flow: &mut Flow) -> Option<Outcome> {
+fn new_flow(
+    h: &Headers,
+    svc: &Service,
+    fkey: &FlowKey,
+    stats: &mut GlobalStats,
+    flow: &mut Flow,
+) -> Option<Outcome> {
     let mut real_id = sched::schedule(svc, h);
     if real_id == 0 {
         real_id = svc.sorry_real;
@@ -366,7 +381,12 @@ extern "C" fn pool_count_step(i: u32, ctx: *mut c_void) -> i64 {
 
 /// Real server to client (NAT) or to a local address (FNAT): translate back.
 #[inline(never)]
-fn reply(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
+fn reply(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    stats: &mut GlobalStats,
+) -> Result<Outcome, ParseError> {
     let key = FlowKey {
         src: h.src,
         dst: h.dst,

@@ -100,7 +100,12 @@ fn move_bytes<const N: usize>(frame: &Frame, from: usize) -> Result<(), ParseErr
 /// Removes an outer IPIP / IPv6-in-IPv6 header at `l3` of length `outer_len`, keeping the
 /// link-layer header. The EtherType is set to the inner family's.
 #[inline(always)]
-pub(crate) fn pop(ctx: &XdpContext, l3: usize, outer_len: usize, inner_ethertype: u16) -> Result<(), EncapError> {
+pub(crate) fn pop(
+    ctx: &XdpContext,
+    l3: usize,
+    outer_len: usize,
+    inner_ethertype: u16,
+) -> Result<(), EncapError> {
     let frame = Frame::new(ctx.data(), ctx.data_end());
     // Move the link-layer header forward over the outer IP header.
     let ethertype = inner_ethertype.to_be_bytes();

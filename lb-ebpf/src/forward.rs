@@ -46,12 +46,7 @@ pub(crate) fn route(ctx: &XdpContext, frame: &Frame, fam: u8, dst: &[u32; 4]) ->
     }
     // SAFETY: ctx is the program's context; params is a valid, writable struct of the size given.
     let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            &raw mut params,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+        bpf_fib_lookup(ctx.ctx.cast(), &raw mut params, core::mem::size_of::<FibParams>() as i32, 0)
     };
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
         return Ok(Next::NoNeighbour);

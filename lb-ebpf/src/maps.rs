@@ -9,9 +9,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     lb::{
-        DEFAULT_MAX_CONNS, Flow, FlowKey, LblcKey, LocalAddr, MAX_LADDR_GROUPS, MAX_LADDRS_PER_GROUP, MAX_REALS,
-        MAX_SERVICES, Persist, PersistKey, Real, RealStats, SLOTS_PER_SERVICE, Service, ServiceKey,
-        ServiceStats, Settings,
+        DEFAULT_MAX_CONNS, Flow, FlowKey, LblcKey, LocalAddr, MAX_LADDR_GROUPS, MAX_LADDRS_PER_GROUP,
+        MAX_REALS, MAX_SERVICES, Persist, PersistKey, Real, RealStats, SLOTS_PER_SERVICE, Service,
+        ServiceKey, ServiceStats, Settings,
     },
     stats::GlobalStats,
 };
@@ -52,7 +52,8 @@ pub(crate) static LBD_PERSIST: LruHashMap<PersistKey, Persist, 65536> = LruHashM
 
 /// Per-service counters.
 #[btf_map]
-pub(crate) static LBD_SERVICE_STATS: PerCpuArray<ServiceStats, { MAX_SERVICES as usize }> = PerCpuArray::new();
+pub(crate) static LBD_SERVICE_STATS: PerCpuArray<ServiceStats, { MAX_SERVICES as usize }> =
+    PerCpuArray::new();
 
 /// Per-real counters.
 #[btf_map]

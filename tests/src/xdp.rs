@@ -98,8 +98,12 @@ impl XdpTestRun {
             self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
         // Room for encapsulation headers the program may push.
         let mut output = vec![0u8; input.len() + 512];
-        let opts =
-            TestRunOptions { data_in: Some(input), data_out: Some(&mut output), ctx_in: ctx, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut output),
+            ctx_in: ctx,
+            ..Default::default()
+        };
         let result = xdp
             .test_run(opts)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
@@ -132,10 +136,12 @@ pub fn attach_decap(interface: &str) -> Ebpf {
         .expect("the object has lb_decap")
         .try_into()
         .expect("lb_decap is XDP");
-    decap.load().unwrap_or_else(|e| panic!("loading lb_decap: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
     decap
-        .attach(interface, aya::programs::XdpMode::Driver)
-        .unwrap_or_else(|e| panic!("attaching lb_decap to {interface}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        .load()
+        .unwrap_or_else(|e| panic!("loading lb_decap: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+    decap.attach(interface, aya::programs::XdpMode::Driver).unwrap_or_else(|e| {
+        panic!("attaching lb_decap to {interface}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
+    });
     ebpf
 }
 

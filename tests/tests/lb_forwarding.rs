@@ -137,20 +137,42 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
         let data = aya::maps::MapData::from_pin(pin.join("LBD_STATS")).unwrap();
         let map = aya::maps::Map::PerCpuArray(data);
         let stats = lb_daemon::dataplane::xdp::read_stats(&map).unwrap();
-        stats.fields().iter().filter(|(_, v)| *v != 0).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        stats
+            .fields()
+            .iter()
+            .filter(|(_, v)| *v != 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let probe = client.exec("curl", &["-sS", "--max-time", "3", "http://10.40.0.100/"]);
     if !probe.status.success() {
         let links = |ns: &Netns| ns.ip(&["-s", "link", "show"]);
-        panic!("first request failed: {}\nstats: {}\nlb links: {}\nr1 links: {}\nsw: {}\nlog:\n{}", String::from_utf8_lossy(&probe.stderr), stats(&pin_dir), links(&lb), links(&reals[0].0), links(&switch), lbd.log());
+        panic!(
+            "first request failed: {}\nstats: {}\nlb links: {}\nr1 links: {}\nsw: {}\nlog:\n{}",
+            String::from_utf8_lossy(&probe.stderr),
+            stats(&pin_dir),
+            links(&lb),
+            links(&reals[0].0),
+            links(&switch),
+            lbd.log()
+        );
     }
-    for (method, vip) in [("NAT", "10.40.0.100"), ("DR", "10.40.0.101"), ("TUN", "10.40.0.102"), ("FNAT", "10.40.0.103")] {
+    for (method, vip) in
+        [("NAT", "10.40.0.100"), ("DR", "10.40.0.101"), ("TUN", "10.40.0.102"), ("FNAT", "10.40.0.103")]
+    {
         let mut answers = BTreeMap::<String, u32>::new();
         for _ in 0..9 {
             *answers.entry(curl(&client, &format!("http://{vip}/"))).or_default() += 1;
         }
-        let expected: BTreeMap<String, u32> = [("r1", 3), ("r2", 3), ("r3", 3)].map(|(k, v)| (k.to_owned(), v)).into();
-        assert_eq!(answers, expected, "{method} via {vip}: round robin over the three real servers\nlbd log:\n{}", lbd.log());
+        let expected: BTreeMap<String, u32> =
+            [("r1", 3), ("r2", 3), ("r3", 3)].map(|(k, v)| (k.to_owned(), v)).into();
+        assert_eq!(
+            answers,
+            expected,
+            "{method} via {vip}: round robin over the three real servers\nlbd log:\n{}",
+            lbd.log()
+        );
     }
     lbd.assert_running();
     drop(decaps);

@@ -10,9 +10,7 @@ mod vrrp_kit;
 use std::time::{Duration, Instant};
 
 use lb_tests::lab::Lab;
-use vrrp_kit::{
-    VipWatch, config, instance, ip4, lan, longest_double_holding, ms, start_lbd, terminate,
-};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, longest_double_holding, ms, start_lbd, terminate};
 
 /// advert_int 0.1 s, priority 100: Master_Down_Interval = 0.3 + 156 × 0.1 / 256 s.
 const MDI_100: Duration = Duration::from_micros(360_937);
@@ -126,7 +124,11 @@ fn a_higher_priority_router_preempts_without_double_holding() {
     let taken = w1.wait_for(true, Duration::from_secs(3)).saturating_duration_since(started);
     w2.wait_for(false, Duration::from_secs(1));
     let double = longest_double_holding(&w1, &w2, Instant::now());
-    eprintln!("preemption: r1 holds the VIP {} after starting VRRP; both held it for {}", ms(taken), ms(double));
+    eprintln!(
+        "preemption: r1 holds the VIP {} after starting VRRP; both held it for {}",
+        ms(taken),
+        ms(double)
+    );
     // Its own Master_Down_Interval (priority 150: 0.341 s), discarding r2's lower adverts.
     assert!(taken <= Duration::from_millis(341) + SLACK, "preemption took {}", ms(taken));
     assert!(double <= ADVERT, "both routers held the VIP for {}", ms(double));

@@ -53,13 +53,28 @@ fn lb_namespace(lab: &mut Lab) -> (Netns, u32, [u8; 6]) {
     lab.veth(&lb, "eth0", &peer, "eth0");
     lb.addr("eth0", "10.0.0.1/24");
     lb.addr("eth0", "2001:db8::1/64");
-    for (ip, mac) in [("10.0.0.11", REAL1_MAC), ("10.0.0.13", REAL3_MAC), ("10.0.0.254", GW_MAC), ("2001:db8::11", REAL6_MAC)] {
+    for (ip, mac) in [
+        ("10.0.0.11", REAL1_MAC),
+        ("10.0.0.13", REAL3_MAC),
+        ("10.0.0.254", GW_MAC),
+        ("2001:db8::11", REAL6_MAC),
+    ] {
         let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         lb.ip(&["neigh", "add", ip, "lladdr", &mac, "dev", "eth0", "nud", "permanent"]);
     }
     lb.ip(&["route", "add", "10.9.0.0/24", "via", "10.0.0.254"]);
     lb.ip(&["-6", "route", "add", "2001:db8:9::/64", "via", "2001:db8::fe"]);
-    lb.ip(&["neigh", "add", "2001:db8::fe", "lladdr", "02:00:00:00:00:fe", "dev", "eth0", "nud", "permanent"]);
+    lb.ip(&[
+        "neigh",
+        "add",
+        "2001:db8::fe",
+        "lladdr",
+        "02:00:00:00:00:fe",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
     // bpf_fib_lookup answers only where forwarding is on (as a load balancer has it).
     lb.sysctl("net.ipv4.conf.eth0.forwarding", "1");
     lb.sysctl("net.ipv6.conf.all.forwarding", "1");
@@ -79,7 +94,11 @@ fn load_tables(program: &mut XdpTestRun) {
     let v4 = |o: [u8; 4]| ipv4_words(o);
     let real = |a: [u32; 4], port: u16, fam: u8| Real {
         addr: a,
-        tunnel_source: if fam == family::IPV4 { v4([10, 0, 0, 1]) } else { words("2001:db8::1".parse().unwrap()) },
+        tunnel_source: if fam == family::IPV4 {
+            v4([10, 0, 0, 1])
+        } else {
+            words("2001:db8::1".parse().unwrap())
+        },
         port: port.to_be(),
         family: fam,
         pad: 0,
@@ -94,7 +113,13 @@ fn load_tables(program: &mut XdpTestRun) {
         slots.set(service * SLOTS_PER_SERVICE, real, 0).unwrap();
     }
     let mut laddrs: Array<_, LocalAddr> = Array::try_from(ebpf.map_mut(maps::LADDRS).unwrap()).unwrap();
-    laddrs.set(MAX_LADDRS_PER_GROUP, LocalAddr { addr: v4([10, 0, 0, 200]), family: family::IPV4, pad: [0; 3] }, 0).unwrap();
+    laddrs
+        .set(
+            MAX_LADDRS_PER_GROUP,
+            LocalAddr { addr: v4([10, 0, 0, 200]), family: family::IPV4, pad: [0; 3] },
+            0,
+        )
+        .unwrap();
 
     let mut services: HashMap<_, ServiceKey, Service> =
         HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
@@ -176,7 +201,8 @@ fn every_method_rewrites_frames_exactly() {
         let nat_in = syn("10.0.0.100:80").build();
         let nat_out = Packet::tcp_syn(client, addr("10.0.0.11:8080")).macs(lb_mac, REAL1_MAC).build();
         // The real server's answer, translated back to the VIP, TTL decremented, to the gateway.
-        let reply_in = Packet::tcp(addr("10.0.0.11:8080"), client, TcpFlags::SYN | TcpFlags::ACK, &[]).build();
+        let reply_in =
+            Packet::tcp(addr("10.0.0.11:8080"), client, TcpFlags::SYN | TcpFlags::ACK, &[]).build();
         let reply_out = Packet::tcp(addr("10.0.0.100:80"), client, TcpFlags::SYN | TcpFlags::ACK, &[])
             .ttl(63)
             .macs(lb_mac, GW_MAC)
@@ -187,7 +213,8 @@ fn every_method_rewrites_frames_exactly() {
         // TUN: an outer IPv4 header from the LB to the real server, protocol 4.
         let tun_in = syn("10.0.0.102:80").build();
         let inner = syn("10.0.0.102:80").ip_bytes();
-        let mut outer = Packet::raw("10.0.0.1".parse().unwrap(), "10.0.0.13".parse().unwrap(), 4, &inner).ip_bytes();
+        let mut outer =
+            Packet::raw("10.0.0.1".parse().unwrap(), "10.0.0.13".parse().unwrap(), 4, &inner).ip_bytes();
         outer[6] = 0; // no DF, id 0 (as the program writes them)
         outer[4..6].copy_from_slice(&[0, 0]);
         outer[10..12].copy_from_slice(&[0, 0]);
@@ -196,16 +223,20 @@ fn every_method_rewrites_frames_exactly() {
         let tun_out = packet::ethernet(REAL3_MAC, lb_mac, EtherTypes::Ipv4, &outer);
         // IPv6 NAT.
         let nat6_in = Packet::tcp_syn(v6_client, addr("[2001:db8::100]:80")).build();
-        let nat6_out = Packet::tcp_syn(v6_client, addr("[2001:db8::11]:8080")).macs(lb_mac, REAL6_MAC).build();
+        let nat6_out =
+            Packet::tcp_syn(v6_client, addr("[2001:db8::11]:8080")).macs(lb_mac, REAL6_MAC).build();
         // NAT with IP options and with a VLAN tag.
-        let opts_in = Packet::tcp_syn(addr("10.9.0.8:1000"), addr("10.0.0.100:80")).ipv4_options(&[1, 1, 1, 0]).build();
+        let opts_in =
+            Packet::tcp_syn(addr("10.9.0.8:1000"), addr("10.0.0.100:80")).ipv4_options(&[1, 1, 1, 0]).build();
         let opts_out = Packet::tcp_syn(addr("10.9.0.8:1000"), addr("10.0.0.11:8080"))
             .ipv4_options(&[1, 1, 1, 0])
             .macs(lb_mac, REAL1_MAC)
             .build();
         let vlan_in = Packet::tcp_syn(addr("10.9.0.9:1000"), addr("10.0.0.100:80")).vlan(5).build();
-        let vlan_out =
-            Packet::tcp_syn(addr("10.9.0.9:1000"), addr("10.0.0.11:8080")).vlan(5).macs(lb_mac, REAL1_MAC).build();
+        let vlan_out = Packet::tcp_syn(addr("10.9.0.9:1000"), addr("10.0.0.11:8080"))
+            .vlan(5)
+            .macs(lb_mac, REAL1_MAC)
+            .build();
         // Not for a service, a fragment, no real server, truncated TCP.
         let other = Packet::tcp_syn(client, addr("10.0.0.1:22")).build();
         let mut fragment = syn("10.0.0.100:80").build();
@@ -214,22 +245,88 @@ fn every_method_rewrites_frames_exactly() {
         let truncated = syn("10.0.0.100:80").build()[..14 + 20 + 10].to_vec();
 
         let table = vec![
-            Fixture { description: "NAT: SYN to the VIP goes to the real server", input: nat_in.clone(), action: XdpAction::Tx, output: Expected::Bytes(nat_out.clone()) },
-            Fixture { description: "NAT: the flow's next packet goes to the same real", input: nat_in, action: XdpAction::Tx, output: Expected::Bytes(nat_out) },
-            Fixture { description: "NAT: the reply is translated back to the VIP", input: reply_in, action: XdpAction::Tx, output: Expected::Bytes(reply_out) },
-            Fixture { description: "DR: only the MACs change", input: dr_in, action: XdpAction::Tx, output: Expected::Bytes(dr_out) },
-            Fixture { description: "TUN: IPIP to the real server", input: tun_in, action: XdpAction::Tx, output: Expected::Bytes(tun_out) },
-            Fixture { description: "FNAT: source from the pool, destination the real", input: syn("10.0.0.103:80").build(), action: XdpAction::Tx, output: Expected::Check(fnat_to_real) },
-            Fixture { description: "IPv6 NAT", input: nat6_in, action: XdpAction::Tx, output: Expected::Bytes(nat6_out) },
-            Fixture { description: "NAT of a packet with IPv4 options", input: opts_in, action: XdpAction::Tx, output: Expected::Bytes(opts_out) },
-            Fixture { description: "NAT of a VLAN-tagged packet keeps the tag", input: vlan_in, action: XdpAction::Tx, output: Expected::Bytes(vlan_out) },
-            Fixture { description: "not for a service: passes untouched", input: other, action: XdpAction::Pass, output: Expected::Unchanged },
-            Fixture { description: "a fragment passes untouched", input: fragment, action: XdpAction::Pass, output: Expected::Unchanged },
-            Fixture { description: "no real server: dropped", input: empty, action: XdpAction::Drop, output: Expected::Any },
-            Fixture { description: "truncated TCP header: dropped", input: truncated, action: XdpAction::Drop, output: Expected::Any },
+            Fixture {
+                description: "NAT: SYN to the VIP goes to the real server",
+                input: nat_in.clone(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(nat_out.clone()),
+            },
+            Fixture {
+                description: "NAT: the flow's next packet goes to the same real",
+                input: nat_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(nat_out),
+            },
+            Fixture {
+                description: "NAT: the reply is translated back to the VIP",
+                input: reply_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(reply_out),
+            },
+            Fixture {
+                description: "DR: only the MACs change",
+                input: dr_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(dr_out),
+            },
+            Fixture {
+                description: "TUN: IPIP to the real server",
+                input: tun_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(tun_out),
+            },
+            Fixture {
+                description: "FNAT: source from the pool, destination the real",
+                input: syn("10.0.0.103:80").build(),
+                action: XdpAction::Tx,
+                output: Expected::Check(fnat_to_real),
+            },
+            Fixture {
+                description: "IPv6 NAT",
+                input: nat6_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(nat6_out),
+            },
+            Fixture {
+                description: "NAT of a packet with IPv4 options",
+                input: opts_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(opts_out),
+            },
+            Fixture {
+                description: "NAT of a VLAN-tagged packet keeps the tag",
+                input: vlan_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(vlan_out),
+            },
+            Fixture {
+                description: "not for a service: passes untouched",
+                input: other,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+            Fixture {
+                description: "a fragment passes untouched",
+                input: fragment,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+            Fixture {
+                description: "no real server: dropped",
+                input: empty,
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "truncated TCP header: dropped",
+                input: truncated,
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
         ];
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_table_on(&program, Some(ifindex), &table)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_table_on(&program, Some(ifindex), &table)
+        }));
         if let Err(panic) = result {
             eprintln!("counters after the table: {:?}", program.stats());
             std::panic::resume_unwind(panic);
@@ -259,7 +356,13 @@ fn fnat_replies_return_to_the_client() {
         assert_eq!(out.action, XdpAction::Tx);
         let (laddr, lport, _, _) = check_ipv4_tcp(&out.output).unwrap();
         // The real server answers the local address; the LB restores VIP and client.
-        let answer = Packet::tcp(addr("10.0.0.11:8080"), SocketAddr::new(laddr.into(), lport), TcpFlags::SYN | TcpFlags::ACK, &[]).build();
+        let answer = Packet::tcp(
+            addr("10.0.0.11:8080"),
+            SocketAddr::new(laddr.into(), lport),
+            TcpFlags::SYN | TcpFlags::ACK,
+            &[],
+        )
+        .build();
         let back = program.run_on(ifindex, &answer);
         assert_eq!(back.action, XdpAction::Tx);
         let expected = Packet::tcp(addr("10.0.0.103:80"), client, TcpFlags::SYN | TcpFlags::ACK, &[])
@@ -268,7 +371,8 @@ fn fnat_replies_return_to_the_client() {
             .build();
         assert_eq!(back.output, expected);
         // A second client gets a different local port (or address): tuples never collide.
-        let other = program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
+        let other =
+            program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
         let (laddr2, lport2, _, _) = check_ipv4_tcp(&other.output).unwrap();
         assert_ne!((laddr, lport), (laddr2, lport2));
     });

@@ -9,6 +9,7 @@
 //! - `bench <what>`: benchmarks, recorded in BENCHMARKS.md.
 
 mod bench;
+mod bench_config;
 mod cmd;
 mod setup;
 

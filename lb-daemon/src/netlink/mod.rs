@@ -7,9 +7,9 @@
 //! - routes ([`route`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
 
 pub mod addr;
-pub mod sysctl;
 pub mod monitor;
 pub mod route;
+pub mod sysctl;
 pub mod vmac;
 
 use std::io;

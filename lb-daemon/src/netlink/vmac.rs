@@ -17,8 +17,7 @@ impl Netlink {
     /// Creates (or finds, if a previous run left it) the macvlan `name` on `parent` with `mac`,
     /// in private mode as keepalived does, and brings it up.
     pub async fn create_vmac(&self, name: &str, parent: u32, mac: [u8; 6]) -> Result<Link, NetlinkError> {
-        let message =
-            LinkMacVlan::new(name, parent, MacVlanMode::Private).address(mac.to_vec()).up().build();
+        let message = LinkMacVlan::new(name, parent, MacVlanMode::Private).address(mac.to_vec()).up().build();
         match self.handle().link().add(message).execute().await {
             Ok(()) => {}
             Err(e) if is_errno(&e, libc::EEXIST) => {}

@@ -241,7 +241,8 @@ pub fn vmacs_wanted(config: &Config) -> Vec<(String, String, [u8; 6])> {
         .filter_map(|instance| {
             let vmac = instance.use_vmac.as_ref()?;
             let vrid = instance.virtual_router_id?;
-            let parent = instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
+            let parent =
+                instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
             let name = vmac.name.clone().unwrap_or_else(|| format!("vrrp.{vrid}"));
             let mac = vmac
                 .mac
@@ -307,7 +308,8 @@ impl Planner<'_> {
         let vrid = v.virtual_router_id.and_then(Vrid::new).ok_or("no virtual_router_id")?;
         let interface_name =
             v.interface.clone().or_else(|| global.default_interface.clone()).ok_or("no interface")?;
-        let base = self.host.link(&interface_name).ok_or(format!("interface {interface_name} not found"))?.clone();
+        let base =
+            self.host.link(&interface_name).ok_or(format!("interface {interface_name} not found"))?.clone();
         let family = v.family();
         let version = match v.effective_version(global) {
             VrrpVersion::V2 => Version::V2,
@@ -321,13 +323,18 @@ impl Planner<'_> {
                 ..Config::default()
             })
             .pop()
-            .unwrap_or_else(|| (format!("vrrp.{vrid}"), interface_name.clone(), virtual_mac(vrid.get(), false)));
+            .unwrap_or_else(|| {
+                (format!("vrrp.{vrid}"), interface_name.clone(), virtual_mac(vrid.get(), false))
+            });
             VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
         });
         let vmac_link = match &vmac {
-            Some(plan) => {
-                Some(self.host.link(&plan.name).ok_or(format!("use_vmac interface {} not found", plan.name))?.clone())
-            }
+            Some(plan) => Some(
+                self.host
+                    .link(&plan.name)
+                    .ok_or(format!("use_vmac interface {} not found", plan.name))?
+                    .clone(),
+            ),
             None => None,
         };
         let interface = match (&vmac, &vmac_link) {
@@ -405,10 +412,16 @@ impl Planner<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let addresses = match family {
             Family::Inet => AddressList::V4(
-                advertised.iter().filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None }).collect(),
+                advertised
+                    .iter()
+                    .filter_map(|a| if let IpAddr::V4(a) = a { Some(*a) } else { None })
+                    .collect(),
             ),
             Family::Inet6 => AddressList::V6(
-                advertised.iter().filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None }).collect(),
+                advertised
+                    .iter()
+                    .filter_map(|a| if let IpAddr::V6(a) = a { Some(*a) } else { None })
+                    .collect(),
             ),
         };
         let mut routes = Vec::new();
@@ -419,14 +432,7 @@ impl Planner<'_> {
             }
         }
 
-        let mut params = InstanceParams::new(
-            vrid,
-            version,
-            v.priority,
-            v.advert_int,
-            source,
-            addresses,
-        );
+        let mut params = InstanceParams::new(vrid, version, v.priority, v.advert_int, source, addresses);
         params.authentication = match &v.authentication {
             None => Authentication::None,
             Some(auth) if version == Version::V3 => {
@@ -434,7 +440,9 @@ impl Planner<'_> {
                 Authentication::None
             }
             Some(auth) => match auth.auth_type {
-                model::AuthType::Pass => Authentication::Password(Authentication::auth_data(auth.auth_pass.as_bytes())),
+                model::AuthType::Pass => {
+                    Authentication::Password(Authentication::auth_data(auth.auth_pass.as_bytes()))
+                }
                 model::AuthType::Ah => return Err("auth_type AH is not supported yet".into()),
             },
         };
@@ -452,10 +460,9 @@ impl Planner<'_> {
         params.skip_check_adv_addr = v.skip_check_adv_addr.unwrap_or(global.vrrp_skip_check_adv_addr);
         params.garp_master_repeat =
             v.garp_master_repeat.or(global.vrrp_garp_master_repeat).unwrap_or(GARP_MASTER_REPEAT);
-        params.garp_master_delay = Some(
-            v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(GARP_MASTER_DELAY),
-        )
-        .filter(|d| !d.is_zero());
+        params.garp_master_delay =
+            Some(v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(GARP_MASTER_DELAY))
+                .filter(|d| !d.is_zero());
         params.garp_master_refresh =
             v.garp_master_refresh.or(global.vrrp_garp_master_refresh).filter(|d| !d.is_zero());
         params.garp_master_refresh_repeat =
@@ -467,7 +474,11 @@ impl Planner<'_> {
 
         let mut tracking = Vec::new();
         if !v.dont_track_primary {
-            tracking.push(TrackEntry { object: TrackedObject::Interface(base.name.clone()), weight: 0, reverse: false });
+            tracking.push(TrackEntry {
+                object: TrackedObject::Interface(base.name.clone()),
+                weight: 0,
+                reverse: false,
+            });
         }
         self.tracking(&v.name, &v.track_interface, &v.track_script, &v.track_file, &mut tracking);
         for (keyword, list) in [("track_process", &v.track_process), ("track_bfd", &v.track_bfd)] {
@@ -476,7 +487,13 @@ impl Planner<'_> {
             }
         }
         if let Some(group) = group {
-            self.tracking(&group.name, &group.track_interface, &group.track_script, &group.track_file, &mut tracking);
+            self.tracking(
+                &group.name,
+                &group.track_interface,
+                &group.track_script,
+                &group.track_file,
+                &mut tracking,
+            );
             if !group.sync_group_tracking_weight {
                 // keepalived: in a sync group, tracked objects put the whole group in FAULT; a
                 // weight would let members' priorities diverge.
@@ -511,11 +528,7 @@ impl Planner<'_> {
                 stop: v.notify_stop.clone(),
                 generic: v.notify.clone(),
             },
-            smtp_alert: v
-                .smtp_alert
-                .or(global.smtp_alert_vrrp)
-                .or(global.smtp_alert)
-                .unwrap_or(false),
+            smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
             group: None,
         })
     }
@@ -527,7 +540,9 @@ impl Planner<'_> {
 
     fn vip(&self, entry: &IpAddressEntry, default_link: &Link) -> Result<Vip, String> {
         let link = match &entry.dev {
-            Some(dev) => self.host.link(dev).ok_or(format!("interface {dev} of VIP {} not found", entry.address))?,
+            Some(dev) => {
+                self.host.link(dev).ok_or(format!("interface {dev} of VIP {} not found", entry.address))?
+            }
             None => default_link,
         };
         let broadcast = match (entry.address.addr, entry.broadcast.as_deref()) {
@@ -536,9 +551,9 @@ impl Planner<'_> {
                 Some(Ipv4Addr::from(u32::from(a) | host_bits))
             }
             (IpAddr::V4(_), Some("-") | None) => None,
-            (IpAddr::V4(_), Some(text)) => {
-                Some(text.parse().map_err(|_| format!("invalid broadcast {text} for VIP {}", entry.address))?)
-            }
+            (IpAddr::V4(_), Some(text)) => Some(
+                text.parse().map_err(|_| format!("invalid broadcast {text} for VIP {}", entry.address))?,
+            ),
             (IpAddr::V6(_), _) => None,
         };
         let scope = match entry.scope.as_deref() {
@@ -574,7 +589,9 @@ impl Planner<'_> {
             ));
         }
         route.oif = match &entry.dev {
-            Some(dev) => Some(self.host.link(dev).ok_or(format!("interface {dev} of route {destination} not found"))?.index),
+            Some(dev) => Some(
+                self.host.link(dev).ok_or(format!("interface {dev} of route {destination} not found"))?.index,
+            ),
             None if route.gateway.is_none() => Some(base.index),
             None => None,
         };
@@ -670,7 +687,11 @@ impl Planner<'_> {
             let index = match self.plan.files.iter().position(|f| f.name == t.name) {
                 Some(index) => index,
                 None => {
-                    self.plan.files.push(FilePlan { name: file.name.clone(), path, init: file.init_file.clone() });
+                    self.plan.files.push(FilePlan {
+                        name: file.name.clone(),
+                        path,
+                        init: file.init_file.clone(),
+                    });
                     self.plan.files.len() - 1
                 }
             };
@@ -687,14 +708,21 @@ impl Planner<'_> {
             let mut members = Vec::new();
             for name in &group.group {
                 match self.plan.instances.iter().position(|i| &i.name == name) {
-                    Some(index) if self.plan.instances[index].group.is_some() => self.errors.push(PlanError {
-                        instance: name.clone(),
-                        message: format!("cannot be in more than one sync group; ignoring {}", group.name),
-                    }),
+                    Some(index) if self.plan.instances[index].group.is_some() => {
+                        self.errors.push(PlanError {
+                            instance: name.clone(),
+                            message: format!(
+                                "cannot be in more than one sync group; ignoring {}",
+                                group.name
+                            ),
+                        })
+                    }
                     Some(index) => members.push(index),
                     None => self.errors.push(PlanError {
                         instance: group.name.clone(),
-                        message: format!("virtual router {name} specified in sync group doesn't exist - ignoring"),
+                        message: format!(
+                            "virtual router {name} specified in sync group doesn't exist - ignoring"
+                        ),
                     }),
                 }
             }

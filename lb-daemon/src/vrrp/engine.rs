@@ -31,7 +31,7 @@ use super::{
     packet::VRRP_TTL,
     smtp,
     socket::{Received, VrrpSocket},
-    state::{Action, Event, Instance, State},
+    state::{Action, DiscardReason, Event, Instance, State},
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
 use crate::{
@@ -103,6 +103,8 @@ struct Runner {
     lease_renewed: Option<Instant>,
     /// The next Notify is the first: log it with " (init)" as keepalived does.
     init: bool,
+    /// The last reason an advert was dropped for a configuration mismatch, logged once.
+    last_discard: Option<String>,
 }
 
 #[derive(Debug)]
@@ -181,7 +183,9 @@ impl Engine {
         for (index, script) in scripts.iter().enumerate() {
             track.scripts.push(ScriptState::new(script.rise, script.fall, script.init_fail));
             match script_policy.prepare(&script.script) {
-                Ok(prepared) => tasks.push(track::spawn_script(index, script.clone(), prepared, updates.clone())),
+                Ok(prepared) => {
+                    tasks.push(track::spawn_script(index, script.clone(), prepared, updates.clone()))
+                }
                 Err(e) => {
                     // keepalived disables the script; its instances see it as failed.
                     error!("VRRP_Script({}) disabled: {e}", script.name);
@@ -246,11 +250,13 @@ impl Engine {
                 vips_installed: false,
                 lease_renewed: None,
                 init: true,
+                last_discard: None,
             });
         }
         let mut group_runners = Vec::new();
         for mut group in groups {
-            group.members = group.members.iter().filter_map(|&m| index_map.get(m).copied().flatten()).collect();
+            group.members =
+                group.members.iter().filter_map(|&m| index_map.get(m).copied().flatten()).collect();
             if group.members.len() < 2 {
                 warn!("VRRP_Group({}) has fewer than 2 instances that run - removing", group.name);
                 for runner in &mut runners {
@@ -308,7 +314,9 @@ impl Engine {
                 actions.extend(runner.machine.handle(Event::Fault(true), now));
             }
             if runner.evaluation.adjustment != 0 {
-                actions.extend(runner.machine.handle(Event::PriorityAdjustment(runner.evaluation.adjustment), now));
+                actions.extend(
+                    runner.machine.handle(Event::PriorityAdjustment(runner.evaluation.adjustment), now),
+                );
             }
             actions.extend(runner.machine.handle(Event::Startup, now));
             self.execute(i, actions).await;
@@ -375,38 +383,38 @@ impl Engine {
                 continue;
             }
             matched = true;
-            let name = &runner.plan.name;
-            match &runner.plan.transport {
+            let dropped = match &runner.plan.transport {
                 Transport::Multicast { group } => {
                     if received.destination != *group {
-                        debug!("({name}) unicast advert from {} on a multicast instance: dropped", received.source);
-                        continue;
-                    }
-                    // RFC 5798 §7.1.
-                    if received.hop_limit != VRRP_TTL {
-                        warn!("({name}) invalid TTL/HL {} from {}: dropped", received.hop_limit, received.source);
-                        continue;
+                        Some(format!("unicast advert from {} on a multicast instance", received.source))
+                    } else if received.hop_limit != VRRP_TTL {
+                        // RFC 5798 §7.1.
+                        Some(format!("invalid TTL/HL {} from {}", received.hop_limit, received.source))
+                    } else {
+                        None
                     }
                 }
                 Transport::Unicast { peers, check_source } => {
-                    if received.destination.is_multicast() {
-                        debug!("({name}) multicast advert from {} on a unicast instance: dropped", received.source);
-                        continue;
-                    }
                     let peer = peers.iter().find(|p| p.address == received.source);
-                    if *check_source && peer.is_none() {
-                        warn!("({name}) advert from {}, not a unicast peer: dropped", received.source);
-                        continue;
-                    }
-                    if let Some(peer) = peer
+                    if received.destination.is_multicast() {
+                        Some(format!("multicast advert from {} on a unicast instance", received.source))
+                    } else if *check_source && peer.is_none() {
+                        Some(format!("advert from {}, not a unicast peer", received.source))
+                    } else if let Some(peer) = peer
                         && (peer.min_ttl.is_some_and(|min| received.hop_limit < min)
                             || peer.max_ttl.is_some_and(|max| received.hop_limit > max))
                     {
-                        warn!("({name}) TTL {} from {} out of the peer's range: dropped", received.hop_limit, received.source);
-                        continue;
+                        Some(format!("TTL {} from {} out of the peer's range", received.hop_limit, received.source))
+                    } else {
+                        None
                     }
                 }
+            };
+            if let Some(why) = dropped {
+                self.discarded(i, why);
+                continue;
             }
+            let runner = &self.runners[i];
             let now = Instant::now();
             let old = runner.machine.state();
             let ours = runner.machine.effective_priority();
@@ -565,8 +573,15 @@ impl Engine {
                     let runner = &mut self.runners[i];
                     let lease = addr::lease(runner.machine.master_down_interval());
                     info!("({}) setting VIPs.", runner.plan.name);
-                    addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
-                    addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease)).await;
+                    addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease))
+                        .await;
+                    addr::add(
+                        &self.netlink,
+                        &runner.plan.name,
+                        &runner.plan.excluded,
+                        Lifetime::Lease(lease),
+                    )
+                    .await;
                     addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                     runner.vips_installed = true;
                     runner.lease_renewed = Some(Instant::now());
@@ -582,7 +597,8 @@ impl Engine {
                 }
                 Action::SendGratuitous { repeat } => {
                     let runner = &self.runners[i];
-                    let vips: Vec<_> = runner.plan.vips.iter().chain(&runner.plan.excluded).cloned().collect();
+                    let vips: Vec<_> =
+                        runner.plan.vips.iter().chain(&runner.plan.excluded).cloned().collect();
                     self.garp.send(&runner.plan.name, &vips, repeat, self.garp_interval).await;
                 }
                 Action::Notify(state) => {
@@ -594,17 +610,41 @@ impl Engine {
                         if init && state == State::Backup { " (init)" } else { "" }
                     );
                     let priority = runner.machine.effective_priority();
-                    self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, state, priority);
+                    self.notifier.notify(
+                        &runner.notify,
+                        Subject::Instance,
+                        &runner.plan.name,
+                        state,
+                        priority,
+                    );
                     if runner.plan.smtp_alert
                         && let Some(smtp) = &self.smtp
                     {
                         smtp::alert_instance(smtp, &runner.plan.name, state);
                     }
                 }
-                Action::Discarded(reason) => {
-                    debug!("({}) advert discarded: {reason}", self.runners[i].plan.name);
-                }
+                Action::Discarded(reason) => match reason {
+                    // The protocol at work, not a problem.
+                    DiscardReason::LowerPriority { .. }
+                    | DiscardReason::NotListening { .. }
+                    | DiscardReason::OwnAddress => {
+                        debug!("({}) advert discarded: {reason}", self.runners[i].plan.name);
+                    }
+                    reason => self.discarded(i, reason.to_string()),
+                },
             }
+        }
+    }
+
+    /// Logs an advert dropped for a mismatch: once at info level per new reason, as a
+    /// misconfigured peer would otherwise fill the log at the advert rate.
+    fn discarded(&mut self, i: usize, why: String) {
+        let runner = &mut self.runners[i];
+        if runner.last_discard.as_deref() == Some(why.as_str()) {
+            debug!("({}) advert dropped: {why}", runner.plan.name);
+        } else {
+            info!("({}) advert dropped: {why}", runner.plan.name);
+            runner.last_discard = Some(why);
         }
     }
 
@@ -628,7 +668,8 @@ impl Engine {
         let now = Instant::now();
         let runner = &mut self.runners[i];
         let lease = addr::lease(runner.machine.master_down_interval());
-        if runner.lease_renewed.is_some_and(|at| !addr::renewal_due(lease, now.saturating_duration_since(at))) {
+        if runner.lease_renewed.is_some_and(|at| !addr::renewal_due(lease, now.saturating_duration_since(at)))
+        {
             return;
         }
         addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
@@ -653,11 +694,19 @@ impl Engine {
                     let runner = &self.runners[i];
                     if runner.vips_installed {
                         info!("({}) keeping VIPs (-V).", runner.plan.name);
-                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Forever).await;
-                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Forever).await;
+                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Forever)
+                            .await;
+                        addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Forever)
+                            .await;
                     }
                     let priority = runner.machine.effective_priority();
-                    self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, State::Stop, priority);
+                    self.notifier.notify(
+                        &runner.notify,
+                        Subject::Instance,
+                        &runner.plan.name,
+                        State::Stop,
+                        priority,
+                    );
                 }
             }
         }

@@ -145,7 +145,9 @@ mod tests {
 
     #[test]
     fn garp_matches_keepalived_capture() {
-        let captured = hex("ffff ffff ffff 0277 0000 0001 0806 0001 0800 06 04 0001 0277 0000 0001 0a4d 0064 ffff ffff ffff 0a4d 0064");
+        let captured = hex(
+            "ffff ffff ffff 0277 0000 0001 0806 0001 0800 06 04 0001 0277 0000 0001 0a4d 0064 ffff ffff ffff 0a4d 0064",
+        );
         assert_eq!(gratuitous_arp(MAC, Ipv4Addr::new(10, 77, 0, 100)).to_vec(), captured);
     }
 

@@ -210,7 +210,8 @@ fn resolve_program(program: &str) -> Option<PathBuf> {
 /// write is tolerated for root's group and the script's group; a sticky directory, like /tmp,
 /// protects entries its owner does not own).
 fn check_secure(path: &Path, uid: u32, gid: u32) -> Result<(), ScriptError> {
-    let insecure = |p: &Path, why: &str| ScriptError::Insecure { path: p.display().to_string(), why: why.into() };
+    let insecure =
+        |p: &Path, why: &str| ScriptError::Insecure { path: p.display().to_string(), why: why.into() };
     let path = path.canonicalize().map_err(|_| ScriptError::NotFound(path.display().to_string()))?;
     let mut current = Some(path.as_path());
     let mut child_owned_by_trusted = true;
@@ -279,7 +280,8 @@ mod tests {
         let file = dir.join("s.sh");
         std::fs::write(&file, "#!/bin/sh\n").unwrap_or_else(|e| panic!("{e}"));
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o777)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("{e}"));
         let me = nix::unistd::geteuid().as_raw();
         assert!(matches!(check_secure(&file, me, 0), Err(ScriptError::Insecure { .. })));
         let _ = std::fs::remove_dir_all(&dir);

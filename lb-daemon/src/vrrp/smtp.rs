@@ -142,7 +142,10 @@ async fn expect(
         let mut line = String::new();
         let read = within(timeout, stream.read_line(&mut line)).await??;
         if read == 0 {
-            return Err(SmtpError::Refused { command: command.to_owned(), reply: "connection closed".into() });
+            return Err(SmtpError::Refused {
+                command: command.to_owned(),
+                reply: "connection closed".into(),
+            });
         }
         // "250-more" continues, "250 last" ends.
         if line.as_bytes().get(3) == Some(&b'-') {

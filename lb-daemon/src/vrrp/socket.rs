@@ -119,7 +119,9 @@ impl VrrpSocket {
                 // keepalived skips 0 when the counter wraps.
                 let id = self
                     .next_id
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| Some(id.checked_add(1).unwrap_or(1)))
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
+                        Some(id.checked_add(1).unwrap_or(1))
+                    })
                     .unwrap_or(1);
                 let header = Ipv4Header::vrrp(source, dst, id);
                 let mut packet = Vec::with_capacity(20 + message.len());

@@ -162,9 +162,11 @@ pub fn evaluate(entries: &[TrackEntry], status: &TrackStatus) -> Evaluation {
     let mut result = Evaluation::default();
     for entry in entries {
         let outcome = match &entry.object {
-            TrackedObject::Interface(name) => {
-                contribution(status.interfaces.get(name).copied().unwrap_or(false), entry.weight, entry.reverse)
-            }
+            TrackedObject::Interface(name) => contribution(
+                status.interfaces.get(name).copied().unwrap_or(false),
+                entry.weight,
+                entry.reverse,
+            ),
             TrackedObject::Script(index) => match status.scripts.get(*index).map(ScriptState::status) {
                 Some(ScriptStatus::Ok) => contribution(true, entry.weight, entry.reverse),
                 Some(ScriptStatus::Ko) => contribution(false, entry.weight, entry.reverse),
@@ -268,7 +270,12 @@ pub fn init_file(plan: &FilePlan) {
 }
 
 /// Polls a tracked file, reporting its value when it changes from `initial`.
-pub fn spawn_file(index: usize, plan: FilePlan, initial: i64, updates: UnboundedSender<TrackUpdate>) -> JoinHandle<()> {
+pub fn spawn_file(
+    index: usize,
+    plan: FilePlan,
+    initial: i64,
+    updates: UnboundedSender<TrackUpdate>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = initial;
         let mut ticker = tokio::time::interval(FILE_POLL_INTERVAL);
@@ -292,7 +299,9 @@ pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<(
     Ok(tokio::spawn(async move {
         while let Some(change) = monitor.next().await {
             let update = match change {
-                LinkChange::Updated(link) => TrackUpdate::Interface { up: link.up && link.running, name: link.name },
+                LinkChange::Updated(link) => {
+                    TrackUpdate::Interface { up: link.up && link.running, name: link.name }
+                }
                 LinkChange::Removed(link) => TrackUpdate::Interface { name: link.name, up: false },
             };
             if updates.send(update).is_err() {
@@ -356,7 +365,8 @@ mod tests {
         assert!(script.record(true), "second success in a row");
         assert_eq!(ScriptState::new(1, 1, true).status(), ScriptStatus::Ko);
 
-        let mut status = TrackStatus { scripts: vec![ScriptState::new(1, 1, false)], ..TrackStatus::default() };
+        let mut status =
+            TrackStatus { scripts: vec![ScriptState::new(1, 1, false)], ..TrackStatus::default() };
         let entries = [entry(TrackedObject::Script(0), -20, false)];
         assert_eq!(evaluate(&entries, &status), Evaluation::default(), "INIT counts as neither");
         status.scripts[0].record(false);

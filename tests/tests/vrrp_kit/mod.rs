@@ -64,7 +64,14 @@ pub fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
     let mut lbd = ns.spawn(
         label,
         bins::lbd(),
-        &["-n", "-l", "-f", conf.to_str().unwrap_or_default(), "--bpf-pin-path", pin.to_str().unwrap_or_default()],
+        &[
+            "-n",
+            "-l",
+            "-f",
+            conf.to_str().unwrap_or_default(),
+            "--bpf-pin-path",
+            pin.to_str().unwrap_or_default(),
+        ],
     );
     wait_until(Duration::from_secs(15), &format!("{label} to start VRRP"), || {
         lbd.assert_running();
@@ -171,9 +178,11 @@ impl VipWatch {
 
     /// Waits until it holds (or not) the VIP and returns when that began.
     pub fn wait_for(&self, holds: bool, timeout: Duration) -> Instant {
-        wait_until(timeout, &format!("{} to {} the VIP", self.label, if holds { "hold" } else { "drop" }), || {
-            self.holds() == holds
-        });
+        wait_until(
+            timeout,
+            &format!("{} to {} the VIP", self.label, if holds { "hold" } else { "drop" }),
+            || self.holds() == holds,
+        );
         self.timeline().last().map_or_else(Instant::now, |(at, _)| *at)
     }
 

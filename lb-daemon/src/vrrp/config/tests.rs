@@ -33,7 +33,8 @@ fn host() -> HostView {
 }
 
 fn planned(text: &str) -> (Plan, Vec<PlanError>) {
-    let loaded = parse_str("test.conf", text, &LoadOptions { config_id: Some("t".into()), ..LoadOptions::default() });
+    let loaded =
+        parse_str("test.conf", text, &LoadOptions { config_id: Some("t".into()), ..LoadOptions::default() });
     plan(&loaded.config, &host())
 }
 
@@ -83,9 +84,7 @@ fn unicast_v3_with_nopreempt_and_pass_ignored() {
     assert_eq!(plan.params.advert_interval, Duration::from_millis(100));
     assert_eq!(plan.params.preempt, Preempt::Off);
     assert!(plan.tracking.is_empty(), "dont_track_primary");
-    let Transport::Unicast { peers, check_source } = &plan.transport else {
-        panic!("{:?}", plan.transport)
-    };
+    let Transport::Unicast { peers, check_source } = &plan.transport else { panic!("{:?}", plan.transport) };
     assert!(*check_source);
     assert_eq!(peers[0].min_ttl, Some(250));
 }
@@ -124,7 +123,10 @@ fn tracking_weights_and_sync_groups() {
     // In a sync group without sync_group_tracking_weight, weights become 0 (FAULT), with a warning.
     assert!(plan.instances[0].tracking.iter().all(|t| t.weight == 0));
     assert!(plan.instances[1].tracking.iter().all(|t| t.weight == 0));
-    assert!(errors.iter().any(|e| e.instance == "A" && e.message.contains("ignoring weight -20")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.instance == "A" && e.message.contains("ignoring weight -20")),
+        "{errors:?}"
+    );
     let c = &plan.instances[2].tracking;
     assert!(c.contains(&TrackEntry { object: TrackedObject::Script(0), weight: 5, reverse: true }));
     assert!(c.contains(&TrackEntry { object: TrackedObject::File(0), weight: 3, reverse: false }));
@@ -161,7 +163,10 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
     let config = "vrrp_instance M {\n interface eth0\n virtual_router_id 51\n use_vmac\n\
                   virtual_ipaddress {\n  10.0.0.51/24\n }\n}\n";
     let loaded = parse_str("t.conf", config, &LoadOptions::default());
-    assert_eq!(vmacs_wanted(&loaded.config), [("vrrp.51".to_string(), "eth0".to_string(), [0, 0, 0x5e, 0, 1, 51])]);
+    assert_eq!(
+        vmacs_wanted(&loaded.config),
+        [("vrrp.51".to_string(), "eth0".to_string(), [0, 0, 0x5e, 0, 1, 51])]
+    );
     let plan = only(config);
     assert_eq!(plan.interface.name, "vrrp.51");
     assert_eq!(plan.base_interface.name, "eth0");

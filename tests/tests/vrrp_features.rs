@@ -1,0 +1,371 @@
+//! lbd's VRRP features between namespaces on a bridge: track_script weights, sync groups,
+//! unicast peers, IPv6, VRRPv2 passwords, notify scripts and smtp_alert.
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+mod vrrp_kit;
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{IpAddr, TcpListener},
+    os::{fd::AsFd as _, unix::fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use lb_tests::lab::{Lab, Netns, wait_until};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, ms, start_lbd, terminate};
+
+const SLACK: Duration = Duration::from_millis(250);
+/// advert_int 0.1 s, priority 100.
+const MDI_100: Duration = Duration::from_micros(360_937);
+
+/// An executable shell script in the lab's directory.
+fn script(lab: &Lab, name: &str, body: &str) -> PathBuf {
+    let path = lab.write_file(name, &format!("#!/bin/sh\n{body}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 88, 2);
+    let vip = ip4(88, 100);
+    let flag = lab.dir().join("down.flag");
+    let check = format!(
+        "vrrp_script chk {{\n  script \"test ! -e {}\"\n  interval 0.1\n  weight -100\n}}\n",
+        flag.display()
+    );
+    let tracked = config(
+        "r1",
+        "",
+        &[
+            check,
+            instance(
+                "VI_1",
+                88,
+                150,
+                "0.1",
+                &["10.88.0.100/24"],
+                "  version 3\n  track_script {\n    chk\n  }\n",
+            ),
+        ],
+    );
+    let plain = config("r2", "", &[instance("VI_1", 88, 100, "0.1", &["10.88.0.100/24"], "  version 3\n")]);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &tracked);
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &plain);
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    let failed = Instant::now();
+    std::fs::write(&flag, "").unwrap();
+    let moved = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(failed);
+    w1.wait_for(false, Duration::from_secs(1));
+    eprintln!("track_script failing (weight -100): the VIP moved after {}", ms(moved));
+    // One script interval, then r2's Master_Down_Interval as it discards r1's priority-50 adverts.
+    assert!(moved <= Duration::from_millis(100) + MDI_100 + SLACK, "took {}", ms(moved));
+    assert!(a.log().contains("(VI_1) Changing effective priority from 150 to 50"), "{}", a.log());
+
+    let recovered = Instant::now();
+    std::fs::remove_file(&flag).unwrap();
+    let back = w1.wait_for(true, Duration::from_secs(3)).saturating_duration_since(recovered);
+    w2.wait_for(false, Duration::from_secs(1));
+    eprintln!("track_script succeeding again: r1 preempted after {}", ms(back));
+}
+
+#[test]
+fn a_sync_group_moves_together() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 89, 2);
+    // r1's VI_2 tracks eth1, a link to a stub host that the test takes down.
+    let stub = lab.netns("stub");
+    lab.veth(&r[0], "eth1", &stub, "eth1");
+    let log = lab.dir().join("group.log");
+    let notify = script(&lab, "group-notify.sh", &format!("echo \"$*\" >> {}", log.display()));
+    let group = |with_notify: bool| {
+        format!(
+            "vrrp_sync_group G {{\n  group {{\n    VI_1\n    VI_2\n  }}\n{}}}\n",
+            if with_notify { format!("  notify {}\n", notify.display()) } else { String::new() }
+        )
+    };
+    let r1 = config(
+        "r1",
+        "",
+        &[
+            group(false),
+            instance("VI_1", 89, 150, "0.1", &["10.89.0.100/24"], "  version 3\n"),
+            instance(
+                "VI_2",
+                90,
+                150,
+                "0.1",
+                &["10.89.0.200/24"],
+                "  version 3\n  track_interface {\n    eth1\n  }\n",
+            ),
+        ],
+    );
+    let r2 = config(
+        "r2",
+        "",
+        &[
+            group(true),
+            instance("VI_1", 89, 100, "0.1", &["10.89.0.100/24"], "  version 3\n"),
+            instance("VI_2", 90, 100, "0.1", &["10.89.0.200/24"], "  version 3\n"),
+        ],
+    );
+    let (v1, v2) = (ip4(89, 100), ip4(89, 200));
+    let w1 = [VipWatch::start(&r[0], "r1 VI_1", v1), VipWatch::start(&r[0], "r1 VI_2", v2)];
+    let w2 = [VipWatch::start(&r[1], "r2 VI_1", v1), VipWatch::start(&r[1], "r2 VI_2", v2)];
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &r1);
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &r2);
+    for w in &w1 {
+        w.wait_for(true, Duration::from_secs(5));
+    }
+    w2[0].assert_steady(false, Duration::from_millis(300));
+    assert!(!w2[1].holds());
+
+    // eth1 losing its carrier faults VI_2 on r1, and so the whole group: both VIPs move.
+    let down = Instant::now();
+    stub.ip(&["link", "set", "eth1", "down"]);
+    let moved: Vec<Duration> =
+        w2.iter().map(|w| w.wait_for(true, Duration::from_secs(3)).saturating_duration_since(down)).collect();
+    for w in &w1 {
+        w.wait_for(false, Duration::from_secs(1));
+    }
+    eprintln!("sync group: VI_1 moved after {}, VI_2 after {}", ms(moved[0]), ms(moved[1]));
+    let log_a = a.log();
+    assert!(
+        log_a.contains("(VI_1) Entering FAULT STATE") && log_a.contains("(VI_2) Entering FAULT STATE"),
+        "{log_a}"
+    );
+    wait_until(Duration::from_secs(3), "r2's group notify for MASTER", || {
+        lines(&log).contains(&"GROUP G MASTER 0".to_owned())
+    });
+
+    stub.ip(&["link", "set", "eth1", "up"]);
+    for w in &w1 {
+        w.wait_for(true, Duration::from_secs(3));
+    }
+    for w in &w2 {
+        w.wait_for(false, Duration::from_secs(1));
+    }
+    wait_until(Duration::from_secs(3), "r2's group notify for BACKUP", || {
+        lines(&log).iter().filter(|l| *l == "GROUP G BACKUP 0").count() >= 2
+    });
+    assert!(b.log().contains("VRRP_Group(G) Syncing instances to MASTER state"), "{}", b.log());
+}
+
+#[test]
+fn unicast_peers_elect_fail_over_and_ignore_strangers() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 91, 3);
+    let vip = ip4(91, 100);
+    let unicast = |me: u8, peers: &[u8], priority: u8| {
+        let peers: String = peers.iter().map(|p| format!("    10.91.0.{p}\n")).collect();
+        config(
+            &format!("r{me}"),
+            "",
+            &[instance(
+                "VI_1",
+                91,
+                priority,
+                "0.1",
+                &["10.91.0.100/24"],
+                &format!(
+                    "  version 3\n  unicast_src_ip 10.91.0.{me}\n  check_unicast_src\n  unicast_peer {{\n{peers}  }}\n"
+                ),
+            )],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &unicast(1, &[2], 150));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &unicast(2, &[1], 100));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    // r3 is not one of r1's peers: its higher-priority unicast adverts are dropped.
+    let _c = start_lbd(&mut lab, &r[2], "lbd3", &unicast(3, &[1], 200));
+    w1.assert_steady(true, Duration::from_millis(800));
+    assert!(a.log().contains("not a unicast peer: dropped"), "{}", a.log());
+
+    let stopped = Instant::now();
+    terminate(&mut a, "lbd1");
+    let taken = w2.wait_for(true, Duration::from_secs(2)).saturating_duration_since(stopped);
+    eprintln!("unicast SIGTERM: r2 holds the VIP after {}", ms(taken));
+    assert!(taken <= Duration::from_micros(60_937) + SLACK, "took {}", ms(taken));
+}
+
+#[test]
+fn ipv6_vrrpv3_elects_and_fails_over() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 92, 2);
+    let vip: IpAddr = "fd92::100".parse().unwrap();
+    let conf = |priority| {
+        config("r", "", &[instance("VI_6", 92, priority, "0.1", &["fe80::92:100/64", "fd92::100/64"], "")])
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+    assert!(r[0].ip(&["-6", "addr", "show", "dev", "eth0"]).contains("fe80::92:100/64"));
+
+    let killed = Instant::now();
+    a.kill();
+    let taken = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(killed);
+    let expired = w1.wait_for(false, Duration::from_secs(6)).saturating_duration_since(killed);
+    eprintln!("IPv6 kill -9: r2 holds the VIP after {}; r1's lease expired after {}", ms(taken), ms(expired));
+    assert!(taken <= MDI_100 + SLACK, "took {}", ms(taken));
+    assert!(expired <= Duration::from_millis(3_500), "the dead master kept its VIP for {}", ms(expired));
+}
+
+#[test]
+fn vrrpv2_adverts_with_a_wrong_password_are_ignored() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 93, 3);
+    let vip = ip4(93, 100);
+    let conf = |priority, password: &str| {
+        config(
+            "r",
+            "",
+            &[instance(
+                "VI_1",
+                93,
+                priority,
+                "1",
+                &["10.93.0.100/24"],
+                &format!("  authentication {{\n    auth_type PASS\n    auth_pass {password}\n  }}\n"),
+            )],
+        )
+    };
+    let w = [
+        VipWatch::start(&r[0], "r1", vip),
+        VipWatch::start(&r[1], "r2 (wrong password)", vip),
+        VipWatch::start(&r[2], "r3", vip),
+    ];
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, "secret93"));
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, "wrongpw9"));
+    let _c = start_lbd(&mut lab, &r[2], "lbd3", &conf(50, "secret93"));
+    w[0].wait_for(true, Duration::from_secs(6));
+    // r2 discards r1's adverts (and r1 and r3 discard r2's): it takes the VIP as if alone.
+    w[1].wait_for(true, Duration::from_secs(6));
+    w[2].assert_steady(false, Duration::from_secs(1));
+    assert!(w[0].holds(), "r1 gave the VIP up to an advert with a wrong password");
+    assert!(b.log().contains("invalid password"), "{}", b.log());
+}
+
+/// A minimal SMTP server in `ns` on port 25 that keeps what it is sent.
+struct SmtpSink {
+    received: Arc<Mutex<String>>,
+}
+
+impl SmtpSink {
+    fn start(ns: &Netns) -> Self {
+        let received = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let path = PathBuf::from("/run/netns").join(ns.name());
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let listener = TcpListener::bind("0.0.0.0:25").unwrap();
+            ready_tx.send(()).unwrap();
+            // Ends with the namespace (the lab kills nothing here, but the listener dies with
+            // the test process).
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let _ = stream.write_all(b"220 sink\r\n");
+                let mut in_data = false;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    sink.lock().unwrap().push_str(&line);
+                    let reply: &[u8] = if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            b"250 queued\r\n"
+                        } else {
+                            b""
+                        }
+                    } else if line.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if line.starts_with("QUIT") {
+                        let _ = stream.write_all(b"221 bye\r\n");
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = stream.write_all(reply);
+                    line.clear();
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        SmtpSink { received }
+    }
+
+    fn text(&self) -> String {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn notify_scripts_run_in_order_with_keepalived_arguments_and_smtp_alerts_are_sent() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 94, 2);
+    let log = lab.dir().join("notify.log");
+    let notify = script(&lab, "notify.sh", &format!("echo \"$*\" >> {}", log.display()));
+    let n = notify.display();
+    let sink = SmtpSink::start(&r[1]);
+    let global = "  smtp_server 10.94.0.2 25\n  smtp_connect_timeout 5\n  notification_email_from lbd@example.org\n  \
+                  notification_email {\n    ops@example.org\n  }\n";
+    let conf = config(
+        "lb94",
+        global,
+        &[instance(
+            "VI_1",
+            94,
+            150,
+            "0.1",
+            &["10.94.0.100/24"],
+            &format!(
+                "  version 3\n  smtp_alert\n  notify_backup \"{n} backup\"\n  notify_master \"{n} master\"\n  \
+                 notify_fault \"{n} fault\"\n  notify_stop \"{n} stop\"\n  notify \"{n} generic\"\n"
+            ),
+        )],
+    );
+    let w = VipWatch::start(&r[0], "r1", ip4(94, 100));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "the MASTER alert mail", || {
+        sink.text().contains("Subject: [lb94] VRRP Instance VI_1 - Entering MASTER state")
+    });
+    terminate(&mut a, "lbd1");
+    assert_eq!(
+        lines(&log),
+        [
+            "backup",
+            "generic INSTANCE VI_1 BACKUP 150",
+            "master",
+            "generic INSTANCE VI_1 MASTER 150",
+            "stop",
+            "generic INSTANCE VI_1 STOP 150",
+        ],
+        "lbd log:\n{}",
+        a.log()
+    );
+    let mail = sink.text();
+    assert!(
+        mail.contains("RCPT TO:<ops@example.org>") && mail.contains("MAIL FROM:<lbd@example.org>"),
+        "{mail}"
+    );
+    assert!(mail.contains("=> VRRP Instance is now owning VRRP VIPs <="), "{mail}");
+}
