@@ -110,6 +110,11 @@ fn apply_virtual_servers(
                     "{interface}: IPv4 forwarding turned on (the data plane routes through the kernel's FIB)"
                 );
             }
+            if sysctl::enable_accept_local(interface)? {
+                info!(
+                    "{interface}: accept_local turned on (replies the kernel forwards carry the VIP as source)"
+                );
+            }
         }
         if desired.services.iter().any(|s| s.addr.vip.is_ipv6()) && sysctl::enable_ipv6_forwarding()? {
             info!("IPv6 forwarding turned on (the data plane routes through the kernel's FIB)");

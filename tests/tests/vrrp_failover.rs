@@ -3,7 +3,6 @@
 //! Skew_Time) and link down, preemption, nopreempt and preempt_delay. Measured times are
 //! printed (`--nocapture`) and checked against RFC 5798's formulas with some slack for a loaded
 //! machine.
-#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 mod vrrp_kit;
 

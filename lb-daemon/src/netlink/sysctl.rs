@@ -12,6 +12,16 @@ pub fn enable_ipv4_forwarding(interface: &str) -> io::Result<bool> {
     enable(PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/forwarding")))
 }
 
+/// Lets `interface` accept packets whose source is one of this host's addresses.
+///
+/// A translated NAT/FNAT reply carries the VIP as its source. When the XDP program finds no
+/// neighbour entry for the client yet (after a VRRP failover the new master has never talked
+/// to it), it passes the translated packet to the kernel to forward and resolve the neighbour;
+/// without `accept_local` the kernel drops it as a martian (local source on input).
+pub fn enable_accept_local(interface: &str) -> io::Result<bool> {
+    enable(PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/accept_local")))
+}
+
 /// Turns IPv6 forwarding on (globally: the only switch the kernel's FIB lookup reads).
 /// Returns whether it was off.
 pub fn enable_ipv6_forwarding() -> io::Result<bool> {

@@ -97,8 +97,9 @@ impl Gratuitous {
                 std::net::IpAddr::V6(a) => unsolicited_na(vip.mac, a).to_vec(),
             };
             info!(
-                "({name}) Sending/queueing gratuitous {} on ifindex {ifindex} for {}",
+                "({name}) Sending/queueing gratuitous {} on {} for {}",
                 if vip.address.addr.is_ipv4() { "ARPs" } else { "NAs" },
+                vip.interface,
                 vip.address.addr
             );
             for n in 0..repeat {

@@ -103,6 +103,8 @@ pub struct Vip {
     pub address: InterfaceAddress,
     /// The MAC the gratuitous ARP / NA announces (the device's MAC).
     pub mac: [u8; 6],
+    /// The device's name, for log lines.
+    pub interface: String,
 }
 
 /// The notify scripts of an instance or a sync group.
@@ -575,6 +577,7 @@ impl Planner<'_> {
                 label: entry.label.clone(),
             },
             mac,
+            interface: link.name.clone(),
         })
     }
 

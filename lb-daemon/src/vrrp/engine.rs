@@ -404,7 +404,10 @@ impl Engine {
                         && (peer.min_ttl.is_some_and(|min| received.hop_limit < min)
                             || peer.max_ttl.is_some_and(|max| received.hop_limit > max))
                     {
-                        Some(format!("TTL {} from {} out of the peer's range", received.hop_limit, received.source))
+                        Some(format!(
+                            "TTL {} from {} out of the peer's range",
+                            received.hop_limit, received.source
+                        ))
                     } else {
                         None
                     }
@@ -558,6 +561,15 @@ impl Engine {
 
     /// Carries out `actions` of instance `i`, in order.
     async fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        // keepalived logs the new state before what it does about it (VIPs, ARPs).
+        if let Some(state) =
+            actions.iter().find_map(|a| if let Action::Notify(s) = a { Some(*s) } else { None })
+        {
+            let runner = &mut self.runners[i];
+            let init = std::mem::take(&mut runner.init);
+            let suffix = if init && state == State::Backup { " (init)" } else { "" };
+            info!("({}) Entering {state} STATE{suffix}", runner.plan.name);
+        }
         for action in actions {
             match action {
                 Action::SendAdvert { priority } => {
@@ -602,13 +614,7 @@ impl Engine {
                     self.garp.send(&runner.plan.name, &vips, repeat, self.garp_interval).await;
                 }
                 Action::Notify(state) => {
-                    let runner = &mut self.runners[i];
-                    let init = std::mem::take(&mut runner.init);
-                    info!(
-                        "({}) Entering {state} STATE{}",
-                        runner.plan.name,
-                        if init && state == State::Backup { " (init)" } else { "" }
-                    );
+                    let runner = &self.runners[i];
                     let priority = runner.machine.effective_priority();
                     self.notifier.notify(
                         &runner.notify,

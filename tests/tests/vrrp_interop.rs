@@ -1,0 +1,134 @@
+//! lbd and a real keepalived 2.2.7 in one VRRP group, in both roles, VRRPv3 (advert_int 0.2 s)
+//! and VRRPv2 (1 s, auth_type PASS): they elect the higher priority, fail over on SIGTERM, fail
+//! back by preemption, and never both hold the VIP for longer than one advert interval.
+
+mod vrrp_kit;
+
+use std::time::{Duration, Instant};
+
+use lb_tests::{
+    lab::{Lab, Netns},
+    process::Proc,
+};
+use vrrp_kit::{
+    VipWatch, config, instance, ip4, lan, longest_double_holding, ms, start_keepalived, start_lbd, terminate,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Daemon {
+    Lbd,
+    Keepalived,
+}
+
+/// What a version's test uses.
+struct Setup {
+    version: u8,
+    advert: Duration,
+    advert_text: &'static str,
+    extra: &'static str,
+}
+
+const V3: Setup =
+    Setup { version: 3, advert: Duration::from_millis(200), advert_text: "0.2", extra: "  version 3\n" };
+const V2: Setup = Setup {
+    version: 2,
+    advert: Duration::from_secs(1),
+    advert_text: "1",
+    extra: "  version 2\n  authentication {\n    auth_type PASS\n    auth_pass interop\n  }\n",
+};
+
+fn start(daemon: Daemon, lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
+    match daemon {
+        Daemon::Lbd => start_lbd(lab, ns, label, config),
+        Daemon::Keepalived => start_keepalived(lab, ns, label, config),
+    }
+}
+
+/// Master_Down_Interval of `priority` (RFC 5798 §6.1; v2: skew in whole seconds' fraction).
+fn master_down(setup: &Setup, priority: u32) -> Duration {
+    setup.advert * 3 + skew(setup, priority)
+}
+
+fn skew(setup: &Setup, priority: u32) -> Duration {
+    if setup.version == 2 {
+        Duration::from_secs(1) * (256 - priority) / 256
+    } else {
+        setup.advert * (256 - priority) / 256
+    }
+}
+
+fn interop(subnet: u8, setup: &Setup, high: Daemon, low: Daemon) {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, subnet, 2);
+    let vip = ip4(subnet, 100);
+    let conf = |priority| {
+        config(
+            &format!("p{priority}"),
+            "",
+            &[instance(
+                "VI_1",
+                subnet,
+                priority,
+                setup.advert_text,
+                &[&format!("10.{subnet}.0.100/24")],
+                setup.extra,
+            )],
+        )
+    };
+    let slack = Duration::from_millis(300);
+    let (w1, w2) =
+        (VipWatch::start(&r[0], "r1 (priority 150)", vip), VipWatch::start(&r[1], "r2 (priority 100)", vip));
+
+    // Election: the higher priority wins, whoever implements it.
+    let mut first = start(high, &mut lab, &r[0], "high", &conf(150));
+    let _second = start(low, &mut lab, &r[1], "low", &conf(100));
+    w1.wait_for(true, master_down(setup, 150) * 2 + slack);
+    w2.assert_steady(false, setup.advert * 4);
+
+    // SIGTERM: priority 0, the other takes over after its Skew_Time.
+    let stopped = Instant::now();
+    terminate(&mut first, &format!("{high:?}"));
+    let taken = w2.wait_for(true, skew(setup, 100) + slack * 2).saturating_duration_since(stopped);
+    w1.wait_for(false, Duration::from_secs(1));
+    eprintln!("v{} {high:?} → {low:?}: SIGTERM failover in {}", setup.version, ms(taken));
+
+    // The higher priority comes back and preempts.
+    let _again = start(high, &mut lab, &r[0], "high-again", &conf(150));
+    let restarted = Instant::now();
+    let back = w1.wait_for(true, master_down(setup, 150) + slack * 2).saturating_duration_since(restarted);
+    w2.wait_for(false, Duration::from_secs(1));
+    w2.assert_steady(false, setup.advert * 3);
+    let double = longest_double_holding(&w1, &w2, Instant::now());
+    eprintln!(
+        "v{} {low:?} → {high:?}: preempted {} after VRRP started; longest double holding {}",
+        setup.version,
+        ms(back),
+        ms(double)
+    );
+    assert!(
+        double <= setup.advert,
+        "both held the VIP for {} (advert interval {})",
+        ms(double),
+        ms(setup.advert)
+    );
+}
+
+#[test]
+fn v3_keepalived_master_lbd_backup() {
+    interop(101, &V3, Daemon::Keepalived, Daemon::Lbd);
+}
+
+#[test]
+fn v3_lbd_master_keepalived_backup() {
+    interop(102, &V3, Daemon::Lbd, Daemon::Keepalived);
+}
+
+#[test]
+fn v2_pass_keepalived_master_lbd_backup() {
+    interop(103, &V2, Daemon::Keepalived, Daemon::Lbd);
+}
+
+#[test]
+fn v2_pass_lbd_master_keepalived_backup() {
+    interop(104, &V2, Daemon::Lbd, Daemon::Keepalived);
+}
