@@ -577,6 +577,41 @@ fn tracking_weights_change_priority_and_move_the_down_timer() {
 }
 
 #[test]
+fn sync_hold_keeps_a_member_in_backup_until_its_group_agrees() {
+    let mut vr = started(params(150, 1));
+    let due = deadline(&vr);
+    assert!(!vr.master_down_due(at_ms(0)));
+    assert!(vr.master_down_due(due));
+    assert_eq!(vr.handle(Event::SyncHold, due), []);
+    assert_eq!(vr.state(), State::Backup);
+    assert!(vr.wants_master());
+    assert_eq!(deadline(&vr), due + vr.master_down_interval());
+    // Hearing a master again: it no longer wants to take over.
+    let _ = receive(&mut vr, 9, &advert(200), due + Duration::from_millis(10));
+    assert!(!vr.wants_master());
+    // SyncHold means nothing outside BACKUP.
+    let mut master = started(params(150, 1));
+    let _ = master.handle(Event::Timer, deadline(&master));
+    assert_eq!(master.handle(Event::SyncHold, at_ms(5_000)), []);
+    assert_eq!(master.state(), State::Master);
+}
+
+#[test]
+fn sync_master_and_sync_backup_move_a_member_with_its_group() {
+    let mut vr = started(params(100, 1));
+    assert_eq!(vr.handle(Event::SyncMaster, at_ms(100)), takeover_actions(100));
+    assert_eq!(vr.state(), State::Master);
+    assert_eq!(vr.handle(Event::SyncMaster, at_ms(200)), [], "already MASTER");
+    assert_eq!(vr.handle(Event::SyncBackup, at_ms(300)), [Action::RemoveVips, Action::Notify(State::Backup)]);
+    assert_eq!(vr.state(), State::Backup);
+    assert_eq!(deadline(&vr), at_ms(300) + vr.master_down_interval());
+    assert_eq!(vr.handle(Event::SyncBackup, at_ms(400)), [], "already BACKUP");
+    let mut faulted = started(params(100, 1));
+    let _ = faulted.handle(Event::Fault(true), at_ms(10));
+    assert_eq!(faulted.handle(Event::SyncMaster, at_ms(20)), [], "a FAULT member stays in FAULT");
+}
+
+#[test]
 fn gratuitous_bursts_follow_keepalived_timing() {
     let refresh = Duration::from_secs(3);
     let mut master = started(InstanceParams { garp_master_refresh: Some(refresh), ..params(255, 1) });
