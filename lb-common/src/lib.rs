@@ -64,6 +64,8 @@ pub mod programs {
     /// XDP program for real servers behind a TUN service: strips the IPIP / IPv6-in-IPv6
     /// header (this kernel has no ipip module), so the inner packet reaches the VIP on lo.
     pub const DECAP_XDP: &str = "lb_decap";
+    /// A program that returns XDP_TX and nothing else: the floor of the XDP benchmark.
+    pub const FLOOR_XDP: &str = "lb_floor";
 }
 
 /// Default directory on a bpffs where the daemon pins its maps and links.

@@ -153,6 +153,13 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ParseError> {
     }
 }
 
+/// The benchmark floor: sends every frame back untouched. `cargo xtask bench xdp` subtracts its
+/// BPF_PROG_TEST_RUN cost (the harness's own) from the balancer's.
+#[xdp]
+pub fn lb_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {

@@ -7,10 +7,12 @@
 //! - [`packet`]: frames built with pnet_packet (Ethernet, 802.1Q, IPv4/IPv6, TCP/UDP/ICMP).
 //! - [`xdp`]: runs an XDP program on one frame with BPF_PROG_TEST_RUN.
 //! - [`bins`]: where the binaries under test are.
+//! - [`fixture`]: a load balancer's namespace and tables for frame-level tests and benchmarks.
 #![cfg_attr(test, expect(clippy::unwrap_used, reason = "unit tests: a failed step is a failed test"))]
 #![expect(clippy::missing_panics_doc, reason = "test kit: panicking with context is how it reports")]
 
 pub mod bins;
+pub mod fixture;
 pub mod lab;
 pub mod packet;
 pub mod process;

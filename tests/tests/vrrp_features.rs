@@ -14,11 +14,10 @@ use std::{
 };
 
 use lb_tests::lab::{Lab, Netns, wait_until};
-use vrrp_kit::{VipWatch, config, instance, ip4, lan, ms, start_lbd, terminate};
-
-const SLACK: Duration = Duration::from_millis(250);
-/// advert_int 0.1 s, priority 100.
-const MDI_100: Duration = Duration::from_micros(360_937);
+use vrrp_kit::{
+    ADVERT, ADVERT_TEXT, SLACK, VipWatch, config, instance, ip4, lan, master_down, ms, skew, start_lbd,
+    terminate,
+};
 
 /// An executable shell script in the lab's directory.
 fn script(lab: &Lab, name: &str, body: &str) -> PathBuf {
@@ -50,13 +49,14 @@ fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
                 "VI_1",
                 88,
                 150,
-                "0.1",
+                ADVERT_TEXT,
                 &["10.88.0.100/24"],
                 "  version 3\n  track_script {\n    chk\n  }\n",
             ),
         ],
     );
-    let plain = config("r2", "", &[instance("VI_1", 88, 100, "0.1", &["10.88.0.100/24"], "  version 3\n")]);
+    let plain =
+        config("r2", "", &[instance("VI_1", 88, 100, ADVERT_TEXT, &["10.88.0.100/24"], "  version 3\n")]);
     let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
     let a = start_lbd(&mut lab, &r[0], "lbd1", &tracked);
     let _b = start_lbd(&mut lab, &r[1], "lbd2", &plain);
@@ -68,8 +68,9 @@ fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
     let moved = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(failed);
     w1.wait_for(false, Duration::from_secs(1));
     eprintln!("track_script failing (weight -100): the VIP moved after {}", ms(moved));
-    // One script interval, then r2's Master_Down_Interval as it discards r1's priority-50 adverts.
-    assert!(moved <= Duration::from_millis(100) + MDI_100 + SLACK, "took {}", ms(moved));
+    // A script interval (0.1 s) and run, then r2's Master_Down_Interval as it discards r1's
+    // priority-50 adverts.
+    assert!(moved <= ADVERT + master_down(100) + SLACK, "took {}", ms(moved));
     assert!(a.log().contains("(VI_1) Changing effective priority from 150 to 50"), "{}", a.log());
 
     let recovered = Instant::now();
@@ -99,12 +100,12 @@ fn a_sync_group_moves_together() {
         "",
         &[
             group(false),
-            instance("VI_1", 89, 150, "0.1", &["10.89.0.100/24"], "  version 3\n"),
+            instance("VI_1", 89, 150, ADVERT_TEXT, &["10.89.0.100/24"], "  version 3\n"),
             instance(
                 "VI_2",
                 90,
                 150,
-                "0.1",
+                ADVERT_TEXT,
                 &["10.89.0.200/24"],
                 "  version 3\n  track_interface {\n    eth1\n  }\n",
             ),
@@ -115,8 +116,8 @@ fn a_sync_group_moves_together() {
         "",
         &[
             group(true),
-            instance("VI_1", 89, 100, "0.1", &["10.89.0.100/24"], "  version 3\n"),
-            instance("VI_2", 90, 100, "0.1", &["10.89.0.200/24"], "  version 3\n"),
+            instance("VI_1", 89, 100, ADVERT_TEXT, &["10.89.0.100/24"], "  version 3\n"),
+            instance("VI_2", 90, 100, ADVERT_TEXT, &["10.89.0.200/24"], "  version 3\n"),
         ],
     );
     let (v1, v2) = (ip4(89, 100), ip4(89, 200));
@@ -175,7 +176,7 @@ fn unicast_peers_elect_fail_over_and_ignore_strangers() {
                 "VI_1",
                 91,
                 priority,
-                "0.1",
+                ADVERT_TEXT,
                 &["10.91.0.100/24"],
                 &format!(
                     "  version 3\n  unicast_src_ip 10.91.0.{me}\n  check_unicast_src\n  unicast_peer {{\n{peers}  }}\n"
@@ -198,7 +199,7 @@ fn unicast_peers_elect_fail_over_and_ignore_strangers() {
     terminate(&mut a, "lbd1");
     let taken = w2.wait_for(true, Duration::from_secs(2)).saturating_duration_since(stopped);
     eprintln!("unicast SIGTERM: r2 holds the VIP after {}", ms(taken));
-    assert!(taken <= Duration::from_micros(60_937) + SLACK, "took {}", ms(taken));
+    assert!(taken <= skew(100) + SLACK, "took {}", ms(taken));
 }
 
 #[test]
@@ -207,7 +208,11 @@ fn ipv6_vrrpv3_elects_and_fails_over() {
     let r = lan(&mut lab, 92, 2);
     let vip: IpAddr = "fd92::100".parse().unwrap();
     let conf = |priority| {
-        config("r", "", &[instance("VI_6", 92, priority, "0.1", &["fe80::92:100/64", "fd92::100/64"], "")])
+        config(
+            "r",
+            "",
+            &[instance("VI_6", 92, priority, ADVERT_TEXT, &["fe80::92:100/64", "fd92::100/64"], "")],
+        )
     };
     let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
     let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
@@ -221,7 +226,7 @@ fn ipv6_vrrpv3_elects_and_fails_over() {
     let taken = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(killed);
     let expired = w1.wait_for(false, Duration::from_secs(6)).saturating_duration_since(killed);
     eprintln!("IPv6 kill -9: r2 holds the VIP after {}; r1's lease expired after {}", ms(taken), ms(expired));
-    assert!(taken <= MDI_100 + SLACK, "took {}", ms(taken));
+    assert!(taken <= master_down(100) + SLACK, "took {}", ms(taken));
     assert!(expired <= Duration::from_millis(3_500), "the dead master kept its VIP for {}", ms(expired));
 }
 
@@ -334,7 +339,7 @@ fn notify_scripts_run_in_order_with_keepalived_arguments_and_smtp_alerts_are_sen
             "VI_1",
             94,
             150,
-            "0.1",
+            ADVERT_TEXT,
             &["10.94.0.100/24"],
             &format!(
                 "  version 3\n  smtp_alert\n  notify_backup \"{n} backup\"\n  notify_master \"{n} master\"\n  \
@@ -368,4 +373,52 @@ fn notify_scripts_run_in_order_with_keepalived_arguments_and_smtp_alerts_are_sen
         "{mail}"
     );
     assert!(mail.contains("=> VRRP Instance is now owning VRRP VIPs <="), "{mail}");
+}
+
+#[test]
+fn use_vmac_virtual_routes_and_excluded_addresses() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 95, 3);
+    let vip = ip4(95, 100);
+    let master = config(
+        "r1",
+        "",
+        &[instance(
+            "VI_1",
+            95,
+            150,
+            ADVERT_TEXT,
+            &["10.95.0.100/24"],
+            "  version 3\n  use_vmac\n  virtual_ipaddress_excluded {\n    10.95.0.150/24\n  }\n  \
+             virtual_routes {\n    192.168.95.0/24 via 10.95.0.254\n  }\n",
+        )],
+    );
+    let backup =
+        config("r2", "", &[instance("VI_1", 95, 100, ADVERT_TEXT, &["10.95.0.100/24"], "  version 3\n")]);
+    // r3 learns addresses from gratuitous ARPs, so it shows which MAC they announced.
+    r[2].sysctl("net.ipv4.conf.eth0.arp_accept", "1");
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &master);
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &backup);
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    // The macvlan carries the RFC 5798 virtual MAC (95 = 0x5f) and the VIP.
+    let link = r[0].ip(&["-d", "link", "show", "vrrp.95"]);
+    assert!(link.contains("link/ether 00:00:5e:00:01:5f") && link.contains("macvlan"), "{link}");
+    assert!(r[0].ip(&["-4", "addr", "show", "dev", "vrrp.95"]).contains("10.95.0.100/24"));
+    assert!(r[0].ip(&["-4", "addr", "show"]).contains("10.95.0.150/24"), "excluded VIP missing");
+    let route = r[0].ip(&["route", "show", "192.168.95.0/24"]);
+    assert!(route.contains("via 10.95.0.254") && route.contains("proto keepalived"), "{route:?}");
+    // The gratuitous ARPs announce the VIP at the virtual MAC, and the VIP answers.
+    let neighbour = r[2].ip(&["neigh", "show", "10.95.0.100"]);
+    assert!(neighbour.contains("00:00:5e:00:01:5f"), "{neighbour:?}");
+    let ping = r[2].exec("ping", &["-c", "1", "-W", "2", "10.95.0.100"]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+
+    terminate(&mut a, "lbd1");
+    assert!(r[0].try_ip(&["link", "show", "vrrp.95"]).is_err(), "the macvlan outlived lbd");
+    assert!(r[0].ip(&["route", "show", "192.168.95.0/24"]).trim().is_empty(), "the route outlived lbd");
+    assert!(!r[0].ip(&["-4", "addr", "show"]).contains("10.95.0.150"), "the excluded VIP outlived lbd");
+    w2.wait_for(true, Duration::from_secs(2));
 }

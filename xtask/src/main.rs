@@ -91,7 +91,7 @@ pub fn ebpf_object() -> PathBuf {
     root().join("target/ebpf/bpfel-unknown-none/release/lb-ebpf")
 }
 
-fn build_ebpf() -> anyhow::Result<()> {
+pub(crate) fn build_ebpf() -> anyhow::Result<()> {
     step("build the XDP object");
     let dir = root().join("lb-ebpf");
     // lb-ebpf/.cargo/config.toml sets the BPF target, build-std and the BTF flags.

@@ -235,11 +235,14 @@ pub struct SmtpPlan {
     pub router_id: String,
 }
 
-/// The `use_vmac` interfaces the configuration asks for: (name, parent interface, MAC).
+/// The `use_vmac` interfaces the configuration asks for: (name, parent interface, MAC). IPv4
+/// instances only: an IPv6 virtual MAC needs its own link-local address handling, which lbd
+/// does not do yet (such an instance runs on its interface, see [`plan`]).
 pub fn vmacs_wanted(config: &Config) -> Vec<(String, String, [u8; 6])> {
     config
         .vrrp_instances
         .iter()
+        .filter(|instance| instance.family() == Family::Inet)
         .filter_map(|instance| {
             let vmac = instance.use_vmac.as_ref()?;
             let vrid = instance.virtual_router_id?;
@@ -318,7 +321,10 @@ impl Planner<'_> {
             VrrpVersion::V3 => Version::V3,
         };
 
-        let vmac = v.use_vmac.as_ref().map(|_| {
+        if v.use_vmac.is_some() && family == Family::Inet6 {
+            self.warn(&v.name, "use_vmac is not supported for IPv6 yet; using the interface itself".into());
+        }
+        let vmac = v.use_vmac.as_ref().filter(|_| family == Family::Inet).map(|_| {
             let (name, _, mac) = vmacs_wanted(&Config {
                 vrrp_instances: vec![v.clone()],
                 global_defs: global.clone(),

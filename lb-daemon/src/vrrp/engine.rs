@@ -156,10 +156,17 @@ impl Engine {
             .await;
             match created {
                 Ok(link) => {
-                    // Only the macvlan answers ARP for the VIPs it holds, with the virtual MAC.
-                    for (interface, key, value) in
-                        [(parent.as_str(), "arp_ignore", "1"), (name.as_str(), "arp_ignore", "1")]
-                    {
+                    // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for
+                    // the VIPs, the macvlan answers only for its own addresses and hears the other
+                    // routers although it has no address of its own.
+                    for (interface, key, value) in [
+                        (name.as_str(), "arp_ignore", "1"),
+                        (name.as_str(), "accept_local", "1"),
+                        (name.as_str(), "rp_filter", "0"),
+                        (name.as_str(), "promote_secondaries", "1"),
+                        (parent.as_str(), "arp_ignore", "1"),
+                        (parent.as_str(), "arp_filter", "1"),
+                    ] {
                         set_ipv4_conf(interface, key, value);
                     }
                     info!("(vmac) {name} created on {parent}");
@@ -500,13 +507,11 @@ impl Engine {
                 continue;
             }
             self.runners[i].fault = fault;
-            let old = self.runners[i].machine.state();
             let actions = self.runners[i].machine.handle(Event::Fault(fault), now);
             self.execute(i, actions).await;
             if let Some(g) = self.runners[i].plan.group {
                 self.update_group(g);
             }
-            let _ = old;
         }
     }
 
@@ -685,9 +690,6 @@ impl Engine {
 
     async fn stop(mut self, kind: StopKind) {
         info!("Stopping VRRP");
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
         let now = Instant::now();
         for i in 0..self.runners.len() {
             match kind {
@@ -715,6 +717,10 @@ impl Engine {
                     );
                 }
             }
+        }
+        // After the adverts: the backups should not wait for us.
+        for task in self.tasks.drain(..) {
+            task.abort();
         }
         for group in &self.groups {
             self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, State::Stop, 0);

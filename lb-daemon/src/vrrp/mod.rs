@@ -80,12 +80,20 @@ impl VrrpTask {
     /// Runs the VRRP instances of `config` on the current tokio runtime.
     pub fn spawn(config: crate::config::Config, netlink: crate::netlink::Netlink) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(None);
-        let task = tokio::spawn(async move { run(&config, netlink, stopped).await });
+        let task = tokio::spawn(async move {
+            let result = run(&config, netlink, stopped).await;
+            if let Err(e) = &result {
+                // Said now, not only when the daemon stops.
+                tracing::error!("VRRP: {}", addr::chain(e));
+            }
+            result
+        });
         VrrpTask { stop, task }
     }
 
     /// Stops the instances `kind`'s way and waits until they have (adverts sent, VIPs removed,
-    /// notify scripts run). Returns the error the engine failed with, if it did.
+    /// notify scripts run). Returns the error the engine failed with, if it did (it was logged
+    /// when it happened).
     pub async fn stop(self, kind: StopKind) -> Result<(), VrrpError> {
         // The engine may have ended already (with an error); then there is nobody to tell.
         let _ = self.stop.send(Some(kind));

@@ -62,7 +62,10 @@ impl VrrpSocket {
         socket.bind_device(Some(interface.as_bytes()))?;
         socket.set_header_included_v4(true)?;
         socket.set_multicast_loop_v4(false)?;
-        socket.set_multicast_if_v4(&source)?;
+        // By index, not by address: the source may belong to another interface (the parent of a
+        // use_vmac macvlan), and the kernel refuses a multicast interface other than the bound
+        // device.
+        set_multicast_if_v4(socket.as_raw_fd(), ifindex, source)?;
         if let Some(group) = group {
             socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
         }
@@ -191,6 +194,26 @@ fn recv_v6(fd: RawFd) -> io::Result<Received> {
     let pseudo = PseudoHeader::V6 { source, destination };
     let advert = VrrpAdvert::decode(buf.get(..len).unwrap_or_default(), &pseudo);
     Ok(Received { source: source.into(), destination: destination.into(), hop_limit, advert })
+}
+
+/// `IP_MULTICAST_IF` with an `ip_mreqn`: send multicast out of `ifindex`, from `source`.
+fn set_multicast_if_v4(fd: RawFd, ifindex: u32, source: Ipv4Addr) -> io::Result<()> {
+    let request = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: u32::from_ne_bytes(source.octets()) },
+        imr_ifindex: i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+    };
+    // SAFETY: setsockopt with a pointer to an ip_mreqn and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&raw const request).cast(),
+            size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {

@@ -24,6 +24,9 @@
 //! - a v2 advert whose interval differs from ours is discarded (RFC 3768 §7.1); a v3 backup
 //!   learns Master_Adver_Interval from the master (RFC 5798 §6.4.2);
 //! - effective priority = base + tracking weights, kept within 1..=254 unless the base is 255;
+//! - sync groups (keepalived's `vrrp_sync.c`) are coordinated by the caller with
+//!   [`Event::SyncHold`] (a member whose Master_Down_Timer fired waits for the rest of its
+//!   group), [`Event::SyncMaster`] and [`Event::SyncBackup`] (members follow one that moved);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP

@@ -73,11 +73,18 @@ pub fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
             pin.to_str().unwrap_or_default(),
         ],
     );
-    wait_until(Duration::from_secs(15), &format!("{label} to start VRRP"), || {
-        lbd.assert_running();
-        lbd.log().contains("Entering")
-    });
+    wait_started(&mut lbd, label);
     lbd
+}
+
+/// Waits for the first "Entering ... STATE" line, panicking with the log if it does not come.
+fn wait_started(process: &mut Proc, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !process.log().contains("Entering") {
+        process.assert_running();
+        assert!(Instant::now() < deadline, "{label} did not start VRRP within 15 s; log:\n{}", process.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Starts a real keepalived (VRRP only) in `ns` with `config`.
@@ -103,10 +110,7 @@ pub fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Pro
             &pid("check"),
         ],
     );
-    wait_until(Duration::from_secs(15), &format!("{label} to start VRRP"), || {
-        keepalived.assert_running();
-        keepalived.log().contains("Entering")
-    });
+    wait_started(&mut keepalived, label);
     keepalived
 }
 
@@ -246,4 +250,22 @@ pub fn longest_double_holding(a: &VipWatch, b: &VipWatch, until: Instant) -> Dur
 /// Milliseconds, for messages.
 pub fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The advert interval of the lbd-only tests (VRRPv3): short enough for fast tests, long enough
+/// that a loaded 2-core machine does not cause spurious failovers.
+pub const ADVERT_TEXT: &str = "0.2";
+/// [`ADVERT_TEXT`] as a duration.
+pub const ADVERT: Duration = Duration::from_millis(200);
+/// What a busy machine adds to a timer (scheduling, netlink, the watch's 5 ms poll).
+pub const SLACK: Duration = Duration::from_millis(300);
+
+/// Skew_Time of `priority` at [`ADVERT`] (RFC 5798 §6.1).
+pub fn skew(priority: u32) -> Duration {
+    ADVERT * (256 - priority) / 256
+}
+
+/// Master_Down_Interval of `priority` at [`ADVERT`] (RFC 5798 §6.1).
+pub fn master_down(priority: u32) -> Duration {
+    ADVERT * 3 + skew(priority)
 }
