@@ -53,6 +53,10 @@ pub struct Args {
     #[arg(short = 'i', long = "config-id", value_name = "ID")]
     pub config_id: Option<String>,
 
+    /// Don't remove VRRP VIPs and virtual routes on daemon stop (and send no priority-0 advert).
+    #[arg(short = 'V', long = "dont-release-vrrp")]
+    pub dont_release_vrrp: bool,
+
     /// Display the version number.
     #[arg(short = 'v', long = "version")]
     pub version: bool,

@@ -80,7 +80,14 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     wait_for_stop().await?;
 
     info!("Stopping");
-    if let Err(e) = vrrp.stop(lb_daemon::vrrp::StopKind::Orderly).await {
+    if let Err(e) = vrrp
+        .stop(if args.dont_release_vrrp {
+            lb_daemon::vrrp::StopKind::KeepVips
+        } else {
+            lb_daemon::vrrp::StopKind::Orderly
+        })
+        .await
+    {
         error!("{}", error_chain(&e));
     }
     let stats = dataplane.stats()?;

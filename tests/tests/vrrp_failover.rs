@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use lb_tests::lab::Lab;
 use vrrp_kit::{
     ADVERT, ADVERT_TEXT, SLACK, VipWatch, config, instance, ip4, lan, longest_double_holding, master_down,
-    ms, skew, start_lbd, terminate,
+    ms, skew, start_lbd, start_lbd_with, terminate,
 };
 
 fn conf(priority: u8, subnet: u8, extra: &str) -> String {
@@ -169,4 +169,20 @@ fn preempt_delay_waits_before_taking_over() {
         "took over only after {}",
         ms(taken)
     );
+}
+
+#[test]
+fn dont_release_vrrp_leaves_the_vip_in_place_for_good() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 79, 1);
+    let vip = ip4(79, 100);
+    let w = VipWatch::start(&r[0], "r1", vip);
+    let mut a = start_lbd_with(&mut lab, &r[0], "lbd1", &conf(150, 79, ""), &["-V"]);
+    w.wait_for(true, Duration::from_secs(5));
+    terminate(&mut a, "lbd1");
+    assert!(!a.log().contains("sent 0 priority"), "-V sends no priority-0 advert:\n{}", a.log());
+    // Past any lease the VIP would have had: it is permanent now, as keepalived's -V leaves it.
+    w.assert_steady(true, Duration::from_secs(3));
+    let shown = r[0].ip(&["-4", "addr", "show", "to", &vip.to_string()]);
+    assert!(shown.contains("valid_lft forever"), "the VIP kept a lifetime after -V: {shown}");
 }

@@ -12,6 +12,9 @@ pub enum Bench {
     /// The XDP program's cost per packet (BPF_PROG_TEST_RUN) in each forwarding method, new
     /// and established flows, with a trivial XDP_TX program as the floor.
     Xdp,
+    /// VRRP failover times (kill -9, SIGTERM) of lbd and keepalived in the same run, at
+    /// advert_int 1, 0.1 and 0.01 s.
+    Vrrp,
 }
 
 /// Runs one benchmark.
@@ -19,6 +22,7 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
     match what {
         Bench::Config => crate::bench_config::run(&crate::root()),
         Bench::Xdp => xdp(),
+        Bench::Vrrp => crate::bench_vrrp::run(&crate::root()),
     }
 }
 

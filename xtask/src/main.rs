@@ -10,6 +10,7 @@
 
 mod bench;
 mod bench_config;
+mod bench_vrrp;
 mod cmd;
 mod setup;
 

@@ -2,7 +2,7 @@
 //! objects, and carries out the [`Action`]s it returns, in order (advert, VIPs, gratuitous ARPs,
 //! notify).
 //!
-//! One task owns all the state ([`Engine`]); everything that waits (socket reads, vrrp_script
+//! One task owns all the state (the `Engine`); everything that waits (socket reads, vrrp_script
 //! runs, tracked files, link events) runs in tasks of its own and reports over a channel, so
 //! the instances never need a lock. Sync groups are coordinated here, around the state
 //! machine's [`Event::SyncHold`] / [`Event::SyncMaster`] / [`Event::SyncBackup`].

@@ -59,20 +59,24 @@ pub fn config(router_id: &str, global_extra: &str, blocks: &[String]) -> String 
 
 /// Starts lbd in `ns` with `config` (written to the lab's directory as LABEL.conf).
 pub fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
+    start_lbd_with(lab, ns, label, config, &[])
+}
+
+/// As [`start_lbd`], with more command-line arguments.
+#[allow(dead_code, reason = "each test binary includes this kit and uses part of it")]
+pub fn start_lbd_with(lab: &mut Lab, ns: &Netns, label: &str, config: &str, extra: &[&str]) -> Proc {
     let conf = lab.write_file(&format!("{label}.conf"), config);
     let pin = lab.bpffs().join("lbd");
-    let mut lbd = ns.spawn(
-        label,
-        bins::lbd(),
-        &[
-            "-n",
-            "-l",
-            "-f",
-            conf.to_str().unwrap_or_default(),
-            "--bpf-pin-path",
-            pin.to_str().unwrap_or_default(),
-        ],
-    );
+    let mut args = vec![
+        "-n",
+        "-l",
+        "-f",
+        conf.to_str().unwrap_or_default(),
+        "--bpf-pin-path",
+        pin.to_str().unwrap_or_default(),
+    ];
+    args.extend_from_slice(extra);
+    let mut lbd = ns.spawn(label, bins::lbd(), &args);
     wait_started(&mut lbd, label);
     lbd
 }
