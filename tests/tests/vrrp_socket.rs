@@ -2,6 +2,8 @@
 //! decode what a real keepalived 2.2.7 sends.
 #![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
+mod vrrp_kit;
+
 use std::{
     net::{IpAddr, Ipv4Addr},
     num::NonZeroU8,
@@ -105,31 +107,6 @@ fn keepalived_conf(version: u8, advert_int: &str, auth: &str, vip: &str) -> Stri
     )
 }
 
-/// Runs a real keepalived (VRRP only) in `ns` with `config`.
-fn start_keepalived(lab: &Lab, ns: &Netns, name: &str, config: &str) -> lb_tests::process::Proc {
-    let conf = lab.write_file(&format!("{name}.conf"), config);
-    let pid = |what: &str| lab.dir().join(format!("{name}-{what}.pid")).display().to_string();
-    ns.spawn(
-        name,
-        "keepalived",
-        &[
-            "-n",
-            "-l",
-            "-D",
-            "-G",
-            "-P",
-            "-f",
-            conf.to_str().unwrap(),
-            "-p",
-            &pid("main"),
-            "-r",
-            &pid("vrrp"),
-            "-c",
-            &pid("check"),
-        ],
-    )
-}
-
 #[test]
 fn lbd_decodes_real_keepalived_adverts() {
     let mut lab = Lab::new();
@@ -155,7 +132,7 @@ fn lbd_decodes_real_keepalived_adverts() {
         ("v3-ipv6", keepalived_conf(3, "0.1", "", "fe80::79:100/64\n    fd79::100/64")),
     ];
     for (name, config) in cases {
-        let mut keepalived = start_keepalived(&lab, &ka, name, &config);
+        let mut keepalived = vrrp_kit::start_keepalived(&lab, &ka, name, &config);
         let received = in_ns(&me, async || {
             let socket = if name.ends_with("ipv6") {
                 VrrpSocket::open_v6("eth0", idx, me_ll, Some(VRRP_MCAST_GROUP_V6)).unwrap()

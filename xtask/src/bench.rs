@@ -37,19 +37,39 @@ fn xdp() -> anyhow::Result<()> {
     anyhow::ensure!(out.status.success(), "{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{table}");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load.split_whitespace().next().unwrap_or("?");
     let section = format!(
         "## XDP program: cost per packet (BPF_PROG_TEST_RUN)\n\n\
          Command: `cargo xtask bench xdp` (tests/src/bin/lb-bench-xdp.rs: one repeat=1 call per \
          frame on a fresh copy, in a namespace whose FIB lookups succeed; medians; the floor is a \
          trivial XDP_TX program measured in the same run).\n\n\
-         Machine: 2 cores, Linux {}, load average {load} when measured.\n\n{table}\n\
+         Machine: {}.\n\n{table}\n\
          Anchors from shared/notes (Katran, this machine): about 70 ns net per new TCP flow and 57 ns \
          per established-flow packet. Goal: an established NAT or TUN packet at or under 40 ns net.\n",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        machine()
     );
     record("xdp", &section)
+}
+
+/// The machine, for the record: CPU, cores, kernel, load average now.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpu}, {cores} cores, Linux {kernel}, load average {load} when measured")
 }
 
 /// Replaces (or appends) the section between `<!-- bench:NAME:start -->` and `...:end -->` in
@@ -58,7 +78,7 @@ pub fn record(name: &str, section: &str) -> anyhow::Result<()> {
     let path = crate::root().join("BENCHMARKS.md");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".to_owned());
     let (start, end) = (format!("<!-- bench:{name}:start -->"), format!("<!-- bench:{name}:end -->"));
-    let block = format!("{start}\n{section}{end}\n");
+    let block = format!("{start}\n{}\n{end}\n", section.trim_end());
     let new = match (text.find(&start), text.find(&end)) {
         (Some(a), Some(b)) if a < b => {
             format!("{}{block}{}", &text[..a], text[b + end.len()..].trim_start_matches('\n'))

@@ -22,8 +22,6 @@ const VIRTUAL_SERVERS: usize = 1000;
 const REAL_SERVERS: usize = 100;
 /// Runs of each program; the fastest is kept.
 const RUNS: usize = 5;
-const START: &str = "<!-- bench:config:start -->";
-const END: &str = "<!-- bench:config:end -->";
 
 /// One measurement: wall time in seconds, and CPU time (user + system, seconds) and peak RSS
 /// (KiB) if `/usr/bin/time` was there.
@@ -153,38 +151,16 @@ fn rss(kib: Option<u64>) -> String {
     kib.map_or_else(|| "peak RSS n/a".to_string(), |k| format!("peak RSS {:.1} MiB", k as f64 / 1024.0))
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cpu}, {cores} cores, Linux {kernel}, load average {load} when measured")
-}
-
 /// Writes (or replaces) the config section of BENCHMARKS.md.
 fn record(root: &Path, conf: &Path, lbd: Sample, keepalived: Option<Sample>) -> anyhow::Result<()> {
     let rel = conf.strip_prefix(root).unwrap_or(conf).display().to_string();
     let mut s = String::new();
-    let _ = writeln!(s, "{START}");
     let _ = writeln!(s, "## Configuration: parse and validate 100k real servers\n");
     let _ = writeln!(
         s,
         "Command: `cargo xtask bench config` (generates `{rel}`: {VIRTUAL_SERVERS} virtual servers x {REAL_SERVERS} real servers, each with a TCP_CHECK; runs `lbd -t -f FILE` (release build) and `keepalived -t -f FILE` {RUNS} times each under `/usr/bin/time`, fastest run kept).\n"
     );
-    let _ = writeln!(s, "Machine: {}.\n", machine());
+    let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
     let _ = writeln!(s, "| program | wall time | CPU time (user+sys) | peak RSS |");
     let _ = writeln!(s, "| --- | --- | --- | --- |");
     let row = |name: &str, x: Sample| {
@@ -219,16 +195,6 @@ fn record(root: &Path, conf: &Path, lbd: Sample, keepalived: Option<Sample>) -> 
             let _ = writeln!(s, "\nkeepalived was not installed: no baseline in this run.");
         }
     }
-    let _ = writeln!(s, "{END}");
 
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| "# Benchmarks\n\nRecorded by `cargo xtask bench <what>`.\n".to_string());
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], s.trim_end(), &old[b + END.len()..]),
-        _ => format!("{}\n{s}", old.trim_end().to_string() + "\n"),
-    };
-    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-    println!("==> recorded in {}", path.display());
-    Ok(())
+    crate::bench::record("config", &s)
 }

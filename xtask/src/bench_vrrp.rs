@@ -24,8 +24,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-const START: &str = "<!-- bench:vrrp:start -->";
-const END: &str = "<!-- bench:vrrp:end -->";
 const VIP: &str = "10.200.0.100";
 
 /// The programs compared.
@@ -119,7 +117,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    record(root, &results)
+    record(&results)
 }
 
 /// One set of measurements.
@@ -436,31 +434,9 @@ impl Drop for AddressMonitor {
     }
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cpu}, {cores} cores, Linux {kernel}, load average {load} when measured")
-}
-
 /// Writes (or replaces) the vrrp section of BENCHMARKS.md.
-fn record(root: &Path, rows: &[Row]) -> anyhow::Result<()> {
+fn record(rows: &[Row]) -> anyhow::Result<()> {
     let mut s = String::new();
-    let _ = writeln!(s, "{START}");
     let _ = writeln!(s, "## VRRP failover: lbd and keepalived 2.2.7 in the same run\n");
     let _ = writeln!(
         s,
@@ -468,7 +444,7 @@ fn record(root: &Path, rows: &[Row]) -> anyhow::Result<()> {
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
          interval; time until the backup's kernel reports the VIP, from `ip monitor address`).\n"
     );
-    let _ = writeln!(s, "Machine: {}.\n", machine());
+    let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
     let _ = writeln!(
         s,
         "| program | stop | advert_int | runs | min | median | p90 | max | RFC 5798 expects (ms) |"
@@ -511,16 +487,6 @@ fn record(root: &Path, rows: &[Row]) -> anyhow::Result<()> {
         if slower.is_empty() { "met".to_string() } else { format!("not met ({})", slower.join(", ")) },
         if fastest < 60.0 { "met" } else { "not met" }
     );
-    let _ = writeln!(s, "{END}");
 
-    let path = root.join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| "# Benchmarks\n\nRecorded by `cargo xtask bench <what>`.\n".into());
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], s.trim_end(), &old[b + END.len()..]),
-        _ => format!("{}\n{}", old.trim_end(), s),
-    };
-    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-    println!("==> recorded in {}", path.display());
-    Ok(())
+    crate::bench::record("vrrp", &s)
 }

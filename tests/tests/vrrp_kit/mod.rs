@@ -63,7 +63,6 @@ pub fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
 }
 
 /// As [`start_lbd`], with more command-line arguments.
-#[allow(dead_code, reason = "each test binary includes this kit and uses part of it")]
 pub fn start_lbd_with(lab: &mut Lab, ns: &Netns, label: &str, config: &str, extra: &[&str]) -> Proc {
     let conf = lab.write_file(&format!("{label}.conf"), config);
     let pin = lab.bpffs().join("lbd");
