@@ -24,7 +24,7 @@ pub enum DumpFormat {
 pub const DEFAULT_CONFIG: &str = "/etc/keepalived/keepalived.conf";
 
 /// `lbd`'s command line.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "lbd",
     version,
@@ -92,6 +92,103 @@ pub struct Args {
     #[arg(short = 'e', long = "all-config")]
     pub all_config: bool,
 
+    /// Only run the VRRP subsystem (no virtual servers, no checkers).
+    #[arg(short = 'P', long = "vrrp", conflicts_with = "check_only")]
+    pub vrrp_only: bool,
+
+    /// Only run the health-checker subsystem (virtual servers and checkers, no VRRP).
+    #[arg(short = 'C', long = "check")]
+    pub check_only: bool,
+
+    /// Don't run the BFD subsystem (lbd has none; accepted for compatibility).
+    #[arg(short = 'B', long = "no_bfd")]
+    pub no_bfd: bool,
+
+    /// Run every subsystem even without configuration for it.
+    #[arg(long = "all")]
+    pub all: bool,
+
+    /// Syslog facility: 0-7 (local0-7), local0-7, user or daemon (default).
+    #[arg(short = 'S', long = "log-facility", value_name = "FACILITY", value_parser = parse_facility)]
+    pub log_facility: Option<Facility>,
+
+    /// Don't log via syslog.
+    #[arg(short = 'G', long = "no-syslog")]
+    pub no_syslog: bool,
+
+    /// umask for file creation (numeric, octal with a leading 0).
+    #[arg(short = 'u', long = "umask", value_name = "MASK", value_parser = parse_umask)]
+    pub umask: Option<u32>,
+
+    /// Drop VIPs on transition from signal (keepalived's -X; lbd always removes them on an
+    /// orderly stop unless -V).
+    #[arg(short = 'X', long = "release-vips")]
+    pub release_vips: bool,
+
+    /// Don't remove the data-plane topology on daemon stop: the XDP program stays attached and
+    /// keeps forwarding established and new flows until the next lbd adopts it.
+    #[arg(short = 'I', long = "dont-release-ipvs")]
+    pub dont_release_ipvs: bool,
+
+    /// Don't respawn child processes (lbd runs its subsystems in one process; accepted).
+    #[arg(short = 'R', long = "dont-respawn")]
+    pub dont_respawn: bool,
+
+    /// Pid file of the main process.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Pid file of the VRRP subsystem.
+    #[arg(short = 'r', long = "vrrp_pid", value_name = "FILE")]
+    pub vrrp_pid_file: Option<PathBuf>,
+
+    /// Pid file of the checker subsystem.
+    #[arg(short = 'c', long = "checkers_pid", value_name = "FILE")]
+    pub checkers_pid_file: Option<PathBuf>,
+
+    /// Pid file of the BFD subsystem (lbd has none; accepted).
+    #[arg(short = 'b', long = "bfd_pid", value_name = "FILE")]
+    pub bfd_pid_file: Option<PathBuf>,
+
+    /// Report all address additions/deletions notified via netlink.
+    #[arg(short = 'a', long = "address-monitoring")]
+    pub address_monitoring: bool,
+
+    /// Enable the SNMP subsystem (not supported by lbd: use --status-listen's /metrics).
+    #[arg(short = 'x', long = "snmp")]
+    pub snmp: bool,
+
+    /// Socket of the SNMP master agent (accepted, unused).
+    #[arg(short = 'A', long = "snmp-agent-socket", value_name = "FILE")]
+    pub snmp_agent_socket: Option<PathBuf>,
+
+    /// Run in network namespace NAME (overrides the configuration's net_namespace).
+    #[arg(short = 's', long = "namespace", value_name = "NAME")]
+    pub namespace: Option<String>,
+
+    /// Produce a core dump if lbd terminates abnormally.
+    #[arg(short = 'm', long = "core-dump")]
+    pub core_dump: bool,
+
+    /// Also set /proc/sys/kernel/core_pattern to PATTERN.
+    #[arg(short = 'M', long = "core-dump-pattern", value_name = "PATTERN", num_args = 0..=1,
+          require_equals = true, default_missing_value = "core")]
+    pub core_dump_pattern: Option<String>,
+
+    /// Log to FILE as well (keepalived's -g, --log-file).
+    #[arg(short = 'g', long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Print the number of the signal for STOP, RELOAD, DATA, STATS, STATS_CLEAR or JSON, and
+    /// exit.
+    #[arg(long = "signum", value_name = "SIGFUNC")]
+    pub signum: Option<String>,
+
+    /// Serve /metrics (Prometheus text) and /status (JSON) over HTTP on ADDR:PORT (off by
+    /// default), e.g. 127.0.0.1:9110.
+    #[arg(long = "status-listen", value_name = "ADDR:PORT")]
+    pub status_listen: Option<std::net::SocketAddr>,
+
     /// Directory on a bpffs where the XDP maps are pinned (mounted there if needed).
     #[arg(long = "bpf-pin-path", value_name = "DIR", default_value = lb_common::DEFAULT_PIN_PATH)]
     pub bpf_pin_path: PathBuf,
@@ -104,6 +201,51 @@ pub struct Args {
     /// How to attach the XDP program.
     #[arg(long = "xdp-mode", value_enum, default_value_t = AttachMode::Auto)]
     pub xdp_mode: AttachMode,
+}
+
+/// A syslog facility as `-S` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facility {
+    /// LOG_DAEMON (the default).
+    Daemon,
+    /// LOG_USER.
+    User,
+    /// LOG_LOCAL0 to LOG_LOCAL7.
+    Local(u8),
+}
+
+fn parse_facility(text: &str) -> Result<Facility, String> {
+    let local = |n: &str| n.parse::<u8>().ok().filter(|n| *n <= 7).map(Facility::Local);
+    match text {
+        "daemon" => Some(Facility::Daemon),
+        "user" => Some(Facility::User),
+        _ => text.strip_prefix("local").map_or_else(|| local(text), local),
+    }
+    .ok_or_else(|| format!("'{text}': expected 0-7, local0-7, user or daemon"))
+}
+
+fn parse_umask(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None if text.starts_with('0') && text.len() > 1 => u32::from_str_radix(&text[1..], 8),
+        None => text.parse(),
+    };
+    parsed.ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("'{text}': expected a numeric umask"))
+}
+
+/// keepalived's `--signum` names and their signals.
+pub const SIGNUMS: [(&str, i32); 6] = [
+    ("STOP", libc::SIGTERM),
+    ("RELOAD", libc::SIGHUP),
+    ("DATA", libc::SIGUSR1),
+    ("STATS", libc::SIGUSR2),
+    ("STATS_CLEAR", 63),
+    ("JSON", 36),
+];
+
+/// The `--signum` answer: the signal number, or keepalived's message for an unknown name.
+pub fn signum(name: &str) -> Result<i32, String> {
+    SIGNUMS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).ok_or_else(|| format!("Unknown sigfunc {name}"))
 }
 
 #[cfg(test)]
@@ -132,6 +274,67 @@ mod tests {
         let a = Args::try_parse_from(["lbd", "-e", "-t", "-d"]).expect("valid");
         assert!(a.all_config && a.config_test.is_some() && a.dump_conf.is_some());
         assert!(Args::try_parse_from(["lbd", "--dump-conf=yaml"]).is_err());
+    }
+
+    #[test]
+    fn every_keepalived_flag_is_accepted() {
+        let args = Args::try_parse_from([
+            "lbd",
+            "-P",
+            "-B",
+            "--all",
+            "-S",
+            "local3",
+            "-G",
+            "-u",
+            "0177",
+            "-X",
+            "-V",
+            "-I",
+            "-R",
+            "-n",
+            "-p",
+            "/run/a.pid",
+            "-r",
+            "/run/v.pid",
+            "-c",
+            "/run/c.pid",
+            "-b",
+            "/run/b.pid",
+            "-a",
+            "-x",
+            "-A",
+            "/s",
+            "-s",
+            "ns1",
+            "-m",
+            "--core-dump-pattern=core",
+            "-e",
+            "-i",
+            "lb1",
+            "--signum",
+            "JSON",
+        ])
+        .expect("valid");
+        assert!(args.vrrp_only && args.dont_release_ipvs && args.no_syslog);
+        assert_eq!(args.log_facility, Some(Facility::Local(3)));
+        assert_eq!(args.umask, Some(0o177));
+        assert_eq!(args.pid_file, Some(PathBuf::from("/run/a.pid")));
+        assert!(Args::try_parse_from(["lbd", "-P", "-C"]).is_err(), "-P and -C exclude each other");
+        assert!(Args::try_parse_from(["lbd", "-S", "local8"]).is_err());
+        assert_eq!(parse_facility("5"), Ok(Facility::Local(5)));
+        assert_eq!(parse_facility("daemon"), Ok(Facility::Daemon));
+    }
+
+    #[test]
+    fn signum_answers_like_keepalived() {
+        assert_eq!(signum("STOP"), Ok(15));
+        assert_eq!(signum("RELOAD"), Ok(1));
+        assert_eq!(signum("DATA"), Ok(10));
+        assert_eq!(signum("STATS"), Ok(12));
+        assert_eq!(signum("STATS_CLEAR"), Ok(63));
+        assert_eq!(signum("JSON"), Ok(36));
+        assert_eq!(signum("TDATA"), Err("Unknown sigfunc TDATA".to_owned()));
     }
 
     #[test]

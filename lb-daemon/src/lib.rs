@@ -7,11 +7,13 @@
 //! - [`cli`] is keepalived's command line.
 //! - [`genhash`] computes web pages' digests as keepalived's genhash does.
 //! - [`lvs`] turns the configuration's virtual servers into the data plane's desired state.
+//! - [`daemon`] is the program operators run: start, signals, reload, dumps, stop.
 //! - [`config`] reads keepalived.conf (and lbd's TOML model) into a typed model, with diagnostics.
 //! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod genhash;
 pub mod lvs;

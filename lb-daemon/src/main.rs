@@ -1,17 +1,15 @@
-//! `lbd`: parse the command line and configuration before any runtime starts, set up the data
-//! plane, then wait for a signal and shut down in order.
+//! `lbd`: parse the command line and configuration before any runtime starts, take on the
+//! process settings keepalived's flags ask for (namespace, umask, core dumps, fork), then run
+//! the [`Daemon`] until a signal stops it.
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser as _;
 use lb_daemon::{
     cli::Args,
-    dataplane::Dataplane as _,
-    dataplane::xdp::{XdpDataplane, error_chain},
-    netlink::{Netlink, sysctl},
+    daemon::{Daemon, logging},
+    dataplane::xdp::error_chain,
 };
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
@@ -20,12 +18,31 @@ fn main() -> ExitCode {
         println!("lbd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(name) = &args.signum {
+        return match lb_daemon::cli::signum(name) {
+            Ok(number) => {
+                println!("{number}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     // Configuration before runtime: -t, -d and --dump-conf are answered here.
     if let Some(status) = lb_daemon::config::action::run(&args) {
         return ExitCode::from(status);
     }
-    init_logging(&args);
-    match run(&args) {
+    if let Err(e) = process_settings(&args) {
+        eprintln!("lbd: {}", error_chain(e.as_ref()));
+        return ExitCode::from(1);
+    }
+    logging::init(&args);
+    if args.snmp || args.snmp_agent_socket.is_some() {
+        warn!("SNMP is not supported by lbd; --status-listen serves Prometheus /metrics instead");
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{}", error_chain(e.as_ref()));
@@ -35,110 +52,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &Args) {
-    let level = if args.log_detail { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LBD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+/// What must happen while the process is still one thread: the network namespace (`-s`), the
+/// umask (`-u`), core dumps (`-m`, `-M`) and, without `-n`, going to the background.
+fn process_settings(args: &Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(name) = &args.namespace {
+        let path = format!("/var/run/netns/{name}");
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("network namespace {name} ({path})"))?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering network namespace {name}"))?;
+    }
+    if let Some(mask) = args.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if args.core_dump || args.core_dump_pattern.is_some() {
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_CORE, nix::libc::RLIM_INFINITY, nix::libc::RLIM_INFINITY)
+            .context("allowing core dumps")?;
+    }
+    if let Some(pattern) = &args.core_dump_pattern {
+        std::fs::write("/proc/sys/kernel/core_pattern", pattern).context("setting kernel.core_pattern")?;
+    }
+    if !args.dont_fork {
+        // keepalived daemonizes unless -n: the parent exits, the child carries on detached.
+        nix::unistd::daemon(false, args.log_console).context("going to the background")?;
+    }
+    Ok(())
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(args: Args) -> anyhow::Result<()> {
     info!("Starting lbd {}", env!("CARGO_PKG_VERSION"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(args))
-}
-
-async fn serve(args: &Args) -> anyhow::Result<()> {
-    let options = lb_daemon::config::LoadOptions {
-        config_id: args.config_id.clone(),
-        all_config: args.all_config,
-        deny_includes: false,
-    };
-    let config = lb_daemon::config::load(&args.use_file, &options).context("reading the configuration")?;
-    let netlink = Netlink::connect()?;
-    let mut dataplane = XdpDataplane::load(&args.bpf_pin_path).context("setting up the XDP data plane")?;
-    let interfaces = if args.xdp_interfaces.is_empty() {
-        netlink.links().await?.into_iter().filter(|l| l.up && !l.loopback).map(|l| l.name).collect()
-    } else {
-        args.xdp_interfaces.clone()
-    };
-    for interface in &interfaces {
-        let mode = dataplane.attach(interface, args.xdp_mode)?;
-        info!("XDP program attached to {interface} ({mode:?} mode)");
-    }
-    info!("maps pinned under {}", dataplane.pin_dir().display());
-    apply_virtual_servers(&config.config, &interfaces, &mut dataplane)?;
-    // VRRP runs the configuration's instances until the signal, and stops before the data plane.
-    let vrrp = lb_daemon::vrrp::VrrpTask::spawn(config.config, netlink.clone());
-
-    wait_for_stop().await?;
-
-    info!("Stopping");
-    if let Err(e) = vrrp
-        .stop(if args.dont_release_vrrp {
-            lb_daemon::vrrp::StopKind::KeepVips
-        } else {
-            lb_daemon::vrrp::StopKind::Orderly
-        })
-        .await
-    {
-        error!("{}", error_chain(&e));
-    }
-    let stats = dataplane.stats()?;
-    info!(
-        "packets seen: {}, passed: {}, dropped malformed: {}",
-        stats.rx_packets, stats.pass, stats.drop_malformed
-    );
-    dataplane.remove()?;
-    info!("Stopped");
-    Ok(())
-}
-
-/// Programs the configuration's virtual servers into the data plane.
-fn apply_virtual_servers(
-    config: &lb_daemon::config::model::Config,
-    interfaces: &[String],
-    dataplane: &mut XdpDataplane,
-) -> anyhow::Result<()> {
-    let (desired, notes) = lb_daemon::lvs::desired_state(config);
-    for note in notes {
-        warn!("{note}");
-    }
-    if !desired.services.is_empty() {
-        for interface in interfaces {
-            if sysctl::enable_ipv4_forwarding(interface)? {
-                info!(
-                    "{interface}: IPv4 forwarding turned on (the data plane routes through the kernel's FIB)"
-                );
-            }
-            if sysctl::enable_accept_local(interface)? {
-                info!(
-                    "{interface}: accept_local turned on (replies the kernel forwards carry the VIP as source)"
-                );
-            }
-        }
-        if desired.services.iter().any(|s| s.addr.vip.is_ipv6()) && sysctl::enable_ipv6_forwarding()? {
-            info!("IPv6 forwarding turned on (the data plane routes through the kernel's FIB)");
-        }
-    }
-    let report = dataplane.apply(&desired).context("programming the virtual servers")?;
-    info!("data plane: {} virtual services, {report:?}", desired.services.len());
-    Ok(())
-}
-
-/// Waits for SIGTERM or SIGINT.
-async fn wait_for_stop() -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("received SIGTERM"),
-        _ = int.recv() => info!("received SIGINT"),
-    }
-    Ok(())
+    runtime.block_on(async {
+        let daemon = Daemon::start(args).await?;
+        daemon.run().await
+    })
 }

@@ -33,3 +33,40 @@ pub fn lbd() -> PathBuf {
 pub fn web() -> PathBuf {
     workspace_bin("lbt-web")
 }
+
+/// Starts `lbd` in `ns` as the tests run it: in the foreground (`-n`), logging to the console
+/// (`-l`), with `config`, its maps pinned under `pin_dir`, and its pid files (keepalived's
+/// `-p`, `-r`, `-c`) in the lab's directory, named after `label`, so that several daemons of
+/// one test (or of tests running at once) do not claim the same ones. `TMPDIR` is the lab's
+/// directory, where the signal dumps (`keepalived.data`, ...) go. `extra` follows.
+pub fn spawn_lbd(
+    lab: &crate::lab::Lab,
+    ns: &crate::lab::Netns,
+    label: &str,
+    config: &std::path::Path,
+    pin_dir: &std::path::Path,
+    extra: &[&str],
+) -> crate::process::Proc {
+    let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
+    let (config, pin_dir) = (config.display().to_string(), pin_dir.display().to_string());
+    let (main, vrrp, checkers) = (pid("main"), pid("vrrp"), pid("checkers"));
+    let (tmpdir, lbd) = (format!("TMPDIR={}", lab.dir().display()), lbd().display().to_string());
+    let mut args = vec![
+        &*tmpdir,
+        &*lbd,
+        "-n",
+        "-l",
+        "-f",
+        &config,
+        "--bpf-pin-path",
+        &pin_dir,
+        "-p",
+        &main,
+        "-r",
+        &vrrp,
+        "-c",
+        &checkers,
+    ];
+    args.extend_from_slice(extra);
+    ns.spawn(label, "env", &args)
+}

@@ -114,11 +114,7 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
 
     let config = lab.write_file("keepalived.conf", CONFIG);
     let pin_dir = lab.bpffs().join("lbd");
-    let mut lbd = lb.spawn(
-        "lbd",
-        bins::lbd(),
-        &["-n", "-l", "-f", config.to_str().unwrap(), "--bpf-pin-path", pin_dir.to_str().unwrap()],
-    );
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &[]);
     wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
         lbd.assert_running();
         lbd.log().contains("data plane:")

@@ -64,20 +64,7 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     let pin_dir = bpffs.join("lbd");
     let config = lab.write_file("keepalived.conf", "global_defs {\n    router_id lbt\n}\n");
 
-    let mut lbd = lb.spawn(
-        "lbd",
-        bins::lbd(),
-        &[
-            "-n",
-            "-l",
-            "-f",
-            config.to_str().unwrap(),
-            "--bpf-pin-path",
-            pin_dir.to_str().unwrap(),
-            "--xdp-mode",
-            "driver",
-        ],
-    );
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &["--xdp-mode", "driver"]);
     let pin = pin_dir.join(GLOBAL_STATS);
     wait_until(Duration::from_secs(10), "lbd to attach XDP to eth0", || {
         lbd.assert_running();

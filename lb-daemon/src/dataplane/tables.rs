@@ -37,6 +37,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket},
+    time::{Duration, Instant},
 };
 
 use lb_common::{
@@ -352,6 +353,21 @@ struct Plan {
     image: Image,
     writes: Vec<TableWrite>,
     report: ApplyReport,
+    /// Real ids removed from the desired state whose entries stay for their flows.
+    draining: BTreeSet<u32>,
+}
+
+/// Real servers removed from a service that stays keep their entry (out of the scheduling row,
+/// so no new flow picks them) until this long after their removal, so that their established
+/// flows carry on, as IPVS keeps the connections of a deleted destination. Their ids are not
+/// handed out meanwhile.
+#[derive(Clone, Copy, Debug)]
+struct Drain<'a> {
+    /// Since when each real id drains.
+    since: &'a BTreeMap<u32, Instant>,
+    now: Instant,
+    /// How long a removed real's entry stays (the established TCP timeout).
+    period: Duration,
 }
 
 /// A virtual service checked and put in the tables' terms.
@@ -480,6 +496,7 @@ fn plan(
     cursors: &mut Cursors,
     limits: Limits,
     tunnel: &dyn TunnelSource,
+    drain: Drain<'_>,
 ) -> Result<Plan, DataplaneError> {
     let mut specs = desired.services.iter().map(spec).collect::<Result<Vec<_>, _>>()?;
     specs.sort_by_key(|s| s.vs.addr);
@@ -623,9 +640,32 @@ fn plan(
         new.services.insert(vs.addr, service);
     }
 
+    // Removed reals of kept services drain: same entry, in no row.
+    let mut draining = BTreeSet::new();
+    let mut released = 0;
+    for (&id, real) in &old.reals {
+        let Some(owner) = old.owners.get(&id) else { continue };
+        if new.reals.contains_key(&id) || !kept_services.contains(&owner.service) {
+            continue;
+        }
+        match drain.since.get(&id) {
+            Some(&since) if drain.now.saturating_duration_since(since) >= drain.period => released += 1,
+            since => {
+                if since.is_none() {
+                    report.reals_removed += 1;
+                }
+                new.reals.insert(id, *real);
+                new.owners.insert(id, *owner);
+                draining.insert(id);
+            }
+        }
+    }
+
     let writes = diff(old, &new, &kept_services, &mut report);
+    // A drained real's release was counted when it was removed.
+    report.reals_removed -= released;
     report.writes = writes.len();
-    Ok(Plan { image: new, writes, report })
+    Ok(Plan { image: new, writes, report, draining })
 }
 
 /// The writes from `old` to `new`, in an order that keeps every intermediate state usable.
@@ -735,6 +775,8 @@ pub struct TableDataplane<T> {
     stale: bool,
     cursors: Cursors,
     tunnel: Box<dyn TunnelSource>,
+    /// Removed real servers whose entries stay for their flows, since when.
+    draining: BTreeMap<u32, Instant>,
 }
 
 impl<T: TableIo> TableDataplane<T> {
@@ -743,7 +785,14 @@ impl<T: TableIo> TableDataplane<T> {
     pub fn adopt(io: T) -> Result<Self, DataplaneError> {
         let image = Image::read(&io)?;
         let cursors = Cursors::after(&image);
-        Ok(Self { io, image, stale: false, cursors, tunnel: Box::new(KernelRoutes) })
+        Ok(Self {
+            io,
+            image,
+            stale: false,
+            cursors,
+            tunnel: Box::new(KernelRoutes),
+            draining: BTreeMap::new(),
+        })
     }
 
     /// Uses `tunnel` to find the outer source address of TUN packets.
@@ -778,13 +827,16 @@ impl<T: TableIo> TableDataplane<T> {
     }
 }
 
-impl<T: TableIo> Dataplane for TableDataplane<T> {
-    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+impl<T: TableIo> TableDataplane<T> {
+    /// [`Dataplane::apply`] at `now` (the drain periods of removed reals count from it).
+    pub fn apply_at(&mut self, desired: &DesiredState, now: Instant) -> Result<ApplyReport, DataplaneError> {
         if self.stale {
             self.image = Image::read(&self.io)?;
             self.stale = false;
         }
-        let plan = plan(desired, &self.image, &mut self.cursors, self.io.limits(), self.tunnel.as_ref())?;
+        let drain = Drain { since: &self.draining, now, period: desired.settings.tcp_timeout };
+        let plan =
+            plan(desired, &self.image, &mut self.cursors, self.io.limits(), self.tunnel.as_ref(), drain)?;
         for write in &plan.writes {
             if let Err(e) = self.io.write(write) {
                 self.stale = true;
@@ -792,12 +844,26 @@ impl<T: TableIo> Dataplane for TableDataplane<T> {
             }
         }
         self.image = plan.image;
+        self.draining.retain(|id, _| plan.draining.contains(id));
+        for id in plan.draining {
+            self.draining.entry(id).or_insert(now);
+        }
         Ok(plan.report)
+    }
+}
+
+impl<T: TableIo> Dataplane for TableDataplane<T> {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        self.apply_at(desired, Instant::now())
     }
 
     fn service_stats(&self) -> Result<Vec<ServiceCounters>, DataplaneError> {
         let mut by_service: BTreeMap<u32, Vec<(u32, RealOwner)>> = BTreeMap::new();
         for (&id, &owner) in &self.image.owners {
+            if self.draining.contains_key(&id) {
+                // Removed: no longer a real server of the service, whatever flows remain.
+                continue;
+            }
             by_service.entry(owner.service).or_default().push((id, owner));
         }
         let mut out = Vec::with_capacity(self.image.services.len());

@@ -3,13 +3,24 @@
 //!
 //! [`XdpDataplane`] implements [`Dataplane`] with the table engine of [`super::tables`] over
 //! [`XdpMaps`], the typed pinned maps.
+//!
+//! Everything that must outlive the daemon is pinned under the pin directory: the maps (by
+//! name) and, in `links/`, one BPF link per interface. A pinned link keeps the program attached
+//! after the daemon exits (kill -9, or a stop with `-I`), so traffic keeps flowing with the
+//! tables as they were; the next daemon loads its program against the same maps and swaps it
+//! into each link atomically (`BPF_LINK_UPDATE`), so no packet meets an interface without a
+//! program and no flow loses its entry. Only [`XdpDataplane::remove`] (an orderly stop) detaches.
 
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
 use lb_common::{
     lb::{
@@ -43,13 +54,24 @@ pub enum AttachMode {
     Generic,
 }
 
+/// Subdirectory of the pin directory holding one pinned link per interface.
+const LINKS_DIR: &str = "links";
+
 /// An interface the program is attached to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     /// The interface.
     pub interface: String,
-    /// The mode the kernel accepted.
-    pub mode: XdpMode,
+    /// The mode the kernel accepted; `None` when the program replaced the one of a link an
+    /// earlier run pinned (the link keeps the mode it was created with).
+    pub mode: Option<XdpMode>,
+}
+
+impl Attachment {
+    /// Whether the program took over a link pinned by an earlier run.
+    pub fn adopted(&self) -> bool {
+        self.mode.is_none()
+    }
 }
 
 /// The loaded XDP program and its pinned maps.
@@ -110,9 +132,32 @@ impl XdpDataplane {
         }
     }
 
-    /// Attaches the program to `interface`.
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<XdpMode, DataplaneError> {
+    /// Attaches the program to `interface` through a link pinned under `links/`, or, when an
+    /// earlier run left such a link, swaps this program into it atomically (`mode` is then
+    /// ignored: the link keeps its mode).
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attachment, DataplaneError> {
+        let links = self.pin_dir.join(LINKS_DIR);
+        std::fs::create_dir_all(&links)
+            .map_err(|e| DataplaneError::PinDirectory { path: links.clone(), reason: e.to_string() })?;
+        let pin = links.join(interface);
         let program = lb_program(&mut self.ebpf)?;
+        if pin.exists() {
+            let adopted = PinnedLink::from_pin(&pin)
+                .map_err(|e| e.to_string())
+                .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string()));
+            match adopted {
+                Ok(link) => {
+                    program.attach_to_link(link).map_err(|e| program_error("replace", Some(interface), e))?;
+                    let attachment = Attachment { interface: interface.to_owned(), mode: None };
+                    self.attachments.push(attachment.clone());
+                    return Ok(attachment);
+                }
+                Err(e) => {
+                    warn!("{}: unusable pinned link ({e}); attaching afresh", pin.display());
+                    let _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
         let used = match mode {
             AttachMode::Driver => attach(program, interface, XdpMode::Driver)?,
             AttachMode::Generic => attach(program, interface, XdpMode::Skb)?,
@@ -127,8 +172,42 @@ impl XdpDataplane {
                 }
             },
         };
-        self.attachments.push(Attachment { interface: interface.to_owned(), mode: used });
-        Ok(used)
+        let (used, id) = used;
+        let link =
+            program.take_link(id).map_err(|e| program_error("take the link of", Some(interface), e))?;
+        match FdLink::try_from(link) {
+            Ok(link) => {
+                link.pin(&pin).map_err(|e| DataplaneError::PinDirectory {
+                    path: pin.clone(),
+                    reason: format!("pinning the link: {e}"),
+                })?;
+            }
+            // A netlink attachment (no bpf_link on this kernel): it stays attached until
+            // detached, and cannot be handed to the next run.
+            Err(e) => warn!("{interface}: the attachment cannot be pinned ({e}); it ends with lbd"),
+        }
+        let attachment = Attachment { interface: interface.to_owned(), mode: Some(used) };
+        self.attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+
+    /// Detaches the program from interfaces an earlier run attached it to and `keep` does not
+    /// name (their pinned links are removed). Returns those interfaces.
+    pub fn detach_others(&self, keep: &[String]) -> Vec<String> {
+        let links = self.pin_dir.join(LINKS_DIR);
+        let Ok(entries) = std::fs::read_dir(&links) else { return Vec::new() };
+        let mut detached = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&name) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => detached.push(name),
+                Err(e) => warn!("removing pinned link {}: {e}", entry.path().display()),
+            }
+        }
+        detached
     }
 
     /// The interfaces the program is attached to.
@@ -149,12 +228,18 @@ impl XdpDataplane {
     }
 
     /// Detaches the program and removes the pins: the orderly end of the data plane. (A
-    /// daemon that means to come back and adopt its flows keeps the pins instead.)
+    /// daemon that means to come back and adopt its flows calls [`XdpDataplane::release`].)
     pub fn remove(self) -> Result<(), DataplaneError> {
         let Self { ebpf, pin_dir, tables, .. } = self;
-        // Dropping the Ebpf detaches every link it owns.
+        // Dropping the Ebpf closes every link it owns; a pinned link goes with its pin.
         drop(ebpf);
         drop(tables);
+        let links = pin_dir.join(LINKS_DIR);
+        if let Err(e) = std::fs::remove_dir_all(&links)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!("removing pinned links {}: {e}", links.display());
+        }
         for name in lb_common::maps::PINNED {
             let pin = pin_dir.join(name);
             if let Err(e) = std::fs::remove_file(&pin)
@@ -164,6 +249,13 @@ impl XdpDataplane {
             }
         }
         Ok(())
+    }
+
+    /// Lets go of the data plane without touching it (`-I`, `--dont-release-ipvs`): the
+    /// program stays attached through its pinned links and keeps forwarding with the tables as
+    /// they are, until a new daemon adopts them.
+    pub fn release(self) {
+        drop(self);
     }
 
     fn tables(&self) -> Result<&TableDataplane<XdpMaps>, DataplaneError> {
@@ -433,9 +525,13 @@ fn lb_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(LB_XDP).ok_or(missing)?.try_into().map_err(|e| program_error("find", None, e))
 }
 
-fn attach(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<XdpMode, DataplaneError> {
-    program.attach(interface, mode).map_err(|e| program_error("attach", Some(interface), e))?;
-    Ok(mode)
+fn attach(
+    program: &mut Xdp,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<(XdpMode, aya::programs::xdp::XdpLinkId), DataplaneError> {
+    let id = program.attach(interface, mode).map_err(|e| program_error("attach", Some(interface), e))?;
+    Ok((mode, id))
 }
 
 fn program_error(action: &'static str, interface: Option<&str>, e: ProgramError) -> DataplaneError {

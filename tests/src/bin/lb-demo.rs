@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let mut daemons = Vec::new();
     for (name, ns) in &lbs {
         let pin_dir = lab.bpffs().join("lbd");
-        let lbd = start_lbd(ns, name, &config.display().to_string(), &pin_dir.display().to_string());
+        let lbd = bins::spawn_lbd(&lab, ns, name, &config, &pin_dir, &["-i", name]);
         daemons.push((*name, ns.clone(), lbd, pin_dir));
     }
     let start = Instant::now();
@@ -133,10 +133,6 @@ fn main() -> anyhow::Result<()> {
     drop(lab);
     println!("\nTopology removed. Demo done in {:.1} s.", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-fn start_lbd(ns: &Netns, name: &str, config: &str, pin_dir: &str) -> Proc {
-    ns.spawn("lbd", bins::lbd(), &["-n", "-l", "-i", name, "-f", config, "--bpf-pin-path", pin_dir])
 }
 
 fn has_vip(ns: &Netns) -> bool {

@@ -2,6 +2,8 @@
 //!
 //! `lbt-web NAME ADDR:PORT [ADDR:PORT...]`. One thread per connection; it reads the request
 //! head, answers, and closes (HTTP/1.0 style), which is what load-balancer tests need.
+//! `GET /slow/N` streams instead: N lines `NAME i`, one every 100 ms, then closes (a long
+//! transfer, for tests that change things under an established connection).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -38,7 +40,10 @@ fn main() -> anyhow::Result<()> {
 fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
-    // Read the request head up to the empty line.
+    reader.read_line(&mut line)?;
+    let slow =
+        line.split_whitespace().nth(1).and_then(|path| path.strip_prefix("/slow/")?.parse::<u32>().ok());
+    // Read the rest of the request head up to the empty line.
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
@@ -46,6 +51,16 @@ fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
         }
     }
     let mut stream = stream;
+    if let Some(lines) = slow {
+        write!(stream, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")?;
+        let name = body.trim_end();
+        for i in 0..lines {
+            writeln!(stream, "{name} {i}")?;
+            stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        return Ok(());
+    }
     write!(
         stream,
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -66,16 +66,7 @@ pub fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
 pub fn start_lbd_with(lab: &mut Lab, ns: &Netns, label: &str, config: &str, extra: &[&str]) -> Proc {
     let conf = lab.write_file(&format!("{label}.conf"), config);
     let pin = lab.bpffs().join("lbd");
-    let mut args = vec![
-        "-n",
-        "-l",
-        "-f",
-        conf.to_str().unwrap_or_default(),
-        "--bpf-pin-path",
-        pin.to_str().unwrap_or_default(),
-    ];
-    args.extend_from_slice(extra);
-    let mut lbd = ns.spawn(label, bins::lbd(), &args);
+    let mut lbd = bins::spawn_lbd(lab, ns, label, &conf, &pin, extra);
     wait_started(&mut lbd, label);
     lbd
 }

@@ -49,10 +49,19 @@ fn fresh() -> FakeDataplane {
 }
 
 /// Applies, checking that no intermediate state broke an invariant; returns the report and the
-/// writes of this apply.
+/// writes of this apply. Each apply happens an hour after the one before: a real server removed
+/// by one apply drains until the next (longer than the default TCP timeout).
 fn apply(dp: &mut FakeDataplane, desired: &DesiredState) -> (ApplyReport, Vec<TableWrite>) {
+    thread_local! {
+        static CLOCK: std::cell::Cell<std::time::Instant> = std::cell::Cell::new(std::time::Instant::now());
+    }
+    let now = CLOCK.with(|c| {
+        let now = c.get() + std::time::Duration::from_secs(3600);
+        c.set(now);
+        now
+    });
     let before = dp.io().writes.len();
-    let report = dp.apply(desired).unwrap();
+    let report = dp.apply_at(desired, now).unwrap();
     let tables = dp.io();
     assert!(tables.violations.is_empty(), "{:#?}", tables.violations);
     let writes = tables.writes[before..].to_vec();
@@ -349,8 +358,15 @@ fn removed_ids_are_not_reused_at_once() {
     apply(&mut dp, &desired);
     let removed = real_ids(&dp, "10.0.0.1")[&ip("10.1.0.2")];
     desired.services[0].reals.pop();
-    apply(&mut dp, &desired);
-    assert!(!dp.io().reals.contains_key(&removed));
+    let (report, _) = apply(&mut dp, &desired);
+    assert_eq!(report.reals_removed, 1);
+    // It drains: its entry stays for its flows, out of the row and of the statistics.
+    assert!(dp.io().reals.contains_key(&removed));
+    assert!(!dp.io().row(&entry(&dp, "10.0.0.1")).contains(&removed));
+    assert_eq!(dp.service_stats().unwrap()[0].reals.len(), 1);
+    let (report, _) = apply(&mut dp, &desired);
+    assert_eq!(report.reals_removed, 0, "counted once");
+    assert!(!dp.io().reals.contains_key(&removed), "released after the drain period");
     desired.services[0].reals.push(real("10.1.0.3", 1));
     apply(&mut dp, &desired);
     let added = real_ids(&dp, "10.0.0.1")[&ip("10.1.0.3")];
@@ -369,9 +385,9 @@ fn ids_wrap_round_skipping_those_in_use() {
     let one =
         |a: &str| state(vec![service("10.0.0.1", Algorithm::RoundRobin, &[real("10.1.0.1", 1), real(a, 1)])]);
     apply(&mut dp, &one("10.1.0.2")); // ids 1, 2
-    apply(&mut dp, &one("10.1.0.3")); // 2 removed, 3 added
-    apply(&mut dp, &one("10.1.0.4")); // 3 removed, 4 added
-    apply(&mut dp, &one("10.1.0.5")); // 4 removed: wraps, skips 1, takes 2
+    apply(&mut dp, &one("10.1.0.3")); // 2 drains, 3 added
+    apply(&mut dp, &one("10.1.0.4")); // 2 released, 3 drains, 4 added
+    apply(&mut dp, &one("10.1.0.5")); // 3 released, 4 drains: wraps, skips 1, takes 2
     assert_eq!(real_ids(&dp, "10.0.0.1")[&ip("10.1.0.5")], 2);
     // Five reals in a table of four ids: full.
     let five = state(vec![service(
@@ -728,4 +744,35 @@ fn kernel_routes_find_a_source_for_loopback() {
         Some(source) => assert!(source.is_loopback(), "{source}"),
         None => eprintln!("skipped: no route to 127.0.0.1 here (lo down?)"),
     }
+}
+
+#[test]
+fn a_draining_real_added_again_keeps_its_id() {
+    let mut dp = fresh();
+    let reals = |n: &[&str]| {
+        state(vec![service(
+            "10.0.0.1",
+            Algorithm::RoundRobin,
+            &n.iter().map(|a| real(a, 1)).collect::<Vec<_>>(),
+        )])
+    };
+    apply(&mut dp, &reals(&["10.1.0.1", "10.1.0.2"]));
+    let id = real_ids(&dp, "10.0.0.1")[&ip("10.1.0.2")];
+    let now = std::time::Instant::now();
+    let report = dp.apply_at(&reals(&["10.1.0.1"]), now).unwrap();
+    assert_eq!(report.reals_removed, 1);
+    let report = dp.apply_at(&reals(&["10.1.0.1", "10.1.0.2"]), now).unwrap();
+    assert_eq!((report.reals_added, report.reals_removed), (0, 0), "{report:?}");
+    assert_eq!(real_ids(&dp, "10.0.0.1")[&ip("10.1.0.2")], id);
+    // The sequence of the daemon's reload test.
+    for set in
+        [&["10.1.0.1", "10.1.0.2", "10.1.0.3"][..], &["10.1.0.1", "10.1.0.3"], &["10.1.0.1", "10.1.0.2"]]
+    {
+        let report = dp.apply_at(&reals(set), std::time::Instant::now()).unwrap();
+        assert_eq!(real_ids(&dp, "10.0.0.1")[&ip("10.1.0.1")], 1, "{report:?}");
+        if set.len() == 2 {
+            assert_eq!((report.reals_added, report.reals_removed), (0, 1), "{set:?} {report:?}");
+        }
+    }
+    assert_eq!(real_ids(&dp, "10.0.0.1")[&ip("10.1.0.2")], id);
 }

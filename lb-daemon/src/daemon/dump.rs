@@ -1,0 +1,155 @@
+//! keepalived's dump files, written on signals: `keepalived.data` (SIGUSR1), `keepalived.stats`
+//! (SIGUSR2; SIGRTMAX-1 writes it too), `keepalived.json` (SIGRTMIN+2), in `$TMPDIR` when it is
+//! an absolute path, else `/tmp`, with mode 0600.
+//!
+//! `keepalived.data` starts, as keepalived's does, with the `-d` dump of the configuration, and
+//! goes on with the data plane as it runs (virtual services, real servers, weights, counters).
+//! `keepalived.stats` holds the counters of every virtual and real server; `keepalived.json`
+//! the same state as one JSON document.
+
+use std::{fmt::Write as _, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf};
+
+use crate::{
+    config::Config,
+    dataplane::{Dataplane as _, ServiceCounters, xdp::XdpDataplane},
+};
+
+/// Which dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SIGUSR1: `keepalived.data`.
+    Data,
+    /// SIGUSR2: `keepalived.stats`.
+    Stats,
+    /// SIGRTMAX-1: `keepalived.stats`, then the counters cleared (lbd's counters are the data
+    /// plane's and are not cleared: the file is written as for SIGUSR2).
+    StatsClear,
+    /// SIGRTMIN+2: `keepalived.json`.
+    Json,
+}
+
+impl Kind {
+    /// The file's name.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Data => "keepalived.data",
+            Self::Stats | Self::StatsClear => "keepalived.stats",
+            Self::Json => "keepalived.json",
+        }
+    }
+
+    /// What it is, for the log.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::Data => "data dump",
+            Self::Stats | Self::StatsClear => "statistics",
+            Self::Json => "JSON dump",
+        }
+    }
+}
+
+/// What the dumps are made of.
+#[derive(Debug)]
+pub struct Source<'a> {
+    /// The running configuration.
+    pub config: &'a Config,
+    /// The data plane, unless `-P`.
+    pub dataplane: Option<&'a XdpDataplane>,
+}
+
+/// The directory of the dump files: `$TMPDIR` if absolute, else `/tmp`.
+pub fn directory() -> PathBuf {
+    std::env::var_os("TMPDIR").map(PathBuf::from).filter(|p| p.is_absolute()).unwrap_or_else(|| "/tmp".into())
+}
+
+/// Writes the dump `kind` and returns its path.
+pub fn write(kind: Kind, source: &Source<'_>) -> std::io::Result<PathBuf> {
+    let text = render(kind, source);
+    let path = directory().join(kind.file_name());
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(path)
+}
+
+/// The dump's text.
+pub fn render(kind: Kind, source: &Source<'_>) -> String {
+    let services = source.dataplane.map(|d| d.service_stats());
+    match kind {
+        Kind::Data => {
+            let mut out = crate::config::dump::dump(source.config);
+            out.push_str("------< Data plane >------\n");
+            match &services {
+                None => out.push_str(" none (-P)\n"),
+                Some(Err(e)) => {
+                    let _ = writeln!(out, " unreadable: {e}");
+                }
+                Some(Ok(services)) => {
+                    for s in services {
+                        let _ = writeln!(out, " Virtual service = {}", s.service);
+                        for r in &s.reals {
+                            let _ = writeln!(
+                                out,
+                                "   {} = {}, weight = {}, active connections = {}",
+                                if r.sorry { "Sorry server" } else { "Real server" },
+                                SocketText(r.addr, r.port),
+                                r.weight,
+                                r.counters.active_conns
+                            );
+                        }
+                    }
+                }
+            }
+            out
+        }
+        Kind::Stats | Kind::StatsClear => {
+            let mut out = String::new();
+            if let Some(Ok(services)) = &services {
+                for s in services {
+                    stats_block(&mut out, s);
+                }
+            }
+            out
+        }
+        Kind::Json => {
+            let services = match services {
+                Some(Ok(s)) => s,
+                _ => Vec::new(),
+            };
+            let mut text = serde_json::json!({ "virtual_servers": services }).to_string();
+            text.push('\n');
+            text
+        }
+    }
+}
+
+fn stats_block(out: &mut String, s: &ServiceCounters) {
+    let _ = writeln!(out, "Virtual Server: {}", s.service);
+    let _ = writeln!(out, "  Packets: {}", s.counters.packets);
+    let _ = writeln!(out, "  Bytes: {}", s.counters.bytes);
+    let _ = writeln!(out, "  Connections: {}", s.counters.new_conns);
+    let _ = writeln!(out, "  Active connections: {}", s.counters.active_conns);
+    let _ = writeln!(out, "  Dropped, no real server: {}", s.no_real);
+    for r in &s.reals {
+        let _ = writeln!(
+            out,
+            "  Real Server: {}{}",
+            SocketText(r.addr, r.port),
+            if r.sorry { " (sorry)" } else { "" }
+        );
+        let _ = writeln!(out, "    Weight: {}", r.weight);
+        let _ = writeln!(out, "    Packets: {}", r.counters.packets);
+        let _ = writeln!(out, "    Bytes: {}", r.counters.bytes);
+        let _ = writeln!(out, "    Connections: {}", r.counters.new_conns);
+        let _ = writeln!(out, "    Active connections: {}", r.counters.active_conns);
+    }
+}
+
+/// `addr:port`, bracketed for IPv6.
+struct SocketText(std::net::IpAddr, u16);
+
+impl std::fmt::Display for SocketText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::net::SocketAddr::new(self.0, self.1))
+    }
+}

@@ -1,0 +1,284 @@
+//! lbd as operators run it: restarts that keep established flows (`-I`, kill -9), SIGHUP
+//! reloads that change only what differs and refuse a broken configuration, the signal dumps,
+//! pid files, and an orderly stop that removes everything.
+//!
+//! ```text
+//!  client 10.50.0.2 ── [front] ── 10.50.0.1 lb 10.51.0.1 ── [back] ── r1 .11  r2 .12  r3 .13
+//!  VIP 10.60.0.100:80 (NAT, rr); the client routes 10.60.0.0/24 via the lb.
+//! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, Netns, wait_until},
+    process::Proc,
+};
+use nix::sys::signal::Signal;
+
+const VIP: &str = "10.60.0.100";
+
+/// A NAT virtual server over the real servers `reals` (numbers 1 to 3), with an optional VRRP
+/// instance on the front interface.
+fn config(reals: &[u8], vrrp: bool) -> String {
+    let mut text = String::from("global_defs {\n    router_id lbt-daemon\n}\n");
+    if vrrp {
+        text.push_str(
+            "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 61\n    priority 150\n    \
+             advert_int 0.2\n    version 3\n    virtual_ipaddress {\n        10.50.0.50/24\n    }\n}\n",
+        );
+    }
+    text.push_str(&format!(
+        "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n"
+    ));
+    for r in reals {
+        text.push_str(&format!("    real_server 10.51.0.1{r} 8080 {{\n    }}\n"));
+    }
+    text.push_str("}\n");
+    text
+}
+
+struct Topology {
+    lab: Lab,
+    client: Netns,
+    lb: Netns,
+    _reals: Vec<(Netns, Proc)>,
+    pin_dir: PathBuf,
+}
+
+fn topology() -> Topology {
+    let mut lab = Lab::new();
+    let switch = lab.netns("sw");
+    let client = lab.netns("client");
+    let lb = lab.netns("lb");
+    lab.plug(&switch, "front", &client, "eth0", "client");
+    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
+    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    client.addr("eth0", "10.50.0.2/24");
+    client.ip(&["route", "add", "10.60.0.0/24", "via", "10.50.0.1"]);
+    lb.addr("eth0", "10.50.0.1/24");
+    lb.addr("eth1", "10.51.0.1/24");
+    let mut reals = Vec::new();
+    for i in 1..=3 {
+        let name = format!("r{i}");
+        let ns = lab.netns(&name);
+        lab.plug(&switch, "back", &ns, "eth0", &name);
+        ns.addr("eth0", &format!("10.51.0.1{i}/24"));
+        ns.ip(&["route", "add", "default", "via", "10.51.0.1"]);
+        let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+    let pin_dir = lab.bpffs().join("lbd");
+    Topology { lab, client, lb, _reals: reals, pin_dir }
+}
+
+impl Topology {
+    fn start(&self, label: &str, config: &Path, extra: &[&str]) -> Proc {
+        let mut lbd = bins::spawn_lbd(&self.lab, &self.lb, label, config, &self.pin_dir, extra);
+        wait_until(Duration::from_secs(30), &format!("{label} to program its virtual servers"), || {
+            lbd.assert_running();
+            lbd.log().contains("data plane:")
+        });
+        lbd
+    }
+
+    fn get(&self, path: &str) -> Result<String, String> {
+        let out = self.client.exec("curl", &["-sS", "--max-time", "5", &format!("http://{VIP}{path}")]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The real servers answering `n` requests.
+    fn answering(&self, n: usize, lbd: &Proc) -> BTreeSet<String> {
+        (0..n)
+            .map(|_| self.get("/").unwrap_or_else(|e| panic!("request failed: {e}\n{}", lbd.log())))
+            .collect()
+    }
+
+    /// A long transfer (`lines` lines, one per 100 ms) from the client through the VIP.
+    fn long_transfer(&self, lines: u32) -> Proc {
+        let url = format!("http://{VIP}/slow/{lines}");
+        self.client.spawn("transfer", "curl", &["-sS", "-N", "--max-time", "120", &url])
+    }
+}
+
+/// Waits for a transfer to end and checks it got every line, in order, from one real server.
+fn assert_complete(transfer: &mut Proc, lines: u32, context: &str) {
+    let status = transfer.wait(Duration::from_secs(120));
+    let log = transfer.log();
+    let got: Vec<&str> = log.lines().filter(|l| l.starts_with('r')).collect();
+    assert!(
+        status.success() && got.len() == lines as usize,
+        "{context}: transfer broke ({status:?}):\n{log}"
+    );
+    let server = got[0].split(' ').next().unwrap();
+    for (i, line) in got.iter().enumerate() {
+        assert_eq!(*line, format!("{server} {i}"), "{context}: line {i}");
+    }
+}
+
+/// The data plane's non-zero outcome counters.
+fn stats(pin_dir: &Path) -> String {
+    let data = aya::maps::MapData::from_pin(pin_dir.join(lb_common::maps::GLOBAL_STATS)).unwrap();
+    let stats = lb_daemon::dataplane::xdp::read_stats(&aya::maps::Map::PerCpuArray(data)).unwrap();
+    stats
+        .fields()
+        .iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn links_pinned(pin_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(pin_dir.join("links"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn restarts_keep_a_long_transfer_flowing() {
+    let t = topology();
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], false));
+    let mut lbd = t.start("lbd1", &conf, &["-I"]);
+    assert_eq!(t.answering(3, &lbd).len(), 3, "round robin over three real servers");
+
+    let lines = 250;
+    let mut transfer = t.long_transfer(lines);
+    wait_until(Duration::from_secs(10), "the transfer to start", || transfer.log().contains(" 5"));
+
+    // SIGTERM with -I: the program stays attached and forwards on its own.
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+    assert!(lbd.log().contains("-I: the XDP program stays attached"), "{}", lbd.log());
+    let mut pinned = links_pinned(&t.pin_dir);
+    pinned.sort();
+    assert_eq!(pinned, ["eth0", "eth1"], "links stay pinned");
+    assert!(t.lb.ip(&["link", "show", "eth0"]).contains("xdp"), "still attached");
+    assert_eq!(t.answering(3, &lbd).len(), 3, "new connections are forwarded with no daemon");
+    transfer.assert_running();
+
+    // The next daemon adopts the tables and swaps its program into the pinned links.
+    let mut lbd = t.start("lbd2", &conf, &["-I"]);
+    let log = lbd.log();
+    assert!(log.contains("replaced in the link an earlier lbd pinned on eth0"), "{log}");
+    assert!(log.contains("adopted 1 virtual services and 3 real servers"), "{log}");
+    assert!(log.contains("unchanged"), "nothing to write after adoption: {log}");
+
+    // kill -9: nothing runs at stop, the pinned links keep the program attached.
+    lbd.kill();
+    assert_eq!(t.answering(3, &lbd).len(), 3);
+    let mut lbd = t.start("lbd3", &conf, &[]);
+    transfer.assert_running();
+    assert_complete(&mut transfer, lines, "across a -I restart and a kill -9 restart");
+
+    // An orderly stop without -I removes the program and every pin.
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+    assert!(links_pinned(&t.pin_dir).is_empty());
+    assert!(!t.pin_dir.join(lb_common::maps::CONNS).exists());
+    assert!(!t.lb.ip(&["link", "show", "eth0"]).contains("xdp"), "detached");
+    assert!(t.get("/").is_err(), "nothing forwards after an orderly stop");
+}
+
+#[test]
+fn reloads_change_only_what_differs_and_refuse_broken_configs() {
+    let t = topology();
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2], true));
+    let mut lbd = t.start("lbd", &conf, &[]);
+    wait_until(Duration::from_secs(10), "VRRP to become master", || {
+        lbd.log().contains("Entering MASTER STATE")
+    });
+    let entering = |lbd: &Proc| lbd.log().matches("Entering").count();
+    let transitions = entering(&lbd);
+    assert_eq!(t.answering(4, &lbd), ["r1", "r2"].map(String::from).into());
+
+    let lines = 120;
+    let mut transfer = t.long_transfer(lines);
+    // A steady stream of new connections while real servers come and go, 20 reloads.
+    let sets: [&[u8]; 4] = [&[1, 2, 3], &[1, 3], &[1, 2], &[1, 2, 3]];
+    for round in 0..20 {
+        let reals = sets[round % sets.len()];
+        std::fs::write(&conf, config(reals, true)).unwrap();
+        let reloads = lbd.log().matches("Reload finished").count();
+        lbd.signal(Signal::SIGHUP);
+        wait_until(Duration::from_secs(10), "the reload", || {
+            lbd.log().matches("Reload finished").count() > reloads
+        });
+        let expected: BTreeSet<String> = reals.iter().map(|r| format!("r{r}")).collect();
+        assert_eq!(t.answering(2 * reals.len(), &lbd), expected, "round {round}: {reals:?}");
+    }
+    assert!(lbd.log().contains("VRRP configuration unchanged"), "{}", lbd.log());
+    assert_eq!(entering(&lbd), transitions, "VRRP did not flap:\n{}", lbd.log());
+    lbd.assert_running();
+
+    // A broken configuration: every error logged with file:line, the running one stays.
+    std::fs::write(&conf, config(&[1], true).replace("lb_algo rr", "lb_algo rr\n    delay_loop banana"))
+        .unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refused reload", || lbd.log().contains("Reload failed"));
+    let log = lbd.log();
+    assert!(log.contains(&format!("{}:", conf.display())) && log.contains("delay_loop"), "{log}");
+    assert_eq!(t.answering(6, &lbd), ["r1", "r2", "r3"].map(String::from).into(), "still serving");
+    let context = format!("across 20 reloads; stats {}\n{}", stats(&t.pin_dir), lbd.log());
+    assert_complete(&mut transfer, lines, &context);
+
+    // The signal dumps, in TMPDIR (the lab's directory).
+    for (signal, file, needle) in [
+        (Signal::SIGUSR1, "keepalived.data", "Real server = 10.51.0.13:8080, weight = 1"),
+        (Signal::SIGUSR2, "keepalived.stats", "Virtual Server: TCP 10.60.0.100:80"),
+    ] {
+        let path = t.lab.dir().join(file);
+        lbd.signal(signal);
+        wait_until(Duration::from_secs(5), file, || path.exists());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(needle), "{file}:\n{text}");
+    }
+    let stats = std::fs::read_to_string(t.lab.dir().join("keepalived.stats")).unwrap();
+    let packets: u64 =
+        stats.lines().nth(1).unwrap().trim().strip_prefix("Packets: ").unwrap().parse().unwrap();
+    assert!(packets > 100, "the VIP's packets are counted: {stats}");
+    // SIGRTMIN+2, which nix's Signal cannot name.
+    let kill = std::process::Command::new("kill").args(["-36", &lbd.pid().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let json = t.lab.dir().join("keepalived.json");
+    wait_until(Duration::from_secs(5), "keepalived.json", || json.exists());
+    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(value["virtual_servers"][0]["reals"].as_array().unwrap().len(), 3, "{value}");
+
+    // Pid files: taken, refused to a second daemon, removed at the end.
+    let pid_file = t.lab.dir().join("lbd-main.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(pid, lbd.pid().as_raw());
+    let (conf_arg, pin_arg) = (conf.display().to_string(), t.pin_dir.display().to_string());
+    let pid_arg = pid_file.display().to_string();
+    let mut second = t.lb.spawn(
+        "second",
+        bins::lbd(),
+        &["-n", "-l", "-f", &conf_arg, "--bpf-pin-path", &pin_arg, "-p", &pid_arg],
+    );
+    let status = second.wait(Duration::from_secs(10));
+    assert!(!status.success() && second.log().contains("already running"), "{}", second.log());
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success());
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn signum_prints_keepalived_numbers() {
+    for (name, number) in [("STOP", "15"), ("RELOAD", "1"), ("DATA", "10"), ("STATS", "12"), ("JSON", "36")] {
+        let out = std::process::Command::new(bins::lbd()).args(["--signum", name]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), number, "{name}");
+    }
+    let out = std::process::Command::new(bins::lbd()).args(["--signum", "TDATA"]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Unknown sigfunc TDATA");
+}
