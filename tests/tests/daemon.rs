@@ -125,6 +125,16 @@ fn assert_complete(transfer: &mut Proc, lines: u32, context: &str) {
     }
 }
 
+/// The status listener's answer to GET `path`.
+fn http_get(lb: &Netns, path: &str) -> String {
+    let out = lb.exec("curl", &["-sS", "--max-time", "5", &format!("http://127.0.0.1:{STATUS_PORT}{path}")]);
+    assert!(out.status.success(), "GET {path}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Port of the status listener, on the lb namespace's loopback.
+const STATUS_PORT: u16 = 9110;
+
 /// The data plane's non-zero outcome counters.
 fn stats(pin_dir: &Path) -> String {
     let data = aya::maps::MapData::from_pin(pin_dir.join(lb_common::maps::GLOBAL_STATS)).unwrap();
@@ -193,7 +203,8 @@ fn restarts_keep_a_long_transfer_flowing() {
 fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let t = topology();
     let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2], true));
-    let mut lbd = t.start("lbd", &conf, &[]);
+    let listen = format!("--status-listen=127.0.0.1:{STATUS_PORT}");
+    let mut lbd = t.start("lbd", &conf, &[&listen]);
     wait_until(Duration::from_secs(10), "VRRP to become master", || {
         lbd.log().contains("Entering MASTER STATE")
     });
@@ -243,8 +254,13 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
         assert!(text.contains(needle), "{file}:\n{text}");
     }
     let stats = std::fs::read_to_string(t.lab.dir().join("keepalived.stats")).unwrap();
-    let packets: u64 =
-        stats.lines().nth(1).unwrap().trim().strip_prefix("Packets: ").unwrap().parse().unwrap();
+    assert!(stats.starts_with("VRRP Instance: VI_1\n  Advertisements:\n"), "{stats}");
+    let packets: u64 = stats
+        .lines()
+        .skip_while(|l| !l.starts_with("Virtual Server:"))
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("Packets: ")?.parse().ok())
+        .unwrap();
     assert!(packets > 100, "the VIP's packets are counted: {stats}");
     // SIGRTMIN+2, which nix's Signal cannot name.
     let kill = std::process::Command::new("kill").args(["-36", &lbd.pid().to_string()]).status().unwrap();
@@ -252,7 +268,27 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let json = t.lab.dir().join("keepalived.json");
     wait_until(Duration::from_secs(5), "keepalived.json", || json.exists());
     let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(value["virtual_servers"][0]["reals"].as_array().unwrap().len(), 3, "{value}");
+    assert_eq!(value[0]["data"]["iname"], "VI_1", "{value}");
+    assert_eq!(value[0]["data"]["state"], 2, "MASTER: {value}");
+    assert!(value[0]["stats"]["advert_sent"].as_u64().unwrap() > 10, "{value}");
+
+    // /status and /metrics against the known state.
+    let status: serde_json::Value = serde_json::from_str(&http_get(&t.lb, "/status")).unwrap();
+    assert_eq!(status["vrrp"][0]["state"], "MASTER", "{status}");
+    assert_eq!(status["vrrp"][0]["transitions"], 2, "BACKUP (init) then MASTER: {status}");
+    assert_eq!(status["reloads"], 21, "{status}");
+    assert_eq!(status["reload_failures"], 1, "{status}");
+    let reals = status["virtual_servers"][0]["reals"].as_array().unwrap();
+    assert_eq!(reals.len(), 3, "{status}");
+    assert!(reals.iter().all(|r| r["weight"] == 1), "{status}");
+    let metrics = http_get(&t.lb, "/metrics");
+    for line in [
+        r#"lbd_vrrp_state{instance="VI_1",interface="eth0",vrid="61",state="MASTER"} 1"#,
+        r#"lbd_real_server_up{virtual_server="TCP 10.60.0.100:80",real_server="10.51.0.13:8080",sorry="false"} 1"#,
+        "lbd_reload_failures_total 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
+    }
 
     // Pid files: taken, refused to a second daemon, removed at the end.
     let pid_file = t.lab.dir().join("lbd-main.pid");

@@ -3,15 +3,18 @@
 //! an absolute path, else `/tmp`, with mode 0600.
 //!
 //! `keepalived.data` starts, as keepalived's does, with the `-d` dump of the configuration, and
-//! goes on with the data plane as it runs (virtual services, real servers, weights, counters).
-//! `keepalived.stats` holds the counters of every virtual and real server; `keepalived.json`
-//! the same state as one JSON document.
+//! goes on with the VRRP instances' state and the data plane as it runs (virtual services, real
+//! servers, weights, counters). `keepalived.stats` holds keepalived's per-instance VRRP
+//! counters (lbd counts dropped adverts as one "Discarded" figure rather than keepalived's
+//! categories), then the counters of every virtual and real server. `keepalived.json` is
+//! keepalived's array of `{"data": ..., "stats": ...}` objects, one per VRRP instance.
 
 use std::{fmt::Write as _, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf};
 
 use crate::{
     config::Config,
     dataplane::{Dataplane as _, ServiceCounters, xdp::XdpDataplane},
+    vrrp::status::InstanceStatus,
 };
 
 /// Which dump.
@@ -55,6 +58,8 @@ pub struct Source<'a> {
     pub config: &'a Config,
     /// The data plane, unless `-P`.
     pub dataplane: Option<&'a XdpDataplane>,
+    /// The VRRP instances, unless `-C`.
+    pub vrrp: Vec<InstanceStatus>,
 }
 
 /// The directory of the dump files: `$TMPDIR` if absolute, else `/tmp`.
@@ -78,6 +83,14 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
     match kind {
         Kind::Data => {
             let mut out = crate::config::dump::dump(source.config);
+            out.push_str("------< VRRP state >------\n");
+            for i in &source.vrrp {
+                let _ = writeln!(
+                    out,
+                    " VRRP Instance = {}, state = {}, priority = {} (effective {}), transitions = {}",
+                    i.name, i.state, i.base_priority, i.effective_priority, i.transitions
+                );
+            }
             out.push_str("------< Data plane >------\n");
             match &services {
                 None => out.push_str(" none (-P)\n"),
@@ -104,6 +117,9 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
         }
         Kind::Stats | Kind::StatsClear => {
             let mut out = String::new();
+            for i in &source.vrrp {
+                vrrp_stats_block(&mut out, i);
+            }
             if let Some(Ok(services)) = &services {
                 for s in services {
                     stats_block(&mut out, s);
@@ -112,15 +128,61 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
             out
         }
         Kind::Json => {
-            let services = match services {
-                Some(Ok(s)) => s,
-                _ => Vec::new(),
-            };
-            let mut text = serde_json::json!({ "virtual_servers": services }).to_string();
+            let instances: Vec<_> = source.vrrp.iter().map(vrrp_json).collect();
+            let mut text = serde_json::Value::Array(instances).to_string();
             text.push('\n');
             text
         }
     }
+}
+
+/// keepalived's `keepalived.stats` block of one instance.
+fn vrrp_stats_block(out: &mut String, i: &InstanceStatus) {
+    let s = &i.stats;
+    let _ = write!(
+        out,
+        "VRRP Instance: {}\n  Advertisements:\n    Received: {}\n    Sent: {}\n  Became master: {}\n  \
+         Released master: {}\n  Packet Errors:\n    Discarded: {}\n  Priority Zero:\n    Received: {}\n    \
+         Sent: {}\n",
+        i.name,
+        s.advert_rcvd,
+        s.advert_sent,
+        s.become_master,
+        s.release_master,
+        s.discarded,
+        s.pri_zero_rcvd,
+        s.pri_zero_sent
+    );
+}
+
+/// One instance of keepalived's JSON dump (its field names; `state` numbered as keepalived's).
+fn vrrp_json(i: &InstanceStatus) -> serde_json::Value {
+    let state = match i.state {
+        "BACKUP" => 1,
+        "MASTER" => 2,
+        "FAULT" => 3,
+        _ => 0,
+    };
+    serde_json::json!({
+        "data": {
+            "iname": i.name,
+            "ifp_ifname": i.interface,
+            "vrid": i.vrid,
+            "version": i.version,
+            "base_priority": i.base_priority,
+            "effective_priority": i.effective_priority,
+            "state": state,
+            "last_transition": i.last_transition,
+        },
+        "stats": {
+            "advert_rcvd": i.stats.advert_rcvd,
+            "advert_sent": i.stats.advert_sent,
+            "become_master": i.stats.become_master,
+            "release_master": i.stats.release_master,
+            "pri_zero_rcvd": i.stats.pri_zero_rcvd,
+            "pri_zero_sent": i.stats.pri_zero_sent,
+        },
+    })
 }
 
 fn stats_block(out: &mut String, s: &ServiceCounters) {

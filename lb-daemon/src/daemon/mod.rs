@@ -13,12 +13,14 @@
 //!
 //! - [`logging`]: syslog / console / file, per `-S`, `-G`, `-l`, `-g`, `-D`;
 //! - [`pidfile`]: keepalived's pid files;
-//! - [`signals`]: the signals and what they ask for.
+//! - [`signals`]: the signals and what they ask for;
+//! - [`status`]: `--status-listen`'s `/metrics` and `/status`.
 
 pub mod dump;
 pub mod logging;
 pub mod pidfile;
 pub mod signals;
+pub mod status;
 
 use std::{path::Path, time::Instant};
 
@@ -49,6 +51,9 @@ pub struct Daemon {
     vrrp: Option<VrrpTask>,
     signals: Signals,
     reloads: u64,
+    reload_failures: u64,
+    started: Instant,
+    status_requests: Option<tokio::sync::mpsc::Receiver<status::SnapshotRequest>>,
     _pid_files: Vec<PidFile>,
 }
 
@@ -73,6 +78,9 @@ impl Daemon {
             vrrp: None,
             signals,
             reloads: 0,
+            reload_failures: 0,
+            started: Instant::now(),
+            status_requests: None,
             _pid_files: pid_files,
         };
         if daemon.args.vrrp_only {
@@ -85,7 +93,33 @@ impl Daemon {
         } else {
             daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone()));
         }
+        if let Some(addr) = daemon.args.status_listen {
+            let (requests, receiver) = tokio::sync::mpsc::channel(16);
+            status::serve(addr, requests).await.with_context(|| format!("status listener on {addr}"))?;
+            info!("serving /metrics and /status on http://{addr}");
+            daemon.status_requests = Some(receiver);
+        }
         Ok(daemon)
+    }
+
+    /// What `/status` and `/metrics` show.
+    pub fn snapshot(&self) -> status::Snapshot {
+        let virtual_servers = match self.dataplane.as_ref().map(|d| d.service_stats()) {
+            Some(Ok(services)) => services,
+            Some(Err(e)) => {
+                warn!("reading the data plane's counters: {}", error_chain(&e));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        status::Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            reloads: self.reloads,
+            reload_failures: self.reload_failures,
+            vrrp: self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default(),
+            virtual_servers,
+        }
     }
 
     async fn start_dataplane(&mut self) -> anyhow::Result<()> {
@@ -115,7 +149,17 @@ impl Daemon {
     /// Answers signals until one says stop, then stops.
     pub async fn run(mut self) -> anyhow::Result<()> {
         loop {
-            match self.signals.next().await {
+            let request = match &mut self.status_requests {
+                Some(status) => tokio::select! {
+                    request = self.signals.next() => request,
+                    Some(status::SnapshotRequest(reply)) = status.recv() => {
+                        let _ = reply.send(self.snapshot());
+                        continue;
+                    }
+                },
+                None => self.signals.next().await,
+            };
+            match request {
                 Request::Stop(signal) => {
                     info!("received {signal}");
                     break;
@@ -138,12 +182,14 @@ impl Daemon {
         let config = match load(&self.args) {
             Ok((config, 0)) => config,
             Ok((_, errors)) => {
+                self.reload_failures += 1;
                 error!(
                     "Reload failed: {errors} errors in the configuration; the running configuration stays"
                 );
                 return;
             }
             Err(e) => {
+                self.reload_failures += 1;
                 error!("Reload failed: {}; the running configuration stays", error_chain(e.as_ref()));
                 return;
             }
@@ -167,7 +213,9 @@ impl Daemon {
     }
 
     fn write_dump(&self, kind: dump::Kind) {
-        match dump::write(kind, &dump::Source { config: &self.config, dataplane: self.dataplane.as_ref() }) {
+        let vrrp = self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default();
+        let source = dump::Source { config: &self.config, dataplane: self.dataplane.as_ref(), vrrp };
+        match dump::write(kind, &source) {
             Ok(path) => info!("{} written to {}", kind.what(), path.display()),
             Err(e) => error!("writing the {}: {e}", kind.what()),
         }

@@ -32,6 +32,7 @@ use super::{
     smtp,
     socket::{Received, VrrpSocket},
     state::{Action, DiscardReason, Event, Instance, State},
+    status::{InstanceStatus, VrrpStatus, epoch_now},
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
 use crate::{
@@ -50,6 +51,7 @@ const STOP_NOTIFY_WAIT: Duration = Duration::from_secs(5);
 pub async fn run(
     config: &Config,
     netlink: Netlink,
+    status: VrrpStatus,
     mut stop: watch::Receiver<Option<StopKind>>,
 ) -> Result<(), VrrpError> {
     if config.vrrp_instances.is_empty() {
@@ -59,6 +61,8 @@ pub async fn run(
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let (packets_tx, mut packets) = mpsc::unbounded_channel();
     let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
+    engine.status = status;
+    engine.publish_instances();
     engine.start().await;
     let kind = loop {
         if let Some(kind) = *stop.borrow_and_update() {
@@ -130,6 +134,7 @@ struct Engine {
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
+    status: VrrpStatus,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -300,7 +305,34 @@ impl Engine {
             tasks,
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
+            status: VrrpStatus::default(),
         })
+    }
+
+    /// Publishes the instances, in their initial state, to the status readers.
+    fn publish_instances(&self) {
+        let instances = self
+            .runners
+            .iter()
+            .map(|r| {
+                let params = r.machine.params();
+                InstanceStatus {
+                    name: r.plan.name.clone(),
+                    interface: r.plan.base_interface.name.clone(),
+                    vrid: params.vrid.get(),
+                    version: match params.version {
+                        super::packet::Version::V2 => 2,
+                        super::packet::Version::V3 => 3,
+                    },
+                    state: r.machine.state().keepalived_name(),
+                    base_priority: params.priority,
+                    effective_priority: r.machine.effective_priority(),
+                    last_transition: epoch_now(),
+                    ..InstanceStatus::default()
+                }
+            })
+            .collect();
+        self.status.set(instances);
     }
 
     /// Starts every instance with its initial tracking state, as keepalived does: in BACKUP
@@ -430,6 +462,10 @@ impl Engine {
             let ours = runner.machine.effective_priority();
             let actions =
                 self.runners[i].machine.handle(Event::AdvertReceived { from: received.source, advert }, now);
+            self.status.update(i, |s| {
+                s.stats.advert_rcvd += 1;
+                s.stats.pri_zero_rcvd += u64::from(advert.priority == 0);
+            });
             let runner = &self.runners[i];
             let new = runner.machine.state();
             if old == State::Master && new == State::Backup {
@@ -574,11 +610,30 @@ impl Engine {
             let init = std::mem::take(&mut runner.init);
             let suffix = if init && state == State::Backup { " (init)" } else { "" };
             info!("({}) Entering {state} STATE{suffix}", runner.plan.name);
+            let priority = runner.machine.effective_priority();
+            self.status.update(i, |s| {
+                s.transitions += 1;
+                if state == State::Master {
+                    s.stats.become_master += 1;
+                } else if s.state == State::Master.keepalived_name() {
+                    s.stats.release_master += 1;
+                }
+                s.state = state.keepalived_name();
+                s.effective_priority = priority;
+                s.last_transition = epoch_now();
+            });
         }
         for action in actions {
             match action {
                 Action::SendAdvert { priority } => {
                     self.send_advert(i, priority).await;
+                    self.status.update(i, |s| {
+                        s.stats.advert_sent += 1;
+                        s.stats.pri_zero_sent += u64::from(priority == 0);
+                        if priority != 0 {
+                            s.effective_priority = priority;
+                        }
+                    });
                     let runner = &self.runners[i];
                     if priority == 0 {
                         info!("({}) sent 0 priority", runner.plan.name);
@@ -650,6 +705,7 @@ impl Engine {
     /// Logs an advert dropped for a mismatch: once at info level per new reason, as a
     /// misconfigured peer would otherwise fill the log at the advert rate.
     fn discarded(&mut self, i: usize, why: String) {
+        self.status.update(i, |s| s.stats.discarded += 1);
         let runner = &mut self.runners[i];
         if runner.last_discard.as_deref() == Some(why.as_str()) {
             debug!("({}) advert dropped: {why}", runner.plan.name);

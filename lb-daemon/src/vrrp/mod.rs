@@ -36,6 +36,7 @@ pub mod script;
 pub mod smtp;
 pub mod socket;
 pub mod state;
+pub mod status;
 pub mod track;
 
 pub use engine::run;
@@ -74,21 +75,29 @@ pub enum VrrpError {
 pub struct VrrpTask {
     stop: tokio::sync::watch::Sender<Option<StopKind>>,
     task: tokio::task::JoinHandle<Result<(), VrrpError>>,
+    status: status::VrrpStatus,
 }
 
 impl VrrpTask {
     /// Runs the VRRP instances of `config` on the current tokio runtime.
     pub fn spawn(config: crate::config::Config, netlink: crate::netlink::Netlink) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(None);
+        let status = status::VrrpStatus::default();
+        let engine_status = status.clone();
         let task = tokio::spawn(async move {
-            let result = run(&config, netlink, stopped).await;
+            let result = run(&config, netlink, engine_status, stopped).await;
             if let Err(e) = &result {
                 // Said now, not only when the daemon stops.
                 tracing::error!("VRRP: {}", addr::chain(e));
             }
             result
         });
-        VrrpTask { stop, task }
+        VrrpTask { stop, task, status }
+    }
+
+    /// The instances' state and counters, as the engine last published them.
+    pub fn status(&self) -> &status::VrrpStatus {
+        &self.status
     }
 
     /// Stops the instances `kind`'s way and waits until they have (adverts sent, VIPs removed,

@@ -1,0 +1,286 @@
+//! The optional status listener (`--status-listen ADDR:PORT`): `/metrics` in Prometheus text
+//! format and `/status` as JSON, over HTTP/1 (hyper).
+//!
+//! The listener does not own any state: each request is handed to the daemon's loop, which owns
+//! the data plane, and answered from the [`Snapshot`] it takes. Rendering is pure, so the
+//! formats are tested without a socket.
+
+use std::{convert::Infallible, fmt::Write as _, net::SocketAddr};
+
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, header, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::{dataplane::ServiceCounters, vrrp::status::InstanceStatus};
+
+/// Everything the endpoints show, taken by the daemon when a request comes.
+#[derive(Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// lbd's version.
+    pub version: &'static str,
+    /// Seconds since the daemon started.
+    pub uptime_seconds: f64,
+    /// Configuration reloads done (SIGHUP), refused ones included.
+    pub reloads: u64,
+    /// Reloads refused because the configuration had errors.
+    pub reload_failures: u64,
+    /// The VRRP instances.
+    pub vrrp: Vec<InstanceStatus>,
+    /// The virtual services and their real servers, with counters.
+    pub virtual_servers: Vec<ServiceCounters>,
+}
+
+/// What the endpoint asks the daemon for.
+#[derive(Debug)]
+pub struct SnapshotRequest(pub oneshot::Sender<Snapshot>);
+
+/// Binds `addr` and serves until the daemon goes; requests reach the daemon through `requests`.
+pub async fn serve(addr: SocketAddr, requests: mpsc::Sender<SnapshotRequest>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!("status listener: {e}");
+                    continue;
+                }
+            };
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| answer(request, requests.clone()));
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!("status connection from {peer}: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    requests: mpsc::Sender<SnapshotRequest>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let respond = |status: StatusCode, kind: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = header::HeaderValue::from_str(kind) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        Ok(response)
+    };
+    let path = request.uri().path();
+    if request.method() != hyper::Method::GET || !matches!(path, "/metrics" | "/status") {
+        return respond(StatusCode::NOT_FOUND, "text/plain", "try /metrics or /status\n".into());
+    }
+    let (reply, snapshot) = oneshot::channel();
+    if requests.send(SnapshotRequest(reply)).await.is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n".into());
+    }
+    let Ok(snapshot) = snapshot.await else {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "stopping\n".into());
+    };
+    if path == "/metrics" {
+        respond(StatusCode::OK, "text/plain; version=0.0.4", metrics(&snapshot))
+    } else {
+        let mut json = serde_json::to_string_pretty(&snapshot).unwrap_or_default();
+        json.push('\n');
+        respond(StatusCode::OK, "application/json", json)
+    }
+}
+
+/// The Prometheus text exposition of `s`.
+pub fn metrics(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+    family(
+        "lbd_info",
+        "gauge",
+        "lbd's version.",
+        &mut std::iter::once((format!("{{version=\"{}\"}}", s.version), 1.0)),
+    );
+    family(
+        "lbd_uptime_seconds",
+        "gauge",
+        "Seconds since lbd started.",
+        &mut std::iter::once((String::new(), s.uptime_seconds)),
+    );
+    family(
+        "lbd_reloads_total",
+        "counter",
+        "Configuration reloads.",
+        &mut std::iter::once((String::new(), s.reloads as f64)),
+    );
+    family(
+        "lbd_reload_failures_total",
+        "counter",
+        "Reloads refused for configuration errors.",
+        &mut std::iter::once((String::new(), s.reload_failures as f64)),
+    );
+
+    let instance = |i: &InstanceStatus| {
+        format!("instance=\"{}\",interface=\"{}\",vrid=\"{}\"", esc(&i.name), esc(&i.interface), i.vrid)
+    };
+    family(
+        "lbd_vrrp_state",
+        "gauge",
+        "VRRP instance state (1 for the current one).",
+        &mut s.vrrp.iter().flat_map(|i| {
+            ["INIT", "BACKUP", "MASTER", "FAULT"].into_iter().map(move |state| {
+                (format!("{{{},state=\"{state}\"}}", instance(i)), f64::from(u8::from(i.state == state)))
+            })
+        }),
+    );
+    let per_instance: [(&str, &str, &str, fn(&InstanceStatus) -> f64); 8] = [
+        ("lbd_vrrp_priority", "gauge", "Configured priority.", |i| f64::from(i.base_priority)),
+        ("lbd_vrrp_effective_priority", "gauge", "Priority after tracking weights.", |i| {
+            f64::from(i.effective_priority)
+        }),
+        ("lbd_vrrp_transitions_total", "counter", "State changes.", |i| i.transitions as f64),
+        ("lbd_vrrp_became_master_total", "counter", "Times the instance became MASTER.", |i| {
+            i.stats.become_master as f64
+        }),
+        ("lbd_vrrp_released_master_total", "counter", "Times the instance left MASTER.", |i| {
+            i.stats.release_master as f64
+        }),
+        ("lbd_vrrp_adverts_sent_total", "counter", "Adverts sent.", |i| i.stats.advert_sent as f64),
+        ("lbd_vrrp_adverts_received_total", "counter", "Adverts received.", |i| i.stats.advert_rcvd as f64),
+        ("lbd_vrrp_adverts_discarded_total", "counter", "Adverts dropped for a mismatch.", |i| {
+            i.stats.discarded as f64
+        }),
+    ];
+    for (name, kind, help, value) in per_instance {
+        family(name, kind, help, &mut s.vrrp.iter().map(|i| (format!("{{{}}}", instance(i)), value(i))));
+    }
+
+    let service = |v: &ServiceCounters| format!("virtual_server=\"{}\"", esc(&v.service.to_string()));
+    let per_service: [(&str, &str, &str, fn(&ServiceCounters) -> f64); 5] = [
+        ("lbd_virtual_server_packets_total", "counter", "Packets from clients.", |v| {
+            v.counters.packets as f64
+        }),
+        ("lbd_virtual_server_bytes_total", "counter", "Bytes from clients.", |v| v.counters.bytes as f64),
+        ("lbd_virtual_server_connections_total", "counter", "Connections scheduled.", |v| {
+            v.counters.new_conns as f64
+        }),
+        ("lbd_virtual_server_active_connections", "gauge", "Connections open.", |v| {
+            v.counters.active_conns as f64
+        }),
+        ("lbd_virtual_server_no_real_total", "counter", "Packets dropped for want of a real server.", |v| {
+            v.no_real as f64
+        }),
+    ];
+    for (name, kind, help, value) in per_service {
+        family(
+            name,
+            kind,
+            help,
+            &mut s.virtual_servers.iter().map(|v| (format!("{{{}}}", service(v)), value(v))),
+        );
+    }
+    let reals = || {
+        s.virtual_servers.iter().flat_map(move |v| {
+            v.reals.iter().map(move |r| {
+                let labels = format!(
+                    "{{{},real_server=\"{}\",sorry=\"{}\"}}",
+                    service(v),
+                    std::net::SocketAddr::new(r.addr, r.port),
+                    r.sorry
+                );
+                (labels, r)
+            })
+        })
+    };
+    let per_real: [(&str, &str, &str, fn(&crate::dataplane::RealCounters) -> f64); 6] = [
+        (
+            "lbd_real_server_up",
+            "gauge",
+            "1 when the real server takes new connections (weight above 0).",
+            |r| f64::from(u8::from(r.weight > 0)),
+        ),
+        ("lbd_real_server_weight", "gauge", "Weight as applied.", |r| f64::from(r.weight)),
+        ("lbd_real_server_packets_total", "counter", "Packets forwarded to the real server.", |r| {
+            r.counters.packets as f64
+        }),
+        ("lbd_real_server_bytes_total", "counter", "Bytes forwarded to the real server.", |r| {
+            r.counters.bytes as f64
+        }),
+        ("lbd_real_server_connections_total", "counter", "Connections scheduled to the real server.", |r| {
+            r.counters.new_conns as f64
+        }),
+        ("lbd_real_server_active_connections", "gauge", "Connections open to the real server.", |r| {
+            r.counters.active_conns as f64
+        }),
+    ];
+    for (name, kind, help, value) in per_real {
+        family(name, kind, help, &mut reals().map(|(labels, r)| (labels, value(r))));
+    }
+    out
+}
+
+/// A label value escaped per the exposition format.
+fn esc(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{Counters, Protocol, RealCounters, ServiceAddr};
+
+    #[test]
+    fn metrics_name_every_instance_service_and_real() {
+        let snapshot = Snapshot {
+            version: "0.1.0",
+            reloads: 2,
+            vrrp: vec![InstanceStatus {
+                name: "VI_1".into(),
+                interface: "eth0".into(),
+                vrid: 51,
+                state: "MASTER",
+                base_priority: 150,
+                effective_priority: 140,
+                ..InstanceStatus::default()
+            }],
+            virtual_servers: vec![ServiceCounters {
+                service: ServiceAddr { vip: [10, 0, 0, 1].into(), port: 80, protocol: Protocol::Tcp },
+                counters: Counters { packets: 7, ..Counters::default() },
+                no_real: 0,
+                reals: vec![RealCounters {
+                    addr: [10, 1, 0, 1].into(),
+                    port: 8080,
+                    sorry: false,
+                    weight: 0,
+                    counters: Counters { active_conns: 3, ..Counters::default() },
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        let text = metrics(&snapshot);
+        for line in [
+            "lbd_reloads_total 2",
+            r#"lbd_vrrp_state{instance="VI_1",interface="eth0",vrid="51",state="MASTER"} 1"#,
+            r#"lbd_vrrp_state{instance="VI_1",interface="eth0",vrid="51",state="BACKUP"} 0"#,
+            r#"lbd_vrrp_effective_priority{instance="VI_1",interface="eth0",vrid="51"} 140"#,
+            r#"lbd_virtual_server_packets_total{virtual_server="TCP 10.0.0.1:80"} 7"#,
+            r#"lbd_real_server_up{virtual_server="TCP 10.0.0.1:80",real_server="10.1.0.1:8080",sorry="false"} 0"#,
+            r#"lbd_real_server_active_connections{virtual_server="TCP 10.0.0.1:80",real_server="10.1.0.1:8080",sorry="false"} 3"#,
+            "# TYPE lbd_real_server_packets_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert_eq!(esc("a\"b\\c\n"), "a\\\"b\\\\c\\n");
+    }
+}

@@ -1,0 +1,88 @@
+//! What the VRRP engine shows of itself: each instance's state, priority and counters, shared
+//! with the daemon's status endpoint and dump files.
+//!
+//! The engine updates an instance's entry in place when it changes state, sends or receives an
+//! advert; readers take a snapshot. The counters are keepalived's `keepalived.stats` ones.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+/// One instance as the engine last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct InstanceStatus {
+    /// Its name (`VI_1`).
+    pub name: String,
+    /// Its interface.
+    pub interface: String,
+    /// Its VRID.
+    pub vrid: u8,
+    /// 2 or 3.
+    pub version: u8,
+    /// `INIT`, `BACKUP`, `MASTER` or `FAULT`, as keepalived names them.
+    pub state: &'static str,
+    /// The configured priority.
+    pub base_priority: u8,
+    /// The priority after tracking weights.
+    pub effective_priority: u8,
+    /// State changes since start.
+    pub transitions: u64,
+    /// Seconds since the Unix epoch of the last state change.
+    pub last_transition: f64,
+    /// Counters.
+    pub stats: InstanceStats,
+}
+
+/// keepalived's per-instance counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InstanceStats {
+    /// Adverts received and accepted for this instance.
+    pub advert_rcvd: u64,
+    /// Adverts sent.
+    pub advert_sent: u64,
+    /// Times it became MASTER.
+    pub become_master: u64,
+    /// Times it left MASTER.
+    pub release_master: u64,
+    /// Adverts dropped for a configuration mismatch (TTL, addresses, authentication, ...).
+    pub discarded: u64,
+    /// Priority-0 adverts received.
+    pub pri_zero_rcvd: u64,
+    /// Priority-0 adverts sent.
+    pub pri_zero_sent: u64,
+}
+
+/// The instances' status, shared between the engine (writer) and the daemon (readers).
+#[derive(Clone, Debug, Default)]
+pub struct VrrpStatus(Arc<Mutex<Vec<InstanceStatus>>>);
+
+impl VrrpStatus {
+    /// A snapshot of every instance.
+    pub fn snapshot(&self) -> Vec<InstanceStatus> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the list (the engine, once its instances are built).
+    pub(crate) fn set(&self, instances: Vec<InstanceStatus>) {
+        if let Ok(mut v) = self.0.lock() {
+            *v = instances;
+        }
+    }
+
+    /// Changes instance `i`.
+    pub(crate) fn update(&self, i: usize, change: impl FnOnce(&mut InstanceStatus)) {
+        if let Ok(mut v) = self.0.lock()
+            && let Some(entry) = v.get_mut(i)
+        {
+            change(entry);
+        }
+    }
+}
+
+/// Now, as keepalived's JSON `last_transition` gives it.
+pub(crate) fn epoch_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
