@@ -96,6 +96,9 @@ async fn answer(
     }
 }
 
+/// A metric family: name, type, help, and how to read its value from a `T`.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
 /// The Prometheus text exposition of `s`.
 pub fn metrics(s: &Snapshot) -> String {
     let mut out = String::new();
@@ -144,7 +147,7 @@ pub fn metrics(s: &Snapshot) -> String {
             })
         }),
     );
-    let per_instance: [(&str, &str, &str, fn(&InstanceStatus) -> f64); 8] = [
+    let per_instance: [Family<InstanceStatus>; 8] = [
         ("lbd_vrrp_priority", "gauge", "Configured priority.", |i| f64::from(i.base_priority)),
         ("lbd_vrrp_effective_priority", "gauge", "Priority after tracking weights.", |i| {
             f64::from(i.effective_priority)
@@ -167,7 +170,7 @@ pub fn metrics(s: &Snapshot) -> String {
     }
 
     let service = |v: &ServiceCounters| format!("virtual_server=\"{}\"", esc(&v.service.to_string()));
-    let per_service: [(&str, &str, &str, fn(&ServiceCounters) -> f64); 5] = [
+    let per_service: [Family<ServiceCounters>; 5] = [
         ("lbd_virtual_server_packets_total", "counter", "Packets from clients.", |v| {
             v.counters.packets as f64
         }),
@@ -203,7 +206,7 @@ pub fn metrics(s: &Snapshot) -> String {
             })
         })
     };
-    let per_real: [(&str, &str, &str, fn(&crate::dataplane::RealCounters) -> f64); 6] = [
+    let per_real: [Family<crate::dataplane::RealCounters>; 6] = [
         (
             "lbd_real_server_up",
             "gauge",
