@@ -23,15 +23,15 @@ use nix::sys::signal::Signal;
 
 const VIP: &str = "10.60.0.100";
 
-/// A NAT virtual server over the real servers `reals` (numbers 1 to 3), with an optional VRRP
-/// instance on the front interface.
-fn config(reals: &[u8], vrrp: bool) -> String {
+/// A NAT virtual server over the real servers `reals` (numbers 1 to 3), with `vrrp` VRRP
+/// instances (VI_1, VI_2, ...) on the front interface.
+fn config(reals: &[u8], vrrp: u8) -> String {
     let mut text = String::from("global_defs {\n    router_id lbt-daemon\n}\n");
-    if vrrp {
-        text.push_str(
-            "vrrp_instance VI_1 {\n    interface eth0\n    virtual_router_id 61\n    priority 150\n    \
-             advert_int 0.2\n    version 3\n    virtual_ipaddress {\n        10.50.0.50/24\n    }\n}\n",
-        );
+    for i in 1..=vrrp {
+        text.push_str(&format!(
+            "vrrp_instance VI_{i} {{\n    interface eth0\n    virtual_router_id 6{i}\n    priority 150\n    \
+             advert_int 0.2\n    version 3\n    virtual_ipaddress {{\n        10.50.0.5{i}/24\n    }}\n}}\n",
+        ));
     }
     text.push_str(&format!(
         "virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n"
@@ -157,7 +157,7 @@ fn links_pinned(pin_dir: &Path) -> Vec<String> {
 #[test]
 fn restarts_keep_a_long_transfer_flowing() {
     let t = topology();
-    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], false));
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 0));
     let mut lbd = t.start("lbd1", &conf, &["-I"]);
     assert_eq!(t.answering(3, &lbd).len(), 3, "round robin over three real servers");
 
@@ -202,7 +202,7 @@ fn restarts_keep_a_long_transfer_flowing() {
 #[test]
 fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let t = topology();
-    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2], true));
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2], 1));
     let listen = format!("--status-listen=127.0.0.1:{STATUS_PORT}");
     let mut lbd = t.start("lbd", &conf, &[&listen]);
     wait_until(Duration::from_secs(10), "VRRP to become master", || {
@@ -218,7 +218,7 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let sets: [&[u8]; 4] = [&[1, 2, 3], &[1, 3], &[1, 2], &[1, 2, 3]];
     for round in 0..20 {
         let reals = sets[round % sets.len()];
-        std::fs::write(&conf, config(reals, true)).unwrap();
+        std::fs::write(&conf, config(reals, 1)).unwrap();
         let reloads = lbd.log().matches("Reload finished").count();
         lbd.signal(Signal::SIGHUP);
         wait_until(Duration::from_secs(10), "the reload", || {
@@ -232,7 +232,7 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     lbd.assert_running();
 
     // A broken configuration: every error logged with file:line, the running one stays.
-    std::fs::write(&conf, config(&[1], true).replace("lb_algo rr", "lb_algo rr\n    delay_loop banana"))
+    std::fs::write(&conf, config(&[1], 1).replace("lb_algo rr", "lb_algo rr\n    delay_loop banana"))
         .unwrap();
     lbd.signal(Signal::SIGHUP);
     wait_until(Duration::from_secs(10), "the refused reload", || lbd.log().contains("Reload failed"));
@@ -289,6 +289,18 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
     }
+
+    // A new VRRP instance: VI_1 keeps MASTER through the engine's restart, VI_2 starts.
+    std::fs::write(&conf, config(&[1, 2, 3], 2)).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "VI_2 to become master", || {
+        lbd.log().contains("(VI_2) Entering MASTER STATE")
+    });
+    let log = lbd.log();
+    assert!(log.contains("(VI_1) kept in MASTER STATE across the reload"), "{log}");
+    assert_eq!(log.matches("(VI_1) Entering").count(), transitions, "VI_1 did not flap:\n{log}");
+    assert!(!log.contains("(VI_1) sent 0 priority"), "{log}");
+    assert!(t.lb.ip(&["-4", "addr", "show", "dev", "eth0"]).contains("10.50.0.51/24"), "VI_1's VIP stays");
 
     // Pid files: taken, refused to a second daemon, removed at the end.
     let pid_file = t.lab.dir().join("lbd-main.pid");

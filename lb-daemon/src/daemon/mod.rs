@@ -199,14 +199,14 @@ impl Daemon {
         {
             error!("Reload: {}", error_chain(e.as_ref()));
         }
-        if vrrp_part(&config) == vrrp_part(&self.config) {
-            info!("VRRP configuration unchanged: every instance keeps its state");
-        } else if let Some(vrrp) = self.vrrp.take() {
-            info!("VRRP configuration changed: restarting VRRP");
-            if let Err(e) = vrrp.stop(StopKind::Orderly).await {
-                error!("{}", error_chain(&e));
-            }
-            self.vrrp = Some(VrrpTask::spawn(config.clone(), self.netlink.clone()));
+        if let Some(vrrp) = self.vrrp.take() {
+            self.vrrp = match vrrp.reload(config.clone()).await {
+                Ok(vrrp) => Some(vrrp),
+                Err(e) => {
+                    error!("{}", error_chain(&e));
+                    Some(VrrpTask::spawn(config.clone(), self.netlink.clone()))
+                }
+            };
         }
         self.config = config;
         info!("Reload finished in {} usec", started.elapsed().as_micros());
@@ -289,17 +289,6 @@ fn load(args: &Args) -> anyhow::Result<(Config, usize)> {
         }
     }
     Ok((loaded.config, errors))
-}
-
-/// The part of the configuration VRRP runs from: everything but the virtual servers.
-fn vrrp_part(config: &Config) -> Config {
-    let mut part = config.clone();
-    part.virtual_servers.clear();
-    part.virtual_server_groups.clear();
-    part.local_address_groups.clear();
-    part.ssl = None;
-    part.global_defs.lvs_timeouts = None;
-    part
 }
 
 /// Programs the configuration's virtual servers into the data plane.

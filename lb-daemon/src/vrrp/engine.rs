@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    StopKind, VrrpError,
+    Handoff, StopKind, VrrpError,
     addr::{self, Gratuitous, chain},
     config::{GroupPlan, HostView, InstancePlan, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
     notify::{Notifier, NotifyScripts, Subject},
@@ -52,6 +52,7 @@ pub async fn run(
     config: &Config,
     netlink: Netlink,
     status: VrrpStatus,
+    handoff: Handoff,
     mut stop: watch::Receiver<Option<StopKind>>,
 ) -> Result<(), VrrpError> {
     if config.vrrp_instances.is_empty() {
@@ -62,6 +63,7 @@ pub async fn run(
     let (packets_tx, mut packets) = mpsc::unbounded_channel();
     let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
     engine.status = status;
+    engine.handoff = handoff;
     engine.publish_instances();
     engine.start().await;
     let kind = loop {
@@ -135,6 +137,9 @@ struct Engine {
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
     status: VrrpStatus,
+    /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
+    /// next.
+    handoff: Handoff,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -306,6 +311,7 @@ impl Engine {
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             status: VrrpStatus::default(),
+            handoff: Handoff::default(),
         })
     }
 
@@ -357,7 +363,14 @@ impl Engine {
                     runner.machine.handle(Event::PriorityAdjustment(runner.evaluation.adjustment), now),
                 );
             }
-            actions.extend(runner.machine.handle(Event::Startup, now));
+            let previous = self.handoff.lock().ok().and_then(|mut h| h.remove(&runner.plan.name));
+            if previous == Some(State::Master) {
+                info!("({}) kept in MASTER STATE across the reload", runner.plan.name);
+                actions.extend(runner.machine.resume_master(now));
+                self.status.update(i, |s| s.state = State::Master.keepalived_name());
+            } else {
+                actions.extend(runner.machine.handle(Event::Startup, now));
+            }
             self.execute(i, actions).await;
         }
         for g in 0..self.groups.len() {
@@ -747,9 +760,19 @@ impl Engine {
     async fn stop(mut self, kind: StopKind) {
         info!("Stopping VRRP");
         let now = Instant::now();
+        let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
         for i in 0..self.runners.len() {
+            let kind = match handoff.get_mut(&self.runners[i].plan.name) {
+                Some(state) if kind == StopKind::Handoff => {
+                    // Silent: the next engine takes the instance over as it is.
+                    *state = self.runners[i].machine.state();
+                    continue;
+                }
+                _ if kind == StopKind::Handoff => StopKind::Orderly,
+                _ => kind,
+            };
             match kind {
-                StopKind::Orderly => {
+                StopKind::Orderly | StopKind::Handoff => {
                     let actions = self.runners[i].machine.handle(Event::Shutdown, now);
                     self.execute(i, actions).await;
                 }
@@ -778,8 +801,13 @@ impl Engine {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        for group in &self.groups {
-            self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, State::Stop, 0);
+        if let Ok(mut shared) = self.handoff.lock() {
+            *shared = handoff;
+        }
+        if kind != StopKind::Handoff {
+            for group in &self.groups {
+                self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, State::Stop, 0);
+            }
         }
         self.notifier.close(STOP_NOTIFY_WAIT).await;
         if kind == StopKind::Orderly {

@@ -53,7 +53,26 @@ pub enum StopKind {
     /// permanent (they were on a lease).
     #[doc(alias = "dont-release-vrrp")]
     KeepVips,
+    /// A reload: the instances named in the task's hand-off stop silently, their VIPs left in
+    /// place on their lease, and record their state there for the next engine; the others stop
+    /// as [`StopKind::Orderly`].
+    Handoff,
 }
+
+/// The part of the configuration VRRP runs from: everything but the virtual servers.
+fn vrrp_part(config: &crate::config::Config) -> crate::config::Config {
+    let mut part = config.clone();
+    part.virtual_servers.clear();
+    part.virtual_server_groups.clear();
+    part.local_address_groups.clear();
+    part.ssl = None;
+    part.global_defs.lvs_timeouts = None;
+    part
+}
+
+/// Instance name → its state when the previous engine stopped, for the instances a reload
+/// leaves unchanged ([`StopKind::Handoff`]).
+pub type Handoff = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, state::State>>>;
 
 /// Why the VRRP engine could not run.
 #[derive(Debug, thiserror::Error)]
@@ -76,23 +95,70 @@ pub struct VrrpTask {
     stop: tokio::sync::watch::Sender<Option<StopKind>>,
     task: tokio::task::JoinHandle<Result<(), VrrpError>>,
     status: status::VrrpStatus,
+    config: crate::config::Config,
+    netlink: crate::netlink::Netlink,
+    handoff: Handoff,
 }
 
 impl VrrpTask {
     /// Runs the VRRP instances of `config` on the current tokio runtime.
     pub fn spawn(config: crate::config::Config, netlink: crate::netlink::Netlink) -> Self {
+        Self::spawn_after(config, netlink, Handoff::default())
+    }
+
+    fn spawn_after(
+        config: crate::config::Config,
+        netlink: crate::netlink::Netlink,
+        handoff: Handoff,
+    ) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(None);
         let status = status::VrrpStatus::default();
         let engine_status = status.clone();
+        let (engine_config, engine_netlink, engine_handoff) =
+            (config.clone(), netlink.clone(), handoff.clone());
         let task = tokio::spawn(async move {
-            let result = run(&config, netlink, engine_status, stopped).await;
+            let result = run(&engine_config, engine_netlink, engine_status, engine_handoff, stopped).await;
             if let Err(e) = &result {
                 // Said now, not only when the daemon stops.
                 tracing::error!("VRRP: {}", addr::chain(e));
             }
             result
         });
-        VrrpTask { stop, task, status }
+        VrrpTask { stop, task, status, config, netlink, handoff }
+    }
+
+    /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same;
+    /// otherwise the engine restarts, and every instance whose own configuration did not change
+    /// (while the global settings, scripts, tracked files and sync groups stayed the same) keeps
+    /// its state: a MASTER stays MASTER without a priority-0 advert, a gap in its VIPs or a
+    /// notify. The others stop in order and start afresh (keepalived#2159, #1425).
+    pub async fn reload(self, config: crate::config::Config) -> Result<Self, VrrpError> {
+        if vrrp_part(&config) == vrrp_part(&self.config) {
+            tracing::info!("VRRP configuration unchanged: every instance keeps its state");
+            return Ok(self);
+        }
+        let old = &self.config;
+        let shared_same = old.global_defs == config.global_defs
+            && old.vrrp_scripts == config.vrrp_scripts
+            && old.track_files == config.track_files
+            && old.vrrp_sync_groups == config.vrrp_sync_groups
+            && old.track_processes == config.track_processes;
+        let mut kept = Vec::new();
+        if let Ok(mut keep) = self.handoff.lock() {
+            keep.clear();
+            for instance in config.vrrp_instances.iter().filter(|_| shared_same) {
+                if old.vrrp_instances.iter().any(|o| o == instance) {
+                    keep.insert(instance.name.clone(), state::State::Init);
+                    kept.push(instance.name.clone());
+                }
+            }
+        }
+        tracing::info!(
+            "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
+        );
+        let (netlink, handoff) = (self.netlink.clone(), self.handoff.clone());
+        self.stop(StopKind::Handoff).await?;
+        Ok(Self::spawn_after(config, netlink, handoff))
     }
 
     /// The instances' state and counters, as the engine last published them.

@@ -668,6 +668,22 @@ impl Instance {
         self.garp_refresh_at = self.params.garp_master_refresh.map(|refresh| later(now, refresh));
     }
 
+    /// Takes over from an earlier run of this instance that was MASTER (a reload that left the
+    /// instance's configuration unchanged): from INIT straight to MASTER, advertising at once,
+    /// with the addresses it already holds refreshed and nothing notified again. A faulted
+    /// instance starts as [`Event::Startup`] would.
+    pub fn resume_master(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state != State::Init || self.fault {
+            self.startup(now, &mut actions);
+            return actions;
+        }
+        self.become_master(now, &mut actions);
+        actions.retain(|a| !matches!(a, Action::Notify(_) | Action::SendGratuitous { .. }));
+        self.garp_delay_timer = None;
+        actions
+    }
+
     /// RFC 5798 §6.4.3 on a higher-priority advert.
     fn become_backup(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.state = State::Backup;
