@@ -352,3 +352,44 @@ mod tests {
         assert_eq!(args.xdp_interfaces, ["a", "b", "c"]);
     }
 }
+
+#[cfg(test)]
+mod unit_file {
+    //! The shipped systemd unit and the README stay in step with the command line.
+
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::Args;
+
+    fn repo_file(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_unit_starts_lbd_with_valid_flags() {
+        let unit = repo_file("dist/lbd.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart line");
+        let argv: Vec<&str> = exec.split_whitespace().filter(|w| !w.starts_with('$')).collect();
+        assert!(argv[0].ends_with("/lbd"), "{exec}");
+        let args = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{exec}: {e}"));
+        assert!(args.dont_fork, "systemd's Type=notify wants the daemon in the foreground");
+        assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    }
+
+    #[test]
+    fn the_readme_lists_every_flag() {
+        let readme = repo_file("README.md");
+        let command = Args::command();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(readme.contains(&format!("--{long}")), "README.md does not document --{long}");
+            if let Some(short) = arg.get_short() {
+                assert!(
+                    readme.contains(&format!("-{short}, --{long}")),
+                    "README.md: write `-{short}, --{long}`"
+                );
+            }
+        }
+    }
+}

@@ -148,6 +148,8 @@ impl Daemon {
 
     /// Answers signals until one says stop, then stops.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         loop {
             let request = match &mut self.status_requests {
                 Some(status) => tokio::select! {
@@ -179,6 +181,16 @@ impl Daemon {
         let started = Instant::now();
         self.reloads += 1;
         info!("Reloading ...");
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom("")),
+        ]);
+        self.reload_config().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        info!("Reload finished in {} usec", started.elapsed().as_micros());
+    }
+
+    async fn reload_config(&mut self) {
         let config = match load(&self.args) {
             Ok((config, 0)) => config,
             Ok((_, errors)) => {
@@ -209,7 +221,6 @@ impl Daemon {
             };
         }
         self.config = config;
-        info!("Reload finished in {} usec", started.elapsed().as_micros());
     }
 
     fn write_dump(&self, kind: dump::Kind) {
@@ -224,6 +235,7 @@ impl Daemon {
     /// Stops VRRP, then the data plane, as `-V` and `-I` say.
     pub async fn stop(self) -> anyhow::Result<()> {
         info!("Stopping");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if let Some(vrrp) = self.vrrp {
             let kind = if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly };
             if let Err(e) = vrrp.stop(kind).await {
