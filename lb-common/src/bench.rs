@@ -33,7 +33,8 @@ pub struct GenTemplate {
     pub frame: [u8; FRAME_LEN],
     /// How many flows (source ports) to cycle through; 0 counts as 1.
     pub flows: u32,
-    /// Offset of the transport checksum in `frame` (TCP: 50, UDP: 40).
+    /// Offset of the transport checksum in `frame` (TCP: 50). A UDP template must carry a
+    /// checksum (not 0): the generator updates it.
     pub csum_offset: u32,
 }
 
@@ -43,3 +44,15 @@ pub const SPORT_OFFSET: usize = 34;
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], integers and byte arrays only, no implicit padding (64 + 4 + 4 bytes).
 unsafe impl aya::Pod for GenTemplate {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_has_no_implicit_padding() {
+        assert_eq!(size_of::<GenTemplate>(), FRAME_LEN + 4 + 4);
+        // The TCP checksum the generator updates lies inside the frame, after the source port.
+        assert!(SPORT_OFFSET + 2 <= 50 && 50 + 2 <= FRAME_LEN);
+    }
+}
