@@ -52,7 +52,5 @@ mod tests {
     #[test]
     fn template_has_no_implicit_padding() {
         assert_eq!(size_of::<GenTemplate>(), FRAME_LEN + 4 + 4);
-        // The TCP checksum the generator updates lies inside the frame, after the source port.
-        assert!(SPORT_OFFSET + 2 <= 50 && 50 + 2 <= FRAME_LEN);
     }
 }
