@@ -210,7 +210,7 @@ pub mod tcp_state {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
-    /// Last packet, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    /// Last packet, `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC at tick resolution).
     pub last_seen_ns: u64,
     /// The real server.
     pub real: u32,
@@ -260,7 +260,7 @@ pub struct LblcKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Persist {
-    /// Last use, `bpf_ktime_get_ns`.
+    /// Last use, `bpf_ktime_get_coarse_ns`.
     pub last_seen_ns: u64,
     /// The real server.
     pub real: u32,

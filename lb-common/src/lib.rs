@@ -5,6 +5,7 @@
 //! `bpftool map dump`. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
 
+pub mod bench;
 pub mod lb;
 pub mod stats;
 

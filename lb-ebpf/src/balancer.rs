@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     cty::c_void,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, generated::bpf_loop},
+    helpers::{bpf_get_prandom_u32, generated::bpf_loop},
     programs::XdpContext,
 };
 use lb_common::{
@@ -15,12 +15,13 @@ use lb_common::{
 };
 
 use crate::{
-    Outcome, encap,
+    Outcome, clock, encap,
     forward::{self, Next},
     maps::{
         LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES,
         LBD_SETTINGS, per_cpu,
     },
+    mem,
     nat::{self, Rewrite},
     parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sched,
@@ -94,8 +95,7 @@ fn original_flow(
     stats: &mut GlobalStats,
 ) -> Result<Outcome, ParseError> {
     let Some(settings) = LBD_SETTINGS.get(0) else { return Ok(Outcome::PassNotReady) };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now_ns();
     let fkey = FlowKey {
         src: h.src,
         dst: h.dst,
@@ -107,9 +107,7 @@ fn original_flow(
     };
     let tcp = h.proto == IPPROTO_TCP;
     let syn_only = tcp && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let Some(flow) = per_cpu(&LBD_SCRATCH_FLOW, 0) else { return Ok(Outcome::DropMalformed) };
-    *flow = Flow::default();
-    let mut known = false;
+    let mut known: Option<&Flow> = None;
     if let Some(entry) = LBD_CONNS.get_ptr_mut(&fkey) {
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
         let entry = unsafe { &mut *entry };
@@ -120,18 +118,29 @@ fn original_flow(
             if tcp {
                 track_tcp(entry, h.tcp_flags);
             }
-            *flow = *entry;
-            known = true;
+            known = Some(entry);
         } else if entry.direction == direction::ORIGINAL && tcp && entry.tcp_state != tcp_state::CLOSING {
             // The flow is being replaced: it no longer counts as active on its real.
             sched::add_active(entry.real, u64::MAX);
         }
     }
-    if known {
-        stats.flow_hits += 1;
-    } else if let Some(outcome) = new_flow(h, svc, &fkey, stats, flow) {
-        return Ok(outcome);
-    }
+    // A known flow is sent from its entry in the table, a new one from per-CPU scratch (not
+    // the stack, which is nearly full) that `new_flow` fills.
+    let flow: &Flow = match known {
+        Some(entry) => {
+            stats.flow_hits += 1;
+            entry
+        }
+        None => {
+            let Some(flow) = per_cpu(&LBD_SCRATCH_FLOW, 0) else { return Ok(Outcome::DropMalformed) };
+            // SAFETY: a per-CPU map value, valid for a `Flow`.
+            unsafe { mem::zero(&raw mut *flow) };
+            if let Some(outcome) = new_flow(h, svc, &fkey, stats, flow) {
+                return Ok(outcome);
+            }
+            flow
+        }
+    };
     let bytes = frame.len() as u64;
     if let Some(s) = per_cpu(&LBD_SERVICE_STATS, svc.id) {
         s.packets += 1;
@@ -156,7 +165,7 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
                 h,
                 &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() },
             )?;
-            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
             Ok(after_nat(next))
         }
         Some(Method::Fnat) => {
@@ -167,17 +176,17 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
                 dport: Some(rport),
             };
             nat::rewrite(frame, h, &rw)?;
-            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
             Ok(after_nat(next))
         }
         Some(Method::Dr) => {
-            let next = forward::route(ctx, frame, h.family, &real.addr)?;
+            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
             Ok(after_l2(next))
         }
         Some(Method::Tun) => match encap::push(ctx, h.l3, h.family, &real.tunnel_source, &real.addr) {
             Ok(()) => {
                 let frame = Frame::new(ctx.data(), ctx.data_end());
-                let next = forward::route(ctx, &frame, h.family, &real.addr)?;
+                let next = forward::route_to_real(ctx, &frame, h.family, flow, real);
                 Ok(after_l2(next))
             }
             Err(encap::EncapError::Resize) => Ok(Outcome::DropResize),
@@ -251,8 +260,7 @@ fn new_flow(
     }
     let Some(real) = sched::real_ref(real_id) else { return Some(Outcome::DropNoReal) };
     let tcp = h.proto == IPPROTO_TCP;
-    // SAFETY: plain helper call.
-    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+    flow.last_seen_ns = clock::now_ns();
     flow.real = real_id;
     flow.service = svc.id;
     flow.direction = direction::ORIGINAL;
@@ -278,7 +286,8 @@ fn new_flow(
             flow.nat_port = h.dport;
             let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
             flow.direction = direction::ORIGINAL;
-            flow.nat_addr = [0; 4];
+            // SAFETY: a field of `flow` (not `= [0; 4]`: a byte-at-a-time memset, crate::mem).
+            unsafe { mem::zero(&raw mut flow.nat_addr) };
             flow.nat_port = 0;
         }
         Some(Method::Fnat) => {
@@ -296,7 +305,8 @@ fn new_flow(
             flow.direction = direction::ORIGINAL;
             flow.nat_addr = laddr;
             flow.nat_port = lport;
-            flow.client_addr = [0; 4];
+            // SAFETY: as above.
+            unsafe { mem::zero(&raw mut flow.client_addr) };
             flow.client_port = 0;
         }
         _ => {}
@@ -402,19 +412,26 @@ fn reply(
     if flow.direction != direction::REPLY {
         return Ok(Outcome::PassNoService);
     }
-    // SAFETY: plain helper call.
-    flow.last_seen_ns = unsafe { bpf_ktime_get_ns() };
-    let flow = *flow;
-    let mut rw = Rewrite { src: Some(flow.nat_addr), sport: Some(flow.nat_port), ..Rewrite::default() };
-    if Method::from_u8(flow.method) == Some(Method::Fnat) {
-        rw.dst = Some(flow.client_addr);
-        rw.dport = Some(flow.client_port);
-    }
+    flow.last_seen_ns = clock::now_ns();
     // The LB routes replies: TTL expiry is the kernel's to report.
     if !nat::decrement_ttl(frame, h)? {
         return Ok(Outcome::PassNoService);
     }
-    nat::rewrite(frame, h, &rw)?;
+    // One literal per method, read from the entry in place: a rewrite whose fields are set
+    // or not at run time has LLVM store the unset ones' undefined payloads, which the
+    // verifier rejects once `nat::rewrite` is inlined.
+    if Method::from_u8(flow.method) == Some(Method::Fnat) {
+        let rw = Rewrite {
+            src: Some(flow.nat_addr),
+            sport: Some(flow.nat_port),
+            dst: Some(flow.client_addr),
+            dport: Some(flow.client_port),
+        };
+        nat::rewrite(frame, h, &rw)?;
+    } else {
+        let rw = Rewrite { src: Some(flow.nat_addr), sport: Some(flow.nat_port), ..Rewrite::default() };
+        nat::rewrite(frame, h, &rw)?;
+    }
     stats.reply_translated += 1;
     let dst = h.dst;
     let next = forward::route(ctx, frame, h.family, &dst)?;

@@ -5,7 +5,7 @@ use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::lb::family;
 
 use crate::{
-    csum,
+    csum, mem,
     parse::{Frame, ParseError},
 };
 
@@ -47,11 +47,7 @@ pub(crate) fn push(
     }
     let frame = Frame::new(ctx.data(), ctx.data_end());
     // Move the link-layer header (14, 18 or 22 bytes) to the new start.
-    match l3 {
-        14 => move_bytes::<14>(&frame, outer_len)?,
-        18 => move_bytes::<18>(&frame, outer_len)?,
-        _ => move_bytes::<22>(&frame, outer_len)?,
-    }
+    mem::move_link_header(&frame, outer_len, 0, l3)?;
     if fam == family::IPV4 {
         let total = (inner_len + 20) as u16;
         let mut words: [u16; 10] = [
@@ -83,20 +79,6 @@ pub(crate) fn push(
     Ok(())
 }
 
-/// Copies the first `N` bytes of the old frame start (now at `from`) to offset 0.
-#[inline(always)]
-fn move_bytes<const N: usize>(frame: &Frame, from: usize) -> Result<(), ParseError> {
-    let src = frame.ptr_at::<[u8; N]>(from)?;
-    let dst = frame.ptr_at::<[u8; N]>(0)?;
-    // SAFETY: both ranges are in bounds; `from` >= 20 > N - ... they may overlap only if
-    // from < N, which holds for 20 < 22: read the whole array first, then write it.
-    unsafe {
-        let bytes = src.read_unaligned();
-        dst.write_unaligned(bytes);
-    }
-    Ok(())
-}
-
 /// Removes an outer IPIP / IPv6-in-IPv6 header at `l3` of length `outer_len`, keeping the
 /// link-layer header. The EtherType is set to the inner family's.
 #[inline(always)]
@@ -110,12 +92,12 @@ pub(crate) fn pop(
     // Move the link-layer header forward over the outer IP header.
     let ethertype = inner_ethertype.to_be_bytes();
     match (l3, outer_len) {
-        (14, 20) => shift::<14>(&frame, 20, ethertype)?,
-        (14, _) => shift::<14>(&frame, 40, ethertype)?,
-        (18, 20) => shift::<18>(&frame, 20, ethertype)?,
-        (18, _) => shift::<18>(&frame, 40, ethertype)?,
-        (_, 20) => shift::<22>(&frame, 20, ethertype)?,
-        (_, _) => shift::<22>(&frame, 40, ethertype)?,
+        (14, 20) => shift(&frame, 14, 20, ethertype)?,
+        (14, _) => shift(&frame, 14, 40, ethertype)?,
+        (18, 20) => shift(&frame, 18, 20, ethertype)?,
+        (18, _) => shift(&frame, 18, 40, ethertype)?,
+        (_, 20) => shift(&frame, 22, 20, ethertype)?,
+        (_, _) => shift(&frame, 22, 40, ethertype)?,
     }
     // SAFETY: ctx is the program's context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
@@ -124,18 +106,13 @@ pub(crate) fn pop(
     Ok(())
 }
 
-/// Copies the first `N` bytes (the link-layer header) to offset `to`, ahead of the data kept,
-/// with its last two bytes (the EtherType) set to `ethertype`.
+/// Moves the link-layer header (`len` bytes) to offset `to`, ahead of the data kept, and sets
+/// its EtherType (its last two bytes) to `ethertype`.
 #[inline(always)]
-fn shift<const N: usize>(frame: &Frame, to: usize, ethertype: [u8; 2]) -> Result<(), ParseError> {
-    let src = frame.ptr_at::<[u8; N]>(0)?;
-    let dst = frame.ptr_at::<[u8; N]>(to)?;
-    // SAFETY: both in bounds; the whole array is read before it is written.
-    unsafe {
-        let mut bytes = src.read_unaligned();
-        bytes[N - 2] = ethertype[0];
-        bytes[N - 1] = ethertype[1];
-        dst.write_unaligned(bytes);
-    }
+fn shift(frame: &Frame, len: usize, to: usize, ethertype: [u8; 2]) -> Result<(), ParseError> {
+    mem::move_link_header(frame, 0, to, len)?;
+    let ptr = frame.ptr_at::<[u8; 2]>(to + len - 2)?;
+    // SAFETY: in bounds (ptr_at).
+    unsafe { *ptr = ethertype };
     Ok(())
 }

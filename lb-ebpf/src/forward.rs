@@ -1,20 +1,34 @@
 //! Sending a rewritten packet on its way: a FIB lookup (the kernel's routes and neighbours)
 //! gives the egress interface and the MAC addresses; the frame leaves with XDP_TX when that is
 //! the interface it came in on, XDP_REDIRECT otherwise.
+//!
+//! Packets to a real server take the route from a per-real cache ([`route_to_real`]) instead
+//! of a `bpf_fib_lookup` each: the lookup is most of an established packet's cost. A cached
+//! route is used for at most [`NEXT_HOP_TTL_NS`] before it is looked up again, so route and
+//! neighbour changes take effect within that time.
+
+use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::lb::family;
+use lb_common::lb::{Flow, Real, family};
 
-use crate::parse::{Frame, ParseError};
+use crate::{
+    maps::{LBD_NEXT_HOPS, LBD_SCRATCH_FIB, per_cpu},
+    mem,
+    parse::{Frame, ParseError},
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
+
+/// How long a cached route to a real server is used before it is looked up again.
+pub(crate) const NEXT_HOP_TTL_NS: u64 = 100_000_000;
 
 /// Where a packet goes.
 pub(crate) enum Next {
@@ -28,43 +42,148 @@ pub(crate) enum Next {
     NoRoute,
 }
 
+/// A route to one real server, as the last FIB lookup found it (see [`route_to_real`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct NextHop {
+    /// The real server's address the route is for (a real id may be reused for another).
+    pub(crate) addr: [u32; 4],
+    /// Destination then source MAC, as they go into the Ethernet header.
+    pub(crate) macs: [u8; 12],
+    /// The egress interface; 0: no route cached.
+    pub(crate) ifindex: u32,
+    /// The interface the packets came in on when it was looked up (XDP_TX or XDP_REDIRECT,
+    /// and the lookup's input interface, depend on it).
+    pub(crate) ingress: u32,
+    pub(crate) pad: u32,
+    /// When it was looked up ([`crate::clock::now_ns`]).
+    pub(crate) stamp_ns: u64,
+}
+
+/// Routes a packet of `flow` to its real server `real` (address family `fam`): from the
+/// cache while it is fresh (the flow's `last_seen_ns` is now), else by [`route`], whose
+/// answer is cached when it is complete.
+///
+/// A plain `Next`, not a `Result`: a two-field result is a hidden sixth argument, and BPF
+/// calls take five. A frame too short for its MAC addresses (the caller parsed further
+/// already: it cannot happen) is `NoRoute`.
+#[inline(always)]
+pub(crate) fn route_to_real(ctx: &XdpContext, frame: &Frame, fam: u8, flow: &Flow, real: &Real) -> Next {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let now = flow.last_seen_ns;
+    let Some(hop) = LBD_NEXT_HOPS.get_ptr_mut(flow.real) else { return refresh(ctx, frame, fam, flow, real) };
+    // SAFETY: an array map value pointer from a successful lookup. Another CPU may refresh
+    // the entry meanwhile; it writes the same route unless the route just changed.
+    let hop = unsafe { &mut *hop };
+    if hop.ifindex != 0
+        && hop.ingress == ingress
+        && same_addr(&hop.addr, &real.addr)
+        && now.wrapping_sub(hop.stamp_ns) < NEXT_HOP_TTL_NS
+    {
+        let Ok(eth) = frame.ptr_at::<[u8; 12]>(0) else { return Next::NoRoute };
+        let (eth, macs) = (eth.cast::<u8>(), hop.macs.as_ptr());
+        // SAFETY: both are 12 bytes long (ptr_at, the array).
+        unsafe {
+            mem::copy_mac(eth, macs);
+            mem::copy_mac(eth.add(6), macs.add(6));
+        }
+        return send_on(ingress, hop.ifindex);
+    }
+    refresh(ctx, frame, fam, flow, real)
+}
+
+/// The cache miss of [`route_to_real`]: a FIB lookup, whose answer is cached when complete.
+/// Not inlined, and it calls nothing: its frame ends the deepest chain of stack frames.
+#[inline(never)]
+fn refresh(ctx: &XdpContext, frame: &Frame, fam: u8, flow: &Flow, real: &Real) -> Next {
+    let ingress = ctx.ingress_ifindex() as u32;
+    let Some(params) = per_cpu(&LBD_SCRATCH_FIB, 0) else { return Next::NoRoute };
+    let rc = lookup(ctx, fam, &real.addr, ingress, params);
+    let Ok(next) = finish(frame, rc, params, ingress) else { return Next::NoRoute };
+    if matches!(next, Next::Tx | Next::Redirect)
+        && let Some(hop) = LBD_NEXT_HOPS.get_ptr_mut(flow.real)
+    {
+        // SAFETY: as in `route_to_real`.
+        let hop = unsafe { &mut *hop };
+        hop.ifindex = 0;
+        hop.addr = real.addr;
+        let macs = hop.macs.as_mut_ptr();
+        // SAFETY: 12 bytes long; dmac and smac 6 each.
+        unsafe {
+            mem::copy_mac(macs, params.dmac.as_ptr());
+            mem::copy_mac(macs.add(6), params.smac.as_ptr());
+        }
+        hop.ingress = ingress;
+        hop.stamp_ns = flow.last_seen_ns;
+        hop.ifindex = params.ifindex;
+    }
+    next
+}
+
 /// Looks up the route to `dst` (of `fam`), writes the next hop's MAC and the egress interface's
-/// MAC into the frame, and prepares the redirect. Not inlined: its 64-byte lookup struct gets
-/// a stack frame of its own.
+/// MAC into the frame, and prepares the redirect.
 #[inline(never)]
 pub(crate) fn route(ctx: &XdpContext, frame: &Frame, fam: u8, dst: &[u32; 4]) -> Result<Next, ParseError> {
-    // SAFETY: bpf_fib_lookup params are plain data; all-zero is a valid start.
-    let mut params: FibParams = unsafe { core::mem::zeroed() };
     let ingress = ctx.ingress_ifindex() as u32;
-    params.ifindex = ingress;
-    if fam == family::IPV4 {
-        params.family = AF_INET;
-        params.__bindgen_anon_4.ipv4_dst = dst[0];
-    } else {
-        params.family = AF_INET6;
-        params.__bindgen_anon_4.ipv6_dst = *dst;
+    let Some(params) = per_cpu(&LBD_SCRATCH_FIB, 0) else { return Ok(Next::NoRoute) };
+    let rc = lookup(ctx, fam, dst, ingress, params);
+    finish(frame, rc, params, ingress)
+}
+
+/// A FIB lookup towards `dst`, as if the packet came in on `ingress`, into `params` (per-CPU
+/// scratch: 64 bytes off the stack); returns the helper's return code.
+#[inline(always)]
+fn lookup(ctx: &XdpContext, fam: u8, dst: &[u32; 4], ingress: u32, params: &mut FibParams) -> i64 {
+    let p: *mut FibParams = params;
+    // SAFETY: `p` points to the caller's struct; it is zeroed (all-zero is a valid `bpf_fib_lookup`); ctx is
+    // the program's context and the struct is writable, of the size given.
+    unsafe {
+        mem::zero(p);
+        (*p).ifindex = ingress;
+        if fam == family::IPV4 {
+            (*p).family = AF_INET;
+            (*p).__bindgen_anon_4.ipv4_dst = dst[0];
+        } else {
+            (*p).family = AF_INET6;
+            (*p).__bindgen_anon_4.ipv6_dst = *dst;
+        }
+        bpf_fib_lookup(ctx.ctx.cast(), p, size_of::<FibParams>() as i32, 0)
     }
-    // SAFETY: ctx is the program's context; params is a valid, writable struct of the size given.
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx.cast(), &raw mut params, core::mem::size_of::<FibParams>() as i32, 0)
-    };
+}
+
+/// Acts on a lookup's return code `rc` and result `params`: the MACs into the frame and the
+/// redirect on success.
+#[inline(always)]
+fn finish(frame: &Frame, rc: i64, params: &FibParams, ingress: u32) -> Result<Next, ParseError> {
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
         return Ok(Next::NoNeighbour);
     }
     if rc != BPF_FIB_LKUP_RET_SUCCESS {
         return Ok(Next::NoRoute);
     }
-    let eth = frame.ptr_at::<[u8; 12]>(0)?;
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&params.dmac);
-    macs[6..].copy_from_slice(&params.smac);
-    // SAFETY: the 12 MAC bytes are in bounds (ptr_at).
-    unsafe { *eth = macs };
-    if params.ifindex == ingress {
-        Ok(Next::Tx)
+    let eth = frame.ptr_at::<[u8; 12]>(0)?.cast::<u8>();
+    // SAFETY: the 12 MAC bytes are in bounds (ptr_at); dmac and smac are 6 bytes each.
+    unsafe {
+        mem::copy_mac(eth, params.dmac.as_ptr());
+        mem::copy_mac(eth.add(6), params.smac.as_ptr());
+    }
+    Ok(send_on(ingress, params.ifindex))
+}
+
+/// Word by word: an array comparison would be a call to a byte-at-a-time `bcmp`.
+#[inline(always)]
+fn same_addr(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}
+
+/// XDP_TX out of the receiving interface, else a redirect to `egress`.
+#[inline(always)]
+fn send_on(ingress: u32, egress: u32) -> Next {
+    if egress == ingress {
+        Next::Tx
     } else {
         // SAFETY: plain helper call; it records the target for XDP_REDIRECT.
-        unsafe { bpf_redirect(params.ifindex, 0) };
-        Ok(Next::Redirect)
+        unsafe { bpf_redirect(egress, 0) };
+        Next::Redirect
     }
 }

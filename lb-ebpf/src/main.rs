@@ -15,13 +15,18 @@
 )]
 
 mod balancer;
+mod bench;
+mod clock;
 mod csum;
 mod encap;
 mod forward;
 mod maps;
+mod mem;
 mod nat;
 mod parse;
 mod sched;
+
+use core::mem::MaybeUninit;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::stats::GlobalStats;
@@ -99,7 +104,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn classify(ctx: &XdpContext, frame: &Frame, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
     let (ether_type, l3) = frame.ether_type()?;
-    let mut headers = Headers::default();
+    let mut headers = MaybeUninit::<Headers>::uninit();
     match ether_type {
         EtherType::Ipv4 => {
             stats.ipv4 += 1;
@@ -114,7 +119,8 @@ fn classify(ctx: &XdpContext, frame: &Frame, stats: &mut GlobalStats) -> Result<
             return Ok(Outcome::PassNoService);
         }
     }
-    Ok(balancer::balance(ctx, frame, &mut headers, stats))
+    // SAFETY: ipv4 / ipv6 returned Ok, so they wrote `headers`.
+    Ok(balancer::balance(ctx, frame, unsafe { headers.assume_init_mut() }, stats))
 }
 
 /// For real servers behind a TUN service: strips an IPIP or IPv6-in-IPv6 header and passes the
@@ -131,8 +137,10 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ParseError> {
     let (ether_type, l3) = frame.ether_type()?;
     let (outer_len, inner_ethertype) = match ether_type {
         EtherType::Ipv4 => {
-            let mut h = Headers::default();
+            let mut h = MaybeUninit::<Headers>::uninit();
             frame.ipv4(l3, &mut h)?;
+            // SAFETY: ipv4 returned Ok, so it wrote `h`.
+            let h = unsafe { h.assume_init_ref() };
             if h.proto != encap::IPPROTO_IPIP || h.fragment || h.l4 != l3 + 20 {
                 return Ok(xdp_action::XDP_PASS);
             }

@@ -4,6 +4,7 @@
 //! Sizes are defaults: the daemon may resize the connection table at load time.
 
 use aya_ebpf::{
+    bindings::bpf_fib_lookup as FibParams,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -15,6 +16,8 @@ use lb_common::{
     },
     stats::GlobalStats,
 };
+
+use crate::forward::NextHop;
 
 /// Outcome counters: one [`GlobalStats`] per CPU at index 0.
 #[btf_map]
@@ -72,10 +75,19 @@ pub(crate) static LBD_RR: Array<u64, { MAX_SERVICES as usize }> = Array::new();
 #[btf_map]
 pub(crate) static LBD_LBLC: LruHashMap<LblcKey, u32, 65536> = LruHashMap::new();
 
+/// Routes to the real servers by real id, cached by [`crate::forward::route_to_real`]. Not
+/// pinned: a restarted daemon starts with an empty cache.
+#[btf_map]
+pub(crate) static LBD_NEXT_HOPS: Array<NextHop, { MAX_REALS as usize }> = Array::new();
+
 /// Per-CPU scratch for the flow being handled: off the stack, which is 512 bytes for the
 /// deepest call chain and nearly full.
 #[btf_map]
 pub(crate) static LBD_SCRATCH_FLOW: PerCpuArray<Flow, 1> = PerCpuArray::new();
+
+/// Per-CPU scratch for `bpf_fib_lookup`'s parameters (64 bytes off the stack).
+#[btf_map]
+pub(crate) static LBD_SCRATCH_FIB: PerCpuArray<FibParams, 1> = PerCpuArray::new();
 
 /// Scratch space for [`opaque`].
 #[btf_map]

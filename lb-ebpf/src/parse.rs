@@ -5,7 +5,7 @@
 //! between `data` and `data_end`. Offsets are kept small and bounded (`l3 <= 22`, `l4 <= 22 +
 //! 60 + 4 * 8 * 8`) so the verifier can track them.
 
-use core::mem::size_of;
+use core::mem::{MaybeUninit, size_of};
 
 use lb_common::lb::family;
 
@@ -55,7 +55,7 @@ pub(crate) struct Frame {
 }
 
 /// What the load balancer needs to know about an IP packet.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct Headers {
     /// Offset of the IP header.
     pub(crate) l3: usize,
@@ -158,12 +158,14 @@ impl Frame {
         ))
     }
 
-    /// Parses the IPv4 header at `l3` and the ports after it into `out`.
+    /// Parses the IPv4 header at `l3` and the ports after it into `out`, which it initialises
+    /// when it returns `Ok` (an out parameter rather than a result: see below; uninitialised
+    /// rather than zeroed first: zeroing is a byte-at-a-time `memset`, see [`crate::mem`]).
     ///
     /// Not inlined, nor is `ipv6`: their locals then live in their own stack frames, off the
     /// entry point's, which heads the deepest call chain (512 bytes for the whole chain).
     #[inline(never)]
-    pub(crate) fn ipv4(&self, l3: usize, out: &mut Headers) -> Result<(), ParseError> {
+    pub(crate) fn ipv4(&self, l3: usize, out: &mut MaybeUninit<Headers>) -> Result<(), ParseError> {
         let [version_ihl, _tos] = self.bytes::<2>(l3)?;
         let ihl = usize::from(version_ihl & 0x0f);
         if version_ihl >> 4 != 4 || ihl < 5 {
@@ -195,14 +197,14 @@ impl Frame {
         if !fragment {
             self.ports(&mut headers)?;
         }
-        *out = headers;
+        out.write(headers);
         Ok(())
     }
 
     /// Parses the IPv6 header at `l3`, skipping hop-by-hop, routing and destination options
     /// headers, and the ports after them, into `out`.
     #[inline(never)]
-    pub(crate) fn ipv6(&self, l3: usize, out: &mut Headers) -> Result<(), ParseError> {
+    pub(crate) fn ipv6(&self, l3: usize, out: &mut MaybeUninit<Headers>) -> Result<(), ParseError> {
         // Two bytes, not one: LLVM turns a one-byte bounds check into `ptr >= end`, from which
         // the verifier grants no readable range.
         let [version_tc, _] = self.bytes::<2>(l3)?;
@@ -255,7 +257,7 @@ impl Frame {
         if !fragment {
             self.ports(&mut headers)?;
         }
-        *out = headers;
+        out.write(headers);
         Ok(())
     }
 

@@ -4,18 +4,19 @@
 //! with weights applied (Maglev table, weighted rings, interleaved wrr sequence); the
 //! least-connection schedulers scan the row's reals and their shared active counts.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
-
-use aya_ebpf::{
-    cty::c_void,
-    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::MaybeUninit,
 };
+
+use aya_ebpf::{cty::c_void, helpers::generated::bpf_loop};
 use lb_common::lb::{
     LblcKey, MAX_LC_SCAN, Persist, PersistKey, Real, SLOTS_PER_SERVICE, Scheduler, Service, service_flags,
 };
 
 use crate::{
     maps::{LBD_LBLC, LBD_PERSIST, LBD_REAL_ACTIVE, LBD_REALS, LBD_RR, LBD_SLOTS},
+    mem,
     parse::Headers,
 };
 
@@ -87,29 +88,22 @@ fn slot(svc: &Service, index: u32) -> u32 {
 #[inline(never)]
 pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
     let persistent = svc.flags & service_flags::PERSISTENT != 0;
-    let mut pkey = PersistKey::default();
-    let now = if persistent {
-        // SAFETY: plain helper call.
-        unsafe { bpf_ktime_get_ns() }
-    } else {
-        0
+    // Computed whether used or not: a zeroed `PersistKey` would be a byte-at-a-time `memset`
+    // (see crate::mem).
+    let m = &svc.persistence_mask;
+    let pkey = PersistKey {
+        client: [h.src[0] & m[0], h.src[1] & m[1], h.src[2] & m[2], h.src[3] & m[3]],
+        service: svc.id,
     };
-    if persistent {
-        let m = &svc.persistence_mask;
-        pkey = PersistKey {
-            client: [h.src[0] & m[0], h.src[1] & m[1], h.src[2] & m[2], h.src[3] & m[3]],
-            service: svc.id,
-        };
-        if let Some(entry) = LBD_PERSIST.get_ptr_mut(&pkey) {
-            // SAFETY: a hash map value pointer from a successful lookup; LRU eviction may
-            // recycle it concurrently, in which case we read another client's real: harmless.
-            let entry = unsafe { &mut *entry };
-            let fresh =
-                now.wrapping_sub(entry.last_seen_ns) < u64::from(svc.persistence_timeout) * 1_000_000_000;
-            if fresh && real(entry.real).is_some_and(|r| r.weight > 0) {
-                entry.last_seen_ns = now;
-                return entry.real;
-            }
+    let now = if persistent { crate::clock::now_ns() } else { 0 };
+    if persistent && let Some(entry) = LBD_PERSIST.get_ptr_mut(&pkey) {
+        // SAFETY: a hash map value pointer from a successful lookup; LRU eviction may recycle
+        // it concurrently, in which case we read another client's real: harmless.
+        let entry = unsafe { &mut *entry };
+        let fresh = now.wrapping_sub(entry.last_seen_ns) < u64::from(svc.persistence_timeout) * 1_000_000_000;
+        if fresh && real(entry.real).is_some_and(|r| r.weight > 0) {
+            entry.last_seen_ns = now;
+            return entry.real;
         }
     }
     let len = svc.slots_len;
@@ -168,21 +162,23 @@ struct LeastConnScan {
 /// an unrolled loop it would walk `MAX_LC_SCAN` times on every path.
 #[inline(always)]
 fn least_conn(svc: &Service, len: u32, weighted: bool) -> u32 {
-    let mut scan = LeastConnScan {
-        row: svc.id * SLOTS_PER_SERVICE,
-        weighted: u32::from(weighted),
-        best: 0,
-        pad: 0,
-        best_active: 0,
-        best_weight: 1,
-    };
+    let mut scan = MaybeUninit::<LeastConnScan>::uninit();
+    let p = scan.as_mut_ptr();
+    // SAFETY: `p` points to `scan`: zeroed (a struct literal with zeros is a byte-at-a-time
+    // memset, see crate::mem), then its non-zero fields set.
+    unsafe {
+        mem::zero(p);
+        (*p).row = svc.id * SLOTS_PER_SERVICE;
+        (*p).weighted = u32::from(weighted);
+        (*p).best_weight = 1;
+    }
     let count = if len < MAX_LC_SCAN { len } else { MAX_LC_SCAN };
     // SAFETY: the callback is a BPF function of the expected signature; the context points to
     // `scan`, which outlives the call.
     unsafe {
-        bpf_loop(count, least_conn_step as *mut c_void, (&raw mut scan).cast(), 0);
+        bpf_loop(count, least_conn_step as *mut c_void, p.cast(), 0);
+        (*p).best
     }
-    scan.best
 }
 
 /// One step of [`least_conn`]: slot `i` of the row.

@@ -12,7 +12,10 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{Array, HashMap};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap},
+};
 use lb_common::{
     lb::{
         LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, SLOTS_PER_SERVICE, Scheduler, Service, ServiceKey,
@@ -84,7 +87,12 @@ pub fn lb_namespace(lab: &mut Lab) -> (Netns, u32, [u8; 6]) {
 
 /// Writes the tables: one service per method, each with one real server, plus an empty one.
 pub fn load_tables(program: &mut XdpTestRun) {
-    let ebpf = program.ebpf_mut();
+    load_tables_into(program.ebpf_mut());
+}
+
+/// As [`load_tables`], into the maps of any loaded copy of lbd's object (one attached to an
+/// interface, say).
+pub fn load_tables_into(ebpf: &mut Ebpf) {
     let mut settings: Array<_, Settings> =
         Array::try_from(ebpf.map_mut(maps::SETTINGS).expect("fixture setup")).expect("fixture setup");
     settings.set(0, Settings { ready: 1, ..Settings::default() }, 0).expect("fixture setup");

@@ -78,22 +78,29 @@ impl XdpTestRun {
     /// Runs the program once on `input` (repeat=1: programs that rewrite the frame must see the
     /// original every time).
     pub fn run(&self, input: &[u8]) -> RunOutput {
-        self.run_with_ctx(input, None)
+        self.run_with_ctx(input, None, 1)
     }
 
     /// Runs the program once on `input` as if received on interface `ifindex` (of the network
     /// namespace the calling thread is in: FIB lookups of the program use that namespace).
     pub fn run_on(&self, ifindex: u32, input: &[u8]) -> RunOutput {
+        self.run_repeated_on(ifindex, input, 1)
+    }
+
+    /// As [`Self::run_on`], the program run `repeat` times in one call on the same buffer: each
+    /// run after the first sees the previous run's output, so this measures only programs
+    /// whose rewrite is idempotent. The duration is the mean per run.
+    pub fn run_repeated_on(&self, ifindex: u32, input: &[u8], repeat: u32) -> RunOutput {
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex }: data is the metadata length (none), data_end the frame length.
         let mut ctx = [0u8; 24];
         let len = u32::try_from(input.len()).expect("frames are small");
         ctx[4..8].copy_from_slice(&len.to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        self.run_with_ctx(input, Some(&ctx))
+        self.run_with_ctx(input, Some(&ctx), repeat)
     }
 
-    fn run_with_ctx(&self, input: &[u8], ctx: Option<&[u8]>) -> RunOutput {
+    fn run_with_ctx(&self, input: &[u8], ctx: Option<&[u8]>, repeat: u32) -> RunOutput {
         let xdp: &Xdp =
             self.ebpf.program(&self.program).expect("loaded in new").try_into().expect("checked in new");
         // Room for encapsulation headers the program may push.
@@ -102,6 +109,7 @@ impl XdpTestRun {
             data_in: Some(input),
             data_out: Some(&mut output),
             ctx_in: ctx,
+            repeat,
             ..Default::default()
         };
         let result = xdp

@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "time",
+    // `cargo xtask bench xdp`: the nftables DNAT baseline.
+    "nftables",
 ];
 
 /// bpf-linker built against LLVM 22 (what rustc nightly 1.97 emits).
