@@ -320,6 +320,15 @@ impl Planner<'_> {
             VrrpVersion::V2 => Version::V2,
             VrrpVersion::V3 => Version::V3,
         };
+        // keepalived's vrrp_complete_instance leaves these instances out (the configuration
+        // check reports them with their line; the rest of strict mode is applied there).
+        let strict = v.strict(global);
+        if v.virtual_ipaddress.is_empty() && (version == Version::V3 || family == Family::Inet6 || strict) {
+            return Err("No VIP specified; at least one is required".into());
+        }
+        if strict && !v.unicast_peer.is_empty() {
+            return Err("Unicast peers are not supported in strict mode".into());
+        }
 
         if v.use_vmac.is_some() && family == Family::Inet6 {
             self.warn(&v.name, "use_vmac is not supported for IPv6 yet; using the interface itself".into());
