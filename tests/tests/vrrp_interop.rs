@@ -1,6 +1,8 @@
 //! lbd and a real keepalived 2.2.7 in one VRRP group, in both roles, VRRPv3 (advert_int 0.2 s)
-//! and VRRPv2 (1 s, auth_type PASS): they elect the higher priority, fail over on SIGTERM, fail
-//! back by preemption, and never both hold the VIP for longer than one advert interval.
+//! and VRRPv2 (1 s, auth_type PASS, and auth_type AH: IPsec AH with HMAC-MD5-96): they elect
+//! the higher priority, fail over on SIGTERM, fail back by preemption, and never both hold the
+//! VIP for longer than one advert interval. With AH, that also shows both accept each other's
+//! ICVs and sequence numbers (a rejected advert would leave two masters).
 
 mod vrrp_kit;
 
@@ -35,6 +37,13 @@ const V2: Setup = Setup {
     advert: Duration::from_secs(1),
     advert_text: "1",
     extra: "  version 2\n  authentication {\n    auth_type PASS\n    auth_pass interop\n  }\n",
+};
+
+const V2_AH: Setup = Setup {
+    version: 2,
+    advert: Duration::from_secs(1),
+    advert_text: "1",
+    extra: "  version 2\n  authentication {\n    auth_type AH\n    auth_pass interop\n  }\n",
 };
 
 fn start(daemon: Daemon, lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
@@ -131,4 +140,14 @@ fn v2_pass_keepalived_master_lbd_backup() {
 #[test]
 fn v2_pass_lbd_master_keepalived_backup() {
     interop(104, &V2, Daemon::Lbd, Daemon::Keepalived);
+}
+
+#[test]
+fn v2_ah_keepalived_master_lbd_backup() {
+    interop(105, &V2_AH, Daemon::Keepalived, Daemon::Lbd);
+}
+
+#[test]
+fn v2_ah_lbd_master_keepalived_backup() {
+    interop(106, &V2_AH, Daemon::Lbd, Daemon::Keepalived);
 }

@@ -119,7 +119,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     }
     let soak_seconds =
         std::env::var("LBD_BENCH_VRRP_SOAK").ok().and_then(|n| n.parse::<u64>().ok()).unwrap_or(600);
-    let soaks = if soak_seconds > 0 { soak(&dir, &lbd, Duration::from_secs(soak_seconds))? } else { Vec::new() };
+    let soaks =
+        if soak_seconds > 0 { soak(&dir, &lbd, Duration::from_secs(soak_seconds))? } else { Vec::new() };
     record(&results, &soaks)
 }
 
@@ -141,7 +142,9 @@ struct Soak {
 /// spurious.
 fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    println!("==> soak: lbd and keepalived side by side at advert_int 0.01 for {duration:?}, {cores} CPU hogs");
+    println!(
+        "==> soak: lbd and keepalived side by side at advert_int 0.01 for {duration:?}, {cores} CPU hogs"
+    );
     let mut pairs = Vec::new();
     for (k, program) in [Program::Lbd, Program::Keepalived].into_iter().enumerate() {
         let topology = Topology::build(&format!("lbs{}{k}", std::process::id()), dir)?;

@@ -172,7 +172,10 @@ fn vrrp(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
             if v.higher_prio_send_advert == Some(true) {
                 d.warn(
                     kw("higher_prio_send_advert"),
-                    format!("({}) strict mode requires higher_prio_send_advert to be clear - resetting", v.name),
+                    format!(
+                        "({}) strict mode requires higher_prio_send_advert to be clear - resetting",
+                        v.name
+                    ),
                 );
             }
             v.higher_prio_send_advert = Some(false);

@@ -460,7 +460,13 @@ impl Planner<'_> {
                 model::AuthType::Pass => {
                     Authentication::Password(Authentication::auth_data(auth.auth_pass.as_bytes()))
                 }
-                model::AuthType::Ah => return Err("auth_type AH is not supported yet".into()),
+                model::AuthType::Ah if family == Family::Inet6 => {
+                    self.warn(&v.name, "Cannot use AH authentication with IPv6 - ignoring".into());
+                    Authentication::None
+                }
+                model::AuthType::Ah => {
+                    Authentication::Ah(Authentication::auth_data(auth.auth_pass.as_bytes()))
+                }
             },
         };
         params.initial_state =

@@ -26,12 +26,13 @@ use tracing::{debug, error, info, warn};
 use super::{
     StopKind, VrrpError,
     addr::{self, Gratuitous, chain},
+    ah,
     config::{GroupPlan, HostView, InstancePlan, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
     notify::{Notifier, NotifyScripts, Subject},
     packet::VRRP_TTL,
     smtp,
-    socket::{Received, VrrpSocket},
-    state::{Action, DiscardReason, Event, Instance, State},
+    socket::{AhSigning, Received, VrrpSocket},
+    state::{Action, Authentication, DiscardReason, Event, Instance, State},
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
 use crate::{
@@ -105,6 +106,38 @@ struct Runner {
     init: bool,
     /// The last reason an advert was dropped for a configuration mismatch, logged once.
     last_discard: Option<String>,
+    /// `auth_type AH`: the sequence number of the adverts sent and accepted.
+    ah_sequence: ah::Sequence,
+}
+
+impl Runner {
+    /// keepalived's `vrrp_in_chk_ipsecah` for an `auth_type AH` instance: the ICV, the SPI (the
+    /// sender's address) and the sequence number (above the last one accepted). Why the advert
+    /// is dropped, if it is.
+    fn check_ah(&mut self, received: &Received) -> Option<String> {
+        let Authentication::Ah(key) = &self.machine.params().authentication else { return None };
+        let Some((header, packet)) = &received.ah else {
+            return Some(format!("advert from {} without IPSEC-AH", received.source));
+        };
+        let unicast = matches!(self.plan.transport, Transport::Unicast { .. });
+        if !ah::verify(key, packet, unicast, &header.icv) {
+            return Some(format!(
+                "IPSEC-AH : invalid IPSEC HMAC-MD5 value from {} (fields mutation or bad password)",
+                received.source
+            ));
+        }
+        if received.source != IpAddr::V4(header.spi.into()) {
+            return Some(format!("IPSEC-AH : invalid SPI {:#010x} from {}", header.spi, received.source));
+        }
+        if !self.ah_sequence.accept(header.sequence) {
+            return Some(format!(
+                "IPSEC-AH : sequence number {} already processed (local {})",
+                header.sequence,
+                self.ah_sequence.last()
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -138,6 +171,8 @@ struct SocketKey {
     ifindex: u32,
     source: IpAddr,
     group: Option<IpAddr>,
+    /// IP protocol AH (`auth_type AH`) rather than VRRP.
+    ah: bool,
 }
 
 impl Engine {
@@ -218,7 +253,8 @@ impl Engine {
                 Transport::Multicast { group } => Some(group),
                 Transport::Unicast { .. } => None,
             };
-            let key = SocketKey { ifindex: instance.interface.index, source, group };
+            let ah = matches!(instance.params.authentication, Authentication::Ah(_));
+            let key = SocketKey { ifindex: instance.interface.index, source, group, ah };
             let socket = match sockets.iter().position(|(k, _)| *k == key) {
                 Some(index) => index,
                 None => match open_socket(&instance, &key) {
@@ -258,6 +294,7 @@ impl Engine {
                 lease_renewed: None,
                 init: true,
                 last_discard: None,
+                ah_sequence: ah::Sequence::default(),
             });
         }
         let mut group_runners = Vec::new();
@@ -420,6 +457,7 @@ impl Engine {
                     }
                 }
             };
+            let dropped = dropped.or_else(|| self.runners[i].check_ah(&received));
             if let Some(why) = dropped {
                 self.discarded(i, why);
                 continue;
@@ -659,16 +697,25 @@ impl Engine {
         }
     }
 
-    async fn send_advert(&self, i: usize, priority: u8) {
+    async fn send_advert(&mut self, i: usize, priority: u8) {
+        let sequence = self.runners[i].ah_sequence.next();
         let runner = &self.runners[i];
         let advert = runner.machine.advert(priority);
+        let signing = match &runner.machine.params().authentication {
+            Authentication::Ah(key) => Some(AhSigning {
+                key,
+                sequence,
+                unicast: matches!(runner.plan.transport, Transport::Unicast { .. }),
+            }),
+            _ => None,
+        };
         let socket = &self.sockets[runner.socket].1;
         let destinations: Vec<IpAddr> = match &runner.plan.transport {
             Transport::Multicast { group } => vec![*group],
             Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
         };
         for destination in destinations {
-            if let Err(e) = socket.send(&advert, destination).await {
+            if let Err(e) = socket.send(&advert, destination, signing).await {
                 warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
             }
         }
@@ -756,7 +803,7 @@ fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<Vrrp
                 Some(IpAddr::V4(g)) => Some(g),
                 _ => None,
             };
-            VrrpSocket::open_v4(&interface.name, interface.index, source, group)
+            VrrpSocket::open_v4(&interface.name, interface.index, source, group, key.ah)
         }
         IpAddr::V6(source) => {
             let group = match key.group {

@@ -19,8 +19,12 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::packet::{
-    IPPROTO_VRRP, Ipv4Header, PseudoHeader, VRRP_TOS, VRRP_TTL, VrrpAdvert, VrrpPacketError,
+use super::{
+    ah,
+    packet::{
+        AH_HEADER_LEN, AUTH_DATA_LEN, AhHeader, IPPROTO_AH, IPPROTO_VRRP, Ipv4Header, PseudoHeader, VRRP_TOS,
+        VRRP_TTL, VrrpAdvert, VrrpPacketError,
+    },
 };
 
 /// Largest advert accepted: header, 255 IPv6 addresses, auth data, AH, IP header.
@@ -37,6 +41,19 @@ pub struct Received {
     pub hop_limit: u8,
     /// The decoded advert, or why it could not be decoded (the caller counts and drops it).
     pub advert: Result<VrrpAdvert, VrrpPacketError>,
+    /// With `auth_type AH`: the AH header and the whole packet, for [`ah::verify`].
+    pub ah: Option<(AhHeader, Vec<u8>)>,
+}
+
+/// How to sign an advert with `auth_type AH`.
+#[derive(Debug, Clone, Copy)]
+pub struct AhSigning<'a> {
+    /// The key: `auth_pass`, zero-padded to 8 bytes.
+    pub key: &'a [u8; AUTH_DATA_LEN],
+    /// The advert's sequence number.
+    pub sequence: u32,
+    /// A unicast instance (the TTL is then left out of the ICV, as keepalived does).
+    pub unicast: bool,
 }
 
 /// A raw VRRP socket bound to one interface.
@@ -51,14 +68,16 @@ pub struct VrrpSocket {
 
 impl VrrpSocket {
     /// Opens an IPv4 socket on `interface` (index `ifindex`), sending from `source`, joined to
-    /// `group` unless it is `None` (unicast only).
+    /// `group` unless it is `None` (unicast only); for adverts in AH (`auth_type AH`) if `ah`.
     pub fn open_v4(
         interface: &str,
         ifindex: u32,
         source: Ipv4Addr,
         group: Option<Ipv4Addr>,
+        ah: bool,
     ) -> io::Result<Self> {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))?;
+        let protocol = if ah { IPPROTO_AH } else { IPPROTO_VRRP };
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(protocol))))?;
         socket.bind_device(Some(interface.as_bytes()))?;
         socket.set_header_included_v4(true)?;
         socket.set_multicast_loop_v4(false)?;
@@ -110,8 +129,13 @@ impl VrrpSocket {
         self.source
     }
 
-    /// Sends `advert` to `destination` (the group, or a unicast peer).
-    pub async fn send(&self, advert: &VrrpAdvert, destination: IpAddr) -> io::Result<()> {
+    /// Sends `advert` to `destination` (the group, or a unicast peer), in AH if `ah` (IPv4).
+    pub async fn send(
+        &self,
+        advert: &VrrpAdvert,
+        destination: IpAddr,
+        ah: Option<AhSigning<'_>>,
+    ) -> io::Result<()> {
         let pseudo = PseudoHeader::from_addresses(self.source, destination).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "source and destination families differ")
         })?;
@@ -126,10 +150,21 @@ impl VrrpSocket {
                         Some(id.checked_add(1).unwrap_or(1))
                     })
                     .unwrap_or(1);
-                let header = Ipv4Header::vrrp(source, dst, id);
-                let mut packet = Vec::with_capacity(20 + message.len());
-                header.encode_into(message.len(), &mut packet).map_err(invalid)?;
-                packet.extend_from_slice(&message);
+                let mut header = Ipv4Header::vrrp(source, dst, id);
+                let ah_len = if ah.is_some() { AH_HEADER_LEN } else { 0 };
+                let mut packet = Vec::with_capacity(20 + ah_len + message.len());
+                if let Some(signing) = &ah {
+                    header.protocol = IPPROTO_AH;
+                    header.encode_into(ah_len + message.len(), &mut packet).map_err(invalid)?;
+                    let spi = u32::from(source);
+                    AhHeader { spi, sequence: signing.sequence, icv: Default::default() }
+                        .encode_into(&mut packet);
+                    packet.extend_from_slice(&message);
+                    ah::sign(signing.key, &mut packet, signing.unicast);
+                } else {
+                    header.encode_into(message.len(), &mut packet).map_err(invalid)?;
+                    packet.extend_from_slice(&message);
+                }
                 (packet, SocketAddr::V4(SocketAddrV4::new(dst, 0)))
             }
             (_, IpAddr::V6(dst)) => (message, SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, 0))),
@@ -158,11 +193,20 @@ fn decode_v4(packet: &[u8]) -> Received {
     match Ipv4Header::decode(packet) {
         Ok((header, payload)) => {
             let pseudo = PseudoHeader::V4 { source: header.source, destination: header.destination };
+            let (ah, advert) = if header.protocol == IPPROTO_AH {
+                match AhHeader::decode(payload) {
+                    Ok((ah, message)) => (Some((ah, packet.to_vec())), VrrpAdvert::decode(message, &pseudo)),
+                    Err(e) => (None, Err(e)),
+                }
+            } else {
+                (None, VrrpAdvert::decode(payload, &pseudo))
+            };
             Received {
                 source: header.source.into(),
                 destination: header.destination.into(),
                 hop_limit: header.ttl,
-                advert: VrrpAdvert::decode(payload, &pseudo),
+                advert,
+                ah,
             }
         }
         Err(e) => Received {
@@ -170,6 +214,7 @@ fn decode_v4(packet: &[u8]) -> Received {
             destination: Ipv4Addr::UNSPECIFIED.into(),
             hop_limit: 0,
             advert: Err(e),
+            ah: None,
         },
     }
 }
@@ -193,7 +238,7 @@ fn recv_v6(fd: RawFd) -> io::Result<Received> {
     let len = msg.bytes;
     let pseudo = PseudoHeader::V6 { source, destination };
     let advert = VrrpAdvert::decode(buf.get(..len).unwrap_or_default(), &pseudo);
-    Ok(Received { source: source.into(), destination: destination.into(), hop_limit, advert })
+    Ok(Received { source: source.into(), destination: destination.into(), hop_limit, advert, ah: None })
 }
 
 /// `IP_MULTICAST_IF` with an `ip_mreqn`: send multicast out of `ifindex`, from `source`.

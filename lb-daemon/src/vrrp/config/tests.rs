@@ -176,7 +176,8 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
 
 #[test]
 fn strict_mode_applies_keepalived_rules() {
-    let base = "global_defs {\n vrrp_strict\n}\nvrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n";
+    let base =
+        "global_defs {\n vrrp_strict\n}\nvrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n";
     // Unicast peers and a missing VIP list keep the instance from running.
     let (plan, errors) = planned(&format!(
         "{base} priority 100\n unicast_peer {{\n  10.0.0.2\n }}\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"
@@ -218,7 +219,8 @@ fn strict_mode_applies_keepalived_rules() {
     assert!(p.lower_prio_no_advert && !p.higher_prio_send_advert);
 
     // The owner keeps state MASTER; without strict mode nothing is reset.
-    let owner = only(&format!("{base} state MASTER\n priority 255\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"));
+    let owner =
+        only(&format!("{base} state MASTER\n priority 255\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"));
     assert_eq!(owner.params.initial_state, InitialState::Master);
     let lax = only(
         "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n state MASTER\n priority 100\n\
