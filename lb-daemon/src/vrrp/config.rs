@@ -150,6 +150,9 @@ pub struct InstancePlan {
     pub notify: NotifyPlan,
     /// `smtp_alert` (instance, else `smtp_alert_vrrp`, else `smtp_alert`).
     pub smtp_alert: bool,
+    /// `notify_priority_changes` (instance, else its sync group, else
+    /// `vrrp_notify_priority_changes`): write priority changes to the notify FIFOs.
+    pub notify_priority_changes: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
 }
@@ -552,6 +555,11 @@ impl Planner<'_> {
                 generic: v.notify.clone(),
             },
             smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
+            notify_priority_changes: v
+                .notify_priority_changes
+                .or(group.and_then(|g| g.notify_priority_changes))
+                .or(global.vrrp_notify_priority_changes)
+                .unwrap_or(false),
             group: None,
         })
     }

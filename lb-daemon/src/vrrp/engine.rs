@@ -330,7 +330,12 @@ impl Engine {
             sockets,
             track,
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
-            notifier: Notifier::spawn(),
+            notifier: Notifier::spawn(
+                &[&config.global_defs.notify_fifo, &config.global_defs.vrrp_notify_fifo]
+                    .iter()
+                    .filter_map(|fifo| fifo.as_ref().map(|f| f.path.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
             garp: Gratuitous::default(),
             garp_interval,
             smtp,
@@ -533,6 +538,10 @@ impl Engine {
                 let after = runner.machine.effective_priority();
                 if before != after {
                     info!("({}) Changing effective priority from {before} to {after}", runner.plan.name);
+                    if runner.plan.notify_priority_changes {
+                        let state = runner.machine.state();
+                        self.notifier.priority_changed(Subject::Instance, &runner.plan.name, state, after);
+                    }
                 }
                 runner.evaluation.adjustment = evaluation.adjustment;
                 self.execute(i, actions).await;
