@@ -100,7 +100,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let phase =
                         Duration::from_secs_f64(interval * ((seed >> 33) as f64 / (1u64 << 31) as f64));
-                    let bench = Bench { dir: &dir, lbd: &lbd, program, interval: text, run };
+                    let bench = Bench { dir: &dir, lbd: &lbd, program, interval: text, run, global: "" };
                     let sample = bench.measure(stop, phase).with_context(|| {
                         format!("{} {} at advert_int {text}, run {run}", program.name(), stop.name())
                     })?;
@@ -127,6 +127,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 /// What a soak run saw of one program.
 struct Soak {
     program: Program,
+    /// keepalived with `vrrp_rt_priority 1` (lbd's default scheduling).
+    realtime: bool,
     duration: Duration,
     /// State changes the daemons logged after both had settled (should be none).
     transitions: usize,
@@ -135,6 +137,15 @@ struct Soak {
     /// CPU time of the master's and the backup's processes over the run.
     cpu: (Duration, Duration),
     hogs: usize,
+}
+
+impl Soak {
+    fn name(&self) -> String {
+        match (self.program, self.realtime) {
+            (Program::Keepalived, true) => format!("{} (vrrp_rt_priority 1)", self.program.name()),
+            (program, _) => program.name().to_owned(),
+        }
+    }
 }
 
 /// Both programs side by side at advert_int 0.01 for `duration`, with one busy process per core
@@ -146,11 +157,17 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
         "==> soak: lbd and keepalived side by side at advert_int 0.01 for {duration:?}, {cores} CPU hogs"
     );
     let mut pairs = Vec::new();
-    for (k, program) in [Program::Lbd, Program::Keepalived].into_iter().enumerate() {
+    let pairs_wanted = [(Program::Lbd, false), (Program::Keepalived, false), (Program::Keepalived, true)];
+    for (k, (program, realtime)) in pairs_wanted.into_iter().enumerate() {
         let topology = Topology::build(&format!("lbs{}{k}", std::process::id()), dir)?;
         let monitors = (AddressMonitor::start(&topology.r1)?, AddressMonitor::start(&topology.r2)?);
-        let bench = Bench { dir, lbd, program, interval: "0.01", run: 0 };
-        let tag = format!("soak-{}", if program == Program::Lbd { "lbd" } else { "ka" });
+        let global = if realtime { "  vrrp_rt_priority 1\n" } else { "" };
+        let bench = Bench { dir, lbd, program, interval: "0.01", run: 0, global };
+        let tag = match (program, realtime) {
+            (Program::Lbd, _) => "soak-lbd",
+            (Program::Keepalived, false) => "soak-ka",
+            (Program::Keepalived, true) => "soak-ka-rt",
+        };
         let master = bench.start(&topology, &topology.r1, 150, &format!("{tag}-r1"))?;
         wait(Duration::from_secs(20), "the master to hold the VIP", || holds(&topology.r1))?;
         let backup = bench.start(&topology, &topology.r2, 100, &format!("{tag}-r2"))?;
@@ -158,7 +175,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
         wait(Duration::from_secs(20), "the backup to start", || {
             std::fs::read_to_string(&logs[1]).is_ok_and(|l| l.contains("Entering BACKUP STATE"))
         })?;
-        pairs.push((program, topology, monitors, master, backup, logs));
+        pairs.push(((program, realtime), topology, monitors, master, backup, logs));
     }
     // Settle, then note where the logs and the CPU counters stand.
     std::thread::sleep(Duration::from_millis(500));
@@ -181,7 +198,9 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
     let elapsed = since.elapsed();
     drop(hogs);
     let mut soaks = Vec::new();
-    for ((program, topology, monitors, _master, _backup, logs), (lengths, cpu)) in pairs.iter().zip(marks) {
+    for (((program, realtime), topology, monitors, _master, _backup, logs), (lengths, cpu)) in
+        pairs.iter().zip(marks)
+    {
         let transitions = logs
             .iter()
             .zip(lengths)
@@ -195,6 +214,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
         let now = (cpu_time(&topology.r1), cpu_time(&topology.r2));
         let soak = Soak {
             program: *program,
+            realtime: *realtime,
             duration: elapsed,
             transitions,
             vip_changes: master_lost + backup_got,
@@ -203,7 +223,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
         };
         println!(
             "{:<16} soak {:.0} s: {} state changes, {} VIP changes, CPU {:.2} s master / {:.2} s backup",
-            program.name(),
+            soak.name(),
             elapsed.as_secs_f64(),
             soak.transitions,
             soak.vip_changes,
@@ -296,6 +316,8 @@ struct Bench<'a> {
     program: Program,
     interval: &'a str,
     run: usize,
+    /// More `global_defs` lines.
+    global: &'a str,
 }
 
 impl Bench<'_> {
@@ -339,9 +361,10 @@ impl Bench<'_> {
         std::fs::write(
             &conf,
             format!(
-                "global_defs {{\n  router_id {tag}\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
+                "global_defs {{\n  router_id {tag}\n{}}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
                  virtual_router_id 200\n  priority {priority}\n  advert_int {}\n  version 3\n  \
                  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
+                self.global,
                 self.interval
             ),
         )?;
@@ -597,7 +620,8 @@ fn record(rows: &[Row], soaks: &[Soak]) -> anyhow::Result<()> {
         s,
         "Command: `cargo xtask bench vrrp` (two namespaces on a bridge, VRRPv3, master priority 150, backup 100; \
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
-         interval; time until the backup's kernel reports the VIP, from `ip monitor address`).\n"
+         interval; time until the backup's kernel reports the VIP, from `ip monitor address`). Each with its \
+         default scheduling: lbd's VRRP thread is SCHED_RR priority 1, keepalived's is an ordinary process.\n"
     );
     let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
     let _ = writeln!(
@@ -645,10 +669,12 @@ fn record(rows: &[Row], soaks: &[Soak]) -> anyhow::Result<()> {
     if !soaks.is_empty() {
         let _ = writeln!(
             s,
-            "\nSoak: both programs side by side (a master and a backup each, VRRPv3, advert_int 0.01 s) \
+            "\nSoak: the programs side by side (a master and a backup each, VRRPv3, advert_int 0.01 s) \
              with {} busy processes (`sh -c 'while :; do :; done'`) competing for the CPU besides the \
              other work on the machine; state changes logged and VIP changes the kernels reported after \
-             both settled (any is spurious). `LBD_BENCH_VRRP_SOAK=SECONDS` sets the length (600 by default).\n",
+             all settled (any is spurious). lbd runs its VRRP thread SCHED_RR by default (lb-daemon/src/vrrp/sched.rs); \
+             keepalived does only with `vrrp_rt_priority`, so it runs both ways. `LBD_BENCH_VRRP_SOAK=SECONDS` \
+             sets the length (600 by default).\n",
             soaks[0].hogs
         );
         let _ = writeln!(s, "| program | length | state changes | VIP changes | CPU master | CPU backup |");
@@ -657,7 +683,7 @@ fn record(rows: &[Row], soaks: &[Soak]) -> anyhow::Result<()> {
             let _ = writeln!(
                 s,
                 "| {} | {:.0} s | {} | {} | {:.2} s | {:.2} s |",
-                soak.program.name(),
+                soak.name(),
                 soak.duration.as_secs_f64(),
                 soak.transitions,
                 soak.vip_changes,

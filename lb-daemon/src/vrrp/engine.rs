@@ -60,6 +60,7 @@ pub async fn run(
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let (packets_tx, mut packets) = mpsc::unbounded_channel();
     let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
+    super::sched::apply(&config.global_defs);
     engine.start().await;
     let kind = loop {
         if let Some(kind) = *stop.borrow_and_update() {
@@ -73,8 +74,18 @@ pub async fn run(
                     break StopKind::Orderly;
                 }
             }
-            () = sleep_until(deadline) => engine.timers().await,
+            // Adverts before timers: one that arrived in time must not lose to a timer that
+            // expired while the daemon was waiting for a CPU.
             Some((socket, received)) = packets.recv() => engine.receive(socket, received).await,
+            () = sleep_until(deadline) => {
+                // Woken late, the readers may not have run yet: let them take what the sockets
+                // hold, handle it, and only then see which timers are still due.
+                tokio::task::yield_now().await;
+                while let Ok((socket, received)) = packets.try_recv() {
+                    engine.receive(socket, received).await;
+                }
+                engine.timers().await;
+            }
             Some(update) = updates.recv() => engine.track(update).await,
         }
     };

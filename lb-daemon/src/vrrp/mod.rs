@@ -33,6 +33,7 @@ pub mod engine;
 pub mod garp;
 pub mod notify;
 pub mod packet;
+pub mod sched;
 pub mod script;
 pub mod smtp;
 pub mod socket;
