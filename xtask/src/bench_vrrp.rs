@@ -364,8 +364,7 @@ impl Bench<'_> {
                 "global_defs {{\n  router_id {tag}\n{}}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
                  virtual_router_id 200\n  priority {priority}\n  advert_int {}\n  version 3\n  \
                  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n",
-                self.global,
-                self.interval
+                self.global, self.interval
             ),
         )?;
         let conf = conf.display().to_string();
