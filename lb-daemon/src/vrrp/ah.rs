@@ -74,6 +74,7 @@ pub struct Sequence {
 impl Sequence {
     /// The number for the next advert sent. keepalived stops counting at 0xfffffffe (after
     /// some 136 years of one advert a second).
+    #[expect(clippy::should_implement_trait, reason = "a counter that stops, not an iterator")]
     pub fn next(&mut self) -> u32 {
         if self.last < 0xffff_fffe {
             self.last += 1;
