@@ -84,8 +84,8 @@ fn lbd_sockets_exchange_adverts_over_ipv4_and_ipv6() {
         in_ns(&a, async || {
             let s4 = VrrpSocket::open_v4("eth0", a_idx, Ipv4Addr::new(10, 78, 0, 1), None, false).unwrap();
             let s6 = VrrpSocket::open_v6("eth0", a_idx, a_ll, None).unwrap();
-            s4.send(&v4, VRRP_MCAST_GROUP_V4.into(), None).await.unwrap();
-            s6.send(&v6, VRRP_MCAST_GROUP_V6.into(), None).await.unwrap();
+            s4.send(&v4, VRRP_MCAST_GROUP_V4.into(), None, false).await.unwrap();
+            s6.send(&v6, VRRP_MCAST_GROUP_V6.into(), None, false).await.unwrap();
         });
         let (got4, got6) = receiver.join().unwrap();
         assert_eq!(got4.source, IpAddr::from([10, 78, 0, 1]));

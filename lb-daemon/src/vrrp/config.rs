@@ -80,7 +80,23 @@ pub enum Transport {
         peers: Vec<model::UnicastPeer>,
         /// `check_unicast_src` / `vrrp_check_unicast_src`: accept adverts only from the peers.
         check_source: bool,
+        /// `old_unicast_checksum`: the VRRPv3 IPv4 checksum of keepalived before 1.3.6.
+        old_checksum: OldChecksum,
     },
+}
+
+/// Which VRRPv3 checksum a unicast IPv4 instance uses: RFC 5798's (the pseudo-header has the
+/// peer's address) or that of keepalived before 1.3.6 (the multicast group instead), which
+/// keepalived 2.2.7 detects by itself unless told `old_unicast_checksum never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OldChecksum {
+    /// The RFC's, switching to the old one (for good) on the first advert that has it.
+    #[default]
+    Detect,
+    /// `old_unicast_checksum`: the old one from the start (received adverts may have either).
+    Always,
+    /// `old_unicast_checksum never`: the RFC's only.
+    Never,
 }
 
 /// A `use_vmac` interface.
@@ -400,6 +416,11 @@ impl Planner<'_> {
             Transport::Unicast {
                 peers: v.unicast_peer.clone(),
                 check_source: v.check_unicast_src || global.vrrp_check_unicast_src,
+                old_checksum: match v.old_unicast_checksum {
+                    None => OldChecksum::Detect,
+                    Some(false) => OldChecksum::Always,
+                    Some(true) => OldChecksum::Never,
+                },
             }
         } else {
             let group = match family {

@@ -27,7 +27,7 @@ use super::{
     StopKind, VrrpError,
     addr::{self, Gratuitous, chain},
     ah,
-    config::{GroupPlan, HostView, InstancePlan, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
+    config::{GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
     notify::{Notifier, NotifyScripts, Subject},
     packet::VRRP_TTL,
     smtp,
@@ -119,6 +119,8 @@ struct Runner {
     last_discard: Option<String>,
     /// `auth_type AH`: the sequence number of the adverts sent and accepted.
     ah_sequence: ah::Sequence,
+    /// Sending keepalived's old unicast checksum (configured, or detected in a peer's advert).
+    old_checksum: bool,
 }
 
 impl Runner {
@@ -294,6 +296,8 @@ impl Engine {
                 }
             };
             index_map.push(Some(runners.len()));
+            let old_checksum =
+                matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             runners.push(Runner {
                 notify: NotifyScripts::prepare(&instance.notify, &script_policy, &instance.name),
                 plan: instance,
@@ -306,6 +310,7 @@ impl Engine {
                 init: true,
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
+                old_checksum,
             });
         }
         let mut group_runners = Vec::new();
@@ -454,9 +459,11 @@ impl Engine {
                         None
                     }
                 }
-                Transport::Unicast { peers, check_source } => {
+                Transport::Unicast { peers, check_source, old_checksum } => {
                     let peer = peers.iter().find(|p| p.address == received.source);
-                    if received.destination.is_multicast() {
+                    if received.old_checksum && *old_checksum == OldChecksum::Never {
+                        Some(format!("Invalid VRRPv3 checksum from {}", received.source))
+                    } else if received.destination.is_multicast() {
                         Some(format!("multicast advert from {} on a unicast instance", received.source))
                     } else if *check_source && peer.is_none() {
                         Some(format!("advert from {}, not a unicast peer", received.source))
@@ -477,6 +484,10 @@ impl Engine {
             if let Some(why) = dropped {
                 self.discarded(i, why);
                 continue;
+            }
+            if received.old_checksum && !self.runners[i].old_checksum {
+                info!("({}) Setting unicast VRRPv3 checksum to old version", self.runners[i].plan.name);
+                self.runners[i].old_checksum = true;
             }
             let runner = &self.runners[i];
             let now = Instant::now();
@@ -720,6 +731,7 @@ impl Engine {
     async fn send_advert(&mut self, i: usize, priority: u8) {
         let sequence = self.runners[i].ah_sequence.next();
         let runner = &self.runners[i];
+        let old_checksum = runner.old_checksum;
         let advert = runner.machine.advert(priority);
         let signing = match &runner.machine.params().authentication {
             Authentication::Ah(key) => Some(AhSigning {
@@ -735,7 +747,7 @@ impl Engine {
             Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
         };
         for destination in destinations {
-            if let Err(e) = socket.send(&advert, destination, signing).await {
+            if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
                 warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
             }
         }

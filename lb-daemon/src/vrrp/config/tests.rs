@@ -84,7 +84,10 @@ fn unicast_v3_with_nopreempt_and_pass_ignored() {
     assert_eq!(plan.params.advert_interval, Duration::from_millis(100));
     assert_eq!(plan.params.preempt, Preempt::Off);
     assert!(plan.tracking.is_empty(), "dont_track_primary");
-    let Transport::Unicast { peers, check_source } = &plan.transport else { panic!("{:?}", plan.transport) };
+    let Transport::Unicast { peers, check_source, old_checksum } = &plan.transport else {
+        panic!("{:?}", plan.transport)
+    };
+    assert_eq!(*old_checksum, OldChecksum::Detect);
     assert!(*check_source);
     assert_eq!(peers[0].min_ttl, Some(250));
 }
