@@ -1,5 +1,6 @@
-//! lbd's VRRP features between namespaces on a bridge: track_script weights, sync groups,
-//! unicast peers, IPv6, VRRPv2 passwords, notify scripts and smtp_alert.
+//! lbd's VRRP features between namespaces on a bridge: track_script weights (with the notify
+//! FIFO and its priority changes), sync groups, unicast peers, IPv6, VRRPv2 passwords, notify
+//! scripts and smtp_alert.
 #![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 mod vrrp_kit;
@@ -30,19 +31,34 @@ fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
 }
 
+/// Reads a notify FIFO's lines as they come, from a thread.
+fn read_fifo(path: &Path) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let fifo = std::fs::File::open(path).unwrap();
+    let seen = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(fifo).lines() {
+            let Ok(line) = line else { return };
+            seen.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
 #[test]
 fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 88, 2);
     let vip = ip4(88, 100);
     let flag = lab.dir().join("down.flag");
+    let fifo = lab.dir().join("notify.fifo");
     let check = format!(
         "vrrp_script chk {{\n  script \"test ! -e {}\"\n  interval 0.1\n  weight -100\n}}\n",
         flag.display()
     );
     let tracked = config(
         "r1",
-        "",
+        &format!("  vrrp_notify_fifo {}\n  vrrp_notify_priority_changes\n", fifo.display()),
         &[
             check,
             instance(
@@ -59,6 +75,8 @@ fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
         config("r2", "", &[instance("VI_1", 88, 100, ADVERT_TEXT, &["10.88.0.100/24"], "  version 3\n")]);
     let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
     let a = start_lbd(&mut lab, &r[0], "lbd1", &tracked);
+    // lbd created the FIFO and holds it open: what it wrote so far waits in it.
+    let events = read_fifo(&fifo);
     let _b = start_lbd(&mut lab, &r[1], "lbd2", &plain);
     w1.wait_for(true, Duration::from_secs(5));
     w2.assert_steady(false, Duration::from_millis(500));
@@ -78,6 +96,18 @@ fn a_failing_track_script_lowers_priority_and_moves_the_vip() {
     let back = w1.wait_for(true, Duration::from_secs(3)).saturating_duration_since(recovered);
     w2.wait_for(false, Duration::from_secs(1));
     eprintln!("track_script succeeding again: r1 preempted after {}", ms(back));
+
+    // keepalived's FIFO lines, priority changes included, in order.
+    let expected = [
+        "INSTANCE \"VI_1\" BACKUP 150",
+        "INSTANCE \"VI_1\" MASTER 150",
+        "INSTANCE \"VI_1\" MASTER_PRIORITY 50",
+        "INSTANCE \"VI_1\" BACKUP 50",
+        "INSTANCE \"VI_1\" BACKUP_PRIORITY 150",
+        "INSTANCE \"VI_1\" MASTER 150",
+    ];
+    wait_until(Duration::from_secs(3), "the notify FIFO's lines", || events.lock().unwrap().len() >= 6);
+    assert_eq!(*events.lock().unwrap(), expected);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! lbd and a real keepalived 2.2.7 in one VRRP group, in both roles, VRRPv3 (advert_int 0.2 s)
-//! and VRRPv2 (1 s, auth_type PASS): they elect the higher priority, fail over on SIGTERM, fail
-//! back by preemption, and never both hold the VIP for longer than one advert interval.
+//! and VRRPv2 (1 s, auth_type PASS, and auth_type AH: IPsec AH with HMAC-MD5-96): they elect
+//! the higher priority, fail over on SIGTERM, fail back by preemption, and never both hold the
+//! VIP for longer than one advert interval. With AH, that also shows both accept each other's
+//! ICVs and sequence numbers (a rejected advert would leave two masters).
 
 mod vrrp_kit;
 
@@ -35,6 +37,13 @@ const V2: Setup = Setup {
     advert: Duration::from_secs(1),
     advert_text: "1",
     extra: "  version 2\n  authentication {\n    auth_type PASS\n    auth_pass interop\n  }\n",
+};
+
+const V2_AH: Setup = Setup {
+    version: 2,
+    advert: Duration::from_secs(1),
+    advert_text: "1",
+    extra: "  version 2\n  authentication {\n    auth_type AH\n    auth_pass interop\n  }\n",
 };
 
 fn start(daemon: Daemon, lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
@@ -131,4 +140,54 @@ fn v2_pass_keepalived_master_lbd_backup() {
 #[test]
 fn v2_pass_lbd_master_keepalived_backup() {
     interop(104, &V2, Daemon::Lbd, Daemon::Keepalived);
+}
+
+#[test]
+fn v2_ah_keepalived_master_lbd_backup() {
+    interop(105, &V2_AH, Daemon::Keepalived, Daemon::Lbd);
+}
+
+#[test]
+fn v2_ah_lbd_master_keepalived_backup() {
+    interop(106, &V2_AH, Daemon::Lbd, Daemon::Keepalived);
+}
+
+/// keepalived with `old_unicast_checksum` (VRRPv3 unicast checksums summed with 224.0.0.18, as
+/// before keepalived 1.3.6) as master: lbd accepts its adverts, detects the old checksum, and,
+/// once master itself, sends adverts that such a keepalived accepts as backup.
+#[test]
+fn v3_unicast_old_checksum_is_detected_and_spoken() {
+    let subnet = 107;
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, subnet, 2);
+    let vip = ip4(subnet, 100);
+    let conf = |me: u8, peer: u8, priority: u8, extra: &str| {
+        config(
+            &format!("r{me}"),
+            "",
+            &[instance(
+                "VI_1",
+                subnet,
+                priority,
+                V3.advert_text,
+                &[&format!("10.{subnet}.0.100/24")],
+                &format!(
+                    "  version 3\n  unicast_src_ip 10.{subnet}.0.{me}\n  unicast_peer {{\n    10.{subnet}.0.{peer}\n  }}\n{extra}"
+                ),
+            )],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1 (keepalived)", vip), VipWatch::start(&r[1], "r2 (lbd)", vip));
+    let mut old = start_keepalived(&lab, &r[0], "ka-old", &conf(1, 2, 150, "  old_unicast_checksum\n"));
+    let lbd = start_lbd(&mut lab, &r[1], "lbd", &conf(2, 1, 100, ""));
+    w1.wait_for(true, master_down(&V3, 150) * 2 + Duration::from_millis(300));
+    w2.assert_steady(false, V3.advert * 5);
+    assert!(lbd.log().contains("(VI_1) Setting unicast VRRPv3 checksum to old version"), "{}", lbd.log());
+
+    terminate(&mut old, "keepalived");
+    w2.wait_for(true, Duration::from_secs(2));
+    // A lower-priority keepalived that only accepts old checksums stays backup.
+    let _low = start_keepalived(&lab, &r[0], "ka-old-low", &conf(1, 2, 50, "  old_unicast_checksum\n"));
+    w2.assert_steady(true, master_down(&V3, 50) * 2);
+    w1.assert_steady(false, V3.advert);
 }

@@ -70,6 +70,7 @@ fn lbd_sockets_exchange_adverts_over_ipv4_and_ipv6() {
                     b_idx,
                     Ipv4Addr::new(10, 78, 0, 2),
                     Some(VRRP_MCAST_GROUP_V4),
+                    false,
                 )
                 .unwrap();
                 let r6 = VrrpSocket::open_v6("eth0", b_idx, b_ll, Some(VRRP_MCAST_GROUP_V6)).unwrap();
@@ -81,10 +82,10 @@ fn lbd_sockets_exchange_adverts_over_ipv4_and_ipv6() {
         });
         std::thread::sleep(Duration::from_millis(300));
         in_ns(&a, async || {
-            let s4 = VrrpSocket::open_v4("eth0", a_idx, Ipv4Addr::new(10, 78, 0, 1), None).unwrap();
+            let s4 = VrrpSocket::open_v4("eth0", a_idx, Ipv4Addr::new(10, 78, 0, 1), None, false).unwrap();
             let s6 = VrrpSocket::open_v6("eth0", a_idx, a_ll, None).unwrap();
-            s4.send(&v4, VRRP_MCAST_GROUP_V4.into()).await.unwrap();
-            s6.send(&v6, VRRP_MCAST_GROUP_V6.into()).await.unwrap();
+            s4.send(&v4, VRRP_MCAST_GROUP_V4.into(), None, false).await.unwrap();
+            s6.send(&v6, VRRP_MCAST_GROUP_V6.into(), None, false).await.unwrap();
         });
         let (got4, got6) = receiver.join().unwrap();
         assert_eq!(got4.source, IpAddr::from([10, 78, 0, 1]));
@@ -137,8 +138,14 @@ fn lbd_decodes_real_keepalived_adverts() {
             let socket = if name.ends_with("ipv6") {
                 VrrpSocket::open_v6("eth0", idx, me_ll, Some(VRRP_MCAST_GROUP_V6)).unwrap()
             } else {
-                VrrpSocket::open_v4("eth0", idx, Ipv4Addr::new(10, 79, 0, 2), Some(VRRP_MCAST_GROUP_V4))
-                    .unwrap()
+                VrrpSocket::open_v4(
+                    "eth0",
+                    idx,
+                    Ipv4Addr::new(10, 79, 0, 2),
+                    Some(VRRP_MCAST_GROUP_V4),
+                    false,
+                )
+                .unwrap()
             };
             // keepalived starts in BACKUP and takes over after Master_Down_Interval.
             let first = next_advert(&socket, Duration::from_secs(8)).await;

@@ -161,6 +161,45 @@ fn vrrp(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
                 );
                 v.preempt_delay = None;
             }
+            // The rest of keepalived's list (keepalived.conf(5), vrrp_strict).
+            if v.lower_prio_no_advert == Some(false) {
+                d.warn(
+                    kw("lower_prio_no_advert"),
+                    format!("({}) Strict mode requires no lower priority advert - resetting", v.name),
+                );
+            }
+            v.lower_prio_no_advert = Some(true);
+            if v.higher_prio_send_advert == Some(true) {
+                d.warn(
+                    kw("higher_prio_send_advert"),
+                    format!(
+                        "({}) strict mode requires higher_prio_send_advert to be clear - resetting",
+                        v.name
+                    ),
+                );
+            }
+            v.higher_prio_send_advert = Some(false);
+            if v.garp_lower_prio_repeat.is_some_and(|n| n > 0) {
+                d.warn(
+                    kw("garp_lower_prio_repeat"),
+                    format!("({}) Strict mode requires no repeat garps - resetting", v.name),
+                );
+            }
+            v.garp_lower_prio_repeat = Some(0);
+            if v.garp_lower_prio_delay.is_some_and(|t| !t.is_zero()) {
+                d.warn(
+                    kw("garp_lower_prio_delay"),
+                    format!("({}) Strict mode requires no repeat garp delay - resetting", v.name),
+                );
+            }
+            v.garp_lower_prio_delay = Some(std::time::Duration::ZERO);
+            if v.vmac_xmit_base {
+                d.warn(
+                    kw("vmac_xmit_base"),
+                    format!("({}) xmit_base is incompatible with strict mode - resetting", v.name),
+                );
+                v.vmac_xmit_base = false;
+            }
             if version == VrrpVersion::V2 && v.accept == Some(true) {
                 d.warn(kw("accept"), format!("({}) warning - accept mode for VRRP version 2 does not comply with RFC3768 - resetting", v.name));
                 v.accept = Some(false);

@@ -80,7 +80,23 @@ pub enum Transport {
         peers: Vec<model::UnicastPeer>,
         /// `check_unicast_src` / `vrrp_check_unicast_src`: accept adverts only from the peers.
         check_source: bool,
+        /// `old_unicast_checksum`: the VRRPv3 IPv4 checksum of keepalived before 1.3.6.
+        old_checksum: OldChecksum,
     },
+}
+
+/// Which VRRPv3 checksum a unicast IPv4 instance uses: RFC 5798's (the pseudo-header has the
+/// peer's address) or that of keepalived before 1.3.6 (the multicast group instead), which
+/// keepalived 2.2.7 detects by itself unless told `old_unicast_checksum never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OldChecksum {
+    /// The RFC's, switching to the old one (for good) on the first advert that has it.
+    #[default]
+    Detect,
+    /// `old_unicast_checksum`: the old one from the start (received adverts may have either).
+    Always,
+    /// `old_unicast_checksum never`: the RFC's only.
+    Never,
 }
 
 /// A `use_vmac` interface.
@@ -150,6 +166,9 @@ pub struct InstancePlan {
     pub notify: NotifyPlan,
     /// `smtp_alert` (instance, else `smtp_alert_vrrp`, else `smtp_alert`).
     pub smtp_alert: bool,
+    /// `notify_priority_changes` (instance, else its sync group, else
+    /// `vrrp_notify_priority_changes`): write priority changes to the notify FIFOs.
+    pub notify_priority_changes: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
 }
@@ -320,6 +339,15 @@ impl Planner<'_> {
             VrrpVersion::V2 => Version::V2,
             VrrpVersion::V3 => Version::V3,
         };
+        // keepalived's vrrp_complete_instance leaves these instances out (the configuration
+        // check reports them with their line; the rest of strict mode is applied there).
+        let strict = v.strict(global);
+        if v.virtual_ipaddress.is_empty() && (version == Version::V3 || family == Family::Inet6 || strict) {
+            return Err("No VIP specified; at least one is required".into());
+        }
+        if strict && !v.unicast_peer.is_empty() {
+            return Err("Unicast peers are not supported in strict mode".into());
+        }
 
         if v.use_vmac.is_some() && family == Family::Inet6 {
             self.warn(&v.name, "use_vmac is not supported for IPv6 yet; using the interface itself".into());
@@ -388,6 +416,11 @@ impl Planner<'_> {
             Transport::Unicast {
                 peers: v.unicast_peer.clone(),
                 check_source: v.check_unicast_src || global.vrrp_check_unicast_src,
+                old_checksum: match v.old_unicast_checksum {
+                    None => OldChecksum::Detect,
+                    Some(false) => OldChecksum::Always,
+                    Some(true) => OldChecksum::Never,
+                },
             }
         } else {
             let group = match family {
@@ -451,7 +484,13 @@ impl Planner<'_> {
                 model::AuthType::Pass => {
                     Authentication::Password(Authentication::auth_data(auth.auth_pass.as_bytes()))
                 }
-                model::AuthType::Ah => return Err("auth_type AH is not supported yet".into()),
+                model::AuthType::Ah if family == Family::Inet6 => {
+                    self.warn(&v.name, "Cannot use AH authentication with IPv6 - ignoring".into());
+                    Authentication::None
+                }
+                model::AuthType::Ah => {
+                    Authentication::Ah(Authentication::auth_data(auth.auth_pass.as_bytes()))
+                }
             },
         };
         params.initial_state =
@@ -537,6 +576,11 @@ impl Planner<'_> {
                 generic: v.notify.clone(),
             },
             smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
+            notify_priority_changes: v
+                .notify_priority_changes
+                .or(group.and_then(|g| g.notify_priority_changes))
+                .or(global.vrrp_notify_priority_changes)
+                .unwrap_or(false),
             group: None,
         })
     }

@@ -26,12 +26,13 @@ use tracing::{debug, error, info, warn};
 use super::{
     Handoff, StopKind, VrrpError,
     addr::{self, Gratuitous, chain},
-    config::{GroupPlan, HostView, InstancePlan, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
+    ah,
+    config::{GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
     notify::{Notifier, NotifyScripts, Subject},
     packet::VRRP_TTL,
     smtp,
-    socket::{Received, VrrpSocket},
-    state::{Action, DiscardReason, Event, Instance, State},
+    socket::{AhSigning, Received, VrrpSocket},
+    state::{Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
@@ -65,6 +66,7 @@ pub async fn run(
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
+    super::sched::apply(&config.global_defs);
     engine.start().await;
     let kind = loop {
         if let Some(kind) = *stop.borrow_and_update() {
@@ -78,8 +80,18 @@ pub async fn run(
                     break StopKind::Orderly;
                 }
             }
-            () = sleep_until(deadline) => engine.timers().await,
+            // Adverts before timers: one that arrived in time must not lose to a timer that
+            // expired while the daemon was waiting for a CPU.
             Some((socket, received)) = packets.recv() => engine.receive(socket, received).await,
+            () = sleep_until(deadline) => {
+                // Woken late, the readers may not have run yet: let them take what the sockets
+                // hold, handle it, and only then see which timers are still due.
+                tokio::task::yield_now().await;
+                while let Ok((socket, received)) = packets.try_recv() {
+                    engine.receive(socket, received).await;
+                }
+                engine.timers().await;
+            }
             Some(update) = updates.recv() => engine.track(update).await,
         }
     };
@@ -111,6 +123,40 @@ struct Runner {
     init: bool,
     /// The last reason an advert was dropped for a configuration mismatch, logged once.
     last_discard: Option<String>,
+    /// `auth_type AH`: the sequence number of the adverts sent and accepted.
+    ah_sequence: ah::Sequence,
+    /// Sending keepalived's old unicast checksum (configured, or detected in a peer's advert).
+    old_checksum: bool,
+}
+
+impl Runner {
+    /// keepalived's `vrrp_in_chk_ipsecah` for an `auth_type AH` instance: the ICV, the SPI (the
+    /// sender's address) and the sequence number (above the last one accepted). Why the advert
+    /// is dropped, if it is.
+    fn check_ah(&mut self, received: &Received) -> Option<String> {
+        let Authentication::Ah(key) = &self.machine.params().authentication else { return None };
+        let Some((header, packet)) = &received.ah else {
+            return Some(format!("advert from {} without IPSEC-AH", received.source));
+        };
+        let unicast = matches!(self.plan.transport, Transport::Unicast { .. });
+        if !ah::verify(key, packet, unicast, &header.icv) {
+            return Some(format!(
+                "IPSEC-AH : invalid IPSEC HMAC-MD5 value from {} (fields mutation or bad password)",
+                received.source
+            ));
+        }
+        if received.source != IpAddr::V4(header.spi.into()) {
+            return Some(format!("IPSEC-AH : invalid SPI {:#010x} from {}", header.spi, received.source));
+        }
+        if !self.ah_sequence.accept(header.sequence) {
+            return Some(format!(
+                "IPSEC-AH : sequence number {} already processed (local {})",
+                header.sequence,
+                self.ah_sequence.last()
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -148,6 +194,8 @@ struct SocketKey {
     ifindex: u32,
     source: IpAddr,
     group: Option<IpAddr>,
+    /// IP protocol AH (`auth_type AH`) rather than VRRP.
+    ah: bool,
 }
 
 impl Engine {
@@ -228,7 +276,8 @@ impl Engine {
                 Transport::Multicast { group } => Some(group),
                 Transport::Unicast { .. } => None,
             };
-            let key = SocketKey { ifindex: instance.interface.index, source, group };
+            let ah = matches!(instance.params.authentication, Authentication::Ah(_));
+            let key = SocketKey { ifindex: instance.interface.index, source, group, ah };
             let socket = match sockets.iter().position(|(k, _)| *k == key) {
                 Some(index) => index,
                 None => match open_socket(&instance, &key) {
@@ -257,6 +306,8 @@ impl Engine {
                 }
             };
             index_map.push(Some(runners.len()));
+            let old_checksum =
+                matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             runners.push(Runner {
                 notify: NotifyScripts::prepare(&instance.notify, &script_policy, &instance.name),
                 plan: instance,
@@ -268,6 +319,8 @@ impl Engine {
                 lease_renewed: None,
                 init: true,
                 last_discard: None,
+                ah_sequence: ah::Sequence::default(),
+                old_checksum,
             });
         }
         let mut group_runners = Vec::new();
@@ -303,7 +356,12 @@ impl Engine {
             sockets,
             track,
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
-            notifier: Notifier::spawn(),
+            notifier: Notifier::spawn(
+                &[&config.global_defs.notify_fifo, &config.global_defs.vrrp_notify_fifo]
+                    .iter()
+                    .filter_map(|fifo| fifo.as_ref().map(|f| f.path.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
             garp: Gratuitous::default(),
             garp_interval,
             smtp,
@@ -446,9 +504,11 @@ impl Engine {
                         None
                     }
                 }
-                Transport::Unicast { peers, check_source } => {
+                Transport::Unicast { peers, check_source, old_checksum } => {
                     let peer = peers.iter().find(|p| p.address == received.source);
-                    if received.destination.is_multicast() {
+                    if received.old_checksum && *old_checksum == OldChecksum::Never {
+                        Some(format!("Invalid VRRPv3 checksum from {}", received.source))
+                    } else if received.destination.is_multicast() {
                         Some(format!("multicast advert from {} on a unicast instance", received.source))
                     } else if *check_source && peer.is_none() {
                         Some(format!("advert from {}, not a unicast peer", received.source))
@@ -465,9 +525,14 @@ impl Engine {
                     }
                 }
             };
+            let dropped = dropped.or_else(|| self.runners[i].check_ah(&received));
             if let Some(why) = dropped {
                 self.discarded(i, why);
                 continue;
+            }
+            if received.old_checksum && !self.runners[i].old_checksum {
+                info!("({}) Setting unicast VRRPv3 checksum to old version", self.runners[i].plan.name);
+                self.runners[i].old_checksum = true;
             }
             let runner = &self.runners[i];
             let now = Instant::now();
@@ -544,6 +609,10 @@ impl Engine {
                 let after = runner.machine.effective_priority();
                 if before != after {
                     info!("({}) Changing effective priority from {before} to {after}", runner.plan.name);
+                    if runner.plan.notify_priority_changes {
+                        let state = runner.machine.state();
+                        self.notifier.priority_changed(Subject::Instance, &runner.plan.name, state, after);
+                    }
                 }
                 runner.evaluation.adjustment = evaluation.adjustment;
                 self.execute(i, actions).await;
@@ -728,16 +797,26 @@ impl Engine {
         }
     }
 
-    async fn send_advert(&self, i: usize, priority: u8) {
+    async fn send_advert(&mut self, i: usize, priority: u8) {
+        let sequence = self.runners[i].ah_sequence.next();
         let runner = &self.runners[i];
+        let old_checksum = runner.old_checksum;
         let advert = runner.machine.advert(priority);
+        let signing = match &runner.machine.params().authentication {
+            Authentication::Ah(key) => Some(AhSigning {
+                key,
+                sequence,
+                unicast: matches!(runner.plan.transport, Transport::Unicast { .. }),
+            }),
+            _ => None,
+        };
         let socket = &self.sockets[runner.socket].1;
         let destinations: Vec<IpAddr> = match &runner.plan.transport {
             Transport::Multicast { group } => vec![*group],
             Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
         };
         for destination in destinations {
-            if let Err(e) = socket.send(&advert, destination).await {
+            if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
                 warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
             }
         }
@@ -840,7 +919,7 @@ fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<Vrrp
                 Some(IpAddr::V4(g)) => Some(g),
                 _ => None,
             };
-            VrrpSocket::open_v4(&interface.name, interface.index, source, group)
+            VrrpSocket::open_v4(&interface.name, interface.index, source, group, key.ah)
         }
         IpAddr::V6(source) => {
             let group = match key.group {

@@ -14,7 +14,7 @@
 //!   [`state::Action`]s; it never reads a clock or touches the network.
 //! - [`config`]: keepalived's `vrrp_instance` / `vrrp_sync_group` / `vrrp_script` /
 //!   `track_file` model mapped onto what the runtime runs (pure, given the host's interfaces).
-//! - [`socket`] (raw VRRP sockets), [`garp`] (gratuitous ARP / unsolicited NA frames),
+//! - [`socket`] (raw VRRP sockets; [`ah`] signs and checks `auth_type AH`), [`garp`] (gratuitous ARP / unsolicited NA frames),
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`).
@@ -27,11 +27,13 @@
 //! the v3 checksum covers the destination address.
 
 pub mod addr;
+pub mod ah;
 pub mod config;
 pub mod engine;
 pub mod garp;
 pub mod notify;
 pub mod packet;
+pub mod sched;
 pub mod script;
 pub mod smtp;
 pub mod socket;

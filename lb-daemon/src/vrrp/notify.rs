@@ -3,12 +3,26 @@
 //! `INSTANCE|GROUP NAME MASTER|BACKUP|FAULT|STOP PRIORITY`; the priority is 0 for a group), as
 //! keepalived 2.2.7's `vrrp_notify.c`: the state's own script first, then the generic one.
 //!
+//! With `notify_fifo` / `vrrp_notify_fifo` each event is also written to the FIFOs as a line,
+//! before the scripts run, as keepalived does: `INSTANCE "VI_1" MASTER 100`, `GROUP "G1" BACKUP
+//! 0`, and with `notify_priority_changes` `INSTANCE "VI_1" MASTER_PRIORITY 90` (or
+//! `BACKUP_PRIORITY`) when the effective priority changes. A FIFO that does not exist is created;
+//! it is opened read-write and non-blocking, so that a missing or slow reader never stalls VRRP
+//! (a line that does not fit is dropped and logged).
+//!
 //! keepalived forks notify scripts without waiting, so two quick transitions can run their
 //! scripts out of order. lbd runs them from one queue, in order: each script gets
 //! [`ORDER_WAIT`] to finish before the next starts, and is left running (not killed) if it takes
 //! longer, so a slow script delays the others by at most that.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    fs::File,
+    io::Write as _,
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{debug, warn};
@@ -96,6 +110,20 @@ struct Job {
 pub struct Notifier {
     jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
+    fifos: Vec<(String, File)>,
+}
+
+/// Opens (creating it if needed) the notify FIFO at `path`, read-write and non-blocking.
+pub fn open_fifo(path: &str) -> std::io::Result<File> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.file_type().is_fifo() => {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "exists and is not a FIFO"));
+        }
+        Ok(_) => {}
+        Err(_) => nix::unistd::mkfifo(Path::new(path), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(std::io::Error::from)?,
+    }
+    std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open(path)
 }
 
 impl std::fmt::Debug for Job {
@@ -105,8 +133,19 @@ impl std::fmt::Debug for Job {
 }
 
 impl Notifier {
-    /// Starts the queue on the current runtime.
-    pub fn spawn() -> Self {
+    /// Starts the queue on the current runtime, writing events to the FIFOs at `fifos` too
+    /// (one that cannot be opened is logged and left out).
+    pub fn spawn(fifos: &[&str]) -> Self {
+        let fifos = fifos
+            .iter()
+            .filter_map(|path| match open_fifo(path) {
+                Ok(file) => Some(((*path).to_owned(), file)),
+                Err(e) => {
+                    warn!("cannot open notify FIFO {path}: {e}");
+                    None
+                }
+            })
+            .collect();
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let task = tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
@@ -116,11 +155,32 @@ impl Notifier {
                 let _ = tokio::time::timeout(ORDER_WAIT, run).await;
             }
         });
-        Notifier { jobs, task }
+        Notifier { jobs, task, fifos }
+    }
+
+    fn write_fifos(&self, line: &str) {
+        for (path, mut fifo) in self.fifos.iter().map(|(p, f)| (p, f)) {
+            if let Err(e) = fifo.write_all(line.as_bytes()) {
+                warn!("notify FIFO {path}: {e}; dropped {}", line.trim_end());
+            }
+        }
+    }
+
+    /// Writes a priority change (`notify_priority_changes`) to the FIFOs.
+    pub fn priority_changed(&self, subject: Subject, name: &str, state: State, priority: u8) {
+        if matches!(state, State::Master | State::Backup) {
+            let state = state.keepalived_name();
+            self.write_fifos(&format!("{} \"{name}\" {state}_PRIORITY {priority}\n", subject.keyword()));
+        }
     }
 
     /// Queues the scripts for `subject` `name` entering `state` with `priority`.
     pub fn notify(&self, scripts: &NotifyScripts, subject: Subject, name: &str, state: State, priority: u8) {
+        self.write_fifos(&format!(
+            "{} \"{name}\" {} {priority}\n",
+            subject.keyword(),
+            state.keepalived_name()
+        ));
         let specific = match state {
             State::Master => &scripts.master,
             State::Backup => &scripts.backup,
@@ -144,7 +204,7 @@ impl Notifier {
 
     /// Runs what is queued, waiting at most `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Notifier { jobs, task } = self;
+        let Notifier { jobs, task, .. } = self;
         drop(jobs);
         if tokio::time::timeout(timeout, task).await.is_err() {
             warn!("notify scripts still running after {timeout:?}");
@@ -181,7 +241,11 @@ mod tests {
             generic: Some(script("generic")),
         };
         let scripts = NotifyScripts::prepare(&plan, &ScriptPolicy::default(), "VI_1");
-        let notifier = Notifier::spawn();
+        let fifo_path = dir.join("fifo").display().to_string();
+        let notifier = Notifier::spawn(&[&fifo_path]);
+        // A reader of our own keeps what is written after the notifier closes its end.
+        let mut fifo = open_fifo(&fifo_path).unwrap_or_else(|e| panic!("{e}"));
+        notifier.priority_changed(Subject::Instance, "VI_1", State::Backup, 140);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Backup, 150);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Master, 150);
         notifier.notify(&scripts, Subject::Group, "G1", State::Fault, 0);
@@ -198,6 +262,21 @@ mod tests {
                 "generic GROUP G1 FAULT 0",
                 "stop ",
                 "generic INSTANCE VI_1 STOP 150",
+            ]
+        );
+        // The FIFO got keepalived's lines in the same order.
+        let mut bytes = Vec::new();
+        // Non-blocking: ends with WouldBlock once everything is read.
+        let _ = std::io::Read::read_to_end(&mut fifo, &mut bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "INSTANCE \"VI_1\" BACKUP_PRIORITY 140",
+                "INSTANCE \"VI_1\" BACKUP 150",
+                "INSTANCE \"VI_1\" MASTER 150",
+                "GROUP \"G1\" FAULT 0",
+                "INSTANCE \"VI_1\" STOP 150",
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);

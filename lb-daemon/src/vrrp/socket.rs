@@ -19,8 +19,12 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::packet::{
-    IPPROTO_VRRP, Ipv4Header, PseudoHeader, VRRP_TOS, VRRP_TTL, VrrpAdvert, VrrpPacketError,
+use super::{
+    ah,
+    packet::{
+        AH_HEADER_LEN, AUTH_DATA_LEN, AhHeader, IPPROTO_AH, IPPROTO_VRRP, Ipv4Header, PseudoHeader,
+        VRRP_MCAST_GROUP_V4, VRRP_TOS, VRRP_TTL, VrrpAdvert, VrrpPacketError,
+    },
 };
 
 /// Largest advert accepted: header, 255 IPv6 addresses, auth data, AH, IP header.
@@ -37,6 +41,22 @@ pub struct Received {
     pub hop_limit: u8,
     /// The decoded advert, or why it could not be decoded (the caller counts and drops it).
     pub advert: Result<VrrpAdvert, VrrpPacketError>,
+    /// With `auth_type AH`: the AH header and the whole packet, for [`ah::verify`].
+    pub ah: Option<(AhHeader, Vec<u8>)>,
+    /// A unicast VRRPv3 advert whose checksum is keepalived's old one (pseudo-header with
+    /// 224.0.0.18, `old_unicast_checksum`), not the RFC's.
+    pub old_checksum: bool,
+}
+
+/// How to sign an advert with `auth_type AH`.
+#[derive(Debug, Clone, Copy)]
+pub struct AhSigning<'a> {
+    /// The key: `auth_pass`, zero-padded to 8 bytes.
+    pub key: &'a [u8; AUTH_DATA_LEN],
+    /// The advert's sequence number.
+    pub sequence: u32,
+    /// A unicast instance (the TTL is then left out of the ICV, as keepalived does).
+    pub unicast: bool,
 }
 
 /// A raw VRRP socket bound to one interface.
@@ -51,14 +71,16 @@ pub struct VrrpSocket {
 
 impl VrrpSocket {
     /// Opens an IPv4 socket on `interface` (index `ifindex`), sending from `source`, joined to
-    /// `group` unless it is `None` (unicast only).
+    /// `group` unless it is `None` (unicast only); for adverts in AH (`auth_type AH`) if `ah`.
     pub fn open_v4(
         interface: &str,
         ifindex: u32,
         source: Ipv4Addr,
         group: Option<Ipv4Addr>,
+        ah: bool,
     ) -> io::Result<Self> {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(IPPROTO_VRRP))))?;
+        let protocol = if ah { IPPROTO_AH } else { IPPROTO_VRRP };
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(protocol))))?;
         socket.bind_device(Some(interface.as_bytes()))?;
         socket.set_header_included_v4(true)?;
         socket.set_multicast_loop_v4(false)?;
@@ -110,9 +132,18 @@ impl VrrpSocket {
         self.source
     }
 
-    /// Sends `advert` to `destination` (the group, or a unicast peer).
-    pub async fn send(&self, advert: &VrrpAdvert, destination: IpAddr) -> io::Result<()> {
-        let pseudo = PseudoHeader::from_addresses(self.source, destination).ok_or_else(|| {
+    /// Sends `advert` to `destination` (the group, or a unicast peer), in AH if `ah` (IPv4),
+    /// with keepalived's old unicast checksum if `old_checksum` (IPv4 VRRPv3).
+    pub async fn send(
+        &self,
+        advert: &VrrpAdvert,
+        destination: IpAddr,
+        ah: Option<AhSigning<'_>>,
+        old_checksum: bool,
+    ) -> io::Result<()> {
+        let summed =
+            if old_checksum && destination.is_ipv4() { VRRP_MCAST_GROUP_V4.into() } else { destination };
+        let pseudo = PseudoHeader::from_addresses(self.source, summed).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "source and destination families differ")
         })?;
         let invalid = |e: VrrpPacketError| io::Error::new(io::ErrorKind::InvalidInput, e);
@@ -126,10 +157,21 @@ impl VrrpSocket {
                         Some(id.checked_add(1).unwrap_or(1))
                     })
                     .unwrap_or(1);
-                let header = Ipv4Header::vrrp(source, dst, id);
-                let mut packet = Vec::with_capacity(20 + message.len());
-                header.encode_into(message.len(), &mut packet).map_err(invalid)?;
-                packet.extend_from_slice(&message);
+                let mut header = Ipv4Header::vrrp(source, dst, id);
+                let ah_len = if ah.is_some() { AH_HEADER_LEN } else { 0 };
+                let mut packet = Vec::with_capacity(20 + ah_len + message.len());
+                if let Some(signing) = &ah {
+                    header.protocol = IPPROTO_AH;
+                    header.encode_into(ah_len + message.len(), &mut packet).map_err(invalid)?;
+                    let spi = u32::from(source);
+                    AhHeader { spi, sequence: signing.sequence, icv: Default::default() }
+                        .encode_into(&mut packet);
+                    packet.extend_from_slice(&message);
+                    ah::sign(signing.key, &mut packet, signing.unicast);
+                } else {
+                    header.encode_into(message.len(), &mut packet).map_err(invalid)?;
+                    packet.extend_from_slice(&message);
+                }
                 (packet, SocketAddr::V4(SocketAddrV4::new(dst, 0)))
             }
             (_, IpAddr::V6(dst)) => (message, SocketAddr::V6(SocketAddrV6::new(dst, 0, 0, 0))),
@@ -158,11 +200,36 @@ fn decode_v4(packet: &[u8]) -> Received {
     match Ipv4Header::decode(packet) {
         Ok((header, payload)) => {
             let pseudo = PseudoHeader::V4 { source: header.source, destination: header.destination };
+            let (ah, message) = if header.protocol == IPPROTO_AH {
+                match AhHeader::decode(payload) {
+                    Ok((ah, message)) => (Some((ah, packet.to_vec())), Ok(message)),
+                    Err(e) => (None, Err(e)),
+                }
+            } else {
+                (None, Ok(payload))
+            };
+            let mut advert = message.clone().and_then(|m| VrrpAdvert::decode(m, &pseudo));
+            let mut old_checksum = false;
+            // keepalived before 1.3.6 summed unicast v3 adverts with the multicast group.
+            if matches!(advert, Err(VrrpPacketError::BadChecksum { .. }))
+                && !header.destination.is_multicast()
+                && let Ok(message) = message
+                && let Ok(old) = VrrpAdvert::decode(
+                    message,
+                    &PseudoHeader::V4 { source: header.source, destination: VRRP_MCAST_GROUP_V4 },
+                )
+                && old.version() == super::packet::Version::V3
+            {
+                advert = Ok(old);
+                old_checksum = true;
+            }
             Received {
                 source: header.source.into(),
                 destination: header.destination.into(),
                 hop_limit: header.ttl,
-                advert: VrrpAdvert::decode(payload, &pseudo),
+                advert,
+                ah,
+                old_checksum,
             }
         }
         Err(e) => Received {
@@ -170,6 +237,8 @@ fn decode_v4(packet: &[u8]) -> Received {
             destination: Ipv4Addr::UNSPECIFIED.into(),
             hop_limit: 0,
             advert: Err(e),
+            ah: None,
+            old_checksum: false,
         },
     }
 }
@@ -193,7 +262,14 @@ fn recv_v6(fd: RawFd) -> io::Result<Received> {
     let len = msg.bytes;
     let pseudo = PseudoHeader::V6 { source, destination };
     let advert = VrrpAdvert::decode(buf.get(..len).unwrap_or_default(), &pseudo);
-    Ok(Received { source: source.into(), destination: destination.into(), hop_limit, advert })
+    Ok(Received {
+        source: source.into(),
+        destination: destination.into(),
+        hop_limit,
+        advert,
+        ah: None,
+        old_checksum: false,
+    })
 }
 
 /// `IP_MULTICAST_IF` with an `ip_mreqn`: send multicast out of `ifindex`, from `source`.
@@ -222,4 +298,48 @@ fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()
         libc::setsockopt(fd, level, name, (&raw const value).cast(), size_of::<i32>() as libc::socklen_t)
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::packet::{AddressList, MaxAdverInt, VersionFields, Vrid};
+
+    /// keepalived's unicast v3 advert (vrrp-captures 2c: VRID 77, priority 150, 10.77.0.100,
+    /// 10.77.0.1 → 10.77.0.2), its checksum summed with `summed` as destination.
+    fn unicast_v3(summed: Ipv4Addr) -> Vec<u8> {
+        let advert = VrrpAdvert {
+            vrid: Vrid::new(77).unwrap_or_else(|| unreachable!()),
+            priority: 150,
+            fields: VersionFields::V3 {
+                max_adver_int: MaxAdverInt::from_centiseconds(100).unwrap_or_else(|| unreachable!()),
+            },
+            addresses: AddressList::V4(vec![Ipv4Addr::new(10, 77, 0, 100)]),
+        };
+        let (source, peer) = (Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2));
+        let message = advert
+            .encode(&PseudoHeader::V4 { source, destination: summed })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut packet = Vec::new();
+        Ipv4Header::vrrp(source, peer, 1)
+            .encode_into(message.len(), &mut packet)
+            .unwrap_or_else(|e| panic!("{e}"));
+        packet.extend_from_slice(&message);
+        packet
+    }
+
+    #[test]
+    fn old_unicast_checksums_are_recognised() {
+        let rfc = decode_v4(&unicast_v3(Ipv4Addr::new(10, 77, 0, 2)));
+        assert!(rfc.advert.is_ok() && !rfc.old_checksum);
+        // The capture's README: summed against 224.0.0.18 the checksum is 0x42bf.
+        let old = unicast_v3(VRRP_MCAST_GROUP_V4);
+        assert_eq!(old[26..28], [0x42, 0xbf]);
+        let decoded = decode_v4(&old);
+        assert!(decoded.advert.is_ok() && decoded.old_checksum, "{:?}", decoded.advert);
+        // Any other checksum is still wrong.
+        let mut broken = old;
+        broken[27] ^= 1;
+        assert!(matches!(decode_v4(&broken).advert, Err(VrrpPacketError::BadChecksum { .. })));
+    }
 }

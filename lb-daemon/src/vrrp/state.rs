@@ -856,9 +856,10 @@ impl Instance {
                 return Err(DiscardReason::IntervalMismatch { received });
             }
         }
-        if check_addresses
-            && (advert.addresses.len() != self.params.addresses.len()
-                || !self.params.addresses.iter().all(|address| advert.addresses.contains(address)))
+        // keepalived checks the count of every advert; vrrp_skip_check_adv_addr skips only the
+        // comparison of the addresses themselves.
+        if advert.addresses.len() != self.params.addresses.len()
+            || (check_addresses && !self.params.addresses.iter().all(|a| advert.addresses.contains(a)))
         {
             return Err(DiscardReason::AddressListMismatch);
         }

@@ -84,7 +84,10 @@ fn unicast_v3_with_nopreempt_and_pass_ignored() {
     assert_eq!(plan.params.advert_interval, Duration::from_millis(100));
     assert_eq!(plan.params.preempt, Preempt::Off);
     assert!(plan.tracking.is_empty(), "dont_track_primary");
-    let Transport::Unicast { peers, check_source } = &plan.transport else { panic!("{:?}", plan.transport) };
+    let Transport::Unicast { peers, check_source, old_checksum } = &plan.transport else {
+        panic!("{:?}", plan.transport)
+    };
+    assert_eq!(*old_checksum, OldChecksum::Detect);
     assert!(*check_source);
     assert_eq!(peers[0].min_ttl, Some(250));
 }
@@ -172,4 +175,61 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
     assert_eq!(plan.base_interface.name, "eth0");
     assert_eq!(plan.vips[0].address.ifindex, 4);
     assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "the parent's address");
+}
+
+#[test]
+fn strict_mode_applies_keepalived_rules() {
+    let base =
+        "global_defs {\n vrrp_strict\n}\nvrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n";
+    // Unicast peers and a missing VIP list keep the instance from running.
+    let (plan, errors) = planned(&format!(
+        "{base} priority 100\n unicast_peer {{\n  10.0.0.2\n }}\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"
+    ));
+    assert!(plan.instances.is_empty());
+    assert!(errors.iter().any(|e| e.message.contains("Unicast peers are not supported in strict mode")));
+    let (plan, errors) = planned(&format!("{base} priority 100\n}}\n"));
+    assert!(plan.instances.is_empty());
+    assert!(errors.iter().any(|e| e.message.contains("No VIP specified")));
+
+    // The rest is reset with a warning naming the line, as keepalived does.
+    let text = format!(
+        "{base} state MASTER\n priority 100\n preempt_delay 10\n garp_lower_prio_repeat 3\n\
+         higher_prio_send_advert\n lower_prio_no_advert false\n\
+         authentication {{\n  auth_type PASS\n  auth_pass secret\n }}\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"
+    );
+    let loaded =
+        parse_str("test.conf", &text, &LoadOptions { config_id: Some("t".into()), ..LoadOptions::default() });
+    for (expected, line) in [
+        ("State MASTER must match being address owner", 7),
+        ("preempt_delay", 9),
+        ("Strict mode requires no repeat garps", 10),
+        ("higher_prio_send_advert to be clear", 11),
+        ("Strict mode requires no lower priority advert", 12),
+        ("Strict mode does not support authentication", 13),
+    ] {
+        assert!(
+            loaded.diagnostics.iter().any(|d| d.message.contains(expected) && d.line == line),
+            "{expected} at line {line}: {:?}",
+            loaded.diagnostics
+        );
+    }
+    let (planned, _) = super::plan(&loaded.config, &host());
+    let p = &planned.instances[0].params;
+    assert_eq!(p.initial_state, InitialState::Backup, "state MASTER only for the owner");
+    assert_eq!(p.preempt, Preempt::On);
+    assert_eq!(p.authentication, Authentication::None);
+    assert_eq!(p.garp_lower_prio_repeat, 0);
+    assert!(p.lower_prio_no_advert && !p.higher_prio_send_advert);
+
+    // The owner keeps state MASTER; without strict mode nothing is reset.
+    let owner =
+        only(&format!("{base} state MASTER\n priority 255\n virtual_ipaddress {{\n  10.0.0.100\n }}\n}}\n"));
+    assert_eq!(owner.params.initial_state, InitialState::Master);
+    let lax = only(
+        "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 51\n state MASTER\n priority 100\n\
+         preempt_delay 10\n higher_prio_send_advert\n virtual_ipaddress {\n  10.0.0.100\n }\n}\n",
+    );
+    assert_eq!(lax.params.initial_state, InitialState::Master);
+    assert_eq!(lax.params.preempt, Preempt::Delayed(Duration::from_secs(10)));
+    assert!(!lax.params.lower_prio_no_advert && lax.params.higher_prio_send_advert);
 }

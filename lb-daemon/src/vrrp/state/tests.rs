@@ -449,6 +449,11 @@ fn other_vrid_family_or_addresses_are_discarded() {
     assert_eq!(receive(&mut skipping, 1, &advert(150), at_ms(20)), []);
     assert_eq!(receive(&mut skipping, 1, &other_vip, at_ms(30)), [], "same master: not checked");
     assert_eq!(
+        receive(&mut skipping, 1, &extra_vip, at_ms(35)),
+        [Action::Discarded(DiscardReason::AddressListMismatch)],
+        "the count is always checked"
+    );
+    assert_eq!(
         receive(&mut skipping, 3, &other_vip, at_ms(40)),
         [Action::Discarded(DiscardReason::AddressListMismatch)]
     );
