@@ -73,11 +73,13 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         info!("XDP program attached to {interface} ({mode:?} mode)");
     }
     info!("maps pinned under {}", dataplane.pin_dir().display());
-    apply_virtual_servers(&config.config, &interfaces, &mut dataplane)?;
+    // The checkers start with the data plane: alpha real servers are left out from the start.
+    let checks = lb_daemon::check::Runner::spawn(&config.config);
+    apply_virtual_servers(&config.config, &checks.desired(), &interfaces, &mut dataplane)?;
     // VRRP runs the configuration's instances until the signal, and stops before the data plane.
     let vrrp = lb_daemon::vrrp::VrrpTask::spawn(config.config, netlink.clone());
 
-    wait_for_stop().await?;
+    apply_checks_until_stop(checks, &mut dataplane).await?;
 
     info!("Stopping");
     if let Err(e) = vrrp
@@ -100,13 +102,34 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Programs the configuration's virtual servers into the data plane.
+/// Re-programs the data plane whenever the checkers change what it should forward, until
+/// SIGTERM or SIGINT.
+async fn apply_checks_until_stop(
+    mut checks: lb_daemon::check::Runner,
+    dataplane: &mut XdpDataplane,
+) -> anyhow::Result<()> {
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            result = &mut stop => return result,
+            desired = checks.changed() => match dataplane.apply(&desired) {
+                Ok(report) => info!("data plane: {report:?}"),
+                Err(e) => error!("applying the checkers' changes: {}", error_chain(&e)),
+            },
+        }
+    }
+}
+
+/// Programs the configuration's virtual servers, as the checkers first see them, into the
+/// data plane.
 fn apply_virtual_servers(
     config: &lb_daemon::config::model::Config,
+    desired: &lb_daemon::dataplane::DesiredState,
     interfaces: &[String],
     dataplane: &mut XdpDataplane,
 ) -> anyhow::Result<()> {
-    let (desired, notes) = lb_daemon::lvs::desired_state(config);
+    let (_, notes) = lb_daemon::lvs::desired_state(config);
     for note in notes {
         warn!("{note}");
     }
@@ -127,7 +150,7 @@ fn apply_virtual_servers(
             info!("IPv6 forwarding turned on (the data plane routes through the kernel's FIB)");
         }
     }
-    let report = dataplane.apply(&desired).context("programming the virtual servers")?;
+    let report = dataplane.apply(desired).context("programming the virtual servers")?;
     info!("data plane: {} virtual services, {report:?}", desired.services.len());
     Ok(())
 }
