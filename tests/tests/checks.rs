@@ -1,0 +1,162 @@
+//! lbd's health checkers driving forwarding: a real server whose web server is killed stops
+//! getting requests through the VIP within one check cycle, no request fails once that is
+//! detected, and it gets requests again when it recovers. One virtual server per checker
+//! (TCP_CHECK, HTTP_GET with digests, MISC_CHECK), and one whose quorum is lost to a sorry
+//! server, with its quorum scripts.
+//!
+//! ```text
+//!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb 10.31.0.1 ── [back] ── r1 .11  r2 .12  r3 .13 (+ sorry :9090)
+//!  VIPs 10.40.0.100 (TCP_CHECK), .101 (HTTP_GET), .102 (MISC_CHECK), .103 (quorum 3, sorry server)
+//! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, Netns, wait_until},
+    process::Proc,
+};
+
+/// One check cycle (delay_loop 1) plus connect_timeout 1 and slack for a loaded machine.
+const DETECTION: Duration = Duration::from_secs(4);
+
+fn config(dir: &Path) -> String {
+    let reals = |check: &dyn Fn(u32) -> String| {
+        (1..=3)
+            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n{}    }}\n", check(i)))
+            .collect::<String>()
+    };
+    let vs = |vip: &str, extra: &str, body: String| {
+        format!(
+            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{extra}{body}}}\n"
+        )
+    };
+    let tcp =
+        |_| "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n".to_owned();
+    let http = |i| {
+        let digest = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(format!("r{i}\n").as_bytes()));
+        format!(
+            "        HTTP_GET {{\n            url {{\n                path /\n                digest {digest}\n            }}\n            connect_timeout 1\n            retry 0\n        }}\n"
+        )
+    };
+    let misc = |i| {
+        format!(
+            "        MISC_CHECK {{\n            misc_path \"/usr/bin/curl -sf -o /dev/null --max-time 1 http://10.31.0.1{i}:8080/\"\n            misc_timeout 2\n            retry 0\n        }}\n"
+        )
+    };
+    let dir = dir.display();
+    let quorum = format!(
+        "    quorum 3\n    quorum_up \"/usr/bin/touch {dir}/quorum-up\"\n    quorum_down \"/usr/bin/touch {dir}/quorum-down\"\n    sorry_server 10.31.0.13 9090\n"
+    );
+    [
+        "global_defs {\n    router_id lbt-checks\n}\n".to_owned(),
+        vs("10.40.0.100", "", reals(&tcp)),
+        vs("10.40.0.101", "", reals(&http)),
+        vs("10.40.0.102", "", reals(&misc)),
+        vs("10.40.0.103", &quorum, reals(&tcp)),
+    ]
+    .concat()
+}
+
+/// The answers of `n` requests to `vip`; every request must succeed.
+fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let out = client.exec("curl", &["-sS", "--max-time", "3", &format!("http://{vip}/")]);
+            assert!(
+                out.status.success(),
+                "request to {vip} failed: {}\nlbd log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                lbd.log()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
+    let mut lab = Lab::new();
+    let switch = lab.netns("sw");
+    let client = lab.netns("client");
+    let lb = lab.netns("lb");
+    lab.plug(&switch, "front", &client, "eth0", "client");
+    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
+    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    client.addr("eth0", "10.30.0.2/24");
+    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
+    lb.addr("eth0", "10.30.0.1/24");
+    lb.addr("eth1", "10.31.0.1/24");
+
+    let mut reals = Vec::new();
+    for i in 1..=3 {
+        let name = format!("r{i}");
+        let ns = lab.netns(&name);
+        lab.plug(&switch, "back", &ns, "eth0", &name);
+        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+        let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+    let _sorry = reals[2].0.spawn("sorry", bins::web(), &["sorry", "0.0.0.0:9090"]);
+
+    let dir = lab.dir().to_owned();
+    let config = lab.write_file("keepalived.conf", &config(&dir));
+    let pin_dir = lab.bpffs().join("lbd");
+    let mut lbd = lb.spawn(
+        "lbd",
+        bins::lbd(),
+        &["-n", "-l", "-f", config.to_str().unwrap(), "--bpf-pin-path", pin_dir.to_str().unwrap()],
+    );
+    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    // The first checks (within the warmup of one delay_loop) find every server up.
+    std::thread::sleep(Duration::from_secs(2));
+    let all = set(&["r1", "r2", "r3"]);
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102", "10.40.0.103"] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} before the failure\n{}", lbd.log());
+    }
+    assert!(!dir.join("quorum-down").exists(), "quorum held at start:\n{}", lbd.log());
+
+    // r2's web server dies.
+    reals[1].1.kill();
+    wait_until(DETECTION, "every checker to take r2 out", || {
+        let log = lbd.log();
+        ["100", "101", "102", "103"].iter().all(|vip| {
+            log.contains(&format!("Removing service [10.31.0.12]:tcp:8080 from VS [10.40.0.{vip}]:tcp:80"))
+        })
+    });
+    let log = lbd.log();
+    assert!(log.contains("TCP connection to [10.31.0.12]:tcp:8080 failed."), "{log}");
+    assert!(log.contains("Lost quorum 3-0=3 > 2 for VS [10.40.0.103]:tcp:80"), "{log}");
+    assert!(log.contains("Adding sorry server [10.31.0.13]:9090 to VS [10.40.0.103]:tcp:80"), "{log}");
+    wait_until(Duration::from_secs(2), "quorum_down to run", || dir.join("quorum-down").exists());
+    // Once detected, no request fails and none reaches r2.
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102"] {
+        assert_eq!(answers(&client, vip, 12, &lbd), set(&["r1", "r3"]), "{vip} with r2 dead");
+    }
+    assert_eq!(answers(&client, "10.40.0.103", 6, &lbd), set(&["sorry"]), "quorum lost: the sorry server");
+
+    // r2 recovers.
+    let _web = reals[1].0.spawn("web-again", bins::web(), &["r2", "0.0.0.0:8080"]);
+    wait_until(DETECTION, "every checker to bring r2 back", || {
+        let log = lbd.log();
+        ["100", "101", "102", "103"].iter().all(|vip| {
+            log.contains(&format!("Adding service [10.31.0.12]:tcp:8080 to VS [10.40.0.{vip}]:tcp:80"))
+        })
+    });
+    let log = lbd.log();
+    assert!(log.contains("Gained quorum 3+0=3 <= 3 for VS [10.40.0.103]:tcp:80"), "{log}");
+    wait_until(Duration::from_secs(2), "quorum_up to run", || dir.join("quorum-up").exists());
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102", "10.40.0.103"] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} after r2 recovered");
+    }
+    lbd.assert_running();
+}
