@@ -53,8 +53,8 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-/// The TLS client every SSL_GET (and `genhash -S`) uses.
-pub fn connector() -> Result<TlsConnector, CheckError> {
+/// The TLS client configuration every SSL_GET and `genhash -S` uses.
+pub fn client_config() -> Result<Arc<rustls::ClientConfig>, CheckError> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     let config = CONFIG.get_or_init(|| {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -66,7 +66,16 @@ pub fn connector() -> Result<TlsConnector, CheckError> {
             .with_no_client_auth();
         Ok(Arc::new(config))
     });
-    config.clone().map(TlsConnector::from).map_err(CheckError::Tls)
+    config.clone().map_err(CheckError::Tls)
+}
+
+/// The server name sent: `host` (without a port) as SNI when given, else the address
+/// (rustls sends no SNI for an address).
+pub fn server_name(host: Option<&str>, ip: std::net::IpAddr) -> Result<ServerName<'static>, CheckError> {
+    match host.map(|h| h.split(':').next().unwrap_or(h).to_owned()) {
+        Some(host) => ServerName::try_from(host).map_err(|e| CheckError::Tls(e.to_string())),
+        None => Ok(ServerName::IpAddress(ip.into())),
+    }
 }
 
 /// Opens a TLS session over `tcp`, with `sni` as server name if given.
@@ -75,11 +84,8 @@ pub async fn handshake(
     ep: &Endpoint,
     sni: Option<&str>,
 ) -> Result<TlsStream<TcpStream>, CheckError> {
-    let name = match sni.map(|h| h.split(':').next().unwrap_or(h).to_owned()) {
-        Some(host) => ServerName::try_from(host).map_err(|e| CheckError::Tls(e.to_string()))?,
-        None => ServerName::IpAddress(ep.addr.ip().into()),
-    };
-    connector()?.connect(name, tcp).await.map_err(|e| CheckError::Tls(e.to_string()))
+    let name = server_name(sni, ep.addr.ip())?;
+    TlsConnector::from(client_config()?).connect(name, tcp).await.map_err(|e| CheckError::Tls(e.to_string()))
 }
 
 /// One SSL_GET probe: every url over its own TLS connection.
