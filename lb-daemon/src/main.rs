@@ -112,7 +112,11 @@ async fn apply_checks_until_stop(
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            result = &mut stop => return result,
+            result = &mut stop => {
+                // omega: the virtual servers' down scripts before the data plane goes.
+                checks.stop().await;
+                return result;
+            }
             desired = checks.changed() => match dataplane.apply(&desired) {
                 Ok(report) => info!("data plane: {report:?}"),
                 Err(e) => error!("applying the checkers' changes: {}", error_chain(&e)),

@@ -3,10 +3,16 @@
 //! [`ServiceState`], logs and runs the scripts as keepalived does, and publishes a new
 //! [`DesiredState`] whenever what the data plane should forward changes.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -159,6 +165,8 @@ type Report = ((usize, usize, usize), Change);
 pub struct Runner {
     desired: watch::Receiver<DesiredState>,
     tasks: Vec<JoinHandle<()>>,
+    probes: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
 
 impl Runner {
@@ -169,6 +177,7 @@ impl Runner {
         let policy = ScriptPolicy::from_globals(&config.global_defs);
         let (report_tx, report_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
+        let probes = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         let mut services = Vec::new();
         for (v, vs) in config.virtual_servers.iter().enumerate() {
@@ -194,7 +203,8 @@ impl Runner {
                     checkers_up.push(state.is_up());
                     let names = (real_name(vs, rs), service_name(vs));
                     let key = (v, r, checkers_up.len() - 1);
-                    tasks.push(tokio::spawn(run_checker(key, prober, state, names, report_tx.clone())));
+                    let (reports, probes) = (report_tx.clone(), probes.clone());
+                    tasks.push(tokio::spawn(run_checker(key, prober, state, names, reports, probes)));
                 }
                 reals.push(RealSpec {
                     weight: configured_weight(vs, r),
@@ -211,8 +221,25 @@ impl Runner {
         }
         let mut collector = Collector { config, policy, services };
         let (desired_tx, desired) = watch::channel(collector.desired());
-        tasks.push(tokio::spawn(async move { collector.run(report_rx, desired_tx).await }));
-        Runner { desired, tasks }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        tasks.push(tokio::spawn(async move { collector.run(report_rx, desired_tx, stop_rx).await }));
+        Runner { desired, tasks, probes, stop: Some(stop_tx) }
+    }
+
+    /// Stops the checkers; virtual servers with `omega` run the `notify_down` scripts of their
+    /// alive real servers and, if they hold their quorum, `quorum_down` (waited for).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+    }
+
+    /// Probes run so far, by all checkers.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
     }
 
     /// The desired state as the checkers see it now.
@@ -244,14 +271,18 @@ async fn run_checker(
     mut state: CheckerState,
     (rs, vs): (String, String),
     reports: mpsc::UnboundedSender<Report>,
+    probes: Arc<AtomicU64>,
 ) {
     loop {
         tokio::time::sleep_until(state.next_probe().into()).await;
         let limit = prober.limit(state.timing().connect_timeout);
-        let result = match tokio::time::timeout(limit, prober.probe()).await {
+        // Boxed: the task then holds a pointer, not room for the largest checker's probe
+        // (HTTP over TLS), which keeps 10,000 idle TCP checkers small.
+        let result = match tokio::time::timeout(limit, Box::pin(prober.probe())).await {
             Ok(result) => result,
             Err(_) => Err(CheckError::Timeout(limit)),
         };
+        probes.fetch_add(1, Ordering::Relaxed);
         let probe = match &result {
             Ok(probe) => *probe,
             Err(e) => {
@@ -283,8 +314,23 @@ impl Collector {
         &mut self,
         mut reports: mpsc::UnboundedReceiver<Report>,
         desired: watch::Sender<DesiredState>,
+        mut stop: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
-        while let Some(((v, r, c), change)) = reports.recv().await {
+        loop {
+            let ((v, r, c), change) = tokio::select! {
+                report = reports.recv() => match report {
+                    Some(report) => report,
+                    None => return,
+                },
+                done = &mut stop => {
+                    // Err: the runner was dropped, not stopped; no omega then.
+                    if let Ok(done) = done {
+                        self.omega().await;
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            };
             let Some(service) = self.services.get_mut(v) else { continue };
             let events = service.on_change(r, c, change);
             for event in events {
@@ -297,6 +343,36 @@ impl Collector {
                 modified
             });
         }
+    }
+
+    /// keepalived's `omega` at shutdown.
+    async fn omega(&self) {
+        let mut scripts = Vec::new();
+        for (vs, service) in self.config.virtual_servers.iter().zip(&self.services) {
+            if !vs.omega {
+                continue;
+            }
+            for (r, rs) in vs.real_servers.iter().enumerate() {
+                if service.alive(r)
+                    && let Some(script) = &rs.notify_down
+                {
+                    scripts.push(&**script);
+                }
+            }
+            if service.quorum_up()
+                && let Some(script) = &vs.quorum_down
+            {
+                scripts.push(script);
+            }
+        }
+        let runs = scripts.into_iter().filter_map(|script| match self.policy.prepare(script) {
+            Ok(prepared) => Some(async move { prepared.run(&[], SCRIPT_TIMEOUT).await }),
+            Err(e) => {
+                error!("cannot run {}: {e}", script.command);
+                None
+            }
+        });
+        futures::future::join_all(runs).await;
     }
 
     fn desired(&self) -> DesiredState {
@@ -378,5 +454,54 @@ fn run_script(policy: &ScriptPolicy, script: &Script) {
             });
         }
         Err(e) => error!("cannot run {}: {e}", script.command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LoadOptions, parse_str};
+
+    fn config(port: u16, extra: &str) -> Config {
+        let text = format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n delay_loop 1\n{extra}\
+             real_server 127.0.0.1 {port} {{\n  TCP_CHECK {{\n   connect_timeout 1\n   retry 0\n   warmup 0\n  }}\n }}\n\
+             real_server 127.0.0.2 80 {{\n }}\n}}\n"
+        );
+        parse_str("test.conf", &text, &LoadOptions::default()).config
+    }
+
+    fn reals(desired: &DesiredState) -> Vec<String> {
+        desired.services[0].reals.iter().map(|r| r.addr.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_dead_real_is_taken_out_and_comes_back() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut runner = Runner::spawn(&config(addr.port(), ""));
+        assert_eq!(reals(&runner.desired()), ["127.0.0.1", "127.0.0.2"]);
+        drop(listener);
+        let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
+        assert_eq!(reals(&desired), ["127.0.0.2"], "the real without a checker stays");
+        assert!(runner.probes() >= 1);
+        let _listener = tokio::net::TcpListener::bind(addr).await?;
+        let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
+        assert_eq!(reals(&desired), ["127.0.0.1", "127.0.0.2"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn omega_runs_quorum_down_at_stop() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("lbd-omega-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let flag = dir.join("quorum-down");
+        let extra = format!(" omega\n quorum_down \"/usr/bin/touch {}\"\n", flag.display());
+        let runner = Runner::spawn(&config(9, &extra));
+        runner.stop().await;
+        let ran = flag.exists();
+        std::fs::remove_dir_all(&dir)?;
+        assert!(ran, "quorum_down ran at stop");
+        Ok(())
     }
 }
