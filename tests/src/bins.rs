@@ -33,3 +33,8 @@ pub fn lbd() -> PathBuf {
 pub fn web() -> PathBuf {
     workspace_bin("lbt-web")
 }
+
+/// The checker tests' SMTP, DNS and web server.
+pub fn services() -> PathBuf {
+    workspace_bin("lbt-services")
+}

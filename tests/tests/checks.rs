@@ -109,9 +109,15 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
-#[test]
-fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
-    let mut lab = Lab::new();
+/// The client, the load balancer and the three real servers' namespaces, wired as drawn above.
+struct Topology {
+    client: Netns,
+    lb: Netns,
+    reals: Vec<Netns>,
+    _switch: Netns,
+}
+
+fn topology(lab: &mut Lab) -> Topology {
     let switch = lab.netns("sw");
     let client = lab.netns("client");
     let lb = lab.netns("lb");
@@ -122,14 +128,42 @@ fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
     client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
     lb.addr("eth0", "10.30.0.1/24");
     lb.addr("eth1", "10.31.0.1/24");
+    let reals = (1..=3)
+        .map(|i| {
+            let name = format!("r{i}");
+            let ns = lab.netns(&name);
+            lab.plug(&switch, "back", &ns, "eth0", &name);
+            ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+            ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+            ns
+        })
+        .collect();
+    Topology { client, lb, reals, _switch: switch }
+}
 
+/// Starts lbd on `config` in the load balancer and waits for its first data-plane update.
+fn start_lbd(lab: &mut Lab, lb: &Netns, config: &str) -> Proc {
+    let config = lab.write_file("keepalived.conf", config);
+    let pin_dir = lab.bpffs().join("lbd");
+    let mut lbd = lb.spawn(
+        "lbd",
+        bins::lbd(),
+        &["-n", "-l", "-f", config.to_str().unwrap(), "--bpf-pin-path", pin_dir.to_str().unwrap()],
+    );
+    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    lbd
+}
+
+#[test]
+fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals: hosts, _switch } = topology(&mut lab);
     let mut reals = Vec::new();
-    for i in 1..=3 {
-        let name = format!("r{i}");
-        let ns = lab.netns(&name);
-        lab.plug(&switch, "back", &ns, "eth0", &name);
-        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
-        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+    for (i, ns) in hosts.into_iter().enumerate() {
+        let name = format!("r{}", i + 1);
         let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:8080"]);
         reals.push((ns, server));
     }
@@ -159,17 +193,7 @@ fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
             ns.exec("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8443"]).status.success()
         });
     }
-    let config = lab.write_file("keepalived.conf", &config(&dir));
-    let pin_dir = lab.bpffs().join("lbd");
-    let mut lbd = lb.spawn(
-        "lbd",
-        bins::lbd(),
-        &["-n", "-l", "-f", config.to_str().unwrap(), "--bpf-pin-path", pin_dir.to_str().unwrap()],
-    );
-    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
-        lbd.assert_running();
-        lbd.log().contains("data plane:")
-    });
+    let mut lbd = start_lbd(&mut lab, &lb, &config(&dir));
     // The first checks (within the warmup of one delay_loop) find every server up.
     std::thread::sleep(Duration::from_secs(2));
     let all = set(&["r1", "r2", "r3"]);
@@ -228,4 +252,101 @@ fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
     wait_until(DETECTION, "SSL_GET to bring r2 back", || since(&lbd, mark).contains(added));
     assert_eq!(answers(&client, TLS_URL, 9, &lbd), all, "TLS after r2 recovered");
     lbd.assert_running();
+}
+
+/// SMTP_CHECK, DNS_CHECK and UDP_CHECK against lbt-services, and PING_CHECK against the host.
+fn protocol_config() -> String {
+    let reals = |check: &str| {
+        (1..=3)
+            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n        {check}\n    }}\n"))
+            .collect::<String>()
+    };
+    let vs = |vip: &str, check: &str| {
+        format!(
+            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{}}}\n",
+            reals(check)
+        )
+    };
+    [
+        vs(
+            "10.40.0.110",
+            "SMTP_CHECK {\n connect_port 25\n connect_timeout 1\n retry 0\n helo_name lbt.example\n }",
+        ),
+        vs(
+            "10.40.0.111",
+            "DNS_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n type A\n name lbt.example.\n }",
+        ),
+        vs("10.40.0.112", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n }"),
+        vs("10.40.0.113", "PING_CHECK {\n connect_timeout 1\n retry 0\n }"),
+    ]
+    .concat()
+}
+
+#[test]
+fn smtp_dns_udp_and_ping_checkers_follow_their_servers() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals, _switch } = topology(&mut lab);
+    let mut services: Vec<Proc> = reals
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| ns.spawn("services", bins::services(), &[&format!("r{}", i + 1)]))
+        .collect();
+    for service in &mut services {
+        wait_until(Duration::from_secs(10), "lbt-services", || {
+            service.assert_running();
+            service.log().contains("listening")
+        });
+    }
+    let lbd = start_lbd(&mut lab, &lb, &protocol_config());
+    std::thread::sleep(Duration::from_secs(2));
+    let all = set(&["r1", "r2", "r3"]);
+    let vips = ["10.40.0.110", "10.40.0.111", "10.40.0.112", "10.40.0.113"];
+    for vip in vips {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} at start\n{}", lbd.log());
+    }
+    assert!(!lbd.log().contains("Removing service"), "every server is up at start:\n{}", lbd.log());
+
+    // r2's SMTP, DNS and web servers die (its host still answers pings).
+    let mark = lbd.log().len();
+    services[1].kill();
+    wait_until(DETECTION, "SMTP, DNS and UDP checks to take r2 out", || {
+        let log = since(&lbd, mark);
+        vips[..3].iter().all(|vip| {
+            log.contains(&format!("Removing service [10.31.0.12]:tcp:8080 from VS [{vip}]:tcp:80"))
+        })
+    });
+    for vip in &vips[..3] {
+        assert_eq!(answers(&client, vip, 12, &lbd), set(&["r1", "r3"]), "{vip} with r2's services dead");
+    }
+    assert!(!since(&lbd, mark).contains("VS [10.40.0.113]"), "r2 still answers pings:\n{}", lbd.log());
+    let mark = lbd.log().len();
+    services[1] = reals[1].spawn("services-again", bins::services(), &["r2"]);
+    wait_until(DETECTION, "SMTP, DNS and UDP checks to bring r2 back", || {
+        let log = since(&lbd, mark);
+        vips[..3]
+            .iter()
+            .all(|vip| log.contains(&format!("Adding service [10.31.0.12]:tcp:8080 to VS [{vip}]:tcp:80")))
+    });
+    for vip in &vips[..3] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} after r2 recovered");
+    }
+
+    // r2's link goes down: PING_CHECK takes it out too; it comes back with the link.
+    let mark = lbd.log().len();
+    reals[1].ip(&["link", "set", "eth0", "down"]);
+    let removed = "Removing service [10.31.0.12]:tcp:8080 from VS [10.40.0.113]:tcp:80";
+    wait_until(DETECTION, "PING_CHECK to take r2 out", || since(&lbd, mark).contains(removed));
+    assert!(
+        since(&lbd, mark).contains("ICMP echo check on service [10.31.0.12]:tcp:8080 failed"),
+        "{}",
+        lbd.log()
+    );
+    assert_eq!(answers(&client, "10.40.0.113", 12, &lbd), set(&["r1", "r3"]), "ping: r2 unreachable");
+    let mark = lbd.log().len();
+    reals[1].ip(&["link", "set", "eth0", "up"]);
+    reals[1].ip(&["route", "replace", "default", "via", "10.31.0.1"]);
+    let added = "Adding service [10.31.0.12]:tcp:8080 to VS [10.40.0.113]:tcp:80";
+    wait_until(DETECTION * 2, "PING_CHECK to bring r2 back", || since(&lbd, mark).contains(added));
+    assert_eq!(answers(&client, "10.40.0.113", 9, &lbd), all, "ping: r2 back");
+    drop(services);
 }
