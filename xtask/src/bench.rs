@@ -45,8 +45,9 @@ fn checks() -> anyhow::Result<()> {
          Command: `cargo xtask bench checks` (tests/src/bin/lb-bench-checks.rs: in a namespace, a \
          server process accepts on 127.1.0.0/16:80 and serves a page on 127.2.0.0/16:81; a checker \
          process runs `lb_daemon::check::Runner` at delay_loop 1 for 10 s after a 3 s warm-up; CPU \
-         is the checker process's user+system time, which includes the kernel's loopback handshake \
-         work for both ends; RSS is the checker process's).\n\n\
+         is the checker process's time: user is lbd's own work per probe, system includes the \
+         kernel's loopback handshake for both ends; RSS is the checker process's, configuration \
+         included).\n\n\
          Machine: {}.\n\n{table}\n\
          keepalived's checker cannot run here (no IPVS); the issue's measurement with an IPVS shim: \
          about 20 µs of CPU per TCP check and 15.8 MB RSS for 1,000 servers at delay_loop 1. \

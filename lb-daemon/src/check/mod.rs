@@ -199,15 +199,19 @@ pub fn timing(
 }
 
 /// The timing of `checker` on `rs`, with its kind's defaults (keepalived 2.2.7: HTTP and SSL
-/// retry once after 3 s, DNS three times after 1 s, the others once after 1 s).
+/// retry once after 3 s, DNS three times a delay_loop apart, MISC not at all, the others once
+/// after 1 s).
 pub fn checker_timing(checker: &Checker, vs: &VirtualServer, rs: &RealServer) -> state::Timing {
     const SEC: Duration = Duration::from_secs(1);
     let (conn, retry, delay) = match checker {
         Checker::HttpGet(h) | Checker::SslGet(h) => (&h.conn, 1, 3 * SEC),
-        Checker::DnsCheck(d) => (&d.conn, 3, SEC),
+        Checker::DnsCheck(d) => {
+            let loop_ = d.conn.delay_loop.or(rs.delay_loop).or(vs.delay_loop).unwrap_or(DEFAULT_DELAY_LOOP);
+            (&d.conn, 3, loop_)
+        }
         Checker::TcpCheck(c) | Checker::PingCheck(c) => (c, 1, SEC),
         Checker::SmtpCheck(s) => (&s.conn, 1, SEC),
-        Checker::MiscCheck(m) => (&m.conn, 1, SEC),
+        Checker::MiscCheck(m) => (&m.conn, 0, SEC),
         Checker::UdpCheck(u) => (&u.conn, 1, SEC),
         Checker::FileCheck(_) | Checker::BfdCheck(_) => {
             let mut t = timing(&CheckCommon::default(), vs, rs, 0, SEC);

@@ -4,7 +4,8 @@
 //! As keepalived 2.2.7 (`check_*.c` epilogues): a checker starts up, or down with `alpha`; its
 //! first probe runs after a random delay of at most `warmup`; a success brings it up and waits
 //! `delay_loop`; a failure is retried `retry` times, `delay_before_retry` apart, before the
-//! checker goes down, and the next probe then waits `delay_loop`.
+//! checker goes down, and the next probe then waits `delay_loop`. At start the retries are
+//! already spent: one failure is enough until the first success.
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,7 @@ impl CheckerState {
             timing,
             up: !timing.alpha,
             weight: None,
-            retries: 0,
+            retries: timing.retry,
             has_run: false,
             next: now + first,
         }
@@ -180,9 +181,18 @@ mod tests {
     }
 
     #[test]
+    fn at_start_one_failure_is_enough() {
+        let now = Instant::now();
+        let mut s = CheckerState::new(timing(3, false), now, 0.0);
+        assert_eq!(s.on_probe(Probe::Down, now), Some(Change::Down));
+        assert_eq!(s.next_probe() - now, Duration::from_secs(6));
+    }
+
+    #[test]
     fn a_success_resets_the_retry_count() {
         let now = Instant::now();
         let mut s = CheckerState::new(timing(1, false), now, 0.0);
+        assert_eq!(s.on_probe(Probe::Up, now), None);
         assert_eq!(s.on_probe(Probe::Down, now), None);
         assert_eq!(s.on_probe(Probe::Up, now), None);
         assert_eq!(s.on_probe(Probe::Down, now), None, "the retry is available again");
