@@ -7,7 +7,7 @@
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
@@ -107,21 +107,42 @@ pub fn hex_dump(bytes: &[u8]) -> String {
     out
 }
 
-/// Fetches `url` from `server` and returns the raw response, or why not.
+/// TLS for `-S`: `Some(sni)`, sending the virtual host as SNI when `sni` (`-I`).
+pub type Tls = Option<bool>;
+
+/// Fetches `url` from `server` (over TLS with `tls`) and returns the raw response, or why not.
 pub fn fetch(
     server: &SocketAddr,
     url: &str,
     virtualhost: Option<&str>,
     protocol: Protocol,
     timeout: Duration,
+    tls: Tls,
 ) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(server, timeout)?;
+    let stream = TcpStream::connect_timeout(server, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(request(url, server, virtualhost, protocol).as_bytes())?;
+    let request = request(url, server, virtualhost, protocol);
+    let Some(sni) = tls else { return exchange(stream, &request) };
+    // The same client as SSL_GET: no certificate verification, as keepalived's genhash.
+    let tls_error = |e: crate::check::CheckError| std::io::Error::other(e.to_string());
+    let config = crate::check::ssl::client_config().map_err(tls_error)?;
+    let name = crate::check::ssl::server_name(virtualhost.filter(|_| sni), server.ip()).map_err(tls_error)?;
+    let connection = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    exchange(rustls::StreamOwned::new(connection, stream), &request)
+}
+
+/// Sends `request` and reads until the server closes. A TLS server closing without
+/// close_notify still ends the response, as it does for genhash.
+fn exchange(mut stream: impl Read + Write, request: &str) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request.as_bytes())?;
+    stream.flush()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Ok(raw)
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+    }
 }
 
 /// The verbose report genhash prints with `-v`.
@@ -153,9 +174,10 @@ pub fn run(
     protocol: Protocol,
     verbose: bool,
     timeout: Duration,
+    tls: Tls,
 ) -> String {
     let started = Instant::now();
-    match fetch(server, url, virtualhost, protocol, timeout) {
+    match fetch(server, url, virtualhost, protocol, timeout, tls) {
         Ok(raw) if verbose => verbose_report(&raw, url, started.elapsed()),
         Ok(raw) => format!("{}\n", hex(&body_digest(split(&raw).body))),
         // keepalived's genhash prints this on stdout and exits 0.

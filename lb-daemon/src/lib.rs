@@ -4,6 +4,7 @@
 //! tests and benchmarks drive the same code:
 //! - [`dataplane`] owns the XDP program and its maps (nothing else touches them);
 //! - [`netlink`] owns every question asked of, and change made to, the kernel's network stack.
+//! - [`check`] runs the health checkers and turns their verdicts into the desired state.
 //! - [`cli`] is keepalived's command line.
 //! - [`genhash`] computes web pages' digests as keepalived's genhash does.
 //! - [`lvs`] turns the configuration's virtual servers into the data plane's desired state.
@@ -11,6 +12,7 @@
 //! - [`config`] reads keepalived.conf (and lbd's TOML model) into a typed model, with diagnostics.
 //! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

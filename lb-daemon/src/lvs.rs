@@ -11,6 +11,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use crate::{
+    check::{Health, RealVerdict, ServiceHealth},
     config::model::{Config, LbAlgo, LbKind, Protocol as ConfigProtocol, VirtualServer, VsAddress, VsgEntry},
     dataplane::{
         Algorithm, DataplaneSettings, DesiredState, ForwardingMethod, Persistence, Protocol, RealTarget,
@@ -21,12 +22,22 @@ use crate::{
 /// At most this many VIPs come from one `virtual_server_group` range.
 const MAX_GROUP_ADDRESSES: u128 = 4096;
 
-/// The desired data-plane state for `config`, with a note for everything left out or changed.
+/// The desired data-plane state for `config` with every real server up, with a note for
+/// everything left out or changed.
 pub fn desired_state(config: &Config) -> (DesiredState, Vec<String>) {
+    desired_state_with(config, &Health::default())
+}
+
+/// The desired data-plane state for `config` given its real servers' `health` (a virtual
+/// server `health` knows nothing of has all its real servers up and its sorry server ready).
+pub fn desired_state_with(config: &Config, health: &Health) -> (DesiredState, Vec<String>) {
     let mut notes = Vec::new();
     let mut desired = DesiredState { settings: settings(config), ..DesiredState::default() };
-    for vs in &config.virtual_servers {
-        let Some(template) = service_template(config, vs, &mut notes) else { continue };
+    for (index, vs) in config.virtual_servers.iter().enumerate() {
+        let Some(mut template) = service_template(config, vs, &mut notes) else { continue };
+        if let Some(h) = health.service(index) {
+            apply_health(&mut template, h);
+        }
         for addr in service_addrs(config, vs, &mut notes) {
             let mut service = template.clone();
             service.addr = addr;
@@ -44,6 +55,23 @@ pub fn desired_state(config: &Config) -> (DesiredState, Vec<String>) {
         }
     }
     (desired, notes)
+}
+
+/// Leaves out, or reweighs, the real servers of `service` (in configuration order) as their
+/// health says; the sorry server is kept only while it takes the traffic.
+fn apply_health(service: &mut VirtualService, health: &ServiceHealth) {
+    let mut verdicts = health.reals.iter();
+    service.reals.retain_mut(|real| match verdicts.next() {
+        Some(RealVerdict::Out) => false,
+        Some(RealVerdict::In { weight }) => {
+            real.weight = *weight;
+            true
+        }
+        None => true,
+    });
+    if !health.sorry {
+        service.sorry_server = None;
+    }
 }
 
 fn settings(config: &Config) -> DataplaneSettings {
@@ -271,5 +299,32 @@ mod tests {
         assert_eq!(d.services[0].scheduling.algorithm, Algorithm::WeightedLeastConnection);
         assert_eq!(d.services[0].persistence.map(|p| p.prefix), Some(Some(24)));
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    #[test]
+    fn health_removes_reweighs_and_brings_in_the_sorry_server() {
+        let text = "virtual_server 10.0.0.1 80 {\n protocol TCP\n sorry_server 10.0.9.9 80\n\
+             real_server 10.0.1.1 80 {\n }\n real_server 10.0.1.2 80 {\n }\n real_server 10.0.1.3 80 {\n }\n}\n";
+        let loaded = parse_str("test.conf", text, &LoadOptions::default());
+        let mut health = Health::default();
+        health.set(
+            0,
+            ServiceHealth {
+                reals: vec![RealVerdict::Out, RealVerdict::In { weight: 0 }, RealVerdict::In { weight: 4 }],
+                sorry: false,
+            },
+        );
+        let (d, _) = desired_state_with(&loaded.config, &health);
+        let reals: Vec<_> = d.services[0].reals.iter().map(|r| (r.addr.to_string(), r.weight)).collect();
+        assert_eq!(reals, vec![("10.0.1.2".to_owned(), 0), ("10.0.1.3".to_owned(), 4)]);
+        assert_eq!(d.services[0].sorry_server, None);
+        health.set(0, ServiceHealth { reals: vec![RealVerdict::Out; 3], sorry: true });
+        let (d, _) = desired_state_with(&loaded.config, &health);
+        assert!(d.services[0].reals.is_empty());
+        assert_eq!(d.services[0].sorry_server.map(|s| s.addr.to_string()), Some("10.0.9.9".to_owned()));
+        // Without health, today's behaviour: all reals up, the sorry server ready.
+        let (d, _) = desired_state(&loaded.config);
+        assert_eq!(d.services[0].reals.len(), 3);
+        assert!(d.services[0].sorry_server.is_some());
     }
 }

@@ -70,3 +70,8 @@ pub fn spawn_lbd(
     args.extend_from_slice(extra);
     ns.spawn(label, "env", &args)
 }
+
+/// The checker tests' SMTP, DNS and web server.
+pub fn services() -> PathBuf {
+    workspace_bin("lbt-services")
+}

@@ -44,6 +44,45 @@ fn same_output_as_keepalived_genhash() {
     assert_eq!(genhash(&web, &ours, &[]).1, Some(1));
 }
 
+#[test]
+fn same_output_as_keepalived_genhash_over_tls() {
+    let mut lab = Lab::new();
+    let web = lab.netns("tls");
+    let dir = lab.dir().to_owned();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    lab.write_file("page.http", "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello-tls\n");
+    // A self-signed server: neither genhash verifies certificates.
+    let script = format!(
+        "cd {} && exec openssl s_server -accept 127.0.0.1:18443 -cert cert.pem -key key.pem -HTTP -quiet",
+        dir.display()
+    );
+    let mut server = web.spawn("tls", "sh", &["-c", &script]);
+    wait_until(Duration::from_secs(5), "the TLS server", || {
+        server.assert_running();
+        web.exec("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/18443"]).status.success()
+    });
+    let ours = bins::workspace_bin("genhash");
+    let theirs = std::path::Path::new("/usr/bin/genhash");
+    let cases: [&[&str]; 2] = [
+        &["-S", "-s", "127.0.0.1", "-p", "18443", "-u", "/page.http"],
+        &["-S", "-I", "-V", "localhost", "-s", "127.0.0.1", "-p", "18443", "-u", "/page.http"],
+    ];
+    for args in cases {
+        let expected = genhash(&web, theirs, args);
+        let got = genhash(&web, &ours, args);
+        assert_eq!(got, expected, "genhash {}", args.join(" "));
+    }
+    assert_eq!(genhash(&web, &ours, cases[0]).0, format!("{}\n", md5_hex(b"hello-tls\n")));
+}
+
 /// MD5 of `data`, lowercase hex, computed by coreutils for an independent check.
 fn md5_hex(data: &[u8]) -> String {
     use std::io::Write as _;

@@ -36,7 +36,8 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut server, mut port, mut url, mut vhost) = (None, None, None, None);
-    let (mut verbose, mut ssl, mut protocol, mut timeout) = (false, false, Protocol::default(), 5u64);
+    let (mut verbose, mut ssl, mut sni, mut protocol, mut timeout) =
+        (false, false, false, Protocol::default(), 5u64);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
             "-h" | "--help" => return usage(),
             "-v" | "--verbose" => verbose = true,
             "-S" | "--use-ssl" => ssl = true,
-            "-I" | "--use-sni" => {}
+            "-I" | "--use-sni" => sni = true,
             "-s" | "--server" => server = value(),
             "-p" | "--port" => port = value().and_then(|p| p.parse::<u16>().ok()),
             "-u" | "--url" => url = value(),
@@ -67,10 +68,6 @@ fn main() -> ExitCode {
         }
     }
     let (Some(server), Some(port), Some(url)) = (server, port, url) else { return usage() };
-    if ssl {
-        eprintln!("genhash: -S (SSL) is not supported yet by lbd's genhash");
-        return ExitCode::from(1);
-    }
     let Ok(ip) = server.parse() else {
         eprintln!("genhash: server address {server} is not an IP address");
         return usage();
@@ -78,7 +75,15 @@ fn main() -> ExitCode {
     let addr = SocketAddr::new(ip, port);
     print!(
         "{}",
-        genhash::run(&addr, &url, vhost.as_deref(), protocol, verbose, Duration::from_secs(timeout))
+        genhash::run(
+            &addr,
+            &url,
+            vhost.as_deref(),
+            protocol,
+            verbose,
+            Duration::from_secs(timeout),
+            ssl.then_some(sni)
+        )
     );
     ExitCode::SUCCESS
 }

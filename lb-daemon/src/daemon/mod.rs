@@ -1,15 +1,18 @@
 //! The daemon as operators run it: start, signals, reload, stop.
 //!
-//! [`Daemon::start`] takes the pid files, reads the configuration, sets up the data plane
-//! (unless `-P`) and VRRP (unless `-C`); [`Daemon::run`] then answers signals until told to
-//! stop:
+//! [`Daemon::start`] takes the pid files, reads the configuration, sets up the data plane and
+//! the health checkers (unless `-P`) and VRRP (unless `-C`); [`Daemon::run`] then re-applies
+//! the data plane whenever a checker changes what it should forward, and answers signals until
+//! told to stop:
 //! - SIGHUP reloads: a configuration with errors is refused (every error logged) and the running
 //!   one stays; otherwise the data plane is handed the new desired state, of which it applies only
 //!   the differences (an unrelated change disturbs no flow), and VRRP is restarted only if its
-//!   part of the configuration changed, so unchanged instances keep their state;
+//!   part of the configuration changed, so unchanged instances keep their state; the checkers
+//!   restart only if the virtual servers changed;
 //! - SIGUSR1 / SIGUSR2 / SIGRTMIN+2 / SIGRTMAX-1 write keepalived's dump files ([`dump`]);
 //! - SIGTERM / SIGINT stop: VRRP first (priority-0 adverts, VIPs removed, unless `-V`), then the
-//!   data plane, detached and unpinned unless `-I` leaves it forwarding for the next lbd.
+//!   checkers (`omega` scripts), then the data plane, detached and unpinned unless `-I` leaves
+//!   it forwarding for the next lbd.
 //!
 //! - [`logging`]: syslog / console / file, per `-S`, `-G`, `-l`, `-g`, `-D`;
 //! - [`pidfile`]: keepalived's pid files;
@@ -28,6 +31,7 @@ use anyhow::Context as _;
 use tracing::{error, info, warn};
 
 use crate::{
+    check,
     cli::Args,
     config::{self, Config, Severity},
     dataplane::{
@@ -47,6 +51,7 @@ pub struct Daemon {
     config: Config,
     netlink: Netlink,
     dataplane: Option<XdpDataplane>,
+    checks: Option<check::Runner>,
     interfaces: Vec<String>,
     vrrp: Option<VrrpTask>,
     signals: Signals,
@@ -74,6 +79,7 @@ impl Daemon {
             config,
             netlink,
             dataplane: None,
+            checks: None,
             interfaces: Vec::new(),
             vrrp: None,
             signals,
@@ -141,8 +147,11 @@ impl Daemon {
             }
         }
         info!("maps pinned under {}", dataplane.pin_dir().display());
-        apply_virtual_servers(&self.config, &self.interfaces, &mut dataplane)?;
+        // The checkers start with the data plane: alpha real servers are left out from the start.
+        let checks = check::Runner::spawn(&self.config);
+        apply_virtual_servers(&self.config, &checks.desired(), &self.interfaces, &mut dataplane)?;
         self.dataplane = Some(dataplane);
+        self.checks = Some(checks);
         Ok(())
     }
 
@@ -151,15 +160,21 @@ impl Daemon {
         // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         loop {
-            let request = match &mut self.status_requests {
-                Some(status) => tokio::select! {
-                    request = self.signals.next() => request,
-                    Some(status::SnapshotRequest(reply)) = status.recv() => {
-                        let _ = reply.send(self.snapshot());
-                        continue;
+            let request = tokio::select! {
+                request = self.signals.next() => request,
+                Some(status::SnapshotRequest(reply)) = recv_status(&mut self.status_requests) => {
+                    let _ = reply.send(self.snapshot());
+                    continue;
+                }
+                desired = checks_changed(&mut self.checks) => {
+                    if let Some(dataplane) = &mut self.dataplane {
+                        match dataplane.apply(&desired) {
+                            Ok(report) => info!("data plane: {report:?}"),
+                            Err(e) => error!("applying the checkers' changes: {}", error_chain(&e)),
+                        }
                     }
-                },
-                None => self.signals.next().await,
+                    continue;
+                }
             };
             match request {
                 Request::Stop(signal) => {
@@ -206,10 +221,18 @@ impl Daemon {
                 return;
             }
         };
-        if let Some(dataplane) = &mut self.dataplane
-            && let Err(e) = apply_virtual_servers(&config, &self.interfaces, dataplane)
-        {
-            error!("Reload: {}", error_chain(e.as_ref()));
+        if let Some(dataplane) = &mut self.dataplane {
+            let servers_changed = config.virtual_servers != self.config.virtual_servers
+                || config.virtual_server_groups != self.config.virtual_server_groups
+                || config.local_address_groups != self.config.local_address_groups;
+            if servers_changed || self.checks.is_none() {
+                // The old checkers go without their omega scripts: the servers are not going down.
+                self.checks = Some(check::Runner::spawn(&config));
+            }
+            let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
+            if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
+                error!("Reload: {}", error_chain(e.as_ref()));
+            }
         }
         if let Some(vrrp) = self.vrrp.take() {
             self.vrrp = match vrrp.reload(config.clone()).await {
@@ -241,6 +264,10 @@ impl Daemon {
             if let Err(e) = vrrp.stop(kind).await {
                 error!("{}", error_chain(&e));
             }
+        }
+        if let Some(checks) = self.checks {
+            // omega: the virtual servers' down scripts, before the data plane goes.
+            checks.stop().await;
         }
         if let Some(dataplane) = self.dataplane {
             match dataplane.stats() {
@@ -303,13 +330,33 @@ fn load(args: &Args) -> anyhow::Result<(Config, usize)> {
     Ok((loaded.config, errors))
 }
 
-/// Programs the configuration's virtual servers into the data plane.
+/// The next request of the status listener, if there is one.
+async fn recv_status(
+    requests: &mut Option<tokio::sync::mpsc::Receiver<status::SnapshotRequest>>,
+) -> Option<status::SnapshotRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next desired state the checkers publish, if they run.
+async fn checks_changed(checks: &mut Option<check::Runner>) -> crate::dataplane::DesiredState {
+    match checks {
+        Some(checks) => checks.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Programs `desired` (the configuration's virtual servers as the checkers see them) into the
+/// data plane, saying what of the configuration it cannot forward.
 fn apply_virtual_servers(
     config: &Config,
+    desired: &crate::dataplane::DesiredState,
     interfaces: &[String],
     dataplane: &mut XdpDataplane,
 ) -> anyhow::Result<()> {
-    let (desired, notes) = crate::lvs::desired_state(config);
+    let (_, notes) = crate::lvs::desired_state(config);
     for note in notes {
         warn!("{note}");
     }
@@ -330,7 +377,7 @@ fn apply_virtual_servers(
             info!("IPv6 forwarding turned on (the data plane routes through the kernel's FIB)");
         }
     }
-    let report = dataplane.apply(&desired).context("programming the virtual servers")?;
+    let report = dataplane.apply(desired).context("programming the virtual servers")?;
     if report.is_noop() {
         info!("data plane: {} virtual services, unchanged", desired.services.len());
     } else {

@@ -1,0 +1,240 @@
+//! One virtual server's logic: which of its real servers are forwarded to, with what weight,
+//! and when its quorum is gained or lost.
+//!
+//! As keepalived 2.2.7 (`ipwrapper.c`): a real server is alive while none of its checkers
+//! fails (a server without checkers is always alive); a dead server is left out, or kept with
+//! weight 0 under `inhibit_on_failure`. The quorum is the sum of the alive servers' weights: it
+//! is lost when that sum drops below `quorum - hysteresis` (or to 0), gained when it reaches
+//! `quorum + hysteresis`. While it is lost and a `sorry_server` is configured, the sorry server
+//! takes the traffic and the servers still alive are taken out.
+
+use super::state::Change;
+
+/// How the data plane treats one real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RealVerdict {
+    /// Forwarded to with this weight (0: no new flows).
+    In {
+        /// Weight.
+        weight: u32,
+    },
+    /// Left out of the service.
+    Out,
+}
+
+/// A real server as the service logic needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealSpec {
+    /// Configured weight.
+    pub weight: u32,
+    /// `inhibit_on_failure`.
+    pub inhibit: bool,
+    /// Whether each of its checkers starts up (`alpha` starts it down).
+    pub checkers_up: Vec<bool>,
+}
+
+/// Something the runner logs or runs a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The real server (by index) became alive and is forwarded to again.
+    RealUp(usize),
+    /// The real server (by index) died.
+    RealDown(usize),
+    /// An alive real server's weight changed (`misc_dynamic`).
+    Weight(usize, u32),
+    /// The quorum was gained with this live weight.
+    QuorumGained(u32),
+    /// The quorum was lost with this live weight.
+    QuorumLost(u32),
+}
+
+#[derive(Debug, Clone)]
+struct Real {
+    spec: RealSpec,
+    up: Vec<bool>,
+    weight: u32,
+}
+
+impl Real {
+    fn alive(&self) -> bool {
+        self.up.iter().all(|&u| u)
+    }
+}
+
+/// One virtual server's state.
+#[derive(Debug, Clone)]
+pub struct ServiceState {
+    reals: Vec<Real>,
+    quorum: u32,
+    hysteresis: u32,
+    sorry: bool,
+    quorum_up: bool,
+}
+
+impl ServiceState {
+    /// A service with these real servers, `quorum`, `hysteresis` and whether it has a sorry
+    /// server; returns it with the quorum event its start produces (keepalived runs `quorum_down`
+    /// at start when, as with `alpha`, the starting weight is short of the quorum).
+    pub fn new(reals: Vec<RealSpec>, quorum: u32, hysteresis: u32, sorry: bool) -> (Self, Option<Event>) {
+        let reals = reals
+            .into_iter()
+            .map(|spec| Real { up: spec.checkers_up.clone(), weight: spec.weight, spec })
+            .collect();
+        let mut state = ServiceState { reals, quorum, hysteresis, sorry, quorum_up: true };
+        let event = state.update_quorum();
+        (state, event)
+    }
+
+    /// Applies a change of checker `checker` of real server `real`; returns what happened.
+    pub fn on_change(&mut self, real: usize, checker: usize, change: Change) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(r) = self.reals.get_mut(real) else { return events };
+        let was_alive = r.alive();
+        let Some(slot) = r.up.get_mut(checker) else { return events };
+        let old_weight = r.weight;
+        match change {
+            Change::Up { weight } => {
+                *slot = true;
+                if let Some(w) = weight {
+                    r.weight = w;
+                }
+            }
+            Change::Down => *slot = false,
+        }
+        match (was_alive, r.alive()) {
+            (false, true) => events.push(Event::RealUp(real)),
+            (true, false) => events.push(Event::RealDown(real)),
+            (true, true) if r.weight != old_weight => events.push(Event::Weight(real, r.weight)),
+            _ => {}
+        }
+        events.extend(self.update_quorum());
+        events
+    }
+
+    /// The sum of the alive servers' weights.
+    pub fn live_weight(&self) -> u32 {
+        self.reals.iter().filter(|r| r.alive()).map(|r| r.weight).fold(0, u32::saturating_add)
+    }
+
+    /// Whether the quorum is held.
+    pub fn quorum_up(&self) -> bool {
+        self.quorum_up
+    }
+
+    /// Whether the sorry server takes the traffic.
+    pub fn sorry_active(&self) -> bool {
+        self.sorry && !self.quorum_up
+    }
+
+    /// Whether real server `real` is alive.
+    pub fn alive(&self, real: usize) -> bool {
+        self.reals.get(real).is_some_and(Real::alive)
+    }
+
+    /// How the data plane treats each real server, in order.
+    pub fn verdicts(&self) -> Vec<RealVerdict> {
+        let sorry = self.sorry_active();
+        self.reals
+            .iter()
+            .map(|r| match (r.alive() && !sorry, r.spec.inhibit) {
+                (true, _) => RealVerdict::In { weight: r.weight },
+                (false, true) => RealVerdict::In { weight: 0 },
+                (false, false) => RealVerdict::Out,
+            })
+            .collect()
+    }
+
+    fn update_quorum(&mut self) -> Option<Event> {
+        let sum = self.live_weight();
+        if !self.quorum_up && sum >= self.quorum.saturating_add(self.hysteresis) {
+            self.quorum_up = true;
+            Some(Event::QuorumGained(sum))
+        } else if self.quorum_up && (sum == 0 || sum < self.quorum.saturating_sub(self.hysteresis)) {
+            self.quorum_up = false;
+            Some(Event::QuorumLost(sum))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(weight: u32, inhibit: bool, checkers: usize) -> RealSpec {
+        RealSpec { weight, inhibit, checkers_up: vec![true; checkers] }
+    }
+
+    #[test]
+    fn a_real_is_alive_while_all_its_checkers_are_up() {
+        let (mut s, ev) = ServiceState::new(vec![real(1, false, 2), real(1, false, 0)], 1, 0, false);
+        assert_eq!(ev, None);
+        assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 1 }; 2]);
+        assert_eq!(s.on_change(0, 1, Change::Down), vec![Event::RealDown(0)]);
+        assert_eq!(s.verdicts()[0], RealVerdict::Out);
+        assert_eq!(s.on_change(0, 0, Change::Down), vec![], "already dead");
+        assert_eq!(s.on_change(0, 1, Change::Up { weight: None }), vec![], "one checker still down");
+        assert_eq!(s.on_change(0, 0, Change::Up { weight: None }), vec![Event::RealUp(0)]);
+        assert_eq!(s.verdicts()[0], RealVerdict::In { weight: 1 });
+        assert!(s.alive(1), "a real without checkers stays alive");
+    }
+
+    #[test]
+    fn inhibit_on_failure_keeps_a_dead_real_with_weight_zero() {
+        let (mut s, _) = ServiceState::new(vec![real(3, true, 1), real(1, false, 1)], 1, 0, false);
+        s.on_change(0, 0, Change::Down);
+        assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 0 }, RealVerdict::In { weight: 1 }]);
+    }
+
+    #[test]
+    fn quorum_with_hysteresis() {
+        // Weights 2+2+2, quorum 4, hysteresis 1: lost below 3, gained at 5.
+        let (mut s, ev) = ServiceState::new(vec![real(2, false, 1); 3], 4, 1, false);
+        assert_eq!(ev, None);
+        assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0)], "4 >= 3");
+        assert_eq!(s.on_change(1, 0, Change::Down), vec![Event::RealDown(1), Event::QuorumLost(2)]);
+        assert!(!s.quorum_up());
+        assert_eq!(s.on_change(1, 0, Change::Up { weight: None }), vec![Event::RealUp(1)], "4 < 5");
+        assert_eq!(
+            s.on_change(0, 0, Change::Up { weight: None }),
+            vec![Event::RealUp(0), Event::QuorumGained(6)]
+        );
+    }
+
+    #[test]
+    fn losing_all_weight_loses_the_quorum_even_at_quorum_zero() {
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1)], 0, 0, false);
+        assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0), Event::QuorumLost(0)]);
+    }
+
+    #[test]
+    fn alpha_start_short_of_quorum_reports_the_loss() {
+        let spec = RealSpec { weight: 1, inhibit: false, checkers_up: vec![false] };
+        let (s, ev) = ServiceState::new(vec![spec], 1, 0, true);
+        assert_eq!(ev, Some(Event::QuorumLost(0)));
+        assert!(s.sorry_active());
+    }
+
+    #[test]
+    fn sorry_server_takes_over_and_alive_reals_are_taken_out() {
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1), real(1, true, 1)], 2, 0, true);
+        assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0), Event::QuorumLost(1)]);
+        assert!(s.sorry_active());
+        // The alive inhibited real stays at weight 0; nothing else is forwarded to.
+        assert_eq!(s.verdicts(), vec![RealVerdict::Out, RealVerdict::In { weight: 0 }]);
+        s.on_change(0, 0, Change::Up { weight: None });
+        assert!(!s.sorry_active());
+        assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 1 }; 2]);
+    }
+
+    #[test]
+    fn dynamic_weight_counts_in_the_quorum() {
+        let (mut s, _) = ServiceState::new(vec![real(5, false, 1)], 3, 0, false);
+        assert_eq!(
+            s.on_change(0, 0, Change::Up { weight: Some(2) }),
+            vec![Event::Weight(0, 2), Event::QuorumLost(2)]
+        );
+        assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 2 }]);
+    }
+}

@@ -1,0 +1,214 @@
+//! `cargo xtask bench checks`: what lbd's health checkers cost. In a namespace of its own, a
+//! server process answers on 127.1.0.0/16 port 80 (accept and close, for TCP_CHECK) and on
+//! 127.2.0.0/16 port 81 (a 3-byte page, for HTTP_GET with a digest); a checker process runs
+//! `lb_daemon::check::Runner` on a generated configuration at delay_loop 1 and reports its
+//! CPU time per probe and its RSS. The floor, measured in the same run by the same process, is
+//! a bare sequential tokio connect-and-close to the same addresses.
+//!
+//! `lb-bench-checks` (as root) prints a markdown table; `serve` and `check TCP HTTP SECONDS`
+//! are its two halves.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    time::{Duration, Instant},
+};
+
+use lb_tests::lab::{Lab, wait_until};
+
+const TCP_REALS: usize = 10_000;
+const HTTP_REALS: usize = 1_000;
+const SECONDS: u64 = 10;
+const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+
+fn real(net: u8, i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, net, (i / 250) as u8, (i % 250) as u8 + 1)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => serve(),
+        Some("check") => {
+            let n = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok()).unwrap_or(0);
+            check(n(1), n(2), n(3) as u64)
+        }
+        _ => orchestrate(),
+    }
+}
+
+/// Builds the namespace, starts the server, runs the checker three ways, prints the table.
+fn orchestrate() -> anyhow::Result<()> {
+    let mut lab = Lab::new();
+    let ns = lab.netns("checks");
+    ns.sysctl("net.core.somaxconn", "65535");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    let me = std::env::current_exe()?;
+    let mut server = ns.spawn("server", &me, &["serve"]);
+    wait_until(Duration::from_secs(10), "the server", || {
+        server.assert_running();
+        server.log().contains("listening")
+    });
+    println!(
+        "| checkers (delay_loop 1) | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS | reals up at the end |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut floor = None;
+    for (label, tcp, http) in [
+        (format!("{TCP_REALS} TCP_CHECK"), TCP_REALS, 0),
+        (format!("{HTTP_REALS} HTTP_GET"), 0, HTTP_REALS),
+        (format!("{TCP_REALS} TCP_CHECK + {HTTP_REALS} HTTP_GET"), TCP_REALS, HTTP_REALS),
+    ] {
+        let out = ns.exec(&me, &["check", &tcp.to_string(), &http.to_string(), &SECONDS.to_string()]);
+        anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let value = |key: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or(f64::NAN)
+        };
+        let (rate, user, sys, rss) =
+            (value("probes_per_s"), value("user_s_per_s"), value("sys_s_per_s"), value("rss_mib"));
+        println!(
+            "| {label} | {rate:.0} | {:.1} µs ({:.1} + {:.1}) | {:.1}% | {rss:.1} MiB | {} of {} |",
+            (user + sys) / rate * 1e6,
+            user / rate * 1e6,
+            sys / rate * 1e6,
+            (user + sys) * 100.0,
+            value("reals_up"),
+            tcp + http
+        );
+        floor = floor.or(Some((value("floor_user_us"), value("floor_sys_us"))));
+    }
+    let (user, sys) = floor.unwrap_or((f64::NAN, f64::NAN));
+    println!(
+        "\nFloor (same run, same process): a bare sequential tokio connect-and-close to the same \
+         addresses costs {:.1} µs of CPU ({user:.1} user + {sys:.1} system).",
+        user + sys
+    );
+    // Connections the server's listen queues could not take (SYNs dropped, retried by the
+    // client a second later): what holds the probe rate under one per checker per delay_loop.
+    let out = ns.exec("nstat", &["-az", "TcpExtListenOverflows", "TcpExtListenDrops"]);
+    let counters: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("TcpExt"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(format!("{} {}", f.next()?.trim_start_matches("TcpExt"), f.next()?))
+        })
+        .collect();
+    println!("Server namespace after the runs: {}.", counters.join(", "));
+    server.kill();
+    Ok(())
+}
+
+/// Accepts on 0.0.0.0:80 (closing at once) and 0.0.0.0:81 (answering a page), forever.
+fn serve() -> anyhow::Result<()> {
+    let tcp = TcpListener::bind("0.0.0.0:80")?;
+    let http = TcpListener::bind("0.0.0.0:81")?;
+    for listener in [&tcp, &http] {
+        // A backlog for 10,000 connections a second (std listens with 128).
+        // SAFETY: listen(2) on a socket we own; calling it again only changes the backlog.
+        let rc = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(listener), 65535) };
+        anyhow::ensure!(rc == 0, "listen: {}", std::io::Error::last_os_error());
+    }
+    let t = std::thread::spawn(move || {
+        for stream in tcp.incoming() {
+            drop(stream);
+        }
+    });
+    std::thread::spawn(move || {
+        for mut stream in http.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut buf = [0; 1024];
+            let mut head = Vec::new();
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                head.extend_from_slice(&buf[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let _ = stream.write_all(PAGE);
+        }
+    });
+    println!("listening");
+    let _ = t.join();
+    Ok(())
+}
+
+fn config(tcp: usize, http: usize) -> String {
+    let mut text = String::from("virtual_server 10.0.0.1 80 {\n delay_loop 1\n protocol TCP\n");
+    for i in 0..tcp {
+        text.push_str(&format!(
+            " real_server {} 80 {{\n  TCP_CHECK {{\n   connect_timeout 2\n  }}\n }}\n",
+            real(1, i)
+        ));
+    }
+    let digest = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(b"ok\n"));
+    text.push_str("}\nvirtual_server 10.0.0.2 81 {\n delay_loop 1\n protocol TCP\n");
+    for i in 0..http {
+        text.push_str(&format!(
+            " real_server {} 81 {{\n  HTTP_GET {{\n   url {{\n    path /\n    digest {digest}\n   }}\n   connect_timeout 2\n  }}\n }}\n",
+            real(2, i)
+        ));
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// The process's (user, system) CPU seconds so far.
+fn cpu_seconds() -> (f64, f64) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Runs the checkers of `tcp` + `http` real servers for `seconds` after a warm-up and prints
+/// `key value` lines.
+fn check(tcp: usize, http: usize, seconds: u64) -> anyhow::Result<()> {
+    let loaded = lb_daemon::config::parse_str("bench.conf", &config(tcp, http), &Default::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let runner = lb_daemon::check::Runner::spawn(&loaded.config);
+        // The first probes are spread over one delay_loop (warmup); let them settle.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (probes, cpu, started) = (runner.probes(), cpu_seconds(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let now = cpu_seconds();
+        println!("probes_per_s {}", (runner.probes() - probes) as f64 / elapsed);
+        println!("user_s_per_s {}", (now.0 - cpu.0) / elapsed);
+        println!("sys_s_per_s {}", (now.1 - cpu.1) / elapsed);
+        println!("rss_mib {}", rss_mib());
+        let up = runner.desired().services.iter().map(|s| s.reals.len()).sum::<usize>();
+        println!("reals_up {up}");
+        drop(runner);
+        // The floor: bare connects to the same addresses, one after the other.
+        let n = 5000;
+        let cpu = cpu_seconds();
+        for i in 0..n {
+            let _ = tokio::net::TcpStream::connect(SocketAddr::from((real(1, i % TCP_REALS), 80))).await;
+        }
+        let now = cpu_seconds();
+        println!("floor_user_us {}", (now.0 - cpu.0) / n as f64 * 1e6);
+        println!("floor_sys_us {}", (now.1 - cpu.1) / n as f64 * 1e6);
+    });
+    Ok(())
+}

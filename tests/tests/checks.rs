@@ -1,0 +1,348 @@
+//! lbd's health checkers driving forwarding: a real server whose web server is killed stops
+//! getting requests through the VIP within one check cycle, no request fails once that is
+//! detected, and it gets requests again when it recovers. One virtual server per checker
+//! (TCP_CHECK, HTTP_GET with digests, MISC_CHECK, SSL_GET against self-signed `openssl
+//! s_server`s), and one whose quorum is lost to a sorry server, with its quorum scripts.
+//!
+//! ```text
+//!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb 10.31.0.1 ── [back] ── r1 .11  r2 .12  r3 .13 (+ sorry :9090)
+//!  VIPs 10.40.0.100 (TCP_CHECK), .101 (HTTP_GET), .102 (MISC_CHECK), .103 (quorum 3, sorry server)
+//!  and 10.40.0.104:443 (SSL_GET, reals' TLS servers on 8443)
+//! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{collections::BTreeSet, path::Path, time::Duration};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, Netns, wait_until},
+    process::Proc,
+};
+
+/// The TLS service's page, through its VIP.
+const TLS_URL: &str = "https://10.40.0.104/page.http";
+
+/// One check cycle (delay_loop 1) plus connect_timeout 1 and slack for a loaded machine.
+const DETECTION: Duration = Duration::from_secs(4);
+
+fn config(dir: &Path) -> String {
+    let reals = |check: &dyn Fn(u32) -> String| {
+        (1..=3)
+            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n{}    }}\n", check(i)))
+            .collect::<String>()
+    };
+    let vs = |vip: &str, extra: &str, body: String| {
+        format!(
+            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{extra}{body}}}\n"
+        )
+    };
+    let tcp =
+        |_| "        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n".to_owned();
+    let http = |i| {
+        let digest = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(format!("r{i}\n").as_bytes()));
+        format!(
+            "        HTTP_GET {{\n            url {{\n                path /\n                digest {digest}\n            }}\n            connect_timeout 1\n            retry 0\n        }}\n"
+        )
+    };
+    let misc = |i| {
+        format!(
+            "        MISC_CHECK {{\n            misc_path \"/usr/bin/curl -sf -o /dev/null --max-time 1 http://10.31.0.1{i}:8080/\"\n            misc_timeout 2\n            retry 0\n        }}\n"
+        )
+    };
+    let ssl = |i| {
+        let digest = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(format!("r{i}\n").as_bytes()));
+        format!(
+            "        SSL_GET {{\n            url {{\n                path /page.http\n                digest {digest}\n            }}\n            connect_timeout 1\n            retry 0\n        }}\n"
+        )
+    };
+    let tls_reals = reals(&ssl).replace(" 8080 {", " 8443 {");
+    let dir = dir.display();
+    let quorum = format!(
+        "    quorum 3\n    quorum_up \"/usr/bin/touch {dir}/quorum-up\"\n    quorum_down \"/usr/bin/touch {dir}/quorum-down\"\n    sorry_server 10.31.0.13 9090\n"
+    );
+    [
+        "global_defs {\n    router_id lbt-checks\n}\n".to_owned(),
+        vs("10.40.0.100", "", reals(&tcp)),
+        vs("10.40.0.101", "", reals(&http)),
+        vs("10.40.0.102", "", reals(&misc)),
+        vs("10.40.0.103", &quorum, reals(&tcp)),
+        vs("10.40.0.104", "", tls_reals).replace("10.40.0.104 80 {", "10.40.0.104 443 {"),
+    ]
+    .concat()
+}
+
+/// The answers of `n` requests to `vip` (a URL if it has a scheme); every request must succeed.
+fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> BTreeSet<String> {
+    let url = if vip.contains("://") { vip.to_owned() } else { format!("http://{vip}/") };
+    (0..n)
+        .map(|_| {
+            let out = client.exec("curl", &["-sSk", "--max-time", "3", &url]);
+            assert!(
+                out.status.success(),
+                "request to {url} failed: {}\nlbd log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                lbd.log()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
+/// A self-signed TLS server (`openssl s_server -HTTP`) in `ns` on port 8443, serving
+/// `page.http` from `dir`.
+fn tls_server(ns: &Netns, dir: &Path, cert: &Path) -> Proc {
+    let script = format!(
+        "cd {} && exec openssl s_server -accept 8443 -cert {} -key {} -HTTP -quiet",
+        dir.display(),
+        cert.join("cert.pem").display(),
+        cert.join("key.pem").display()
+    );
+    ns.spawn("tls", "sh", &["-c", &script])
+}
+
+/// lbd's log from byte `mark` on.
+fn since(lbd: &Proc, mark: usize) -> String {
+    lbd.log().get(mark..).unwrap_or_default().to_owned()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The client, the load balancer and the three real servers' namespaces, wired as drawn above.
+struct Topology {
+    client: Netns,
+    lb: Netns,
+    reals: Vec<Netns>,
+    _switch: Netns,
+}
+
+fn topology(lab: &mut Lab) -> Topology {
+    let switch = lab.netns("sw");
+    let client = lab.netns("client");
+    let lb = lab.netns("lb");
+    lab.plug(&switch, "front", &client, "eth0", "client");
+    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
+    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    client.addr("eth0", "10.30.0.2/24");
+    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
+    lb.addr("eth0", "10.30.0.1/24");
+    lb.addr("eth1", "10.31.0.1/24");
+    let reals = (1..=3)
+        .map(|i| {
+            let name = format!("r{i}");
+            let ns = lab.netns(&name);
+            lab.plug(&switch, "back", &ns, "eth0", &name);
+            ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+            ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+            ns
+        })
+        .collect();
+    Topology { client, lb, reals, _switch: switch }
+}
+
+/// Starts lbd on `config` in the load balancer and waits for its first data-plane update.
+fn start_lbd(lab: &mut Lab, lb: &Netns, config: &str) -> Proc {
+    let config = lab.write_file("keepalived.conf", config);
+    let pin_dir = lab.bpffs().join("lbd");
+    let mut lbd = bins::spawn_lbd(lab, lb, "lbd", &config, &pin_dir, &[]);
+    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    lbd
+}
+
+#[test]
+fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals: hosts, _switch } = topology(&mut lab);
+    let mut reals = Vec::new();
+    for (i, ns) in hosts.into_iter().enumerate() {
+        let name = format!("r{}", i + 1);
+        let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+    let _sorry = reals[2].0.spawn("sorry", bins::web(), &["sorry", "0.0.0.0:9090"]);
+
+    let dir = lab.dir().to_owned();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lbt-checks"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    let mut tls = Vec::new();
+    for (i, (ns, _)) in reals.iter().enumerate() {
+        let page_dir = dir.join(format!("r{}", i + 1));
+        std::fs::create_dir_all(&page_dir).unwrap();
+        let page = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nr{}\n", i + 1);
+        std::fs::write(page_dir.join("page.http"), page).unwrap();
+        tls.push((tls_server(ns, &page_dir, &dir), page_dir));
+    }
+    for (i, (ns, _)) in reals.iter().enumerate() {
+        wait_until(Duration::from_secs(10), "the TLS servers", || {
+            tls[i].0.assert_running();
+            ns.exec("bash", &["-c", "exec 3<>/dev/tcp/127.0.0.1/8443"]).status.success()
+        });
+    }
+    let mut lbd = start_lbd(&mut lab, &lb, &config(&dir));
+    // The first checks (within the warmup of one delay_loop) find every server up.
+    std::thread::sleep(Duration::from_secs(2));
+    let all = set(&["r1", "r2", "r3"]);
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102", "10.40.0.103", TLS_URL] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} before the failure\n{}", lbd.log());
+    }
+    assert!(!dir.join("quorum-down").exists(), "quorum held at start:\n{}", lbd.log());
+    assert!(!lbd.log().contains("Removing service"), "every server is up at start:\n{}", lbd.log());
+
+    // r2's web server dies.
+    let mark = lbd.log().len();
+    reals[1].1.kill();
+    wait_until(DETECTION, "every checker to take r2 out", || {
+        let log = since(&lbd, mark);
+        ["100", "101", "102", "103"].iter().all(|vip| {
+            log.contains(&format!("Removing service [10.31.0.12]:tcp:8080 from VS [10.40.0.{vip}]:tcp:80"))
+        })
+    });
+    let log = since(&lbd, mark);
+    assert!(log.contains("TCP connection to [10.31.0.12]:tcp:8080 failed."), "{log}");
+    assert!(log.contains("Lost quorum 3-0=3 > 2 for VS [10.40.0.103]:tcp:80"), "{log}");
+    assert!(log.contains("Adding sorry server [10.31.0.13]:9090 to VS [10.40.0.103]:tcp:80"), "{log}");
+    wait_until(Duration::from_secs(2), "quorum_down to run", || dir.join("quorum-down").exists());
+    // Once detected, no request fails and none reaches r2.
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102"] {
+        assert_eq!(answers(&client, vip, 12, &lbd), set(&["r1", "r3"]), "{vip} with r2 dead");
+    }
+    assert_eq!(answers(&client, "10.40.0.103", 6, &lbd), set(&["sorry"]), "quorum lost: the sorry server");
+
+    // r2 recovers.
+    let mark = lbd.log().len();
+    let _web = reals[1].0.spawn("web-again", bins::web(), &["r2", "0.0.0.0:8080"]);
+    wait_until(DETECTION, "every checker to bring r2 back", || {
+        let log = since(&lbd, mark);
+        ["100", "101", "102", "103"].iter().all(|vip| {
+            log.contains(&format!("Adding service [10.31.0.12]:tcp:8080 to VS [10.40.0.{vip}]:tcp:80"))
+        })
+    });
+    let log = since(&lbd, mark);
+    assert!(log.contains("Gained quorum 3+0=3 <= 3 for VS [10.40.0.103]:tcp:80"), "{log}");
+    wait_until(Duration::from_secs(2), "quorum_up to run", || dir.join("quorum-up").exists());
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102", "10.40.0.103", TLS_URL] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} after r2 recovered");
+    }
+
+    // r2's TLS server dies: SSL_GET takes it out of the TLS service only.
+    let mark = lbd.log().len();
+    tls[1].0.kill();
+    let removed = "Removing service [10.31.0.12]:tcp:8443 from VS [10.40.0.104]:tcp:443";
+    wait_until(DETECTION, "SSL_GET to take r2 out", || since(&lbd, mark).contains(removed));
+    assert_eq!(answers(&client, TLS_URL, 12, &lbd), set(&["r1", "r3"]), "TLS with r2's server dead");
+    assert_eq!(answers(&client, "10.40.0.100", 9, &lbd), all, "plain HTTP still reaches r2");
+    let mark = lbd.log().len();
+    let _tls_again = tls_server(&reals[1].0, &tls[1].1, &dir);
+    let added = "Adding service [10.31.0.12]:tcp:8443 to VS [10.40.0.104]:tcp:443";
+    wait_until(DETECTION, "SSL_GET to bring r2 back", || since(&lbd, mark).contains(added));
+    assert_eq!(answers(&client, TLS_URL, 9, &lbd), all, "TLS after r2 recovered");
+    lbd.assert_running();
+}
+
+/// SMTP_CHECK, DNS_CHECK and UDP_CHECK against lbt-services, and PING_CHECK against the host.
+fn protocol_config() -> String {
+    let reals = |check: &str| {
+        (1..=3)
+            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n        {check}\n    }}\n"))
+            .collect::<String>()
+    };
+    let vs = |vip: &str, check: &str| {
+        format!(
+            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{}}}\n",
+            reals(check)
+        )
+    };
+    [
+        vs(
+            "10.40.0.110",
+            "SMTP_CHECK {\n connect_port 25\n connect_timeout 1\n retry 0\n helo_name lbt.example\n }",
+        ),
+        vs(
+            "10.40.0.111",
+            "DNS_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n type A\n name lbt.example.\n }",
+        ),
+        vs("10.40.0.112", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n }"),
+        vs("10.40.0.113", "PING_CHECK {\n connect_timeout 1\n retry 0\n }"),
+    ]
+    .concat()
+}
+
+#[test]
+fn smtp_dns_udp_and_ping_checkers_follow_their_servers() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals, _switch } = topology(&mut lab);
+    let mut services: Vec<Proc> = reals
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| ns.spawn("services", bins::services(), &[&format!("r{}", i + 1)]))
+        .collect();
+    for service in &mut services {
+        wait_until(Duration::from_secs(10), "lbt-services", || {
+            service.assert_running();
+            service.log().contains("listening")
+        });
+    }
+    let lbd = start_lbd(&mut lab, &lb, &protocol_config());
+    std::thread::sleep(Duration::from_secs(2));
+    let all = set(&["r1", "r2", "r3"]);
+    let vips = ["10.40.0.110", "10.40.0.111", "10.40.0.112", "10.40.0.113"];
+    for vip in vips {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} at start\n{}", lbd.log());
+    }
+    assert!(!lbd.log().contains("Removing service"), "every server is up at start:\n{}", lbd.log());
+
+    // r2's SMTP, DNS and web servers die (its host still answers pings).
+    let mark = lbd.log().len();
+    services[1].kill();
+    wait_until(DETECTION, "SMTP, DNS and UDP checks to take r2 out", || {
+        let log = since(&lbd, mark);
+        vips[..3].iter().all(|vip| {
+            log.contains(&format!("Removing service [10.31.0.12]:tcp:8080 from VS [{vip}]:tcp:80"))
+        })
+    });
+    for vip in &vips[..3] {
+        assert_eq!(answers(&client, vip, 12, &lbd), set(&["r1", "r3"]), "{vip} with r2's services dead");
+    }
+    assert!(!since(&lbd, mark).contains("VS [10.40.0.113]"), "r2 still answers pings:\n{}", lbd.log());
+    let mark = lbd.log().len();
+    services[1] = reals[1].spawn("services-again", bins::services(), &["r2"]);
+    wait_until(DETECTION, "SMTP, DNS and UDP checks to bring r2 back", || {
+        let log = since(&lbd, mark);
+        vips[..3]
+            .iter()
+            .all(|vip| log.contains(&format!("Adding service [10.31.0.12]:tcp:8080 to VS [{vip}]:tcp:80")))
+    });
+    for vip in &vips[..3] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} after r2 recovered");
+    }
+
+    // r2's link goes down: PING_CHECK takes it out too; it comes back with the link.
+    let mark = lbd.log().len();
+    reals[1].ip(&["link", "set", "eth0", "down"]);
+    let removed = "Removing service [10.31.0.12]:tcp:8080 from VS [10.40.0.113]:tcp:80";
+    wait_until(DETECTION, "PING_CHECK to take r2 out", || since(&lbd, mark).contains(removed));
+    assert!(
+        since(&lbd, mark).contains("ICMP echo check on service [10.31.0.12]:tcp:8080 failed"),
+        "{}",
+        lbd.log()
+    );
+    assert_eq!(answers(&client, "10.40.0.113", 12, &lbd), set(&["r1", "r3"]), "ping: r2 unreachable");
+    let mark = lbd.log().len();
+    reals[1].ip(&["link", "set", "eth0", "up"]);
+    reals[1].ip(&["route", "replace", "default", "via", "10.31.0.1"]);
+    let added = "Adding service [10.31.0.12]:tcp:8080 to VS [10.40.0.113]:tcp:80";
+    wait_until(DETECTION * 2, "PING_CHECK to bring r2 back", || since(&lbd, mark).contains(added));
+    assert_eq!(answers(&client, "10.40.0.113", 9, &lbd), all, "ping: r2 back");
+    drop(services);
+}
