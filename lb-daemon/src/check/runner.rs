@@ -4,8 +4,9 @@
 //! [`DesiredState`] whenever what the data plane should forward changes.
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -160,6 +161,9 @@ fn configured_weight(vs: &VirtualServer, rs: usize) -> u32 {
 /// A change reported by a checker task: (virtual server, real server, checker) and the change.
 type Report = ((usize, usize, usize), Change);
 
+/// Whether each checker counts its real server up, by [`checker_key`]: what a reload hands on.
+type Verdicts = Arc<Mutex<HashMap<String, bool>>>;
+
 /// The running checkers of one configuration. Dropping it stops them.
 #[derive(Debug)]
 pub struct Runner {
@@ -167,12 +171,29 @@ pub struct Runner {
     tasks: Vec<JoinHandle<()>>,
     probes: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    verdicts: Verdicts,
+}
+
+/// What identifies a checker across reloads: its virtual and real server and its whole
+/// configuration (any change makes it a new checker).
+fn checker_key(vs: &VirtualServer, rs: &crate::config::model::RealServer, checker: &Checker) -> String {
+    format!("{}|{}|{checker:?}", service_name(vs), real_name(vs, rs))
 }
 
 impl Runner {
     /// Starts the checkers of `config` (inside a tokio runtime). The desired state as the
     /// checkers start (alpha checkers down) is available at once from [`Runner::desired`].
     pub fn spawn(config: &Config) -> Runner {
+        Self::spawn_after(config, None)
+    }
+
+    /// As [`Runner::spawn`], for a reload: a checker that `previous` also runs, unchanged,
+    /// starts up or down as it is there, so that a reload neither brings a dead real server back
+    /// nor takes a live one out. (Stop `previous` without omega: drop it.)
+    pub fn spawn_after(config: &Config, previous: Option<&Runner>) -> Runner {
+        let before: HashMap<String, bool> =
+            previous.and_then(|p| p.verdicts.lock().ok().map(|v| v.clone())).unwrap_or_default();
+        let verdicts = Verdicts::default();
         let config = Arc::new(config.clone());
         let policy = ScriptPolicy::from_globals(&config.global_defs);
         let (report_tx, report_rx) = mpsc::unbounded_channel();
@@ -199,12 +220,27 @@ impl Runner {
                     };
                     let timing = checker_timing(checker, vs, rs);
                     let jitter = (super::random_u64() % 1_000_001) as f64 / 1_000_000.0;
-                    let state = CheckerState::new(timing, now.into_std(), jitter);
+                    let id = checker_key(vs, rs, checker);
+                    let state = match before.get(&id) {
+                        Some(&up) => CheckerState::resume(timing, now.into_std(), jitter, up),
+                        None => CheckerState::new(timing, now.into_std(), jitter),
+                    };
                     checkers_up.push(state.is_up());
+                    if let Ok(mut v) = verdicts.lock() {
+                        v.insert(id.clone(), state.is_up());
+                    }
                     let names = (real_name(vs, rs), service_name(vs));
                     let key = (v, r, checkers_up.len() - 1);
                     let (reports, probes) = (report_tx.clone(), probes.clone());
-                    tasks.push(tokio::spawn(run_checker(key, prober, state, names, reports, probes)));
+                    let verdict = (verdicts.clone(), id);
+                    tasks.push(tokio::spawn(run_checker(
+                        key,
+                        prober,
+                        state,
+                        names,
+                        (reports, verdict),
+                        probes,
+                    )));
                 }
                 reals.push(RealSpec {
                     weight: configured_weight(vs, r),
@@ -223,7 +259,7 @@ impl Runner {
         let (desired_tx, desired) = watch::channel(collector.desired());
         let (stop_tx, stop_rx) = oneshot::channel();
         tasks.push(tokio::spawn(async move { collector.run(report_rx, desired_tx, stop_rx).await }));
-        Runner { desired, tasks, probes, stop: Some(stop_tx) }
+        Runner { desired, tasks, probes, stop: Some(stop_tx), verdicts }
     }
 
     /// Stops the checkers; virtual servers with `omega` run the `notify_down` scripts of their
@@ -270,7 +306,7 @@ async fn run_checker(
     prober: Prober,
     mut state: CheckerState,
     (rs, vs): (String, String),
-    reports: mpsc::UnboundedSender<Report>,
+    (reports, (verdicts, id)): (mpsc::UnboundedSender<Report>, (Verdicts, String)),
     probes: Arc<AtomicU64>,
 ) {
     loop {
@@ -294,6 +330,9 @@ async fn run_checker(
         match change {
             Change::Up { .. } => info!("{}", prober.describe(true, &rs, &vs, None)),
             Change::Down => warn!("{}", prober.describe(false, &rs, &vs, result.as_ref().err())),
+        }
+        if let Ok(mut v) = verdicts.lock() {
+            v.insert(id.clone(), state.is_up());
         }
         if reports.send((key, change)).is_err() {
             return;
@@ -502,6 +541,27 @@ mod tests {
         let ran = flag.exists();
         std::fs::remove_dir_all(&dir)?;
         assert!(ran, "quorum_down ran at stop");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_an_unchanged_checkers_verdict() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        drop(listener);
+        let mut runner = Runner::spawn(&config(port, ""));
+        let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
+        assert_eq!(reals(&desired), ["127.0.0.2"], "the dead real is out");
+        // Reloaded with the same checker: still out from the start, not back until proven alive.
+        let same = Runner::spawn_after(&config(port, ""), Some(&runner));
+        assert_eq!(reals(&same.desired()), ["127.0.0.2"]);
+        // A checker whose configuration changed starts afresh (up, as keepalived without alpha).
+        let mut other = config(port, "");
+        if let Checker::TcpCheck(common) = &mut other.virtual_servers[0].real_servers[0].checkers[0] {
+            common.connect_timeout = Some(Duration::from_secs(2));
+        }
+        let changed = Runner::spawn_after(&other, Some(&runner));
+        assert_eq!(reals(&changed.desired()), ["127.0.0.1", "127.0.0.2"]);
         Ok(())
     }
 }

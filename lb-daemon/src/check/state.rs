@@ -75,6 +75,12 @@ impl CheckerState {
         }
     }
 
+    /// A checker taking over from its previous run, unchanged by a reload: up or down as it
+    /// was, its start-up rule (retries spent until the first success) already behind it.
+    pub fn resume(timing: Timing, now: Instant, jitter: f64, up: bool) -> Self {
+        CheckerState { up, has_run: true, retries: 0, ..Self::new(timing, now, jitter) }
+    }
+
     /// Whether the checker counts the server up.
     pub fn is_up(&self) -> bool {
         self.up

@@ -226,8 +226,9 @@ impl Daemon {
                 || config.virtual_server_groups != self.config.virtual_server_groups
                 || config.local_address_groups != self.config.local_address_groups;
             if servers_changed || self.checks.is_none() {
-                // The old checkers go without their omega scripts: the servers are not going down.
-                self.checks = Some(check::Runner::spawn(&config));
+                // The old checkers go without their omega scripts (the servers are not going
+                // down); unchanged checkers carry on from their verdicts.
+                self.checks = Some(check::Runner::spawn_after(&config, self.checks.as_ref()));
             }
             let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
             if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
