@@ -47,7 +47,7 @@ struct Topology {
     lab: Lab,
     client: Netns,
     lb: Netns,
-    _reals: Vec<(Netns, Proc)>,
+    reals: Vec<(Netns, Proc)>,
     pin_dir: PathBuf,
 }
 
@@ -74,7 +74,7 @@ fn topology() -> Topology {
         reals.push((ns, server));
     }
     let pin_dir = lab.bpffs().join("lbd");
-    Topology { lab, client, lb, _reals: reals, pin_dir }
+    Topology { lab, client, lb, reals, pin_dir }
 }
 
 impl Topology {
@@ -329,4 +329,31 @@ fn signum_prints_keepalived_numbers() {
     let out = std::process::Command::new(bins::lbd()).args(["--signum", "TDATA"]).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Unknown sigfunc TDATA");
+}
+
+#[test]
+fn a_reload_neither_revives_a_dead_real_server_nor_fails_a_request() {
+    let mut t = topology();
+    let checked = |reals: &[u8]| {
+        config(reals, 0).replace(
+            "8080 {\n    }",
+            "8080 {\n        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n    }",
+        )
+    };
+    let conf = t.lab.write_file(
+        "keepalived.conf",
+        &checked(&[1, 2]).replace("lb_algo rr", "lb_algo rr\n    delay_loop 1"),
+    );
+    let lbd = t.start("lbd", &conf, &[]);
+    assert_eq!(t.answering(4, &lbd), ["r1", "r2"].map(String::from).into());
+    t.reals[1].1.kill();
+    wait_until(Duration::from_secs(10), "the checker to take r2 out", || {
+        lbd.log().contains("Removing service [10.51.0.12]:tcp:8080")
+    });
+    assert_eq!(t.answering(4, &lbd), ["r1"].map(String::from).into());
+    // A reload that adds r3: r2's checker is unchanged, so r2 stays out from the first moment.
+    std::fs::write(&conf, checked(&[1, 2, 3]).replace("lb_algo rr", "lb_algo rr\n    delay_loop 1")).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || lbd.log().contains("Reload finished"));
+    assert_eq!(t.answering(6, &lbd), ["r1", "r3"].map(String::from).into(), "{}", lbd.log());
 }
