@@ -342,9 +342,16 @@ fn a_reload_neither_revives_a_dead_real_server_nor_fails_a_request() {
     };
     let conf = t.lab.write_file(
         "keepalived.conf",
-        &checked(&[1, 2]).replace("lb_algo rr", "lb_algo rr\n    delay_loop 1"),
+        &checked(&[1, 2])
+            .replace("lb_algo rr", "lb_algo rr\n    delay_loop 1")
+            .replace("router_id lbt-daemon", "router_id lbt-daemon\n    lbd_xdp_interfaces eth0 eth1"),
     );
+    // An interface that is up but not named by lbd_xdp_interfaces gets no program.
+    t.lb.ip(&["link", "add", "extra0", "type", "veth", "peer", "name", "extra1"]);
+    t.lb.ip(&["link", "set", "extra0", "up"]);
+    t.lb.ip(&["link", "set", "extra1", "up"]);
     let lbd = t.start("lbd", &conf, &[]);
+    assert!(lbd.log().contains("attached to eth1") && !lbd.log().contains("extra"), "{}", lbd.log());
     assert_eq!(t.answering(4, &lbd), ["r1", "r2"].map(String::from).into());
     t.reals[1].1.kill();
     wait_until(Duration::from_secs(10), "the checker to take r2 out", || {

@@ -399,6 +399,9 @@ pub struct GlobalDefs {
     pub vrrp_process_name: Option<String>,
     pub checker_process_name: Option<String>,
     pub bfd_process_name: Option<String>,
+    /// lbd's own: the interfaces the XDP program is attached to (`lbd_xdp_interfaces eth0
+    /// eth1`); empty: every interface that is up but loopback. `--xdp-interface` overrides it.
+    pub lbd_xdp_interfaces: Vec<String>,
     // identity and alerts
     pub router_id: Option<String>,
     pub notification_email_from: Option<String>,

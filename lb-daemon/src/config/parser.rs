@@ -509,6 +509,7 @@ impl Parser {
             "checker_process_name" | "lvs_process_name" => g.checker_process_name = self.string(k, 1),
             "bfd_process_name" => g.bfd_process_name = self.string(k, 1),
             "router_id" => g.router_id = self.string(k, 1),
+            "lbd_xdp_interfaces" => g.lbd_xdp_interfaces = k.words().skip(1).map(str::to_string).collect(),
             "notification_email_from" => g.notification_email_from = self.string(k, 1),
             "smtp_server" => {
                 if let Some(host) = self.string(k, 1) {

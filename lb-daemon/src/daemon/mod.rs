@@ -131,10 +131,14 @@ impl Daemon {
     async fn start_dataplane(&mut self) -> anyhow::Result<()> {
         let mut dataplane =
             XdpDataplane::load(&self.args.bpf_pin_path).context("setting up the XDP data plane")?;
-        self.interfaces = if self.args.xdp_interfaces.is_empty() {
+        let wanted = match (&self.args.xdp_interfaces, &self.config.global_defs.lbd_xdp_interfaces) {
+            (flag, _) if !flag.is_empty() => flag.clone(),
+            (_, keyword) => keyword.clone(),
+        };
+        self.interfaces = if wanted.is_empty() {
             self.netlink.links().await?.into_iter().filter(|l| l.up && !l.loopback).map(|l| l.name).collect()
         } else {
-            self.args.xdp_interfaces.clone()
+            wanted
         };
         for interface in dataplane.detach_others(&self.interfaces) {
             info!("XDP program detached from {interface} (no longer served)");
