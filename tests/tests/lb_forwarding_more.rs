@@ -1,5 +1,6 @@
 //! lbd forwarding beyond IPv4 TCP round robin: TCP over IPv6 VIPs in every method, UDP
-//! services, and the spread of new connections under the weighted and hashing schedulers.
+//! services, and the spread of new connections under the weighted, hashing and least-connection
+//! schedulers.
 //!
 //! ```text
 //!  client 10.70.0.2 fd70::2 ── [front] ── lb 10.70.0.1 fd70::1 │ 10.71.0.1 fd71::1 (+ FNAT .200 ::200)
@@ -242,11 +243,12 @@ fn udp_through_nat_and_dr_vips() {
 }
 
 #[test]
-fn schedulers_spread_new_connections_by_weight_and_hash() {
+fn schedulers_spread_new_connections_by_weight_hash_and_load() {
     let services = [
         virtual_server("10.72.0.120", 80, "NAT", "TCP", "wrr", &[(1, 3), (2, 1), (3, 0)]),
         virtual_server("10.72.0.121", 80, "NAT", "TCP", "sh", &EQUAL),
         virtual_server("fd72::121", 80, "NAT", "TCP", "sh", &EQUAL),
+        virtual_server("10.72.0.122", 80, "NAT", "TCP", "lc", &EQUAL),
     ];
     let lab = topology(&services);
     // wrr: IPVS's sequence over weights 3:1 is r1 r1 r1 r2 (gcd 1); weight 0 takes nothing.
@@ -261,4 +263,23 @@ fn schedulers_spread_new_connections_by_weight_and_hash() {
         let answers = lab.spread(vip, 6);
         assert_eq!(answers.len(), 1, "sh via {vip}: one client went to several reals: {answers:?}");
     }
+    // lc: while one connection stays open (a long transfer), new short ones go to the reals
+    // without any, never to its real (round robin would).
+    let transfer = lab.client.spawn(
+        "transfer",
+        "curl",
+        &["-sS", "-N", "--max-time", "120", "http://10.72.0.122/slow/600"],
+    );
+    let mut busy = String::new();
+    wait_until(Duration::from_secs(30), "the long transfer's first line", || {
+        busy = transfer.log().split_whitespace().next().unwrap_or_default().to_owned();
+        !busy.is_empty()
+    });
+    let answers = lab.spread("10.72.0.122", 6);
+    assert!(
+        !answers.contains_key(&busy),
+        "lc: a new connection went to {busy}, which holds the open one: {answers:?}\nlbd log:\n{}",
+        lab.lbd.log()
+    );
+    drop(transfer);
 }
