@@ -35,12 +35,19 @@ struct Topology {
 }
 
 /// The DR and TUN VIPs the real servers hold on `lo`.
-const LO_VIPS: [&str; 6] =
-    ["10.72.0.101/32", "10.72.0.102/32", "10.72.0.111/32", "fd72::101/128", "fd72::102/128", "fd72::111/128"];
+const LO_VIPS: [&str; 7] = [
+    "10.72.0.101/32",
+    "10.72.0.102/32",
+    "10.72.0.111/32",
+    "10.72.0.112/32",
+    "fd72::101/128",
+    "fd72::102/128",
+    "fd72::111/128",
+];
 
-/// Where the real servers' UDP server listens: NAT on the wildcard (both families), DR on the
-/// VIP itself.
-const UDP_BINDS: [&str; 2] = ["[::]:8053", "10.72.0.111:53"];
+/// Where the real servers' UDP server listens: NAT and FNAT on the wildcard (both families), DR
+/// and TUN on the VIP itself.
+const UDP_BINDS: [&str; 4] = ["[::]:8053", "10.72.0.111:53", "10.72.0.112:53", "[fd72::111]:53"];
 
 const GLOBAL: &str = "\
 global_defs {
@@ -225,14 +232,24 @@ fn tcp_over_ipv6_vips_in_every_method() {
 }
 
 #[test]
-fn udp_through_nat_and_dr_vips() {
+fn udp_through_vips_in_every_method() {
     let services = [
         virtual_server("10.72.0.110", 53, "NAT", "UDP", "rr", &EQUAL),
         virtual_server("10.72.0.111", 53, "DR", "UDP", "rr", &EQUAL),
+        virtual_server("10.72.0.112", 53, "TUN", "UDP", "rr", &EQUAL),
+        virtual_server("10.72.0.113", 53, "FNAT", "UDP", "rr", &EQUAL),
         virtual_server("fd72::110", 53, "NAT", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::111", 53, "DR", "UDP", "rr", &EQUAL),
     ];
     let lab = topology(&services);
-    for (method, vip) in [("NAT", "10.72.0.110:53"), ("DR", "10.72.0.111:53"), ("NAT", "[fd72::110]:53")] {
+    for (method, vip) in [
+        ("NAT", "10.72.0.110:53"),
+        ("DR", "10.72.0.111:53"),
+        ("TUN", "10.72.0.112:53"),
+        ("FNAT", "10.72.0.113:53"),
+        ("NAT", "[fd72::110]:53"),
+        ("DR", "[fd72::111]:53"),
+    ] {
         assert_eq!(
             lab.udp_spread(vip, 9),
             counts(&[("r1", 3), ("r2", 3), ("r3", 3)]),
