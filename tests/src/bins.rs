@@ -75,3 +75,8 @@ pub fn spawn_lbd(
 pub fn services() -> PathBuf {
     workspace_bin("lbt-services")
 }
+
+/// The UDP test server (answers every datagram with its name).
+pub fn udp_echo() -> PathBuf {
+    workspace_bin("lbt-udp-echo")
+}

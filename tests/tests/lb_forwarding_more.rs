@@ -1,0 +1,302 @@
+//! lbd forwarding beyond IPv4 TCP round robin: TCP over IPv6 VIPs in every method, UDP
+//! services, and the spread of new connections under the weighted, hashing and least-connection
+//! schedulers.
+//!
+//! ```text
+//!  client 10.70.0.2 fd70::2 ── [front] ── lb 10.70.0.1 fd70::1 │ 10.71.0.1 fd71::1 (+ FNAT .200 ::200)
+//!                                         ── [back] ── r1 .11 ::11  r2 .12 ::12  r3 .13 ::13
+//!  VIPs 10.72.0.0/24 and fd72::/64; the client routes them via the lb, the reals default via the lb.
+//! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, Netns, wait_until},
+    process::Proc,
+    xdp::attach_decap,
+};
+
+/// The lab: a client, the load balancer running lbd with `config`, three real servers each
+/// running the web server (ports 80 and 8080, both families on one socket) and the UDP server (see
+/// [`UDP_BINDS`]), with the DR/TUN VIPs of [`LO_VIPS`] on `lo` and the decapsulation program
+/// on `eth0`.
+struct Topology {
+    client: Netns,
+    lbd: Proc,
+    _reals: Vec<(Netns, Proc, Proc)>,
+    _decaps: Vec<aya::Ebpf>,
+    _lab: Lab,
+}
+
+/// The DR and TUN VIPs the real servers hold on `lo`.
+const LO_VIPS: [&str; 7] = [
+    "10.72.0.101/32",
+    "10.72.0.102/32",
+    "10.72.0.111/32",
+    "10.72.0.112/32",
+    "fd72::101/128",
+    "fd72::102/128",
+    "fd72::111/128",
+];
+
+/// Where the real servers' UDP server listens: NAT and FNAT on the wildcard (both families), DR
+/// and TUN on the VIP itself.
+const UDP_BINDS: [&str; 4] = ["[::]:8053", "10.72.0.111:53", "10.72.0.112:53", "[fd72::111]:53"];
+
+const GLOBAL: &str = "\
+global_defs {
+    router_id lbt-forwarding-more
+}
+local_address_group LADDR {
+    10.71.0.200
+    fd71::200
+}
+";
+
+/// A virtual server `vip port` of `kind` and `protocol` with `algo`, over the real servers
+/// `(number, weight)` on `real_port` (addresses 10.71.0.1N, or fd71::1N for an IPv6 VIP).
+fn virtual_server(
+    vip: &str,
+    port: u16,
+    kind: &str,
+    protocol: &str,
+    algo: &str,
+    reals: &[(u8, u32)],
+) -> String {
+    let real_port = if matches!(kind, "NAT" | "FNAT") { 8000 + port } else { port };
+    let laddr = if kind == "FNAT" { "    laddr_group_name LADDR\n" } else { "" };
+    let mut text = format!(
+        "virtual_server {vip} {port} {{\n    lb_algo {algo}\n    lb_kind {kind}\n{laddr}    protocol {protocol}\n"
+    );
+    for (n, weight) in reals {
+        let addr = if vip.contains(':') { format!("fd71::1{n}") } else { format!("10.71.0.1{n}") };
+        text.push_str(&format!("    real_server {addr} {real_port} {{\n        weight {weight}\n    }}\n"));
+    }
+    text.push_str("}\n");
+    text
+}
+
+const EQUAL: [(u8, u32); 3] = [(1, 1), (2, 1), (3, 1)];
+
+fn topology(services: &[String]) -> Topology {
+    let mut lab = Lab::new();
+    let switch = lab.netns("sw");
+    let client = lab.netns("client");
+    let lb = lab.netns("lb");
+    lab.plug(&switch, "front", &client, "eth0", "client");
+    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
+    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    client.addr("eth0", "10.70.0.2/24");
+    client.addr("eth0", "fd70::2/64");
+    client.ip(&["route", "add", "10.72.0.0/24", "via", "10.70.0.1"]);
+    client.ip(&["-6", "route", "add", "fd72::/64", "via", "fd70::1"]);
+    for cidr in ["10.70.0.1/24", "fd70::1/64"] {
+        lb.addr("eth0", cidr);
+    }
+    for cidr in ["10.71.0.1/24", "10.71.0.200/24", "fd71::1/64", "fd71::200/64"] {
+        lb.addr("eth1", cidr);
+    }
+
+    let mut reals = Vec::new();
+    let mut decaps = Vec::new();
+    for i in 1..=3 {
+        let name = format!("r{i}");
+        let ns = lab.netns(&name);
+        lab.plug(&switch, "back", &ns, "eth0", &name);
+        ns.addr("eth0", &format!("10.71.0.1{i}/24"));
+        ns.addr("eth0", &format!("fd71::1{i}/64"));
+        ns.ip(&["route", "add", "default", "via", "10.71.0.1"]);
+        ns.ip(&["-6", "route", "add", "default", "via", "fd71::1"]);
+        // DR and TUN: the VIPs on lo, never answered for by ARP on eth0.
+        for vip in LO_VIPS {
+            ns.ip(&["addr", "add", vip, "dev", "lo"]);
+        }
+        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1");
+        ns.sysctl("net.ipv4.conf.all.arp_announce", "2");
+        // Decapsulated packets come from the client's address on eth0.
+        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+        ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
+        decaps.push(ns.enter(|| attach_decap("eth0")));
+        let web = ns.spawn("web", bins::web(), &[&name, "[::]:80", "[::]:8080"]);
+        let mut udp_args = vec![name.as_str()];
+        udp_args.extend(UDP_BINDS);
+        let udp = ns.spawn("udp", bins::udp_echo(), &udp_args);
+        reals.push((ns, web, udp));
+    }
+
+    let mut config = GLOBAL.to_owned();
+    for service in services {
+        config.push_str(service);
+    }
+    let config = lab.write_file("keepalived.conf", &config);
+    let pin_dir = lab.bpffs().join("lbd");
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &[]);
+    wait_until(Duration::from_secs(60), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    // The real servers' neighbour entries, as health checks would leave them (DR and TUN send
+    // frames straight to the real server's MAC).
+    for i in 1..=3 {
+        for addr in [format!("10.71.0.1{i}"), format!("fd71::1{i}")] {
+            let out = lb.exec("ping", &["-c", "1", "-W", "2", &addr]);
+            assert!(out.status.success(), "lb cannot reach r{i} at {addr}");
+        }
+    }
+    for (_, web, udp) in &mut reals {
+        web.assert_running();
+        udp.assert_running();
+    }
+    Topology { client, lbd, _reals: reals, _decaps: decaps, _lab: lab }
+}
+
+impl Topology {
+    /// One HTTP request to `vip` (port 80) on a new connection: the answering real's name.
+    fn get(&self, vip: &str) -> String {
+        let host = if vip.contains(':') { format!("[{vip}]") } else { vip.to_owned() };
+        let out = self.client.exec("curl", &["-sS", "--max-time", "10", &format!("http://{host}/")]);
+        assert!(
+            out.status.success(),
+            "curl {vip}: {}\nlbd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.lbd.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// How many of `n` new connections to `vip` each real answered.
+    fn spread(&self, vip: &str, n: usize) -> BTreeMap<String, u32> {
+        let mut answers = BTreeMap::new();
+        for _ in 0..n {
+            *answers.entry(self.get(vip)).or_default() += 1;
+        }
+        answers
+    }
+
+    /// One datagram to `vip` from a new socket (a new source port, so a new flow), on a
+    /// connected socket: the answer only counts if it came from the VIP. The answering real's
+    /// name.
+    fn udp(&self, vip: SocketAddr) -> String {
+        self.client.enter(|| {
+            let any: SocketAddr = if vip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+            let socket = UdpSocket::bind(any).unwrap();
+            socket.connect(vip).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 256];
+            // A lost datagram is retried from the same port (the same flow); a loaded machine
+            // may be slow but does not lose all of them.
+            for _ in 0..5 {
+                socket.send(b"who are you?").unwrap();
+                if let Ok(len) = socket.recv(&mut buf) {
+                    return String::from_utf8_lossy(&buf[..len]).trim().to_owned();
+                }
+            }
+            panic!("no UDP answer from {vip}\nlbd log:\n{}", self.lbd.log());
+        })
+    }
+
+    fn udp_spread(&self, vip: &str, n: usize) -> BTreeMap<String, u32> {
+        let vip: SocketAddr = vip.parse().unwrap();
+        let mut answers = BTreeMap::new();
+        for _ in 0..n {
+            *answers.entry(self.udp(vip)).or_default() += 1;
+        }
+        answers
+    }
+}
+
+fn counts(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[test]
+fn tcp_over_ipv6_vips_in_every_method() {
+    let methods = [("NAT", "fd72::100"), ("DR", "fd72::101"), ("TUN", "fd72::102"), ("FNAT", "fd72::103")];
+    let services: Vec<String> =
+        methods.iter().map(|(kind, vip)| virtual_server(vip, 80, kind, "TCP", "rr", &EQUAL)).collect();
+    let lab = topology(&services);
+    for (method, vip) in methods {
+        assert_eq!(
+            lab.spread(vip, 9),
+            counts(&[("r1", 3), ("r2", 3), ("r3", 3)]),
+            "{method} via {vip}: round robin over the three real servers\nlbd log:\n{}",
+            lab.lbd.log()
+        );
+    }
+}
+
+#[test]
+fn udp_through_vips_in_every_method() {
+    let services = [
+        virtual_server("10.72.0.110", 53, "NAT", "UDP", "rr", &EQUAL),
+        virtual_server("10.72.0.111", 53, "DR", "UDP", "rr", &EQUAL),
+        virtual_server("10.72.0.112", 53, "TUN", "UDP", "rr", &EQUAL),
+        virtual_server("10.72.0.113", 53, "FNAT", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::110", 53, "NAT", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::111", 53, "DR", "UDP", "rr", &EQUAL),
+    ];
+    let lab = topology(&services);
+    for (method, vip) in [
+        ("NAT", "10.72.0.110:53"),
+        ("DR", "10.72.0.111:53"),
+        ("TUN", "10.72.0.112:53"),
+        ("FNAT", "10.72.0.113:53"),
+        ("NAT", "[fd72::110]:53"),
+        ("DR", "[fd72::111]:53"),
+    ] {
+        assert_eq!(
+            lab.udp_spread(vip, 9),
+            counts(&[("r1", 3), ("r2", 3), ("r3", 3)]),
+            "UDP {method} via {vip}: each new client port round robin over the three real servers\nlbd log:\n{}",
+            lab.lbd.log()
+        );
+    }
+}
+
+#[test]
+fn schedulers_spread_new_connections_by_weight_hash_and_load() {
+    let services = [
+        virtual_server("10.72.0.120", 80, "NAT", "TCP", "wrr", &[(1, 3), (2, 1), (3, 0)]),
+        virtual_server("10.72.0.121", 80, "NAT", "TCP", "sh", &EQUAL),
+        virtual_server("fd72::121", 80, "NAT", "TCP", "sh", &EQUAL),
+        virtual_server("10.72.0.122", 80, "NAT", "TCP", "lc", &EQUAL),
+    ];
+    let lab = topology(&services);
+    // wrr: IPVS's sequence over weights 3:1 is r1 r1 r1 r2 (gcd 1); weight 0 takes nothing.
+    assert_eq!(
+        lab.spread("10.72.0.120", 12),
+        counts(&[("r1", 9), ("r2", 3)]),
+        "wrr 3:1:0\nlbd log:\n{}",
+        lab.lbd.log()
+    );
+    // sh: one client, one real, whatever its source port.
+    for vip in ["10.72.0.121", "fd72::121"] {
+        let answers = lab.spread(vip, 6);
+        assert_eq!(answers.len(), 1, "sh via {vip}: one client went to several reals: {answers:?}");
+    }
+    // lc: while one connection stays open (a long transfer), new short ones go to the reals
+    // without any, never to its real (round robin would).
+    let transfer = lab.client.spawn(
+        "transfer",
+        "curl",
+        &["-sS", "-N", "--max-time", "120", "http://10.72.0.122/slow/600"],
+    );
+    let mut busy = String::new();
+    wait_until(Duration::from_secs(30), "the long transfer's first line", || {
+        busy = transfer.log().split_whitespace().next().unwrap_or_default().to_owned();
+        !busy.is_empty()
+    });
+    let answers = lab.spread("10.72.0.122", 6);
+    assert!(
+        !answers.contains_key(&busy),
+        "lc: a new connection went to {busy}, which holds the open one: {answers:?}\nlbd log:\n{}",
+        lab.lbd.log()
+    );
+    drop(transfer);
+}
