@@ -522,6 +522,12 @@ impl Planner<'_> {
             v.garp_master_refresh_repeat.or(global.vrrp_garp_master_refresh_repeat).unwrap_or(1);
         params.garp_lower_prio_repeat =
             v.garp_lower_prio_repeat.or(global.vrrp_garp_lower_prio_repeat).unwrap_or(0);
+        // keepalived's default is vrrp_garp_master_delay; 0 means no second burst.
+        params.garp_lower_prio_delay = v
+            .garp_lower_prio_delay
+            .or(global.vrrp_garp_lower_prio_delay)
+            .or(params.garp_master_delay)
+            .filter(|d| !d.is_zero());
         // Catch what the state machine refuses now, with the instance's name.
         super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
 
