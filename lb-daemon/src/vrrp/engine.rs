@@ -788,6 +788,14 @@ impl Engine {
                     }
                 }
                 Action::Discarded(reason) => match reason {
+                    DiscardReason::LowerPriority { .. }
+                        if self.runners[i].machine.state() == State::Master =>
+                    {
+                        let runner = &self.runners[i];
+                        debug!("({}) advert discarded: {reason}", runner.plan.name);
+                        let priority = runner.machine.effective_priority();
+                        self.notifier.master_rx_lower_pri(&runner.plan.name, priority);
+                    }
                     // The protocol at work, not a problem.
                     DiscardReason::LowerPriority { .. }
                     | DiscardReason::NotListening { .. }
