@@ -452,3 +452,51 @@ fn use_vmac_virtual_routes_and_excluded_addresses() {
     assert!(!r[0].ip(&["-4", "addr", "show"]).contains("10.95.0.150"), "the excluded VIP outlived lbd");
     w2.wait_for(true, Duration::from_secs(2));
 }
+
+#[test]
+fn ipv6_use_vmac_carries_the_v6_virtual_mac_and_its_own_link_local() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 96, 3);
+    let vip: IpAddr = "fd96::100".parse().unwrap();
+    let conf = |priority| {
+        config("r", "", &[instance("VI_6", 96, priority, ADVERT_TEXT, &["fd96::100/64"], "  use_vmac\n")])
+    };
+    r[2].ip(&["-6", "addr", "add", "fd96::3/64", "dev", "eth0", "nodad"]);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+
+    // The macvlan carries the RFC 5798 IPv6 virtual MAC (96 = 0x60), the VIP and one link-local
+    // address: its parent's, not the EUI-64 of the virtual MAC that every router would share.
+    for router in &r[..2] {
+        let link = router.ip(&["-d", "link", "show", "vrrp.96"]);
+        assert!(link.contains("link/ether 00:00:5e:00:02:60") && link.contains("macvlan"), "{link}");
+        let parent = link_locals(router, "eth0");
+        assert_eq!(link_locals(router, "vrrp.96"), parent, "the macvlan's link-local addresses");
+        assert_eq!(parent.len(), 1, "{parent:?}");
+    }
+    assert!(r[0].ip(&["-6", "addr", "show", "dev", "vrrp.96"]).contains("fd96::100/64"));
+    // The VIP answers at the virtual MAC.
+    let ping = || r[2].exec("ping", &["-6", "-c", "1", "-W", "2", "fd96::100"]).status.success();
+    assert!(ping(), "the VIP does not answer on r1");
+    let neighbour = r[2].ip(&["-6", "neigh", "show", "fd96::100"]);
+    assert!(neighbour.contains("00:00:5e:00:02:60"), "{neighbour:?}");
+
+    // Failover: the VIP moves to r2's macvlan, at the same MAC, so r3 reaches it at once.
+    terminate(&mut a, "lbd1");
+    assert!(r[0].try_ip(&["link", "show", "vrrp.96"]).is_err(), "the macvlan outlived lbd");
+    w2.wait_for(true, Duration::from_secs(2));
+    assert!(r[1].ip(&["-6", "addr", "show", "dev", "vrrp.96"]).contains("fd96::100/64"));
+    assert!(ping(), "the VIP does not answer on r2");
+}
+
+/// The IPv6 link-local addresses of `interface` in `ns`.
+fn link_locals(ns: &Netns, interface: &str) -> Vec<String> {
+    ns.ip(&["-6", "addr", "show", "dev", interface, "scope", "link"])
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("inet6 "))
+        .filter_map(|rest| rest.split_whitespace().next().map(str::to_owned))
+        .collect()
+}

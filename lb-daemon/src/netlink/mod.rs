@@ -74,6 +74,15 @@ pub enum NetlinkError {
     /// No interface has that name.
     #[error("no interface named {0}")]
     NoSuchLink(String),
+    /// A sysctl could not be written.
+    #[error("writing {path}")]
+    Sysctl {
+        /// The /proc/sys file.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// A handle on an rtnetlink connection. Cheap to clone.

@@ -2,22 +2,58 @@
 //! whose MAC is the RFC 5798 §7.3 virtual router MAC, `00:00:5e:00:01:VRID` for IPv4 and
 //! `00:00:5e:00:02:VRID` for IPv6. The VIPs live on it, so hosts learn the virtual MAC and a
 //! takeover needs no ARP cache update.
+//!
+//! An IPv6 macvlan gets no kernel-generated link-local address (its EUI-64 would come from the
+//! virtual MAC, so every router of the group would claim the same one and fail DAD): like
+//! keepalived, lbd turns address generation off on it and gives it the parent's link-local
+//! address (or one derived from the parent's MAC), which its adverts are sent from.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use netlink_packet_route::link::MacVlanMode;
 use rtnetlink::{LinkMacVlan, LinkUnspec};
 
-use super::{Link, Netlink, NetlinkError, is_errno};
+use super::{
+    Link, Netlink, NetlinkError,
+    addr::{InterfaceAddress, Lifetime, Scope},
+    is_errno,
+};
 
 /// The virtual router MAC of RFC 5798 §7.3 for `vrid`.
 pub fn virtual_mac(vrid: u8, ipv6: bool) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, vrid]
 }
 
+/// The EUI-64 link-local address (`fe80::/64`) of an interface with `mac` (RFC 4291 App. A).
+pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([a ^ 0x02, b]),
+        u16::from_be_bytes([c, 0xff]),
+        u16::from_be_bytes([0xfe, d]),
+        u16::from_be_bytes([e, f]),
+    )
+}
+
 impl Netlink {
     /// Creates (or finds, if a previous run left it) the macvlan `name` on `parent` with `mac`,
-    /// in private mode as keepalived does, and brings it up.
-    pub async fn create_vmac(&self, name: &str, parent: u32, mac: [u8; 6]) -> Result<Link, NetlinkError> {
-        let message = LinkMacVlan::new(name, parent, MacVlanMode::Private).address(mac.to_vec()).up().build();
+    /// in private mode as keepalived does, and brings it up. With `link_local` (an IPv6
+    /// instance's macvlan), the kernel generates no IPv6 address on it and it gets `link_local`.
+    pub async fn create_vmac(
+        &self,
+        name: &str,
+        parent: u32,
+        mac: [u8; 6],
+        link_local: Option<Ipv6Addr>,
+    ) -> Result<Link, NetlinkError> {
+        let builder = LinkMacVlan::new(name, parent, MacVlanMode::Private).address(mac.to_vec());
+        // Down first when it needs IPv6 settings: the kernel adds its link-local address as the
+        // interface comes up.
+        let message = if link_local.is_some() { builder.build() } else { builder.up().build() };
         match self.handle().link().add(message).execute().await {
             Ok(()) => {}
             Err(e) if is_errno(&e, libc::EEXIST) => {}
@@ -26,8 +62,24 @@ impl Netlink {
             }
         }
         let link = self.link_by_name(name).await?;
+        if link_local.is_some() {
+            // IN6_ADDR_GEN_MODE_NONE.
+            let path = format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode");
+            std::fs::write(&path, "1").map_err(|source| NetlinkError::Sysctl { path, source })?;
+        }
         if !link.up {
             self.set_link_up(link.index, true).await?;
+        }
+        if let Some(address) = link_local {
+            let address = InterfaceAddress {
+                ifindex: link.index,
+                addr: IpAddr::V6(address),
+                prefix_len: 64,
+                broadcast: None,
+                scope: Scope::Link,
+                label: None,
+            };
+            self.add_address(&address, Lifetime::Forever).await?;
         }
         Ok(link)
     }
@@ -62,5 +114,16 @@ mod tests {
     fn virtual_macs_follow_rfc_5798() {
         assert_eq!(virtual_mac(77, false), [0, 0, 0x5e, 0, 1, 77]);
         assert_eq!(virtual_mac(1, true), [0, 0, 0x5e, 0, 2, 1]);
+    }
+
+    #[test]
+    fn link_local_is_the_eui_64_of_the_mac() {
+        // What the kernel gives an interface with this MAC (addr_gen_mode eui64).
+        let expected = Ipv6Addr::new(0xfe80, 0, 0, 0, 0x4c1a, 0x3bff, 0xfe02, 0xfd10);
+        assert_eq!(link_local_from_mac([0x4e, 0x1a, 0x3b, 0x02, 0xfd, 0x10]), expected);
+        assert_eq!(
+            link_local_from_mac(virtual_mac(5, true)),
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0x200, 0x5eff, 0xfe00, 0x205)
+        );
     }
 }

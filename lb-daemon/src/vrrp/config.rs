@@ -254,26 +254,33 @@ pub struct SmtpPlan {
     pub router_id: String,
 }
 
-/// The `use_vmac` interfaces the configuration asks for: (name, parent interface, MAC). IPv4
-/// instances only: an IPv6 virtual MAC needs its own link-local address handling, which lbd
-/// does not do yet (such an instance runs on its interface, see [`plan`]).
-pub fn vmacs_wanted(config: &Config) -> Vec<(String, String, [u8; 6])> {
+/// A `use_vmac` interface the configuration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmacWanted {
+    /// Its name (`vrrp.VRID` unless configured).
+    pub name: String,
+    /// The name of the interface it sits on.
+    pub parent: String,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// For an IPv6 instance: it needs a link-local address of its own.
+    pub ipv6: bool,
+}
+
+/// The `use_vmac` interfaces the configuration asks for.
+pub fn vmacs_wanted(config: &Config) -> Vec<VmacWanted> {
     config
         .vrrp_instances
         .iter()
-        .filter(|instance| instance.family() == Family::Inet)
         .filter_map(|instance| {
             let vmac = instance.use_vmac.as_ref()?;
             let vrid = instance.virtual_router_id?;
             let parent =
                 instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
             let name = vmac.name.clone().unwrap_or_else(|| format!("vrrp.{vrid}"));
-            let mac = vmac
-                .mac
-                .as_deref()
-                .and_then(parse_mac)
-                .unwrap_or_else(|| virtual_mac(vrid, instance.family() == Family::Inet6));
-            Some((name, parent, mac))
+            let ipv6 = instance.family() == Family::Inet6;
+            let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
+            Some(VmacWanted { name, parent, mac, ipv6 })
         })
         .collect()
 }
@@ -349,19 +356,15 @@ impl Planner<'_> {
             return Err("Unicast peers are not supported in strict mode".into());
         }
 
-        if v.use_vmac.is_some() && family == Family::Inet6 {
-            self.warn(&v.name, "use_vmac is not supported for IPv6 yet; using the interface itself".into());
-        }
-        let vmac = v.use_vmac.as_ref().filter(|_| family == Family::Inet).map(|_| {
-            let (name, _, mac) = vmacs_wanted(&Config {
+        let vmac = v.use_vmac.as_ref().map(|_| {
+            let (name, mac) = vmacs_wanted(&Config {
                 vrrp_instances: vec![v.clone()],
                 global_defs: global.clone(),
                 ..Config::default()
             })
             .pop()
-            .unwrap_or_else(|| {
-                (format!("vrrp.{vrid}"), interface_name.clone(), virtual_mac(vrid.get(), false))
-            });
+            .map(|wanted| (wanted.name, wanted.mac))
+            .unwrap_or_else(|| (format!("vrrp.{vrid}"), virtual_mac(vrid.get(), family == Family::Inet6)));
             VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
         });
         let vmac_link = match &vmac {
@@ -398,11 +401,14 @@ impl Planner<'_> {
                 match configured {
                     Some(IpAddr::V6(a)) => IpAddr::V6(a),
                     Some(other) => return Err(format!("source address {other} is not IPv6")),
-                    None => base_addresses
+                    // With use_vmac, the macvlan's own link-local address.
+                    None => self
+                        .host
+                        .addresses(interface.index)
                         .iter()
                         .copied()
                         .find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)) && !self.is_vip(v, *a))
-                        .ok_or(format!("no IPv6 link-local address on {interface_name}"))?,
+                        .ok_or(format!("no IPv6 link-local address on {}", interface.name))?,
                 }
             }
         };
@@ -516,6 +522,12 @@ impl Planner<'_> {
             v.garp_master_refresh_repeat.or(global.vrrp_garp_master_refresh_repeat).unwrap_or(1);
         params.garp_lower_prio_repeat =
             v.garp_lower_prio_repeat.or(global.vrrp_garp_lower_prio_repeat).unwrap_or(0);
+        // keepalived's default is vrrp_garp_master_delay; 0 means no second burst.
+        params.garp_lower_prio_delay = v
+            .garp_lower_prio_delay
+            .or(global.vrrp_garp_lower_prio_delay)
+            .or(params.garp_master_delay)
+            .filter(|d| !d.is_zero());
         // Catch what the state machine refuses now, with the instance's name.
         super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
 

@@ -27,7 +27,10 @@ use super::{
     Handoff, StopKind, VrrpError,
     addr::{self, Gratuitous, chain},
     ah,
-    config::{GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, plan, vmacs_wanted},
+    config::{
+        GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
+        vmacs_wanted,
+    },
     notify::{Notifier, NotifyScripts, Subject},
     packet::VRRP_TTL,
     smtp,
@@ -38,7 +41,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime},
+    netlink::{Netlink, addr::Lifetime, vmac::link_local_from_mac},
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -206,10 +209,23 @@ impl Engine {
         packets: mpsc::UnboundedSender<(usize, Received)>,
     ) -> Result<Self, VrrpError> {
         let mut vmacs = Vec::new();
-        for (name, parent, mac) in vmacs_wanted(config) {
+        for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
                 let parent = netlink.link_by_name(&parent).await?;
-                netlink.create_vmac(&name, parent.index, mac).await
+                // keepalived (vrrp_vmac.c) gives an IPv6 macvlan the parent's link-local address,
+                // or makes one from the parent's MAC.
+                let link_local = if ipv6 {
+                    let existing =
+                        netlink.addresses(parent.index).await?.into_iter().find_map(|a| match a.addr {
+                            IpAddr::V6(a6) if a6.is_unicast_link_local() => Some(a6),
+                            _ => None,
+                        });
+                    let mac = <[u8; 6]>::try_from(parent.mac.as_slice()).unwrap_or_default();
+                    Some(existing.unwrap_or_else(|| link_local_from_mac(mac)))
+                } else {
+                    None
+                };
+                netlink.create_vmac(&name, parent.index, mac, link_local).await
             }
             .await;
             match created {
@@ -772,6 +788,14 @@ impl Engine {
                     }
                 }
                 Action::Discarded(reason) => match reason {
+                    DiscardReason::LowerPriority { .. }
+                        if self.runners[i].machine.state() == State::Master =>
+                    {
+                        let runner = &self.runners[i];
+                        debug!("({}) advert discarded: {reason}", runner.plan.name);
+                        let priority = runner.machine.effective_priority();
+                        self.notifier.master_rx_lower_pri(&runner.plan.name, priority);
+                    }
                     // The protocol at work, not a problem.
                     DiscardReason::LowerPriority { .. }
                     | DiscardReason::NotListening { .. }

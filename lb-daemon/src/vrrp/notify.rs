@@ -6,7 +6,8 @@
 //! With `notify_fifo` / `vrrp_notify_fifo` each event is also written to the FIFOs as a line,
 //! before the scripts run, as keepalived does: `INSTANCE "VI_1" MASTER 100`, `GROUP "G1" BACKUP
 //! 0`, and with `notify_priority_changes` `INSTANCE "VI_1" MASTER_PRIORITY 90` (or
-//! `BACKUP_PRIORITY`) when the effective priority changes. A FIFO that does not exist is created;
+//! `BACKUP_PRIORITY`) when the effective priority changes, and `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 100`
+//! when a master hears a lower-priority advert. A FIFO that does not exist is created;
 //! it is opened read-write and non-blocking, so that a missing or slow reader never stalls VRRP
 //! (a line that does not fit is dropped and logged).
 //!
@@ -174,6 +175,15 @@ impl Notifier {
         }
     }
 
+    /// Writes keepalived's `MASTER_RX_LOWER_PRI` line: instance `name`, master with `priority`,
+    /// heard a lower-priority advert.
+    pub fn master_rx_lower_pri(&self, name: &str, priority: u8) {
+        self.write_fifos(&format!(
+            "{} \"{name}\" MASTER_RX_LOWER_PRI {priority}\n",
+            Subject::Instance.keyword()
+        ));
+    }
+
     /// Queues the scripts for `subject` `name` entering `state` with `priority`.
     pub fn notify(&self, scripts: &NotifyScripts, subject: Subject, name: &str, state: State, priority: u8) {
         self.write_fifos(&format!(
@@ -248,6 +258,7 @@ mod tests {
         notifier.priority_changed(Subject::Instance, "VI_1", State::Backup, 140);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Backup, 150);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Master, 150);
+        notifier.master_rx_lower_pri("VI_1", 150);
         notifier.notify(&scripts, Subject::Group, "G1", State::Fault, 0);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Stop, 150);
         notifier.close(Duration::from_secs(10)).await;
@@ -275,6 +286,7 @@ mod tests {
                 "INSTANCE \"VI_1\" BACKUP_PRIORITY 140",
                 "INSTANCE \"VI_1\" BACKUP 150",
                 "INSTANCE \"VI_1\" MASTER 150",
+                "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 150",
                 "GROUP \"G1\" FAULT 0",
                 "INSTANCE \"VI_1\" STOP 150",
             ]

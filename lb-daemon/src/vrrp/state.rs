@@ -237,6 +237,8 @@ pub struct InstanceParams {
     /// `vrrp_garp_lower_prio_repeat`: gratuitous ARPs / NAs a master sends on hearing a
     /// lower-priority advert (0: none).
     pub garp_lower_prio_repeat: u32,
+    /// `vrrp_garp_lower_prio_delay`: when to send a second such burst (`None`: no second burst).
+    pub garp_lower_prio_delay: Option<Duration>,
 }
 
 impl InstanceParams {
@@ -268,6 +270,7 @@ impl InstanceParams {
             garp_master_refresh: None,
             garp_master_refresh_repeat: 1,
             garp_lower_prio_repeat: 0,
+            garp_lower_prio_delay: None,
         }
     }
 }
@@ -425,6 +428,8 @@ pub struct Instance {
     garp_delay_timer: Option<Instant>,
     /// Next gratuitous refresh while master.
     garp_refresh_at: Option<Instant>,
+    /// Second gratuitous burst after hearing a lower-priority advert as master.
+    garp_lower_prio_timer: Option<Instant>,
     /// When a running preempt_delay ends.
     preempt_time: Option<Instant>,
     master: Option<MasterInfo>,
@@ -509,6 +514,7 @@ impl Instance {
             timer: None,
             garp_delay_timer: None,
             garp_refresh_at: None,
+            garp_lower_prio_timer: None,
             preempt_time: None,
             master: None,
             wants_master: false,
@@ -566,11 +572,12 @@ impl Instance {
 
     /// When [`Event::Timer`] is next due; `None` in INIT, FAULT and STOP.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let garp = if self.state == State::Master { self.garp_delay_timer } else { None };
-        match (self.timer, garp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let garps = if self.state == State::Master {
+            [self.garp_delay_timer, self.garp_lower_prio_timer]
+        } else {
+            [None, None]
+        };
+        [self.timer].into_iter().chain(garps).flatten().min()
     }
 
     /// The advert to send for [`Action::SendAdvert`] with `priority`.
@@ -691,6 +698,7 @@ impl Instance {
         self.preempt_time = None;
         self.garp_delay_timer = None;
         self.garp_refresh_at = None;
+        self.garp_lower_prio_timer = None;
         actions.push(Action::RemoveVips);
         actions.push(Action::Notify(State::Backup));
         self.timer = Some(later(now, self.master_down_interval()));
@@ -708,6 +716,7 @@ impl Instance {
         self.timer = None;
         self.garp_delay_timer = None;
         self.garp_refresh_at = None;
+        self.garp_lower_prio_timer = None;
         self.preempt_time = None;
     }
 
@@ -733,6 +742,10 @@ impl Instance {
             if self.params.garp_master_repeat > 0 {
                 actions.push(Action::SendGratuitous { repeat: self.params.garp_master_repeat });
             }
+        }
+        if self.state == State::Master && self.garp_lower_prio_timer.is_some_and(|at| at <= now) {
+            self.garp_lower_prio_timer = None;
+            actions.push(Action::SendGratuitous { repeat: self.params.garp_lower_prio_repeat });
         }
         if self.timer.is_none_or(|at| at > now) {
             return;
@@ -936,7 +949,12 @@ impl Instance {
             self.timer = Some(later(now, self.params.advert_interval));
         }
         if self.params.garp_lower_prio_repeat > 0 {
+            // keepalived's vrrp_state_master_rx: a burst now and another after
+            // garp_lower_prio_delay (one pending at a time here).
             actions.push(Action::SendGratuitous { repeat: self.params.garp_lower_prio_repeat });
+            if self.garp_lower_prio_timer.is_none() {
+                self.garp_lower_prio_timer = self.params.garp_lower_prio_delay.map(|delay| later(now, delay));
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ fn host() -> HostView {
         mac: vec![2, 0, 0, 0, 0, mac],
     };
     HostView {
-        links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3)],
+        links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
         addresses: [
             (
                 2,
@@ -26,6 +26,7 @@ fn host() -> HostView {
                 ],
             ),
             (3, vec![IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1))]),
+            (5, vec![IpAddr::V6("fe80::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED))]),
         ]
         .into_iter()
         .collect(),
@@ -168,13 +169,38 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
     let loaded = parse_str("t.conf", config, &LoadOptions::default());
     assert_eq!(
         vmacs_wanted(&loaded.config),
-        [("vrrp.51".to_string(), "eth0".to_string(), [0, 0, 0x5e, 0, 1, 51])]
+        [VmacWanted {
+            name: "vrrp.51".into(),
+            parent: "eth0".into(),
+            mac: [0, 0, 0x5e, 0, 1, 51],
+            ipv6: false
+        }]
     );
     let plan = only(config);
     assert_eq!(plan.interface.name, "vrrp.51");
     assert_eq!(plan.base_interface.name, "eth0");
     assert_eq!(plan.vips[0].address.ifindex, 4);
     assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "the parent's address");
+}
+
+#[test]
+fn ipv6_use_vmac_has_the_v6_mac_and_sends_from_the_macvlan_link_local() {
+    let config = "vrrp_instance M {\n interface eth0\n virtual_router_id 52\n use_vmac v6mac\n\
+                  virtual_ipaddress {\n  2001:db8::52/64\n }\n}\n";
+    let loaded = parse_str("t.conf", config, &LoadOptions::default());
+    assert_eq!(
+        vmacs_wanted(&loaded.config),
+        [VmacWanted { name: "v6mac".into(), parent: "eth0".into(), mac: [0, 0, 0x5e, 0, 2, 52], ipv6: true }]
+    );
+    let plan = only(config);
+    assert_eq!(plan.interface.name, "v6mac");
+    assert_eq!(plan.vmac.as_ref().map(|v| v.mac), Some([0, 0, 0x5e, 0, 2, 52]));
+    assert_eq!(plan.vips[0].address.ifindex, 5);
+    assert_eq!(
+        plan.params.source_address,
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2)),
+        "the macvlan's link-local"
+    );
 }
 
 #[test]

@@ -483,6 +483,46 @@ fn lower_prio_no_advert_keeps_the_master_quiet() {
 }
 
 #[test]
+fn garp_lower_prio_delay_sends_a_second_burst_while_master() {
+    let p = InstanceParams {
+        garp_lower_prio_repeat: 3,
+        garp_lower_prio_delay: Some(Duration::from_secs(2)),
+        garp_master_delay: None,
+        ..params(255, 1)
+    };
+    let mut vr = started(p.clone());
+    let heard = at_ms(400);
+    assert_eq!(receive(&mut vr, 2, &advert(100), heard).last(), Some(&Action::SendGratuitous { repeat: 3 }));
+    // A second lower-priority advert before the delay runs out does not push the burst back.
+    assert_eq!(
+        receive(&mut vr, 2, &advert(100), at_ms(900)).last(),
+        Some(&Action::SendGratuitous { repeat: 3 })
+    );
+    let second = heard + Duration::from_secs(2);
+    let mut sent = Vec::new();
+    let mut now = deadline(&vr);
+    while now <= second + Duration::from_secs(1) {
+        let actions = vr.handle(Event::Timer, now);
+        if actions.contains(&Action::SendGratuitous { repeat: 3 }) {
+            sent.push(now);
+        }
+        now = vr.next_deadline().unwrap_or(now + Duration::from_secs(10));
+    }
+    assert_eq!(sent, [second], "one second burst, garp_lower_prio_delay after the first");
+
+    // Yielding to a higher priority cancels a pending burst.
+    let mut yielding = started(InstanceParams { priority: 150, ..p });
+    let _ = yielding.handle(Event::Timer, deadline(&yielding));
+    assert_eq!(yielding.state(), State::Master);
+    let heard = deadline(&yielding);
+    let _ = receive(&mut yielding, 2, &advert(100), heard);
+    let _ = receive(&mut yielding, 3, &advert(200), heard + Duration::from_millis(100));
+    assert_eq!(yielding.state(), State::Backup);
+    let due = heard + Duration::from_secs(2);
+    assert!(!yielding.handle(Event::Timer, due).contains(&Action::SendGratuitous { repeat: 3 }));
+}
+
+#[test]
 fn higher_prio_send_advert_answers_before_yielding() {
     let mut master = started(InstanceParams { higher_prio_send_advert: true, ..params(150, 1) });
     assert_eq!(master.handle(Event::Timer, deadline(&master)), takeover_actions(150));
