@@ -124,6 +124,41 @@ impl Lab {
         self.mounts.push(path.clone());
         path
     }
+
+    /// The load-balancer topology of the system tests, without addresses: `client` and `lb`
+    /// on a `front` bridge, `lb` and `reals` real servers (`r1`, `r2`, ...) on a `back`
+    /// bridge, in a switch namespace. Every host's interface is eth0; the LB's are eth0 (front)
+    /// and eth1 (back).
+    pub fn lb_hosts(&mut self, reals: usize) -> LbHosts {
+        let switch = self.netns("sw");
+        let client = self.netns("client");
+        let lb = self.netns("lb");
+        self.plug(&switch, "front", &client, "eth0", "client");
+        self.plug(&switch, "front", &lb, "eth0", "lb-f");
+        self.plug(&switch, "back", &lb, "eth1", "lb-b");
+        let reals = (1..=reals)
+            .map(|i| {
+                let name = format!("r{i}");
+                let ns = self.netns(&name);
+                self.plug(&switch, "back", &ns, "eth0", &name);
+                ns
+            })
+            .collect();
+        LbHosts { switch, client, lb, reals }
+    }
+}
+
+/// The hosts of [`Lab::lb_hosts`].
+#[derive(Debug)]
+pub struct LbHosts {
+    /// Holds the bridges.
+    pub switch: Netns,
+    /// The client.
+    pub client: Netns,
+    /// The load balancer.
+    pub lb: Netns,
+    /// The real servers, `r1` first.
+    pub reals: Vec<Netns>,
 }
 
 impl Default for Lab {

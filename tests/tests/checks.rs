@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use lb_tests::{
     bins,
-    lab::{Lab, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, wait_until},
     process::Proc,
 };
 
@@ -118,26 +118,15 @@ struct Topology {
 }
 
 fn topology(lab: &mut Lab) -> Topology {
-    let switch = lab.netns("sw");
-    let client = lab.netns("client");
-    let lb = lab.netns("lb");
-    lab.plug(&switch, "front", &client, "eth0", "client");
-    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
-    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    let LbHosts { switch, client, lb, reals } = lab.lb_hosts(3);
     client.addr("eth0", "10.30.0.2/24");
     client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
     lb.addr("eth0", "10.30.0.1/24");
     lb.addr("eth1", "10.31.0.1/24");
-    let reals = (1..=3)
-        .map(|i| {
-            let name = format!("r{i}");
-            let ns = lab.netns(&name);
-            lab.plug(&switch, "back", &ns, "eth0", &name);
-            ns.addr("eth0", &format!("10.31.0.1{i}/24"));
-            ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
-            ns
-        })
-        .collect();
+    for (i, ns) in (1..).zip(&reals) {
+        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+    }
     Topology { client, lb, reals, _switch: switch }
 }
 

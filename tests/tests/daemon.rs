@@ -16,7 +16,7 @@ use std::{
 
 use lb_tests::{
     bins,
-    lab::{Lab, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, wait_until},
     process::Proc,
 };
 use nix::sys::signal::Signal;
@@ -49,32 +49,26 @@ struct Topology {
     lb: Netns,
     reals: Vec<(Netns, Proc)>,
     pin_dir: PathBuf,
+    _switch: Netns,
 }
 
 fn topology() -> Topology {
     let mut lab = Lab::new();
-    let switch = lab.netns("sw");
-    let client = lab.netns("client");
-    let lb = lab.netns("lb");
-    lab.plug(&switch, "front", &client, "eth0", "client");
-    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
-    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    let LbHosts { switch, client, lb, reals: hosts } = lab.lb_hosts(3);
     client.addr("eth0", "10.50.0.2/24");
     client.ip(&["route", "add", "10.60.0.0/24", "via", "10.50.0.1"]);
     lb.addr("eth0", "10.50.0.1/24");
     lb.addr("eth1", "10.51.0.1/24");
     let mut reals = Vec::new();
-    for i in 1..=3 {
+    for (i, ns) in (1..).zip(hosts) {
         let name = format!("r{i}");
-        let ns = lab.netns(&name);
-        lab.plug(&switch, "back", &ns, "eth0", &name);
         ns.addr("eth0", &format!("10.51.0.1{i}/24"));
         ns.ip(&["route", "add", "default", "via", "10.51.0.1"]);
         let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:8080"]);
         reals.push((ns, server));
     }
     let pin_dir = lab.bpffs().join("lbd");
-    Topology { lab, client, lb, reals, pin_dir }
+    Topology { lab, client, lb, reals, pin_dir, _switch: switch }
 }
 
 impl Topology {

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use lb_tests::{
     bins,
-    lab::{Lab, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, wait_until},
     xdp::attach_decap,
 };
 
@@ -78,12 +78,7 @@ fn curl(ns: &Netns, url: &str) -> String {
 #[test]
 fn tcp_connections_reach_every_real_server_in_every_method() {
     let mut lab = Lab::new();
-    let switch = lab.netns("sw");
-    let client = lab.netns("client");
-    let lb = lab.netns("lb");
-    lab.plug(&switch, "front", &client, "eth0", "client");
-    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
-    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    let LbHosts { switch, client, lb, reals: hosts } = lab.lb_hosts(3);
     client.addr("eth0", "10.30.0.2/24");
     client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
     lb.addr("eth0", "10.30.0.1/24");
@@ -92,10 +87,8 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
 
     let mut reals = Vec::new();
     let mut decaps = Vec::new();
-    for i in 1..=3 {
+    for (i, ns) in (1..).zip(hosts) {
         let name = format!("r{i}");
-        let ns = lab.netns(&name);
-        lab.plug(&switch, "back", &ns, "eth0", &name);
         ns.addr("eth0", &format!("10.31.0.1{i}/24"));
         ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
         // DR and TUN: the VIPs on lo, never answered for by ARP on eth0.

@@ -17,7 +17,7 @@ use std::{
 
 use lb_tests::{
     bins,
-    lab::{Lab, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, wait_until},
     process::Proc,
     xdp::attach_decap,
 };
@@ -86,12 +86,7 @@ const EQUAL: [(u8, u32); 3] = [(1, 1), (2, 1), (3, 1)];
 
 fn topology(services: &[String]) -> Topology {
     let mut lab = Lab::new();
-    let switch = lab.netns("sw");
-    let client = lab.netns("client");
-    let lb = lab.netns("lb");
-    lab.plug(&switch, "front", &client, "eth0", "client");
-    lab.plug(&switch, "front", &lb, "eth0", "lb-f");
-    lab.plug(&switch, "back", &lb, "eth1", "lb-b");
+    let LbHosts { client, lb, reals: hosts, .. } = lab.lb_hosts(3);
     client.addr("eth0", "10.70.0.2/24");
     client.addr("eth0", "fd70::2/64");
     client.ip(&["route", "add", "10.72.0.0/24", "via", "10.70.0.1"]);
@@ -105,10 +100,8 @@ fn topology(services: &[String]) -> Topology {
 
     let mut reals = Vec::new();
     let mut decaps = Vec::new();
-    for i in 1..=3 {
+    for (i, ns) in (1..).zip(hosts) {
         let name = format!("r{i}");
-        let ns = lab.netns(&name);
-        lab.plug(&switch, "back", &ns, "eth0", &name);
         ns.addr("eth0", &format!("10.71.0.1{i}/24"));
         ns.addr("eth0", &format!("fd71::1{i}/64"));
         ns.ip(&["route", "add", "default", "via", "10.71.0.1"]);

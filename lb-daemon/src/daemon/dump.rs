@@ -105,7 +105,7 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
                                 out,
                                 "   {} = {}, weight = {}, active connections = {}",
                                 if r.sorry { "Sorry server" } else { "Real server" },
-                                SocketText(r.addr, r.port),
+                                std::net::SocketAddr::new(r.addr, r.port),
                                 r.weight,
                                 r.counters.active_conns
                             );
@@ -196,7 +196,7 @@ fn stats_block(out: &mut String, s: &ServiceCounters) {
         let _ = writeln!(
             out,
             "  Real Server: {}{}",
-            SocketText(r.addr, r.port),
+            std::net::SocketAddr::new(r.addr, r.port),
             if r.sorry { " (sorry)" } else { "" }
         );
         let _ = writeln!(out, "    Weight: {}", r.weight);
@@ -204,14 +204,5 @@ fn stats_block(out: &mut String, s: &ServiceCounters) {
         let _ = writeln!(out, "    Bytes: {}", r.counters.bytes);
         let _ = writeln!(out, "    Connections: {}", r.counters.new_conns);
         let _ = writeln!(out, "    Active connections: {}", r.counters.active_conns);
-    }
-}
-
-/// `addr:port`, bracketed for IPv6.
-struct SocketText(std::net::IpAddr, u16);
-
-impl std::fmt::Display for SocketText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", std::net::SocketAddr::new(self.0, self.1))
     }
 }
