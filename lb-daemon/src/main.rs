@@ -1,19 +1,43 @@
 //! `lbd`: parse the command line and configuration before any runtime starts, take on the
 //! process settings keepalived's flags ask for (namespace, umask, core dumps, fork), then run
-//! the [`Daemon`] until a signal stops it.
+//! the parent ([`Supervisor`]), which starts this program again for each child process, where
+//! a [`Daemon`] runs one subsystem until a signal stops it.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use lb_daemon::{
     cli::Args,
-    daemon::{Daemon, logging},
+    daemon::{
+        Daemon, Role,
+        control::{Channel, ROLE_VAR},
+        logging,
+        supervisor::Supervisor,
+    },
     dataplane::xdp::error_chain,
 };
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(value) = std::env::var_os(ROLE_VAR) {
+        // SAFETY: the process is still single-threaded; scripts the child runs must not
+        // believe they are lbd children.
+        unsafe { std::env::remove_var(ROLE_VAR) };
+        let Some(role) = value.to_str().and_then(Role::from_env_value) else {
+            eprintln!("lbd: unknown {ROLE_VAR}={value:?}");
+            return ExitCode::from(1);
+        };
+        logging::init(&args, Some(role));
+        return match run_child(args, role) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{}", error_chain(e.as_ref()));
+                // keepalived's KEEPALIVED_EXIT_FATAL: the parent does not respawn.
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.version {
         println!("lbd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
@@ -38,12 +62,12 @@ fn main() -> ExitCode {
         eprintln!("lbd: {}", error_chain(e.as_ref()));
         return ExitCode::from(1);
     }
-    logging::init(&args);
+    logging::init(&args, None);
     if args.snmp || args.snmp_agent_socket.is_some() {
         warn!("SNMP is not supported by lbd; --status-listen serves Prometheus /metrics instead");
     }
     match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             error!("{}", error_chain(e.as_ref()));
             // keepalived's KEEPALIVED_EXIT_FATAL.
@@ -81,11 +105,22 @@ fn process_settings(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// The parent: supervises the children until stopped; the exit code.
+fn run(args: Args) -> anyhow::Result<u8> {
     info!("Starting lbd {}", env!("CARGO_PKG_VERSION"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let daemon = Daemon::start(args).await?;
+        let supervisor = Supervisor::start(args).await?;
+        Ok(supervisor.run().await)
+    })
+}
+
+/// A child: its subsystem until stopped, or until the parent is gone.
+fn run_child(args: Args, role: Role) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let channel = Channel::inherited()?;
+        let daemon = Daemon::start(args, role, Some(channel)).await?;
         daemon.run().await
     })
 }

@@ -236,19 +236,24 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let context = format!("across 20 reloads; stats {}\n{}", stats(&t.pin_dir), lbd.log());
     assert_complete(&mut transfer, lines, &context);
 
-    // The signal dumps, in TMPDIR (the lab's directory).
+    // The signal dumps, in TMPDIR (the lab's directory), each written by the process it
+    // concerns, as keepalived's.
     for (signal, file, needle) in [
-        (Signal::SIGUSR1, "keepalived.data", "Real server = 10.51.0.13:8080, weight = 1"),
-        (Signal::SIGUSR2, "keepalived.stats", "Virtual Server: TCP 10.60.0.100:80"),
+        (Signal::SIGUSR1, "keepalived_check.data", "Real server = 10.51.0.13:8080, weight = 1"),
+        (Signal::SIGUSR1, "keepalived.data", "VRRP Instance = VI_1, state = MASTER"),
+        (Signal::SIGUSR1, "keepalived_parent.data", "Healthcheck child process: pid = "),
+        (Signal::SIGUSR2, "keepalived.stats", "VRRP Instance: VI_1\n  Advertisements:\n"),
+        (Signal::SIGUSR2, "keepalived_check.stats", "Virtual Server: TCP 10.60.0.100:80"),
     ] {
         let path = t.lab.dir().join(file);
+        let _ = std::fs::remove_file(&path);
         lbd.signal(signal);
         wait_until(Duration::from_secs(5), file, || path.exists());
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(needle), "{file}:\n{text}");
+        wait_until(Duration::from_secs(5), needle, || {
+            std::fs::read_to_string(&path).unwrap_or_default().contains(needle)
+        });
     }
-    let stats = std::fs::read_to_string(t.lab.dir().join("keepalived.stats")).unwrap();
-    assert!(stats.starts_with("VRRP Instance: VI_1\n  Advertisements:\n"), "{stats}");
+    let stats = std::fs::read_to_string(t.lab.dir().join("keepalived_check.stats")).unwrap();
     let packets: u64 = stats
         .lines()
         .skip_while(|l| !l.starts_with("Virtual Server:"))
@@ -298,8 +303,18 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
 
     // Pid files: taken, refused to a second daemon, removed at the end.
     let pid_file = t.lab.dir().join("lbd-main.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    assert_eq!(pid, lbd.pid().as_raw());
+    let read_pid = |what: &str| -> i32 {
+        let path = t.lab.dir().join(format!("lbd-{what}.pid"));
+        std::fs::read_to_string(&path).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(read_pid("main"), lbd.pid().as_raw());
+    // The children: each its own process, the parent's.
+    for child in ["vrrp", "checkers"] {
+        let pid = read_pid(child);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(ppid, lbd.pid().as_raw(), "{child} child {pid}: {stat}");
+    }
     let (conf_arg, pin_arg) = (conf.display().to_string(), t.pin_dir.display().to_string());
     let pid_arg = pid_file.display().to_string();
     let mut second = t.lb.spawn(
@@ -311,7 +326,9 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     assert!(!status.success() && second.log().contains("already running"), "{}", second.log());
     lbd.signal(Signal::SIGTERM);
     assert!(lbd.wait(Duration::from_secs(15)).success());
-    assert!(!pid_file.exists());
+    for what in ["main", "vrrp", "checkers"] {
+        assert!(!t.lab.dir().join(format!("lbd-{what}.pid")).exists(), "{what} pid file left");
+    }
 }
 
 #[test]

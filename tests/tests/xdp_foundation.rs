@@ -62,9 +62,10 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     client.addr("eth0", "10.201.0.2/24");
     let bpffs = lab.bpffs();
     let pin_dir = bpffs.join("lbd");
+    // No virtual server: `--all` starts the checker child (and with it the data plane) anyway.
     let config = lab.write_file("keepalived.conf", "global_defs {\n    router_id lbt\n}\n");
 
-    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &["--xdp-mode", "driver"]);
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &["--xdp-mode", "driver", "--all"]);
     let pin = pin_dir.join(GLOBAL_STATS);
     wait_until(Duration::from_secs(10), "lbd to attach XDP to eth0", || {
         lbd.assert_running();

@@ -1,16 +1,23 @@
-//! keepalived's dump files, written on signals: `keepalived.data` (SIGUSR1), `keepalived.stats`
-//! (SIGUSR2; SIGRTMAX-1 writes it too), `keepalived.json` (SIGRTMIN+2), in `$TMPDIR` when it is
-//! an absolute path, else `/tmp`, with mode 0600.
+//! keepalived's dump files, written on signals by the process each concerns, in `$TMPDIR` when
+//! it is an absolute path, else `/tmp`, with mode 0600:
 //!
-//! `keepalived.data` starts, as keepalived's does, with the `-d` dump of the configuration, and
-//! goes on with the VRRP instances' state and the data plane as it runs (virtual services, real
-//! servers, weights, counters). `keepalived.stats` holds keepalived's per-instance VRRP
-//! counters (lbd counts dropped adverts as one "Discarded" figure rather than keepalived's
-//! categories), then the counters of every virtual and real server. `keepalived.json` is
-//! keepalived's array of `{"data": ..., "stats": ...}` objects, one per VRRP instance.
+//! | signal | VRRP child | checker child | parent |
+//! | --- | --- | --- | --- |
+//! | SIGUSR1 | `keepalived.data` | `keepalived_check.data` | `keepalived_parent.data` |
+//! | SIGUSR2, SIGRTMAX-1 | `keepalived.stats` | `keepalived_check.stats` | |
+//! | SIGRTMIN+2 | `keepalived.json` | | |
+//!
+//! The data dumps start, as keepalived's do, with the `-d` dump of the configuration; the VRRP
+//! child's goes on with its instances' state, the checker child's with the data plane as it runs
+//! (virtual services, real servers, weights, connections). `keepalived.stats` holds keepalived's
+//! per-instance VRRP counters (lbd counts dropped adverts as one "Discarded" figure rather than
+//! keepalived's categories); `keepalived_check.stats`, lbd's own, the counters of every virtual
+//! and real server. `keepalived.json` is keepalived's array of `{"data": ..., "stats": ...}`
+//! objects, one per VRRP instance.
 
 use std::{fmt::Write as _, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::PathBuf};
 
+use super::Role;
 use crate::{
     config::Config,
     dataplane::{Dataplane as _, ServiceCounters, xdp::XdpDataplane},
@@ -32,12 +39,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The file's name.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Self::Data => "keepalived.data",
-            Self::Stats | Self::StatsClear => "keepalived.stats",
-            Self::Json => "keepalived.json",
+    /// The file's name when written by a child in `role`; `None` if that child writes none.
+    pub fn file_name(self, role: Role) -> Option<&'static str> {
+        match (self, role) {
+            (Self::Data, Role::Vrrp) => Some("keepalived.data"),
+            (Self::Data, Role::Checker) => Some("keepalived_check.data"),
+            (Self::Stats | Self::StatsClear, Role::Vrrp) => Some("keepalived.stats"),
+            (Self::Stats | Self::StatsClear, Role::Checker) => Some("keepalived_check.stats"),
+            (Self::Json, Role::Vrrp) => Some("keepalived.json"),
+            (Self::Json, Role::Checker) => None,
         }
     }
 
@@ -51,14 +61,14 @@ impl Kind {
     }
 }
 
-/// What the dumps are made of.
+/// What the dumps are made of: a VRRP child has no data plane, a checker child no VRRP.
 #[derive(Debug)]
 pub struct Source<'a> {
     /// The running configuration.
     pub config: &'a Config,
-    /// The data plane, unless `-P`.
+    /// The data plane, in the checker child.
     pub dataplane: Option<&'a XdpDataplane>,
-    /// The VRRP instances, unless `-C`.
+    /// The VRRP instances, in the VRRP child.
     pub vrrp: Vec<InstanceStatus>,
 }
 
@@ -67,10 +77,16 @@ pub fn directory() -> PathBuf {
     std::env::var_os("TMPDIR").map(PathBuf::from).filter(|p| p.is_absolute()).unwrap_or_else(|| "/tmp".into())
 }
 
-/// Writes the dump `kind` and returns its path.
-pub fn write(kind: Kind, source: &Source<'_>) -> std::io::Result<PathBuf> {
-    let text = render(kind, source);
-    let path = directory().join(kind.file_name());
+/// Writes the dump `kind` as the child in `role` does and returns its path; `None` if that
+/// child writes none of that kind.
+pub fn write(kind: Kind, role: Role, source: &Source<'_>) -> Option<std::io::Result<PathBuf>> {
+    let name = kind.file_name(role)?;
+    Some(write_file(name, &render(kind, source)))
+}
+
+/// Writes `text` to the dump file `name` (mode 0600) and returns its path.
+pub fn write_file(name: &str, text: &str) -> std::io::Result<PathBuf> {
+    let path = directory().join(name);
     let mut file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
     file.write_all(text.as_bytes())?;
@@ -83,7 +99,9 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
     match kind {
         Kind::Data => {
             let mut out = crate::config::dump::dump(source.config);
-            out.push_str("------< VRRP state >------\n");
+            if source.dataplane.is_none() {
+                out.push_str("------< VRRP state >------\n");
+            }
             for i in &source.vrrp {
                 let _ = writeln!(
                     out,
@@ -91,13 +109,14 @@ pub fn render(kind: Kind, source: &Source<'_>) -> String {
                     i.name, i.state, i.base_priority, i.effective_priority, i.transitions
                 );
             }
-            out.push_str("------< Data plane >------\n");
             match &services {
-                None => out.push_str(" none (-P)\n"),
+                None => {}
                 Some(Err(e)) => {
+                    out.push_str("------< Data plane >------\n");
                     let _ = writeln!(out, " unreadable: {e}");
                 }
                 Some(Ok(services)) => {
+                    out.push_str("------< Data plane >------\n");
                     for s in services {
                         let _ = writeln!(out, " Virtual service = {}", s.service);
                         for r in &s.reals {

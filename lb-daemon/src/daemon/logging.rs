@@ -5,14 +5,24 @@ use std::sync::Mutex;
 
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
-use crate::cli::{Args, Facility};
+use crate::{
+    cli::{Args, Facility},
+    daemon::Role,
+};
 
-/// The syslog identity.
-const IDENT: &std::ffi::CStr = c"lbd";
+/// The syslog identity of the parent and of each child, as keepalived's processes call
+/// themselves.
+fn ident(role: Option<Role>) -> &'static std::ffi::CStr {
+    match role {
+        None => c"lbd",
+        Some(Role::Vrrp) => c"lbd_vrrp",
+        Some(Role::Checker) => c"lbd_healthcheckers",
+    }
+}
 
 /// Installs the global subscriber. Logging is never a reason not to run: a log file that cannot
 /// be opened or a syslog that cannot be reached is reported on stderr and skipped.
-pub fn init(args: &Args) {
+pub fn init(args: &Args, role: Option<Role>) {
     let level = if args.log_detail { "debug" } else { "info" };
     let filter = || EnvFilter::try_from_env("LBD_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let console = args.log_console.then(|| {
@@ -24,7 +34,7 @@ pub fn init(args: &Args) {
             .with_filter(filter())
     });
     let syslog = (!args.no_syslog)
-        .then(|| syslog_tracing::Syslog::new(IDENT, syslog_tracing::Options::LOG_PID, facility(args)))
+        .then(|| syslog_tracing::Syslog::new(ident(role), syslog_tracing::Options::LOG_PID, facility(args)))
         .flatten()
         .map(|writer| {
             tracing_subscriber::fmt::layer()

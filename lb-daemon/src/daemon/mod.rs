@@ -1,29 +1,38 @@
-//! The daemon as operators run it: start, signals, reload, stop.
+//! The daemon as operators run it: a parent process ([`supervisor`]) and one child process per
+//! subsystem, as keepalived: the VRRP child, and the checker child, which owns the virtual
+//! servers' health checkers and the data plane.
 //!
-//! [`Daemon::start`] takes the pid files, reads the configuration, sets up the data plane and
-//! the health checkers (unless `-P`) and VRRP (unless `-C`); [`Daemon::run`] then re-applies
-//! the data plane whenever a checker changes what it should forward, and answers signals until
-//! told to stop:
+//! A child is a [`Daemon`] in its [`Role`]: [`Daemon::start`] takes its pid file, reads the
+//! configuration and sets up its subsystem; [`Daemon::run`] then re-applies the data plane
+//! whenever a checker changes what it should forward, answers the parent's requests on the
+//! [`control`] channel, and answers the signals the parent forwards until told to stop:
 //! - SIGHUP reloads: a configuration with errors is refused (every error logged) and the running
 //!   one stays; otherwise the data plane is handed the new desired state, of which it applies only
 //!   the differences (an unrelated change disturbs no flow), and VRRP is restarted only if its
 //!   part of the configuration changed, so unchanged instances keep their state; the checkers
 //!   restart only if the virtual servers changed;
 //! - SIGUSR1 / SIGUSR2 / SIGRTMIN+2 / SIGRTMAX-1 write keepalived's dump files ([`dump`]);
-//! - SIGTERM / SIGINT stop: VRRP first (priority-0 adverts, VIPs removed, unless `-V`), then the
-//!   checkers (`omega` scripts), then the data plane, detached and unpinned unless `-I` leaves
-//!   it forwarding for the next lbd.
+//! - SIGTERM / SIGINT stop: the VRRP child sends priority-0 adverts and removes its VIPs
+//!   (unless `-V`); the checker child runs the `omega` scripts, then detaches and unpins the
+//!   data plane unless `-I` leaves it forwarding for the next lbd;
+//! - the parent gone (the channel closed: it was killed): the VRRP child stops as on SIGTERM,
+//!   so a backup takes over at once; the checker child leaves the data plane forwarding, as with
+//!   `-I`, for the next lbd to adopt.
 //!
+//! - [`control`]: the parent-child channel;
+//! - [`supervisor`]: the parent;
 //! - [`logging`]: syslog / console / file, per `-S`, `-G`, `-l`, `-g`, `-D`;
 //! - [`pidfile`]: keepalived's pid files;
 //! - [`signals`]: the signals and what they ask for;
 //! - [`status`]: `--status-listen`'s `/metrics` and `/status`.
 
+pub mod control;
 pub mod dump;
 pub mod logging;
 pub mod pidfile;
 pub mod signals;
 pub mod status;
+pub mod supervisor;
 
 use std::{path::Path, time::Instant};
 
@@ -41,12 +50,63 @@ use crate::{
     netlink::{Netlink, sysctl},
     vrrp::{StopKind, VrrpTask},
 };
+use control::{Channel, ChildReport};
 use pidfile::PidFile;
 use signals::{Request, Signals};
 
-/// The running daemon.
+/// What a child process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// VRRP: instances, VIPs, routes, tracking, notify scripts.
+    Vrrp,
+    /// The virtual servers: health checkers and the data plane.
+    Checker,
+}
+
+impl Role {
+    /// As keepalived's log names the child.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vrrp => "VRRP",
+            Self::Checker => "Healthcheck",
+        }
+    }
+
+    /// The value of [`control::ROLE_VAR`] for it.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Self::Vrrp => "vrrp",
+            Self::Checker => "checker",
+        }
+    }
+
+    /// The role named by an environment value.
+    pub fn from_env_value(value: &str) -> Option<Self> {
+        [Self::Vrrp, Self::Checker].into_iter().find(|r| r.env_value() == value)
+    }
+
+    /// The process name (`comm`) it takes with `process_names`: the configured one, else
+    /// keepalived's default with lbd's prefix.
+    pub fn process_name(self, config: &Config) -> String {
+        let g = &config.global_defs;
+        let configured = match self {
+            Self::Vrrp => g.vrrp_process_name.clone(),
+            Self::Checker => g.checker_process_name.clone(),
+        };
+        configured.unwrap_or_else(|| match self {
+            Self::Vrrp => "lbd_vrrp".into(),
+            Self::Checker => "lbd_ipvs".into(),
+        })
+    }
+}
+
+/// A child process's daemon.
 #[derive(Debug)]
 pub struct Daemon {
+    role: Role,
+    channel: Option<Channel>,
+    /// The parent's channel closed: the parent was killed.
+    parent_gone: bool,
     args: Args,
     config: Config,
     netlink: Netlink,
@@ -57,24 +117,30 @@ pub struct Daemon {
     signals: Signals,
     reloads: u64,
     reload_failures: u64,
-    started: Instant,
-    status_requests: Option<tokio::sync::mpsc::Receiver<status::SnapshotRequest>>,
     _pid_files: Vec<PidFile>,
 }
 
 impl Daemon {
-    /// Starts every subsystem the command line and configuration ask for.
-    pub async fn start(args: Args) -> anyhow::Result<Self> {
+    /// Starts the subsystem of `role`; `channel` leads to the parent.
+    pub async fn start(args: Args, role: Role, channel: Option<Channel>) -> anyhow::Result<Self> {
         // Handlers first: a HUP or TERM during start-up must not kill the daemon half set up.
         let signals = Signals::install().context("installing signal handlers")?;
-        let pid_files = take_pid_files(&args)?;
-        let (config, errors) = load(&args).context("reading the configuration")?;
+        let pid_files = take_pid_files(&args, role)?;
+        let (config, errors) = load(&args, true).context("reading the configuration")?;
+        if config.global_defs.process_names
+            && let Err(e) = nix::sys::prctl::set_name(&std::ffi::CString::new(role.process_name(&config))?)
+        {
+            warn!("setting the process name: {e}");
+        }
         if errors > 0 {
             // As keepalived: what was wrong was left out, the rest runs.
             warn!("the configuration has {errors} errors (above); running without what they concern");
         }
         let netlink = Netlink::connect()?;
         let mut daemon = Self {
+            role,
+            channel,
+            parent_gone: false,
             args,
             config,
             netlink,
@@ -85,31 +151,17 @@ impl Daemon {
             signals,
             reloads: 0,
             reload_failures: 0,
-            started: Instant::now(),
-            status_requests: None,
             _pid_files: pid_files,
         };
-        if daemon.args.vrrp_only {
-            info!("-P: VRRP only, no virtual servers");
-        } else {
-            daemon.start_dataplane().await?;
-        }
-        if daemon.args.check_only {
-            info!("-C: virtual servers only, no VRRP");
-        } else {
-            daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone()));
-        }
-        if let Some(addr) = daemon.args.status_listen {
-            let (requests, receiver) = tokio::sync::mpsc::channel(16);
-            status::serve(addr, requests).await.with_context(|| format!("status listener on {addr}"))?;
-            info!("serving /metrics and /status on http://{addr}");
-            daemon.status_requests = Some(receiver);
+        match role {
+            Role::Checker => daemon.start_dataplane().await?,
+            Role::Vrrp => daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone())),
         }
         Ok(daemon)
     }
 
-    /// What `/status` and `/metrics` show.
-    pub fn snapshot(&self) -> status::Snapshot {
+    /// What this child shows of itself in `/status` and `/metrics`.
+    pub fn report(&self, seq: u64) -> ChildReport {
         let virtual_servers = match self.dataplane.as_ref().map(|d| d.service_stats()) {
             Some(Ok(services)) => services,
             Some(Err(e)) => {
@@ -118,10 +170,8 @@ impl Daemon {
             }
             None => Vec::new(),
         };
-        status::Snapshot {
-            version: env!("CARGO_PKG_VERSION"),
-            uptime_seconds: self.started.elapsed().as_secs_f64(),
-            reloads: self.reloads,
+        ChildReport {
+            seq,
             reload_failures: self.reload_failures,
             vrrp: self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default(),
             virtual_servers,
@@ -161,13 +211,21 @@ impl Daemon {
 
     /// Answers signals until one says stop, then stops.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        // systemd (Type=notify): started. Without NOTIFY_SOCKET this does nothing.
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
-                Some(status::SnapshotRequest(reply)) = recv_status(&mut self.status_requests) => {
-                    let _ = reply.send(self.snapshot());
+                seq = next_request(&mut self.channel) => {
+                    let Some(seq) = seq else {
+                        warn!("the parent process is gone: stopping");
+                        self.parent_gone = true;
+                        break;
+                    };
+                    let report = self.report(seq);
+                    if let Some(channel) = &mut self.channel
+                        && let Err(e) = channel.answer(&report).await
+                    {
+                        warn!("answering the parent: {e}");
+                    }
                     continue;
                 }
                 desired = checks_changed(&mut self.checks) => {
@@ -200,17 +258,12 @@ impl Daemon {
         let started = Instant::now();
         self.reloads += 1;
         info!("Reloading ...");
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Reloading,
-            sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom("")),
-        ]);
         self.reload_config().await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         info!("Reload finished in {} usec", started.elapsed().as_micros());
     }
 
     async fn reload_config(&mut self) {
-        let config = match load(&self.args) {
+        let config = match load(&self.args, true) {
             Ok((config, 0)) => config,
             Ok((_, errors)) => {
                 self.reload_failures += 1;
@@ -254,16 +307,16 @@ impl Daemon {
     fn write_dump(&self, kind: dump::Kind) {
         let vrrp = self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default();
         let source = dump::Source { config: &self.config, dataplane: self.dataplane.as_ref(), vrrp };
-        match dump::write(kind, &source) {
-            Ok(path) => info!("{} written to {}", kind.what(), path.display()),
-            Err(e) => error!("writing the {}: {e}", kind.what()),
+        match dump::write(kind, self.role, &source) {
+            Some(Ok(path)) => info!("{} written to {}", kind.what(), path.display()),
+            Some(Err(e)) => error!("writing the {}: {e}", kind.what()),
+            None => {}
         }
     }
 
     /// Stops VRRP, then the data plane, as `-V` and `-I` say.
     pub async fn stop(self) -> anyhow::Result<()> {
         info!("Stopping");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         if let Some(vrrp) = self.vrrp {
             let kind = if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly };
             if let Err(e) = vrrp.stop(kind).await {
@@ -282,9 +335,10 @@ impl Daemon {
                 ),
                 Err(e) => warn!("reading the counters: {}", error_chain(&e)),
             }
-            if self.args.dont_release_ipvs {
+            if self.args.dont_release_ipvs || self.parent_gone {
                 info!(
-                    "-I: the XDP program stays attached and forwarding; the next lbd adopts its flows from {}",
+                    "{}: the XDP program stays attached and forwarding; the next lbd adopts its flows from {}",
+                    if self.parent_gone { "parent gone" } else { "-I" },
                     dataplane.pin_dir().display()
                 );
                 dataplane.release();
@@ -297,24 +351,18 @@ impl Daemon {
     }
 }
 
-/// The pid files of `args`, keepalived's defaults where not given.
-fn take_pid_files(args: &Args) -> anyhow::Result<Vec<PidFile>> {
-    let main = args.pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_MAIN));
-    let vrrp = args.vrrp_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_VRRP));
-    let checkers = args.checkers_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_CHECKERS));
-    let mut files = vec![PidFile::create(main)?];
-    if !args.check_only {
-        files.push(PidFile::create(vrrp)?);
-    }
-    if !args.vrrp_only {
-        files.push(PidFile::create(checkers)?);
-    }
-    Ok(files)
+/// The pid file of the child in `role` (`-r`, `-c`), keepalived's defaults where not given.
+fn take_pid_files(args: &Args, role: Role) -> anyhow::Result<Vec<PidFile>> {
+    let path = match role {
+        Role::Vrrp => args.vrrp_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_VRRP)),
+        Role::Checker => args.checkers_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_CHECKERS)),
+    };
+    Ok(vec![PidFile::create(path)?])
 }
 
-/// Reads the configuration, logging its diagnostics (each with its file:line), and counts its
-/// errors.
-fn load(args: &Args) -> anyhow::Result<(Config, usize)> {
+/// Reads the configuration, logging its diagnostics (each with its file:line) if `log`, and
+/// counts its errors.
+fn load(args: &Args, log: bool) -> anyhow::Result<(Config, usize)> {
     let options = config::LoadOptions {
         config_id: args.config_id.clone(),
         all_config: args.all_config,
@@ -326,13 +374,24 @@ fn load(args: &Args) -> anyhow::Result<(Config, usize)> {
         match d.severity {
             Severity::Error => {
                 errors += 1;
-                error!("{d}");
+                if log {
+                    error!("{d}");
+                }
             }
-            Severity::Warning => warn!("{d}"),
-            Severity::Notice => info!("{d}"),
+            Severity::Warning if log => warn!("{d}"),
+            Severity::Notice if log => info!("{d}"),
+            Severity::Warning | Severity::Notice => {}
         }
     }
     Ok((loaded.config, errors))
+}
+
+/// The next request of the parent, if there is a channel: `None` when the parent is gone.
+async fn next_request(channel: &mut Option<Channel>) -> Option<u64> {
+    match channel {
+        Some(channel) => channel.next_request().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next request of the status listener, if there is one.

@@ -24,7 +24,7 @@ pub mod xdp;
 
 use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What can go wrong while setting up, changing or reading the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ impl fmt::Display for SocketText {
 }
 
 /// Transport protocol of a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -215,7 +215,7 @@ impl Protocol {
 }
 
 /// What identifies a virtual service: what clients connect to (ipvsadm's `-t`/`-u`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[doc(alias = "virtual_server")]
 pub struct ServiceAddr {
     /// The VIP.
@@ -237,7 +237,7 @@ impl fmt::Display for ServiceAddr {
 }
 
 /// How a virtual service forwards to its real servers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[doc(alias = "lb_kind")]
 #[doc(alias = "lvs_method")]
 pub enum ForwardingMethod {
@@ -253,7 +253,7 @@ pub enum ForwardingMethod {
 }
 
 /// The scheduling algorithm of a virtual service (`lb_algo` / `lvs_sched`), as IPVS names it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[doc(alias = "lb_algo")]
 #[doc(alias = "lvs_sched")]
 pub enum Algorithm {
@@ -309,7 +309,7 @@ impl Algorithm {
 }
 
 /// A scheduler and its flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Scheduling {
     /// The algorithm.
     pub algorithm: Algorithm,
@@ -324,7 +324,7 @@ pub struct Scheduling {
 }
 
 /// Client affinity (`persistence_timeout`, `persistence_granularity`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Persistence {
     /// How long a client sticks to its real server after its last packet (whole seconds).
     pub timeout: Duration,
@@ -335,7 +335,7 @@ pub struct Persistence {
 }
 
 /// A real server of a virtual service (also used for the sorry server).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[doc(alias = "real_server")]
 pub struct RealTarget {
     /// Its address (same family as the VIP).
@@ -348,7 +348,7 @@ pub struct RealTarget {
 }
 
 /// A virtual service and its real servers, as the daemon wants it forwarded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[doc(alias = "virtual_server")]
 pub struct VirtualService {
     /// What clients connect to.
@@ -386,7 +386,7 @@ impl VirtualService {
 }
 
 /// Global settings of the data plane (`lvs_timeouts` and the FNAT port range).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[doc(alias = "lvs_timeouts")]
 pub struct DataplaneSettings {
     /// Established TCP flows (`lvs_timeouts tcp`; IPVS default 900 s).
@@ -420,7 +420,7 @@ impl Default for DataplaneSettings {
 
 /// Everything the daemon wants forwarded. Plain data: the daemon translates the configuration
 /// (and checker results) into it and hands it to [`Dataplane::apply`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
     /// The virtual services (each [`ServiceAddr`] once; order does not matter).
     pub services: Vec<VirtualService>,
@@ -429,7 +429,7 @@ pub struct DesiredState {
 }
 
 /// A problem an apply worked around rather than failing for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyWarning {
     /// No source address towards a TUN real server (no route): it takes no new flows.
     NoTunnelSource {
@@ -465,7 +465,7 @@ impl fmt::Display for ApplyWarning {
 
 /// What an apply changed. All zero (and [`ApplyReport::writes`] zero) when the data plane
 /// already matched.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
     /// Virtual services created.
     pub services_added: usize,
@@ -498,7 +498,7 @@ impl ApplyReport {
 }
 
 /// Traffic counters of a virtual or real server, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// Packets from clients.
     pub packets: u64,
@@ -512,7 +512,7 @@ pub struct Counters {
 }
 
 /// Counters of one real server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealCounters {
     /// Its address.
     pub addr: IpAddr,
@@ -527,7 +527,7 @@ pub struct RealCounters {
 }
 
 /// Counters of one virtual service and its real servers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceCounters {
     /// The service.
     pub service: ServiceAddr,

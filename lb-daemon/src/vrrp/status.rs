@@ -9,10 +9,10 @@ use std::{
     time::SystemTime,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One instance as the engine last reported it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceStatus {
     /// Its name (`VI_1`).
     pub name: String,
@@ -23,7 +23,8 @@ pub struct InstanceStatus {
     /// 2 or 3.
     pub version: u8,
     /// `INIT`, `BACKUP`, `MASTER` or `FAULT`, as keepalived names them.
-    pub state: &'static str,
+    #[serde(deserialize_with = "state_name")]
+    pub state: StateName,
     /// The configured priority.
     pub base_priority: u8,
     /// The priority after tracking weights.
@@ -36,8 +37,19 @@ pub struct InstanceStatus {
     pub stats: InstanceStats,
 }
 
+/// A state's name. (An alias, so that serde does not take the field for one it could borrow
+/// from the input.)
+pub type StateName = &'static str;
+
+/// Reads a state name back (a child process reports its instances to the parent) as the
+/// static name the engine uses; an unknown one reads as `UNKNOWN`.
+fn state_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    Ok(["INIT", "BACKUP", "MASTER", "FAULT", "STOP"].into_iter().find(|s| *s == name).unwrap_or("UNKNOWN"))
+}
+
 /// keepalived's per-instance counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceStats {
     /// Adverts received and accepted for this instance.
     pub advert_rcvd: u64,

@@ -1,0 +1,179 @@
+//! The channel between the parent and each child process: a Unix stream socket pair made by
+//! the parent, whose child end the child finds as file descriptor 3 ([`CHILD_FD`]).
+//!
+//! The protocol is line-based: the parent writes `status N`, the child answers one line of
+//! JSON, a [`ChildReport`] carrying `N` back, so that a late answer to an earlier request is
+//! recognised and skipped. The socket is also how a child learns that its parent is gone: end
+//! of file, with no signal to rely on.
+
+use std::{
+    os::fd::{FromRawFd as _, OwnedFd},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines},
+    net::{
+        UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+
+use crate::{dataplane::ServiceCounters, vrrp::status::InstanceStatus};
+
+/// The descriptor number of the child's end in the child.
+pub const CHILD_FD: i32 = 3;
+
+/// The environment variable that tells a process it is a child, and which.
+pub const ROLE_VAR: &str = "LBD_CHILD";
+
+/// How long the parent waits for a child's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What went wrong on the channel.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    /// Reading or writing the socket.
+    #[error("control channel: {0}")]
+    Io(#[from] std::io::Error),
+    /// The child sent something that is not a report.
+    #[error("control channel: unreadable answer: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The child did not answer in time.
+    #[error("control channel: no answer within {ANSWER_TIMEOUT:?}")]
+    Timeout,
+    /// The other end closed the socket.
+    #[error("control channel closed")]
+    Closed,
+    /// Descriptor 3 is not a socket: the process was not started by an lbd parent.
+    #[error("{ROLE_VAR} is set but descriptor {CHILD_FD} is not a socket from an lbd parent")]
+    NotASocket,
+}
+
+/// What a child tells the parent for `/status` and `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// The request this answers.
+    pub seq: u64,
+    /// Reloads the child refused because the configuration had errors.
+    pub reload_failures: u64,
+    /// The VRRP child's instances.
+    pub vrrp: Vec<InstanceStatus>,
+    /// The checker child's virtual servers, with counters.
+    pub virtual_servers: Vec<ServiceCounters>,
+}
+
+/// A line-oriented end of the socket pair.
+#[derive(Debug)]
+pub struct Channel {
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> Self {
+        let (reader, writer) = stream.into_split();
+        Self { lines: BufReader::new(reader).lines(), writer }
+    }
+
+    /// A socket pair: the parent's end, and the child's, to be passed as [`CHILD_FD`].
+    pub fn pair() -> std::io::Result<(Self, std::os::unix::net::UnixStream)> {
+        let (parent, child) = std::os::unix::net::UnixStream::pair()?;
+        parent.set_nonblocking(true)?;
+        Ok((Self::new(UnixStream::from_std(parent)?), child))
+    }
+
+    /// The child's end, from descriptor [`CHILD_FD`]. Call once, in a runtime.
+    pub fn inherited() -> Result<Self, ControlError> {
+        let mut stat = std::mem::MaybeUninit::<nix::libc::stat>::uninit();
+        // SAFETY: fstat(2) on a raw number only writes `stat`; a closed descriptor is EBADF.
+        if unsafe { nix::libc::fstat(CHILD_FD, stat.as_mut_ptr()) } != 0 {
+            return Err(ControlError::NotASocket);
+        }
+        // SAFETY: fstat succeeded, so it filled `stat`.
+        let stat = unsafe { stat.assume_init() };
+        if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+            return Err(ControlError::NotASocket);
+        }
+        // SAFETY: descriptor 3 was checked to be open and a socket; it was put there by the
+        // parent for this process alone, and nothing else in the process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(CHILD_FD) };
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        Ok(Self::new(UnixStream::from_std(stream)?))
+    }
+
+    /// The child's side: the next request's sequence number; `None` when the parent is gone.
+    /// Cancel-safe.
+    pub async fn next_request(&mut self) -> Option<u64> {
+        loop {
+            match self.lines.next_line().await {
+                Ok(Some(line)) => match line.strip_prefix("status ").and_then(|n| n.trim().parse().ok()) {
+                    Some(seq) => return Some(seq),
+                    None => tracing::warn!("control channel: unknown request {line:?}"),
+                },
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The child's side: answers a request.
+    pub async fn answer(&mut self, report: &ChildReport) -> Result<(), ControlError> {
+        let mut line = serde_json::to_vec(report)?;
+        line.push(b'\n');
+        self.writer.write_all(&line).await?;
+        Ok(())
+    }
+
+    /// The parent's side: asks for a report and waits for the answer to this request.
+    pub async fn query(&mut self, seq: u64) -> Result<ChildReport, ControlError> {
+        self.writer.write_all(format!("status {seq}\n").as_bytes()).await?;
+        let answer = async {
+            loop {
+                let Some(line) = self.lines.next_line().await? else {
+                    return Err(ControlError::Closed);
+                };
+                let report: ChildReport = serde_json::from_str(&line)?;
+                if report.seq == seq {
+                    return Ok(report);
+                }
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, answer).await.map_err(|_| ControlError::Timeout)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_report_crosses_the_pair_and_late_answers_are_skipped() {
+        let (mut parent, child) = Channel::pair().unwrap();
+        child.set_nonblocking(true).unwrap();
+        let mut child = Channel::new(UnixStream::from_std(child).unwrap());
+        let responder = tokio::spawn(async move {
+            // An answer to a request the parent gave up on comes first.
+            child.answer(&ChildReport { seq: 6, ..Default::default() }).await.unwrap();
+            let seq = child.next_request().await.unwrap();
+            let report = ChildReport { seq, reload_failures: 2, ..Default::default() };
+            child.answer(&report).await.unwrap();
+            // Dropping the child's end: the parent sees the channel closed.
+        });
+        let report = parent.query(7).await.unwrap();
+        assert_eq!((report.seq, report.reload_failures), (7, 2));
+        responder.await.unwrap();
+        assert!(matches!(parent.query(8).await, Err(ControlError::Closed | ControlError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn the_child_sees_the_parent_go() {
+        let (parent, child) = Channel::pair().unwrap();
+        child.set_nonblocking(true).unwrap();
+        let mut child = Channel::new(UnixStream::from_std(child).unwrap());
+        drop(parent);
+        assert_eq!(child.next_request().await, None);
+    }
+}

@@ -1,0 +1,494 @@
+//! The parent process, as keepalived's: it reads the configuration, takes the main pid file,
+//! starts one child process per subsystem the configuration has (VRRP; virtual servers with
+//! their checkers and the data plane), and then only supervises them.
+//!
+//! - Children are this same program started again (`/proc/self/exe`, same arguments) with
+//!   [`ROLE_VAR`] naming their role and a [`Channel`] on descriptor 3. A child is started only
+//!   if the configuration has something for it, or with `--all`; `-P` and `-C` leave one out.
+//! - Signals are forwarded: SIGHUP to every child (each re-reads the file; a child the new
+//!   configuration needs is started, one it no longer needs is stopped), SIGUSR1 to every child
+//!   while the parent writes `keepalived_parent.data`, the statistics and JSON signals to the
+//!   children that write those files, SIGTERM / SIGINT to all, waiting `child_wait_time`
+//!   (5 s by default) before SIGKILL.
+//! - A child that dies is started again after keepalived's delay ([`restart_delay`]) unless
+//!   `-R`; one that exits with a permanent error (1 fatal, 2 configuration, 4 permission) stops
+//!   everything, as keepalived does.
+//! - `/status` and `/metrics` (`--status-listen`) are served here, merged from the children's
+//!   reports.
+
+use std::{
+    fmt::Write as _,
+    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
+    path::Path,
+    process::ExitStatus,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::{
+    Role, dump,
+    pidfile::{self, PidFile},
+    signals::{Request, SIGJSON, SIGSTATS_CLEAR, Signals},
+    status,
+};
+use crate::{
+    cli::Args,
+    config::Config,
+    daemon::control::{CHILD_FD, Channel, ROLE_VAR},
+};
+
+/// How long the parent waits for its children to stop before killing them (keepalived's
+/// `child_wait_time` default).
+const CHILD_WAIT_TIME: Duration = Duration::from_secs(5);
+
+/// The longest restart delay.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+
+/// keepalived's respawn delay (lib/scheduler.c): a child that ran longer than a minute is
+/// started again at once; otherwise the delay doubles from 0 and 1 s up to 32 s, then 60 s.
+pub fn restart_delay(ran_for: Duration, previous: Option<Duration>) -> Duration {
+    match previous {
+        _ if ran_for > MAX_RESTART_DELAY => Duration::ZERO,
+        None => Duration::ZERO,
+        Some(d) if d.is_zero() => Duration::from_secs(1),
+        Some(d) if d >= Duration::from_secs(32) => MAX_RESTART_DELAY,
+        Some(d) => d * 2,
+    }
+}
+
+/// keepalived's exit codes that are not worth a respawn.
+fn permanent_error(code: i32) -> Option<&'static str> {
+    match code {
+        1 => Some("FATAL"),
+        2 => Some("CONFIG"),
+        4 => Some("MISSING_PERMISSION"),
+        _ => None,
+    }
+}
+
+/// One child process, running or not.
+#[derive(Debug)]
+struct Slot {
+    role: Role,
+    process: Option<tokio::process::Child>,
+    pid: u32,
+    channel: Option<Channel>,
+    started: Instant,
+    last_delay: Option<Duration>,
+    restart_at: Option<Instant>,
+    /// Told to stop: its exit is expected.
+    stopping: bool,
+    respawns: u64,
+}
+
+impl Slot {
+    fn new(role: Role) -> Self {
+        Self {
+            role,
+            process: None,
+            pid: 0,
+            channel: None,
+            started: Instant::now(),
+            last_delay: None,
+            restart_at: None,
+            stopping: false,
+            respawns: 0,
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    fn signal(&self, signal: Signal) {
+        if self.running()
+            && let Err(e) = kill(Pid::from_raw(self.pid as i32), signal)
+        {
+            warn!("{} child process({}): kill -{signal}: {e}", self.role.name(), self.pid);
+        }
+    }
+
+    /// Starts the child: this program again, with the same arguments, its role in the
+    /// environment and its end of the channel as descriptor 3.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (channel, child_end) = Channel::pair().context("creating the control channel")?;
+        let mut args = std::env::args_os();
+        let mut command = tokio::process::Command::new("/proc/self/exe");
+        if let Some(arg0) = args.next() {
+            command.arg0(arg0);
+        }
+        command.args(args).env(ROLE_VAR, self.role.env_value());
+        let fd = child_end.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl.
+        unsafe {
+            command.pre_exec(move || {
+                let r = if fd == CHILD_FD {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(fd, CHILD_FD)
+                };
+                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+            });
+        }
+        let process = command.spawn().with_context(|| format!("starting the {} child", self.role.name()))?;
+        self.pid = process.id().unwrap_or(0);
+        info!("Starting {} child process, pid={}", self.role.name(), self.pid);
+        self.process = Some(process);
+        self.channel = Some(channel);
+        self.started = Instant::now();
+        self.restart_at = None;
+        self.stopping = false;
+        Ok(())
+    }
+}
+
+/// The parent process.
+#[derive(Debug)]
+pub struct Supervisor {
+    args: Args,
+    config: Config,
+    signals: Signals,
+    slots: Vec<Slot>,
+    status_requests: Option<mpsc::Receiver<status::SnapshotRequest>>,
+    reloads: u64,
+    started: Instant,
+    seq: u64,
+    _pid_file: PidFile,
+}
+
+impl Supervisor {
+    /// Takes the main pid file and starts the children the configuration needs.
+    pub async fn start(args: Args) -> anyhow::Result<Self> {
+        let signals = Signals::install().context("installing signal handlers")?;
+        let pid_file = PidFile::create(args.pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_MAIN)))?;
+        // The children log the configuration's diagnostics; the parent only needs its shape.
+        let (config, _) = super::load(&args, false).context("reading the configuration")?;
+        let mut supervisor = Self {
+            args,
+            config,
+            signals,
+            slots: vec![Slot::new(Role::Vrrp), Slot::new(Role::Checker)],
+            status_requests: None,
+            reloads: 0,
+            started: Instant::now(),
+            seq: 0,
+            _pid_file: pid_file,
+        };
+        for i in 0..supervisor.slots.len() {
+            if supervisor.wanted(supervisor.slots[i].role) {
+                supervisor.slots[i].spawn()?;
+            }
+        }
+        if !supervisor.slots.iter().any(Slot::running) {
+            warn!("the configuration has neither VRRP instances nor virtual servers: no child started");
+        }
+        if let Some(addr) = supervisor.args.status_listen {
+            let (requests, receiver) = mpsc::channel(16);
+            status::serve(addr, requests).await.with_context(|| format!("status listener on {addr}"))?;
+            info!("serving /metrics and /status on http://{addr}");
+            supervisor.status_requests = Some(receiver);
+        }
+        Ok(supervisor)
+    }
+
+    /// Whether the configuration (and the command line) asks for a child in `role`.
+    fn wanted(&self, role: Role) -> bool {
+        match role {
+            Role::Vrrp => !self.args.check_only && (self.args.all || !self.config.vrrp_instances.is_empty()),
+            Role::Checker => {
+                !self.args.vrrp_only && (self.args.all || !self.config.virtual_servers.is_empty())
+            }
+        }
+    }
+
+    /// Supervises until a signal says stop or a child fails for good; returns the exit code.
+    pub async fn run(mut self) -> u8 {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let code = loop {
+            let restart = self.slots.iter().filter_map(|s| s.restart_at).min();
+            let request = tokio::select! {
+                request = self.signals.next() => request,
+                (i, status) = next_exit(&mut self.slots) => {
+                    match self.child_exited(i, status) {
+                        Some(code) => break code,
+                        None => continue,
+                    }
+                }
+                () = sleep_until(restart) => {
+                    self.restart_due();
+                    continue;
+                }
+                Some(status::SnapshotRequest(reply)) = super::recv_status(&mut self.status_requests) => {
+                    let snapshot = self.snapshot().await;
+                    let _ = reply.send(snapshot);
+                    continue;
+                }
+            };
+            match request {
+                Request::Stop(signal) => {
+                    info!("received {signal}");
+                    break 0;
+                }
+                Request::Reload => self.reload(),
+                Request::Data => {
+                    self.forward(Signal::SIGUSR1, &[Role::Vrrp, Role::Checker]);
+                    self.write_parent_data();
+                }
+                Request::Stats => self.forward(Signal::SIGUSR2, &[Role::Vrrp, Role::Checker]),
+                Request::StatsClear => self.forward_raw(SIGSTATS_CLEAR, &[Role::Vrrp, Role::Checker]),
+                Request::Json => self.forward_raw(SIGJSON, &[Role::Vrrp]),
+            }
+        };
+        self.stop().await;
+        code
+    }
+
+    fn forward(&self, signal: Signal, roles: &[Role]) {
+        for slot in self.slots.iter().filter(|s| roles.contains(&s.role)) {
+            slot.signal(signal);
+        }
+    }
+
+    /// Real-time signals, which nix's `Signal` does not name.
+    fn forward_raw(&self, signal: i32, roles: &[Role]) {
+        for slot in self.slots.iter().filter(|s| roles.contains(&s.role) && s.running()) {
+            // SAFETY: kill(2) with a pid this process started and a valid signal number.
+            if unsafe { nix::libc::kill(slot.pid as i32, signal) } != 0 {
+                warn!(
+                    "{} child process({}): kill -{signal}: {}",
+                    slot.role.name(),
+                    slot.pid,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+
+    /// SIGHUP: every child re-reads the file; children the new configuration needs are
+    /// started, those it no longer needs stopped. A configuration with errors changes no child
+    /// (they refuse it themselves, logging its errors).
+    fn reload(&mut self) {
+        self.reloads += 1;
+        info!("Reloading");
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Custom("")),
+        ]);
+        match super::load(&self.args, false) {
+            Ok((config, 0)) => self.config = config,
+            Ok(_) | Err(_) => {
+                self.forward(Signal::SIGHUP, &[Role::Vrrp, Role::Checker]);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                return;
+            }
+        }
+        for i in 0..self.slots.len() {
+            let wanted = self.wanted(self.slots[i].role);
+            let slot = &mut self.slots[i];
+            match (slot.running(), wanted) {
+                (true, true) => slot.signal(Signal::SIGHUP),
+                (true, false) => {
+                    info!(
+                        "{} child process({}) is no longer needed: stopping it",
+                        slot.role.name(),
+                        slot.pid
+                    );
+                    slot.stopping = true;
+                    slot.signal(Signal::SIGTERM);
+                }
+                (false, true) if slot.restart_at.is_none() => {
+                    if let Err(e) = slot.spawn() {
+                        error!("{e:#}");
+                    }
+                }
+                (false, _) => slot.restart_at = slot.restart_at.filter(|_| wanted),
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// A child exited: expected, respawned, or the end of everything (the exit code returned).
+    fn child_exited(&mut self, i: usize, status: std::io::Result<ExitStatus>) -> Option<u8> {
+        let dont_respawn = self.args.dont_respawn;
+        let wanted = self.wanted(self.slots[i].role);
+        let slot = &mut self.slots[i];
+        slot.process = None;
+        slot.channel = None;
+        let (name, pid) = (slot.role.name(), slot.pid);
+        let how = match &status {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => format!("with status {code}"),
+                (None, Some(signal)) => format!(
+                    "due to signal {signal} ({})",
+                    Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("real-time")
+                ),
+                _ => format!("{s:?}"),
+            },
+            Err(e) => format!("(wait failed: {e})"),
+        };
+        if slot.stopping || !wanted {
+            info!("{name} child process({pid}) exited {how}");
+            slot.stopping = false;
+            return None;
+        }
+        warn!("pid {pid} exited {how}");
+        if let Some(code) = status.as_ref().ok().and_then(ExitStatus::code)
+            && let Some(kind) = permanent_error(code)
+        {
+            error!("pid {pid} exited with permanent error {kind}. Terminating");
+            return Some(code as u8);
+        }
+        if dont_respawn {
+            error!("{name} child process({pid}) died: exiting (-R, no respawn)");
+            return Some(1);
+        }
+        let delay = restart_delay(slot.started.elapsed(), slot.last_delay);
+        slot.last_delay = Some(delay);
+        slot.restart_at = Some(Instant::now() + delay);
+        warn!("{name} child process({pid}) died: Respawning");
+        info!("Restart of {name} process delayed {} seconds to limit respawn rate", delay.as_secs());
+        None
+    }
+
+    /// Starts the children whose restart delay is over.
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        for slot in &mut self.slots {
+            if slot.restart_at.is_some_and(|at| at <= now) {
+                slot.respawns += 1;
+                if let Err(e) = slot.spawn() {
+                    error!("{e:#}");
+                    let delay = restart_delay(Duration::ZERO, slot.last_delay);
+                    slot.last_delay = Some(delay);
+                    slot.restart_at = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    /// `/status` and `/metrics`: the parent's counters and what each child reports.
+    async fn snapshot(&mut self) -> status::Snapshot {
+        self.seq += 1;
+        let mut snapshot = status::Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            reloads: self.reloads,
+            ..Default::default()
+        };
+        for slot in &mut self.slots {
+            let Some(channel) = &mut slot.channel else { continue };
+            match channel.query(self.seq).await {
+                Ok(report) => {
+                    snapshot.reload_failures = snapshot.reload_failures.max(report.reload_failures);
+                    snapshot.vrrp.extend(report.vrrp);
+                    snapshot.virtual_servers.extend(report.virtual_servers);
+                }
+                Err(e) => warn!("{} child process({}): {e}", slot.role.name(), slot.pid),
+            }
+        }
+        snapshot
+    }
+
+    /// SIGUSR1: the parent's own dump, `keepalived_parent.data`.
+    fn write_parent_data(&self) {
+        let mut text = crate::config::dump::dump(&self.config);
+        text.push_str("------< Parent process >------\n");
+        let _ = writeln!(text, " pid = {}", std::process::id());
+        for slot in &self.slots {
+            let _ = match (&slot.process, slot.restart_at) {
+                (Some(_), _) => writeln!(
+                    text,
+                    " {} child process: pid = {}, respawns = {}",
+                    slot.role.name(),
+                    slot.pid,
+                    slot.respawns
+                ),
+                (None, Some(_)) => writeln!(text, " {} child process: waiting to respawn", slot.role.name()),
+                (None, None) => writeln!(text, " {} child process: not running", slot.role.name()),
+            };
+        }
+        match dump::write_file("keepalived_parent.data", &text) {
+            Ok(path) => info!("parent data dump written to {}", path.display()),
+            Err(e) => error!("writing the parent data dump: {e}"),
+        }
+    }
+
+    /// SIGTERM to every child, then waits for them, `child_wait_time` at most before SIGKILL.
+    async fn stop(mut self) {
+        info!("Stopping");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        for slot in &mut self.slots {
+            slot.stopping = true;
+            slot.signal(Signal::SIGTERM);
+        }
+        let wait = self.config.global_defs.child_wait_time.unwrap_or(CHILD_WAIT_TIME);
+        for slot in &mut self.slots {
+            let Some(process) = &mut slot.process else { continue };
+            match tokio::time::timeout(wait, process.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    warn!("{} process failed to die - forcing termination", slot.role.name());
+                    let _ = process.kill().await;
+                }
+            }
+        }
+        info!("Stopped lbd {}", env!("CARGO_PKG_VERSION"));
+    }
+}
+
+/// The next child to exit, with its status; never, if none runs.
+async fn next_exit(slots: &mut [Slot]) -> (usize, std::io::Result<ExitStatus>) {
+    let waits: Vec<_> = slots
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, slot)| slot.process.as_mut().map(|p| Box::pin(async move { (i, p.wait().await) })))
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(waits).await.0
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays_follow_keepalived() {
+        let quick = Duration::from_secs(1);
+        let mut delays = Vec::new();
+        let mut last = None;
+        for _ in 0..10 {
+            let d = restart_delay(quick, last);
+            delays.push(d.as_secs());
+            last = Some(d);
+        }
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // A child that ran more than a minute is started again at once.
+        assert_eq!(restart_delay(Duration::from_secs(61), Some(Duration::from_secs(32))), Duration::ZERO);
+    }
+
+    #[test]
+    fn permanent_errors_are_keepalived_s() {
+        assert_eq!(permanent_error(1), Some("FATAL"));
+        assert_eq!(permanent_error(2), Some("CONFIG"));
+        assert_eq!(permanent_error(4), Some("MISSING_PERMISSION"));
+        assert_eq!(permanent_error(0), None);
+        assert_eq!(permanent_error(3), None);
+    }
+}
