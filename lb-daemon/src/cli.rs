@@ -92,11 +92,11 @@ pub struct Args {
     #[arg(short = 'e', long = "all-config")]
     pub all_config: bool,
 
-    /// Only run the VRRP subsystem (no virtual servers, no checkers).
+    /// Only run the VRRP child (no virtual servers, no checkers, no XDP).
     #[arg(short = 'P', long = "vrrp", conflicts_with = "check_only")]
     pub vrrp_only: bool,
 
-    /// Only run the health-checker subsystem (virtual servers and checkers, no VRRP).
+    /// Only run the checker child (virtual servers, checkers and XDP; no VRRP).
     #[arg(short = 'C', long = "check")]
     pub check_only: bool,
 
@@ -104,7 +104,7 @@ pub struct Args {
     #[arg(short = 'B', long = "no_bfd")]
     pub no_bfd: bool,
 
-    /// Run every subsystem even without configuration for it.
+    /// Start every child process even if the configuration has nothing for it.
     #[arg(long = "all")]
     pub all: bool,
 
@@ -130,19 +130,19 @@ pub struct Args {
     #[arg(short = 'I', long = "dont-release-ipvs")]
     pub dont_release_ipvs: bool,
 
-    /// Don't respawn child processes (lbd runs its subsystems in one process; accepted).
+    /// Don't respawn a dead child process: lbd stops instead.
     #[arg(short = 'R', long = "dont-respawn")]
     pub dont_respawn: bool,
 
-    /// Pid file of the main process.
+    /// Pid file of the parent process.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
-    /// Pid file of the VRRP subsystem.
+    /// Pid file of the VRRP child process.
     #[arg(short = 'r', long = "vrrp_pid", value_name = "FILE")]
     pub vrrp_pid_file: Option<PathBuf>,
 
-    /// Pid file of the checker subsystem.
+    /// Pid file of the checker child process.
     #[arg(short = 'c', long = "checkers_pid", value_name = "FILE")]
     pub checkers_pid_file: Option<PathBuf>,
 

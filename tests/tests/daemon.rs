@@ -193,6 +193,106 @@ fn restarts_keep_a_long_transfer_flowing() {
     assert!(t.get("/").is_err(), "nothing forwards after an orderly stop");
 }
 
+/// The pid in the lab's pid file of `label`'s `what` process (`main`, `vrrp`, `checkers`).
+fn pid_of(t: &Topology, label: &str, what: &str) -> Option<i32> {
+    std::fs::read_to_string(t.lab.dir().join(format!("{label}-{what}.pid"))).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still has a /proc entry; its state says it is dead.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()), Some("Z"))
+    })
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn dead_children_are_respawned_and_traffic_continues() {
+    let t = topology();
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));
+    let mut lbd = t.start("lbd", &conf, &[]);
+    let masters = |lbd: &Proc| lbd.log().matches("(VI_1) Entering MASTER STATE").count();
+    wait_until(Duration::from_secs(10), "VI_1 to become master", || masters(&lbd) == 1);
+    let lines = 60;
+    let mut transfer = t.long_transfer(lines);
+    wait_until(Duration::from_secs(10), "the transfer to start", || transfer.log().contains(" 2"));
+
+    // kill -9 of the checker child: the parent starts another at once (keepalived's first
+    // delay is 0), which adopts the pinned data plane; the XDP program forwards meanwhile.
+    let checker = pid_of(&t, "lbd", "checkers").unwrap();
+    kill9(checker);
+    assert_eq!(t.answering(6, &lbd).len(), 3, "served while the checker child is down or starting");
+    wait_until(Duration::from_secs(15), "a new checker child", || {
+        pid_of(&t, "lbd", "checkers").is_some_and(|p| p != checker && alive(p))
+            && lbd.log().matches("data plane:").count() >= 2
+    });
+    let log = lbd.log();
+    assert!(log.contains(&format!("pid {checker} exited due to signal 9")), "{log}");
+    assert!(log.contains(&format!("Healthcheck child process({checker}) died: Respawning")), "{log}");
+    assert!(log.contains("Restart of Healthcheck process delayed 0 seconds"), "{log}");
+    assert!(log.contains("adopted 1 virtual services and 3 real servers"), "{log}");
+    assert_eq!(t.answering(6, &lbd).len(), 3, "served by the new checker child's data plane");
+
+    // kill -9 of the VRRP child: respawned, it starts in BACKUP and takes MASTER again.
+    let vrrp = pid_of(&t, "lbd", "vrrp").unwrap();
+    kill9(vrrp);
+    wait_until(Duration::from_secs(15), "the new VRRP child to become master", || masters(&lbd) == 2);
+    assert!(lbd.log().contains(&format!("VRRP child process({vrrp}) died: Respawning")), "{}", lbd.log());
+    assert!(t.lb.ip(&["-4", "addr", "show", "dev", "eth0"]).contains("10.50.0.51/24"), "VIP held");
+
+    assert_complete(
+        &mut transfer,
+        lines,
+        &format!(
+            "across the children's deaths
+{}",
+            lbd.log()
+        ),
+    );
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}
+
+#[test]
+fn without_respawn_a_dead_child_stops_lbd_and_a_dead_parent_stops_its_children() {
+    let t = topology();
+    let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));
+
+    // -R: a dead child ends lbd; the other child stops in order (its VIP removed).
+    let mut lbd = t.start("lbd1", &conf, &["-R"]);
+    wait_until(Duration::from_secs(10), "VI_1 to become master", || {
+        lbd.log().contains("(VI_1) Entering MASTER STATE")
+    });
+    kill9(pid_of(&t, "lbd1", "checkers").unwrap());
+    let status = lbd.wait(Duration::from_secs(15));
+    assert!(!status.success(), "{}", lbd.log());
+    assert!(lbd.log().contains("died: exiting (-R, no respawn)"), "{}", lbd.log());
+    assert!(lbd.log().contains("(VI_1) removing VIPs"), "{}", lbd.log());
+    assert!(!t.lb.ip(&["-4", "addr", "show", "dev", "eth0"]).contains("10.50.0.51/24"), "VIP removed");
+
+    // kill -9 of the parent alone: the VRRP child hands over at once (priority 0, VIPs
+    // removed), the checker child leaves the data plane forwarding for the next lbd.
+    let lbd = t.start("lbd2", &conf, &[]);
+    wait_until(Duration::from_secs(10), "VI_1 to become master", || {
+        lbd.log().contains("(VI_1) Entering MASTER STATE")
+    });
+    let children = [pid_of(&t, "lbd2", "vrrp").unwrap(), pid_of(&t, "lbd2", "checkers").unwrap()];
+    lbd.signal(Signal::SIGKILL);
+    wait_until(Duration::from_secs(15), "the children to stop", || !children.iter().any(|p| alive(*p)));
+    let log = lbd.log();
+    assert!(log.contains("the parent process is gone: stopping"), "{log}");
+    assert!(log.contains("(VI_1) sent 0 priority"), "{log}");
+    assert!(log.contains("parent gone: the XDP program stays attached"), "{log}");
+    assert!(!t.lb.ip(&["-4", "addr", "show", "dev", "eth0"]).contains("10.50.0.51/24"), "VIP removed");
+    assert_eq!(t.answering(3, &lbd).len(), 3, "still forwarding with no lbd running");
+    for what in ["vrrp", "checkers"] {
+        assert!(pid_of(&t, "lbd2", what).is_none(), "{what} pid file removed");
+    }
+}
+
 #[test]
 fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let t = topology();
