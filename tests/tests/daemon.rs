@@ -370,6 +370,25 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     assert_eq!(value[0]["data"]["iname"], "VI_1", "{value}");
     assert_eq!(value[0]["data"]["state"], 2, "MASTER: {value}");
     assert!(value[0]["stats"]["advert_sent"].as_u64().unwrap() > 10, "{value}");
+    // SIGRTMAX-1 writes the statistics, then clears the VRRP counters.
+    let sent = |t: &Topology| -> u64 {
+        let stats = std::fs::read_to_string(t.lab.dir().join("keepalived.stats")).unwrap_or_default();
+        let mut lines = stats.lines().skip_while(|l| !l.contains("Sent:"));
+        lines.next().and_then(|l| l.trim().strip_prefix("Sent: ")?.parse().ok()).unwrap_or(0)
+    };
+    let stats_file = t.lab.dir().join("keepalived.stats");
+    std::fs::remove_file(&stats_file).unwrap();
+    let kill = std::process::Command::new("kill").args(["-63", &lbd.pid().to_string()]).status().unwrap();
+    assert!(kill.success());
+    wait_until(Duration::from_secs(5), "keepalived.stats", || sent(&t) > 0);
+    let before = sent(&t);
+    assert!(before > 20, "adverts sent before the clear: {before}");
+    std::fs::remove_file(&stats_file).unwrap();
+    lbd.signal(Signal::SIGUSR2);
+    wait_until(Duration::from_secs(5), "keepalived.stats", || {
+        std::fs::read_to_string(&stats_file).is_ok_and(|s| s.contains("Priority Zero"))
+    });
+    assert!(sent(&t) < before, "cleared: {} after {before}", sent(&t));
 
     // /status and /metrics against the known state.
     let status: serde_json::Value = serde_json::from_str(&http_get(&t.lb, "/status")).unwrap();

@@ -31,8 +31,8 @@ pub enum Kind {
     Data,
     /// SIGUSR2: `keepalived.stats`.
     Stats,
-    /// SIGRTMAX-1: `keepalived.stats`, then the counters cleared (lbd's counters are the data
-    /// plane's and are not cleared: the file is written as for SIGUSR2).
+    /// SIGRTMAX-1: `keepalived.stats`, then the VRRP counters cleared (the virtual servers'
+    /// counters are the data plane's and are not cleared).
     StatsClear,
     /// SIGRTMIN+2: `keepalived.json`.
     Json,

@@ -308,7 +308,14 @@ impl Daemon {
         let vrrp = self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default();
         let source = dump::Source { config: &self.config, dataplane: self.dataplane.as_ref(), vrrp };
         match dump::write(kind, self.role, &source) {
-            Some(Ok(path)) => info!("{} written to {}", kind.what(), path.display()),
+            Some(Ok(path)) => {
+                info!("{} written to {}", kind.what(), path.display());
+                if kind == dump::Kind::StatsClear
+                    && let Some(vrrp) = &self.vrrp
+                {
+                    vrrp.status().clear_stats();
+                }
+            }
             Some(Err(e)) => error!("writing the {}: {e}", kind.what()),
             None => {}
         }

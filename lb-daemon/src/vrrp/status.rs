@@ -84,6 +84,15 @@ impl VrrpStatus {
         }
     }
 
+    /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).
+    pub fn clear_stats(&self) {
+        if let Ok(mut v) = self.0.lock() {
+            for i in v.iter_mut() {
+                i.stats = InstanceStats::default();
+            }
+        }
+    }
+
     /// Changes instance `i`.
     pub(crate) fn update(&self, i: usize, change: impl FnOnce(&mut InstanceStatus)) {
         if let Ok(mut v) = self.0.lock()
