@@ -224,6 +224,10 @@ fn dead_children_are_respawned_and_traffic_continues() {
     // delay is 0), which adopts the pinned data plane; the XDP program forwards meanwhile.
     let checker = pid_of(&t, "lbd", "checkers").unwrap();
     kill9(checker);
+    // A reload while the new child starts: forwarded, it waits for the child's handlers
+    // (blocked until then) instead of killing it.
+    std::thread::sleep(Duration::from_millis(5));
+    lbd.signal(Signal::SIGHUP);
     assert_eq!(t.answering(6, &lbd).len(), 3, "served while the checker child is down or starting");
     wait_until(Duration::from_secs(15), "a new checker child", || {
         pid_of(&t, "lbd", "checkers").is_some_and(|p| p != checker && alive(p))
@@ -235,6 +239,7 @@ fn dead_children_are_respawned_and_traffic_continues() {
     assert!(log.contains("Restart of Healthcheck process delayed 0 seconds"), "{log}");
     assert!(log.contains("adopted 1 virtual services and 3 real servers"), "{log}");
     assert_eq!(t.answering(6, &lbd).len(), 3, "served by the new checker child's data plane");
+    assert!(!lbd.log().contains("due to signal 1 "), "a child killed by SIGHUP:\n{}", lbd.log());
 
     // kill -9 of the VRRP child: respawned, it starts in BACKUP and takes MASTER again.
     let vrrp = pid_of(&t, "lbd", "vrrp").unwrap();

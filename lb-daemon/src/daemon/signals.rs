@@ -24,6 +24,38 @@ pub const SIGJSON: i32 = 36;
 /// SIGRTMAX-1 (keepalived's STATS_CLEAR signal).
 pub const SIGSTATS_CLEAR: i32 = 63;
 
+/// The signals a parent forwards to its children, as a set: a child starts with them blocked
+/// (so that one forwarded while it is still starting waits instead of killing it) and unblocks
+/// them once its handlers are installed ([`Signals::install`]).
+pub fn handled_set() -> nix::libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only writes into it.
+    unsafe {
+        nix::libc::sigemptyset(set.as_mut_ptr());
+        for signal in [
+            nix::libc::SIGTERM,
+            nix::libc::SIGINT,
+            nix::libc::SIGHUP,
+            nix::libc::SIGUSR1,
+            nix::libc::SIGUSR2,
+            SIGSTATS_CLEAR,
+            SIGJSON,
+        ] {
+            nix::libc::sigaddset(set.as_mut_ptr(), signal);
+        }
+        set.assume_init()
+    }
+}
+
+/// Blocks `set` for the calling thread; async-signal-safe, for a child between fork and exec.
+pub fn block(set: &nix::libc::sigset_t) -> std::io::Result<()> {
+    // SAFETY: pthread_sigmask with a valid set and no old-set pointer.
+    match unsafe { nix::libc::pthread_sigmask(nix::libc::SIG_BLOCK, set, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// The daemon's signal handlers, installed at once so that no signal kills it by default.
 #[derive(Debug)]
 pub struct Signals {
@@ -46,7 +78,14 @@ impl Signals {
             .into_iter()
             .map(|(kind, request)| Ok((signal(kind)?, request)))
             .collect::<std::io::Result<_>>()?;
-        Ok(Self { handlers })
+        // A child starts with these blocked (see [`handled_set`]): the handlers are there now.
+        // SAFETY: pthread_sigmask with a valid set and no old-set pointer.
+        match unsafe {
+            nix::libc::pthread_sigmask(nix::libc::SIG_UNBLOCK, &handled_set(), std::ptr::null_mut())
+        } {
+            0 => Ok(Self { handlers }),
+            e => Err(std::io::Error::from_raw_os_error(e)),
+        }
     }
 
     /// The next signal's request.

@@ -126,9 +126,12 @@ impl Slot {
         }
         command.args(args).env(ROLE_VAR, self.role.env_value());
         let fd = child_end.as_raw_fd();
-        // SAFETY: between fork and exec only async-signal-safe calls: dup2 and fcntl.
+        let blocked = super::signals::handled_set();
+        // SAFETY: between fork and exec only async-signal-safe calls: pthread_sigmask, dup2
+        // and fcntl.
         unsafe {
             command.pre_exec(move || {
+                super::signals::block(&blocked)?;
                 let r = if fd == CHILD_FD {
                     nix::libc::fcntl(fd, nix::libc::F_SETFD, 0)
                 } else {
