@@ -262,6 +262,51 @@ fn dead_children_are_respawned_and_traffic_continues() {
 }
 
 #[test]
+fn children_follow_what_the_configuration_has() {
+    let t = topology();
+    // VRRP only: no checker child, so no XDP program on the interfaces.
+    let vrrp_only = config(&[], 1).replace(
+        &format!("virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n}}\n"),
+        "",
+    );
+    assert!(!vrrp_only.contains("virtual_server"), "{vrrp_only}");
+    let conf = t.lab.write_file("keepalived.conf", &vrrp_only);
+    let mut lbd = bins::spawn_lbd(&t.lab, &t.lb, "lbd", &conf, &t.pin_dir, &[]);
+    wait_until(Duration::from_secs(10), "VI_1 to become master", || {
+        lbd.assert_running();
+        lbd.log().contains("(VI_1) Entering MASTER STATE")
+    });
+    assert!(pid_of(&t, "lbd", "checkers").is_none(), "no checker child:\n{}", lbd.log());
+    assert!(!t.lb.ip(&["link", "show", "eth0"]).contains("xdp"), "no XDP without virtual servers");
+
+    // A reload that brings virtual servers starts the checker child.
+    std::fs::write(&conf, config(&[1, 2, 3], 1)).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(15), "the checker child to program the VIP", || {
+        lbd.log().contains("data plane:")
+    });
+    assert!(pid_of(&t, "lbd", "checkers").is_some_and(alive));
+    assert_eq!(t.answering(3, &lbd).len(), 3);
+
+    // One that takes them away stops it: detached, and no respawn.
+    std::fs::write(&conf, &vrrp_only).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(15), "the checker child to stop", || {
+        pid_of(&t, "lbd", "checkers").is_none()
+    });
+    assert!(!t.lb.ip(&["link", "show", "eth0"]).contains("xdp"), "detached");
+    let log = lbd.log();
+    assert!(log.contains("is no longer needed: stopping it"), "{log}");
+    assert!(!log.contains("Respawning"), "{log}");
+    assert!(
+        !log.contains("(VI_1) Entering BACKUP STATE\n") && log.matches("(VI_1) Entering MASTER").count() == 1,
+        "{log}"
+    );
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}
+
+#[test]
 fn without_respawn_a_dead_child_stops_lbd_and_a_dead_parent_stops_its_children() {
     let t = topology();
     let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));
