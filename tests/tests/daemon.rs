@@ -307,6 +307,45 @@ fn children_follow_what_the_configuration_has() {
 }
 
 #[test]
+fn changing_a_key_field_recreates_that_virtual_server_only() {
+    let t = topology();
+    // A second virtual server, on port 81, over the same real servers.
+    let second = |algo: &str| {
+        format!(
+            "virtual_server {VIP} 81 {{\n    lb_algo {algo}\n    lb_kind NAT\n    protocol TCP\n    \
+             real_server 10.51.0.11 8080 {{\n    }}\n    real_server 10.51.0.12 8080 {{\n    }}\n}}\n"
+        )
+    };
+    let conf = t.lab.write_file("keepalived.conf", &(config(&[1, 2, 3], 0) + &second("rr")));
+    let mut lbd = t.start("lbd", &conf, &[]);
+    let lines = 40;
+    let mut transfer = t.long_transfer(lines);
+    wait_until(Duration::from_secs(10), "the transfer to start", || transfer.log().contains(" 2"));
+
+    // The scheduler of the second one changes (to one of another kind: rr to wrr keeps the
+    // data plane's entry as it is, nothing to recreate): it alone is recreated.
+    std::fs::write(&conf, config(&[1, 2, 3], 0) + &second("sh")).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || lbd.log().contains("Reload finished"));
+    let log = lbd.log();
+    let report =
+        log.lines().rfind(|l| l.contains("services_recreated: 1")).unwrap_or_else(|| panic!("{log}"));
+    assert!(report.contains("services_added: 0") && report.contains("services_removed: 0"), "{report}");
+    let on_81: BTreeSet<String> = (0..4)
+        .map(|_| {
+            let out = t.client.exec("curl", &["-sS", "--max-time", "5", &format!("http://{VIP}:81/")]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    // Source hashing: one client, one real server.
+    assert!(on_81.len() == 1 && ["r1", "r2"].iter().any(|r| on_81.contains(*r)), "{on_81:?}");
+    assert_complete(&mut transfer, lines, &format!("the other virtual server's flow\n{log}"));
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}
+
+#[test]
 fn without_respawn_a_dead_child_stops_lbd_and_a_dead_parent_stops_its_children() {
     let t = topology();
     let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));
