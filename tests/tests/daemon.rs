@@ -346,6 +346,61 @@ fn changing_a_key_field_recreates_that_virtual_server_only() {
 }
 
 #[test]
+fn local_addresses_come_and_go_under_an_fnat_transfer() {
+    let t = topology();
+    for laddr in ["10.51.0.200/24", "10.51.0.201/24"] {
+        t.lb.addr("eth1", laddr);
+    }
+    const FNAT_VIP: &str = "10.60.0.103";
+    let fnat = |laddrs: &[&str]| {
+        let mut text = config(&[], 0).replace(
+            &format!("virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n}}\n"),
+            "",
+        );
+        text.push_str("local_address_group LADDR {\n");
+        for l in laddrs {
+            text.push_str(&format!("    {l}\n"));
+        }
+        text.push_str(&format!(
+            "}}\nvirtual_server {FNAT_VIP} 80 {{\n    lb_algo rr\n    lb_kind FNAT\n    laddr_group_name LADDR\n    \
+             protocol TCP\n"
+        ));
+        for r in 1..=3 {
+            text.push_str(&format!("    real_server 10.51.0.1{r} 8080 {{\n    }}\n"));
+        }
+        text + "}\n"
+    };
+    let conf = t.lab.write_file("keepalived.conf", &fnat(&["10.51.0.200"]));
+    let mut lbd = t.start("lbd", &conf, &[]);
+    let get = || {
+        let out = t.client.exec("curl", &["-sS", "--max-time", "5", &format!("http://{FNAT_VIP}/")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    get();
+    let lines = 50;
+    let url = format!("http://{FNAT_VIP}/slow/{lines}");
+    let mut transfer = t.client.spawn("transfer", "curl", &["-sS", "-N", "--max-time", "120", &url]);
+    wait_until(Duration::from_secs(10), "the transfer to start", || transfer.log().contains(" 2"));
+
+    for (step, laddrs) in [(1, &["10.51.0.200", "10.51.0.201"][..]), (2, &["10.51.0.201"][..])] {
+        std::fs::write(&conf, fnat(laddrs)).unwrap();
+        lbd.signal(Signal::SIGHUP);
+        wait_until(Duration::from_secs(10), "the reload", || {
+            lbd.log().matches("Reload finished").count() == step
+        });
+        let log = lbd.log();
+        let report = log.lines().rfind(|l| l.contains("data plane:")).unwrap();
+        assert!(report.contains("services_recreated: 0") && report.contains("reals_removed: 0"), "{report}");
+        for _ in 0..6 {
+            get();
+        }
+    }
+    assert_complete(&mut transfer, lines, &format!("local addresses added and removed\n{}", lbd.log()));
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}
+
+#[test]
 fn without_respawn_a_dead_child_stops_lbd_and_a_dead_parent_stops_its_children() {
     let t = topology();
     let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));

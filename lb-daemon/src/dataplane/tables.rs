@@ -9,8 +9,9 @@
 //! The connection table remembers flows by service id and real id, so ids must not move under
 //! established flows:
 //! - a service keeps its id while its key (VIP, port, protocol) and everything its flows depend
-//!   on (method, scheduler and its flags, persistence, FNAT pool) are unchanged; changing one of
-//!   those recreates that service, and only that one, under a new id with new real ids;
+//!   on (method, scheduler and its flags, persistence) are unchanged; changing one of those
+//!   recreates that service, and only that one, under a new id with new real ids; its FNAT pool
+//!   (local addresses) changes in place, as flows keep their local address and port;
 //! - a real keeps its id while its service keeps its id and its address and port are unchanged;
 //!   its weight (and TUN source) change in place;
 //! - new ids are handed out next-fit: after the last one handed out, wrapping round and
@@ -462,10 +463,12 @@ fn spec(vs: &VirtualService) -> Result<Spec<'_>, DataplaneError> {
 }
 
 /// Whether two services schedule and translate the same way, so flows of one are flows of the
-/// other.
+/// other. The FNAT pool is not part of it: a flow holds its local address and port in its own
+/// entries, and the pool only serves new flows, so a local address added or removed (another
+/// pool) changes the service in place and disturbs no flow.
 fn same_identity(a: &Service, b: &Service) -> bool {
-    (a.method, a.scheduler, a.flags, a.persistence_timeout, a.persistence_mask, a.laddr_group)
-        == (b.method, b.scheduler, b.flags, b.persistence_timeout, b.persistence_mask, b.laddr_group)
+    (a.method, a.scheduler, a.flags, a.persistence_timeout, a.persistence_mask)
+        == (b.method, b.scheduler, b.flags, b.persistence_timeout, b.persistence_mask)
 }
 
 fn settings(desired: &DataplaneSettings) -> Result<Settings, DataplaneError> {

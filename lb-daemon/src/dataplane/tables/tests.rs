@@ -312,13 +312,12 @@ fn key_fields_recreate_and_others_update_in_place() {
     let mut base = service("10.0.0.1", Algorithm::RoundRobin, &[real("10.1.0.1", 1)]);
     base.method = ForwardingMethod::Fnat;
     base.local_addresses = vec![ip("10.9.0.1")];
-    let recreating: [(&str, Change); 5] = [
+    let recreating: [(&str, Change); 4] = [
         ("method", |vs| vs.method = ForwardingMethod::Nat),
         ("scheduler", |vs| vs.scheduling.algorithm = Algorithm::SourceHashing),
         ("persistence", |vs| {
             vs.persistence = Some(Persistence { timeout: Duration::from_secs(60), prefix: None })
         }),
-        ("pool", |vs| vs.local_addresses = vec![ip("10.9.9.9")]),
         ("hash port", |vs| {
             vs.scheduling.algorithm = Algorithm::MaglevHashing;
             vs.scheduling.hash_port = true;
@@ -561,6 +560,42 @@ fn fnat_pools_are_shared_filtered_and_sorted() {
     assert_eq!(pool.len(), 2);
     assert_eq!(addr_from(pool[0].addr, pool[0].family), Some(ip("10.9.0.1")));
     assert_eq!(addr_from(pool[1].addr, pool[1].family), Some(ip("10.9.0.2")));
+}
+
+#[test]
+fn local_addresses_added_or_removed_change_the_service_in_place() {
+    let mut dp = fresh();
+    let mut desired = everything();
+    apply(&mut dp, &desired);
+    let (a, b) = (entry(&dp, "10.0.0.5"), entry(&dp, "10.0.0.6"));
+    let pool_of = |dp: &FakeDataplane, s: &Service| -> Vec<Option<IpAddr>> {
+        let start = s.laddr_group * MAX_LADDRS_PER_GROUP;
+        dp.io()
+            .laddrs
+            .range(start..start + MAX_LADDRS_PER_GROUP)
+            .map(|(_, v)| addr_from(v.addr, v.family))
+            .collect()
+    };
+    fn fnat<'a>(d: &'a mut DesiredState, vip: &str) -> &'a mut Vec<IpAddr> {
+        d.services.iter_mut().find(|s| s.addr.vip == ip(vip)).map(|s| &mut s.local_addresses).unwrap()
+    }
+    // An address added to the pool of both.
+    fnat(&mut desired, "10.0.0.5").push(ip("10.9.0.3"));
+    fnat(&mut desired, "10.0.0.6").push(ip("10.9.0.3"));
+    let (report, _) = apply(&mut dp, &desired);
+    assert_eq!((report.services_recreated, report.services_added, report.reals_added), (0, 0, 0));
+    let (a2, b2) = (entry(&dp, "10.0.0.5"), entry(&dp, "10.0.0.6"));
+    assert_eq!((a2.id, b2.id), (a.id, b.id), "same services");
+    assert_eq!(a2.laddr_group, b2.laddr_group, "still one pool for the same addresses");
+    assert_eq!(pool_of(&dp, &a2), ["10.9.0.1", "10.9.0.2", "10.9.0.3"].map(|s| Some(ip(s))));
+    // One removed from one of them only: it alone moves to a pool of its own, in place.
+    fnat(&mut desired, "10.0.0.5").retain(|a| *a != ip("10.9.0.1"));
+    let (report, _) = apply(&mut dp, &desired);
+    assert_eq!((report.services_recreated, report.services_updated), (0, 1));
+    let (a3, b3) = (entry(&dp, "10.0.0.5"), entry(&dp, "10.0.0.6"));
+    assert_eq!((a3.id, b3), (a.id, b2), "the other service is not touched");
+    assert_eq!(pool_of(&dp, &a3), ["10.9.0.2", "10.9.0.3"].map(|s| Some(ip(s))));
+    assert_eq!(pool_of(&dp, &b3).len(), 3);
 }
 
 #[test]
