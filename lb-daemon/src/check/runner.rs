@@ -598,9 +598,11 @@ impl Collector {
         desired: watch::Sender<DesiredState>,
         mut stop: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
+        // Without checkers the reports end at once; the counters and the stop still come.
+        let mut reporting = true;
         loop {
             tokio::select! {
-                report = reports.recv() => match report {
+                report = reports.recv(), if reporting => match report {
                     Some(((v, r, c), change)) => {
                         let Some(service) = self.services.get_mut(v) else { continue };
                         let events = service.on_change(r, c, change);
@@ -609,7 +611,10 @@ impl Collector {
                             self.handle_event(v, event, kind);
                         }
                     }
-                    None => return,
+                    None => {
+                        reporting = false;
+                        continue;
+                    }
                 },
                 Some(stats) = next_stats(&mut connections) => self.on_connections(&stats),
                 done = &mut stop => {
@@ -887,5 +892,96 @@ mod tests {
         let changed = Runner::spawn_after(&other, Some(&runner));
         assert_eq!(reals(&changed.desired()), ["127.0.0.1", "127.0.0.2"]);
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn checkers_report_their_verdict_and_last_probe_duration() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let runner = Runner::spawn(&config(listener.local_addr()?.port(), ""));
+        let before = runner.checkers();
+        assert_eq!(before.len(), 1);
+        assert_eq!((before[0].kind, before[0].probes, before[0].last_duration), ("TCP_CHECK", 0, None));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while runner.checkers()[0].probes == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await?;
+        let after = &runner.checkers()[0];
+        assert!(after.up && !after.suspended);
+        assert_eq!(after.virtual_server, "[10.0.0.1]:tcp:80");
+        let took = after.last_duration.unwrap_or_default();
+        assert!(took > Duration::ZERO && took < Duration::from_secs(1), "{took:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn ha_suspend_wants_the_address_on_this_host() {
+        let local: HashSet<IpAddr> = ["127.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]))].into();
+        assert!(!suspended(None, &local), "no ha_suspend: never");
+        assert!(!suspended(Some(IpAddr::from([127, 0, 0, 1])), &local));
+        assert!(suspended(Some(IpAddr::from([10, 0, 0, 1])), &local));
+        assert!(local_addresses().contains(&IpAddr::from([127, 0, 0, 1])), "loopback is read");
+    }
+
+    #[tokio::test]
+    async fn ha_suspend_holds_the_probes_of_a_vip_not_on_this_host() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        drop(listener);
+        let away = Runner::spawn(&config(port, " ha_suspend\n"));
+        let text = config(port, "").virtual_servers[0].clone();
+        let mut here = config(port, " ha_suspend\n");
+        here.virtual_servers[0].address =
+            VsAddress::Ip { address: IpAddr::from([127, 0, 0, 1]), port: Some(80) };
+        let mut here = Runner::spawn(&here);
+        let desired = tokio::time::timeout(Duration::from_secs(5), here.changed()).await?;
+        assert_eq!(desired.services[0].reals.len(), 1, "the local VIP's checker took the dead real out");
+        assert_eq!(away.probes(), 0, "10.0.0.1 is not here: no probe");
+        assert!(away.checkers()[0].suspended && away.checkers()[0].up, "suspended, verdict kept");
+        assert_eq!(reals(&away.desired()).len(), text.real_servers.len());
+        Ok(())
+    }
+
+    fn counters(real: &str, port: u16, active: u64) -> Vec<ServiceCounters> {
+        use crate::dataplane::{Counters, Protocol, RealCounters};
+        let addr = |a: &str| a.parse().unwrap_or(IpAddr::from([0; 4]));
+        vec![ServiceCounters {
+            service: ServiceAddr { vip: addr("10.0.0.1"), port: 80, protocol: Protocol::Tcp },
+            counters: Counters::default(),
+            no_real: 0,
+            reals: vec![RealCounters {
+                addr: addr(real),
+                port,
+                sorry: false,
+                weight: 1,
+                counters: Counters { active_conns: active, ..Counters::default() },
+            }],
+        }]
+    }
+
+    #[tokio::test]
+    async fn uthreshold_sets_weight_zero_until_lthreshold() -> Result<(), Box<dyn std::error::Error>> {
+        let text = "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 127.0.0.2 80 {\n  weight 3\n  uthreshold 4\n  lthreshold 2\n }\n real_server 127.0.0.3 80 {\n }\n}\n";
+        let config = parse_str("test.conf", text, &LoadOptions::default()).config;
+        let mut runner = Runner::spawn(&config);
+        assert!(runner.wants_connections());
+        let weight = |d: &DesiredState| d.services[0].reals[0].weight;
+        assert_eq!(weight(&runner.desired()), 3);
+        runner.connections(&counters("127.0.0.2", 80, 4));
+        let desired = tokio::time::timeout(Duration::from_secs(2), runner.changed()).await?;
+        assert_eq!(weight(&desired), 0, "at uthreshold: no new connections");
+        runner.connections(&counters("127.0.0.2", 80, 2));
+        runner.connections(&counters("127.0.0.2", 80, 1));
+        let desired = tokio::time::timeout(Duration::from_secs(2), runner.changed()).await?;
+        assert_eq!(weight(&desired), 3, "below lthreshold: back");
+        assert!(!Runner::spawn(&config_without_thresholds()).wants_connections());
+        Ok(())
+    }
+
+    fn config_without_thresholds() -> Config {
+        config(9, "")
     }
 }
