@@ -58,7 +58,9 @@ pub fn desired_state_with(config: &Config, health: &Health) -> (DesiredState, Ve
 }
 
 /// Leaves out, or reweighs, the real servers of `service` (in configuration order) as their
-/// health says; the sorry server is kept only while it takes the traffic.
+/// health says; the sorry server is kept only while it takes the traffic or, with
+/// `sorry_server_inhibit`, idles at weight 0 (the data plane sends new flows to it only when no
+/// real server is left).
 fn apply_health(service: &mut VirtualService, health: &ServiceHealth) {
     let mut verdicts = health.reals.iter();
     service.reals.retain_mut(|real| match verdicts.next() {
@@ -69,7 +71,8 @@ fn apply_health(service: &mut VirtualService, health: &ServiceHealth) {
         }
         None => true,
     });
-    if !health.sorry {
+    // (The data plane ignores a sorry server's weight: present, it is used when no real is.)
+    if health.sorry == RealVerdict::Out {
         service.sorry_server = None;
     }
 }
@@ -194,6 +197,12 @@ fn granularity(text: &str, name: &str, notes: &mut Vec<String>) -> Option<u8> {
     None
 }
 
+/// The service addresses of virtual server `vs` in the data plane (none for what it cannot
+/// forward), for matching its counters to the configuration.
+pub fn service_addresses(config: &Config, vs: &VirtualServer) -> Vec<ServiceAddr> {
+    service_addrs(config, vs, &mut Vec::new())
+}
+
 /// The service addresses of a virtual server: one, or one per member of its group.
 fn service_addrs(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>) -> Vec<ServiceAddr> {
     let protocol = match vs.protocol {
@@ -311,14 +320,15 @@ mod tests {
             0,
             ServiceHealth {
                 reals: vec![RealVerdict::Out, RealVerdict::In { weight: 0 }, RealVerdict::In { weight: 4 }],
-                sorry: false,
+                sorry: RealVerdict::Out,
             },
         );
         let (d, _) = desired_state_with(&loaded.config, &health);
         let reals: Vec<_> = d.services[0].reals.iter().map(|r| (r.addr.to_string(), r.weight)).collect();
         assert_eq!(reals, vec![("10.0.1.2".to_owned(), 0), ("10.0.1.3".to_owned(), 4)]);
         assert_eq!(d.services[0].sorry_server, None);
-        health.set(0, ServiceHealth { reals: vec![RealVerdict::Out; 3], sorry: true });
+        health
+            .set(0, ServiceHealth { reals: vec![RealVerdict::Out; 3], sorry: RealVerdict::In { weight: 1 } });
         let (d, _) = desired_state_with(&loaded.config, &health);
         assert!(d.services[0].reals.is_empty());
         assert_eq!(d.services[0].sorry_server.map(|s| s.addr.to_string()), Some("10.0.9.9".to_owned()));

@@ -18,6 +18,7 @@ use lb_tests::{
     lab::{Lab, LbHosts, Netns, wait_until},
     process::Proc,
 };
+use nix::sys::signal::Signal;
 
 /// The TLS service's page, through its VIP.
 const TLS_URL: &str = "https://10.40.0.104/page.http";
@@ -334,4 +335,135 @@ fn smtp_dns_udp_and_ping_checkers_follow_their_servers() {
     wait_until(DETECTION * 2, "PING_CHECK to bring r2 back", || since(&lbd, mark).contains(added));
     assert_eq!(answers(&client, "10.40.0.113", 9, &lbd), all, "ping: r2 back");
     drop(services);
+}
+
+/// keepalived's extras: url regexes, `sorry_server_inhibit`, `ha_suspend` and `smtp_alert`.
+///
+/// VIPs 10.40.0.120 (HTTP_GET, regex `^r[13]$` multiline), .121 (HTTP_GET, regex `R1` caseless
+/// with regex_no_match, smtp_alert off), .122 (quorum 3, sorry server with
+/// sorry_server_inhibit), .123 (TCP_CHECK, ha_suspend; 10.40.0.123 is not on the load balancer
+/// until the test adds it). Mail goes to an SMTP sink in the client's namespace.
+fn extras_config() -> String {
+    let reals = |check: &str, extra: &str| {
+        (1..=3)
+            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n{extra}        {check}\n    }}\n"))
+            .collect::<String>()
+    };
+    let vs = |vip: &str, extra: &str, reals: String| {
+        format!(
+            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{extra}{reals}}}\n"
+        )
+    };
+    let http = |regex: &str| {
+        format!("HTTP_GET {{\n url {{\n path /\n {regex}\n }}\n connect_timeout 1\n retry 0\n }}")
+    };
+    let tcp = "TCP_CHECK {\n connect_timeout 1\n retry 0\n }";
+    [
+        "global_defs {\n    router_id lbt-extras\n    notification_email {\n        ops@lbt.example\n    }\n    \
+         notification_email_from lbd@lbt.example\n    smtp_server 10.30.0.2 25\n    smtp_connect_timeout 3\n}\n"
+            .to_owned(),
+        vs("10.40.0.120", "", reals(&http("regex \"^r[13]$\"\n regex_options multiline"), "")),
+        vs(
+            "10.40.0.121",
+            "",
+            reals(&http("regex R1\n regex_options caseless\n regex_no_match"), "        smtp_alert off\n"),
+        ),
+        vs(
+            "10.40.0.122",
+            "    quorum 3\n    sorry_server 10.31.0.13 9090\n    sorry_server_inhibit\n",
+            reals(tcp, ""),
+        ),
+        vs("10.40.0.123", "    ha_suspend\n", reals(tcp, "")),
+    ]
+    .concat()
+}
+
+/// How many of `n` requests to `vip` fail.
+fn failures(client: &Netns, vip: &str, n: usize) -> usize {
+    let url = format!("http://{vip}/");
+    (0..n).filter(|_| !client.exec("curl", &["-sS", "--max-time", "2", &url]).status.success()).count()
+}
+
+#[test]
+fn regex_sorry_server_inhibit_ha_suspend_and_smtp_alert() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals: hosts, _switch } = topology(&mut lab);
+    let mut sink = client.spawn("smtp-sink", bins::services(), &["sink"]);
+    wait_until(Duration::from_secs(10), "the SMTP sink", || {
+        sink.assert_running();
+        sink.log().contains("listening")
+    });
+    let mut reals = Vec::new();
+    for (i, ns) in hosts.into_iter().enumerate() {
+        let server = ns.spawn("web", bins::web(), &[&format!("r{}", i + 1), "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+    let _sorry = reals[2].0.spawn("sorry", bins::web(), &["sorry", "0.0.0.0:9090"]);
+    let mut lbd = start_lbd(&mut lab, &lb, &extras_config());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Regexes: r2's page fails .120's, r1's fails .121's (caseless, regex_no_match).
+    assert_eq!(answers(&client, "10.40.0.120", 9, &lbd), set(&["r1", "r3"]), "{}", lbd.log());
+    assert_eq!(answers(&client, "10.40.0.121", 9, &lbd), set(&["r2", "r3"]), "{}", lbd.log());
+    assert!(lbd.log().contains("Regex did not match url(/), regex [^r[13]$]"), "{}", lbd.log());
+    let all = set(&["r1", "r2", "r3"]);
+    assert_eq!(answers(&client, "10.40.0.122", 9, &lbd), all);
+    // ha_suspend: 10.40.0.123 is not here; its checkers wait.
+    assert!(
+        lbd.log().contains(
+            "Suspending healthchecker for service [10.31.0.12]:tcp:8080 for VS [10.40.0.123]:tcp:80"
+        ),
+        "{}",
+        lbd.log()
+    );
+    // smtp_alert: r2 down in .120 is mailed; .121's reals have smtp_alert off.
+    let mail = "Subject: [lbt-extras] Realserver [10.31.0.12]:tcp:8080 of virtual server [10.40.0.120]:tcp:80 - DOWN";
+    wait_until(Duration::from_secs(5), "the DOWN mail", || sink.log().contains(mail));
+    assert!(!sink.log().contains("[10.40.0.121]"), "smtp_alert off:\n{}", sink.log());
+
+    // r2's web server dies: .122 loses its quorum to the sorry server; .123's checker is
+    // suspended, so r2 stays in it and requests to it fail.
+    let mark = lbd.log().len();
+    reals[1].1.kill();
+    let lost = "Lost quorum 3-0=3 > 2 for VS [10.40.0.122]:tcp:80";
+    wait_until(DETECTION, "the quorum of .122 to be lost", || since(&lbd, mark).contains(lost));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!since(&lbd, mark).contains("from VS [10.40.0.123]"), "suspended:\n{}", lbd.log());
+    assert!(failures(&client, "10.40.0.123", 9) > 0, "r2 dead and not taken out of the suspended VS");
+    assert_eq!(answers(&client, "10.40.0.122", 6, &lbd), set(&["sorry"]));
+    let mail = "Subject: [lbt-extras] Virtualserver [10.40.0.122]:tcp:80 - DOWN";
+    wait_until(Duration::from_secs(5), "the quorum mail", || sink.log().contains(mail));
+    // A long transfer from the sorry server, under way when the quorum comes back.
+    let mut slow = client.spawn("slow", "curl", &["-sS", "--max-time", "20", "http://10.40.0.122/slow/40"]);
+
+    // 10.40.0.123 comes to the load balancer: its checkers run and take r2 out.
+    let mark = lbd.log().len();
+    lb.addr("lo", "10.40.0.123/32");
+    let removed = "Removing service [10.31.0.12]:tcp:8080 from VS [10.40.0.123]:tcp:80";
+    wait_until(DETECTION, "the resumed checker to take r2 out", || since(&lbd, mark).contains(removed));
+    assert!(since(&lbd, mark).contains("Activating healthchecker for service [10.31.0.12]:tcp:8080"));
+    assert_eq!(answers(&client, "10.40.0.123", 12, &lbd), set(&["r1", "r3"]), "no request fails");
+
+    // r2 recovers: .122 gains its quorum; the sorry server stays, at weight 0: new requests go
+    // to the reals, the transfer under way finishes.
+    let mark = lbd.log().len();
+    let _web = reals[1].0.spawn("web-again", bins::web(), &["r2", "0.0.0.0:8080"]);
+    let gained = "Gained quorum 3+0=3 <= 3 for VS [10.40.0.122]:tcp:80";
+    wait_until(DETECTION, "the quorum of .122 to come back", || since(&lbd, mark).contains(gained));
+    assert!(
+        since(&lbd, mark).contains("Disabling sorry server [10.31.0.13]:9090 from VS [10.40.0.122]:tcp:80")
+    );
+    assert_eq!(answers(&client, "10.40.0.122", 9, &lbd), all, "the reals again");
+    // The data plane still holds the sorry server (without sorry_server_inhibit it is removed).
+    let data = lab.dir().join("keepalived.data");
+    lbd.signal(Signal::SIGUSR1);
+    wait_until(Duration::from_secs(5), "keepalived.data", || data.exists());
+    let text = std::fs::read_to_string(&data).unwrap();
+    assert!(text.contains("Sorry server = 10.31.0.13:9090"), "keepalived.data:\n{text}");
+    let status = slow.wait(Duration::from_secs(20));
+    assert!(status.success(), "the sorry server's transfer broke:\n{}", slow.log());
+    assert!(slow.log().contains("sorry 39"), "the whole transfer:\n{}", slow.log());
+    let mail = "Subject: [lbt-extras] Virtualserver [10.40.0.122]:tcp:80 - UP";
+    wait_until(Duration::from_secs(5), "the quorum mail", || sink.log().contains(mail));
+    lbd.assert_running();
 }

@@ -5,6 +5,7 @@
 //! - [`state`]: one checker's retry/delay/alpha state machine (sans-IO, injected clock);
 //! - [`service`]: one virtual server's logic (inhibit_on_failure, quorum, sorry server);
 //! - one file per checker, each an async probe of one real server;
+//! - [`alert`]: `smtp_alert` mails;
 //! - [`runner`]: the tokio tasks that run the probes and hand the data plane a new
 //!   [`DesiredState`](crate::dataplane::DesiredState) whenever a real server's state changes.
 
@@ -19,6 +20,7 @@ use crate::config::model::{
     CheckCommon, Checker, Config, Protocol as ConfigProtocol, RealServer, VirtualServer, VsAddress,
 };
 
+pub mod alert;
 pub mod dns;
 pub mod file;
 pub mod http;
@@ -32,7 +34,7 @@ pub mod state;
 pub mod tcp;
 pub mod udp;
 
-pub use runner::Runner;
+pub use runner::{CheckerHealth, Runner};
 pub use service::RealVerdict;
 pub use state::Probe;
 
@@ -70,6 +72,16 @@ pub enum CheckError {
         got: String,
         /// The configured digest.
         want: String,
+    },
+    /// A body that does not match the url's regex (or matches it, with `regex_no_match`).
+    #[error("Regex {} url({path}), regex [{pattern}]", if *matched { "matched" } else { "did not match" })]
+    Regex {
+        /// The url's path.
+        path: String,
+        /// The pattern.
+        pattern: String,
+        /// Whether it matched (a failure with `regex_no_match`).
+        matched: bool,
     },
     /// An HTTP protocol error.
     #[error("HTTP: {0}")]
@@ -236,8 +248,9 @@ pub struct Health {
 pub struct ServiceHealth {
     /// One verdict per real server, in configuration order.
     pub reals: Vec<RealVerdict>,
-    /// Whether the sorry server takes the traffic.
-    pub sorry: bool,
+    /// The sorry server: in with weight 1 while it takes the traffic, in with weight 0 under
+    /// `sorry_server_inhibit` while the quorum holds, out otherwise.
+    pub sorry: RealVerdict,
 }
 
 impl Health {

@@ -1,13 +1,20 @@
 //! The checkers at work: one tokio task per checker probes its real server on the schedule of
 //! its [`CheckerState`]; a collecting task applies their changes to each virtual server's
-//! [`ServiceState`], logs and runs the scripts as keepalived does, and publishes a new
+//! [`ServiceState`], logs, mails and runs the scripts as keepalived does, and publishes a new
 //! [`DesiredState`] whenever what the data plane should forward changes.
+//!
+//! Two inputs come from outside the checkers: the host's addresses, polled while a virtual
+//! server has `ha_suspend` (its checkers probe only while its address is local), and the data
+//! plane's active connection counts, which the daemon hands over with [`Runner::connections`]
+//! for `uthreshold` / `lthreshold`. [`Runner::checkers`] reports each checker's verdict, probe
+//! count and last probe's duration.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -20,24 +27,27 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    CheckError, Endpoint, Health, ServiceHealth, checker_timing,
+    CheckError, Endpoint, Health, ServiceHealth, alert, checker_timing,
     dns::DnsProbe,
     file::FileProbe,
     http::HttpProbe,
     misc::MiscProbe,
     real_name,
-    service::{Event, RealSpec, ServiceState},
+    service::{Event, RealSpec, ServiceState, Sorry, Thresholds},
     service_name,
     state::{Change, CheckerState, Probe},
 };
 use crate::{
-    config::model::{Checker, Config, Script, VirtualServer},
-    dataplane::DesiredState,
-    vrrp::script::ScriptPolicy,
+    config::model::{Checker, Config, RealServer, Script, VirtualServer, VsAddress},
+    dataplane::{DesiredState, ServiceAddr, ServiceCounters},
+    vrrp::{config::SmtpPlan, script::ScriptPolicy},
 };
 
 /// How long a notify or quorum script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the host's addresses are read while a virtual server has `ha_suspend`.
+const ADDRESS_POLL: Duration = Duration::from_millis(500);
 
 /// A checker ready to probe.
 #[derive(Debug)]
@@ -65,9 +75,9 @@ impl Prober {
         let vhosts = [rs.virtualhost.as_deref(), vs.virtualhost.as_deref()];
         Ok(match checker {
             Checker::TcpCheck(c) => Prober::Tcp(Endpoint::new(c, vs, rs)),
-            Checker::HttpGet(h) => Prober::Http(HttpProbe::new(Endpoint::new(&h.conn, vs, rs), h, vhosts)),
+            Checker::HttpGet(h) => Prober::Http(HttpProbe::new(Endpoint::new(&h.conn, vs, rs), h, vhosts)?),
             Checker::SslGet(h) => {
-                Prober::Ssl(HttpProbe::new(Endpoint::new(&h.conn, vs, rs), h, vhosts), h.enable_sni)
+                Prober::Ssl(HttpProbe::new(Endpoint::new(&h.conn, vs, rs), h, vhosts)?, h.enable_sni)
             }
             Checker::SmtpCheck(s) => Prober::Smtp(
                 Endpoint::new(&s.conn, vs, rs),
@@ -158,11 +168,108 @@ fn configured_weight(vs: &VirtualServer, rs: usize) -> u32 {
     u32::try_from(weight).unwrap_or(0)
 }
 
+/// A real server's `uthreshold` / `lthreshold`, if it has either.
+fn thresholds(rs: &RealServer) -> Option<Thresholds> {
+    (rs.uthreshold.is_some() || rs.lthreshold.is_some())
+        .then(|| Thresholds { upper: rs.uthreshold.unwrap_or(0), lower: rs.lthreshold.unwrap_or(0) })
+}
+
+/// The address whose presence on this host lets the checkers of an `ha_suspend` virtual server
+/// run (`None`: never suspended, as for fwmark and group services).
+fn suspend_address(vs: &VirtualServer) -> Option<IpAddr> {
+    match vs.address {
+        VsAddress::Ip { address, .. } if vs.ha_suspend => Some(address),
+        _ => None,
+    }
+}
+
+/// Whether the checkers of a virtual server whose `ha_suspend` address is `vip` are suspended
+/// when the host has `local` addresses.
+pub fn suspended(vip: Option<IpAddr>, local: &HashSet<IpAddr>) -> bool {
+    vip.is_some_and(|vip| !local.contains(&vip))
+}
+
+/// The host's addresses (of the network namespace lbd runs in).
+fn local_addresses() -> HashSet<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return HashSet::new() };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect()
+}
+
+/// The host's addresses as they change.
+type LocalAddresses = watch::Receiver<Arc<HashSet<IpAddr>>>;
+
+/// Polls the host's addresses; the task ends when every receiver is gone.
+fn watch_local_addresses() -> (LocalAddresses, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Arc::new(local_addresses()));
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ADDRESS_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !tx.is_closed() {
+            tick.tick().await;
+            let now = local_addresses();
+            tx.send_if_modified(|current| {
+                let modified = **current != now;
+                if modified {
+                    *current = Arc::new(now);
+                }
+                modified
+            });
+        }
+    });
+    (rx, task)
+}
+
 /// A change reported by a checker task: (virtual server, real server, checker) and the change.
 type Report = ((usize, usize, usize), Change);
 
 /// Whether each checker counts its real server up, by [`checker_key`]: what a reload hands on.
 type Verdicts = Arc<Mutex<HashMap<String, bool>>>;
+
+/// One checker's live figures, written by its task.
+#[derive(Debug, Default)]
+struct Gauge {
+    up: AtomicBool,
+    suspended: AtomicBool,
+    probes: AtomicU64,
+    /// The last probe's duration in nanoseconds, 0 before the first.
+    last_nanos: AtomicU64,
+}
+
+/// One checker as [`Runner::checkers`] reports it (for status pages and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckerHealth {
+    /// Its virtual server, as keepalived names it (`[10.0.0.1]:tcp:80`).
+    pub virtual_server: String,
+    /// Its real server (`[10.0.1.1]:tcp:80`).
+    pub real_server: String,
+    /// Its keyword (`TCP_CHECK`, ...).
+    pub kind: &'static str,
+    /// Whether it counts its real server up.
+    pub up: bool,
+    /// Whether it is suspended (`ha_suspend`).
+    pub suspended: bool,
+    /// Probes run so far.
+    pub probes: u64,
+    /// How long the last probe took, until its verdict or its time limit (`None` before the
+    /// first).
+    pub last_duration: Option<Duration>,
+}
+
+/// A checker's names and gauge, for [`Runner::checkers`].
+#[derive(Debug)]
+struct Listed {
+    virtual_server: String,
+    real_server: String,
+    kind: &'static str,
+    gauge: Arc<Gauge>,
+}
 
 /// The running checkers of one configuration. Dropping it stops them.
 #[derive(Debug)]
@@ -172,11 +279,13 @@ pub struct Runner {
     probes: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     verdicts: Verdicts,
+    checkers: Vec<Listed>,
+    connections: Option<mpsc::UnboundedSender<Vec<ServiceCounters>>>,
 }
 
 /// What identifies a checker across reloads: its virtual and real server and its whole
 /// configuration (any change makes it a new checker).
-fn checker_key(vs: &VirtualServer, rs: &crate::config::model::RealServer, checker: &Checker) -> String {
+fn checker_key(vs: &VirtualServer, rs: &RealServer, checker: &Checker) -> String {
     format!("{}|{}|{checker:?}", service_name(vs), real_name(vs, rs))
 }
 
@@ -201,6 +310,12 @@ impl Runner {
         let probes = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         let mut services = Vec::new();
+        let mut checkers = Vec::new();
+        let local = config.virtual_servers.iter().any(|vs| suspend_address(vs).is_some()).then(|| {
+            let (rx, task) = watch_local_addresses();
+            tasks.push(task);
+            rx
+        });
         for (v, vs) in config.virtual_servers.iter().enumerate() {
             let mut reals = Vec::new();
             for (r, rs) in vs.real_servers.iter().enumerate() {
@@ -229,37 +344,68 @@ impl Runner {
                     if let Ok(mut v) = verdicts.lock() {
                         v.insert(id.clone(), state.is_up());
                     }
+                    let gauge = Arc::new(Gauge::default());
+                    gauge.up.store(state.is_up(), Ordering::Relaxed);
                     let names = (real_name(vs, rs), service_name(vs));
-                    let key = (v, r, checkers_up.len() - 1);
-                    let (reports, probes) = (report_tx.clone(), probes.clone());
-                    let verdict = (verdicts.clone(), id);
-                    tasks.push(tokio::spawn(run_checker(
-                        key,
+                    checkers.push(Listed {
+                        virtual_server: names.1.clone(),
+                        real_server: names.0.clone(),
+                        kind: checker.keyword(),
+                        gauge: gauge.clone(),
+                    });
+                    let task = CheckerTask {
+                        key: (v, r, checkers_up.len() - 1),
                         prober,
                         state,
                         names,
-                        (reports, verdict),
-                        probes,
-                    )));
+                        reports: report_tx.clone(),
+                        verdict: (verdicts.clone(), id),
+                        probes: probes.clone(),
+                        gauge,
+                        suspend: suspend_address(vs).zip(local.clone()),
+                    };
+                    tasks.push(tokio::spawn(task.run()));
                 }
                 reals.push(RealSpec {
                     weight: configured_weight(vs, r),
                     inhibit: rs.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure),
                     checkers_up,
+                    thresholds: thresholds(rs),
                 });
             }
-            let (state, event) =
-                ServiceState::new(reals, vs.quorum, vs.hysteresis, vs.sorry_server.is_some());
-            services.push(state);
+            let sorry = match (&vs.sorry_server, vs.sorry_server_inhibit) {
+                (None, _) => Sorry::None,
+                (Some(_), false) => Sorry::Plain,
+                (Some(_), true) => Sorry::Inhibit,
+            };
+            services.push(ServiceState::new(reals, vs.quorum, vs.hysteresis, sorry));
+        }
+        let smtp = crate::vrrp::config::smtp_plan(&config);
+        let connection_keys = connection_keys(&config);
+        let mut collector = Collector {
+            services: services.iter().map(|(s, _)| s.clone()).collect(),
+            config,
+            policy,
+            smtp,
+            connection_keys,
+        };
+        for (v, (_, event)) in services.into_iter().enumerate() {
             if let Some(event) = event {
-                handle_event(&config, &policy, v, event, &services[v]);
+                collector.handle_event(v, event, None);
             }
         }
-        let mut collector = Collector { config, policy, services };
+        let (connections, connections_rx) = if collector.connection_keys.is_empty() {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        };
         let (desired_tx, desired) = watch::channel(collector.desired());
         let (stop_tx, stop_rx) = oneshot::channel();
-        tasks.push(tokio::spawn(async move { collector.run(report_rx, desired_tx, stop_rx).await }));
-        Runner { desired, tasks, probes, stop: Some(stop_tx), verdicts }
+        tasks.push(tokio::spawn(async move {
+            collector.run(report_rx, connections_rx, desired_tx, stop_rx).await
+        }));
+        Runner { desired, tasks, probes, stop: Some(stop_tx), verdicts, checkers, connections }
     }
 
     /// Stops the checkers; virtual servers with `omega` run the `notify_down` scripts of their
@@ -276,6 +422,40 @@ impl Runner {
     /// Probes run so far, by all checkers.
     pub fn probes(&self) -> u64 {
         self.probes.load(Ordering::Relaxed)
+    }
+
+    /// Every checker's verdict, probe count and last probe's duration, in configuration order.
+    pub fn checkers(&self) -> Vec<CheckerHealth> {
+        self.checkers
+            .iter()
+            .map(|c| {
+                let nanos = c.gauge.last_nanos.load(Ordering::Relaxed);
+                CheckerHealth {
+                    virtual_server: c.virtual_server.clone(),
+                    real_server: c.real_server.clone(),
+                    kind: c.kind,
+                    up: c.gauge.up.load(Ordering::Relaxed),
+                    suspended: c.gauge.suspended.load(Ordering::Relaxed),
+                    probes: c.gauge.probes.load(Ordering::Relaxed),
+                    last_duration: (nanos != 0).then(|| Duration::from_nanos(nanos)),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a real server has `uthreshold` / `lthreshold`, so that the daemon should hand
+    /// the data plane's counters to [`Runner::connections`].
+    pub fn wants_connections(&self) -> bool {
+        self.connections.is_some()
+    }
+
+    /// Hands over the data plane's counters (`Dataplane::service_stats`): real servers at their
+    /// `uthreshold` get weight 0 until they fall below their `lthreshold`; a change shows in
+    /// [`Runner::changed`]. Call it about once a second while [`Runner::wants_connections`].
+    pub fn connections(&self, stats: &[ServiceCounters]) {
+        if let Some(tx) = &self.connections {
+            let _ = tx.send(stats.to_vec());
+        }
     }
 
     /// The desired state as the checkers see it now.
@@ -301,42 +481,100 @@ impl Drop for Runner {
     }
 }
 
-async fn run_checker(
+/// The data plane's (service, real address, real port) of each real server with thresholds,
+/// as (virtual server, real server) indexes.
+fn connection_keys(config: &Config) -> HashMap<(ServiceAddr, IpAddr, u16), (usize, usize)> {
+    let mut keys = HashMap::new();
+    for (v, vs) in config.virtual_servers.iter().enumerate() {
+        for addr in crate::lvs::service_addresses(config, vs) {
+            for (r, rs) in vs.real_servers.iter().enumerate() {
+                if thresholds(rs).is_some() {
+                    keys.insert((addr, rs.address, rs.port.unwrap_or(addr.port)), (v, r));
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// One checker's task.
+struct CheckerTask {
     key: (usize, usize, usize),
     prober: Prober,
-    mut state: CheckerState,
-    (rs, vs): (String, String),
-    (reports, (verdicts, id)): (mpsc::UnboundedSender<Report>, (Verdicts, String)),
+    state: CheckerState,
+    /// Its real and virtual server's names.
+    names: (String, String),
+    reports: mpsc::UnboundedSender<Report>,
+    verdict: (Verdicts, String),
     probes: Arc<AtomicU64>,
-) {
-    loop {
-        tokio::time::sleep_until(state.next_probe().into()).await;
-        let limit = prober.limit(state.timing().connect_timeout);
-        // Boxed: the task then holds a pointer, not room for the largest checker's probe
-        // (HTTP over TLS), which keeps 10,000 idle TCP checkers small.
-        let result = match tokio::time::timeout(limit, Box::pin(prober.probe())).await {
-            Ok(result) => result,
-            Err(_) => Err(CheckError::Timeout(limit)),
-        };
-        probes.fetch_add(1, Ordering::Relaxed);
-        let probe = match &result {
-            Ok(probe) => *probe,
-            Err(e) => {
-                debug!("{}", prober.describe(false, &rs, &vs, Some(e)));
-                Probe::Down
+    gauge: Arc<Gauge>,
+    /// `ha_suspend`: the address that must be local, and the host's addresses.
+    suspend: Option<(IpAddr, LocalAddresses)>,
+}
+
+impl CheckerTask {
+    async fn run(mut self) {
+        let (rs, vs) = self.names.clone();
+        loop {
+            self.wait_while_suspended().await;
+            tokio::time::sleep_until(self.state.next_probe().into()).await;
+            if self.suspend.as_ref().is_some_and(|(vip, local)| suspended(Some(*vip), &local.borrow())) {
+                continue;
             }
-        };
-        let Some(change) = state.on_probe(probe, std::time::Instant::now()) else { continue };
-        match change {
-            Change::Up { .. } => info!("{}", prober.describe(true, &rs, &vs, None)),
-            Change::Down => warn!("{}", prober.describe(false, &rs, &vs, result.as_ref().err())),
+            let limit = self.prober.limit(self.state.timing().connect_timeout);
+            let started = std::time::Instant::now();
+            // Boxed: the task then holds a pointer, not room for the largest checker's probe
+            // (HTTP over TLS), which keeps 10,000 idle TCP checkers small.
+            let result = match tokio::time::timeout(limit, Box::pin(self.prober.probe())).await {
+                Ok(result) => result,
+                Err(_) => Err(CheckError::Timeout(limit)),
+            };
+            let ended = std::time::Instant::now();
+            let nanos = u64::try_from((ended - started).as_nanos()).unwrap_or(u64::MAX).max(1);
+            self.gauge.last_nanos.store(nanos, Ordering::Relaxed);
+            self.gauge.probes.fetch_add(1, Ordering::Relaxed);
+            self.probes.fetch_add(1, Ordering::Relaxed);
+            let probe = match &result {
+                Ok(probe) => *probe,
+                Err(e) => {
+                    debug!("{}", self.prober.describe(false, &rs, &vs, Some(e)));
+                    Probe::Down
+                }
+            };
+            let Some(change) = self.state.on_probe(probe, ended) else { continue };
+            match change {
+                Change::Up { .. } => info!("{}", self.prober.describe(true, &rs, &vs, None)),
+                Change::Down => warn!("{}", self.prober.describe(false, &rs, &vs, result.as_ref().err())),
+            }
+            self.gauge.up.store(self.state.is_up(), Ordering::Relaxed);
+            if let Ok(mut v) = self.verdict.0.lock() {
+                v.insert(self.verdict.1.clone(), self.state.is_up());
+            }
+            if self.reports.send((self.key, change)).is_err() {
+                return;
+            }
         }
-        if let Ok(mut v) = verdicts.lock() {
-            v.insert(id.clone(), state.is_up());
-        }
-        if reports.send((key, change)).is_err() {
+    }
+
+    /// `ha_suspend`: while the virtual server's address is not on this host, no probe runs and
+    /// the verdict stays as it is (keepalived's "Suspending healthchecker").
+    async fn wait_while_suspended(&mut self) {
+        let Some((vip, local)) = &mut self.suspend else { return };
+        if !suspended(Some(*vip), &local.borrow_and_update()) {
             return;
         }
+        let (rs, vs) = &self.names;
+        info!("Suspending healthchecker for service {rs} for VS {vs}");
+        self.state.suspend();
+        self.gauge.suspended.store(true, Ordering::Relaxed);
+        let vip = *vip;
+        if local.wait_for(|l| !suspended(Some(vip), l)).await.is_err() {
+            // The address watcher ended (the runner is going away).
+            std::future::pending::<()>().await;
+        }
+        info!("Activating healthchecker for service {rs} for VS {vs}");
+        self.state.resume_probes(std::time::Instant::now());
+        self.gauge.suspended.store(false, Ordering::Relaxed);
     }
 }
 
@@ -346,21 +584,39 @@ struct Collector {
     config: Arc<Config>,
     policy: ScriptPolicy,
     services: Vec<ServiceState>,
+    /// Where `smtp_alert` mails go.
+    smtp: Option<SmtpPlan>,
+    /// See [`connection_keys`].
+    connection_keys: HashMap<(ServiceAddr, IpAddr, u16), (usize, usize)>,
 }
 
 impl Collector {
     async fn run(
         &mut self,
         mut reports: mpsc::UnboundedReceiver<Report>,
+        mut connections: Option<mpsc::UnboundedReceiver<Vec<ServiceCounters>>>,
         desired: watch::Sender<DesiredState>,
         mut stop: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
+        // Without checkers the reports end at once; the counters and the stop still come.
+        let mut reporting = true;
         loop {
-            let ((v, r, c), change) = tokio::select! {
-                report = reports.recv() => match report {
-                    Some(report) => report,
-                    None => return,
+            tokio::select! {
+                report = reports.recv(), if reporting => match report {
+                    Some(((v, r, c), change)) => {
+                        let Some(service) = self.services.get_mut(v) else { continue };
+                        let events = service.on_change(r, c, change);
+                        let kind = self.config.virtual_servers[v].real_servers[r].checkers.get(c).map(Checker::keyword);
+                        for event in events {
+                            self.handle_event(v, event, kind);
+                        }
+                    }
+                    None => {
+                        reporting = false;
+                        continue;
+                    }
                 },
+                Some(stats) = next_stats(&mut connections) => self.on_connections(&stats),
                 done = &mut stop => {
                     // Err: the runner was dropped, not stopped; no omega then.
                     if let Ok(done) = done {
@@ -370,17 +626,32 @@ impl Collector {
                     return;
                 }
             };
-            let Some(service) = self.services.get_mut(v) else { continue };
-            let events = service.on_change(r, c, change);
-            for event in events {
-                handle_event(&self.config, &self.policy, v, event, &self.services[v]);
-            }
             let next = self.desired();
             desired.send_if_modified(|current| {
                 let modified = *current != next;
                 *current = next;
                 modified
             });
+        }
+    }
+
+    /// Applies the data plane's active connection counts to the real servers with thresholds.
+    fn on_connections(&mut self, stats: &[ServiceCounters]) {
+        let mut active: HashMap<(usize, usize), u64> =
+            self.connection_keys.values().map(|&key| (key, 0)).collect();
+        for service in stats {
+            for real in service.reals.iter().filter(|r| !r.sorry) {
+                if let Some(key) = self.connection_keys.get(&(service.service, real.addr, real.port))
+                    && let Some(sum) = active.get_mut(key)
+                {
+                    *sum += real.counters.active_conns;
+                }
+            }
+        }
+        for ((v, r), count) in active {
+            if let Some(event) = self.services.get_mut(v).and_then(|s| s.on_connections(r, count)) {
+                self.handle_event(v, event, None);
+            }
         }
     }
 
@@ -417,70 +688,128 @@ impl Collector {
     fn desired(&self) -> DesiredState {
         let mut health = Health::default();
         for (v, service) in self.services.iter().enumerate() {
-            health.set(v, ServiceHealth { reals: service.verdicts(), sorry: service.sorry_active() });
+            health.set(v, ServiceHealth { reals: service.verdicts(), sorry: service.sorry_verdict() });
         }
         crate::lvs::desired_state_with(&self.config, &health).0
     }
-}
 
-/// Logs `event` of virtual server `v` as keepalived does and runs its script.
-fn handle_event(config: &Config, policy: &ScriptPolicy, v: usize, event: Event, service: &ServiceState) {
-    let vs = &config.virtual_servers[v];
-    let vs_name = service_name(vs);
-    match event {
-        Event::RealUp(r) | Event::RealDown(r) => {
-            let rs = &vs.real_servers[r];
-            let up = matches!(event, Event::RealUp(_));
-            let inhibit = rs.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure);
-            let action = match (up, inhibit) {
-                (true, false) => "Adding service",
-                (true, true) => "Enabling service",
-                (false, false) => "Removing service",
-                (false, true) => "Disabling service",
-            };
-            let direction = if up { "to" } else { "from" };
-            info!("{action} {} {direction} VS {vs_name}", real_name(vs, rs));
-            let script = if up { &rs.notify_up } else { &rs.notify_down };
-            if let Some(script) = script {
-                run_script(policy, script);
+    /// Logs `event` of virtual server `v` as keepalived does, mails it (`smtp_alert`) and runs
+    /// its script; `kind` is the keyword of the checker behind a real server's change.
+    fn handle_event(&self, v: usize, event: Event, kind: Option<&str>) {
+        let (config, policy) = (&*self.config, &self.policy);
+        let vs = &config.virtual_servers[v];
+        let vs_name = service_name(vs);
+        let router_id = self.smtp.as_ref().map(|p| p.router_id.as_str()).unwrap_or_default();
+        let mail = |enabled: bool, message: (String, String)| {
+            if let Some(plan) = &self.smtp
+                && enabled
+            {
+                alert::send(plan, message);
             }
-        }
-        Event::Weight(r, weight) => {
-            info!(
-                "Changing weight to {weight} for service {} of VS {vs_name}",
-                real_name(vs, &vs.real_servers[r])
-            );
-        }
-        Event::QuorumGained(sum) => {
-            info!(
-                "Gained quorum {}+{}={} <= {sum} for VS {vs_name}",
-                vs.quorum,
-                vs.hysteresis,
-                vs.quorum + vs.hysteresis
-            );
-            if let Some(sorry) = &vs.sorry_server {
+        };
+        match event {
+            Event::RealUp(r) | Event::RealDown(r) => {
+                let rs = &vs.real_servers[r];
+                let up = matches!(event, Event::RealUp(_));
+                let inhibit = rs.inhibit_on_failure.unwrap_or(vs.inhibit_on_failure);
+                let action = match (up, inhibit) {
+                    (true, false) => "Adding service",
+                    (true, true) => "Enabling service",
+                    (false, false) => "Removing service",
+                    (false, true) => "Disabling service",
+                };
+                let direction = if up { "to" } else { "from" };
+                let rs_name = real_name(vs, rs);
+                info!("{action} {rs_name} {direction} VS {vs_name}");
+                let kind = kind.unwrap_or("CHECK").trim_end_matches("_CHECK");
+                mail(
+                    alert::enabled(rs.smtp_alert, &config.global_defs),
+                    alert::real_message(router_id, &rs_name, &vs_name, up, kind),
+                );
+                let script = if up { &rs.notify_up } else { &rs.notify_down };
+                if let Some(script) = script {
+                    run_script(policy, script);
+                }
+            }
+            Event::Weight(r, weight) => {
                 info!(
-                    "Removing sorry server [{}]:{} from VS {vs_name}",
-                    sorry.address,
-                    sorry.port.unwrap_or(0)
+                    "Changing weight to {weight} for service {} of VS {vs_name}",
+                    real_name(vs, &vs.real_servers[r])
                 );
             }
-            if let Some(script) = &vs.quorum_up {
-                run_script(policy, script);
+            Event::Overloaded(r) | Event::Unloaded(r) => {
+                let rs = &vs.real_servers[r];
+                let t = thresholds(rs).unwrap_or_default();
+                if matches!(event, Event::Overloaded(_)) {
+                    info!(
+                        "Real server {} of VS {vs_name} reached uthreshold {}: no new connections",
+                        real_name(vs, rs),
+                        t.upper
+                    );
+                } else {
+                    info!(
+                        "Real server {} of VS {vs_name} fell below lthreshold {}: new connections again",
+                        real_name(vs, rs),
+                        if t.lower == 0 { t.upper * 3 / 4 } else { t.lower }
+                    );
+                }
+            }
+            Event::QuorumGained(sum) => {
+                info!(
+                    "Gained quorum {}+{}={} <= {sum} for VS {vs_name}",
+                    vs.quorum,
+                    vs.hysteresis,
+                    vs.quorum + vs.hysteresis
+                );
+                if let Some(sorry) = &vs.sorry_server {
+                    let verb = if vs.sorry_server_inhibit { "Disabling" } else { "Removing" };
+                    info!(
+                        "{verb} sorry server [{}]:{} from VS {vs_name}",
+                        sorry.address,
+                        sorry.port.unwrap_or(0)
+                    );
+                }
+                mail(
+                    alert::enabled(vs.smtp_alert, &config.global_defs),
+                    alert::quorum_message(router_id, &vs_name, true),
+                );
+                if let Some(script) = &vs.quorum_up {
+                    run_script(policy, script);
+                }
+            }
+            Event::QuorumLost(sum) => {
+                let threshold = vs.quorum.saturating_sub(vs.hysteresis);
+                info!("Lost quorum {}-{}={threshold} > {sum} for VS {vs_name}", vs.quorum, vs.hysteresis);
+                mail(
+                    alert::enabled(vs.smtp_alert, &config.global_defs),
+                    alert::quorum_message(router_id, &vs_name, false),
+                );
+                if let Some(script) = &vs.quorum_down {
+                    run_script(policy, script);
+                }
+                if let Some(sorry) = &vs.sorry_server {
+                    info!(
+                        "Adding sorry server [{}]:{} to VS {vs_name}",
+                        sorry.address,
+                        sorry.port.unwrap_or(0)
+                    );
+                }
             }
         }
-        Event::QuorumLost(sum) => {
-            let threshold = vs.quorum.saturating_sub(vs.hysteresis);
-            info!("Lost quorum {}-{}={threshold} > {sum} for VS {vs_name}", vs.quorum, vs.hysteresis);
-            if let Some(script) = &vs.quorum_down {
-                run_script(policy, script);
-            }
-            if let Some(sorry) = &vs.sorry_server {
-                info!("Adding sorry server [{}]:{} to VS {vs_name}", sorry.address, sorry.port.unwrap_or(0));
-            }
+        if let Some(service) = self.services.get(v) {
+            debug!("VS {vs_name}: live weight {}, quorum {}", service.live_weight(), service.quorum_up());
         }
     }
-    debug!("VS {vs_name}: live weight {}, quorum {}", service.live_weight(), service.quorum_up());
+}
+
+/// The next counters handed to [`Runner::connections`], if the runner takes them.
+async fn next_stats(
+    connections: &mut Option<mpsc::UnboundedReceiver<Vec<ServiceCounters>>>,
+) -> Option<Vec<ServiceCounters>> {
+    match connections {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs a notify or quorum script in the background.
@@ -563,5 +892,96 @@ mod tests {
         let changed = Runner::spawn_after(&other, Some(&runner));
         assert_eq!(reals(&changed.desired()), ["127.0.0.1", "127.0.0.2"]);
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn checkers_report_their_verdict_and_last_probe_duration() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let runner = Runner::spawn(&config(listener.local_addr()?.port(), ""));
+        let before = runner.checkers();
+        assert_eq!(before.len(), 1);
+        assert_eq!((before[0].kind, before[0].probes, before[0].last_duration), ("TCP_CHECK", 0, None));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while runner.checkers()[0].probes == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await?;
+        let after = &runner.checkers()[0];
+        assert!(after.up && !after.suspended);
+        assert_eq!(after.virtual_server, "[10.0.0.1]:tcp:80");
+        let took = after.last_duration.unwrap_or_default();
+        assert!(took > Duration::ZERO && took < Duration::from_secs(1), "{took:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn ha_suspend_wants_the_address_on_this_host() {
+        let local: HashSet<IpAddr> = ["127.0.0.1".parse().unwrap_or(IpAddr::from([0; 4]))].into();
+        assert!(!suspended(None, &local), "no ha_suspend: never");
+        assert!(!suspended(Some(IpAddr::from([127, 0, 0, 1])), &local));
+        assert!(suspended(Some(IpAddr::from([10, 0, 0, 1])), &local));
+        assert!(local_addresses().contains(&IpAddr::from([127, 0, 0, 1])), "loopback is read");
+    }
+
+    #[tokio::test]
+    async fn ha_suspend_holds_the_probes_of_a_vip_not_on_this_host() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        drop(listener);
+        let away = Runner::spawn(&config(port, " ha_suspend\n"));
+        let text = config(port, "").virtual_servers[0].clone();
+        let mut here = config(port, " ha_suspend\n");
+        here.virtual_servers[0].address =
+            VsAddress::Ip { address: IpAddr::from([127, 0, 0, 1]), port: Some(80) };
+        let mut here = Runner::spawn(&here);
+        let desired = tokio::time::timeout(Duration::from_secs(5), here.changed()).await?;
+        assert_eq!(desired.services[0].reals.len(), 1, "the local VIP's checker took the dead real out");
+        assert_eq!(away.probes(), 0, "10.0.0.1 is not here: no probe");
+        assert!(away.checkers()[0].suspended && away.checkers()[0].up, "suspended, verdict kept");
+        assert_eq!(reals(&away.desired()).len(), text.real_servers.len());
+        Ok(())
+    }
+
+    fn counters(real: &str, port: u16, active: u64) -> Vec<ServiceCounters> {
+        use crate::dataplane::{Counters, Protocol, RealCounters};
+        let addr = |a: &str| a.parse().unwrap_or(IpAddr::from([0; 4]));
+        vec![ServiceCounters {
+            service: ServiceAddr { vip: addr("10.0.0.1"), port: 80, protocol: Protocol::Tcp },
+            counters: Counters::default(),
+            no_real: 0,
+            reals: vec![RealCounters {
+                addr: addr(real),
+                port,
+                sorry: false,
+                weight: 1,
+                counters: Counters { active_conns: active, ..Counters::default() },
+            }],
+        }]
+    }
+
+    #[tokio::test]
+    async fn uthreshold_sets_weight_zero_until_lthreshold() -> Result<(), Box<dyn std::error::Error>> {
+        let text = "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 127.0.0.2 80 {\n  weight 3\n  uthreshold 4\n  lthreshold 2\n }\n real_server 127.0.0.3 80 {\n }\n}\n";
+        let config = parse_str("test.conf", text, &LoadOptions::default()).config;
+        let mut runner = Runner::spawn(&config);
+        assert!(runner.wants_connections());
+        let weight = |d: &DesiredState| d.services[0].reals[0].weight;
+        assert_eq!(weight(&runner.desired()), 3);
+        runner.connections(&counters("127.0.0.2", 80, 4));
+        let desired = tokio::time::timeout(Duration::from_secs(2), runner.changed()).await?;
+        assert_eq!(weight(&desired), 0, "at uthreshold: no new connections");
+        runner.connections(&counters("127.0.0.2", 80, 2));
+        runner.connections(&counters("127.0.0.2", 80, 1));
+        let desired = tokio::time::timeout(Duration::from_secs(2), runner.changed()).await?;
+        assert_eq!(weight(&desired), 3, "below lthreshold: back");
+        assert!(!Runner::spawn(&config_without_thresholds()).wants_connections());
+        Ok(())
+    }
+
+    fn config_without_thresholds() -> Config {
+        config(9, "")
     }
 }

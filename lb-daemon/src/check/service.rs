@@ -6,12 +6,17 @@
 //! weight 0 under `inhibit_on_failure`. The quorum is the sum of the alive servers' weights: it
 //! is lost when that sum drops below `quorum - hysteresis` (or to 0), gained when it reaches
 //! `quorum + hysteresis`. While it is lost and a `sorry_server` is configured, the sorry server
-//! takes the traffic and the servers still alive are taken out.
+//! takes the traffic and the servers still alive are taken out; with `sorry_server_inhibit` the
+//! sorry server then stays in the service with weight 0 (its flows go on, it gets no new ones).
+//!
+//! `uthreshold` / `lthreshold` (IPVS's overload flag, kept here because the XDP data plane has
+//! none): an alive real server with `uthreshold` or more active connections gets weight 0 until
+//! they drop below `lthreshold` (without `lthreshold`: below three quarters of `uthreshold`).
 
 use super::state::Change;
 
 /// How the data plane treats one real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RealVerdict {
     /// Forwarded to with this weight (0: no new flows).
     In {
@@ -19,6 +24,7 @@ pub enum RealVerdict {
         weight: u32,
     },
     /// Left out of the service.
+    #[default]
     Out,
 }
 
@@ -31,6 +37,45 @@ pub struct RealSpec {
     pub inhibit: bool,
     /// Whether each of its checkers starts up (`alpha` starts it down).
     pub checkers_up: Vec<bool>,
+    /// `uthreshold` / `lthreshold`.
+    pub thresholds: Option<Thresholds>,
+}
+
+/// A real server's connection thresholds (`uthreshold`, `lthreshold`; 0: unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Thresholds {
+    /// At this many active connections the server is overloaded.
+    pub upper: u32,
+    /// Below this many it is not any more (0: below three quarters of `upper`).
+    pub lower: u32,
+}
+
+impl Thresholds {
+    /// Whether a server with `active` connections is overloaded, given whether it was (IPVS's
+    /// rule, `ip_vs_bind_dest` / `ip_vs_unbind_dest`).
+    pub fn overloaded(&self, was: bool, active: u64) -> bool {
+        let (upper, lower) = (u64::from(self.upper), u64::from(self.lower));
+        if upper != 0 && active >= upper {
+            return true;
+        }
+        was && match (lower, upper) {
+            (0, 0) => false,
+            (0, _) => active * 4 >= upper * 3,
+            _ => active >= lower,
+        }
+    }
+}
+
+/// The virtual server's `sorry_server`, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sorry {
+    /// None configured.
+    #[default]
+    None,
+    /// In the service while the quorum is lost, out otherwise.
+    Plain,
+    /// `sorry_server_inhibit`: in the service with weight 0 while the quorum holds.
+    Inhibit,
 }
 
 /// Something the runner logs or runs a script for.
@@ -46,6 +91,10 @@ pub enum Event {
     QuorumGained(u32),
     /// The quorum was lost with this live weight.
     QuorumLost(u32),
+    /// The real server (by index) reached its `uthreshold`: no new connections.
+    Overloaded(usize),
+    /// The real server (by index) fell below its `lthreshold`: new connections again.
+    Unloaded(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +102,7 @@ struct Real {
     spec: RealSpec,
     up: Vec<bool>,
     weight: u32,
+    overloaded: bool,
 }
 
 impl Real {
@@ -67,7 +117,7 @@ pub struct ServiceState {
     reals: Vec<Real>,
     quorum: u32,
     hysteresis: u32,
-    sorry: bool,
+    sorry: Sorry,
     quorum_up: bool,
 }
 
@@ -75,10 +125,10 @@ impl ServiceState {
     /// A service with these real servers, `quorum`, `hysteresis` and whether it has a sorry
     /// server; returns it with the quorum event its start produces (keepalived runs `quorum_down`
     /// at start when, as with `alpha`, the starting weight is short of the quorum).
-    pub fn new(reals: Vec<RealSpec>, quorum: u32, hysteresis: u32, sorry: bool) -> (Self, Option<Event>) {
+    pub fn new(reals: Vec<RealSpec>, quorum: u32, hysteresis: u32, sorry: Sorry) -> (Self, Option<Event>) {
         let reals = reals
             .into_iter()
-            .map(|spec| Real { up: spec.checkers_up.clone(), weight: spec.weight, spec })
+            .map(|spec| Real { up: spec.checkers_up.clone(), weight: spec.weight, overloaded: false, spec })
             .collect();
         let mut state = ServiceState { reals, quorum, hysteresis, sorry, quorum_up: true };
         let event = state.update_quorum();
@@ -111,6 +161,24 @@ impl ServiceState {
         events
     }
 
+    /// Records that real server `real` has `active` connections; returns the change of its
+    /// overload, if any (always `None` without thresholds).
+    pub fn on_connections(&mut self, real: usize, active: u64) -> Option<Event> {
+        let r = self.reals.get_mut(real)?;
+        let thresholds = r.spec.thresholds?;
+        let overloaded = thresholds.overloaded(r.overloaded, active);
+        if overloaded == r.overloaded {
+            return None;
+        }
+        r.overloaded = overloaded;
+        Some(if overloaded { Event::Overloaded(real) } else { Event::Unloaded(real) })
+    }
+
+    /// Whether real server `real` is overloaded (`uthreshold`).
+    pub fn overloaded(&self, real: usize) -> bool {
+        self.reals.get(real).is_some_and(|r| r.overloaded)
+    }
+
     /// The sum of the alive servers' weights.
     pub fn live_weight(&self) -> u32 {
         self.reals.iter().filter(|r| r.alive()).map(|r| r.weight).fold(0, u32::saturating_add)
@@ -123,7 +191,18 @@ impl ServiceState {
 
     /// Whether the sorry server takes the traffic.
     pub fn sorry_active(&self) -> bool {
-        self.sorry && !self.quorum_up
+        self.sorry != Sorry::None && !self.quorum_up
+    }
+
+    /// How the data plane treats the sorry server: in while it takes the traffic, in with
+    /// weight 0 under `sorry_server_inhibit` while the quorum holds, out otherwise.
+    pub fn sorry_verdict(&self) -> RealVerdict {
+        match (self.sorry, self.quorum_up) {
+            (Sorry::None, _) => RealVerdict::Out,
+            (_, false) => RealVerdict::In { weight: 1 },
+            (Sorry::Inhibit, true) => RealVerdict::In { weight: 0 },
+            (Sorry::Plain, true) => RealVerdict::Out,
+        }
     }
 
     /// Whether real server `real` is alive.
@@ -137,6 +216,7 @@ impl ServiceState {
         self.reals
             .iter()
             .map(|r| match (r.alive() && !sorry, r.spec.inhibit) {
+                (true, _) if r.overloaded => RealVerdict::In { weight: 0 },
                 (true, _) => RealVerdict::In { weight: r.weight },
                 (false, true) => RealVerdict::In { weight: 0 },
                 (false, false) => RealVerdict::Out,
@@ -163,12 +243,12 @@ mod tests {
     use super::*;
 
     fn real(weight: u32, inhibit: bool, checkers: usize) -> RealSpec {
-        RealSpec { weight, inhibit, checkers_up: vec![true; checkers] }
+        RealSpec { weight, inhibit, checkers_up: vec![true; checkers], thresholds: None }
     }
 
     #[test]
     fn a_real_is_alive_while_all_its_checkers_are_up() {
-        let (mut s, ev) = ServiceState::new(vec![real(1, false, 2), real(1, false, 0)], 1, 0, false);
+        let (mut s, ev) = ServiceState::new(vec![real(1, false, 2), real(1, false, 0)], 1, 0, Sorry::None);
         assert_eq!(ev, None);
         assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 1 }; 2]);
         assert_eq!(s.on_change(0, 1, Change::Down), vec![Event::RealDown(0)]);
@@ -182,7 +262,7 @@ mod tests {
 
     #[test]
     fn inhibit_on_failure_keeps_a_dead_real_with_weight_zero() {
-        let (mut s, _) = ServiceState::new(vec![real(3, true, 1), real(1, false, 1)], 1, 0, false);
+        let (mut s, _) = ServiceState::new(vec![real(3, true, 1), real(1, false, 1)], 1, 0, Sorry::None);
         s.on_change(0, 0, Change::Down);
         assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 0 }, RealVerdict::In { weight: 1 }]);
     }
@@ -190,7 +270,7 @@ mod tests {
     #[test]
     fn quorum_with_hysteresis() {
         // Weights 2+2+2, quorum 4, hysteresis 1: lost below 3, gained at 5.
-        let (mut s, ev) = ServiceState::new(vec![real(2, false, 1); 3], 4, 1, false);
+        let (mut s, ev) = ServiceState::new(vec![real(2, false, 1); 3], 4, 1, Sorry::None);
         assert_eq!(ev, None);
         assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0)], "4 >= 3");
         assert_eq!(s.on_change(1, 0, Change::Down), vec![Event::RealDown(1), Event::QuorumLost(2)]);
@@ -204,21 +284,21 @@ mod tests {
 
     #[test]
     fn losing_all_weight_loses_the_quorum_even_at_quorum_zero() {
-        let (mut s, _) = ServiceState::new(vec![real(1, false, 1)], 0, 0, false);
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1)], 0, 0, Sorry::None);
         assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0), Event::QuorumLost(0)]);
     }
 
     #[test]
     fn alpha_start_short_of_quorum_reports_the_loss() {
-        let spec = RealSpec { weight: 1, inhibit: false, checkers_up: vec![false] };
-        let (s, ev) = ServiceState::new(vec![spec], 1, 0, true);
+        let spec = RealSpec { weight: 1, inhibit: false, checkers_up: vec![false], thresholds: None };
+        let (s, ev) = ServiceState::new(vec![spec], 1, 0, Sorry::Plain);
         assert_eq!(ev, Some(Event::QuorumLost(0)));
         assert!(s.sorry_active());
     }
 
     #[test]
     fn sorry_server_takes_over_and_alive_reals_are_taken_out() {
-        let (mut s, _) = ServiceState::new(vec![real(1, false, 1), real(1, true, 1)], 2, 0, true);
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1), real(1, true, 1)], 2, 0, Sorry::Plain);
         assert_eq!(s.on_change(0, 0, Change::Down), vec![Event::RealDown(0), Event::QuorumLost(1)]);
         assert!(s.sorry_active());
         // The alive inhibited real stays at weight 0; nothing else is forwarded to.
@@ -229,8 +309,57 @@ mod tests {
     }
 
     #[test]
+    fn sorry_server_inhibit_keeps_the_sorry_server_at_weight_zero() {
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1)], 1, 0, Sorry::Inhibit);
+        assert_eq!(s.sorry_verdict(), RealVerdict::In { weight: 0 }, "quorum held: idle, not removed");
+        s.on_change(0, 0, Change::Down);
+        assert_eq!(s.sorry_verdict(), RealVerdict::In { weight: 1 });
+        s.on_change(0, 0, Change::Up { weight: None });
+        assert_eq!(s.sorry_verdict(), RealVerdict::In { weight: 0 }, "quorum back: kept at weight 0");
+        let (mut s, _) = ServiceState::new(vec![real(1, false, 1)], 1, 0, Sorry::Plain);
+        assert_eq!(s.sorry_verdict(), RealVerdict::Out);
+        s.on_change(0, 0, Change::Down);
+        assert_eq!(s.sorry_verdict(), RealVerdict::In { weight: 1 });
+        s.on_change(0, 0, Change::Up { weight: None });
+        assert_eq!(s.sorry_verdict(), RealVerdict::Out, "without inhibit: removed");
+    }
+
+    #[test]
+    fn thresholds_follow_ipvs() {
+        let t = Thresholds { upper: 10, lower: 4 };
+        assert!(!t.overloaded(false, 9));
+        assert!(t.overloaded(false, 10));
+        assert!(t.overloaded(true, 5), "stays overloaded down to lthreshold");
+        assert!(t.overloaded(true, 4));
+        assert!(!t.overloaded(true, 3), "below lthreshold");
+        let t = Thresholds { upper: 8, lower: 0 };
+        assert!(t.overloaded(true, 6), "without lthreshold: three quarters of uthreshold");
+        assert!(!t.overloaded(true, 5));
+        assert!(!Thresholds::default().overloaded(true, 1_000_000), "no thresholds: never");
+    }
+
+    #[test]
+    fn an_overloaded_real_gets_weight_zero_until_it_falls_below_lthreshold() {
+        let mut spec = real(3, false, 1);
+        spec.thresholds = Some(Thresholds { upper: 2, lower: 1 });
+        let (mut s, _) = ServiceState::new(vec![spec, real(1, false, 1)], 1, 0, Sorry::None);
+        assert_eq!(s.on_connections(0, 1), None);
+        assert_eq!(s.on_connections(0, 2), Some(Event::Overloaded(0)));
+        assert_eq!(s.verdicts(), vec![RealVerdict::In { weight: 0 }, RealVerdict::In { weight: 1 }]);
+        assert_eq!(s.live_weight(), 4, "an overloaded real is alive: the quorum is not touched");
+        assert_eq!(s.on_connections(0, 1), None, "not below lthreshold yet");
+        assert_eq!(s.on_connections(0, 0), Some(Event::Unloaded(0)));
+        assert_eq!(s.verdicts()[0], RealVerdict::In { weight: 3 });
+        assert_eq!(s.on_connections(1, 1_000), None, "no thresholds");
+        // A dead real is out whatever its connections.
+        s.on_connections(0, 5);
+        s.on_change(0, 0, Change::Down);
+        assert_eq!(s.verdicts()[0], RealVerdict::Out);
+    }
+
+    #[test]
     fn dynamic_weight_counts_in_the_quorum() {
-        let (mut s, _) = ServiceState::new(vec![real(5, false, 1)], 3, 0, false);
+        let (mut s, _) = ServiceState::new(vec![real(5, false, 1)], 3, 0, Sorry::None);
         assert_eq!(
             s.on_change(0, 0, Change::Up { weight: Some(2) }),
             vec![Event::Weight(0, 2), Event::QuorumLost(2)]

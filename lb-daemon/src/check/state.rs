@@ -58,6 +58,7 @@ pub struct CheckerState {
     retries: u32,
     has_run: bool,
     next: Instant,
+    suspended: bool,
 }
 
 impl CheckerState {
@@ -72,6 +73,7 @@ impl CheckerState {
             retries: timing.retry,
             has_run: false,
             next: now + first,
+            suspended: false,
         }
     }
 
@@ -94,6 +96,27 @@ impl CheckerState {
     /// When the next probe is due.
     pub fn next_probe(&self) -> Instant {
         self.next
+    }
+
+    /// Whether probes are suspended (`ha_suspend`: the virtual server's address is not on this
+    /// host).
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Suspends the probes (`ha_suspend`): the verdict stays as it is and no probe is due
+    /// until [`CheckerState::resume_probes`].
+    pub fn suspend(&mut self) {
+        self.suspended = true;
+    }
+
+    /// Resumes suspended probes at `now`: a probe whose time came while suspended runs at once,
+    /// with the retries the checker had.
+    pub fn resume_probes(&mut self, now: Instant) {
+        if self.suspended {
+            self.suspended = false;
+            self.next = self.next.max(now);
+        }
     }
 
     /// The timing in effect.
@@ -221,6 +244,25 @@ mod tests {
         let mut s = CheckerState::new(timing(0, true), now, 0.0);
         assert_eq!(s.on_probe(Probe::Down, now), Some(Change::Down), "first failure is reported");
         assert_eq!(s.on_probe(Probe::Down, now), None);
+    }
+
+    #[test]
+    fn a_suspended_checker_keeps_its_verdict_and_probes_at_once_on_resume() {
+        let t0 = Instant::now();
+        let mut s = CheckerState::new(timing(0, false), t0, 0.0);
+        assert_eq!(s.on_probe(Probe::Down, t0), Some(Change::Down));
+        s.suspend();
+        assert!(s.is_suspended() && !s.is_up(), "suspension keeps the verdict");
+        // Resumed long after the probe was due: it runs at once.
+        let later = t0 + Duration::from_secs(60);
+        s.resume_probes(later);
+        assert!(!s.is_suspended());
+        assert_eq!(s.next_probe(), later);
+        assert_eq!(s.on_probe(Probe::Up, later), Some(Change::Up { weight: None }));
+        // Resumed before the next probe is due: the schedule stands.
+        s.suspend();
+        s.resume_probes(later + Duration::from_secs(1));
+        assert_eq!(s.next_probe(), later + Duration::from_secs(6));
     }
 
     #[test]

@@ -822,7 +822,9 @@ impl Planner<'_> {
     }
 }
 
-fn smtp_plan(config: &Config) -> Option<SmtpPlan> {
+/// Where `smtp_alert` mails go, if `smtp_server` is configured (also the checkers'
+/// [`crate::check::alert`]).
+pub fn smtp_plan(config: &Config) -> Option<SmtpPlan> {
     let global = &config.global_defs;
     let server = global.smtp_server.as_ref()?;
     let host_name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();

@@ -5,20 +5,32 @@
 //! CPU time per probe and its RSS. The floor, measured in the same run by the same process, is
 //! a bare sequential tokio connect-and-close to the same addresses.
 //!
+//! The baseline, in the same run against the same server: keepalived 2.2.7's checker process
+//! (`/usr/sbin/keepalived -C`) and lbd's on the same 1,000 TCP_CHECK servers, taking turns.
+//! keepalived refuses to check without IPVS, which this kernel lacks: `tests/bench/ipvs-shim.c`,
+//! preloaded, answers its IPVS socket options as an empty IPVS table would (nothing else of
+//! keepalived is touched). Both processes' CPU is read from the kernel (/proc, getrusage); their
+//! probes are the namespace's TCP active opens (keepalived) and the runner's count (lbd).
+//!
 //! `lb-bench-checks` (as root) prints a markdown table; `serve` and `check TCP HTTP SECONDS`
 //! are its two halves.
 
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use lb_tests::lab::{Lab, wait_until};
+use lb_tests::lab::{Lab, Netns, wait_until};
 
 const TCP_REALS: usize = 10_000;
 const HTTP_REALS: usize = 1_000;
 const SECONDS: u64 = 10;
+/// Real servers and seconds of the same-run keepalived baseline.
+const BASELINE_REALS: usize = 1_000;
+const BASELINE_SECONDS: u64 = 20;
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
 fn real(net: u8, i: usize) -> Ipv4Addr {
@@ -99,8 +111,116 @@ fn orchestrate() -> anyhow::Result<()> {
         })
         .collect();
     println!("Server namespace after the runs: {}.", counters.join(", "));
+    baseline(&lab, &ns, &me)?;
     server.kill();
     Ok(())
+}
+
+/// keepalived's checker and lbd's on the same `BASELINE_REALS` TCP_CHECK servers, one after the
+/// other; prints a second table and the ratio.
+fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
+    let shim = lab.dir().join("ipvs-shim.so");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ipvs-shim.c");
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(source)
+        .arg("-ldl")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cc ipvs-shim.c: {}", String::from_utf8_lossy(&out.stderr));
+    let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
+    let pid = |what: &str| lab.dir().join(format!("keepalived-{what}.pid"));
+    let preload = format!("LD_PRELOAD={}", shim.display());
+    let (conf, main_pid, checker_pid) = (
+        conf.display().to_string(),
+        pid("main").display().to_string(),
+        pid("checkers").display().to_string(),
+    );
+    let mut keepalived = ns.spawn(
+        "keepalived",
+        "env",
+        &[&preload, KEEPALIVED, "-n", "-l", "-C", "-f", &conf, "-p", &main_pid, "-c", &checker_pid],
+    );
+    wait_until(Duration::from_secs(20), "keepalived's checker", || {
+        keepalived.assert_running();
+        keepalived.log().contains("Startup complete") && pid("checkers").exists()
+    });
+    let read_pid =
+        |path: &Path| -> anyhow::Result<u32> { Ok(std::fs::read_to_string(path)?.trim().parse()?) };
+    let (main, checker) = (read_pid(&pid("main"))?, read_pid(&pid("checkers"))?);
+    std::thread::sleep(Duration::from_secs(3));
+    let (opens, cpu, started) = (active_opens(ns), proc_cpu(checker)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(BASELINE_SECONDS));
+    let (opens_after, cpu_after) = (active_opens(ns), proc_cpu(checker)?);
+    let elapsed = started.elapsed().as_secs_f64();
+    let rss = proc_rss_mib(main) + proc_rss_mib(checker);
+    let failed = keepalived.log().matches("TCP_CHECK on service").count();
+    keepalived.kill();
+    let k_rate = (opens_after - opens) as f64 / elapsed;
+    let (k_user, k_sys) = ((cpu_after.0 - cpu.0) / elapsed, (cpu_after.1 - cpu.1) / elapsed);
+
+    let out = ns.exec(me, &["check", &BASELINE_REALS.to_string(), "0", &BASELINE_SECONDS.to_string()]);
+    anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = |key: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok())).unwrap_or(f64::NAN)
+    };
+    let (rate, user, sys) = (value("probes_per_s"), value("user_s_per_s"), value("sys_s_per_s"));
+    println!(
+        "\nSame-run baseline: {BASELINE_REALS} TCP_CHECK servers at delay_loop 1, {BASELINE_SECONDS} s after a 3 s \
+         warm-up, the same server process, one checker at a time.\n"
+    );
+    println!("| checker process | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS |");
+    println!("| --- | --- | --- | --- | --- |");
+    let row = |label: &str, rate: f64, user: f64, sys: f64, rss: String| {
+        println!(
+            "| {label} | {rate:.0} | {:.1} µs ({:.1} + {:.1}) | {:.2}% | {rss} |",
+            (user + sys) / rate * 1e6,
+            user / rate * 1e6,
+            sys / rate * 1e6,
+            (user + sys) * 100.0
+        );
+    };
+    row("keepalived 2.2.7 -C (IPVS shim)", k_rate, k_user, k_sys, format!("{rss:.1} MiB (parent + checker)"));
+    row("lbd (`check::Runner`)", rate, user, sys, format!("{:.1} MiB", value("rss_mib")));
+    let ratio = ((user + sys) / rate) / ((k_user + k_sys) / k_rate);
+    println!(
+        "\nlbd's CPU per TCP check is {ratio:.2} × keepalived's (goal: at most 0.5). keepalived logged {failed} \
+         failed checks; lbd had {} of {BASELINE_REALS} reals up at the end.",
+        value("reals_up")
+    );
+    Ok(())
+}
+
+/// The namespace's TCP active opens so far (connects, one per TCP_CHECK probe).
+fn active_opens(ns: &Netns) -> u64 {
+    let out = ns.exec("cat", &["/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ActiveOpens")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Process `pid`'s (user, system) CPU seconds so far.
+fn proc_cpu(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN) / hz;
+    Ok((field(11), field(12)))
+}
+
+/// Process `pid`'s resident set in MiB.
+fn proc_rss_mib(pid: u32) -> f64 {
+    status_rss_mib(&format!("/proc/{pid}/status"))
 }
 
 /// Accepts on 0.0.0.0:80 (closing at once) and 0.0.0.0:81 (answering a page), forever.
@@ -145,8 +265,12 @@ fn config(tcp: usize, http: usize) -> String {
             real(1, i)
         ));
     }
+    text.push_str("}\n");
+    if http == 0 {
+        return text;
+    }
     let digest = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(b"ok\n"));
-    text.push_str("}\nvirtual_server 10.0.0.2 81 {\n delay_loop 1\n protocol TCP\n");
+    text.push_str("virtual_server 10.0.0.2 81 {\n delay_loop 1\n protocol TCP\n");
     for i in 0..http {
         text.push_str(&format!(
             " real_server {} 81 {{\n  HTTP_GET {{\n   url {{\n    path /\n    digest {digest}\n   }}\n   connect_timeout 2\n  }}\n }}\n",
@@ -170,7 +294,11 @@ fn cpu_seconds() -> (f64, f64) {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_rss_mib("/proc/self/status")
+}
+
+fn status_rss_mib(path: &str) -> f64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

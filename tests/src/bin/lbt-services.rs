@@ -1,5 +1,6 @@
 //! Small protocol servers for the checker tests: `lbt-services NAME` answers
-//! - SMTP on 0.0.0.0:25 (banner `220 NAME`, 250 to every line, 221 to QUIT);
+//! - SMTP on 0.0.0.0:25 (banner `220 NAME`, 250 to every line, 221 to QUIT; a mail after DATA
+//!   is printed on stdout, one `MAIL: header` line per header, and acknowledged with 250);
 //! - DNS on UDP 0.0.0.0:53: every query comes back as a NOERROR answer with no records (the
 //!   header's QR and RA bits set; questions echoed);
 //! - HTTP on 0.0.0.0:8080 with `NAME\n`, to see where requests land.
@@ -61,11 +62,32 @@ fn smtp_session(stream: TcpStream, name: &str) {
     let _ = write!(out, "220 {name} ESMTP\r\n");
     let mut line = String::new();
     let mut reader = BufReader::new(stream);
+    let mut in_data = false;
     while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-        let reply = if line.to_ascii_uppercase().starts_with("QUIT") { "221 bye\r\n" } else { "250 ok\r\n" };
+        let command = line.to_ascii_uppercase();
+        let reply = if in_data {
+            let text = line.trim_end();
+            if text == "." {
+                in_data = false;
+                Some("250 queued\r\n")
+            } else {
+                if text.contains(": ") {
+                    println!("MAIL: {text}");
+                }
+                None
+            }
+        } else if command.starts_with("QUIT") {
+            Some("221 bye\r\n")
+        } else if command.starts_with("DATA") {
+            in_data = true;
+            Some("354 go on\r\n")
+        } else {
+            Some("250 ok\r\n")
+        };
+        line.clear();
+        let Some(reply) = reply else { continue };
         if out.write_all(reply.as_bytes()).is_err() || reply.starts_with("221") {
             return;
         }
-        line.clear();
     }
 }
