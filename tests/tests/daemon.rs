@@ -401,6 +401,46 @@ fn local_addresses_come_and_go_under_an_fnat_transfer() {
 }
 
 #[test]
+fn a_real_server_at_its_uthreshold_takes_no_new_connections() {
+    let t = topology();
+    let conf = config(&[1, 2], 0)
+        .replace(
+            "    real_server 10.51.0.11 8080 {\n    }",
+            "    real_server 10.51.0.11 8080 {\n        uthreshold 1\n        TCP_CHECK {\n        }\n    }",
+        )
+        .replace("lb_algo rr\n", "lb_algo rr\n    delay_loop 1\n");
+    assert!(conf.contains("uthreshold 1"), "{conf}");
+    let conf = t.lab.write_file("keepalived.conf", &conf);
+    let listen = format!("--status-listen=127.0.0.1:{STATUS_PORT}");
+    let mut lbd = t.start("lbd", &conf, &[&listen]);
+    // Two transfers, round robin: one holds a connection to r1, its threshold.
+    let lines = 40;
+    let mut transfers = [t.long_transfer(lines), t.long_transfer(lines)];
+    wait_until(Duration::from_secs(10), "r1 to be held back", || {
+        http_get(&t.lb, "/metrics").lines().any(|l| {
+            l.starts_with("lbd_real_server_weight{") && l.contains("10.51.0.11:8080") && l.ends_with(" 0")
+        })
+    });
+    assert_eq!(t.answering(6, &lbd), ["r2".to_owned()].into(), "r1 is at its uthreshold");
+    for transfer in &mut transfers {
+        assert_complete(transfer, lines, &lbd.log());
+    }
+    // Its connection closed, r1 takes new ones again.
+    wait_until(Duration::from_secs(15), "r1 to come back", || t.answering(2, &lbd).contains("r1"));
+    // The checker's own figures in /metrics.
+    let metrics = http_get(&t.lb, "/metrics");
+    let duration = metrics
+        .lines()
+        .find(|l| l.starts_with("lbd_check_duration_seconds{") && l.contains("TCP_CHECK"))
+        .unwrap_or_else(|| panic!("no check duration in\n{metrics}"));
+    let seconds: f64 = duration.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(seconds > 0.0 && seconds < 3.0, "{duration}");
+    assert!(metrics.lines().any(|l| l.starts_with("lbd_check_up{") && l.ends_with(" 1")), "{metrics}");
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}
+
+#[test]
 fn without_respawn_a_dead_child_stops_lbd_and_a_dead_parent_stops_its_children() {
     let t = topology();
     let conf = t.lab.write_file("keepalived.conf", &config(&[1, 2, 3], 1));

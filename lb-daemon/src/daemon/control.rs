@@ -63,6 +63,8 @@ pub struct ChildReport {
     pub vrrp: Vec<InstanceStatus>,
     /// The checker child's virtual servers, with counters.
     pub virtual_servers: Vec<ServiceCounters>,
+    /// The checker child's health checkers.
+    pub checks: Vec<super::status::CheckStatus>,
 }
 
 /// A line-oriented end of the socket pair.

@@ -175,6 +175,11 @@ impl Daemon {
             reload_failures: self.reload_failures,
             vrrp: self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default(),
             virtual_servers,
+            checks: self
+                .checks
+                .as_ref()
+                .map(|c| c.checkers().into_iter().map(Into::into).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -211,6 +216,8 @@ impl Daemon {
 
     /// Answers signals until one says stop, then stops.
     pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut connections_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        connections_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
@@ -225,6 +232,18 @@ impl Daemon {
                         && let Err(e) = channel.answer(&report).await
                     {
                         warn!("answering the parent: {e}");
+                    }
+                    continue;
+                }
+                _ = connections_tick.tick() => {
+                    // uthreshold / lthreshold: the checkers weigh the reals' open connections.
+                    if let (Some(checks), Some(dataplane)) = (&self.checks, &self.dataplane)
+                        && checks.wants_connections()
+                    {
+                        match dataplane.service_stats() {
+                            Ok(stats) => checks.connections(&stats),
+                            Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
+                        }
                     }
                     continue;
                 }

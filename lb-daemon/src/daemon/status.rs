@@ -10,7 +10,7 @@ use std::{convert::Infallible, fmt::Write as _, net::SocketAddr};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, header, service::service_fn};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -31,6 +31,41 @@ pub struct Snapshot {
     pub vrrp: Vec<InstanceStatus>,
     /// The virtual services and their real servers, with counters.
     pub virtual_servers: Vec<ServiceCounters>,
+    /// The health checkers.
+    pub checks: Vec<CheckStatus>,
+}
+
+/// One health checker as `/status` and `/metrics` show it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// Its virtual server, as keepalived names it (`[10.0.0.1]:tcp:80`).
+    pub virtual_server: String,
+    /// Its real server (`[10.0.1.1]:tcp:80`).
+    pub real_server: String,
+    /// Its keyword (`TCP_CHECK`, ...).
+    pub check: String,
+    /// Whether it counts its real server up.
+    pub up: bool,
+    /// Whether it is suspended (`ha_suspend`, the VIP not here).
+    pub suspended: bool,
+    /// Probes run.
+    pub probes: u64,
+    /// How long the last probe took, in seconds (until its verdict or its time limit).
+    pub last_duration_seconds: Option<f64>,
+}
+
+impl From<crate::check::runner::CheckerHealth> for CheckStatus {
+    fn from(c: crate::check::runner::CheckerHealth) -> Self {
+        Self {
+            virtual_server: c.virtual_server,
+            real_server: c.real_server,
+            check: c.kind.to_owned(),
+            up: c.up,
+            suspended: c.suspended,
+            probes: c.probes,
+            last_duration_seconds: c.last_duration.map(|d| d.as_secs_f64()),
+        }
+    }
 }
 
 /// What the endpoint asks the daemon for.
@@ -230,6 +265,33 @@ pub fn metrics(s: &Snapshot) -> String {
     for (name, kind, help, value) in per_real {
         family(name, kind, help, &mut reals().map(|(labels, r)| (labels, value(r))));
     }
+
+    let check = |c: &CheckStatus| {
+        format!(
+            "{{virtual_server=\"{}\",real_server=\"{}\",check=\"{}\"}}",
+            esc(&c.virtual_server),
+            esc(&c.real_server),
+            esc(&c.check)
+        )
+    };
+    let per_check: [Family<CheckStatus>; 3] = [
+        ("lbd_check_up", "gauge", "1 when the checker counts its real server up.", |c| {
+            f64::from(u8::from(c.up))
+        }),
+        ("lbd_check_suspended", "gauge", "1 while the checker is suspended (ha_suspend).", |c| {
+            f64::from(u8::from(c.suspended))
+        }),
+        ("lbd_check_probes_total", "counter", "Probes run.", |c| c.probes as f64),
+    ];
+    for (name, kind, help, value) in per_check {
+        family(name, kind, help, &mut s.checks.iter().map(|c| (check(c), value(c))));
+    }
+    family(
+        "lbd_check_duration_seconds",
+        "gauge",
+        "How long the checker's last probe took (until its verdict or its time limit).",
+        &mut s.checks.iter().filter_map(|c| Some((check(c), c.last_duration_seconds?))),
+    );
     out
 }
 
@@ -269,6 +331,15 @@ mod tests {
                     counters: Counters { active_conns: 3, ..Counters::default() },
                 }],
             }],
+            checks: vec![CheckStatus {
+                virtual_server: "[10.0.0.1]:tcp:80".into(),
+                real_server: "[10.1.0.1]:tcp:8080".into(),
+                check: "TCP_CHECK".into(),
+                up: true,
+                probes: 4,
+                last_duration_seconds: Some(0.25),
+                ..CheckStatus::default()
+            }],
             ..Snapshot::default()
         };
         let text = metrics(&snapshot);
@@ -281,6 +352,9 @@ mod tests {
             r#"lbd_real_server_up{virtual_server="TCP 10.0.0.1:80",real_server="10.1.0.1:8080",sorry="false"} 0"#,
             r#"lbd_real_server_active_connections{virtual_server="TCP 10.0.0.1:80",real_server="10.1.0.1:8080",sorry="false"} 3"#,
             "# TYPE lbd_real_server_packets_total counter",
+            r#"lbd_check_up{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 1"#,
+            r#"lbd_check_duration_seconds{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 0.25"#,
+            r#"lbd_check_probes_total{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 4"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

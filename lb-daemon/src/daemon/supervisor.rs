@@ -392,6 +392,7 @@ impl Supervisor {
                     snapshot.reload_failures = snapshot.reload_failures.max(report.reload_failures);
                     snapshot.vrrp.extend(report.vrrp);
                     snapshot.virtual_servers.extend(report.virtual_servers);
+                    snapshot.checks.extend(report.checks);
                 }
                 Err(e) => warn!("{} child process({}): {e}", slot.role.name(), slot.pid),
             }
