@@ -9,6 +9,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use aya::maps::{Array, HashMap};
+use lb_common::{
+    lb::{Real, Service, ServiceKey, ipv4_words},
+    maps,
+};
 use lb_tests::{
     fixture::{GW_MAC, REAL1_MAC, REAL3_MAC, REAL6_MAC, lb_namespace, load_tables},
     lab::Lab,
@@ -73,6 +78,10 @@ fn every_method_rewrites_frames_exactly() {
         // NAT: destination rewritten to the real server (port 8080), MACs from the FIB.
         let nat_in = syn("10.0.0.100:80").build();
         let nat_out = Packet::tcp_syn(client, addr("10.0.0.11:8080")).macs(lb_mac, REAL1_MAC).build();
+        let nat_ack_in = Packet::tcp(client, addr("10.0.0.100:80"), TcpFlags::ACK, b"data").build();
+        let nat_ack_out = Packet::tcp(client, addr("10.0.0.11:8080"), TcpFlags::ACK, b"data")
+            .macs(lb_mac, REAL1_MAC)
+            .build();
         // The real server's answer, translated back to the VIP, TTL decremented, to the gateway.
         let reply_in =
             Packet::tcp(addr("10.0.0.11:8080"), client, TcpFlags::SYN | TcpFlags::ACK, &[]).build();
@@ -132,9 +141,21 @@ fn every_method_rewrites_frames_exactly() {
             },
             Fixture {
                 description: "NAT: the reply is translated back to the VIP",
+                input: reply_in.clone(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(reply_out.clone()),
+            },
+            Fixture {
+                description: "NAT: the next reply takes the cached route to the client",
                 input: reply_in,
                 action: XdpAction::Tx,
                 output: Expected::Bytes(reply_out),
+            },
+            Fixture {
+                description: "NAT: an ACK of the flow is found in the connection table first",
+                input: nat_ack_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(nat_ack_out),
             },
             Fixture {
                 description: "DR: only the MACs change",
@@ -207,13 +228,13 @@ fn every_method_rewrites_frames_exactly() {
 
         let stats = program.stats();
         assert_eq!(stats.new_flows, 7, "{stats:?}");
-        assert_eq!(stats.flow_hits, 1, "{stats:?}");
-        assert_eq!(stats.reply_translated, 1, "{stats:?}");
+        assert_eq!(stats.flow_hits, 2, "{stats:?}");
+        assert_eq!(stats.reply_translated, 2, "{stats:?}");
         assert_eq!(stats.drop_no_real, 1, "{stats:?}");
         assert_eq!(stats.drop_malformed, 1, "{stats:?}");
         assert_eq!(stats.pass_fragment, 1, "{stats:?}");
         assert_eq!(stats.pass_no_service, 1, "{stats:?}");
-        assert_eq!(stats.fwd_tx, 9, "{stats:?}");
+        assert_eq!(stats.fwd_tx, 11, "{stats:?}");
     });
 }
 
@@ -248,5 +269,39 @@ fn fnat_replies_return_to_the_client() {
             program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
         let (laddr2, lport2, _, _) = check_ipv4_tcp(&other.output).unwrap();
         assert_ne!((laddr, lport), (laddr2, lport2));
+    });
+}
+
+#[test]
+fn flows_of_a_removed_service_stop_on_the_fast_path() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40003");
+        let vip = addr("10.0.0.101:80");
+        let ack = Packet::tcp(client, vip, TcpFlags::ACK, b"data").build();
+        assert_eq!(program.run_on(ifindex, &Packet::tcp_syn(client, vip).build()).action, XdpAction::Tx);
+        let out = program.run_on(ifindex, &ack);
+        assert_eq!(out.action, XdpAction::Tx);
+        assert_eq!(
+            out.output,
+            Packet::tcp(client, vip, TcpFlags::ACK, b"data").macs(lb_mac, REAL3_MAC).build()
+        );
+        // The daemon removes the DR service and, in the same apply, clears its real server.
+        let ebpf = program.ebpf_mut();
+        let mut services: HashMap<_, ServiceKey, Service> =
+            HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
+        let key = ServiceKey { addr: ipv4_words([10, 0, 0, 101]), port: 80u16.to_be(), proto: 6, family: 4 };
+        services.remove(&key).unwrap();
+        let mut reals: Array<_, Real> = Array::try_from(ebpf.map_mut(maps::REALS).unwrap()).unwrap();
+        reals.set(3, Real::default(), 0).unwrap();
+        // The flow's entry is still in the connection table, but nothing forwards it now.
+        let out = program.run_on(ifindex, &ack);
+        assert_eq!(out.action, XdpAction::Pass);
+        assert_eq!(out.output, ack);
+        let stats = program.stats();
+        assert_eq!((stats.flow_hits, stats.pass_no_service), (1, 1), "{stats:?}");
     });
 }
