@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     lb::{
         Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings,
-        direction, tcp_state,
+        direction, family, tcp_state,
     },
     stats::GlobalStats,
 };
@@ -17,6 +17,7 @@ use lb_common::{
 use crate::{
     Outcome, clock, encap,
     forward::{self, Hop, Next},
+    icmp,
     maps::{
         LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES,
         LBD_SETTINGS, per_cpu,
@@ -43,6 +44,11 @@ pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &
     if h.fragment {
         return Outcome::PassFragment;
     }
+    if h.key.proto == icmp::IPPROTO_ICMP && h.key.family == family::IPV4
+        || h.key.proto == icmp::IPPROTO_ICMPV6 && h.key.family == family::IPV6
+    {
+        return icmp_error(ctx, frame, h, stats);
+    }
     if h.key.proto != IPPROTO_TCP && h.key.proto != IPPROTO_UDP {
         return Outcome::PassNoService;
     }
@@ -67,6 +73,29 @@ pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &
         // A reply entry of any other packet was found (and translated) by `tracked`.
         None if bare_syn => reply_lookup(ctx, frame, h, stats),
         None => Outcome::PassNoService,
+    }
+}
+
+/// An ICMP error about a tracked flow goes where the flow's packets in its direction go (see
+/// [`icmp`]); anything else ICMP is the kernel's.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+    match icmp::quoted(frame, h) {
+        Ok(true) => {}
+        Ok(false) => return Outcome::PassNoService,
+        Err(_) => return Outcome::DropMalformed,
+    }
+    let Some(flow) = LBD_CONNS.get_ptr(&h.key) else { return Outcome::PassNoService };
+    // SAFETY: a value pointer from a successful lookup.
+    let flow = unsafe { &*flow };
+    match Method::from_u8(flow.method) {
+        Some(Method::Nat | Method::Fnat) => icmp::translate(ctx, frame, h, flow, stats),
+        // DR and TUN: the real server holds the VIP; the error goes to it unchanged.
+        _ if flow.direction == direction::ORIGINAL => {
+            stats.icmp_translated += 1;
+            count_and_send(ctx, frame, h, flow).unwrap_or(Outcome::DropMalformed)
+        }
+        _ => Outcome::PassNoService,
     }
 }
 
@@ -264,7 +293,7 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
 /// The outcome after a NAT rewrite: without a neighbour entry, the kernel forwards the packet
 /// (its destination is now the real server) and resolves the neighbour itself.
 #[inline(always)]
-fn after_nat(next: Next) -> Outcome {
+pub(crate) fn after_nat(next: Next) -> Outcome {
     match next {
         Next::Tx => Outcome::FwdTx,
         Next::Redirect => Outcome::FwdRedirect,

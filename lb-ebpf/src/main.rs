@@ -20,6 +20,7 @@ mod clock;
 mod csum;
 mod encap;
 mod forward;
+mod icmp;
 mod maps;
 mod mem;
 mod nat;

@@ -105,7 +105,7 @@ pub(crate) fn decrement_ttl(frame: &Frame, h: &Headers) -> Result<bool, ParseErr
 }
 
 #[inline(always)]
-fn write_addr(frame: &Frame, offset: usize, addr: &[u32; 4], v4: bool) -> Result<(), ParseError> {
+pub(crate) fn write_addr(frame: &Frame, offset: usize, addr: &[u32; 4], v4: bool) -> Result<(), ParseError> {
     if v4 {
         let ptr = frame.ptr_at::<u32>(offset)?;
         // SAFETY: in bounds (ptr_at).

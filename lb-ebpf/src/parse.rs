@@ -117,7 +117,7 @@ impl Frame {
 
     /// Four address words (network order in memory) at `offset`.
     #[inline(always)]
-    fn addr6_at(&self, offset: usize) -> Result<[u32; 4], ParseError> {
+    pub(crate) fn addr6_at(&self, offset: usize) -> Result<[u32; 4], ParseError> {
         let ptr = self.ptr_at::<[u32; 4]>(offset)?;
         // SAFETY: checked in bounds; read_unaligned because packet data has no alignment.
         Ok(unsafe { ptr.read_unaligned() })

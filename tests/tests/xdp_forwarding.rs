@@ -305,3 +305,211 @@ fn flows_of_a_removed_service_stop_on_the_fast_path() {
         assert_eq!((stats.flow_hits, stats.pass_no_service), (1, 1), "{stats:?}");
     });
 }
+
+/// The first `len` bytes of an IP packet: what an ICMP error quotes.
+fn quote(packet: &Packet, len: usize) -> Vec<u8> {
+    packet.ip_bytes()[..len].to_vec()
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn icmp_errors_follow_their_flows() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40010");
+        let (vip, real) = (addr("10.0.0.100:80"), addr("10.0.0.11:8080"));
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        let mtu = 1400u32.to_be_bytes();
+        for (vip, fam) in [(vip, 4), (addr("10.0.0.101:80"), 4), (addr("[2001:db8::100]:80"), 6)] {
+            let client = if fam == 4 { client } else { addr("[2001:db8:9::7]:40010") };
+            let out = program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+            assert_eq!(out.action, XdpAction::Tx);
+        }
+        // NAT, from the real server's side (fragmentation needed on the way to the client,
+        // about the packet the LB sent it): to the client, from the VIP, quoting the VIP.
+        let from_real =
+            Packet::icmp_error(real.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, real), 28));
+        let to_client =
+            Packet::icmp_error(vip.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, vip), 28))
+                .ttl(63)
+                .macs(lb_mac, GW_MAC);
+        // NAT, from the client's side (a router, about the reply from the VIP): to the real
+        // server, quoting it.
+        let router = ip("10.9.0.254");
+        let from_router = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 28),
+        );
+        let to_real = Packet::icmp_error(
+            router,
+            real.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(real, client, syn_ack, &[]), 28),
+        )
+        .macs(lb_mac, REAL1_MAC);
+        // DR: the real server holds the VIP; only the MACs change.
+        let dr_vip = addr("10.0.0.101:80");
+        let dr_error = || {
+            Packet::icmp_error(
+                router,
+                dr_vip.ip(),
+                3,
+                4,
+                mtu,
+                &quote(&Packet::tcp(dr_vip, client, syn_ack, &[]), 28),
+            )
+        };
+        // IPv6 NAT: packet too big from the real server's side.
+        let (client6, vip6, real6) =
+            (addr("[2001:db8:9::7]:40010"), addr("[2001:db8::100]:80"), addr("[2001:db8::11]:8080"));
+        let mtu6 = 1280u32.to_be_bytes();
+        let too_big = Packet::icmp_error(
+            real6.ip(),
+            client6.ip(),
+            2,
+            0,
+            mtu6,
+            &quote(&Packet::tcp_syn(client6, real6), 48),
+        );
+        let too_big_out = Packet::icmp_error(
+            vip6.ip(),
+            client6.ip(),
+            2,
+            0,
+            mtu6,
+            &quote(&Packet::tcp_syn(client6, vip6), 48),
+        )
+        .ttl(63)
+        .macs(lb_mac, GW_MAC);
+        // Not about a tracked flow; a quote cut short; an echo request.
+        let stranger = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, addr("10.9.0.99:1"), syn_ack, &[]), 28),
+        )
+        .build();
+        let cut = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 22),
+        )
+        .build();
+        let echo =
+            Packet::icmp_echo("10.9.0.7".parse().unwrap(), "10.0.0.100".parse().unwrap(), 1, 1).build();
+
+        let table = vec![
+            Fixture {
+                description: "NAT: an error from the real server's side goes to the client, from the VIP",
+                input: from_real.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(to_client.build()),
+            },
+            Fixture {
+                description: "NAT: an error from the client's side goes to the real server",
+                input: from_router.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(to_real.build()),
+            },
+            Fixture {
+                description: "DR: an error about a reply goes to the real server unchanged",
+                input: dr_error().build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(dr_error().macs(lb_mac, REAL3_MAC).build()),
+            },
+            Fixture {
+                description: "IPv6 NAT: packet too big from the real server's side goes to the client",
+                input: too_big.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(too_big_out.build()),
+            },
+            Fixture {
+                description: "an error about no tracked flow passes",
+                input: stranger,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+            Fixture {
+                description: "an error whose quote is cut before the ports is dropped",
+                input: cut,
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "an echo request passes",
+                input: echo,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+        ];
+        run_table_on(&program, Some(ifindex), &table);
+        let stats = program.stats();
+        assert_eq!((stats.icmp_translated, stats.drop_malformed), (4, 1), "{stats:?}");
+    });
+}
+
+#[test]
+fn fnat_icmp_errors_are_translated_both_ways() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let (client, vip, real) = (addr("10.9.0.7:40011"), addr("10.0.0.103:80"), addr("10.0.0.11:8080"));
+        let out = program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let (laddr, lport, _, _) = check_ipv4_tcp(&out.output).unwrap();
+        let local = SocketAddr::new(laddr.into(), lport);
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        let mtu = 1400u32.to_be_bytes();
+        // From the real server's side, about local -> real: to the client, VIP -> client.
+        let error =
+            Packet::icmp_error(real.ip(), local.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(local, real), 28));
+        let back = program.run_on(ifindex, &error.build());
+        assert_eq!(back.action, XdpAction::Tx);
+        let expected =
+            Packet::icmp_error(vip.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, vip), 28))
+                .ttl(63)
+                .macs(lb_mac, GW_MAC);
+        assert_eq!(back.output, expected.build());
+        // From the client's side, about VIP -> client: to the real server, local -> real.
+        let router = ip("10.9.0.254");
+        let error = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 28),
+        );
+        let forth = program.run_on(ifindex, &error.build());
+        assert_eq!(forth.action, XdpAction::Tx);
+        let expected = Packet::icmp_error(
+            local.ip(),
+            real.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(real, local, syn_ack, &[]), 28),
+        )
+        .macs(lb_mac, REAL1_MAC);
+        assert_eq!(forth.output, expected.build());
+    });
+}
