@@ -101,7 +101,8 @@ pub(crate) fn translate(
     translate_in(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed)
 }
 
-/// Offsets of the addresses and ports an ICMP error's translation rewrites.
+/// Offsets of the addresses and ports an ICMP error's translation rewrites, and the checksum
+/// changes so far.
 struct Layout {
     v4: bool,
     outer_src: usize,
@@ -110,17 +111,52 @@ struct Layout {
     inner_dst: usize,
     /// The quoted transport header (source port, then destination port).
     inner_l4: usize,
-}
-
-/// Checksum changes of a translation.
-#[derive(Default)]
-struct Deltas {
     /// Outer addresses: the outer IPv4 header; the ICMPv6 pseudo-header.
     outer: Delta,
     /// Quoted addresses: the quoted IPv4 header, and the ICMP message.
     inner: Delta,
     /// Quoted ports: the ICMP message.
     ports: Delta,
+}
+
+impl Layout {
+    /// The host that sent the quoted packet, which the error goes to: the outer destination,
+    /// the quoted source and source port become `addr` and `port`.
+    #[inline(always)]
+    fn sender(&mut self, frame: &Frame, addr: &[u32; 4], port: u16) -> Result<(), ParseError> {
+        self.end(frame, self.outer_dst, self.inner_src, self.inner_l4, addr, port)
+    }
+
+    /// The host the quoted packet was for, which the error comes from: the outer source, the
+    /// quoted destination and destination port become `addr` and `port`.
+    #[inline(always)]
+    fn receiver(&mut self, frame: &Frame, addr: &[u32; 4], port: u16) -> Result<(), ParseError> {
+        self.end(frame, self.outer_src, self.inner_dst, self.inner_l4 + 2, addr, port)
+    }
+
+    #[inline(always)]
+    fn end(
+        &mut self,
+        frame: &Frame,
+        outer: usize,
+        inner: usize,
+        port_at: usize,
+        addr: &[u32; 4],
+        port: u16,
+    ) -> Result<(), ParseError> {
+        if !set_addr(frame, outer, self.v4, addr, &mut self.outer)
+            || !set_addr(frame, inner, self.v4, addr, &mut self.inner)
+        {
+            return Err(ParseError::Truncated);
+        }
+        let ptr = frame.ptr_at::<u16>(port_at)?;
+        // SAFETY: in bounds (ptr_at).
+        unsafe {
+            self.ports.word(ptr.read_unaligned(), port);
+            ptr.write_unaligned(port);
+        }
+        Ok(())
+    }
 }
 
 #[inline(always)]
@@ -133,93 +169,60 @@ fn translate_in(
 ) -> Result<Outcome, ParseError> {
     let v4 = h.key.family == family::IPV4;
     let il3 = h.l4 + ICMP_HLEN;
-    let inner_l4 = if v4 {
+    let (inner_l4, src, dst) = if v4 {
         let [version_ihl, _] = frame.bytes::<2>(il3)?;
-        il3 + usize::from(version_ihl & 0x0f) * 4
+        (il3 + usize::from(version_ihl & 0x0f) * 4, 12, 16)
     } else {
-        il3 + 40
+        (il3 + 40, 8, 24)
     };
-    let at = if v4 {
-        Layout {
-            v4,
-            outer_src: h.l3 + 12,
-            outer_dst: h.l3 + 16,
-            inner_src: il3 + 12,
-            inner_dst: il3 + 16,
-            inner_l4,
-        }
-    } else {
-        Layout {
-            v4,
-            outer_src: h.l3 + 8,
-            outer_dst: h.l3 + 24,
-            inner_src: il3 + 8,
-            inner_dst: il3 + 24,
-            inner_l4,
-        }
+    let mut at = Layout {
+        v4,
+        outer_src: h.l3 + src,
+        outer_dst: h.l3 + dst,
+        inner_src: il3 + src,
+        inner_dst: il3 + dst,
+        inner_l4,
+        outer: Delta::default(),
+        inner: Delta::default(),
+        ports: Delta::default(),
     };
     let fnat = Method::from_u8(flow.method) == Some(Method::Fnat);
-    let mut d = Deltas::default();
     let hop = if flow.direction == direction::ORIGINAL {
-        // From the client's side, about a reply: to the real server.
+        // From the client's side, about a reply: to the real server (FNAT: from the local
+        // address).
         let Some(real) = sched::real_ref(flow.real) else { return Ok(Outcome::DropNoReal) };
-        let rport = if real.port != 0 { real.port } else { h.key.dport };
-        if !set_addr(frame, at.outer_dst, at.v4, &real.addr, &mut d.outer) {
-            return Err(ParseError::Truncated);
-        }
-        if !set_addr(frame, at.inner_src, at.v4, &real.addr, &mut d.inner) {
-            return Err(ParseError::Truncated);
-        }
-        set_port(frame, at.inner_l4, rport, &mut d.ports)?;
+        at.sender(frame, &real.addr, if real.port != 0 { real.port } else { h.key.dport })?;
         if fnat {
-            if !set_addr(frame, at.outer_src, at.v4, &flow.nat_addr, &mut d.outer) {
-                return Err(ParseError::Truncated);
-            }
-            if !set_addr(frame, at.inner_dst, at.v4, &flow.nat_addr, &mut d.inner) {
-                return Err(ParseError::Truncated);
-            }
-            set_port(frame, at.inner_l4 + 2, flow.nat_port, &mut d.ports)?;
+            at.receiver(frame, &flow.nat_addr, flow.nat_port)?;
         }
         Hop::real(flow.real, real, crate::clock::now_ns())
     } else {
-        // From the real server's side, about a packet sent to it: to the client.
+        // From the real server's side, about a packet sent to it: to the client, from the VIP.
         if !nat::decrement_ttl(frame, h)? {
             return Ok(Outcome::PassNoService);
         }
-        if !set_addr(frame, at.outer_src, at.v4, &flow.nat_addr, &mut d.outer) {
-            return Err(ParseError::Truncated);
-        }
-        if !set_addr(frame, at.inner_dst, at.v4, &flow.nat_addr, &mut d.inner) {
-            return Err(ParseError::Truncated);
-        }
-        set_port(frame, at.inner_l4 + 2, flow.nat_port, &mut d.ports)?;
+        at.receiver(frame, &flow.nat_addr, flow.nat_port)?;
         if fnat {
-            if !set_addr(frame, at.outer_dst, at.v4, &flow.client_addr, &mut d.outer) {
-                return Err(ParseError::Truncated);
-            }
-            if !set_addr(frame, at.inner_src, at.v4, &flow.client_addr, &mut d.inner) {
-                return Err(ParseError::Truncated);
-            }
-            set_port(frame, at.inner_l4, flow.client_port, &mut d.ports)?;
+            at.sender(frame, &flow.client_addr, flow.client_port)?;
         }
-        let dst = read_addr(frame, at.outer_dst, at.v4)?;
+        let dst = read_addr(frame, at.outer_dst, v4)?;
         Hop::reply(&dst, h.key.family, crate::clock::now_ns())
     };
-    let mut icmp = d.inner;
-    icmp.add(d.ports);
-    if at.v4 {
+    let mut icmp = at.inner;
+    icmp.add(at.ports);
+    if v4 {
         let outer = frame.ptr_at::<u16>(h.l3 + 10)?;
         let inner = frame.ptr_at::<u16>(il3 + 10)?;
         // SAFETY: in bounds (ptr_at); unaligned accesses.
         unsafe {
-            outer.write_unaligned(d.outer.apply(outer.read_unaligned()));
+            outer.write_unaligned(at.outer.apply(outer.read_unaligned()));
             let old = inner.read_unaligned();
-            let new = d.inner.apply(old);
+            let new = at.inner.apply(old);
             inner.write_unaligned(new);
             icmp.word(old, new);
         }
     } else {
-        icmp.add(d.outer);
+        icmp.add(at.outer);
     }
     let csum = frame.ptr_at::<u16>(h.l4 + 2)?;
     // SAFETY: in bounds (ptr_at).
@@ -252,16 +255,4 @@ fn set_addr_in(
 #[inline(always)]
 fn read_addr(frame: &Frame, offset: usize, v4: bool) -> Result<[u32; 4], ParseError> {
     if v4 { Ok([u32::from_ne_bytes(frame.bytes::<4>(offset)?), 0, 0, 0]) } else { frame.addr6_at(offset) }
-}
-
-/// Writes port `new` (network order) at `offset`, adding the change to `delta`.
-#[inline(always)]
-fn set_port(frame: &Frame, offset: usize, new: u16, delta: &mut Delta) -> Result<(), ParseError> {
-    let ptr = frame.ptr_at::<u16>(offset)?;
-    // SAFETY: in bounds (ptr_at).
-    unsafe {
-        delta.word(ptr.read_unaligned(), new);
-        ptr.write_unaligned(new);
-    }
-    Ok(())
 }

@@ -235,7 +235,7 @@ impl Frame {
             return Err(ParseError::Malformed);
         }
         let l4 = l3 + 40 + ext;
-        let key = FlowKey { src: src, dst: dst, sport: 0, dport: 0, proto, family: family::IPV6, pad: 0 };
+        let key = FlowKey { src, dst, sport: 0, dport: 0, proto, family: family::IPV6, pad: 0 };
         let mut headers = Headers { key, l3, l4, fragment, tcp_flags: 0 };
         if !fragment {
             self.ports(&mut headers)?;
