@@ -148,13 +148,13 @@ fn per_packet(baseline: Option<&[u8]>) {
     let (floor_ns, rows, before, (hot_floor, hot_dr)) = lb.enter(|| {
         let floor = XdpTestRun::load(lb_daemon::dataplane::xdp::OBJECT, FLOOR_XDP);
         let frame = Packet::tcp_syn(addr("10.9.0.7:40000"), addr("10.0.0.100:80")).build();
-        let mut program = XdpTestRun::lbd();
-        load_tables(&mut program);
-        let baseline = baseline.map(|object| {
+        // Fresh maps every round: FNAT's new flows take local ports of one address towards one
+        // real server, and rounds of them would run out.
+        let load = |object: &[u8]| {
             let mut program = XdpTestRun::load(object, LB_XDP);
             load_tables(&mut program);
             program
-        });
+        };
         let dr_ack =
             Packet::tcp(addr("10.9.2.1:5000"), addr("10.0.0.101:80"), TcpFlags::ACK, b"payload").build();
         // Rounds alternate between the programs, and each cell keeps its best round: other load
@@ -163,6 +163,8 @@ fn per_packet(baseline: Option<&[u8]>) {
             (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         let (mut rows, mut before) = (None, None);
         for round in 0..rounds {
+            let program = load(lb_daemon::dataplane::xdp::OBJECT);
+            let baseline = baseline.map(load);
             floor_ns =
                 floor_ns.min(median((0..runs).map(|_| floor.run_on(ifindex, &frame).duration).collect()));
             rows = Some(best(rows, method_costs(&program, ifindex, runs, round)));
