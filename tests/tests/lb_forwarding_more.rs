@@ -339,3 +339,31 @@ fn wlc_dh_lblc_and_mh_through_real_connections() {
         assert_eq!(answers.values().sum::<u32>(), 6);
     }
 }
+
+#[test]
+fn icmp_errors_from_a_real_server_reach_the_client_translated() {
+    // Nothing listens on the real servers' port 8054: each answers with ICMP port unreachable
+    // (from its own address, quoting client -> real:8054), which the load balancer translates.
+    let services = [
+        virtual_server("10.72.0.140", 54, "NAT", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::140", 54, "NAT", "UDP", "rr", &EQUAL),
+    ];
+    let lab = topology(&services);
+    for vip in ["10.72.0.140:54", "[fd72::140]:54"] {
+        let vip: SocketAddr = vip.parse().unwrap();
+        let refused = lab.client.enter(|| {
+            let any: SocketAddr = if vip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+            let socket = UdpSocket::bind(any).unwrap();
+            socket.connect(vip).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 64];
+            // The kernel reports an error to a connected socket only when it quotes the
+            // socket's own peer: the VIP, not the real server.
+            (0..5).any(|_| {
+                socket.send(b"anyone?").unwrap();
+                matches!(socket.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+            })
+        });
+        assert!(refused, "no translated port unreachable from {vip}\nlbd log:\n{}", lab.lbd.log());
+    }
+}
