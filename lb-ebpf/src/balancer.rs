@@ -9,14 +9,15 @@ use aya_ebpf::{
 use lb_common::{
     lb::{
         Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings,
-        direction, tcp_state,
+        direction, family, tcp_state,
     },
     stats::GlobalStats,
 };
 
 use crate::{
     Outcome, clock, encap,
-    forward::{self, Next},
+    forward::{self, Hop, Next},
+    icmp,
     maps::{
         LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES,
         LBD_SETTINGS, per_cpu,
@@ -28,18 +29,37 @@ use crate::{
 };
 
 /// Balances one IP packet whose headers are `h`.
+///
+/// Flow first: a packet that is not a bare SYN is looked up in the connection table before
+/// the service table, so a packet of an established flow (either direction) costs one hash
+/// lookup, not two (three for a reply: the service and its port-0 wildcard missed first).
+/// What the fast path does not handle ([`Tracked::Other`]) takes the full path, which looks
+/// again.
 #[inline(always)]
 pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
-    if LBD_SETTINGS.get(0).is_none_or(|s| s.ready == 0) {
+    let Some(settings) = LBD_SETTINGS.get(0) else { return Outcome::PassNotReady };
+    if settings.ready == 0 {
         return Outcome::PassNotReady;
     }
     if h.fragment {
         return Outcome::PassFragment;
     }
-    if h.proto != IPPROTO_TCP && h.proto != IPPROTO_UDP {
+    if h.key.proto == icmp::IPPROTO_ICMP && h.key.family == family::IPV4
+        || h.key.proto == icmp::IPPROTO_ICMPV6 && h.key.family == family::IPV6
+    {
+        return icmp_error(ctx, frame, h, stats);
+    }
+    if h.key.proto != IPPROTO_TCP && h.key.proto != IPPROTO_UDP {
         return Outcome::PassNoService;
     }
-    let mut key = ServiceKey { addr: h.dst, port: h.dport, proto: h.proto, family: h.family };
+    let bare_syn = h.key.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !bare_syn {
+        match tracked(ctx, frame, h, settings, stats) {
+            Tracked::Done(outcome) => return outcome,
+            Tracked::Unknown | Tracked::Other => {}
+        }
+    }
+    let mut key = ServiceKey { addr: h.key.dst, port: h.key.dport, proto: h.key.proto, family: h.key.family };
     let mut svc = LBD_SERVICES.get_ptr(&key);
     if svc.is_none() {
         // `virtual_server VIP 0`: every port of the VIP.
@@ -50,8 +70,79 @@ pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &
         // SAFETY: a value pointer from a successful lookup. Service entries are replaced, not
         // edited in place, by the daemon, so the fields read are consistent.
         Some(svc) => original(ctx, frame, h, unsafe { &*svc }, stats),
-        None => reply(ctx, frame, h, stats).unwrap_or(Outcome::DropMalformed),
+        // A reply entry of any other packet was found (and translated) by `tracked`.
+        None if bare_syn => reply_lookup(ctx, frame, h, stats),
+        None => Outcome::PassNoService,
     }
+}
+
+/// An ICMP error about a tracked flow goes where the flow's packets in its direction go (see
+/// [`icmp`]); anything else ICMP is the kernel's.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+    match icmp::quoted(frame, h) {
+        Ok(true) => {}
+        Ok(false) => return Outcome::PassNoService,
+        Err(_) => return Outcome::DropMalformed,
+    }
+    let Some(flow) = LBD_CONNS.get_ptr(&h.key) else { return Outcome::PassNoService };
+    // SAFETY: a value pointer from a successful lookup.
+    let flow = unsafe { &*flow };
+    match Method::from_u8(flow.method) {
+        Some(Method::Nat | Method::Fnat) => icmp::translate(ctx, frame, h, flow, stats),
+        // DR and TUN: the real server holds the VIP; the error goes to it unchanged.
+        _ if flow.direction == direction::ORIGINAL => {
+            stats.icmp_translated += 1;
+            count_and_send(ctx, frame, h, flow).unwrap_or(Outcome::DropMalformed)
+        }
+        _ => Outcome::PassNoService,
+    }
+}
+
+/// What the connection table says about a packet, on the fast path.
+enum Tracked {
+    /// Forwarded or translated: the packet's outcome.
+    Done(Outcome),
+    /// No entry.
+    Unknown,
+    /// An entry the fast path leaves to the full path: expired, or of a real server that is
+    /// gone (its service removed or recreated: the daemon clears a service's reals with it).
+    Other,
+}
+
+/// The fast path: a packet of a live tracked flow, sent from its entry in the table.
+///
+/// A flow is live while its real server's entry exists. That stands for its service too: the
+/// daemon never removes a service (or recreates it under a new id) without clearing its real
+/// servers in the same apply, and hands a cleared id out again only after every other
+/// (`dataplane::tables`). A flow scheduled by a port-0 service stays with it when a service for
+/// its port is added, as IPVS keeps a connection.
+#[inline(always)]
+fn tracked(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    settings: &Settings,
+    stats: &mut GlobalStats,
+) -> Tracked {
+    let Some(entry) = LBD_CONNS.get_ptr_mut(&h.key) else { return Tracked::Unknown };
+    // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
+    let entry = unsafe { &mut *entry };
+    if entry.direction == direction::REPLY {
+        return Tracked::Done(reply(ctx, frame, h, entry, stats));
+    }
+    let now = clock::now_ns();
+    if now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state)
+        || sched::real_ref(entry.real).is_none()
+    {
+        return Tracked::Other;
+    }
+    entry.last_seen_ns = now;
+    if h.key.proto == IPPROTO_TCP {
+        track_tcp(entry, h.tcp_flags);
+    }
+    stats.flow_hits += 1;
+    Tracked::Done(count_and_send(ctx, frame, h, entry).unwrap_or(Outcome::DropMalformed))
 }
 
 /// How long an idle flow in this state lives, in nanoseconds.
@@ -96,22 +187,14 @@ fn original_flow(
 ) -> Result<Outcome, ParseError> {
     let Some(settings) = LBD_SETTINGS.get(0) else { return Ok(Outcome::PassNotReady) };
     let now = clock::now_ns();
-    let fkey = FlowKey {
-        src: h.src,
-        dst: h.dst,
-        sport: h.sport,
-        dport: h.dport,
-        proto: h.proto,
-        family: h.family,
-        pad: 0,
-    };
-    let tcp = h.proto == IPPROTO_TCP;
+    let tcp = h.key.proto == IPPROTO_TCP;
     let syn_only = tcp && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let mut known: Option<&Flow> = None;
-    if let Some(entry) = LBD_CONNS.get_ptr_mut(&fkey) {
+    if let Some(entry) = LBD_CONNS.get_ptr_mut(&h.key) {
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
         let entry = unsafe { &mut *entry };
-        let expired = now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.proto, entry.tcp_state);
+        let expired =
+            now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state);
         let reused = syn_only && entry.tcp_state == tcp_state::CLOSING;
         if entry.direction == direction::ORIGINAL && entry.service == svc.id && !expired && !reused {
             entry.last_seen_ns = now;
@@ -135,14 +218,25 @@ fn original_flow(
             let Some(flow) = per_cpu(&LBD_SCRATCH_FLOW, 0) else { return Ok(Outcome::DropMalformed) };
             // SAFETY: a per-CPU map value, valid for a `Flow`.
             unsafe { mem::zero(&raw mut *flow) };
-            if let Some(outcome) = new_flow(h, svc, &fkey, stats, flow) {
+            if let Some(outcome) = new_flow(h, svc, stats, flow) {
                 return Ok(outcome);
             }
             flow
         }
     };
+    count_and_send(ctx, frame, h, flow)
+}
+
+/// Counts a packet of `flow` on its service and real server, and sends it.
+#[inline(always)]
+fn count_and_send(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    flow: &Flow,
+) -> Result<Outcome, ParseError> {
     let bytes = frame.len() as u64;
-    if let Some(s) = per_cpu(&LBD_SERVICE_STATS, svc.id) {
+    if let Some(s) = per_cpu(&LBD_SERVICE_STATS, flow.service) {
         s.packets += 1;
         s.bytes += bytes;
     }
@@ -157,7 +251,7 @@ fn original_flow(
 #[inline(never)]
 fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result<Outcome, ParseError> {
     let Some(real) = sched::real_ref(flow.real) else { return Ok(Outcome::DropNoReal) };
-    let rport = if real.port != 0 { real.port } else { h.dport };
+    let rport = if real.port != 0 { real.port } else { h.key.dport };
     match Method::from_u8(flow.method) {
         Some(Method::Nat) => {
             nat::rewrite(
@@ -165,7 +259,7 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
                 h,
                 &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() },
             )?;
-            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
+            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, flow.last_seen_ns));
             Ok(after_nat(next))
         }
         Some(Method::Fnat) => {
@@ -176,17 +270,17 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
                 dport: Some(rport),
             };
             nat::rewrite(frame, h, &rw)?;
-            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
+            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, flow.last_seen_ns));
             Ok(after_nat(next))
         }
         Some(Method::Dr) => {
-            let next = forward::route_to_real(ctx, frame, h.family, flow, real);
+            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, flow.last_seen_ns));
             Ok(after_l2(next))
         }
-        Some(Method::Tun) => match encap::push(ctx, h.l3, h.family, &real.tunnel_source, &real.addr) {
+        Some(Method::Tun) => match encap::push(ctx, h.l3, h.key.family, &real.tunnel_source, &real.addr) {
             Ok(()) => {
                 let frame = Frame::new(ctx.data(), ctx.data_end());
-                let next = forward::route_to_real(ctx, &frame, h.family, flow, real);
+                let next = forward::route_cached(ctx, &frame, &Hop::real(flow.real, real, flow.last_seen_ns));
                 Ok(after_l2(next))
             }
             Err(encap::EncapError::Resize) => Ok(Outcome::DropResize),
@@ -199,7 +293,7 @@ fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result
 /// The outcome after a NAT rewrite: without a neighbour entry, the kernel forwards the packet
 /// (its destination is now the real server) and resolves the neighbour itself.
 #[inline(always)]
-fn after_nat(next: Next) -> Outcome {
+pub(crate) fn after_nat(next: Next) -> Outcome {
     match next {
         Next::Tx => Outcome::FwdTx,
         Next::Redirect => Outcome::FwdRedirect,
@@ -241,13 +335,7 @@ fn track_tcp(flow: &mut Flow, flags: u8) {
 /// Not inlined (nor its helpers): BPF-to-BPF calls keep their stack frames apart, and the
 /// whole program must fit 512 bytes of stack.
 #[inline(never)]
-fn new_flow(
-    h: &Headers,
-    svc: &Service,
-    fkey: &FlowKey,
-    stats: &mut GlobalStats,
-    flow: &mut Flow,
-) -> Option<Outcome> {
+fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow) -> Option<Outcome> {
     let mut real_id = sched::schedule(svc, h);
     if real_id == 0 {
         real_id = svc.sorry_real;
@@ -259,7 +347,7 @@ fn new_flow(
         return Some(Outcome::DropNoReal);
     }
     let Some(real) = sched::real_ref(real_id) else { return Some(Outcome::DropNoReal) };
-    let tcp = h.proto == IPPROTO_TCP;
+    let tcp = h.key.proto == IPPROTO_TCP;
     flow.last_seen_ns = clock::now_ns();
     flow.real = real_id;
     flow.service = svc.id;
@@ -275,15 +363,15 @@ fn new_flow(
     } else {
         tcp_state::SYN
     };
-    let rport = if real.port != 0 { real.port } else { h.dport };
+    let rport = if real.port != 0 { real.port } else { h.key.dport };
     match Method::from_u8(svc.method) {
         // The reply entry is written from `flow` itself, set up as the reply and then back
         // as the original: one 64-byte buffer instead of two on a tight stack.
         Some(Method::Nat) => {
-            let rkey = FlowKey { src: real.addr, dst: h.src, sport: rport, dport: h.sport, ..*fkey };
+            let rkey = FlowKey { src: real.addr, dst: h.key.src, sport: rport, dport: h.key.sport, ..h.key };
             flow.direction = direction::REPLY;
-            flow.nat_addr = h.dst;
-            flow.nat_port = h.dport;
+            flow.nat_addr = h.key.dst;
+            flow.nat_port = h.key.dport;
             let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
             flow.direction = direction::ORIGINAL;
             // SAFETY: a field of `flow` (not `= [0; 4]`: a byte-at-a-time memset, crate::mem).
@@ -295,12 +383,12 @@ fn new_flow(
                 return Some(Outcome::DropNoLaddr);
             }
             let (laddr, lport) = (flow.nat_addr, flow.nat_port);
-            let rkey = FlowKey { src: real.addr, dst: laddr, sport: rport, dport: lport, ..*fkey };
+            let rkey = FlowKey { src: real.addr, dst: laddr, sport: rport, dport: lport, ..h.key };
             flow.direction = direction::REPLY;
-            flow.nat_addr = h.dst;
-            flow.nat_port = h.dport;
-            flow.client_addr = h.src;
-            flow.client_port = h.sport;
+            flow.nat_addr = h.key.dst;
+            flow.nat_port = h.key.dport;
+            flow.client_addr = h.key.src;
+            flow.client_port = h.key.sport;
             let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
             flow.direction = direction::ORIGINAL;
             flow.nat_addr = laddr;
@@ -311,7 +399,7 @@ fn new_flow(
         }
         _ => {}
     }
-    let _ = LBD_CONNS.insert(fkey, &*flow, 0);
+    let _ = LBD_CONNS.insert(&h.key, &*flow, 0);
     stats.new_flows += 1;
     if tcp && flow.tcp_state != tcp_state::CLOSING {
         sched::add_active(real_id, 1);
@@ -342,7 +430,8 @@ fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut F
     if count == 0 {
         return false;
     }
-    let Some(laddr) = LBD_LADDRS.get(base + sched::hash_addr(u32::from(h.sport), &h.src) % count) else {
+    let Some(laddr) = LBD_LADDRS.get(base + sched::hash_addr(u32::from(h.key.sport), &h.key.src) % count)
+    else {
         return false;
     };
     let min = u32::from(settings.fnat_port_min);
@@ -352,8 +441,8 @@ fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut F
         dst: laddr.addr,
         sport: rport,
         dport: 0,
-        proto: h.proto,
-        family: h.family,
+        proto: h.key.proto,
+        family: h.key.family,
         pad: 0,
     };
     for _ in 0..8 {
@@ -389,29 +478,39 @@ extern "C" fn pool_count_step(i: u32, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Real server to client (NAT) or to a local address (FNAT): translate back.
+/// A bare SYN for no service: the reply direction of a tracked flow, or nothing of ours.
+#[inline(never)]
+fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+    let Some(flow) = LBD_CONNS.get_ptr_mut(&h.key) else { return Outcome::PassNoService };
+    // SAFETY: a value pointer from a successful lookup.
+    let flow = unsafe { &mut *flow };
+    if flow.direction != direction::REPLY {
+        return Outcome::PassNoService;
+    }
+    reply(ctx, frame, h, flow, stats)
+}
+
+/// Real server to client (NAT) or to a local address (FNAT), by the reply entry `flow`:
+/// translate back. A plain `Outcome`: a two-field result is a hidden sixth argument.
 #[inline(never)]
 fn reply(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
+    flow: &mut Flow,
+    stats: &mut GlobalStats,
+) -> Outcome {
+    translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed)
+}
+
+#[inline(always)]
+fn translate_reply(
+    ctx: &XdpContext,
+    frame: &Frame,
+    h: &mut Headers,
+    flow: &mut Flow,
     stats: &mut GlobalStats,
 ) -> Result<Outcome, ParseError> {
-    let key = FlowKey {
-        src: h.src,
-        dst: h.dst,
-        sport: h.sport,
-        dport: h.dport,
-        proto: h.proto,
-        family: h.family,
-        pad: 0,
-    };
-    let Some(flow) = LBD_CONNS.get_ptr_mut(&key) else { return Ok(Outcome::PassNoService) };
-    // SAFETY: a value pointer from a successful lookup.
-    let flow = unsafe { &mut *flow };
-    if flow.direction != direction::REPLY {
-        return Ok(Outcome::PassNoService);
-    }
     flow.last_seen_ns = clock::now_ns();
     // The LB routes replies: TTL expiry is the kernel's to report.
     if !nat::decrement_ttl(frame, h)? {
@@ -433,7 +532,6 @@ fn reply(
         nat::rewrite(frame, h, &rw)?;
     }
     stats.reply_translated += 1;
-    let dst = h.dst;
-    let next = forward::route(ctx, frame, h.family, &dst)?;
+    let next = forward::route_cached(ctx, frame, &Hop::reply(&h.key.dst, h.key.family, flow.last_seen_ns));
     Ok(after_nat(next))
 }

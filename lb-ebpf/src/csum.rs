@@ -15,6 +15,13 @@ impl Delta {
         self.0 = (self.0 & 0xffff) + (self.0 >> 16);
     }
 
+    /// The changes of `other` as well.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, other: Delta) {
+        self.0 += other.0;
+        self.0 = (self.0 & 0xffff) + (self.0 >> 16);
+    }
+
     /// A 32-bit field changed from `old` to `new`.
     #[inline(always)]
     pub(crate) fn dword(&mut self, old: u32, new: u32) {

@@ -2,10 +2,11 @@
 //! gives the egress interface and the MAC addresses; the frame leaves with XDP_TX when that is
 //! the interface it came in on, XDP_REDIRECT otherwise.
 //!
-//! Packets to a real server take the route from a per-real cache ([`route_to_real`]) instead
-//! of a `bpf_fib_lookup` each: the lookup is most of an established packet's cost. A cached
-//! route is used for at most [`NEXT_HOP_TTL_NS`] before it is looked up again, so route and
-//! neighbour changes take effect within that time.
+//! Packets take the route from a cache ([`route_cached`]) instead of a `bpf_fib_lookup` each:
+//! the lookup is most of an established packet's cost. Routes to real servers are cached by
+//! real id, routes to clients (NAT and FNAT replies) in a direct-mapped table by address hash.
+//! A cached route is used for at most [`NEXT_HOP_TTL_NS`] before it is looked up again, so
+//! route and neighbour changes take effect within that time.
 
 use core::mem::size_of;
 
@@ -14,7 +15,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::lb::{Flow, Real, family};
+use lb_common::lb::{MAX_REALS, Real, family};
 
 use crate::{
     maps::{LBD_NEXT_HOPS, LBD_SCRATCH_FIB, per_cpu},
@@ -27,7 +28,7 @@ const AF_INET6: u8 = 10;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 
-/// How long a cached route to a real server is used before it is looked up again.
+/// How long a cached route is used before it is looked up again.
 pub(crate) const NEXT_HOP_TTL_NS: u64 = 100_000_000;
 
 /// Where a packet goes.
@@ -42,11 +43,12 @@ pub(crate) enum Next {
     NoRoute,
 }
 
-/// A route to one real server, as the last FIB lookup found it (see [`route_to_real`]).
+/// A route to one destination, as the last FIB lookup found it (see [`route_cached`]).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct NextHop {
-    /// The real server's address the route is for (a real id may be reused for another).
+    /// The address the route is for (a real id may be reused for another; reply slots are
+    /// shared by addresses with the same hash).
     pub(crate) addr: [u32; 4],
     /// Destination then source MAC, as they go into the Ethernet header.
     pub(crate) macs: [u8; 12],
@@ -60,74 +62,94 @@ pub(crate) struct NextHop {
     pub(crate) stamp_ns: u64,
 }
 
-/// Routes a packet of `flow` to its real server `real` (address family `fam`): from the
-/// cache while it is fresh (the flow's `last_seen_ns` is now), else by [`route`], whose
-/// answer is cached when it is complete.
+/// Slots of [`crate::maps::LBD_NEXT_HOPS`] after the real ids: a direct-mapped cache of the
+/// routes towards other destinations (the clients NAT and FNAT replies go to), by address hash.
+pub(crate) const REPLY_HOP_SLOTS: u32 = 4096;
+
+/// A destination and its slot in the route cache.
+pub(crate) struct Hop {
+    /// The destination address.
+    pub(crate) addr: [u32; 4],
+    /// Now ([`crate::clock::now_ns`]).
+    pub(crate) now: u64,
+    /// Its slot: a real id, or a reply slot ([`Hop::reply`]).
+    pub(crate) slot: u32,
+    /// [`family::IPV4`] or [`family::IPV6`].
+    pub(crate) family: u8,
+}
+
+impl Hop {
+    /// The route to real server `real` (id `id`).
+    #[inline(always)]
+    pub(crate) fn real(id: u32, real: &Real, now: u64) -> Self {
+        Self { addr: real.addr, now, slot: id, family: real.family }
+    }
+
+    /// The route to `addr` of family `fam`, by its reply slot.
+    #[inline(always)]
+    pub(crate) fn reply(addr: &[u32; 4], fam: u8, now: u64) -> Self {
+        let hash = crate::sched::mix(addr[0] ^ addr[1] ^ addr[2] ^ addr[3], 0);
+        Self { addr: *addr, now, slot: MAX_REALS + (hash & (REPLY_HOP_SLOTS - 1)), family: fam }
+    }
+}
+
+/// Routes a packet to `hop`: from the cache while the entry is fresh, for the same
+/// destination and ingress interface, else by a FIB lookup whose answer is cached when it is
+/// complete.
 ///
 /// A plain `Next`, not a `Result`: a two-field result is a hidden sixth argument, and BPF
 /// calls take five. A frame too short for its MAC addresses (the caller parsed further
 /// already: it cannot happen) is `NoRoute`.
 #[inline(always)]
-pub(crate) fn route_to_real(ctx: &XdpContext, frame: &Frame, fam: u8, flow: &Flow, real: &Real) -> Next {
+pub(crate) fn route_cached(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
     let ingress = ctx.ingress_ifindex() as u32;
-    let now = flow.last_seen_ns;
-    let Some(hop) = LBD_NEXT_HOPS.get_ptr_mut(flow.real) else { return refresh(ctx, frame, fam, flow, real) };
+    let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(hop.slot) else { return refresh(ctx, frame, hop) };
     // SAFETY: an array map value pointer from a successful lookup. Another CPU may refresh
     // the entry meanwhile; it writes the same route unless the route just changed.
-    let hop = unsafe { &mut *hop };
-    if hop.ifindex != 0
-        && hop.ingress == ingress
-        && same_addr(&hop.addr, &real.addr)
-        && now.wrapping_sub(hop.stamp_ns) < NEXT_HOP_TTL_NS
+    let entry = unsafe { &mut *entry };
+    if entry.ifindex != 0
+        && entry.ingress == ingress
+        && same_addr(&entry.addr, &hop.addr)
+        && hop.now.wrapping_sub(entry.stamp_ns) < NEXT_HOP_TTL_NS
     {
         let Ok(eth) = frame.ptr_at::<[u8; 12]>(0) else { return Next::NoRoute };
-        let (eth, macs) = (eth.cast::<u8>(), hop.macs.as_ptr());
+        let (eth, macs) = (eth.cast::<u8>(), entry.macs.as_ptr());
         // SAFETY: both are 12 bytes long (ptr_at, the array).
         unsafe {
             mem::copy_mac(eth, macs);
             mem::copy_mac(eth.add(6), macs.add(6));
         }
-        return send_on(ingress, hop.ifindex);
+        return send_on(ingress, entry.ifindex);
     }
-    refresh(ctx, frame, fam, flow, real)
+    refresh(ctx, frame, hop)
 }
 
-/// The cache miss of [`route_to_real`]: a FIB lookup, whose answer is cached when complete.
+/// The cache miss of [`route_cached`]: a FIB lookup, whose answer is cached when complete.
 /// Not inlined, and it calls nothing: its frame ends the deepest chain of stack frames.
 #[inline(never)]
-fn refresh(ctx: &XdpContext, frame: &Frame, fam: u8, flow: &Flow, real: &Real) -> Next {
+fn refresh(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
     let ingress = ctx.ingress_ifindex() as u32;
     let Some(params) = per_cpu(&LBD_SCRATCH_FIB, 0) else { return Next::NoRoute };
-    let rc = lookup(ctx, fam, &real.addr, ingress, params);
+    let rc = lookup(ctx, hop.family, &hop.addr, ingress, params);
     let Ok(next) = finish(frame, rc, params, ingress) else { return Next::NoRoute };
     if matches!(next, Next::Tx | Next::Redirect)
-        && let Some(hop) = LBD_NEXT_HOPS.get_ptr_mut(flow.real)
+        && let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(hop.slot)
     {
-        // SAFETY: as in `route_to_real`.
-        let hop = unsafe { &mut *hop };
-        hop.ifindex = 0;
-        hop.addr = real.addr;
-        let macs = hop.macs.as_mut_ptr();
+        // SAFETY: as in `route_cached`.
+        let entry = unsafe { &mut *entry };
+        entry.ifindex = 0;
+        entry.addr = hop.addr;
+        let macs = entry.macs.as_mut_ptr();
         // SAFETY: 12 bytes long; dmac and smac 6 each.
         unsafe {
             mem::copy_mac(macs, params.dmac.as_ptr());
             mem::copy_mac(macs.add(6), params.smac.as_ptr());
         }
-        hop.ingress = ingress;
-        hop.stamp_ns = flow.last_seen_ns;
-        hop.ifindex = params.ifindex;
+        entry.ingress = ingress;
+        entry.stamp_ns = hop.now;
+        entry.ifindex = params.ifindex;
     }
     next
-}
-
-/// Looks up the route to `dst` (of `fam`), writes the next hop's MAC and the egress interface's
-/// MAC into the frame, and prepares the redirect.
-#[inline(never)]
-pub(crate) fn route(ctx: &XdpContext, frame: &Frame, fam: u8, dst: &[u32; 4]) -> Result<Next, ParseError> {
-    let ingress = ctx.ingress_ifindex() as u32;
-    let Some(params) = per_cpu(&LBD_SCRATCH_FIB, 0) else { return Ok(Next::NoRoute) };
-    let rc = lookup(ctx, fam, dst, ingress, params);
-    finish(frame, rc, params, ingress)
 }
 
 /// A FIB lookup towards `dst`, as if the packet came in on `ingress`, into `params` (per-CPU

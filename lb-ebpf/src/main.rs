@@ -20,6 +20,7 @@ mod clock;
 mod csum;
 mod encap;
 mod forward;
+mod icmp;
 mod maps;
 mod mem;
 mod nat;
@@ -141,7 +142,7 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, ParseError> {
             frame.ipv4(l3, &mut h)?;
             // SAFETY: ipv4 returned Ok, so it wrote `h`.
             let h = unsafe { h.assume_init_ref() };
-            if h.proto != encap::IPPROTO_IPIP || h.fragment || h.l4 != l3 + 20 {
+            if h.key.proto != encap::IPPROTO_IPIP || h.fragment || h.l4 != l3 + 20 {
                 return Ok(xdp_action::XDP_PASS);
             }
             (20, 0x0800)

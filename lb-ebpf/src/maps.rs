@@ -17,7 +17,7 @@ use lb_common::{
     stats::GlobalStats,
 };
 
-use crate::forward::NextHop;
+use crate::forward::{NextHop, REPLY_HOP_SLOTS};
 
 /// Outcome counters: one [`GlobalStats`] per CPU at index 0.
 #[btf_map]
@@ -75,10 +75,11 @@ pub(crate) static LBD_RR: Array<u64, { MAX_SERVICES as usize }> = Array::new();
 #[btf_map]
 pub(crate) static LBD_LBLC: LruHashMap<LblcKey, u32, 65536> = LruHashMap::new();
 
-/// Routes to the real servers by real id, cached by [`crate::forward::route_to_real`]. Not
-/// pinned: a restarted daemon starts with an empty cache.
+/// Routes cached by [`crate::forward::route_cached`]: to the real servers by real id, then
+/// [`REPLY_HOP_SLOTS`] for the destinations of replies. Not pinned: a restarted daemon starts
+/// with an empty cache.
 #[btf_map]
-pub(crate) static LBD_NEXT_HOPS: Array<NextHop, { MAX_REALS as usize }> = Array::new();
+pub(crate) static LBD_NEXT_HOPS: Array<NextHop, { (MAX_REALS + REPLY_HOP_SLOTS) as usize }> = Array::new();
 
 /// Per-CPU scratch for the flow being handled: off the stack, which is 512 bytes for the
 /// deepest call chain and nearly full.

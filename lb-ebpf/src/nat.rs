@@ -20,19 +20,19 @@ pub(crate) struct Rewrite {
 /// UDP checksum (pseudo-header included), and updates `h` to match.
 #[inline(never)]
 pub(crate) fn rewrite(frame: &Frame, h: &mut Headers, rw: &Rewrite) -> Result<(), ParseError> {
-    let v4 = h.family == family::IPV4;
+    let v4 = h.key.family == family::IPV4;
     let words = if v4 { 1 } else { 4 };
     let (src_off, dst_off) = if v4 { (h.l3 + 12, h.l3 + 16) } else { (h.l3 + 8, h.l3 + 24) };
     let mut addr_delta = Delta::default();
     if let Some(src) = rw.src {
-        addr_delta.addr(&h.src, &src, words);
+        addr_delta.addr(&h.key.src, &src, words);
         write_addr(frame, src_off, &src, v4)?;
-        h.src = src;
+        h.key.src = src;
     }
     if let Some(dst) = rw.dst {
-        addr_delta.addr(&h.dst, &dst, words);
+        addr_delta.addr(&h.key.dst, &dst, words);
         write_addr(frame, dst_off, &dst, v4)?;
-        h.dst = dst;
+        h.key.dst = dst;
     }
     if v4 {
         let csum = frame.ptr_at::<u16>(h.l3 + 10)?;
@@ -41,16 +41,16 @@ pub(crate) fn rewrite(frame: &Frame, h: &mut Headers, rw: &Rewrite) -> Result<()
     }
     let mut l4_delta = addr_delta;
     if let Some(sport) = rw.sport {
-        l4_delta.word(h.sport, sport);
+        l4_delta.word(h.key.sport, sport);
         write_u16(frame, h.l4, sport)?;
-        h.sport = sport;
+        h.key.sport = sport;
     }
     if let Some(dport) = rw.dport {
-        l4_delta.word(h.dport, dport);
+        l4_delta.word(h.key.dport, dport);
         write_u16(frame, h.l4 + 2, dport)?;
-        h.dport = dport;
+        h.key.dport = dport;
     }
-    match h.proto {
+    match h.key.proto {
         IPPROTO_TCP => {
             let csum = frame.ptr_at::<u16>(h.l4 + 16)?;
             // SAFETY: in bounds (ptr_at).
@@ -76,7 +76,7 @@ pub(crate) fn rewrite(frame: &Frame, h: &mut Headers, rw: &Rewrite) -> Result<()
 /// nothing) when it would reach zero: the kernel must answer with ICMP time exceeded.
 #[inline(always)]
 pub(crate) fn decrement_ttl(frame: &Frame, h: &Headers) -> Result<bool, ParseError> {
-    if h.family == family::IPV4 {
+    if h.key.family == family::IPV4 {
         let word = frame.ptr_at::<[u8; 2]>(h.l3 + 8)?;
         // SAFETY: in bounds (ptr_at); [u8; 2] is unaligned.
         let [ttl, proto] = unsafe { *word };
@@ -105,7 +105,7 @@ pub(crate) fn decrement_ttl(frame: &Frame, h: &Headers) -> Result<bool, ParseErr
 }
 
 #[inline(always)]
-fn write_addr(frame: &Frame, offset: usize, addr: &[u32; 4], v4: bool) -> Result<(), ParseError> {
+pub(crate) fn write_addr(frame: &Frame, offset: usize, addr: &[u32; 4], v4: bool) -> Result<(), ParseError> {
     if v4 {
         let ptr = frame.ptr_at::<u32>(offset)?;
         // SAFETY: in bounds (ptr_at).

@@ -7,7 +7,7 @@
 
 use core::mem::{MaybeUninit, size_of};
 
-use lb_common::lb::family;
+use lb_common::lb::{FlowKey, family};
 
 /// Length of an Ethernet header without tags.
 pub(crate) const ETH_HLEN: usize = 14;
@@ -57,21 +57,16 @@ pub(crate) struct Frame {
 /// What the load balancer needs to know about an IP packet.
 #[derive(Clone, Copy)]
 pub(crate) struct Headers {
+    /// The packet's addresses, ports (network order; 0 for protocols without ports), transport
+    /// protocol (after IPv6 extension headers) and family ([`family::IPV4`] or
+    /// [`family::IPV6`]): the key of its flow in the connection table, looked up in place.
+    pub(crate) key: FlowKey,
     /// Offset of the IP header.
     pub(crate) l3: usize,
     /// Offset of the transport header.
     pub(crate) l4: usize,
-    /// [`family::IPV4`] or [`family::IPV6`].
-    pub(crate) family: u8,
-    /// Transport protocol (after IPv6 extension headers).
-    pub(crate) proto: u8,
     /// A non-first fragment, or a first fragment of a fragmented packet.
     pub(crate) fragment: bool,
-    pub(crate) src: [u32; 4],
-    pub(crate) dst: [u32; 4],
-    /// Network order; 0 for protocols without ports.
-    pub(crate) sport: u16,
-    pub(crate) dport: u16,
     /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); 0 otherwise.
     pub(crate) tcp_flags: u8,
 }
@@ -122,7 +117,7 @@ impl Frame {
 
     /// Four address words (network order in memory) at `offset`.
     #[inline(always)]
-    fn addr6_at(&self, offset: usize) -> Result<[u32; 4], ParseError> {
+    pub(crate) fn addr6_at(&self, offset: usize) -> Result<[u32; 4], ParseError> {
         let ptr = self.ptr_at::<[u32; 4]>(offset)?;
         // SAFETY: checked in bounds; read_unaligned because packet data has no alignment.
         Ok(unsafe { ptr.read_unaligned() })
@@ -182,18 +177,16 @@ impl Frame {
         // MF set or a non-zero offset: part of a fragmented packet.
         let fragment = frag & 0x3fff != 0;
         let l4 = l3 + ihl * 4;
-        let mut headers = Headers {
-            l3,
-            l4,
-            family: family::IPV4,
-            proto,
-            fragment,
+        let key = FlowKey {
             src: [src, 0, 0, 0],
             dst: [dst, 0, 0, 0],
             sport: 0,
             dport: 0,
-            tcp_flags: 0,
+            proto,
+            family: family::IPV4,
+            pad: 0,
         };
+        let mut headers = Headers { key, l3, l4, fragment, tcp_flags: 0 };
         if !fragment {
             self.ports(&mut headers)?;
         }
@@ -242,18 +235,8 @@ impl Frame {
             return Err(ParseError::Malformed);
         }
         let l4 = l3 + 40 + ext;
-        let mut headers = Headers {
-            l3,
-            l4,
-            family: family::IPV6,
-            proto,
-            fragment,
-            src,
-            dst,
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-        };
+        let key = FlowKey { src, dst, sport: 0, dport: 0, proto, family: family::IPV6, pad: 0 };
+        let mut headers = Headers { key, l3, l4, fragment, tcp_flags: 0 };
         if !fragment {
             self.ports(&mut headers)?;
         }
@@ -264,20 +247,20 @@ impl Frame {
     /// Reads the ports (and TCP flags) of TCP and UDP.
     #[inline(always)]
     fn ports(&self, h: &mut Headers) -> Result<(), ParseError> {
-        match h.proto {
+        match h.key.proto {
             IPPROTO_TCP => {
                 // The whole 20-byte header must be there: we rewrite its checksum.
                 let ptr = self.ptr_at::<[u8; 20]>(h.l4)?;
                 // SAFETY: checked in bounds.
                 let tcp = unsafe { *ptr };
-                h.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-                h.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+                h.key.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
+                h.key.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
                 h.tcp_flags = tcp[13];
             }
             IPPROTO_UDP => {
                 let udp = self.bytes::<8>(h.l4)?;
-                h.sport = u16::from_ne_bytes([udp[0], udp[1]]);
-                h.dport = u16::from_ne_bytes([udp[2], udp[3]]);
+                h.key.sport = u16::from_ne_bytes([udp[0], udp[1]]);
+                h.key.dport = u16::from_ne_bytes([udp[2], udp[3]]);
             }
             _ => {}
         }

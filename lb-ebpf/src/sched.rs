@@ -38,7 +38,7 @@ pub(crate) fn hash_addr(seed: u32, a: &[u32; 4]) -> u32 {
 /// A hash seed from the service address the packet is for (VIP and port).
 #[inline(always)]
 fn service_seed(h: &Headers) -> u32 {
-    mix(h.dst[0] ^ h.dst[1] ^ h.dst[2] ^ h.dst[3], u32::from(h.dport))
+    mix(h.key.dst[0] ^ h.key.dst[1] ^ h.key.dst[2] ^ h.key.dst[3], u32::from(h.key.dport))
 }
 
 /// The real with id `id`, copied. A cleared entry (family 0: a removed real) is none.
@@ -92,7 +92,7 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
     // (see crate::mem).
     let m = &svc.persistence_mask;
     let pkey = PersistKey {
-        client: [h.src[0] & m[0], h.src[1] & m[1], h.src[2] & m[2], h.src[3] & m[3]],
+        client: [h.key.src[0] & m[0], h.key.src[1] & m[1], h.key.src[2] & m[2], h.key.src[3] & m[3]],
         service: svc.id,
     };
     let now = if persistent { crate::clock::now_ns() } else { 0 };
@@ -127,13 +127,13 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
         Some(Scheduler::SourceHash) | Some(Scheduler::Maglev) => {
             // Seeded by the service's address, not its id: two load balancers with the same
             // tables send a client to the same real (Maglev's point), across restarts too.
-            let mut hash = hash_addr(service_seed(h), &h.src);
+            let mut hash = hash_addr(service_seed(h), &h.key.src);
             if with_port {
-                hash = mix(hash, u32::from(h.sport));
+                hash = mix(hash, u32::from(h.key.sport));
             }
             slot(svc, hash % len)
         }
-        Some(Scheduler::DestinationHash) => slot(svc, hash_addr(service_seed(h), &h.dst) % len),
+        Some(Scheduler::DestinationHash) => slot(svc, hash_addr(service_seed(h), &h.key.dst) % len),
         Some(Scheduler::LeastConn) => least_conn(svc, len, false),
         Some(Scheduler::WeightedLeastConn) => least_conn(svc, len, true),
         Some(Scheduler::LocalityLeastConn) => locality(svc, h, len),
@@ -205,7 +205,7 @@ extern "C" fn least_conn_step(i: u32, ctx: *mut c_void) -> i64 {
 /// than twice its weight, as IPVS), else the weighted least-connection choice.
 #[inline(always)]
 fn locality(svc: &Service, h: &Headers, len: u32) -> u32 {
-    let key = LblcKey { dst: h.dst, service: svc.id };
+    let key = LblcKey { dst: h.key.dst, service: svc.id };
     if let Some(ptr) = LBD_LBLC.get_ptr(&key) {
         // SAFETY: a value pointer from a successful lookup.
         let id = unsafe { *ptr };

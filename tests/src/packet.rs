@@ -83,6 +83,32 @@ impl Packet {
         Self::new(src.into(), dst.into(), L4::IcmpEcho { id, seq }, b"lbd-test")
     }
 
+    /// An ICMP (IPv4) or ICMPv6 error of `icmp_type` and `code` from `src` to `dst`: `rest` is
+    /// the header's last four bytes (the MTU of "fragmentation needed" or "packet too big"),
+    /// `quoted` the start of the packet it is about. The checksum is computed.
+    pub fn icmp_error(
+        src: IpAddr,
+        dst: IpAddr,
+        icmp_type: u8,
+        code: u8,
+        rest: [u8; 4],
+        quoted: &[u8],
+    ) -> Self {
+        let mut message = vec![icmp_type, code, 0, 0];
+        message.extend_from_slice(&rest);
+        message.extend_from_slice(quoted);
+        let (proto, csum) = match (src, dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => (1, pnet_packet::util::checksum(&message, 1)),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (
+                58,
+                pnet_packet::util::ipv6_checksum(&message, 1, &[], &s, &d, IpNextHeaderProtocols::Icmpv6),
+            ),
+            _ => panic!("source and destination of different families"),
+        };
+        message[2..4].copy_from_slice(&csum.to_be_bytes());
+        Self::raw(src, dst, proto, &message)
+    }
+
     /// An IPv4/IPv6 packet of protocol `proto` carrying `payload` as is.
     pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Self {
         Self::new(src, dst, L4::Raw(IpNextHeaderProtocol(proto)), payload)

@@ -35,7 +35,7 @@ struct Topology {
 }
 
 /// The DR and TUN VIPs the real servers hold on `lo`.
-const LO_VIPS: [&str; 7] = [
+const LO_VIPS: [&str; 8] = [
     "10.72.0.101/32",
     "10.72.0.102/32",
     "10.72.0.111/32",
@@ -43,11 +43,13 @@ const LO_VIPS: [&str; 7] = [
     "fd72::101/128",
     "fd72::102/128",
     "fd72::111/128",
+    "fd72::112/128",
 ];
 
 /// Where the real servers' UDP server listens: NAT and FNAT on the wildcard (both families), DR
 /// and TUN on the VIP itself.
-const UDP_BINDS: [&str; 4] = ["[::]:8053", "10.72.0.111:53", "10.72.0.112:53", "[fd72::111]:53"];
+const UDP_BINDS: [&str; 5] =
+    ["[::]:8053", "10.72.0.111:53", "10.72.0.112:53", "[fd72::111]:53", "[fd72::112]:53"];
 
 const GLOBAL: &str = "\
 global_defs {
@@ -163,6 +165,19 @@ impl Topology {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Starts a long transfer from `vip` (a process named `name`) and waits for its first
+    /// line: the real serving it.
+    fn hold(&self, vip: &str, name: &str) -> (Proc, String) {
+        let url = format!("http://{vip}/slow/600");
+        let transfer = self.client.spawn(name, "curl", &["-sS", "-N", "--max-time", "120", &url]);
+        let mut real = String::new();
+        wait_until(Duration::from_secs(30), "the long transfer's first line", || {
+            real = transfer.log().split_whitespace().next().unwrap_or_default().to_owned();
+            !real.is_empty()
+        });
+        (transfer, real)
+    }
+
     /// How many of `n` new connections to `vip` each real answered.
     fn spread(&self, vip: &str, n: usize) -> BTreeMap<String, u32> {
         let mut answers = BTreeMap::new();
@@ -233,6 +248,8 @@ fn udp_through_vips_in_every_method() {
         virtual_server("10.72.0.113", 53, "FNAT", "UDP", "rr", &EQUAL),
         virtual_server("fd72::110", 53, "NAT", "UDP", "rr", &EQUAL),
         virtual_server("fd72::111", 53, "DR", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::112", 53, "TUN", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::113", 53, "FNAT", "UDP", "rr", &EQUAL),
     ];
     let lab = topology(&services);
     for (method, vip) in [
@@ -242,6 +259,8 @@ fn udp_through_vips_in_every_method() {
         ("FNAT", "10.72.0.113:53"),
         ("NAT", "[fd72::110]:53"),
         ("DR", "[fd72::111]:53"),
+        ("TUN", "[fd72::112]:53"),
+        ("FNAT", "[fd72::113]:53"),
     ] {
         assert_eq!(
             lab.udp_spread(vip, 9),
@@ -275,16 +294,7 @@ fn schedulers_spread_new_connections_by_weight_hash_and_load() {
     }
     // lc: while one connection stays open (a long transfer), new short ones go to the reals
     // without any, never to its real (round robin would).
-    let transfer = lab.client.spawn(
-        "transfer",
-        "curl",
-        &["-sS", "-N", "--max-time", "120", "http://10.72.0.122/slow/600"],
-    );
-    let mut busy = String::new();
-    wait_until(Duration::from_secs(30), "the long transfer's first line", || {
-        busy = transfer.log().split_whitespace().next().unwrap_or_default().to_owned();
-        !busy.is_empty()
-    });
+    let (transfer, busy) = lab.hold("10.72.0.122", "transfer");
     let answers = lab.spread("10.72.0.122", 6);
     assert!(
         !answers.contains_key(&busy),
@@ -292,4 +302,68 @@ fn schedulers_spread_new_connections_by_weight_hash_and_load() {
         lab.lbd.log()
     );
     drop(transfer);
+}
+
+#[test]
+fn wlc_dh_lblc_and_mh_through_real_connections() {
+    let services = [
+        virtual_server("10.72.0.130", 80, "NAT", "TCP", "wlc", &[(1, 2), (2, 1), (3, 0)]),
+        virtual_server("10.72.0.131", 80, "NAT", "TCP", "dh", &EQUAL),
+        virtual_server("10.72.0.132", 80, "NAT", "TCP", "lblc", &EQUAL),
+        virtual_server("10.72.0.133", 80, "NAT", "TCP", "mh", &EQUAL),
+        virtual_server("fd72::133", 80, "NAT", "TCP", "mh", &EQUAL),
+    ];
+    let lab = topology(&services);
+    // wlc: each new connection goes to the least active connections per unit of weight. Three
+    // held open over weights 2:1:0 take r1 twice and r2 once, in whichever order; r3 never.
+    let held: Vec<(Proc, String)> =
+        (0..3).map(|i| lab.hold("10.72.0.130", &format!("transfer{i}"))).collect();
+    let mut busy = BTreeMap::new();
+    for (_, real) in &held {
+        *busy.entry(real.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        busy,
+        counts(&[("r1", 2), ("r2", 1)]),
+        "wlc 2:1:0 with three open\nlbd log:\n{}",
+        lab.lbd.log()
+    );
+    drop(held);
+    // dh and lblc: one destination, one real (lblc: while it is not overloaded); mh: one
+    // client, one real, whatever its source port.
+    for (algo, vip) in
+        [("dh", "10.72.0.131"), ("lblc", "10.72.0.132"), ("mh", "10.72.0.133"), ("mh", "fd72::133")]
+    {
+        let answers = lab.spread(vip, 6);
+        assert_eq!(answers.len(), 1, "{algo} via {vip}: spread over several reals: {answers:?}");
+        assert_eq!(answers.values().sum::<u32>(), 6);
+    }
+}
+
+#[test]
+fn icmp_errors_from_a_real_server_reach_the_client_translated() {
+    // Nothing listens on the real servers' port 8054: each answers with ICMP port unreachable
+    // (from its own address, quoting client -> real:8054), which the load balancer translates.
+    let services = [
+        virtual_server("10.72.0.140", 54, "NAT", "UDP", "rr", &EQUAL),
+        virtual_server("fd72::140", 54, "NAT", "UDP", "rr", &EQUAL),
+    ];
+    let lab = topology(&services);
+    for vip in ["10.72.0.140:54", "[fd72::140]:54"] {
+        let vip: SocketAddr = vip.parse().unwrap();
+        let refused = lab.client.enter(|| {
+            let any: SocketAddr = if vip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+            let socket = UdpSocket::bind(any).unwrap();
+            socket.connect(vip).unwrap();
+            socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 64];
+            // The kernel reports an error to a connected socket only when it quotes the
+            // socket's own peer: the VIP, not the real server.
+            (0..5).any(|_| {
+                socket.send(b"anyone?").unwrap();
+                matches!(socket.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+            })
+        });
+        assert!(refused, "no translated port unreachable from {vip}\nlbd log:\n{}", lab.lbd.log());
+    }
 }

@@ -9,6 +9,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use aya::maps::{Array, HashMap};
+use lb_common::{
+    lb::{Real, Service, ServiceKey, ipv4_words},
+    maps,
+};
 use lb_tests::{
     fixture::{GW_MAC, REAL1_MAC, REAL3_MAC, REAL6_MAC, lb_namespace, load_tables},
     lab::Lab,
@@ -73,6 +78,10 @@ fn every_method_rewrites_frames_exactly() {
         // NAT: destination rewritten to the real server (port 8080), MACs from the FIB.
         let nat_in = syn("10.0.0.100:80").build();
         let nat_out = Packet::tcp_syn(client, addr("10.0.0.11:8080")).macs(lb_mac, REAL1_MAC).build();
+        let nat_ack_in = Packet::tcp(client, addr("10.0.0.100:80"), TcpFlags::ACK, b"data").build();
+        let nat_ack_out = Packet::tcp(client, addr("10.0.0.11:8080"), TcpFlags::ACK, b"data")
+            .macs(lb_mac, REAL1_MAC)
+            .build();
         // The real server's answer, translated back to the VIP, TTL decremented, to the gateway.
         let reply_in =
             Packet::tcp(addr("10.0.0.11:8080"), client, TcpFlags::SYN | TcpFlags::ACK, &[]).build();
@@ -132,9 +141,21 @@ fn every_method_rewrites_frames_exactly() {
             },
             Fixture {
                 description: "NAT: the reply is translated back to the VIP",
+                input: reply_in.clone(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(reply_out.clone()),
+            },
+            Fixture {
+                description: "NAT: the next reply takes the cached route to the client",
                 input: reply_in,
                 action: XdpAction::Tx,
                 output: Expected::Bytes(reply_out),
+            },
+            Fixture {
+                description: "NAT: an ACK of the flow is found in the connection table first",
+                input: nat_ack_in,
+                action: XdpAction::Tx,
+                output: Expected::Bytes(nat_ack_out),
             },
             Fixture {
                 description: "DR: only the MACs change",
@@ -207,13 +228,13 @@ fn every_method_rewrites_frames_exactly() {
 
         let stats = program.stats();
         assert_eq!(stats.new_flows, 7, "{stats:?}");
-        assert_eq!(stats.flow_hits, 1, "{stats:?}");
-        assert_eq!(stats.reply_translated, 1, "{stats:?}");
+        assert_eq!(stats.flow_hits, 2, "{stats:?}");
+        assert_eq!(stats.reply_translated, 2, "{stats:?}");
         assert_eq!(stats.drop_no_real, 1, "{stats:?}");
         assert_eq!(stats.drop_malformed, 1, "{stats:?}");
         assert_eq!(stats.pass_fragment, 1, "{stats:?}");
         assert_eq!(stats.pass_no_service, 1, "{stats:?}");
-        assert_eq!(stats.fwd_tx, 9, "{stats:?}");
+        assert_eq!(stats.fwd_tx, 11, "{stats:?}");
     });
 }
 
@@ -248,5 +269,247 @@ fn fnat_replies_return_to_the_client() {
             program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
         let (laddr2, lport2, _, _) = check_ipv4_tcp(&other.output).unwrap();
         assert_ne!((laddr, lport), (laddr2, lport2));
+    });
+}
+
+#[test]
+fn flows_of_a_removed_service_stop_on_the_fast_path() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40003");
+        let vip = addr("10.0.0.101:80");
+        let ack = Packet::tcp(client, vip, TcpFlags::ACK, b"data").build();
+        assert_eq!(program.run_on(ifindex, &Packet::tcp_syn(client, vip).build()).action, XdpAction::Tx);
+        let out = program.run_on(ifindex, &ack);
+        assert_eq!(out.action, XdpAction::Tx);
+        assert_eq!(
+            out.output,
+            Packet::tcp(client, vip, TcpFlags::ACK, b"data").macs(lb_mac, REAL3_MAC).build()
+        );
+        // The daemon removes the DR service and, in the same apply, clears its real server.
+        let ebpf = program.ebpf_mut();
+        let mut services: HashMap<_, ServiceKey, Service> =
+            HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
+        let key = ServiceKey { addr: ipv4_words([10, 0, 0, 101]), port: 80u16.to_be(), proto: 6, family: 4 };
+        services.remove(&key).unwrap();
+        let mut reals: Array<_, Real> = Array::try_from(ebpf.map_mut(maps::REALS).unwrap()).unwrap();
+        reals.set(3, Real::default(), 0).unwrap();
+        // The flow's entry is still in the connection table, but nothing forwards it now.
+        let out = program.run_on(ifindex, &ack);
+        assert_eq!(out.action, XdpAction::Pass);
+        assert_eq!(out.output, ack);
+        let stats = program.stats();
+        assert_eq!((stats.flow_hits, stats.pass_no_service), (1, 1), "{stats:?}");
+    });
+}
+
+/// The first `len` bytes of an IP packet: what an ICMP error quotes.
+fn quote(packet: &Packet, len: usize) -> Vec<u8> {
+    packet.ip_bytes()[..len].to_vec()
+}
+
+fn ip(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn icmp_errors_follow_their_flows() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let client = addr("10.9.0.7:40010");
+        let (vip, real) = (addr("10.0.0.100:80"), addr("10.0.0.11:8080"));
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        let mtu = 1400u32.to_be_bytes();
+        for (vip, fam) in [(vip, 4), (addr("10.0.0.101:80"), 4), (addr("[2001:db8::100]:80"), 6)] {
+            let client = if fam == 4 { client } else { addr("[2001:db8:9::7]:40010") };
+            let out = program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+            assert_eq!(out.action, XdpAction::Tx);
+        }
+        // NAT, from the real server's side (fragmentation needed on the way to the client,
+        // about the packet the LB sent it): to the client, from the VIP, quoting the VIP.
+        let from_real =
+            Packet::icmp_error(real.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, real), 28));
+        let to_client =
+            Packet::icmp_error(vip.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, vip), 28))
+                .ttl(63)
+                .macs(lb_mac, GW_MAC);
+        // NAT, from the client's side (a router, about the reply from the VIP): to the real
+        // server, quoting it.
+        let router = ip("10.9.0.254");
+        let from_router = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 28),
+        );
+        let to_real = Packet::icmp_error(
+            router,
+            real.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(real, client, syn_ack, &[]), 28),
+        )
+        .macs(lb_mac, REAL1_MAC);
+        // DR: the real server holds the VIP; only the MACs change.
+        let dr_vip = addr("10.0.0.101:80");
+        let dr_error = || {
+            Packet::icmp_error(
+                router,
+                dr_vip.ip(),
+                3,
+                4,
+                mtu,
+                &quote(&Packet::tcp(dr_vip, client, syn_ack, &[]), 28),
+            )
+        };
+        // IPv6 NAT: packet too big from the real server's side.
+        let (client6, vip6, real6) =
+            (addr("[2001:db8:9::7]:40010"), addr("[2001:db8::100]:80"), addr("[2001:db8::11]:8080"));
+        let mtu6 = 1280u32.to_be_bytes();
+        let too_big = Packet::icmp_error(
+            real6.ip(),
+            client6.ip(),
+            2,
+            0,
+            mtu6,
+            &quote(&Packet::tcp_syn(client6, real6), 48),
+        );
+        let too_big_out = Packet::icmp_error(
+            vip6.ip(),
+            client6.ip(),
+            2,
+            0,
+            mtu6,
+            &quote(&Packet::tcp_syn(client6, vip6), 48),
+        )
+        .ttl(63)
+        .macs(lb_mac, GW_MAC);
+        // Not about a tracked flow; a quote cut short; an echo request.
+        let stranger = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, addr("10.9.0.99:1"), syn_ack, &[]), 28),
+        )
+        .build();
+        let cut = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 22),
+        )
+        .build();
+        let echo =
+            Packet::icmp_echo("10.9.0.7".parse().unwrap(), "10.0.0.100".parse().unwrap(), 1, 1).build();
+
+        let table = vec![
+            Fixture {
+                description: "NAT: an error from the real server's side goes to the client, from the VIP",
+                input: from_real.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(to_client.build()),
+            },
+            Fixture {
+                description: "NAT: an error from the client's side goes to the real server",
+                input: from_router.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(to_real.build()),
+            },
+            Fixture {
+                description: "DR: an error about a reply goes to the real server unchanged",
+                input: dr_error().build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(dr_error().macs(lb_mac, REAL3_MAC).build()),
+            },
+            Fixture {
+                description: "IPv6 NAT: packet too big from the real server's side goes to the client",
+                input: too_big.build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(too_big_out.build()),
+            },
+            Fixture {
+                description: "an error about no tracked flow passes",
+                input: stranger,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+            Fixture {
+                description: "an error whose quote is cut before the ports is dropped",
+                input: cut,
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "an echo request passes",
+                input: echo,
+                action: XdpAction::Pass,
+                output: Expected::Unchanged,
+            },
+        ];
+        run_table_on(&program, Some(ifindex), &table);
+        let stats = program.stats();
+        assert_eq!((stats.icmp_translated, stats.drop_malformed), (4, 1), "{stats:?}");
+    });
+}
+
+#[test]
+fn fnat_icmp_errors_are_translated_both_ways() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let (client, vip, real) = (addr("10.9.0.7:40011"), addr("10.0.0.103:80"), addr("10.0.0.11:8080"));
+        let out = program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let (laddr, lport, _, _) = check_ipv4_tcp(&out.output).unwrap();
+        let local = SocketAddr::new(laddr.into(), lport);
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        let mtu = 1400u32.to_be_bytes();
+        // From the real server's side, about local -> real: to the client, VIP -> client.
+        let error =
+            Packet::icmp_error(real.ip(), local.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(local, real), 28));
+        let back = program.run_on(ifindex, &error.build());
+        assert_eq!(back.action, XdpAction::Tx);
+        let expected =
+            Packet::icmp_error(vip.ip(), client.ip(), 3, 4, mtu, &quote(&Packet::tcp_syn(client, vip), 28))
+                .ttl(63)
+                .macs(lb_mac, GW_MAC);
+        assert_eq!(back.output, expected.build());
+        // From the client's side, about VIP -> client: to the real server, local -> real.
+        let router = ip("10.9.0.254");
+        let error = Packet::icmp_error(
+            router,
+            vip.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(vip, client, syn_ack, &[]), 28),
+        );
+        let forth = program.run_on(ifindex, &error.build());
+        assert_eq!(forth.action, XdpAction::Tx);
+        let expected = Packet::icmp_error(
+            local.ip(),
+            real.ip(),
+            3,
+            4,
+            mtu,
+            &quote(&Packet::tcp(real, local, syn_ack, &[]), 28),
+        )
+        .macs(lb_mac, REAL1_MAC);
+        assert_eq!(forth.output, expected.build());
     });
 }

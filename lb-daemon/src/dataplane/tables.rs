@@ -18,7 +18,10 @@
 //!   skipping ids in use before or after the apply. A removed id is therefore reused only once
 //!   every other id has been handed out since, long after its stale flows expired; until then
 //!   its cleared entry (all zero) makes the program treat those flows as having no real. The
-//!   counters of a new id are zeroed before it becomes reachable.
+//!   counters of a new id are zeroed before it becomes reachable;
+//! - a service removed or recreated takes its real servers with it, in the same apply: the XDP
+//!   program looks a packet's flow up before its service and takes the flow for live while its
+//!   real server's entry exists (removed reals of a kept service drain: their flows go on).
 //!
 //! # Write order
 //! Every intermediate state is one the XDP program can run with: new FNAT pools, then new and

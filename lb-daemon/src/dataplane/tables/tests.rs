@@ -811,3 +811,25 @@ fn a_draining_real_added_again_keeps_its_id() {
     }
     assert_eq!(real_ids(&dp, "10.0.0.1")[&ip("10.1.0.2")], id);
 }
+
+/// The XDP program's fast path takes a flow for live while its real server's entry exists:
+/// removing a service must clear its reals (sorry server too) in the same apply, after the
+/// service itself.
+#[test]
+fn removing_a_service_clears_its_reals_after_it() {
+    let mut dp = fresh();
+    let mut desired = everything();
+    apply(&mut dp, &desired);
+    let gone = entry(&dp, "10.0.0.4");
+    let ids: Vec<u32> =
+        dp.image.owners.iter().filter(|(_, o)| o.service == gone.id).map(|(&id, _)| id).collect();
+    assert_eq!(ids.len(), 3, "two reals and a sorry server");
+    desired.services.retain(|s| s.addr != addr("10.0.0.4", 80));
+    let (_, writes) = apply(&mut dp, &desired);
+    let removed = writes.iter().position(|w| matches!(w, TableWrite::RemoveService { .. })).unwrap();
+    for id in ids {
+        assert!(!dp.io().reals.contains_key(&id), "real {id} cleared");
+        let cleared = writes.iter().position(|w| matches!(w, TableWrite::Real { id: i, .. } if *i == id));
+        assert!(cleared.unwrap() > removed, "real {id} cleared after its service");
+    }
+}
