@@ -380,17 +380,19 @@ impl Bench<'_> {
         let conf = conf.display().to_string();
         let mut command = Command::new("ip");
         command.args(["netns", "exec", ns]);
+        // Both VRRP only (-P), each with pid files of its own (the defaults are shared by every
+        // namespace).
+        let pid = |what: &str| self.dir.join(format!("{tag}-{what}.pid")).display().to_string();
         match self.program {
             Program::Lbd => {
                 let pin = topology.bpffs(ns)?.join("lbd");
-                command.arg(self.lbd).args(["-n", "-l", "-f", &conf, "--bpf-pin-path"]).arg(pin);
+                command.arg(self.lbd).args(["-n", "-l", "-P", "-f", &conf, "--bpf-pin-path"]).arg(pin);
             }
             Program::Keepalived => {
-                let pid = |what: &str| self.dir.join(format!("{tag}-{what}.pid")).display().to_string();
-                command.args(["keepalived", "-n", "-l", "-G", "-P", "-f", &conf, "-p", &pid("main")]);
-                command.args(["-r", &pid("vrrp"), "-c", &pid("check")]);
+                command.args(["keepalived", "-n", "-l", "-G", "-P", "-f", &conf]);
             }
         }
+        command.args(["-p", &pid("main"), "-r", &pid("vrrp"), "-c", &pid("check")]);
         let log = std::fs::File::create(self.dir.join(format!("{tag}.log")))?;
         use std::os::unix::process::CommandExt as _;
         command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);

@@ -6,6 +6,12 @@
 //! master renews with its adverts ([`renewal_due`]). If the daemon is killed with SIGKILL the
 //! kernel removes the VIPs by itself about when the backup takes over, instead of leaving them on
 //! a dead master; an orderly stop removes them at once, and `-V` makes them permanent.
+//!
+//! Renewals go through a [`Renewer`] task, never in the advert path: an address change takes
+//! the kernel's RTNL lock, which any other process (a namespace being torn down, a busy
+//! `ip` command) may hold for tens of milliseconds while it waits for a CPU, and a master
+//! that waited for it would miss its adverts (a priority inversion: the VRRP thread is
+//! real-time, the lock holder is not).
 
 use std::{collections::HashMap, time::Duration};
 
@@ -31,6 +37,56 @@ pub fn lease(master_down_interval: Duration) -> Duration {
 /// renewals can be missed (a stalled or overloaded daemon) before the VIPs go.
 pub fn renewal_due(lease: Duration, age: Duration) -> bool {
     age >= lease / 4
+}
+
+/// Renews VIP leases in a task of its own, in the order asked. [`Renewer::flush`] waits until
+/// what was asked is done: before VIPs are removed or made permanent, so that a late renewal
+/// cannot put back or shorten what was changed after it.
+#[derive(Debug)]
+pub struct Renewer {
+    requests: tokio::sync::mpsc::UnboundedSender<RenewRequest>,
+}
+
+#[derive(Debug)]
+enum RenewRequest {
+    Renew { name: std::sync::Arc<str>, vips: std::sync::Arc<[Vip]>, lease: Duration },
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Renewer {
+    /// Starts the task on the current runtime.
+    pub fn spawn(netlink: Netlink) -> Self {
+        let (requests, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(request) = queue.recv().await {
+                match request {
+                    RenewRequest::Renew { name, vips, lease } => {
+                        add(&netlink, &name, &vips, Lifetime::Lease(lease)).await;
+                    }
+                    RenewRequest::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Renewer { requests }
+    }
+
+    /// Asks for `vips` to be put on a fresh `lease`; returns at once.
+    pub fn renew(&self, name: &std::sync::Arc<str>, vips: &std::sync::Arc<[Vip]>, lease: Duration) {
+        let request = RenewRequest::Renew { name: name.clone(), vips: vips.clone(), lease };
+        if self.requests.send(request).is_err() {
+            warn!("({name}) the VIP lease renewal task has ended; lease not renewed");
+        }
+    }
+
+    /// Waits until every renewal asked before is done.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.requests.send(RenewRequest::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 /// Installs `vips` with `lifetime` (or renews them: the kernel replaces the lifetime in place).
