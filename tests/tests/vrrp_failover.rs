@@ -186,3 +186,28 @@ fn dont_release_vrrp_leaves_the_vip_in_place_for_good() {
     let shown = r[0].ip(&["-4", "addr", "show", "to", &vip.to_string()]);
     assert!(shown.contains("valid_lft forever"), "the VIP kept a lifetime after -V: {shown}");
 }
+
+#[test]
+fn a_machine_wide_pause_is_no_reason_to_fail_over() {
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 87, 2);
+    let vip = ip4(87, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 87, ""));
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 87, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+    // Both stop for longer than Master_Down_Interval (as in a paused VM), under the VIP lease;
+    // the backup resumes first, with its Master_Down_Timer long run out and nothing received.
+    b.signal(SIGSTOP);
+    a.signal(SIGSTOP);
+    std::thread::sleep(master_down(100) + Duration::from_millis(300));
+    b.signal(SIGCONT);
+    a.signal(SIGCONT);
+    w2.assert_steady(false, Duration::from_secs(1));
+    assert!(w1.holds(), "r1 lost the VIP");
+    let log = b.log();
+    assert_eq!(log.matches("Entering MASTER STATE").count(), 0, "{log}");
+    assert!(log.contains("(VI_1) Master_Down_Timer handled"), "{log}");
+}

@@ -500,3 +500,88 @@ fn link_locals(ns: &Netns, interface: &str) -> Vec<String> {
         .filter_map(|rest| rest.split_whitespace().next().map(str::to_owned))
         .collect()
 }
+
+/// Sends 3 VRRPv3 adverts for VRID `vrid` with `priority` and `vips` from `ns`'s `eth0`
+/// (its address `source`) to 224.0.0.18, [`ADVERT`] apart: another router claiming MASTER.
+fn claim_master(ns: &Netns, source: std::net::Ipv4Addr, vrid: u8, priority: u8, vips: &[std::net::Ipv4Addr]) {
+    use lb_daemon::vrrp::{
+        packet::{AddressList, MaxAdverInt, VRRP_MCAST_GROUP_V4, VersionFields, Vrid, VrrpAdvert},
+        socket::VrrpSocket,
+    };
+    let out = ns.ip(&["-o", "link", "show", "eth0"]);
+    let ifindex: u32 = out.split(':').next().unwrap().trim().parse().unwrap();
+    let advert = VrrpAdvert {
+        vrid: Vrid::new(vrid).unwrap(),
+        priority,
+        fields: VersionFields::V3 { max_adver_int: MaxAdverInt::from_centiseconds(20).unwrap() },
+        addresses: AddressList::V4(vips.to_vec()),
+    };
+    ns.enter(|| {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let socket = VrrpSocket::open_v4("eth0", ifindex, source, None, false).unwrap();
+            for _ in 0..3 {
+                socket.send(&advert, VRRP_MCAST_GROUP_V4.into(), None, false).await.unwrap();
+                tokio::time::sleep(ADVERT).await;
+            }
+        });
+    });
+}
+
+#[test]
+fn a_master_hearing_a_lower_priority_runs_its_script_and_the_fifo_script_reads_every_line() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 89, 2);
+    let vip = ip4(89, 100);
+    let fifo = lab.dir().join("notify.fifo");
+    let (copy, lower) = (lab.dir().join("fifo-copy"), lab.dir().join("lower.log"));
+    // keepalived starts the FIFO script with the FIFO's path as its last argument.
+    let reader = script(
+        &lab,
+        "fifo-reader.sh",
+        &format!("while read -r l; do echo \"$l\" >> {}; done < \"$1\"", copy.display()),
+    );
+    let on_lower = script(&lab, "lower.sh", &format!("echo \"$*\" >> {}", lower.display()));
+    let conf = config(
+        "r1",
+        &format!("  notify_fifo {}\n  notify_fifo_script {}\n", fifo.display(), reader.display()),
+        &[instance(
+            "VI_1",
+            89,
+            150,
+            ADVERT_TEXT,
+            &["10.89.0.100/24"],
+            &format!("  version 3\n  notify_master_rx_lower_pri \"{} rx-lower\"\n", on_lower.display()),
+        )],
+    );
+    let w = VipWatch::start(&r[0], "r1", vip);
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w.wait_for(true, Duration::from_secs(5));
+    assert!(lines(&lower).is_empty(), "no lower priority heard yet");
+    // r2 believes it is master, with priority 100: r1 stays master and runs the script.
+    claim_master(
+        &r[1],
+        std::net::Ipv4Addr::new(10, 89, 0, 2),
+        89,
+        100,
+        &[std::net::Ipv4Addr::new(10, 89, 0, 100)],
+    );
+    wait_until(Duration::from_secs(3), "notify_master_rx_lower_pri", || !lines(&lower).is_empty());
+    assert_eq!(lines(&lower)[0], "rx-lower", "run with its own arguments only");
+    w.assert_steady(true, Duration::from_millis(300));
+    terminate(&mut a, "lbd1");
+    // The script read everything lbd wrote, STOP included, then the end of the FIFO: it has
+    // ended (nothing in the namespace runs it any more).
+    let copied = lines(&copy);
+    assert_eq!(
+        copied.iter().filter(|l| !l.contains("MASTER_RX_LOWER_PRI")).collect::<Vec<_>>(),
+        ["INSTANCE \"VI_1\" BACKUP 150", "INSTANCE \"VI_1\" MASTER 150", "INSTANCE \"VI_1\" STOP 150"],
+        "lbd log:\n{}",
+        a.log()
+    );
+    assert!(copied.contains(&"INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 150".to_owned()), "{copied:?}");
+    let left = || {
+        let out = std::process::Command::new("ip").args(["netns", "pids", r[0].name()]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    wait_until(Duration::from_secs(2), "the FIFO script to end", || left().is_empty());
+}

@@ -380,17 +380,19 @@ impl Bench<'_> {
         let conf = conf.display().to_string();
         let mut command = Command::new("ip");
         command.args(["netns", "exec", ns]);
+        // Both VRRP only (-P), each with pid files of its own (the defaults are shared by every
+        // namespace).
+        let pid = |what: &str| self.dir.join(format!("{tag}-{what}.pid")).display().to_string();
         match self.program {
             Program::Lbd => {
                 let pin = topology.bpffs(ns)?.join("lbd");
-                command.arg(self.lbd).args(["-n", "-l", "-f", &conf, "--bpf-pin-path"]).arg(pin);
+                command.arg(self.lbd).args(["-n", "-l", "-P", "-f", &conf, "--bpf-pin-path"]).arg(pin);
             }
             Program::Keepalived => {
-                let pid = |what: &str| self.dir.join(format!("{tag}-{what}.pid")).display().to_string();
-                command.args(["keepalived", "-n", "-l", "-G", "-P", "-f", &conf, "-p", &pid("main")]);
-                command.args(["-r", &pid("vrrp"), "-c", &pid("check")]);
+                command.args(["keepalived", "-n", "-l", "-G", "-P", "-f", &conf]);
             }
         }
+        command.args(["-p", &pid("main"), "-r", &pid("vrrp"), "-c", &pid("check")]);
         let log = std::fs::File::create(self.dir.join(format!("{tag}.log")))?;
         use std::os::unix::process::CommandExt as _;
         command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0);
@@ -629,8 +631,8 @@ fn record(rows: &[Row]) -> anyhow::Result<()> {
         s,
         "Command: `cargo xtask bench vrrp` (two namespaces on a bridge, VRRPv3, master priority 150, backup 100; \
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
-         interval; time until the backup's kernel reports the VIP, from `ip monitor address`). Each with its \
-         default scheduling: lbd's VRRP thread is SCHED_RR priority 1, keepalived's is an ordinary process.\n"
+         interval; time until the backup's kernel reports the VIP, from `ip monitor address`). Both VRRP only \
+         (`-P`), each with its default scheduling: lbd's VRRP thread is SCHED_RR priority 1, keepalived's is an ordinary process.\n"
     );
     let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
     let _ = writeln!(
@@ -687,8 +689,8 @@ fn record_soak(soaks: &[Soak]) -> anyhow::Result<()> {
         let _ = writeln!(
             s,
             "\nCommand: `cargo xtask bench vrrp` (`LBD_BENCH_VRRP_RUNS=0` for the soak alone). The \
-             programs side by side (a master and a backup each, VRRPv3, advert_int 0.01 s) \
-             with {} busy processes (`sh -c 'while :; do :; done'`) competing for the CPU besides the \
+             programs side by side (a master and a backup each, VRRPv3, advert_int 0.01 s, both VRRP \
+             only: `-P`) with {} busy processes (`sh -c 'while :; do :; done'`) competing for the CPU besides the \
              other work on the machine; state changes logged and VIP changes the kernels reported after \
              all settled (any is spurious). lbd runs its VRRP thread SCHED_RR by default (lb-daemon/src/vrrp/sched.rs); \
              keepalived does only with `vrrp_rt_priority`, so it runs both ways. `LBD_BENCH_VRRP_SOAK=SECONDS` \

@@ -6,6 +6,13 @@
 //! master renews with its adverts ([`renewal_due`]). If the daemon is killed with SIGKILL the
 //! kernel removes the VIPs by itself about when the backup takes over, instead of leaving them on
 //! a dead master; an orderly stop removes them at once, and `-V` makes them permanent.
+//!
+//! Renewals go through a [`Renewer`] thread, never in the advert path: an address change takes
+//! the kernel's RTNL lock inside the netlink `sendmsg` itself, which any other process (a
+//! namespace being torn down, a busy `ip` command) may hold for tens of milliseconds while it
+//! waits for a CPU, and a master that waited for it would miss its adverts (a priority
+//! inversion: the VRRP thread is real-time, the lock holder is not). The thread is an ordinary
+//! one with a netlink connection of its own, so only it waits.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -31,6 +38,95 @@ pub fn lease(master_down_interval: Duration) -> Duration {
 /// renewals can be missed (a stalled or overloaded daemon) before the VIPs go.
 pub fn renewal_due(lease: Duration, age: Duration) -> bool {
     age >= lease / 4
+}
+
+/// Renews VIP leases in a task of its own, in the order asked. [`Renewer::flush`] waits until
+/// what was asked is done: before VIPs are removed or made permanent, so that a late renewal
+/// cannot put back or shorten what was changed after it.
+#[derive(Debug)]
+pub struct Renewer {
+    requests: tokio::sync::mpsc::UnboundedSender<RenewRequest>,
+}
+
+#[derive(Debug)]
+enum RenewRequest {
+    Renew { name: std::sync::Arc<str>, vips: std::sync::Arc<[Vip]>, lease: Duration },
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Renewer {
+    /// Starts the renewal thread (with a runtime and a netlink connection of its own); if that
+    /// fails, a task on the current runtime using `netlink`.
+    pub fn spawn(netlink: Netlink) -> Self {
+        let (requests, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (started, outcome) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("vip-leases".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err((queue, e.to_string())));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Netlink::connect() {
+                    Ok(own) => {
+                        let _ = started.send(Ok(()));
+                        serve(own, queue).await;
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err((queue, chain(&e))));
+                    }
+                }
+            });
+        });
+        let (requests, queue, why) = match thread.map(|_| outcome.recv()) {
+            Ok(Ok(Ok(()))) => return Renewer { requests },
+            Ok(Ok(Err((queue, why)))) => (requests, queue, why),
+            // The thread is gone, and the queue with it.
+            Ok(Err(e)) => new_queue(e.to_string()),
+            Err(e) => new_queue(e.to_string()),
+        };
+        warn!("VIP lease renewals run in the VRRP task ({why})");
+        tokio::spawn(serve(netlink, queue));
+        Renewer { requests }
+    }
+
+    /// Asks for `vips` to be put on a fresh `lease`; returns at once.
+    pub fn renew(&self, name: &std::sync::Arc<str>, vips: &std::sync::Arc<[Vip]>, lease: Duration) {
+        let request = RenewRequest::Renew { name: name.clone(), vips: vips.clone(), lease };
+        if self.requests.send(request).is_err() {
+            warn!("({name}) the VIP lease renewal task has ended; lease not renewed");
+        }
+    }
+
+    /// Waits until every renewal asked before is done.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.requests.send(RenewRequest::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+type RenewQueue = tokio::sync::mpsc::UnboundedReceiver<RenewRequest>;
+
+fn new_queue(why: String) -> (tokio::sync::mpsc::UnboundedSender<RenewRequest>, RenewQueue, String) {
+    let (requests, queue) = tokio::sync::mpsc::unbounded_channel();
+    (requests, queue, why)
+}
+
+async fn serve(netlink: Netlink, mut queue: tokio::sync::mpsc::UnboundedReceiver<RenewRequest>) {
+    while let Some(request) = queue.recv().await {
+        match request {
+            RenewRequest::Renew { name, vips, lease } => {
+                add(&netlink, &name, &vips, Lifetime::Lease(lease)).await;
+            }
+            RenewRequest::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }
 
 /// Installs `vips` with `lifetime` (or renews them: the kernel replaces the lifetime in place).

@@ -136,6 +136,8 @@ pub struct NotifyPlan {
     pub stop: Option<Script>,
     /// `notify`, called with `GROUP|INSTANCE NAME STATE PRIORITY`.
     pub generic: Option<Script>,
+    /// `notify_master_rx_lower_pri` (instances only): a master heard a lower priority.
+    pub master_rx_lower_pri: Option<Script>,
 }
 
 /// One `vrrp_instance`, ready to run.
@@ -586,6 +588,7 @@ impl Planner<'_> {
                 fault: v.notify_fault.clone(),
                 stop: v.notify_stop.clone(),
                 generic: v.notify.clone(),
+                master_rx_lower_pri: v.notify_master_rx_lower_pri.clone(),
             },
             smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
             notify_priority_changes: v
@@ -811,6 +814,7 @@ impl Planner<'_> {
                     fault: group.notify_fault.clone(),
                     stop: group.notify_stop.clone(),
                     generic: group.notify.clone(),
+                    master_rx_lower_pri: None,
                 },
                 smtp_alert: group
                     .smtp_alert

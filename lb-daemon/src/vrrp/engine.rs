@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     Handoff, StopKind, VrrpError,
-    addr::{self, Gratuitous, chain},
+    addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
@@ -35,7 +35,7 @@ use super::{
     packet::VRRP_TTL,
     smtp,
     socket::{AhSigning, Received, VrrpSocket},
-    state::{Action, Authentication, DiscardReason, Event, Instance, State},
+    state::{self, Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
@@ -87,11 +87,22 @@ pub async fn run(
             // expired while the daemon was waiting for a CPU.
             Some((socket, received)) = packets.recv() => engine.receive(socket, received).await,
             () = sleep_until(deadline) => {
-                // Woken late, the readers may not have run yet: let them take what the sockets
-                // hold, handle it, and only then see which timers are still due.
-                tokio::task::yield_now().await;
+                // Adverts that arrived before the timer is handled count: what the readers
+                // passed on, then what the sockets still hold (without a system call unless
+                // their last readiness event said there is something to read).
                 while let Ok((socket, received)) = packets.try_recv() {
                     engine.receive(socket, received).await;
+                }
+                for socket in 0..engine.sockets.len() {
+                    while let Some(result) = engine.sockets[socket].1.try_recv() {
+                        match result {
+                            Ok(received) => engine.receive(socket, received).await,
+                            Err(e) => {
+                                warn!("VRRP socket read failed: {e}");
+                                break;
+                            }
+                        }
+                    }
                 }
                 engine.timers().await;
             }
@@ -122,6 +133,9 @@ struct Runner {
     fault: bool,
     vips_installed: bool,
     lease_renewed: Option<Instant>,
+    /// The instance's name and its VIPs (excluded ones too), as the lease renewals take them.
+    lease_name: Arc<str>,
+    lease_vips: Arc<[super::config::Vip]>,
     /// The next Notify is the first: log it with " (init)" as keepalived does.
     init: bool,
     /// The last reason an advert was dropped for a configuration mismatch, logged once.
@@ -181,6 +195,7 @@ struct Engine {
     notifier: Notifier,
     garp: Gratuitous,
     garp_interval: Duration,
+    renewer: Renewer,
     smtp: Option<SmtpPlan>,
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
@@ -324,7 +339,10 @@ impl Engine {
             index_map.push(Some(runners.len()));
             let old_checksum =
                 matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
+            let lease_vips = instance.vips.iter().chain(&instance.excluded).cloned().collect();
             runners.push(Runner {
+                lease_name: Arc::from(instance.name.as_str()),
+                lease_vips,
                 notify: NotifyScripts::prepare(&instance.notify, &script_policy, &instance.name),
                 plan: instance,
                 machine,
@@ -366,20 +384,16 @@ impl Engine {
             return Err(VrrpError::NoInstance);
         }
         Ok(Engine {
-            netlink,
+            netlink: netlink.clone(),
             runners,
             groups: group_runners,
             sockets,
             track,
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
-            notifier: Notifier::spawn(
-                &[&config.global_defs.notify_fifo, &config.global_defs.vrrp_notify_fifo]
-                    .iter()
-                    .filter_map(|fifo| fifo.as_ref().map(|f| f.path.as_str()))
-                    .collect::<Vec<_>>(),
-            ),
+            notifier: Notifier::spawn(&fifos(config, &script_policy)),
             garp: Gratuitous::default(),
             garp_interval,
+            renewer: Renewer::spawn(netlink.clone()),
             smtp,
             tasks,
             vmacs,
@@ -485,11 +499,26 @@ impl Engine {
                 return;
             }
         }
-        if due {
-            info!("({}) Receive advertisement timeout", self.runners[i].plan.name);
-        }
+        let late = self.runners[i].machine.next_deadline().map(|at| now.saturating_duration_since(at));
         let old = self.runners[i].machine.state();
         let actions = self.runners[i].machine.handle(Event::Timer, now);
+        if due && self.runners[i].machine.state() == State::Backup {
+            warn!(
+                "({}) Master_Down_Timer handled {:.1} ms late (this daemon did not run): waiting one more \
+                 advert interval before taking over",
+                self.runners[i].plan.name,
+                late.unwrap_or_default().as_secs_f64() * 1e3
+            );
+        } else if due {
+            info!("({}) Receive advertisement timeout", self.runners[i].plan.name);
+        } else if old == State::Master
+            && let Some(late) = late
+            && late >= self.runners[i].machine.params().advert_interval / state::LATE_GRACE
+        {
+            warn!("({}) advert sent {:.1} ms late (this daemon did not run)", self.runners[i].plan.name, {
+                late.as_secs_f64() * 1e3
+            });
+        }
         self.execute(i, actions).await;
         self.sync(i, old, now).await;
     }
@@ -736,7 +765,7 @@ impl Engine {
                     if priority == 0 {
                         info!("({}) sent 0 priority", runner.plan.name);
                     } else if runner.machine.state() == State::Master && runner.vips_installed {
-                        self.renew_lease(i).await;
+                        self.renew_lease(i);
                     }
                 }
                 Action::AddVips => {
@@ -757,6 +786,8 @@ impl Engine {
                     runner.lease_renewed = Some(Instant::now());
                 }
                 Action::RemoveVips => {
+                    // A renewal still queued must not put them back.
+                    self.renewer.flush().await;
                     let runner = &mut self.runners[i];
                     info!("({}) removing VIPs.", runner.plan.name);
                     addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
@@ -794,7 +825,7 @@ impl Engine {
                         let runner = &self.runners[i];
                         debug!("({}) advert discarded: {reason}", runner.plan.name);
                         let priority = runner.machine.effective_priority();
-                        self.notifier.master_rx_lower_pri(&runner.plan.name, priority);
+                        self.notifier.master_rx_lower_pri(&runner.notify, &runner.plan.name, priority);
                     }
                     // The protocol at work, not a problem.
                     DiscardReason::LowerPriority { .. }
@@ -846,8 +877,9 @@ impl Engine {
         }
     }
 
-    /// Renews the VIP lease if a quarter of it has gone by.
-    async fn renew_lease(&mut self, i: usize) {
+    /// Renews the VIP lease if a quarter of it has gone by, without waiting for the kernel
+    /// ([`Renewer`]).
+    fn renew_lease(&mut self, i: usize) {
         let now = Instant::now();
         let runner = &mut self.runners[i];
         let lease = addr::lease(runner.machine.master_down_interval());
@@ -855,8 +887,7 @@ impl Engine {
         {
             return;
         }
-        addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
-        addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease)).await;
+        self.renewer.renew(&runner.lease_name, &runner.lease_vips, lease);
         runner.lease_renewed = Some(now);
     }
 
@@ -881,6 +912,7 @@ impl Engine {
                 }
                 StopKind::KeepVips => {
                     // -V: nothing is sent and the VIPs stay, for good (not on a lease).
+                    self.renewer.flush().await;
                     let runner = &self.runners[i];
                     if runner.vips_installed {
                         info!("({}) keeping VIPs (-V).", runner.plan.name);
@@ -922,6 +954,32 @@ impl Engine {
         }
         info!("VRRP stopped");
     }
+}
+
+/// `notify_fifo` and `vrrp_notify_fifo` with their reader scripts (one that cannot run is
+/// logged and left out).
+fn fifos<'a>(
+    config: &'a Config,
+    policy: &super::script::ScriptPolicy,
+) -> Vec<(&'a str, Option<super::script::PreparedScript>)> {
+    let global = &config.global_defs;
+    [
+        (&global.notify_fifo, &global.notify_fifo_script, "notify_fifo_script"),
+        (&global.vrrp_notify_fifo, &global.vrrp_notify_fifo_script, "vrrp_notify_fifo_script"),
+    ]
+    .into_iter()
+    .filter_map(|(fifo, script, keyword)| {
+        let fifo = fifo.as_ref()?;
+        let script = script.as_ref().and_then(|script| match policy.prepare(script) {
+            Ok(prepared) => Some(prepared),
+            Err(e) => {
+                warn!("{keyword} disabled: {e}");
+                None
+            }
+        });
+        Some((fifo.path.as_str(), script))
+    })
+    .collect()
 }
 
 /// Every interface and its addresses.

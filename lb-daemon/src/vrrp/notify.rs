@@ -7,9 +7,13 @@
 //! before the scripts run, as keepalived does: `INSTANCE "VI_1" MASTER 100`, `GROUP "G1" BACKUP
 //! 0`, and with `notify_priority_changes` `INSTANCE "VI_1" MASTER_PRIORITY 90` (or
 //! `BACKUP_PRIORITY`) when the effective priority changes, and `INSTANCE "VI_1" MASTER_RX_LOWER_PRI 100`
-//! when a master hears a lower-priority advert. A FIFO that does not exist is created;
+//! when a master hears a lower-priority advert (then `notify_master_rx_lower_pri` runs too, with
+//! its own arguments only). A FIFO that does not exist is created;
 //! it is opened read-write and non-blocking, so that a missing or slow reader never stalls VRRP
-//! (a line that does not fit is dropped and logged).
+//! (a line that does not fit is dropped and logged). `notify_fifo_script` /
+//! `vrrp_notify_fifo_script` start once, with the FIFO's path as their last argument, to read
+//! it; at the end the FIFO is closed, so that they read what is left and then end of file, and
+//! those still running a second later are killed.
 //!
 //! keepalived forks notify scripts without waiting, so two quick transitions can run their
 //! scripts out of order. lbd runs them from one queue, in order: each script gets
@@ -36,6 +40,10 @@ use super::{
 
 /// How long a notify script may hold up the next one.
 pub const ORDER_WAIT: Duration = Duration::from_secs(2);
+/// How long a FIFO script may take to finish after the FIFO is closed.
+const FIFO_SCRIPT_WAIT: Duration = Duration::from_secs(1);
+/// How long a FIFO script may run: as long as the daemon.
+const FOREVER: Duration = Duration::from_secs(u32::MAX as u64);
 /// After this a notify script is killed (keepalived kills only `notify_stop` scripts, after 1 s
 /// at shutdown; a notify script running this long is stuck).
 const RUN_LIMIT: Duration = Duration::from_secs(3600);
@@ -66,6 +74,7 @@ pub struct NotifyScripts {
     fault: Option<Arc<PreparedScript>>,
     stop: Option<Arc<PreparedScript>>,
     generic: Option<Arc<PreparedScript>>,
+    master_rx_lower_pri: Option<Arc<PreparedScript>>,
 }
 
 impl NotifyScripts {
@@ -87,6 +96,7 @@ impl NotifyScripts {
             fault: prepare(&plan.fault, "notify_fault"),
             stop: prepare(&plan.stop, "notify_stop"),
             generic: prepare(&plan.generic, "notify"),
+            master_rx_lower_pri: prepare(&plan.master_rx_lower_pri, "notify_master_rx_lower_pri"),
         }
     }
 
@@ -97,6 +107,7 @@ impl NotifyScripts {
             && self.fault.is_none()
             && self.stop.is_none()
             && self.generic.is_none()
+            && self.master_rx_lower_pri.is_none()
     }
 }
 
@@ -112,6 +123,8 @@ pub struct Notifier {
     jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
     fifos: Vec<(String, File)>,
+    /// The FIFO scripts' tasks (each waits for its script).
+    fifo_scripts: Vec<JoinHandle<()>>,
 }
 
 /// Opens (creating it if needed) the notify FIFO at `path`, read-write and non-blocking.
@@ -135,18 +148,28 @@ impl std::fmt::Debug for Job {
 
 impl Notifier {
     /// Starts the queue on the current runtime, writing events to the FIFOs at `fifos` too
-    /// (one that cannot be opened is logged and left out).
-    pub fn spawn(fifos: &[&str]) -> Self {
-        let fifos = fifos
-            .iter()
-            .filter_map(|path| match open_fifo(path) {
-                Ok(file) => Some(((*path).to_owned(), file)),
+    /// (one that cannot be opened is logged and left out), each with its reader script if it
+    /// has one.
+    pub fn spawn(fifos: &[(&str, Option<PreparedScript>)]) -> Self {
+        let mut opened = Vec::new();
+        let mut fifo_scripts = Vec::new();
+        for (path, script) in fifos {
+            match open_fifo(path) {
+                Ok(file) => opened.push(((*path).to_owned(), file)),
                 Err(e) => {
                     warn!("cannot open notify FIFO {path}: {e}");
-                    None
+                    continue;
                 }
-            })
-            .collect();
+            }
+            if let Some(script) = script.clone() {
+                let path = (*path).to_owned();
+                fifo_scripts.push(tokio::spawn(async move {
+                    let outcome = script.run(std::slice::from_ref(&path), FOREVER).await;
+                    debug!("notify FIFO script {} for {path} ended: {outcome:?}", script.command);
+                }));
+            }
+        }
+        let fifos = opened;
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let task = tokio::spawn(async move {
             while let Some(job) = queue.recv().await {
@@ -156,7 +179,7 @@ impl Notifier {
                 let _ = tokio::time::timeout(ORDER_WAIT, run).await;
             }
         });
-        Notifier { jobs, task, fifos }
+        Notifier { jobs, task, fifos, fifo_scripts }
     }
 
     fn write_fifos(&self, line: &str) {
@@ -176,12 +199,15 @@ impl Notifier {
     }
 
     /// Writes keepalived's `MASTER_RX_LOWER_PRI` line: instance `name`, master with `priority`,
-    /// heard a lower-priority advert.
-    pub fn master_rx_lower_pri(&self, name: &str, priority: u8) {
+    /// heard a lower-priority advert; and queues its `notify_master_rx_lower_pri` script.
+    pub fn master_rx_lower_pri(&self, scripts: &NotifyScripts, name: &str, priority: u8) {
         self.write_fifos(&format!(
             "{} \"{name}\" MASTER_RX_LOWER_PRI {priority}\n",
             Subject::Instance.keyword()
         ));
+        if let Some(script) = &scripts.master_rx_lower_pri {
+            let _ = self.jobs.send(Job { script: Arc::clone(script), args: Vec::new() });
+        }
     }
 
     /// Queues the scripts for `subject` `name` entering `state` with `priority`.
@@ -212,12 +238,20 @@ impl Notifier {
         }
     }
 
-    /// Runs what is queued, waiting at most `timeout`.
+    /// Runs what is queued, waiting at most `timeout`, then closes the FIFOs and lets their
+    /// scripts finish.
     pub async fn close(self, timeout: Duration) {
-        let Notifier { jobs, task, .. } = self;
+        let Notifier { jobs, task, fifos, fifo_scripts } = self;
         drop(jobs);
         if tokio::time::timeout(timeout, task).await.is_err() {
             warn!("notify scripts still running after {timeout:?}");
+        }
+        drop(fifos);
+        for mut script in fifo_scripts {
+            if tokio::time::timeout(FIFO_SCRIPT_WAIT, &mut script).await.is_err() {
+                // Dropping its run kills it.
+                script.abort();
+            }
         }
     }
 }
@@ -249,16 +283,24 @@ mod tests {
             fault: None,
             stop: Some(script("stop")),
             generic: Some(script("generic")),
+            master_rx_lower_pri: Some(script("lower")),
         };
         let scripts = NotifyScripts::prepare(&plan, &ScriptPolicy::default(), "VI_1");
         let fifo_path = dir.join("fifo").display().to_string();
-        let notifier = Notifier::spawn(&[&fifo_path]);
-        // A reader of our own keeps what is written after the notifier closes its end.
-        let mut fifo = open_fifo(&fifo_path).unwrap_or_else(|e| panic!("{e}"));
+        // The FIFO's reader script copies it to a file, until end of file.
+        let copy = dir.join("copy");
+        let reader = Script {
+            command: "sh -c cat".into(),
+            argv: vec!["sh".into(), "-c".into(), format!("cat \"$1\" > {}", copy.display()), "reader".into()],
+            user: None,
+            group: None,
+        };
+        let reader = ScriptPolicy::default().prepare(&reader).unwrap_or_else(|e| panic!("{e}"));
+        let notifier = Notifier::spawn(&[(&fifo_path, Some(reader))]);
         notifier.priority_changed(Subject::Instance, "VI_1", State::Backup, 140);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Backup, 150);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Master, 150);
-        notifier.master_rx_lower_pri("VI_1", 150);
+        notifier.master_rx_lower_pri(&scripts, "VI_1", 150);
         notifier.notify(&scripts, Subject::Group, "G1", State::Fault, 0);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Stop, 150);
         notifier.close(Duration::from_secs(10)).await;
@@ -270,16 +312,15 @@ mod tests {
                 "generic INSTANCE VI_1 BACKUP 150",
                 "master ",
                 "generic INSTANCE VI_1 MASTER 150",
+                "lower ",
                 "generic GROUP G1 FAULT 0",
                 "stop ",
                 "generic INSTANCE VI_1 STOP 150",
             ]
         );
-        // The FIFO got keepalived's lines in the same order.
-        let mut bytes = Vec::new();
-        // Non-blocking: ends with WouldBlock once everything is read.
-        let _ = std::io::Read::read_to_end(&mut fifo, &mut bytes);
-        let text = String::from_utf8_lossy(&bytes);
+        // The FIFO got keepalived's lines in the same order, and its script read them all
+        // before it ended (close waits for it).
+        let text = std::fs::read_to_string(&copy).unwrap_or_default();
         assert_eq!(
             text.lines().collect::<Vec<_>>(),
             [

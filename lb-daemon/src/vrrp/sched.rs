@@ -10,6 +10,10 @@
 //! advert; the kernel's real-time throttling (`kernel.sched_rt_runtime_us`, 95 % by default) stays
 //! the safety net. `vrrp_priority` (a nice value) applies as in keepalived. Failures (no
 //! CAP_SYS_NICE, e.g. in a container) are logged and VRRP runs as an ordinary thread.
+//!
+//! The policy is set with `SCHED_RESET_ON_FORK`: scripts (notify, vrrp_script) and threads
+//! started from the VRRP thread run as ordinary ones, so that a busy script cannot take the CPU
+//! from everything else.
 
 use tracing::{info, warn};
 
@@ -39,7 +43,8 @@ fn set_round_robin(priority: u32) -> std::io::Result<()> {
         sched_priority: i32::try_from(priority).map_err(|_| std::io::ErrorKind::InvalidInput)?,
     };
     // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid sched_param.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &raw const param) };
+    let rc =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &raw const param) };
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
@@ -53,7 +58,14 @@ mod tests {
         std::thread::spawn(|| {
             set_round_robin(DEFAULT_RT_PRIORITY).unwrap_or_else(|e| panic!("{e}"));
             // SAFETY: sched_getscheduler on the calling thread.
-            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_RR);
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            assert_eq!(policy, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK);
+            // What it starts runs as an ordinary thread (and so would a script it forks).
+            let child = std::thread::spawn(|| {
+                // SAFETY: sched_getscheduler on the calling thread.
+                unsafe { libc::sched_getscheduler(0) }
+            });
+            assert_eq!(child.join().unwrap_or(-1), libc::SCHED_OTHER);
             assert!(set_round_robin(1000).is_err(), "out of range");
         })
         .join()

@@ -183,14 +183,27 @@ impl VrrpSocket {
 
     /// Waits for the next advert.
     pub async fn recv(&self) -> io::Result<Received> {
+        self.fd.async_io(Interest::READABLE, |socket| self.read_one(socket)).await
+    }
+
+    /// The next advert if one is waiting, without a system call when the last readiness event
+    /// said there is none.
+    pub fn try_recv(&self) -> Option<io::Result<Received>> {
+        match self.fd.try_io(Interest::READABLE, |socket| self.read_one(socket)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            result => Some(result),
+        }
+    }
+
+    fn read_one(&self, socket: &Socket) -> io::Result<Received> {
         if self.source.is_ipv4() {
             let mut buf = [MaybeUninit::<u8>::uninit(); MAX_PACKET];
-            let len = self.fd.async_io(Interest::READABLE, |socket| socket.recv(&mut buf)).await?;
+            let len = socket.recv(&mut buf)?;
             // SAFETY: recv initialised the first `len` bytes.
             let packet: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
             Ok(decode_v4(packet))
         } else {
-            self.fd.async_io(Interest::READABLE, |socket| recv_v6(socket.as_raw_fd())).await
+            recv_v6(socket.as_raw_fd())
         }
     }
 }

@@ -27,6 +27,10 @@
 //! - sync groups (keepalived's `vrrp_sync.c`) are coordinated by the caller with
 //!   [`Event::SyncHold`] (a member whose Master_Down_Timer fired waits for the rest of its
 //!   group), [`Event::SyncMaster`] and [`Event::SyncBackup`] (members follow one that moved);
+//! - beyond keepalived: a Master_Down_Timer handled more than half an advert interval after it
+//!   ran out was not watched (the daemon waited for a CPU, or its whole machine was paused):
+//!   the master may not have run either, and its advert may be about to arrive, so the backup
+//!   waits one more Master_Adver_Interval before taking over, once per timer ([`LATE_GRACE`]);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
@@ -47,6 +51,9 @@ use super::packet::{
 const MICROS_PER_CENTISECOND: u64 = 10_000;
 /// Master_Down_Interval counts this many advert intervals before the skew (RFC 5798 §6.1).
 const DOWN_TIMER_ADVERTS: u32 = 3;
+/// A Master_Down_Timer handled at least this fraction of Master_Adver_Interval late (1/N) gets
+/// one more Master_Adver_Interval before the backup takes over.
+pub const LATE_GRACE: u32 = 2;
 /// What [`later`] falls back to when a configured delay overflows [`Instant`]: about 136 years.
 const FAR_FUTURE: Duration = Duration::from_secs(u32::MAX as u64);
 
@@ -435,6 +442,8 @@ pub struct Instance {
     master: Option<MasterInfo>,
     /// Sync groups: the Master_Down_Timer fired while the group was not ready ([`Event::SyncHold`]).
     wants_master: bool,
+    /// The running Master_Down_Timer was already extended because it was handled late.
+    late_grace: bool,
 }
 
 impl Instance {
@@ -518,6 +527,7 @@ impl Instance {
             preempt_time: None,
             master: None,
             wants_master: false,
+            late_grace: false,
             params,
         })
     }
@@ -652,6 +662,7 @@ impl Instance {
         }
         self.state = State::Backup;
         self.wants_master = false;
+        self.late_grace = false;
         self.timer = Some(later(now, self.master_down_interval()));
         actions.push(Action::Notify(State::Backup));
     }
@@ -701,6 +712,7 @@ impl Instance {
         self.garp_lower_prio_timer = None;
         actions.push(Action::RemoveVips);
         actions.push(Action::Notify(State::Backup));
+        self.late_grace = false;
         self.timer = Some(later(now, self.master_down_interval()));
     }
 
@@ -751,9 +763,20 @@ impl Instance {
             return;
         }
         match self.state {
-            State::Backup => self.become_master(now, actions),
+            State::Backup => {
+                let late = self.timer.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                if !self.late_grace && late >= self.master_adver_interval / LATE_GRACE {
+                    self.late_grace = true;
+                    self.timer = Some(later(now, self.master_adver_interval));
+                    return;
+                }
+                self.become_master(now, actions)
+            }
             State::Master => {
-                // RFC 5798 §6.4.3 "If the Adver_Timer fires".
+                // RFC 5798 §6.4.3 "If the Adver_Timer fires". The next one is due an interval
+                // after this one was, not after it was handled, so that late wake-ups do not
+                // stretch the interval the backups see.
+                let due = self.timer.unwrap_or(now);
                 actions.push(Action::SendAdvert { priority: self.effective_priority });
                 if let (Some(refresh), Some(at)) = (self.params.garp_master_refresh, self.garp_refresh_at)
                     && at <= now
@@ -764,7 +787,8 @@ impl Instance {
                     }
                     self.garp_refresh_at = Some(later(now, refresh));
                 }
-                self.timer = Some(later(now, self.params.advert_interval));
+                let next = later(due, self.params.advert_interval);
+                self.timer = Some(if next > now { next } else { later(now, self.params.advert_interval) });
             }
             State::Init | State::Fault | State::Stop => self.timer = None,
         }
@@ -884,6 +908,7 @@ impl Instance {
         let priority = advert.priority;
         if priority == PRIORITY_STOP {
             self.timer = Some(later(now, self.skew_time()));
+            self.late_grace = false;
             return;
         }
         let accept = match self.params.preempt {
@@ -902,6 +927,7 @@ impl Instance {
             self.master_adver_interval = advert.adver_interval();
         }
         self.timer = Some(later(now, self.master_down_interval()));
+        self.late_grace = false;
         // A master is heard again: a sync group member held back no longer wants to take over.
         self.wants_master = false;
         if let Preempt::Delayed(delay) = self.params.preempt {

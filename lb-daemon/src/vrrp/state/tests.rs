@@ -234,6 +234,26 @@ fn backup_failover_is_exactly_master_down_interval_after_the_last_advert() {
 }
 
 #[test]
+fn a_master_down_timer_handled_late_waits_one_more_interval_once() {
+    let mut backup = started(params(100, 2));
+    receive(&mut backup, 1, &advert(150), at_ms(1000));
+    assert_eq!(deadline(&backup), at_us(4_609_375));
+    // Handled 0.4 s late (under half an interval): an ordinary takeover.
+    let mut on_time = backup.clone();
+    assert_eq!(on_time.handle(Event::Timer, at_us(5_009_375)), takeover_actions(100));
+    // Handled 0.5 s late: the daemon did not run; one more interval for the master's advert.
+    assert_eq!(backup.handle(Event::Timer, at_us(5_109_375)), []);
+    assert_eq!(backup.state(), State::Backup);
+    assert_eq!(deadline(&backup), at_us(6_109_375));
+    // The advert arrives: the timer starts afresh, and so does the grace.
+    receive(&mut backup, 1, &advert(150), at_ms(5200));
+    assert_eq!(deadline(&backup), at_us(8_809_375));
+    assert_eq!(backup.handle(Event::Timer, at_ms(9500)), []);
+    // Without an advert the grace is not given twice, however late the timer is handled.
+    assert_eq!(backup.handle(Event::Timer, at_ms(12_000)), takeover_actions(100));
+}
+
+#[test]
 fn priority_zero_advert_means_takeover_after_skew_time() {
     let mut backup = started(params(100, 2));
     receive(&mut backup, 1, &advert(150), at_ms(1000));
