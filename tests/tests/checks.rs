@@ -455,11 +455,11 @@ fn regex_sorry_server_inhibit_ha_suspend_and_smtp_alert() {
     );
     assert_eq!(answers(&client, "10.40.0.122", 9, &lbd), all, "the reals again");
     // The data plane still holds the sorry server (without sorry_server_inhibit it is removed).
-    let data = lab.dir().join("keepalived.data");
+    let data = lab.dir().join("keepalived_check.data");
     lbd.signal(Signal::SIGUSR1);
-    wait_until(Duration::from_secs(5), "keepalived.data", || data.exists());
+    wait_until(Duration::from_secs(5), "keepalived_check.data", || data.exists());
     let text = std::fs::read_to_string(&data).unwrap();
-    assert!(text.contains("Sorry server = 10.31.0.13:9090"), "keepalived.data:\n{text}");
+    assert!(text.contains("Sorry server = 10.31.0.13:9090"), "keepalived_check.data:\n{text}");
     let status = slow.wait(Duration::from_secs(20));
     assert!(status.success(), "the sorry server's transfer broke:\n{}", slow.log());
     assert!(slow.log().contains("sorry 39"), "the whole transfer:\n{}", slow.log());
