@@ -99,8 +99,13 @@ impl Topology {
 
     /// A long transfer (`lines` lines, one per 100 ms) from the client through the VIP.
     fn long_transfer(&self, lines: u32) -> Proc {
+        self.long_transfer_named("transfer", lines)
+    }
+
+    /// A long transfer, logged under `label` (distinct transfers need distinct logs).
+    fn long_transfer_named(&self, label: &str, lines: u32) -> Proc {
         let url = format!("http://{VIP}/slow/{lines}");
-        self.client.spawn("transfer", "curl", &["-sS", "-N", "--max-time", "120", &url])
+        self.client.spawn(label, "curl", &["-sS", "-N", "--max-time", "120", &url])
     }
 }
 
@@ -415,7 +420,8 @@ fn a_real_server_at_its_uthreshold_takes_no_new_connections() {
     let mut lbd = t.start("lbd", &conf, &[&listen]);
     // Two transfers, round robin: one holds a connection to r1, its threshold.
     let lines = 40;
-    let mut transfers = [t.long_transfer(lines), t.long_transfer(lines)];
+    let mut transfers =
+        [t.long_transfer_named("transfer1", lines), t.long_transfer_named("transfer2", lines)];
     wait_until(Duration::from_secs(10), "r1 to be held back", || {
         http_get(&t.lb, "/metrics").lines().any(|l| {
             l.starts_with("lbd_real_server_weight{") && l.contains("10.51.0.11:8080") && l.ends_with(" 0")
