@@ -242,7 +242,15 @@ impl Netns {
     /// Starts a command inside the namespace; its stdout and stderr go to a log file in the lab's
     /// directory. The process (and its process group) is killed when the [`Proc`] is dropped.
     pub fn spawn(&self, label: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Proc {
-        let log = self.log_dir.join(format!("{}-{label}.log", self.name));
+        // A label used twice gets a log of its own each time: two processes writing one file
+        // overwrite each other's lines.
+        let log = (1..)
+            .map(|n| match n {
+                1 => self.log_dir.join(format!("{}-{label}.log", self.name)),
+                n => self.log_dir.join(format!("{}-{label}-{n}.log", self.name)),
+            })
+            .find(|path| !path.exists())
+            .expect("some log name is free");
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.name]).arg(program.as_ref()).args(args);
         Proc::spawn(label, command, &log)

@@ -43,6 +43,12 @@ impl Proc {
             .unwrap_or_else(|e| panic!("{} ({}): kill -{signal}: {e}", self.label, self.pid()));
     }
 
+    /// Sends `signal` to its whole process group (an lbd and its child processes).
+    pub fn signal_group(&self, signal: Signal) {
+        killpg(self.pid(), signal)
+            .unwrap_or_else(|e| panic!("{} ({}): kill -{signal} -PGID: {e}", self.label, self.pid()));
+    }
+
     /// Everything it printed so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

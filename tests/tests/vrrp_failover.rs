@@ -200,11 +200,12 @@ fn a_machine_wide_pause_is_no_reason_to_fail_over() {
     w2.assert_steady(false, Duration::from_millis(500));
     // Both stop for longer than Master_Down_Interval (as in a paused VM), under the VIP lease;
     // the backup resumes first, with its Master_Down_Timer long run out and nothing received.
-    b.signal(SIGSTOP);
-    a.signal(SIGSTOP);
+    // (Their whole process groups: VRRP runs in a child process.)
+    b.signal_group(SIGSTOP);
+    a.signal_group(SIGSTOP);
     std::thread::sleep(master_down(100) + Duration::from_millis(300));
-    b.signal(SIGCONT);
-    a.signal(SIGCONT);
+    b.signal_group(SIGCONT);
+    a.signal_group(SIGCONT);
     w2.assert_steady(false, Duration::from_secs(1));
     assert!(w1.holds(), "r1 lost the VIP");
     let log = b.log();
