@@ -57,6 +57,30 @@ impl Lab {
         path
     }
 
+    /// A self-signed certificate for `cn`, written as `key.pem` and `cert.pem` in the scratch
+    /// directory (openssl).
+    pub fn self_signed_cert(&self, cn: &str) {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                &format!("/CN={cn}"),
+            ])
+            .arg("-keyout")
+            .arg(self.dir.join("key.pem"))
+            .arg("-out")
+            .arg(self.dir.join("cert.pem"))
+            .output()
+            .unwrap_or_else(|e| panic!("running openssl: {e}"));
+        assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// A new network namespace for the host `role`, with loopback up.
     pub fn netns(&mut self, role: &str) -> Netns {
         let name = format!("{}-{role}", self.prefix);

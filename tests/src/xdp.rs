@@ -134,6 +134,36 @@ impl XdpTestRun {
 /// Attaches lbd's decapsulation program (`lb_decap`) to `interface` of the namespace the
 /// calling thread is in (see [`crate::lab::Netns::enter`]), as a TUN real server runs it. The
 /// program stays attached while the returned object lives.
+/// The non-zero outcome counters of the `LBD_STATS` pinned under `pin_dir`, as `name=value`
+/// words (for failure messages).
+pub fn pinned_stats(pin_dir: &std::path::Path) -> String {
+    let path = pin_dir.join(GLOBAL_STATS);
+    let data = aya::maps::MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let stats = lb_daemon::dataplane::xdp::read_stats(&aya::maps::Map::PerCpuArray(data))
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    stats
+        .fields()
+        .iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Makes `ns` a DR / TUN real server: `lo_vips` on lo, never answered for by ARP on eth0,
+/// decapsulated packets (from the client's address) accepted on eth0 through lbd's decap
+/// program, which the returned handle keeps attached.
+pub fn dr_tun_real(ns: &crate::lab::Netns, lo_vips: &[&str]) -> Ebpf {
+    for vip in lo_vips {
+        ns.ip(&["addr", "add", vip, "dev", "lo"]);
+    }
+    ns.sysctl("net.ipv4.conf.all.arp_ignore", "1");
+    ns.sysctl("net.ipv4.conf.all.arp_announce", "2");
+    ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+    ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
+    ns.enter(|| attach_decap("eth0"))
+}
+
 pub fn attach_decap(interface: &str) -> Ebpf {
     crate::require_root();
     let mut ebpf = EbpfLoader::new()

@@ -156,15 +156,7 @@ fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
     let _sorry = reals[2].0.spawn("sorry", bins::web(), &["sorry", "0.0.0.0:9090"]);
 
     let dir = lab.dir().to_owned();
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=lbt-checks"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    lab.self_signed_cert("lbt-checks");
     let mut tls = Vec::new();
     for (i, (ns, _)) in reals.iter().enumerate() {
         let page_dir = dir.join(format!("r{}", i + 1));

@@ -134,19 +134,6 @@ fn http_get(lb: &Netns, path: &str) -> String {
 /// Port of the status listener, on the lb namespace's loopback.
 const STATUS_PORT: u16 = 9110;
 
-/// The data plane's non-zero outcome counters.
-fn stats(pin_dir: &Path) -> String {
-    let data = aya::maps::MapData::from_pin(pin_dir.join(lb_common::maps::GLOBAL_STATS)).unwrap();
-    let stats = lb_daemon::dataplane::xdp::read_stats(&aya::maps::Map::PerCpuArray(data)).unwrap();
-    stats
-        .fields()
-        .iter()
-        .filter(|(_, v)| *v != 0)
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn links_pinned(pin_dir: &Path) -> Vec<String> {
     std::fs::read_dir(pin_dir.join("links"))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -523,7 +510,8 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let log = lbd.log();
     assert!(log.contains(&format!("{}:", conf.display())) && log.contains("delay_loop"), "{log}");
     assert_eq!(t.answering(6, &lbd), ["r1", "r2", "r3"].map(String::from).into(), "still serving");
-    let context = format!("across 20 reloads; stats {}\n{}", stats(&t.pin_dir), lbd.log());
+    let context =
+        format!("across 20 reloads; stats {}\n{}", lb_tests::xdp::pinned_stats(&t.pin_dir), lbd.log());
     assert_complete(&mut transfer, lines, &context);
 
     // The signal dumps, in TMPDIR (the lab's directory), each written by the process it

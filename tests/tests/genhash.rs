@@ -49,15 +49,7 @@ fn same_output_as_keepalived_genhash_over_tls() {
     let mut lab = Lab::new();
     let web = lab.netns("tls");
     let dir = lab.dir().to_owned();
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    lab.self_signed_cert("localhost");
     lab.write_file("page.http", "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello-tls\n");
     // A self-signed server: neither genhash verifies certificates.
     let script = format!(

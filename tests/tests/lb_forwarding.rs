@@ -5,14 +5,13 @@
 //!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb 10.31.0.1 (+ FNAT 10.31.0.200) ── [back] ── r1 .11  r2 .12  r3 .13
 //!  VIPs 10.40.0.100 (NAT), .101 (DR), .102 (TUN), .103 (FNAT); the client routes 10.40.0.0/24 via the lb.
 //! ```
-#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 use std::{collections::BTreeMap, time::Duration};
 
 use lb_tests::{
     bins,
     lab::{Lab, LbHosts, Netns, wait_until},
-    xdp::attach_decap,
+    xdp::dr_tun_real,
 };
 
 const CONFIG: &str = "\
@@ -91,16 +90,8 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
         let name = format!("r{i}");
         ns.addr("eth0", &format!("10.31.0.1{i}/24"));
         ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
-        // DR and TUN: the VIPs on lo, never answered for by ARP on eth0.
-        for vip in ["10.40.0.101/32", "10.40.0.102/32"] {
-            ns.ip(&["addr", "add", vip, "dev", "lo"]);
-        }
-        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1");
-        ns.sysctl("net.ipv4.conf.all.arp_announce", "2");
-        // Decapsulated packets come from the client's address on eth0.
-        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
-        ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
-        decaps.push(ns.enter(|| attach_decap("eth0")));
+        // DR and TUN: the VIPs on lo.
+        decaps.push(dr_tun_real(&ns, &["10.40.0.101/32", "10.40.0.102/32"]));
         let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:80", "0.0.0.0:8080"]);
         reals.push((ns, server));
     }
@@ -122,18 +113,7 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
         server.assert_running();
     }
 
-    let stats = |pin: &std::path::Path| {
-        let data = aya::maps::MapData::from_pin(pin.join("LBD_STATS")).unwrap();
-        let map = aya::maps::Map::PerCpuArray(data);
-        let stats = lb_daemon::dataplane::xdp::read_stats(&map).unwrap();
-        stats
-            .fields()
-            .iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let stats = lb_tests::xdp::pinned_stats;
     let probe = client.exec("curl", &["-sS", "--max-time", "3", "http://10.40.0.100/"]);
     if !probe.status.success() {
         let links = |ns: &Netns| ns.ip(&["-s", "link", "show"]);

@@ -19,7 +19,7 @@ use lb_tests::{
     bins,
     lab::{Lab, LbHosts, Netns, wait_until},
     process::Proc,
-    xdp::attach_decap,
+    xdp::dr_tun_real,
 };
 
 /// The lab: a client, the load balancer running lbd with `config`, three real servers each
@@ -108,16 +108,8 @@ fn topology(services: &[String]) -> Topology {
         ns.addr("eth0", &format!("fd71::1{i}/64"));
         ns.ip(&["route", "add", "default", "via", "10.71.0.1"]);
         ns.ip(&["-6", "route", "add", "default", "via", "fd71::1"]);
-        // DR and TUN: the VIPs on lo, never answered for by ARP on eth0.
-        for vip in LO_VIPS {
-            ns.ip(&["addr", "add", vip, "dev", "lo"]);
-        }
-        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1");
-        ns.sysctl("net.ipv4.conf.all.arp_announce", "2");
-        // Decapsulated packets come from the client's address on eth0.
-        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
-        ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0");
-        decaps.push(ns.enter(|| attach_decap("eth0")));
+        // DR and TUN: the VIPs on lo.
+        decaps.push(dr_tun_real(&ns, &LO_VIPS));
         let web = ns.spawn("web", bins::web(), &[&name, "[::]:80", "[::]:8080"]);
         let mut udp_args = vec![name.as_str()];
         udp_args.extend(UDP_BINDS);

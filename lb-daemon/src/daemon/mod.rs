@@ -117,7 +117,7 @@ pub struct Daemon {
     signals: Signals,
     reloads: u64,
     reload_failures: u64,
-    _pid_files: Vec<PidFile>,
+    _pid_file: PidFile,
 }
 
 impl Daemon {
@@ -125,7 +125,7 @@ impl Daemon {
     pub async fn start(args: Args, role: Role, channel: Option<Channel>) -> anyhow::Result<Self> {
         // Handlers first: a HUP or TERM during start-up must not kill the daemon half set up.
         let signals = Signals::install().context("installing signal handlers")?;
-        let pid_files = take_pid_files(&args, role)?;
+        let pid_file = take_pid_file(&args, role)?;
         let (config, errors) = load(&args, true).context("reading the configuration")?;
         if config.global_defs.process_names
             && let Err(e) = nix::sys::prctl::set_name(&std::ffi::CString::new(role.process_name(&config))?)
@@ -151,7 +151,7 @@ impl Daemon {
             signals,
             reloads: 0,
             reload_failures: 0,
-            _pid_files: pid_files,
+            _pid_file: pid_file,
         };
         match role {
             Role::Checker => daemon.start_dataplane().await?,
@@ -378,12 +378,12 @@ impl Daemon {
 }
 
 /// The pid file of the child in `role` (`-r`, `-c`), keepalived's defaults where not given.
-fn take_pid_files(args: &Args, role: Role) -> anyhow::Result<Vec<PidFile>> {
+fn take_pid_file(args: &Args, role: Role) -> anyhow::Result<PidFile> {
     let path = match role {
         Role::Vrrp => args.vrrp_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_VRRP)),
         Role::Checker => args.checkers_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_CHECKERS)),
     };
-    Ok(vec![PidFile::create(path)?])
+    Ok(PidFile::create(path)?)
 }
 
 /// Reads the configuration, logging its diagnostics (each with its file:line) if `log`, and

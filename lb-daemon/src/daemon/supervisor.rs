@@ -25,10 +25,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -107,10 +104,14 @@ impl Slot {
         self.process.is_some()
     }
 
-    fn signal(&self, signal: Signal) {
-        if self.running()
-            && let Err(e) = kill(Pid::from_raw(self.pid as i32), signal)
-        {
+    /// Sends signal number `signal` (real-time ones too, which nix's `Signal` does not name).
+    fn signal(&self, signal: i32) {
+        if !self.running() {
+            return;
+        }
+        // SAFETY: kill(2) with a pid this process started and a signal number.
+        if unsafe { nix::libc::kill(self.pid as i32, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
             warn!("{} child process({}): kill -{signal}: {e}", self.role.name(), self.pid);
         }
     }
@@ -241,36 +242,21 @@ impl Supervisor {
                 }
                 Request::Reload => self.reload(),
                 Request::Data => {
-                    self.forward(Signal::SIGUSR1, &[Role::Vrrp, Role::Checker]);
+                    self.forward(nix::libc::SIGUSR1, &[Role::Vrrp, Role::Checker]);
                     self.write_parent_data();
                 }
-                Request::Stats => self.forward(Signal::SIGUSR2, &[Role::Vrrp, Role::Checker]),
-                Request::StatsClear => self.forward_raw(SIGSTATS_CLEAR, &[Role::Vrrp, Role::Checker]),
-                Request::Json => self.forward_raw(SIGJSON, &[Role::Vrrp]),
+                Request::Stats => self.forward(nix::libc::SIGUSR2, &[Role::Vrrp, Role::Checker]),
+                Request::StatsClear => self.forward(SIGSTATS_CLEAR, &[Role::Vrrp, Role::Checker]),
+                Request::Json => self.forward(SIGJSON, &[Role::Vrrp]),
             }
         };
         self.stop().await;
         code
     }
 
-    fn forward(&self, signal: Signal, roles: &[Role]) {
+    fn forward(&self, signal: i32, roles: &[Role]) {
         for slot in self.slots.iter().filter(|s| roles.contains(&s.role)) {
             slot.signal(signal);
-        }
-    }
-
-    /// Real-time signals, which nix's `Signal` does not name.
-    fn forward_raw(&self, signal: i32, roles: &[Role]) {
-        for slot in self.slots.iter().filter(|s| roles.contains(&s.role) && s.running()) {
-            // SAFETY: kill(2) with a pid this process started and a valid signal number.
-            if unsafe { nix::libc::kill(slot.pid as i32, signal) } != 0 {
-                warn!(
-                    "{} child process({}): kill -{signal}: {}",
-                    slot.role.name(),
-                    slot.pid,
-                    std::io::Error::last_os_error()
-                );
-            }
         }
     }
 
@@ -287,7 +273,7 @@ impl Supervisor {
         match super::load(&self.args, false) {
             Ok((config, 0)) => self.config = config,
             Ok(_) | Err(_) => {
-                self.forward(Signal::SIGHUP, &[Role::Vrrp, Role::Checker]);
+                self.forward(nix::libc::SIGHUP, &[Role::Vrrp, Role::Checker]);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 return;
             }
@@ -296,7 +282,7 @@ impl Supervisor {
             let wanted = self.wanted(self.slots[i].role);
             let slot = &mut self.slots[i];
             match (slot.running(), wanted) {
-                (true, true) => slot.signal(Signal::SIGHUP),
+                (true, true) => slot.signal(nix::libc::SIGHUP),
                 (true, false) => {
                     info!(
                         "{} child process({}) is no longer needed: stopping it",
@@ -304,7 +290,7 @@ impl Supervisor {
                         slot.pid
                     );
                     slot.stopping = true;
-                    slot.signal(Signal::SIGTERM);
+                    slot.signal(nix::libc::SIGTERM);
                 }
                 (false, true) if slot.restart_at.is_none() => {
                     if let Err(e) = slot.spawn() {
@@ -430,7 +416,7 @@ impl Supervisor {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         for slot in &mut self.slots {
             slot.stopping = true;
-            slot.signal(Signal::SIGTERM);
+            slot.signal(nix::libc::SIGTERM);
         }
         let wait = self.config.global_defs.child_wait_time.unwrap_or(CHILD_WAIT_TIME);
         for slot in &mut self.slots {
