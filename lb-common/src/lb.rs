@@ -121,6 +121,9 @@ pub mod service_flags {
     pub const ONE_PACKET: u16 = 1 << 1;
     /// Hash schedulers include the source port (`sh-port` / `mh-port`).
     pub const HASH_PORT: u16 = 1 << 2;
+    /// SYN proxy (`syn_proxy`, NAT and FNAT TCP services): the XDP program answers SYNs with
+    /// SYN cookies and opens the connection to the real server only for a valid ACK.
+    pub const SYN_PROXY: u16 = 1 << 3;
 }
 
 /// A virtual service.
@@ -230,10 +233,34 @@ pub struct Flow {
     pub tcp_state: u8,
     /// [`Method`] as `u8`.
     pub method: u8,
-    /// Reserved, zero.
-    pub pad: u8,
-    /// Reserved, zero (keeps the size a multiple of 8 with no implicit padding).
-    pub pad2: [u32; 2],
+    /// [`synproxy_state`]: whether the flow was opened by the SYN proxy, and how far.
+    pub synproxy: u8,
+    /// SYN proxy: the LB's initial sequence number towards the client (the SYN cookie).
+    pub syn_cookie: u32,
+    /// SYN proxy, once the real server answered: its initial sequence number minus
+    /// `syn_cookie`, subtracted from the sequence numbers of replies and added to the
+    /// acknowledgement numbers of the client's packets (wrapping).
+    pub seq_offset: u32,
+}
+
+/// [`Flow::synproxy`] values.
+pub mod synproxy_state {
+    /// Not opened by the SYN proxy: nothing to shift.
+    pub const NONE: u8 = 0;
+    /// The SYN went to the real server; its SYN-ACK has not come back. The client's packets
+    /// are dropped meanwhile (it retransmits them).
+    pub const AWAITING_REAL: u8 = 1;
+    /// The real server answered: sequence numbers are shifted by [`super::Flow::seq_offset`].
+    pub const SHIFTING: u8 = 2;
+}
+
+/// The SYN cookie secret (one entry, pinned: cookies sent before a daemon restart stay valid
+/// after it). All zero: not set yet, and the SYN proxy is off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynProxySecret {
+    /// SipHash-2-4 key.
+    pub key: [u64; 2],
 }
 
 /// Key of the persistence table: a service and a (masked) client address.
@@ -393,6 +420,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceStats {}
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::RealStats {}
+    // SAFETY: see the module comment.
+    unsafe impl aya::Pod for super::SynProxySecret {}
 }
 
 #[cfg(test)]
@@ -408,6 +437,7 @@ mod tests {
         assert_eq!(size_of::<Real>(), 16 + 16 + 2 + 1 + 1 + 4);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<Flow>(), 8 + 4 + 4 + 16 + 16 + 2 + 2 + 4 + 8);
+        assert_eq!(size_of::<SynProxySecret>(), 16);
         assert_eq!(size_of::<PersistKey>(), 20);
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<LocalAddr>(), 20);

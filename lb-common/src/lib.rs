@@ -38,6 +38,9 @@ pub mod maps {
     pub const RR_POSITIONS: &str = "LBD_RR";
     /// LRU hash [`crate::lb::LblcKey`] → real id: the lblc scheduler's destination table.
     pub const LBLC: &str = "LBD_LBLC";
+    /// Array of one [`crate::lb::SynProxySecret`]: the SYN cookie key, which the daemon fills
+    /// from getrandom once and which outlives daemon restarts with the pin.
+    pub const SYNPROXY_SECRET: &str = "LBD_SYNPROXY_SECRET";
 
     /// Every map the daemon pins, by name. Pinned maps survive a daemon restart, and a
     /// restarted daemon adopts them: flows in the connection table keep their real server.
@@ -55,6 +58,7 @@ pub mod maps {
         REAL_ACTIVE,
         RR_POSITIONS,
         LBLC,
+        SYNPROXY_SECRET,
     ];
 }
 

@@ -87,6 +87,18 @@ global_stats! {
     drop_no_laddr,
     /// Dropped: the packet could not be resized (encapsulation).
     drop_resize,
+    /// Dropped: an ACK to a SYN proxy service with no flow and no valid SYN cookie (IPVS's
+    /// synproxy drops them too).
+    drop_bad_cookie,
+    /// Dropped: a client packet of a SYN proxy flow whose real server has not answered yet
+    /// (the client retransmits it).
+    drop_synproxy_early,
+    /// SYN proxy: SYNs answered with a SYN cookie (each also counts as `fwd_tx`).
+    synproxy_cookies_sent,
+    /// SYN proxy: ACKs with a valid cookie, turned into a SYN to a real server.
+    synproxy_cookies_valid,
+    /// SYN proxy: real servers' SYN-ACKs turned into the ACK that completes their handshake.
+    synproxy_real_answers,
 }
 
 #[cfg(feature = "user")]
@@ -112,7 +124,7 @@ mod tests {
     #[test]
     fn layout_has_no_padding_and_names_every_field() {
         assert_eq!(core::mem::size_of::<GlobalStats>(), GlobalStats::FIELDS.len() * 8);
-        let stats = GlobalStats { drop_resize: 7, ..Default::default() };
-        assert_eq!(stats.fields().last(), Some(&("drop_resize", 7)));
+        let stats = GlobalStats { synproxy_real_answers: 7, ..Default::default() };
+        assert_eq!(stats.fields().last(), Some(&("synproxy_real_answers", 7)));
     }
 }

@@ -140,7 +140,15 @@ fn service_template(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>
         return None;
     }
     if vs.syn_proxy {
-        notes.push(format!("virtual_server {name}: syn_proxy is not supported yet; forwarding without it"));
+        if protocol != Protocol::Tcp {
+            notes.push(format!("virtual_server {name}: syn_proxy applies to TCP only; ignored"));
+        } else if matches!(service.method, ForwardingMethod::Dr | ForwardingMethod::Tun) {
+            notes.push(format!(
+                "virtual_server {name}: syn_proxy needs the replies through the load balancer (NAT or FNAT); forwarding without it"
+            ));
+        } else {
+            service.syn_proxy = true;
+        }
     }
     let default_weight = vs.weight.unwrap_or(1);
     service.reals = vs

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     lb::{
         Flow, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey, Settings,
-        direction, family, tcp_state,
+        direction, family, service_flags, tcp_state,
     },
     stats::GlobalStats,
 };
@@ -25,7 +25,7 @@ use crate::{
     mem,
     nat::{self, Rewrite},
     parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    sched,
+    sched, synproxy,
 };
 
 /// Balances one IP packet whose headers are `h`.
@@ -36,7 +36,12 @@ use crate::{
 /// What the fast path does not handle ([`Tracked::Other`]) takes the full path, which looks
 /// again.
 #[inline(always)]
-pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+pub(crate) fn balance(
+    ctx: &XdpContext,
+    frame: &mut Frame,
+    h: &mut Headers,
+    stats: &mut GlobalStats,
+) -> Outcome {
     let Some(settings) = LBD_SETTINGS.get(0) else { return Outcome::PassNotReady };
     if settings.ready == 0 {
         return Outcome::PassNotReady;
@@ -67,9 +72,19 @@ pub(crate) fn balance(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &
         svc = LBD_SERVICES.get_ptr(&key);
     }
     match svc {
-        // SAFETY: a value pointer from a successful lookup. Service entries are replaced, not
-        // edited in place, by the daemon, so the fields read are consistent.
-        Some(svc) => original(ctx, frame, h, unsafe { &*svc }, stats),
+        Some(svc) => {
+            // SAFETY: a value pointer from a successful lookup. Service entries are replaced,
+            // not edited in place, by the daemon, so the fields read are consistent.
+            let svc = unsafe { &*svc };
+            if svc.flags & service_flags::SYN_PROXY != 0 && h.key.proto == IPPROTO_TCP {
+                if let Some(outcome) = synproxy::intercept(ctx, frame, h, svc, stats) {
+                    return outcome;
+                }
+                // An accepted ACK is now a SYN of another length: the frame is read again.
+                *frame = Frame::new(ctx.data(), ctx.data_end());
+            }
+            original(ctx, frame, h, svc, stats)
+        }
         // A reply entry of any other packet was found (and translated) by `tracked`.
         None if bare_syn => reply_lookup(ctx, frame, h, stats),
         None => Outcome::PassNoService,
@@ -251,6 +266,11 @@ fn count_and_send(
 #[inline(never)]
 fn send(ctx: &XdpContext, frame: &Frame, h: &mut Headers, flow: &Flow) -> Result<Outcome, ParseError> {
     let Some(real) = sched::real_ref(flow.real) else { return Ok(Outcome::DropNoReal) };
+    if flow.synproxy != 0
+        && let Some(outcome) = synproxy::to_real(frame, h, flow)
+    {
+        return Ok(outcome);
+    }
     let rport = if real.port != 0 { real.port } else { h.key.dport };
     match Method::from_u8(flow.method) {
         Some(Method::Nat) => {
@@ -363,6 +383,9 @@ fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow
     } else {
         tcp_state::SYN
     };
+    if svc.flags & service_flags::SYN_PROXY != 0 {
+        synproxy::adopt(flow);
+    }
     let rport = if real.port != 0 { real.port } else { h.key.dport };
     match Method::from_u8(svc.method) {
         // The reply entry is written from `flow` itself, set up as the reply and then back
@@ -512,6 +535,11 @@ fn translate_reply(
     stats: &mut GlobalStats,
 ) -> Result<Outcome, ParseError> {
     flow.last_seen_ns = clock::now_ns();
+    if flow.synproxy != 0
+        && let Some(outcome) = synproxy::from_real(ctx, frame, h, flow, stats)
+    {
+        return Ok(outcome);
+    }
     // The LB routes replies: TTL expiry is the kernel's to report.
     if !nat::decrement_ttl(frame, h)? {
         return Ok(Outcome::PassNoService);

@@ -26,6 +26,7 @@ mod mem;
 mod nat;
 mod parse;
 mod sched;
+mod synproxy;
 
 use core::mem::MaybeUninit;
 
@@ -48,6 +49,8 @@ pub(crate) enum Outcome {
     DropNoRoute,
     DropNoLaddr,
     DropResize,
+    DropBadCookie,
+    DropSynproxyEarly,
 }
 
 impl Outcome {
@@ -63,7 +66,9 @@ impl Outcome {
             | Self::DropNoReal
             | Self::DropNoRoute
             | Self::DropNoLaddr
-            | Self::DropResize => xdp_action::XDP_DROP,
+            | Self::DropResize
+            | Self::DropBadCookie
+            | Self::DropSynproxyEarly => xdp_action::XDP_DROP,
         }
     }
 
@@ -86,6 +91,8 @@ impl Outcome {
             Self::DropNoRoute => s.drop_no_route += 1,
             Self::DropNoLaddr => s.drop_no_laddr += 1,
             Self::DropResize => s.drop_resize += 1,
+            Self::DropBadCookie => s.drop_bad_cookie += 1,
+            Self::DropSynproxyEarly => s.drop_synproxy_early += 1,
         }
     }
 }
@@ -93,17 +100,17 @@ impl Outcome {
 /// The load balancer, attached to every interface that carries virtual services.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let mut frame = Frame::new(ctx.data(), ctx.data_end());
     let Some(stats) = maps::global_stats() else { return xdp_action::XDP_PASS };
     stats.rx_packets += 1;
     stats.rx_bytes += frame.len() as u64;
-    let outcome = classify(&ctx, &frame, stats).unwrap_or(Outcome::DropMalformed);
+    let outcome = classify(&ctx, &mut frame, stats).unwrap_or(Outcome::DropMalformed);
     outcome.count(stats);
     outcome.action()
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext, frame: &Frame, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
+fn classify(ctx: &XdpContext, frame: &mut Frame, stats: &mut GlobalStats) -> Result<Outcome, ParseError> {
     let (ether_type, l3) = frame.ether_type()?;
     let mut headers = MaybeUninit::<Headers>::uninit();
     match ether_type {

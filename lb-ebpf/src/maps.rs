@@ -12,7 +12,7 @@ use lb_common::{
     lb::{
         DEFAULT_MAX_CONNS, Flow, FlowKey, LblcKey, LocalAddr, MAX_LADDR_GROUPS, MAX_LADDRS_PER_GROUP,
         MAX_REALS, MAX_SERVICES, Persist, PersistKey, Real, RealStats, SLOTS_PER_SERVICE, Service,
-        ServiceKey, ServiceStats, Settings,
+        ServiceKey, ServiceStats, Settings, SynProxySecret,
     },
     stats::GlobalStats,
 };
@@ -80,6 +80,15 @@ pub(crate) static LBD_LBLC: LruHashMap<LblcKey, u32, 65536> = LruHashMap::new();
 /// with an empty cache.
 #[btf_map]
 pub(crate) static LBD_NEXT_HOPS: Array<NextHop, { (MAX_REALS + REPLY_HOP_SLOTS) as usize }> = Array::new();
+
+/// The SYN cookie key (pinned; the daemon writes it once, from getrandom).
+#[btf_map]
+pub(crate) static LBD_SYNPROXY_SECRET: Array<SynProxySecret, 1> = Array::new();
+
+/// Per-CPU hand-over from `synproxy::intercept` to `synproxy::adopt`: `1 << 32 | cookie`
+/// while the ACK it accepted is being scheduled, else 0.
+#[btf_map]
+pub(crate) static LBD_SYNPROXY_PENDING: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 /// Per-CPU scratch for the flow being handled: off the stack, which is 512 bytes for the
 /// deepest call chain and nearly full.

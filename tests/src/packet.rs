@@ -27,7 +27,7 @@ pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 #[derive(Clone, Debug)]
 enum L4 {
     Udp { sport: u16, dport: u16 },
-    Tcp { sport: u16, dport: u16, flags: u8, seq: u32, ack: u32 },
+    Tcp { sport: u16, dport: u16, flags: u8, seq: u32, ack: u32, window: u16, options: Vec<u8> },
     IcmpEcho { id: u16, seq: u16 },
     Raw(IpNextHeaderProtocol),
 }
@@ -69,7 +69,15 @@ impl Packet {
 
     /// A TCP segment from `src` to `dst` with `flags` (see [`TcpFlags`]).
     pub fn tcp(src: SocketAddr, dst: SocketAddr, flags: u8, payload: &[u8]) -> Self {
-        let l4 = L4::Tcp { sport: src.port(), dport: dst.port(), flags, seq: 1, ack: 0 };
+        let l4 = L4::Tcp {
+            sport: src.port(),
+            dport: dst.port(),
+            flags,
+            seq: 1,
+            ack: 0,
+            window: 64240,
+            options: Vec::new(),
+        };
         Self::new(src.ip(), dst.ip(), l4, payload)
     }
 
@@ -136,6 +144,27 @@ impl Packet {
         self
     }
 
+    /// Sets the TCP sequence number, acknowledgement number and window (TCP only).
+    #[must_use]
+    pub fn seq_ack(mut self, seq_number: u32, ack_number: u32, window_size: u16) -> Self {
+        if let L4::Tcp { seq, ack, window, .. } = &mut self.l4 {
+            (*seq, *ack, *window) = (seq_number, ack_number, window_size);
+        }
+        self
+    }
+
+    /// Sets the TCP options (padded to a multiple of 4 bytes with End of Options; TCP only).
+    #[must_use]
+    pub fn tcp_options(mut self, bytes: &[u8]) -> Self {
+        if let L4::Tcp { options, .. } = &mut self.l4 {
+            *options = bytes.to_vec();
+            while !options.len().is_multiple_of(4) {
+                options.push(0);
+            }
+        }
+        self
+    }
+
     /// Adds IPv4 options (padded to a multiple of 4 bytes with End of Options).
     #[must_use]
     pub fn ipv4_options(mut self, options: &[u8]) -> Self {
@@ -164,16 +193,18 @@ impl Packet {
                 udp.set_checksum(csum);
                 (IpNextHeaderProtocols::Udp, buf)
             }
-            L4::Tcp { sport, dport, flags, seq, ack } => {
-                let mut buf = vec![0u8; 20 + self.payload.len()];
+            L4::Tcp { sport, dport, flags, seq, ack, window, ref options } => {
+                let header = 20 + options.len();
+                let mut buf = vec![0u8; header + self.payload.len()];
+                buf[20..header].copy_from_slice(options);
                 let mut tcp = MutableTcpPacket::new(&mut buf).expect("buffer sized for the header");
                 tcp.set_source(sport);
                 tcp.set_destination(dport);
                 tcp.set_sequence(seq);
                 tcp.set_acknowledgement(ack);
-                tcp.set_data_offset(5);
+                tcp.set_data_offset(u8::try_from(header / 4).expect("options are at most 40 bytes"));
                 tcp.set_flags(flags);
-                tcp.set_window(64240);
+                tcp.set_window(window);
                 tcp.set_payload(&self.payload);
                 let csum = match (self.src, self.dst) {
                     (IpAddr::V4(s), IpAddr::V4(d)) => tcp::ipv4_checksum(&tcp.to_immutable(), &s, &d),

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use aya::maps::{Array, HashMap};
 use lb_common::{
-    lb::{Real, Service, ServiceKey, ipv4_words},
+    lb::{Method, Real, SLOTS_PER_SERVICE, Service, ServiceKey, SynProxySecret, ipv4_words, service_flags},
     maps,
 };
 use lb_tests::{
@@ -511,5 +511,238 @@ fn fnat_icmp_errors_are_translated_both_ways() {
         )
         .macs(lb_mac, REAL1_MAC);
         assert_eq!(forth.output, expected.build());
+    });
+}
+
+/// Adds the SYN proxy's services to the fixture's tables (NAT 10.0.0.105 and FNAT 10.0.0.106,
+/// TCP 80, both to real 1) and its secret.
+fn load_synproxy_services(program: &mut XdpTestRun) {
+    let ebpf = program.ebpf_mut();
+    let mut slots: Array<_, u32> = Array::try_from(ebpf.map_mut(maps::SLOTS).unwrap()).unwrap();
+    for service in [7, 8] {
+        slots.set(service * SLOTS_PER_SERVICE, 1, 0).unwrap();
+    }
+    let mut services: HashMap<_, ServiceKey, Service> =
+        HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
+    for (last, id, method) in [(105, 7, Method::Nat), (106, 8, Method::Fnat)] {
+        let key = ServiceKey { addr: ipv4_words([10, 0, 0, last]), port: 80u16.to_be(), proto: 6, family: 4 };
+        let service = Service {
+            id,
+            slots_len: 1,
+            laddr_group: u32::from(method == Method::Fnat),
+            method: method as u8,
+            flags: service_flags::SYN_PROXY,
+            ..Service::default()
+        };
+        services.insert(key, service, 0).unwrap();
+    }
+    let mut secret: Array<_, SynProxySecret> =
+        Array::try_from(ebpf.map_mut(maps::SYNPROXY_SECRET).unwrap()).unwrap();
+    secret.set(0, SynProxySecret { key: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210] }, 0).unwrap();
+}
+
+/// An MSS option of `mss`, then NOP, NOP, SACK permitted (which the proxy does not offer).
+fn mss_sack(mss: u16) -> Vec<u8> {
+    let [hi, lo] = mss.to_be_bytes();
+    vec![2, 4, hi, lo, 1, 1, 4, 2]
+}
+
+/// The TCP sequence number of an IPv4 frame without VLAN tags or IP options.
+fn seq_of(frame: &[u8]) -> u32 {
+    u32::from_be_bytes(frame[14 + 20 + 4..14 + 20 + 8].try_into().unwrap())
+}
+
+#[test]
+fn synproxy_answers_with_cookies_and_splices_the_real_server_in() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        load_synproxy_services(&mut program);
+        let (client, vip, real) = (addr("10.9.0.7:40020"), addr("10.0.0.105:80"), addr("10.0.0.11:8080"));
+        let (syn_ack, ack, psh_ack) =
+            (TcpFlags::SYN | TcpFlags::ACK, TcpFlags::ACK, TcpFlags::PSH | TcpFlags::ACK);
+        let client_isn = 1000;
+        let syn = Packet::tcp_syn(client, vip).seq_ack(client_isn, 0, 64240).tcp_options(&mss_sack(1460));
+
+        // The SYN is answered from the LB: a SYN-ACK from the VIP, the cookie as its sequence
+        // number, only an MSS option, back out of the interface it came in on.
+        let out = program.run_on(ifindex, &syn.build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let cookie = seq_of(&out.output);
+        let answer = |cookie: u32, mss: u16| {
+            Packet::tcp(vip, client, syn_ack, &[])
+                .seq_ack(cookie, client_isn + 1, 65535)
+                .tcp_options(&mss.to_be_bytes().iter().fold(vec![2, 4], |mut o, b| {
+                    o.push(*b);
+                    o
+                }))
+                .macs(packet::DST_MAC, packet::SRC_MAC)
+                .build()
+        };
+        assert_eq!(out.output, answer(cookie, 1460));
+        // Same SYN, same cookie: nothing was stored, and the SYN-ACK is a function of it.
+        assert_eq!(program.run_on(ifindex, &syn.build()).output, answer(cookie, 1460));
+
+        let from_client = |flags: u8, seq: u32, ack_number: u32, data: &[u8]| {
+            Packet::tcp(client, vip, flags, data).seq_ack(seq, ack_number, 64240)
+        };
+        let to_real = |flags: u8, seq: u32, ack_number: u32, data: &[u8]| {
+            Packet::tcp(client, real, flags, data).seq_ack(seq, ack_number, 64240).macs(lb_mac, REAL1_MAC)
+        };
+        let real_isn = 0x8000_0000u32;
+        let from_real = |flags: u8, seq: u32, data: &[u8]| {
+            Packet::tcp(real, client, flags, data).seq_ack(seq, client_isn + 1 + 3, 64240)
+        };
+        let bare_syn = Packet::tcp_syn(addr("10.9.0.8:40021"), vip).seq_ack(77, 0, 1024);
+        let table = vec![
+            Fixture {
+                description: "a SYN without options gets a SYN-ACK with the default MSS (frame grown)",
+                input: bare_syn.build(),
+                action: XdpAction::Tx,
+                output: Expected::Check(|frame| {
+                    let (src, sport, dst, dport) = check_ipv4_tcp(frame)?;
+                    let options = &frame[14 + 20 + 20..];
+                    if (src, sport, dst, dport)
+                        != (Ipv4Addr::new(10, 0, 0, 105), 80, Ipv4Addr::new(10, 9, 0, 8), 40021)
+                        || frame[14 + 20 + 13] != TcpFlags::SYN | TcpFlags::ACK
+                        || options != [2, 4, 2, 24]
+                    {
+                        return Err("not a SYN-ACK from the VIP with MSS 536".into());
+                    }
+                    Ok(())
+                }),
+            },
+            Fixture {
+                description: "an ACK whose cookie is wrong is dropped",
+                input: from_client(ack, client_isn + 1, cookie.wrapping_add(2), &[]).build(),
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "an ACK from another client port with this cookie is dropped",
+                input: Packet::tcp(addr("10.9.0.7:40099"), vip, ack, &[])
+                    .seq_ack(client_isn + 1, cookie.wrapping_add(1), 64240)
+                    .build(),
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "the ACK with the cookie becomes the SYN to the real server (client ISN, MSS)",
+                input: from_client(ack, client_isn + 1, cookie.wrapping_add(1), &[]).build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(
+                    to_real(TcpFlags::SYN, client_isn, 0, &[]).tcp_options(&[2, 4, 0x05, 0xb4]).build(),
+                ),
+            },
+            Fixture {
+                description: "client data before the real server answered is dropped",
+                input: from_client(psh_ack, client_isn + 1, cookie.wrapping_add(1), b"GET").build(),
+                action: XdpAction::Drop,
+                output: Expected::Any,
+            },
+            Fixture {
+                description: "the real server's SYN-ACK becomes the ACK that completes its handshake",
+                input: Packet::tcp(real, client, syn_ack, &[])
+                    .seq_ack(real_isn, client_isn + 1, 64240)
+                    .tcp_options(&[2, 4, 0x05, 0xb4])
+                    .build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(
+                    Packet::tcp(client, real, ack, &[])
+                        .seq_ack(client_isn + 1, real_isn + 1, 65535)
+                        .macs(packet::DST_MAC, packet::SRC_MAC)
+                        .build(),
+                ),
+            },
+            Fixture {
+                description: "client data: acknowledgement shifted into the real server's numbers",
+                input: from_client(psh_ack, client_isn + 1, cookie.wrapping_add(1), b"GET").build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(to_real(psh_ack, client_isn + 1, real_isn + 1, b"GET").build()),
+            },
+            Fixture {
+                description: "the real server's data: sequence shifted into the cookie's numbers",
+                input: from_real(psh_ack, real_isn + 1, b"HTTP").build(),
+                action: XdpAction::Tx,
+                output: Expected::Bytes(
+                    Packet::tcp(vip, client, psh_ack, b"HTTP")
+                        .seq_ack(cookie.wrapping_add(1), client_isn + 4, 64240)
+                        .ttl(63)
+                        .macs(lb_mac, GW_MAC)
+                        .build(),
+                ),
+            },
+        ];
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_table_on(&program, Some(ifindex), &table)
+        }));
+        let stats = program.stats();
+        if let Err(panic) = result {
+            eprintln!("counters after the table: {stats:?}");
+            std::panic::resume_unwind(panic);
+        }
+        assert_eq!(stats.synproxy_cookies_sent, 3, "{stats:?}");
+        assert_eq!(stats.drop_bad_cookie, 2, "{stats:?}");
+        assert_eq!(stats.synproxy_cookies_valid, 1, "{stats:?}");
+        assert_eq!(stats.drop_synproxy_early, 1, "{stats:?}");
+        assert_eq!(stats.synproxy_real_answers, 1, "{stats:?}");
+        assert_eq!(stats.new_flows, 1, "{stats:?}");
+    });
+}
+
+#[test]
+fn synproxy_fnat_flow_reaches_the_real_from_the_pool_and_shifts_both_ways() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        load_synproxy_services(&mut program);
+        let (client, vip, real) = (addr("10.9.0.7:40030"), addr("10.0.0.106:80"), addr("10.0.0.11:8080"));
+        let syn = Packet::tcp_syn(client, vip).seq_ack(500, 0, 64240).tcp_options(&mss_sack(1440)).build();
+        let out = program.run_on(ifindex, &syn);
+        assert_eq!(out.action, XdpAction::Tx);
+        let cookie = seq_of(&out.output);
+        let ack = Packet::tcp(client, vip, TcpFlags::ACK, &[]).seq_ack(501, cookie.wrapping_add(1), 64240);
+        let out = program.run_on(ifindex, &ack.build());
+        assert_eq!(out.action, XdpAction::Tx);
+        fnat_to_real(&out.output).unwrap();
+        let (laddr, lport, _, _) = check_ipv4_tcp(&out.output).unwrap();
+        let local = SocketAddr::new(laddr.into(), lport);
+        assert_eq!((out.output[14 + 20 + 13], seq_of(&out.output)), (TcpFlags::SYN, 500));
+        assert_eq!(&out.output[14 + 20 + 20..], &[2, 4, 0x05, 0xa0], "MSS 1440 from the cookie");
+        // The real server answers the local address; the LB completes its handshake.
+        let real_isn = 7u32;
+        let answer =
+            Packet::tcp(real, local, TcpFlags::SYN | TcpFlags::ACK, &[]).seq_ack(real_isn, 501, 29200);
+        let out = program.run_on(ifindex, &answer.build());
+        assert_eq!(out.action, XdpAction::Tx);
+        assert_eq!(
+            out.output,
+            Packet::tcp(local, real, TcpFlags::ACK, &[])
+                .seq_ack(501, real_isn + 1, 65535)
+                .macs(packet::DST_MAC, packet::SRC_MAC)
+                .build()
+        );
+        // Both directions shifted, FNAT translated.
+        let data = Packet::tcp(client, vip, TcpFlags::ACK, b"x").seq_ack(501, cookie.wrapping_add(1), 64240);
+        let out = program.run_on(ifindex, &data.build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let expected = Packet::tcp(local, real, TcpFlags::ACK, b"x")
+            .seq_ack(501, real_isn + 1, 64240)
+            .macs(lb_mac, REAL1_MAC)
+            .build();
+        assert_eq!(out.output, expected);
+        let reply = Packet::tcp(real, local, TcpFlags::ACK, b"y").seq_ack(real_isn + 1, 502, 29200);
+        let out = program.run_on(ifindex, &reply.build());
+        assert_eq!(out.action, XdpAction::Tx);
+        let expected = Packet::tcp(vip, client, TcpFlags::ACK, b"y")
+            .seq_ack(cookie.wrapping_add(1), 502, 29200)
+            .ttl(63)
+            .macs(lb_mac, GW_MAC)
+            .build();
+        assert_eq!(out.output, expected);
     });
 }

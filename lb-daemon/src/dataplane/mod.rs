@@ -365,6 +365,11 @@ pub struct VirtualService {
     pub local_addresses: Vec<IpAddr>,
     /// Where flows go when no real server is available.
     pub sorry_server: Option<RealTarget>,
+    /// SYN proxy (`syn_proxy`): SYNs are answered with SYN cookies and a real server sees a
+    /// connection only once the client completed the handshake. NAT and FNAT TCP services
+    /// only (the replies must come back through the load balancer); ignored otherwise.
+    #[serde(default)]
+    pub syn_proxy: bool,
     /// The real servers, alive or not (a dead one has weight 0 or is left out, per
     /// `inhibit_on_failure`). Order does not matter.
     pub reals: Vec<RealTarget>,
@@ -380,6 +385,7 @@ impl VirtualService {
             persistence: None,
             local_addresses: Vec::new(),
             sorry_server: None,
+            syn_proxy: false,
             reals: Vec::new(),
         }
     }

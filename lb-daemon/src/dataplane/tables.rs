@@ -434,6 +434,13 @@ fn spec(vs: &VirtualService) -> Result<Spec<'_>, DataplaneError> {
     if vs.scheduling.hash_port && matches!(algorithm, Algorithm::SourceHashing | Algorithm::MaglevHashing) {
         flags |= service_flags::HASH_PORT;
     }
+    // The SYN proxy needs the replies: NAT and FNAT TCP services.
+    if vs.syn_proxy
+        && vs.addr.protocol == Protocol::Tcp
+        && matches!(vs.method, ForwardingMethod::Nat | ForwardingMethod::Fnat)
+    {
+        flags |= service_flags::SYN_PROXY;
+    }
     let pool = if vs.method == ForwardingMethod::Fnat {
         let mut addrs: Vec<IpAddr> = vs.local_addresses.iter().copied().filter(|a| same_family(*a)).collect();
         addrs.sort();
@@ -469,9 +476,13 @@ fn spec(vs: &VirtualService) -> Result<Spec<'_>, DataplaneError> {
 /// other. The FNAT pool is not part of it: a flow holds its local address and port in its own
 /// entries, and the pool only serves new flows, so a local address added or removed (another
 /// pool) changes the service in place and disturbs no flow.
+///
+/// Nor is the SYN proxy: a proxied flow holds its sequence offset in its own entries, so
+/// `syn_proxy` switched on or off applies to new flows and disturbs none.
 fn same_identity(a: &Service, b: &Service) -> bool {
-    (a.method, a.scheduler, a.flags, a.persistence_timeout, a.persistence_mask)
-        == (b.method, b.scheduler, b.flags, b.persistence_timeout, b.persistence_mask)
+    let flags = |s: &Service| s.flags & !service_flags::SYN_PROXY;
+    (a.method, a.scheduler, flags(a), a.persistence_timeout, a.persistence_mask)
+        == (b.method, b.scheduler, flags(b), b.persistence_timeout, b.persistence_mask)
 }
 
 fn settings(desired: &DataplaneSettings) -> Result<Settings, DataplaneError> {

@@ -25,7 +25,7 @@ use aya::{
 use lb_common::{
     lb::{
         LocalAddr, MAX_LADDRS_PER_GROUP, Real, RealStats, SLOTS_PER_SERVICE, Service, ServiceKey,
-        ServiceStats, Settings,
+        ServiceStats, Settings, SynProxySecret,
     },
     maps::{self, GLOBAL_STATS},
     programs::LB_XDP,
@@ -107,6 +107,9 @@ impl XdpDataplane {
         let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let program = lb_program(&mut ebpf)?;
         program.load().map_err(|e| program_error("load", None, e))?;
+        if synproxy_secret(&mut ebpf)? {
+            info!("wrote a new SYN cookie secret");
+        }
         // The program holds its own references to the maps: taking them out of `ebpf` now
         // changes nothing for it.
         let tables = match XdpMaps::take(&mut ebpf)? {
@@ -367,6 +370,40 @@ impl XdpMaps {
         PerCpuValues::try_from(vec![T::default(); self.cpus])
             .map_err(|e| map_error(map, MapError::IoError(e)))
     }
+}
+
+/// Makes sure the SYN cookie secret is set: one from getrandom on the first run, the pinned
+/// one (left as it is) after a restart, so that cookies sent before it stay valid. Returns
+/// whether it wrote one. An object without the map (built before the SYN proxy) needs none.
+fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
+    let name = maps::SYNPROXY_SECRET;
+    let Some(map) = ebpf.map_mut(name) else { return Ok(false) };
+    let mut secret: Array<&mut MapData, SynProxySecret> =
+        Array::try_from(map).map_err(|e| map_error(name, e))?;
+    if secret.get(&0, 0).map_err(|e| map_error(name, e))?.key != [0, 0] {
+        return Ok(false);
+    }
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let rest = &mut bytes[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which is valid for them.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => filled += n,
+            Err(_) => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(map_error(name, MapError::IoError(e)));
+                }
+            }
+        }
+    }
+    let (k0, k1) = bytes.split_at(8);
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([1; 8]));
+    let key = SynProxySecret { key: [word(k0), word(k1)] };
+    secret.set(0, key, 0).map_err(|e| map_error(name, e))?;
+    Ok(true)
 }
 
 /// The kernel's view of a map: its max_entries, after checking its key and value sizes.
