@@ -319,6 +319,48 @@ fn ipv6_packet(
     buf
 }
 
+/// Sends `frames` as they are out of `interface` of the network namespace the calling thread
+/// is in (see [`crate::lab::Netns::enter`]), through an AF_PACKET socket: spoofed sources
+/// included, which no ordinary socket sends.
+pub fn send_frames(interface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: plain socket creation; the descriptor is owned (and closed) below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = i32::try_from(ifindex).map_err(std::io::Error::other)?;
+    addr.sll_halen = 6;
+    for frame in frames {
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: the buffer and the address are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use pnet_packet::{Packet as _, ethernet::EthernetPacket, ipv4::Ipv4Packet, udp::UdpPacket};

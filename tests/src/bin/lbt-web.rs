@@ -3,7 +3,8 @@
 //! `lbt-web NAME ADDR:PORT [ADDR:PORT...]`. One thread per connection; it reads the request
 //! head, answers, and closes (HTTP/1.0 style), which is what load-balancer tests need.
 //! `GET /slow/N` streams instead: N lines `NAME i`, one every 100 ms, then closes (a long
-//! transfer, for tests that change things under an established connection).
+//! transfer, for tests that change things under an established connection). `GET /bytes/N`
+//! answers N bytes as fast as the connection takes them (a bulk transfer).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -41,8 +42,9 @@ fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let slow =
-        line.split_whitespace().nth(1).and_then(|path| path.strip_prefix("/slow/")?.parse::<u32>().ok());
+    let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    let slow = path.strip_prefix("/slow/").and_then(|n| n.parse::<u32>().ok());
+    let bytes = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok());
     // Read the rest of the request head up to the empty line.
     loop {
         line.clear();
@@ -51,6 +53,17 @@ fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
         }
     }
     let mut stream = stream;
+    if let Some(len) = bytes {
+        write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")?;
+        let chunk: Vec<u8> = (0..65536u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n])?;
+            left -= n;
+        }
+        return stream.flush();
+    }
     if let Some(lines) = slow {
         write!(stream, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")?;
         let name = body.trim_end();
