@@ -7,11 +7,14 @@
 //! byte with frames built independently (checksums computed from scratch by pnet).
 #![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aya::maps::{Array, HashMap};
 use lb_common::{
-    lb::{Method, Real, SLOTS_PER_SERVICE, Service, ServiceKey, SynProxySecret, ipv4_words, service_flags},
+    lb::{
+        Method, Real, SLOTS_PER_SERVICE, Service, ServiceKey, SynProxySecret, ipv4_words, ipv6_words,
+        service_flags,
+    },
     maps,
 };
 use lb_tests::{
@@ -24,6 +27,7 @@ use pnet_packet::{
     Packet as _,
     ethernet::{EtherTypes, EthernetPacket},
     ipv4::{self, Ipv4Packet},
+    ipv6::Ipv6Packet,
     tcp::{self, TcpFlags, TcpPacket},
 };
 
@@ -515,17 +519,24 @@ fn fnat_icmp_errors_are_translated_both_ways() {
 }
 
 /// Adds the SYN proxy's services to the fixture's tables (NAT 10.0.0.105 and FNAT 10.0.0.106,
-/// TCP 80, both to real 1) and its secret.
+/// TCP 80, both to real 1; NAT [2001:db8::105]:80 to real 4) and its secret.
 fn load_synproxy_services(program: &mut XdpTestRun) {
     let ebpf = program.ebpf_mut();
     let mut slots: Array<_, u32> = Array::try_from(ebpf.map_mut(maps::SLOTS).unwrap()).unwrap();
     for service in [7, 8] {
         slots.set(service * SLOTS_PER_SERVICE, 1, 0).unwrap();
     }
+    slots.set(9 * SLOTS_PER_SERVICE, 4, 0).unwrap();
     let mut services: HashMap<_, ServiceKey, Service> =
         HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
-    for (last, id, method) in [(105, 7, Method::Nat), (106, 8, Method::Fnat)] {
-        let key = ServiceKey { addr: ipv4_words([10, 0, 0, last]), port: 80u16.to_be(), proto: 6, family: 4 };
+    let v6 = ipv6_words("2001:db8::105".parse::<Ipv6Addr>().unwrap().octets());
+    for (addr, id, method) in [
+        (ipv4_words([10, 0, 0, 105]), 7, Method::Nat),
+        (ipv4_words([10, 0, 0, 106]), 8, Method::Fnat),
+        (v6, 9, Method::Nat),
+    ] {
+        let family = if id == 9 { 6 } else { 4 };
+        let key = ServiceKey { addr, port: 80u16.to_be(), proto: 6, family };
         let service = Service {
             id,
             slots_len: 1,
@@ -744,5 +755,186 @@ fn synproxy_fnat_flow_reaches_the_real_from_the_pool_and_shifts_both_ways() {
             .macs(lb_mac, GW_MAC)
             .build();
         assert_eq!(out.output, expected);
+    });
+}
+
+/// A TCP frame (no VLAN tag) parsed: its addresses, ports, sequence and acknowledgement
+/// numbers and flags, once its IP and TCP checksums are checked against a full recomputation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
+
+fn checked_segment(frame: &[u8]) -> Result<Segment, String> {
+    let eth = EthernetPacket::new(frame).ok_or("short frame")?;
+    let (src, dst, tcp_bytes, csum) = if eth.get_ethertype() == EtherTypes::Ipv4 {
+        let ip = Ipv4Packet::new(eth.payload()).ok_or("short IPv4")?;
+        if ipv4::checksum(&ip) != ip.get_checksum() {
+            return Err(format!("bad IPv4 checksum {:#06x}", ip.get_checksum()));
+        }
+        let end = usize::from(ip.get_total_length());
+        if end != eth.payload().len() {
+            return Err(format!("IPv4 total length {end}, frame has {}", eth.payload().len()));
+        }
+        let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
+        let csum = tcp::ipv4_checksum(&tcp, &ip.get_source(), &ip.get_destination());
+        (IpAddr::from(ip.get_source()), IpAddr::from(ip.get_destination()), ip.payload().to_vec(), csum)
+    } else if eth.get_ethertype() == EtherTypes::Ipv6 {
+        let ip = Ipv6Packet::new(eth.payload()).ok_or("short IPv6")?;
+        let len = usize::from(ip.get_payload_length());
+        if len + 40 != eth.payload().len() {
+            return Err(format!("IPv6 payload length {len}, frame has {}", eth.payload().len() - 40));
+        }
+        let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
+        let csum = tcp::ipv6_checksum(&tcp, &ip.get_source(), &ip.get_destination());
+        (IpAddr::from(ip.get_source()), IpAddr::from(ip.get_destination()), ip.payload().to_vec(), csum)
+    } else {
+        return Err(format!("ethertype {}", eth.get_ethertype()));
+    };
+    let tcp = TcpPacket::new(&tcp_bytes).ok_or("short TCP")?;
+    if csum != tcp.get_checksum() {
+        return Err(format!("bad TCP checksum {:#06x}, should be {csum:#06x}", tcp.get_checksum()));
+    }
+    Ok(Segment {
+        src: SocketAddr::new(src, tcp.get_source()),
+        dst: SocketAddr::new(dst, tcp.get_destination()),
+        seq: tcp.get_sequence(),
+        ack: tcp.get_acknowledgement(),
+        flags: tcp.get_flags(),
+    })
+}
+
+/// xorshift64*: reproducible random inputs (the seed is printed on failure).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn u32(&mut self) -> u32 {
+        (self.next() >> 32) as u32
+    }
+}
+
+/// Linux's SYN options: MSS, SACK permitted, timestamps, NOP, window scale.
+fn linux_syn_options(mss: u16, tsval: u32) -> Vec<u8> {
+    let mut o = vec![2, 4];
+    o.extend(mss.to_be_bytes());
+    o.extend([4, 2, 8, 10]);
+    o.extend(tsval.to_be_bytes());
+    o.extend([0, 0, 0, 0, 1, 3, 3, 7]);
+    o
+}
+
+/// Many handshakes through the proxy, each with random client addresses, ports, ISNs, options
+/// (none, MSS only, Linux's) and real server ISNs, IPv4 (NAT, FNAT) and IPv6 (NAT): every frame
+/// the proxy writes or shifts (SYN-ACK, SYN to the real, ACK to the real, data both ways) has
+/// IP and TCP checksums that a full recomputation agrees with, and the expected numbers.
+#[test]
+fn synproxy_checksums_hold_for_random_handshakes() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        load_synproxy_services(&mut program);
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        let mut rng = Rng(seed);
+        let (psh_ack, ack) = (TcpFlags::PSH | TcpFlags::ACK, TcpFlags::ACK);
+        for round in 0..600 {
+            let (vip, real): (SocketAddr, SocketAddr) = match round % 3 {
+                0 => (addr("10.0.0.105:80"), addr("10.0.0.11:8080")),
+                1 => (addr("10.0.0.106:80"), addr("10.0.0.11:8080")),
+                _ => (addr("[2001:db8::105]:80"), addr("[2001:db8::11]:8080")),
+            };
+            let port = 1024 + (rng.u32() % 64000) as u16;
+            let client = if vip.is_ipv4() {
+                SocketAddr::new(Ipv4Addr::new(10, 9, 0, 1 + (rng.u32() % 250) as u8).into(), port)
+            } else {
+                let host = rng.next();
+                let v6 = Ipv6Addr::from((0x2001_0db8_0009_0000u128 << 64) | u128::from(host));
+                SocketAddr::new(v6.into(), port)
+            };
+            let isn = rng.u32();
+            let mss = 500 + (rng.u32() % 9000) as u16;
+            let options = match rng.u32() % 3 {
+                0 => Vec::new(),
+                1 => vec![2, 4, (mss >> 8) as u8, mss as u8],
+                _ => linux_syn_options(mss, rng.u32()),
+            };
+            let context =
+                format!("seed {seed:#x} round {round}: {client} -> {vip}, ISN {isn:#x}, options {options:?}");
+            let syn = Packet::tcp_syn(client, vip).seq_ack(isn, 0, rng.u32() as u16).tcp_options(&options);
+            let out = program.run_on(ifindex, &syn.build());
+            assert_eq!(out.action, XdpAction::Tx, "SYN: {context}");
+            let syn_ack = checked_segment(&out.output).unwrap_or_else(|e| panic!("SYN-ACK: {e}: {context}"));
+            assert_eq!(
+                (syn_ack.src, syn_ack.dst, syn_ack.ack),
+                (vip, client, isn.wrapping_add(1)),
+                "{context}"
+            );
+            let cookie = syn_ack.seq;
+
+            // The ACK (with timestamps or not) becomes the SYN to the real server.
+            let mut ack_packet = Packet::tcp(client, vip, ack, &[]).seq_ack(
+                isn.wrapping_add(1),
+                cookie.wrapping_add(1),
+                rng.u32() as u16,
+            );
+            if rng.u32() % 2 == 0 {
+                let mut ts = vec![1, 1, 8, 10];
+                ts.extend(rng.u32().to_be_bytes());
+                ts.extend(rng.u32().to_be_bytes());
+                ack_packet = ack_packet.tcp_options(&ts);
+            }
+            let out = program.run_on(ifindex, &ack_packet.build());
+            assert_eq!(out.action, XdpAction::Tx, "ACK: {context}");
+            let syn =
+                checked_segment(&out.output).unwrap_or_else(|e| panic!("SYN to the real: {e}: {context}"));
+            assert_eq!((syn.dst, syn.seq, syn.flags), (real, isn, TcpFlags::SYN), "{context}");
+            let local = syn.src;
+
+            // The real server's SYN-ACK becomes the ACK that completes its handshake.
+            let real_isn = rng.u32();
+            let answer = Packet::tcp(real, local, TcpFlags::SYN | TcpFlags::ACK, &[])
+                .seq_ack(real_isn, isn.wrapping_add(1), rng.u32() as u16)
+                .tcp_options(&linux_syn_options(1460, rng.u32()));
+            let out = program.run_on(ifindex, &answer.build());
+            assert_eq!(out.action, XdpAction::Tx, "real's SYN-ACK: {context}");
+            let done =
+                checked_segment(&out.output).unwrap_or_else(|e| panic!("ACK to the real: {e}: {context}"));
+            let expected = (local, real, isn.wrapping_add(1), real_isn.wrapping_add(1), ack);
+            assert_eq!((done.src, done.dst, done.seq, done.ack, done.flags), expected, "{context}");
+
+            // Data both ways, shifted.
+            let data = Packet::tcp(client, vip, psh_ack, b"GET /").seq_ack(
+                isn.wrapping_add(1),
+                cookie.wrapping_add(1),
+                rng.u32() as u16,
+            );
+            let out = program.run_on(ifindex, &data.build());
+            assert_eq!(out.action, XdpAction::Tx, "client data: {context}");
+            let to_real =
+                checked_segment(&out.output).unwrap_or_else(|e| panic!("client data: {e}: {context}"));
+            assert_eq!((to_real.dst, to_real.ack), (real, real_isn.wrapping_add(1)), "{context}");
+            let reply = Packet::tcp(real, local, psh_ack, b"HTTP/1.1 200").seq_ack(
+                real_isn.wrapping_add(1),
+                isn.wrapping_add(6),
+                rng.u32() as u16,
+            );
+            let out = program.run_on(ifindex, &reply.build());
+            assert_eq!(out.action, XdpAction::Tx, "real's data: {context}");
+            let back = checked_segment(&out.output).unwrap_or_else(|e| panic!("real's data: {e}: {context}"));
+            assert_eq!((back.src, back.dst, back.seq), (vip, client, cookie.wrapping_add(1)), "{context}");
+        }
     });
 }
