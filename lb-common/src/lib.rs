@@ -71,6 +71,9 @@ pub mod programs {
     pub const DECAP_XDP: &str = "lb_decap";
     /// A program that returns XDP_TX and nothing else: the floor of the XDP benchmark.
     pub const FLOOR_XDP: &str = "lb_floor";
+    /// A program that passes every frame: on the far end of a veth whose peer sends frames
+    /// with XDP_TX (tests), see `lb_pass`.
+    pub const PASS_XDP: &str = "lb_pass";
 }
 
 /// Default directory on a bpffs where the daemon pins its maps and links.

@@ -176,6 +176,15 @@ pub fn lb_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// Passes every frame. For the system tests' veths: frames an XDP program sends back with
+/// XDP_TX are queued on the peer veth, and the peer is told to poll them only when it has an
+/// XDP program of its own (`veth_xdp_flush`); with GRO alone they wait for the next frame the
+/// kernel sends through that veth, seconds later or never. Real NICs flush XDP_TX themselves.
+#[xdp]
+pub fn lb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {

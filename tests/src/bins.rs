@@ -71,6 +71,29 @@ pub fn spawn_lbd(
     ns.spawn(label, "env", &args)
 }
 
+/// [`spawn_lbd`] (label `lbd`, no extra arguments), then waits until it has programmed its
+/// virtual servers (its `data plane:` report) and pings each of `reals` from `ns`, which
+/// leaves their neighbour entries as health checks would (DR and TUN send frames straight to
+/// a real server's MAC; the XDP program's FIB lookups need them).
+pub fn start_lbd(
+    lab: &crate::lab::Lab,
+    ns: &crate::lab::Netns,
+    config: &std::path::Path,
+    pin_dir: &std::path::Path,
+    reals: &[&str],
+) -> crate::process::Proc {
+    let mut lbd = spawn_lbd(lab, ns, "lbd", config, pin_dir, &[]);
+    crate::lab::wait_until(std::time::Duration::from_secs(30), "lbd to program its virtual servers", || {
+        lbd.assert_running();
+        lbd.log().contains("data plane:")
+    });
+    for real in reals {
+        let out = ns.exec("ping", &["-c", "1", "-W", "2", real]);
+        assert!(out.status.success(), "lbd's host cannot reach {real}");
+    }
+    lbd
+}
+
 /// The checker tests' SMTP, DNS and web server.
 pub fn services() -> PathBuf {
     workspace_bin("lbt-services")

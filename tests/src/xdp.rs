@@ -165,20 +165,33 @@ pub fn dr_tun_real(ns: &crate::lab::Netns, lo_vips: &[&str]) -> Ebpf {
 }
 
 pub fn attach_decap(interface: &str) -> Ebpf {
+    attach(lb_common::programs::DECAP_XDP, interface)
+}
+
+/// Attaches `lb_pass` (passes every frame) to `interface`, the far end of a veth whose near
+/// end runs an XDP program that answers with XDP_TX: the veth driver then delivers those
+/// frames at once rather than when the next kernel-sent frame wakes the far end (see
+/// `lb_pass`). Keep the returned handle: dropping it detaches the program.
+pub fn attach_pass(interface: &str) -> Ebpf {
+    attach(lb_common::programs::PASS_XDP, interface)
+}
+
+/// Loads program `name` of lbd's object and attaches it to `interface` (native mode).
+fn attach(name: &str, interface: &str) -> Ebpf {
     crate::require_root();
     let mut ebpf = EbpfLoader::new()
         .load(lb_daemon::dataplane::xdp::OBJECT)
         .unwrap_or_else(|e| panic!("loading the object: {e:?}"));
-    let decap: &mut Xdp = ebpf
-        .program_mut(lb_common::programs::DECAP_XDP)
-        .expect("the object has lb_decap")
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("the object has no {name}"))
         .try_into()
-        .expect("lb_decap is XDP");
-    decap
+        .unwrap_or_else(|e: ProgramError| panic!("{name} is not XDP: {e}"));
+    program
         .load()
-        .unwrap_or_else(|e| panic!("loading lb_decap: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
-    decap.attach(interface, aya::programs::XdpMode::Driver).unwrap_or_else(|e| {
-        panic!("attaching lb_decap to {interface}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
+        .unwrap_or_else(|e| panic!("loading {name}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+    program.attach(interface, aya::programs::XdpMode::Driver).unwrap_or_else(|e| {
+        panic!("attaching {name} to {interface}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
     });
     ebpf
 }

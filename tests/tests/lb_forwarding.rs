@@ -6,11 +6,11 @@
 //!  VIPs 10.40.0.100 (NAT), .101 (DR), .102 (TUN), .103 (FNAT); the client routes 10.40.0.0/24 via the lb.
 //! ```
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use lb_tests::{
     bins,
-    lab::{Lab, LbHosts, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns},
     xdp::dr_tun_real,
 };
 
@@ -98,17 +98,7 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
 
     let config = lab.write_file("keepalived.conf", CONFIG);
     let pin_dir = lab.bpffs().join("lbd");
-    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &[]);
-    wait_until(Duration::from_secs(30), "lbd to program its virtual servers", || {
-        lbd.assert_running();
-        lbd.log().contains("data plane:")
-    });
-    // The real servers' neighbour entries, as health checks would leave them (DR and TUN send
-    // frames straight to the real server's MAC).
-    for i in 1..=3 {
-        let out = lb.exec("ping", &["-c", "1", "-W", "2", &format!("10.31.0.1{i}")]);
-        assert!(out.status.success(), "lb cannot reach r{i}");
-    }
+    let mut lbd = bins::start_lbd(&lab, &lb, &config, &pin_dir, &["10.31.0.11", "10.31.0.12", "10.31.0.13"]);
     for (_, server) in &mut reals {
         server.assert_running();
     }

@@ -890,7 +890,7 @@ fn synproxy_checksums_hold_for_random_handshakes() {
                 cookie.wrapping_add(1),
                 rng.u32() as u16,
             );
-            if rng.u32() % 2 == 0 {
+            if rng.u32().is_multiple_of(2) {
                 let mut ts = vec![1, 1, 8, 10];
                 ts.extend(rng.u32().to_be_bytes());
                 ts.extend(rng.u32().to_be_bytes());
