@@ -101,6 +101,9 @@ impl Lab {
     ///
     /// GRO gives each end a NAPI context, without which a veth drops the frames an XDP program
     /// sends into it (XDP_TX from its peer, or XDP_REDIRECT): see shared/notes/xdp-on-veth.md.
+    /// GRO is not enough for XDP_TX to be delivered promptly, though: the peer is woken only if
+    /// it has an XDP program itself, else the frames wait for the next one the kernel sends
+    /// through the pair; attach [`crate::xdp::attach_pass`] to the far end.
     /// Without TX checksum offload the stack writes complete checksums, as frames from a real
     /// NIC carry: with it a veth frame holds only the pseudo-header sum, which an XDP rewrite
     /// then sends on as a wrong checksum.
