@@ -63,6 +63,10 @@ enum Prober {
     File(FileProbe),
 }
 
+/// A probe in flight.
+type ProbeFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Probe, CheckError>> + Send + 'a>>;
+
 impl Prober {
     fn new(
         checker: &Checker,
@@ -110,17 +114,20 @@ impl Prober {
         }
     }
 
-    async fn probe(&self) -> Result<Probe, CheckError> {
+    /// One probe. Each kind's future is boxed on its own, so a probe in flight holds only its
+    /// own kind's state: a TCP_CHECK's connect is a few hundred bytes, an SSL_GET's handshake
+    /// several kilobytes (one future for all kinds would be the size of the largest).
+    fn probe(&self) -> ProbeFuture<'_> {
         match self {
-            Prober::Tcp(ep) => super::tcp::probe(ep).await,
-            Prober::Http(h) => h.probe().await,
-            Prober::Ssl(h, sni) => super::ssl::probe(h, *sni).await,
-            Prober::Smtp(ep, helo) => super::smtp::probe(ep, helo).await,
-            Prober::Dns(d) => d.probe().await,
-            Prober::Misc(m) => m.probe().await,
-            Prober::Udp(ep, u) => super::udp::probe(ep, u).await,
-            Prober::Ping(ep) => super::ping::probe(ep).await,
-            Prober::File(f) => f.probe().await,
+            Prober::Tcp(ep) => Box::pin(super::tcp::probe(ep)),
+            Prober::Http(h) => Box::pin(h.probe()),
+            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, *sni)),
+            Prober::Smtp(ep, helo) => Box::pin(super::smtp::probe(ep, helo)),
+            Prober::Dns(d) => Box::pin(d.probe()),
+            Prober::Misc(m) => Box::pin(m.probe()),
+            Prober::Udp(ep, u) => Box::pin(super::udp::probe(ep, u)),
+            Prober::Ping(ep) => Box::pin(super::ping::probe(ep)),
+            Prober::File(f) => Box::pin(f.probe()),
         }
     }
 
@@ -523,9 +530,9 @@ impl CheckerTask {
             }
             let limit = self.prober.limit(self.state.timing().connect_timeout);
             let started = std::time::Instant::now();
-            // Boxed: the task then holds a pointer, not room for the largest checker's probe
-            // (HTTP over TLS), which keeps 10,000 idle TCP checkers small.
-            let result = match tokio::time::timeout(limit, Box::pin(self.prober.probe())).await {
+            // Boxed (by kind): the task holds a pointer, not room for the largest checker's
+            // probe, which keeps 10,000 idle TCP checkers small.
+            let result = match tokio::time::timeout(limit, self.prober.probe()).await {
                 Ok(result) => result,
                 Err(_) => Err(CheckError::Timeout(limit)),
             };

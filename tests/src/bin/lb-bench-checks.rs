@@ -178,7 +178,10 @@ fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
             let (k_before, l_before) = (k_down(&keepalived.log()), l_down(&lbd.log()));
             let (k_up_before, l_up_before) = (k_up(&keepalived.log()), l_up(&lbd.log()));
             if silent {
-                nft(ns, "add table ip victim { chain out { type filter hook output priority 0; ip daddr 127.3.0.1 tcp dport 82 drop; }; }")?;
+                nft(
+                    ns,
+                    "add table ip victim { chain out { type filter hook output priority 0; ip daddr 127.3.0.1 tcp dport 82 drop; }; }",
+                )?;
             } else {
                 drop(victim.take());
             }
@@ -225,7 +228,9 @@ fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
     for (label, all) in &rows {
         let mut found: Vec<f64> = all.iter().copied().filter(|t| t.is_finite()).collect();
         found.sort_by(f64::total_cmp);
-        let at = |q: f64| found.get(((found.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+        let at = |q: f64| {
+            found.get(((found.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
+        };
         println!(
             "| {label} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s |",
             all.len(),
