@@ -252,3 +252,46 @@ fn dispatch(
         instance.send(&packet);
     }
 }
+
+/// The BFD engine running as a task of the BFD child.
+#[derive(Debug)]
+pub struct BfdTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    events: mpsc::UnboundedReceiver<BfdEvent>,
+    instances: Vec<BfdInstance>,
+}
+
+impl BfdTask {
+    /// Runs the sessions of `config`'s `bfd_instance`s on the current tokio runtime.
+    pub fn spawn(config: &Config) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let engine_config = config.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = run(&engine_config, events_tx, stopped).await {
+                tracing::error!("{}", crate::dataplane::xdp::error_chain(&e));
+            }
+        });
+        Self { stop, task, events, instances: config.bfd_instances.clone() }
+    }
+
+    /// The instances it runs.
+    pub fn instances(&self) -> &[BfdInstance] {
+        &self.instances
+    }
+
+    /// The next state report; never, once the engine has ended. Cancel-safe.
+    pub async fn next_event(&mut self) -> BfdEvent {
+        match self.events.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the sessions (no AdminDown is sent: the peers see the sessions time out).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
