@@ -164,7 +164,7 @@ impl Instance {
     fn changed(&mut self, change: session::Change, events: &mpsc::UnboundedSender<BfdEvent>) {
         let diag = format!("{:?}", change.diag);
         let line = format!("BFD_Instance({}) Entering {} state (local diag - {diag})", self.name, change.to.name());
-        if change.to == State::Up { info!("{line}") } else { warn!("{line}") }
+        if matches!(change.to, State::Down | State::AdminDown) { warn!("{line}") } else { info!("{line}") }
         let up = change.to == State::Up;
         if up != self.reported_up {
             self.reported_up = up;
