@@ -127,7 +127,12 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
     let mark = lbd.log().len();
     let killed = now_of_day();
     keepalived.kill();
-    wait_for_line(&mut lbd, mark, "BFD_Instance(to_ka) Entering Down state (local diag - TimeExpired)", Duration::from_secs(5));
+    wait_for_line(
+        &mut lbd,
+        mark,
+        "BFD_Instance(to_ka) Entering Down state (local diag - TimeExpired)",
+        Duration::from_secs(5),
+    );
     let took = logged_at(&lbd.log(), mark, "Entering Down state") - killed;
     eprintln!("session down {:.0} ms after keepalived was killed (detection time 250 ms)", took * 1000.0);
     assert!(took >= 0.0 && took <= (DETECTION + SLACK).as_secs_f64(), "down after {took} s:\n{}", lbd.log());
@@ -139,7 +144,8 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
 
     // lbd's BFD child killed: keepalived sees the session go down, the parent starts a new
     // child, and the session comes up again.
-    let bfd_pid: i32 = std::fs::read_to_string(lab.dir().join("lbd-bfd.pid")).unwrap().trim().parse().unwrap();
+    let bfd_pid: i32 =
+        std::fs::read_to_string(lab.dir().join("lbd-bfd.pid")).unwrap().trim().parse().unwrap();
     let mark = lbd.log().len();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bfd_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_for_line(&mut keepalived, 0, "(to_lbd) Entering Down state", Duration::from_secs(5));
@@ -237,7 +243,8 @@ fn track_bfd_moves_a_vip_and_faults_an_instance_without_weight() {
         ],
     );
     let r2 = config("r2", "", &[instance("VI_1", 53, 100, ADVERT_TEXT, &[vip], "")]);
-    let (w1, w2) = (VipWatch::start(&routers[0], "r1", ip4(53, 100)), VipWatch::start(&routers[1], "r2", ip4(53, 100)));
+    let (w1, w2) =
+        (VipWatch::start(&routers[0], "r1", ip4(53, 100)), VipWatch::start(&routers[1], "r2", ip4(53, 100)));
     let mut lbd1 = start_lbd(&mut lab, &routers[0], "lbd1", &r1);
     let _lbd2 = start_lbd(&mut lab, &routers[1], "lbd2", &r2);
     wait_for_line(&mut lbd1, 0, "BFD_Instance(peer) Entering Up state", Duration::from_secs(20));
@@ -250,7 +257,12 @@ fn track_bfd_moves_a_vip_and_faults_an_instance_without_weight() {
     drop(keepalived);
     w2.wait_for(true, DETECTION + Duration::from_secs(3));
     w1.wait_for(false, Duration::from_secs(2));
-    wait_for_line(&mut lbd1, mark, "(VI_1) Changing effective priority from 150 to 50", Duration::from_secs(1));
+    wait_for_line(
+        &mut lbd1,
+        mark,
+        "(VI_1) Changing effective priority from 150 to 50",
+        Duration::from_secs(1),
+    );
     wait_for_line(&mut lbd1, mark, "(VI_2) Entering FAULT STATE", Duration::from_secs(1));
     assert!(lbd1.log()[mark..].contains("VRRP_Track_BFD(peer) down"), "{}", lbd1.log());
 

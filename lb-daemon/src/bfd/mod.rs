@@ -17,11 +17,7 @@ pub mod packet;
 pub mod session;
 pub mod socket;
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::Instant,
-};
+use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -163,8 +159,13 @@ pub async fn run(
 impl Instance {
     fn changed(&mut self, change: session::Change, events: &mpsc::UnboundedSender<BfdEvent>) {
         let diag = format!("{:?}", change.diag);
-        let line = format!("BFD_Instance({}) Entering {} state (local diag - {diag})", self.name, change.to.name());
-        if matches!(change.to, State::Down | State::AdminDown) { warn!("{line}") } else { info!("{line}") }
+        let line =
+            format!("BFD_Instance({}) Entering {} state (local diag - {diag})", self.name, change.to.name());
+        if matches!(change.to, State::Down | State::AdminDown) {
+            warn!("{line}")
+        } else {
+            info!("{line}")
+        }
         let up = change.to == State::Up;
         if up != self.reported_up {
             self.reported_up = up;
@@ -229,7 +230,8 @@ fn dispatch(
         }
     };
     let Some(instance) = instances.iter_mut().find(|i| {
-        i.neighbor == datagram.source && (packet.your_discr == 0 || packet.your_discr == i.session.local_discr())
+        i.neighbor == datagram.source
+            && (packet.your_discr == 0 || packet.your_discr == i.session.local_discr())
     }) else {
         debug!("BFD: packet from {} for no bfd_instance dropped", datagram.source);
         return;

@@ -384,7 +384,10 @@ mod tests {
         assert_eq!(change, Some(Change { from: State::Up, to: State::Down, diag: Diag::TimeExpired }));
         assert_eq!(s.remote_discr(), 0);
         // A packet for another session is refused.
-        assert_eq!(s.receive(&ControlPacket { your_discr: 8, ..remote }, now), Err(Rejected::Discriminator(8)));
+        assert_eq!(
+            s.receive(&ControlPacket { your_discr: 8, ..remote }, now),
+            Err(Rejected::Discriminator(8))
+        );
     }
 
     #[test]

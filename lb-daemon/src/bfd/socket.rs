@@ -87,7 +87,8 @@ impl BfdSocket {
         } else {
             socket.set_ttl_v4(u32::from(ttl))?;
         }
-        let address = source.unwrap_or(if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() });
+        let address =
+            source.unwrap_or(if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() });
         let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
         let start = u32::from(first_port.saturating_sub(*SOURCE_PORTS.start())) % span;
         let mut last = io::Error::from(io::ErrorKind::AddrInUse);

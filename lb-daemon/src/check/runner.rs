@@ -102,7 +102,9 @@ impl Prober {
             Checker::PingCheck(c) => Prober::Ping(Endpoint::new(c, vs, rs)),
             Checker::FileCheck(f) => Prober::File(FileProbe::new(f, config, configured_weight(vs, index.1))?),
             Checker::BfdCheck(_) => {
-                return Err(CheckError::Unusable("BFD_CHECK follows a BFD session; it does not probe".into()));
+                return Err(CheckError::Unusable(
+                    "BFD_CHECK follows a BFD session; it does not probe".into(),
+                ));
             }
         })
     }
@@ -305,7 +307,11 @@ impl Runner {
     /// starts up or down as it is there, so that a reload neither brings a dead real server back
     /// nor takes a live one out. (Stop `previous` without omega: drop it.) `bfd` gives the BFD
     /// sessions' states for `BFD_CHECK`.
-    pub fn spawn_after(config: &Config, previous: Option<&Runner>, bfd: &watch::Receiver<BfdStates>) -> Runner {
+    pub fn spawn_after(
+        config: &Config,
+        previous: Option<&Runner>,
+        bfd: &watch::Receiver<BfdStates>,
+    ) -> Runner {
         let before: HashMap<String, bool> =
             previous.and_then(|p| p.verdicts.lock().ok().map(|v| v.clone())).unwrap_or_default();
         let verdicts = Verdicts::default();
@@ -638,8 +644,16 @@ impl BfdCheckTask {
             if let Some(up) = reported.filter(|&up| up != self.up) {
                 self.up = up;
                 let (rs, vs) = &self.names;
-                let line = format!("BFD check of [{}] RS({rs}) VS({vs}) is {}", self.name, if up { "UP" } else { "DOWN" });
-                if up { info!("{line}") } else { warn!("{line}") }
+                let line = format!(
+                    "BFD check of [{}] RS({rs}) VS({vs}) is {}",
+                    self.name,
+                    if up { "UP" } else { "DOWN" }
+                );
+                if up {
+                    info!("{line}")
+                } else {
+                    warn!("{line}")
+                }
                 self.gauge.up.store(up, Ordering::Relaxed);
                 self.gauge.probes.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut v) = self.verdict.0.lock() {

@@ -43,6 +43,7 @@ use std::{path::Path, time::Instant};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
+use crate::bfd::{BfdEvent, BfdStates, BfdTask};
 use crate::{
     check,
     cli::Args,
@@ -54,7 +55,6 @@ use crate::{
     netlink::{Netlink, sysctl},
     vrrp::{StopKind, VrrpTask},
 };
-use crate::bfd::{BfdEvent, BfdStates, BfdTask};
 use control::{Channel, ChildReport, ParentMessage};
 use pidfile::PidFile;
 use signals::{Request, Signals};
@@ -342,8 +342,11 @@ impl Daemon {
             if servers_changed || self.checks.is_none() {
                 // The old checkers go without their omega scripts (the servers are not going
                 // down); unchanged checkers carry on from their verdicts.
-                self.checks =
-                    Some(check::Runner::spawn_after(&config, self.checks.as_ref(), &self.bfd_states.subscribe()));
+                self.checks = Some(check::Runner::spawn_after(
+                    &config,
+                    self.checks.as_ref(),
+                    &self.bfd_states.subscribe(),
+                ));
             }
             let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
             if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {

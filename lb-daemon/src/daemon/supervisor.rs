@@ -276,7 +276,9 @@ impl Supervisor {
     /// `checker` in the instance: only there; neither: both).
     fn bfd_instance_reaches(&self, name: &str, role: Role) -> bool {
         match self.config.bfd_instances.iter().find(|b| b.name == name) {
-            Some(b) if b.vrrp || b.checker => (role == Role::Vrrp && b.vrrp) || (role == Role::Checker && b.checker),
+            Some(b) if b.vrrp || b.checker => {
+                (role == Role::Vrrp && b.vrrp) || (role == Role::Checker && b.checker)
+            }
             _ => true,
         }
     }
