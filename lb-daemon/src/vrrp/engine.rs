@@ -58,6 +58,7 @@ pub async fn run(
     status: VrrpStatus,
     handoff: Handoff,
     mut stop: watch::Receiver<Option<StopKind>>,
+    bfd: watch::Receiver<crate::bfd::BfdStates>,
 ) -> Result<(), VrrpError> {
     if config.vrrp_instances.is_empty() {
         let _ = stop.wait_for(Option::is_some).await;
@@ -65,6 +66,7 @@ pub async fn run(
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let (packets_tx, mut packets) = mpsc::unbounded_channel();
+    let bfd = track::spawn_bfd(bfd, updates_tx.clone());
     let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
     engine.status = status;
     engine.handoff = handoff;
@@ -109,6 +111,7 @@ pub async fn run(
             Some(update) = updates.recv() => engine.track(update).await,
         }
     };
+    bfd.abort();
     engine.stop(kind).await;
     Ok(())
 }
@@ -631,6 +634,17 @@ impl Engine {
             TrackUpdate::File { index, value } => {
                 let Some(slot) = self.track.files.get_mut(index) else { return };
                 *slot = value;
+            }
+            TrackUpdate::Bfd(states) => {
+                if states == self.track.bfd {
+                    return;
+                }
+                for (name, up) in &states {
+                    if self.track.bfd.get(name) != Some(up) {
+                        info!("VRRP_Track_BFD({name}) {}", if *up { "up" } else { "down" });
+                    }
+                }
+                self.track.bfd = states;
             }
         }
         self.reevaluate().await;
