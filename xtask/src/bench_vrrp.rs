@@ -655,7 +655,8 @@ fn record(rows: &[Row]) -> anyhow::Result<()> {
         s,
         "Command: `cargo xtask bench vrrp` (two namespaces on a bridge, VRRPv3, master priority 150, backup 100; \
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
-         interval; time until the backup's kernel reports the VIP, from `ip monitor address`). Both VRRP only \
+         interval, the same for both programs in a run, which take turns; time until the backup's kernel \
+         reports the VIP, from `ip monitor address`). Both VRRP only \
          (`-P`), each with its default scheduling: lbd's VRRP thread is SCHED_RR priority 1, keepalived's is an ordinary process.\n"
     );
     let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
