@@ -18,7 +18,8 @@
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`).
-//! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point.
+//! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
+//!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
 //! Data flow for a received advert: socket → [`packet::Ipv4VrrpPacket::decode`] (or
 //! [`packet::VrrpAdvert::decode`] for IPv6) → TTL / unicast peer checks → dispatch by VRID →
@@ -39,6 +40,7 @@ pub mod smtp;
 pub mod socket;
 pub mod state;
 pub mod status;
+pub mod timer;
 pub mod track;
 
 pub use engine::run;
