@@ -67,9 +67,13 @@ pub(crate) struct NextHop {
 pub(crate) const REPLY_HOP_SLOTS: u32 = 4096;
 
 /// A destination and its slot in the route cache.
-pub(crate) struct Hop {
+///
+/// The address by reference (into the real's map entry, or the packet's headers): a copy
+/// here would be one more stack object in the entry point's frame, which heads the longest
+/// chain of stack frames (512 bytes for the whole chain).
+pub(crate) struct Hop<'a> {
     /// The destination address.
-    pub(crate) addr: [u32; 4],
+    pub(crate) addr: &'a [u32; 4],
     /// Now ([`crate::clock::now_ns`]).
     pub(crate) now: u64,
     /// Its slot: a real id, or a reply slot ([`Hop::reply`]).
@@ -78,18 +82,18 @@ pub(crate) struct Hop {
     pub(crate) family: u8,
 }
 
-impl Hop {
+impl<'a> Hop<'a> {
     /// The route to real server `real` (id `id`).
     #[inline(always)]
-    pub(crate) fn real(id: u32, real: &Real, now: u64) -> Self {
-        Self { addr: real.addr, now, slot: id, family: real.family }
+    pub(crate) fn real(id: u32, real: &'a Real, now: u64) -> Self {
+        Self { addr: &real.addr, now, slot: id, family: real.family }
     }
 
     /// The route to `addr` of family `fam`, by its reply slot.
     #[inline(always)]
-    pub(crate) fn reply(addr: &[u32; 4], fam: u8, now: u64) -> Self {
+    pub(crate) fn reply(addr: &'a [u32; 4], fam: u8, now: u64) -> Self {
         let hash = crate::sched::mix(addr[0] ^ addr[1] ^ addr[2] ^ addr[3], 0);
-        Self { addr: *addr, now, slot: MAX_REALS + (hash & (REPLY_HOP_SLOTS - 1)), family: fam }
+        Self { addr, now, slot: MAX_REALS + (hash & (REPLY_HOP_SLOTS - 1)), family: fam }
     }
 }
 
@@ -101,15 +105,17 @@ impl Hop {
 /// calls take five. A frame too short for its MAC addresses (the caller parsed further
 /// already: it cannot happen) is `NoRoute`.
 #[inline(always)]
-pub(crate) fn route_cached(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
+pub(crate) fn route_cached(ctx: &XdpContext, frame: &Frame, hop: &Hop<'_>) -> Next {
     let ingress = ctx.ingress_ifindex() as u32;
-    let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(hop.slot) else { return refresh(ctx, frame, hop) };
+    let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(hop.slot) else {
+        return refresh(ctx, hop.addr, hop.slot, hop.family, hop.now);
+    };
     // SAFETY: an array map value pointer from a successful lookup. Another CPU may refresh
     // the entry meanwhile; it writes the same route unless the route just changed.
     let entry = unsafe { &mut *entry };
     if entry.ifindex != 0
         && entry.ingress == ingress
-        && same_addr(&entry.addr, &hop.addr)
+        && same_addr(&entry.addr, hop.addr)
         && hop.now.wrapping_sub(entry.stamp_ns) < NEXT_HOP_TTL_NS
     {
         let Ok(eth) = frame.ptr_at::<[u8; 12]>(0) else { return Next::NoRoute };
@@ -121,24 +127,26 @@ pub(crate) fn route_cached(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
         }
         return send_on(ingress, entry.ifindex);
     }
-    refresh(ctx, frame, hop)
+    refresh(ctx, hop.addr, hop.slot, hop.family, hop.now)
 }
 
-/// The cache miss of [`route_cached`]: a FIB lookup, whose answer is cached when complete.
-/// Not inlined, and it calls nothing: its frame ends the deepest chain of stack frames.
+/// The cache miss of [`route_cached`] (a [`Hop`] in scalars: no stack copy): a FIB lookup,
+/// whose answer is cached when complete. Not inlined, and it calls nothing: its frame ends
+/// the deepest chain of stack frames.
 #[inline(never)]
-fn refresh(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
+fn refresh(ctx: &XdpContext, addr: &[u32; 4], slot: u32, fam: u8, now: u64) -> Next {
     let ingress = ctx.ingress_ifindex() as u32;
+    let frame = Frame::new(ctx.data(), ctx.data_end());
     let Some(params) = per_cpu(&LBD_SCRATCH_FIB, 0) else { return Next::NoRoute };
-    let rc = lookup(ctx, hop.family, &hop.addr, ingress, params);
-    let Ok(next) = finish(frame, rc, params, ingress) else { return Next::NoRoute };
+    let rc = lookup(ctx, fam, addr, ingress, params);
+    let Ok(next) = finish(&frame, rc, params, ingress) else { return Next::NoRoute };
     if matches!(next, Next::Tx | Next::Redirect)
-        && let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(hop.slot)
+        && let Some(entry) = LBD_NEXT_HOPS.get_ptr_mut(slot)
     {
         // SAFETY: as in `route_cached`.
         let entry = unsafe { &mut *entry };
         entry.ifindex = 0;
-        entry.addr = hop.addr;
+        entry.addr = *addr;
         let macs = entry.macs.as_mut_ptr();
         // SAFETY: 12 bytes long; dmac and smac 6 each.
         unsafe {
@@ -146,7 +154,7 @@ fn refresh(ctx: &XdpContext, frame: &Frame, hop: &Hop) -> Next {
             mem::copy_mac(macs.add(6), params.smac.as_ptr());
         }
         entry.ingress = ingress;
-        entry.stamp_ns = hop.now;
+        entry.stamp_ns = now;
         entry.ifindex = params.ifindex;
     }
     next

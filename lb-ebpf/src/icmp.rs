@@ -187,6 +187,7 @@ fn translate_in(
         ports: Delta::default(),
     };
     let fnat = Method::from_u8(flow.method) == Some(Method::Fnat);
+    let dst;
     let hop = if flow.direction == direction::ORIGINAL {
         // From the client's side, about a reply: to the real server (FNAT: from the local
         // address).
@@ -205,7 +206,7 @@ fn translate_in(
         if fnat {
             at.sender(frame, &flow.client_addr, flow.client_port)?;
         }
-        let dst = read_addr(frame, at.outer_dst, v4)?;
+        dst = read_addr(frame, at.outer_dst, v4)?;
         Hop::reply(&dst, h.key.family, crate::clock::now_ns())
     };
     let mut icmp = at.inner;
