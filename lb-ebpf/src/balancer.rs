@@ -304,7 +304,8 @@ fn send(ctx: &XdpContext, h: &mut Headers, flow: &Flow) -> Result<Outcome, Parse
                 h,
                 &Rewrite { dst: Some(real.addr), dport: Some(rport), ..Rewrite::default() },
             )?;
-            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
+            let next =
+                forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
             Ok(after_nat(next))
         }
         Some(Method::Fnat) => {
@@ -315,11 +316,13 @@ fn send(ctx: &XdpContext, h: &mut Headers, flow: &Flow) -> Result<Outcome, Parse
                 dport: Some(rport),
             };
             nat::rewrite(frame, h, &rw)?;
-            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
+            let next =
+                forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
             Ok(after_nat(next))
         }
         Some(Method::Dr) => {
-            let next = forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
+            let next =
+                forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
             Ok(after_l2(next))
         }
         Some(Method::Tun) => tunnel(ctx, h, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns), real),
@@ -592,6 +595,7 @@ fn translate_reply(
         nat::rewrite(frame, h, &rw)?;
     }
     stats.reply_translated += 1;
-    let next = forward::route_cached(ctx, frame, &Hop::reply(&h.key.dst, h.key.family, h.l3, flow.last_seen_ns));
+    let next =
+        forward::route_cached(ctx, frame, &Hop::reply(&h.key.dst, h.key.family, h.l3, flow.last_seen_ns));
     Ok(after_nat(next))
 }
