@@ -61,6 +61,9 @@ global_stats! {
     pass_no_neigh,
     /// Passed: the tables are not loaded yet.
     pass_not_ready,
+    /// Passed: larger than its route's MTU; the kernel answers (ICMP fragmentation needed /
+    /// packet too big) or fragments.
+    pass_too_big,
     /// Forwarded, all ways.
     fwd,
     /// Forwarded back out of the receiving interface (XDP_TX).

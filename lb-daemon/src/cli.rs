@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(short = 'C', long = "check")]
     pub check_only: bool,
 
-    /// Don't run the BFD subsystem (lbd has none; accepted for compatibility).
+    /// Don't run the BFD subsystem (no BFD child; track_bfd and BFD_CHECK then see no session).
     #[arg(short = 'B', long = "no_bfd")]
     pub no_bfd: bool,
 
@@ -146,7 +146,7 @@ pub struct Args {
     #[arg(short = 'c', long = "checkers_pid", value_name = "FILE")]
     pub checkers_pid_file: Option<PathBuf>,
 
-    /// Pid file of the BFD subsystem (lbd has none; accepted).
+    /// Use the specified pid file for the BFD child process.
     #[arg(short = 'b', long = "bfd_pid", value_name = "FILE")]
     pub bfd_pid_file: Option<PathBuf>,
 

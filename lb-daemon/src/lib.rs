@@ -12,6 +12,7 @@
 //! - [`config`] reads keepalived.conf (and lbd's TOML model) into a typed model, with diagnostics.
 //! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
+pub mod bfd;
 pub mod check;
 pub mod cli;
 pub mod config;

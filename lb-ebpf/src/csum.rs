@@ -50,12 +50,13 @@ impl Delta {
     }
 }
 
-/// The Internet checksum of a 20-byte IPv4 header (checksum field zero) given as 10 words.
+/// The Internet checksum of an IPv4 header whose checksum field is zero, given as its
+/// non-zero 32-bit words (in memory order).
 #[inline(always)]
-pub(crate) fn ipv4_header(words: &[u16; 10]) -> u16 {
+pub(crate) fn words32(words: &[u32; 4]) -> u16 {
     let mut sum: u32 = 0;
     for w in words {
-        sum += u32::from(*w);
+        sum += (w & 0xffff) + (w >> 16);
     }
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);

@@ -49,32 +49,37 @@ pub(crate) fn push(
     // Move the link-layer header (14, 18 or 22 bytes) to the new start.
     mem::move_link_header(&frame, outer_len, 0, l3)?;
     if fam == family::IPV4 {
-        let total = (inner_len + 20) as u16;
-        let mut words: [u16; 10] = [
-            u16::from_ne_bytes([0x45, 0]),
-            total.to_be(),
-            0,
-            0,
-            u16::from_ne_bytes([64, IPPROTO_IPIP]),
-            0,
-            src[0] as u16,
-            (src[0] >> 16) as u16,
-            dst[0] as u16,
-            (dst[0] >> 16) as u16,
-        ];
-        words[5] = csum::ipv4_header(&words);
-        let ptr = frame.ptr_at::<[u16; 10]>(l3)?;
-        // SAFETY: in bounds (ptr_at).
-        unsafe { ptr.write_unaligned(words) };
+        // Written as five words straight into the frame, the checksum summed from them: an
+        // array built on the stack first made this frame the deepest of the longest call chain.
+        let total = ((inner_len + 20) as u16).to_be_bytes();
+        let w0 = u32::from_ne_bytes([0x45, 0, total[0], total[1]]);
+        let w2 = u32::from_ne_bytes([64, IPPROTO_IPIP, 0, 0]);
+        let (s, d) = (src[0], dst[0]);
+        let sum = csum::words32(&[w0, w2, s, d]);
+        let ptr = frame.ptr_at::<[u32; 5]>(l3)?.cast::<u8>();
+        // SAFETY: in bounds (ptr_at), at an even offset (crate::mem). Little-endian target:
+        // the checksum (bytes 10-11) is the high half of the third word.
+        unsafe {
+            mem::store32(ptr, w0);
+            mem::store32(ptr.add(4), 0);
+            mem::store32(ptr.add(8), w2 | u32::from(sum) << 16);
+            mem::store32(ptr.add(12), s);
+            mem::store32(ptr.add(16), d);
+        }
     } else {
         let payload = (inner_len as u16).to_be_bytes();
         let head: [u8; 8] = [0x60, 0, 0, 0, payload[0], payload[1], IPPROTO_IPV6, 64];
         let ptr = frame.ptr_at::<[u8; 8]>(l3)?;
         // SAFETY: in bounds (ptr_at).
         unsafe { *ptr = head };
-        let addrs = frame.ptr_at::<[[u32; 4]; 2]>(l3 + 8)?;
-        // SAFETY: in bounds (ptr_at).
-        unsafe { addrs.write_unaligned([*src, *dst]) };
+        let addrs = frame.ptr_at::<[[u32; 4]; 2]>(l3 + 8)?.cast::<u8>();
+        // SAFETY: in bounds (ptr_at), at an even offset.
+        unsafe {
+            for i in 0..4 {
+                mem::store32(addrs.add(4 * i), src[i]);
+                mem::store32(addrs.add(16 + 4 * i), dst[i]);
+            }
+        }
     }
     Ok(())
 }

@@ -187,6 +187,7 @@ fn translate_in(
         ports: Delta::default(),
     };
     let fnat = Method::from_u8(flow.method) == Some(Method::Fnat);
+    let dst;
     let hop = if flow.direction == direction::ORIGINAL {
         // From the client's side, about a reply: to the real server (FNAT: from the local
         // address).
@@ -195,7 +196,7 @@ fn translate_in(
         if fnat {
             at.receiver(frame, &flow.nat_addr, flow.nat_port)?;
         }
-        Hop::real(flow.real, real, crate::clock::now_ns())
+        Hop::real(flow.real, real, h.l3, crate::clock::now_ns())
     } else {
         // From the real server's side, about a packet sent to it: to the client, from the VIP.
         if !nat::decrement_ttl(frame, h)? {
@@ -205,8 +206,8 @@ fn translate_in(
         if fnat {
             at.sender(frame, &flow.client_addr, flow.client_port)?;
         }
-        let dst = read_addr(frame, at.outer_dst, v4)?;
-        Hop::reply(&dst, h.key.family, crate::clock::now_ns())
+        dst = read_addr(frame, at.outer_dst, v4)?;
+        Hop::reply(&dst, h.key.family, h.l3, crate::clock::now_ns())
     };
     let mut icmp = at.inner;
     icmp.add(at.ports);

@@ -42,6 +42,7 @@ pub(crate) enum Outcome {
     PassFragment,
     PassNoNeigh,
     PassNotReady,
+    PassTooBig,
     FwdTx,
     FwdRedirect,
     DropMalformed,
@@ -57,9 +58,11 @@ impl Outcome {
     #[inline(always)]
     fn action(self) -> u32 {
         match self {
-            Self::PassNoService | Self::PassFragment | Self::PassNoNeigh | Self::PassNotReady => {
-                xdp_action::XDP_PASS
-            }
+            Self::PassNoService
+            | Self::PassFragment
+            | Self::PassNoNeigh
+            | Self::PassNotReady
+            | Self::PassTooBig => xdp_action::XDP_PASS,
             Self::FwdTx => xdp_action::XDP_TX,
             Self::FwdRedirect => xdp_action::XDP_REDIRECT,
             Self::DropMalformed
@@ -84,6 +87,7 @@ impl Outcome {
             Self::PassFragment => s.pass_fragment += 1,
             Self::PassNoNeigh => s.pass_no_neigh += 1,
             Self::PassNotReady => s.pass_not_ready += 1,
+            Self::PassTooBig => s.pass_too_big += 1,
             Self::FwdTx => s.fwd_tx += 1,
             Self::FwdRedirect => s.fwd_redirect += 1,
             Self::DropMalformed => s.drop_malformed += 1,

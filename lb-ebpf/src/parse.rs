@@ -112,7 +112,17 @@ impl Frame {
     /// A big-endian `u16` at `offset`.
     #[inline(always)]
     pub(crate) fn be16_at(&self, offset: usize) -> Result<u16, ParseError> {
-        Ok(u16::from_be_bytes(self.bytes::<2>(offset)?))
+        let ptr = self.ptr_at::<[u8; 2]>(offset)?;
+        // SAFETY: in bounds (ptr_at); header fields lie at even offsets (crate::mem).
+        Ok(u16::from_be(unsafe { crate::mem::load16(ptr.cast()) }))
+    }
+
+    /// The 32-bit word (memory order) at the even `offset`.
+    #[inline(always)]
+    pub(crate) fn word_at(&self, offset: usize) -> Result<u32, ParseError> {
+        let ptr = self.ptr_at::<[u8; 4]>(offset)?;
+        // SAFETY: in bounds (ptr_at); header fields lie at even offsets (crate::mem).
+        Ok(unsafe { crate::mem::load32(ptr.cast()) })
     }
 
     /// Four address words (network order in memory) at `offset`.
@@ -172,8 +182,8 @@ impl Frame {
         }
         let frag = self.be16_at(l3 + 6)?;
         let [_, proto] = self.bytes::<2>(l3 + 8)?;
-        let src = u32::from_ne_bytes(self.bytes::<4>(l3 + 12)?);
-        let dst = u32::from_ne_bytes(self.bytes::<4>(l3 + 16)?);
+        let src = self.word_at(l3 + 12)?;
+        let dst = self.word_at(l3 + 16)?;
         // MF set or a non-zero offset: part of a fragmented packet.
         let fragment = frag & 0x3fff != 0;
         let l4 = l3 + ihl * 4;
@@ -250,17 +260,21 @@ impl Frame {
         match h.key.proto {
             IPPROTO_TCP => {
                 // The whole 20-byte header must be there: we rewrite its checksum.
-                let ptr = self.ptr_at::<[u8; 20]>(h.l4)?;
-                // SAFETY: checked in bounds.
-                let tcp = unsafe { *ptr };
-                h.key.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-                h.key.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
-                h.tcp_flags = tcp[13];
+                let ptr = self.ptr_at::<[u8; 20]>(h.l4)?.cast::<u8>();
+                // SAFETY: checked in bounds; an even offset (crate::mem).
+                unsafe {
+                    h.key.sport = crate::mem::load16(ptr);
+                    h.key.dport = crate::mem::load16(ptr.add(2));
+                    h.tcp_flags = *ptr.add(13);
+                }
             }
             IPPROTO_UDP => {
-                let udp = self.bytes::<8>(h.l4)?;
-                h.key.sport = u16::from_ne_bytes([udp[0], udp[1]]);
-                h.key.dport = u16::from_ne_bytes([udp[2], udp[3]]);
+                let ptr = self.ptr_at::<[u8; 8]>(h.l4)?.cast::<u8>();
+                // SAFETY: checked in bounds; an even offset.
+                unsafe {
+                    h.key.sport = crate::mem::load16(ptr);
+                    h.key.dport = crate::mem::load16(ptr.add(2));
+                }
             }
             _ => {}
         }

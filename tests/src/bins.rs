@@ -36,7 +36,7 @@ pub fn web() -> PathBuf {
 
 /// Starts `lbd` in `ns` as the tests run it: in the foreground (`-n`), logging to the console
 /// (`-l`), with `config`, its maps pinned under `pin_dir`, and its pid files (keepalived's
-/// `-p`, `-r`, `-c`) in the lab's directory, named after `label`, so that several daemons of
+/// `-p`, `-r`, `-c`, `-b`) in the lab's directory, named after `label`, so that several daemons of
 /// one test (or of tests running at once) do not claim the same ones. `TMPDIR` is the lab's
 /// directory, where the signal dumps (`keepalived.data`, ...) go. `extra` follows.
 pub fn spawn_lbd(
@@ -49,7 +49,7 @@ pub fn spawn_lbd(
 ) -> crate::process::Proc {
     let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
     let (config, pin_dir) = (config.display().to_string(), pin_dir.display().to_string());
-    let (main, vrrp, checkers) = (pid("main"), pid("vrrp"), pid("checkers"));
+    let (main, vrrp, checkers, bfd) = (pid("main"), pid("vrrp"), pid("checkers"), pid("bfd"));
     let (tmpdir, lbd) = (format!("TMPDIR={}", lab.dir().display()), lbd().display().to_string());
     let mut args = vec![
         &*tmpdir,
@@ -66,6 +66,8 @@ pub fn spawn_lbd(
         &vrrp,
         "-c",
         &checkers,
+        "-b",
+        &bfd,
     ];
     args.extend_from_slice(extra);
     ns.spawn(label, "env", &args)

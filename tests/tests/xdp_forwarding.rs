@@ -310,6 +310,40 @@ fn flows_of_a_removed_service_stop_on_the_fast_path() {
     });
 }
 
+/// A packet larger than its route's MTU (the veth's 1500 bytes) goes to the kernel, which
+/// answers with ICMP fragmentation needed or fragments it: whether the route comes from the
+/// program's cache or from a FIB lookup. TUN counts the 20 bytes of its outer header.
+#[test]
+fn packets_larger_than_the_route_mtu_go_to_the_kernel() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        for (method, vip, overhead) in [("NAT", "10.0.0.100:80", 0), ("TUN", "10.0.0.102:80", 20)] {
+            // A fresh program each time: an empty route cache.
+            let mut program = XdpTestRun::lbd();
+            load_tables(&mut program);
+            let vip = addr(vip);
+            // IP length 1500 once the method is applied: payload 1500 - 20 (IP) - 20 (TCP).
+            let payload = |ip_len: usize| vec![0x5a; ip_len - 40 - overhead];
+            // First packet of a flow, too big: the FIB lookup reports it.
+            let client = addr("10.9.0.8:41000");
+            let big_syn = Packet::tcp(client, vip, TcpFlags::SYN, &payload(1501)).build();
+            assert_eq!(program.run_on(ifindex, &big_syn).action, XdpAction::Pass, "{method}: lookup");
+            // A small packet caches the route; a full-size one still fits; one byte more does not.
+            let client = addr("10.9.0.8:41001");
+            assert_eq!(program.run_on(ifindex, &Packet::tcp_syn(client, vip).build()).action, XdpAction::Tx);
+            let fits = Packet::tcp(client, vip, TcpFlags::ACK, &payload(1500)).build();
+            let out = program.run_on(ifindex, &fits);
+            assert_eq!(out.action, XdpAction::Tx, "{method}: 1500 bytes fit the cached route");
+            assert_eq!(out.output.len(), fits.len() + overhead);
+            let big = Packet::tcp(client, vip, TcpFlags::ACK, &payload(1501)).build();
+            assert_eq!(program.run_on(ifindex, &big).action, XdpAction::Pass, "{method}: cached route");
+            let stats = program.stats();
+            assert_eq!((stats.pass_too_big, stats.fwd_tx), (2, 2), "{method}: {stats:?}");
+        }
+    });
+}
+
 /// The first `len` bytes of an IP packet: what an ICMP error quotes.
 fn quote(packet: &Packet, len: usize) -> Vec<u8> {
     packet.ip_bytes()[..len].to_vec()

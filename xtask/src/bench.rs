@@ -56,7 +56,8 @@ fn checks() -> anyhow::Result<()> {
          run: it refuses to run without IPVS, which this kernel lacks, so tests/bench/ipvs-shim.c \
          (LD_PRELOAD) answers its IPVS socket options as an empty IPVS table would; its CPU \
          includes the same kernel handshake work as lbd's. Goal: at most half its CPU per check, \
-         under 64 MB RSS at 10,000 servers.\n",
+         under 64 MB RSS at 10,000 servers. `LBD_BENCH_CHECKS=detect` runs the detection part \
+         alone (it prints the table, records nothing).\n",
         machine()
     );
     record("checks", &section)

@@ -60,7 +60,7 @@ impl Stop {
 
 /// The advert intervals measured, as written in the configuration, with the runs for each
 /// (`LBD_BENCH_VRRP_RUNS=N` runs each N times instead, e.g. 1 for a quick check).
-const INTERVALS: [(&str, f64, usize); 3] = [("1", 1.0, 4), ("0.1", 0.1, 10), ("0.01", 0.01, 15)];
+const INTERVALS: [(&str, f64, usize); 3] = [("1", 1.0, 8), ("0.1", 0.1, 20), ("0.01", 0.01, 30)];
 
 /// Builds lbd in release mode, measures both programs and records the result in
 /// `root/BENCHMARKS.md`.
@@ -95,12 +95,12 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         let runs = runs_override.unwrap_or(runs);
         for stop in [Stop::Kill, Stop::Term] {
             let mut samples = [Vec::new(), Vec::new()];
-            // The programs take turns, so that both see the same load on the machine.
+            // The programs take turns, so that both see the same load on the machine, and each
+            // run stops both at the same phase (a paired comparison).
             for run in 0..runs {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let phase = Duration::from_secs_f64(interval * ((seed >> 33) as f64 / (1u64 << 31) as f64));
                 for (k, program) in [Program::Lbd, Program::Keepalived].into_iter().enumerate() {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let phase =
-                        Duration::from_secs_f64(interval * ((seed >> 33) as f64 / (1u64 << 31) as f64));
                     let bench = Bench { dir: &dir, lbd: &lbd, program, interval: text, run, global: "" };
                     let sample = bench.measure(stop, phase).with_context(|| {
                         format!("{} {} at advert_int {text}, run {run}", program.name(), stop.name())
@@ -147,9 +147,17 @@ struct Soak {
     /// CPU time of the master's and the backup's processes over the run.
     cpu: (Duration, Duration),
     hogs: usize,
+    /// Steal time of the machine's CPUs over the run (the hypervisor ran something else).
+    steal: Duration,
 }
 
 impl Soak {
+    /// CPU seconds per advert of the master (sent) and of the backup (received).
+    fn per_advert(&self) -> (f64, f64) {
+        let adverts = (self.duration.as_secs_f64() / 0.01).max(1.0);
+        (self.cpu.0.as_secs_f64() / adverts, self.cpu.1.as_secs_f64() / adverts)
+    }
+
     fn name(&self) -> String {
         match (self.program, self.realtime) {
             (Program::Keepalived, true) => format!("{} (vrrp_rt_priority 1)", self.program.name()),
@@ -191,6 +199,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
     std::thread::sleep(Duration::from_millis(500));
     let hogs = CpuHogs::start(cores)?;
     let since = Instant::now();
+    let steal_before = steal_time();
     let marks: Vec<_> = pairs
         .iter()
         .map(|(_, topology, _, _, _, logs)| {
@@ -207,6 +216,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
     }
     let elapsed = since.elapsed();
     drop(hogs);
+    let steal = steal_time().saturating_sub(steal_before);
     let mut soaks = Vec::new();
     for (((program, realtime), topology, monitors, _master, _backup, logs), (lengths, cpu)) in
         pairs.iter().zip(marks)
@@ -230,6 +240,7 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
             vip_changes: master_lost + backup_got,
             cpu: (now.0.saturating_sub(cpu.0), now.1.saturating_sub(cpu.1)),
             hogs: cores,
+            steal,
         };
         println!(
             "{:<16} soak {:.0} s: {} state changes, {} VIP changes, CPU {:.2} s master / {:.2} s backup",
@@ -243,6 +254,19 @@ fn soak(dir: &Path, lbd: &Path, duration: Duration) -> anyhow::Result<Vec<Soak>>
         soaks.push(soak);
     }
     Ok(soaks)
+}
+
+/// The machine's steal time so far (all CPUs; `/proc/stat`): time its virtual CPUs were ready
+/// but the hypervisor did not run them.
+fn steal_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// CPU time (user + system) of every process in namespace `ns`.
@@ -631,7 +655,8 @@ fn record(rows: &[Row]) -> anyhow::Result<()> {
         s,
         "Command: `cargo xtask bench vrrp` (two namespaces on a bridge, VRRPv3, master priority 150, backup 100; \
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
-         interval; time until the backup's kernel reports the VIP, from `ip monitor address`). Both VRRP only \
+         interval, the same for both programs in a run, which take turns; time until the backup's kernel \
+         reports the VIP, from `ip monitor address`). Both VRRP only \
          (`-P`), each with its default scheduling: lbd's VRRP thread is SCHED_RR priority 1, keepalived's is an ordinary process.\n"
     );
     let _ = writeln!(s, "Machine: {}.\n", crate::bench::machine());
@@ -697,19 +722,49 @@ fn record_soak(soaks: &[Soak]) -> anyhow::Result<()> {
              sets the length (600 by default).\n",
             first.hogs
         );
-        let _ = writeln!(s, "| program | length | state changes | VIP changes | CPU master | CPU backup |");
-        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(
+            s,
+            "Steal time during the run: {:.1} s over {} CPUs × {:.0} s (`/proc/stat`: the hypervisor did not run \
+             the machine's CPUs). This VM is throttled by its host: when the guest has used its CPU share of a \
+             100 ms period, every virtual CPU stops until the period ends, whatever the guest's own priorities \
+             (measured with a SCHED_FIFO spinner on each CPU: both stop at once, for up to 17 ms, at the same \
+             100 ms boundary of the wall clock). A master and its backup on this machine stop together; the \
+             backup must not count such a stop as the master's silence (lb-daemon/src/vrrp/state.rs).\n",
+            first.steal.as_secs_f64(),
+            first.hogs,
+            first.duration.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "| program | length | state changes | VIP changes | CPU master | CPU backup | CPU per advert: master (sent) | backup (received) |"
+        );
+        let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
         for soak in soaks {
+            let (master, backup) = soak.per_advert();
             let _ = writeln!(
                 s,
-                "| {} | {:.0} s | {} | {} | {:.2} s | {:.2} s |",
+                "| {} | {:.0} s | {} | {} | {:.2} s | {:.2} s | {:.1} µs | {:.1} µs |",
                 soak.name(),
                 soak.duration.as_secs_f64(),
                 soak.transitions,
                 soak.vip_changes,
                 soak.cpu.0.as_secs_f64(),
-                soak.cpu.1.as_secs_f64()
+                soak.cpu.1.as_secs_f64(),
+                master * 1e6,
+                backup * 1e6
             );
+        }
+        let _ = writeln!(
+            s,
+            "\nCPU per advert: the processes' CPU time (user + system, every process of the program, \
+             parent included) over the adverts of the run (one per 10 ms)."
+        );
+        if let Some(lbd) = soaks.iter().find(|s| s.program == Program::Lbd) {
+            for baseline in soaks.iter().filter(|s| s.program == Program::Keepalived) {
+                let ((lm, lb), (km, kb)) = (lbd.per_advert(), baseline.per_advert());
+                let _ =
+                    writeln!(s, "lbd / {}: master {:.2}×, backup {:.2}×.", baseline.name(), lm / km, lb / kb);
+            }
         }
         let spurious: usize =
             soaks.iter().filter(|s| s.program == Program::Lbd).map(|s| s.transitions + s.vip_changes).sum();

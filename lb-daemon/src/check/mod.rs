@@ -227,6 +227,9 @@ pub fn checker_timing(checker: &Checker, vs: &VirtualServer, rs: &RealServer) ->
         Checker::UdpCheck(u) => (&u.conn, 1, SEC),
         Checker::FileCheck(_) | Checker::BfdCheck(_) => {
             let mut t = timing(&CheckCommon::default(), vs, rs, 0, SEC);
+            if let Checker::BfdCheck(b) = checker {
+                t.alpha = b.alpha.unwrap_or(t.alpha);
+            }
             // A file is read once a second, whatever the delay_loop.
             t.delay_loop = SEC;
             t.warmup = Duration::ZERO;

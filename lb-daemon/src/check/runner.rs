@@ -6,7 +6,9 @@
 //! Two inputs come from outside the checkers: the host's addresses, polled while a virtual
 //! server has `ha_suspend` (its checkers probe only while its address is local), and the data
 //! plane's active connection counts, which the daemon hands over with [`Runner::connections`]
-//! for `uthreshold` / `lthreshold`. [`Runner::checkers`] reports each checker's verdict, probe
+//! for `uthreshold` / `lthreshold`. A third comes from the BFD child through the daemon: the
+//! sessions' states, which `BFD_CHECK` checkers follow (a real server is down while its
+//! session is; an alpha checker starts down until the session is reported up). [`Runner::checkers`] reports each checker's verdict, probe
 //! count and last probe's duration.
 
 use std::{
@@ -38,6 +40,7 @@ use super::{
     state::{Change, CheckerState, Probe},
 };
 use crate::{
+    bfd::BfdStates,
     config::model::{Checker, Config, RealServer, Script, VirtualServer, VsAddress},
     dataplane::{DesiredState, ServiceAddr, ServiceCounters},
     vrrp::{config::SmtpPlan, script::ScriptPolicy},
@@ -62,6 +65,10 @@ enum Prober {
     Ping(Endpoint),
     File(FileProbe),
 }
+
+/// A probe in flight.
+type ProbeFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Probe, CheckError>> + Send + 'a>>;
 
 impl Prober {
     fn new(
@@ -98,7 +105,11 @@ impl Prober {
             Checker::UdpCheck(u) => Prober::Udp(Endpoint::new(&u.conn, vs, rs), u.clone()),
             Checker::PingCheck(c) => Prober::Ping(Endpoint::new(c, vs, rs)),
             Checker::FileCheck(f) => Prober::File(FileProbe::new(f, config, configured_weight(vs, index.1))?),
-            Checker::BfdCheck(_) => return Err(CheckError::Unusable("BFD_CHECK is not supported".into())),
+            Checker::BfdCheck(_) => {
+                return Err(CheckError::Unusable(
+                    "BFD_CHECK follows a BFD session; it does not probe".into(),
+                ));
+            }
         })
     }
 
@@ -110,17 +121,20 @@ impl Prober {
         }
     }
 
-    async fn probe(&self) -> Result<Probe, CheckError> {
+    /// One probe. Each kind's future is boxed on its own, so a probe in flight holds only its
+    /// own kind's state: a TCP_CHECK's connect is a few hundred bytes, an SSL_GET's handshake
+    /// several kilobytes (one future for all kinds would be the size of the largest).
+    fn probe(&self) -> ProbeFuture<'_> {
         match self {
-            Prober::Tcp(ep) => super::tcp::probe(ep).await,
-            Prober::Http(h) => h.probe().await,
-            Prober::Ssl(h, sni) => super::ssl::probe(h, *sni).await,
-            Prober::Smtp(ep, helo) => super::smtp::probe(ep, helo).await,
-            Prober::Dns(d) => d.probe().await,
-            Prober::Misc(m) => m.probe().await,
-            Prober::Udp(ep, u) => super::udp::probe(ep, u).await,
-            Prober::Ping(ep) => super::ping::probe(ep).await,
-            Prober::File(f) => f.probe().await,
+            Prober::Tcp(ep) => Box::pin(super::tcp::probe(ep)),
+            Prober::Http(h) => Box::pin(h.probe()),
+            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, *sni)),
+            Prober::Smtp(ep, helo) => Box::pin(super::smtp::probe(ep, helo)),
+            Prober::Dns(d) => Box::pin(d.probe()),
+            Prober::Misc(m) => Box::pin(m.probe()),
+            Prober::Udp(ep, u) => Box::pin(super::udp::probe(ep, u)),
+            Prober::Ping(ep) => Box::pin(super::ping::probe(ep)),
+            Prober::File(f) => Box::pin(f.probe()),
         }
     }
 
@@ -293,13 +307,18 @@ impl Runner {
     /// Starts the checkers of `config` (inside a tokio runtime). The desired state as the
     /// checkers start (alpha checkers down) is available at once from [`Runner::desired`].
     pub fn spawn(config: &Config) -> Runner {
-        Self::spawn_after(config, None)
+        Self::spawn_after(config, None, &watch::channel(BfdStates::new()).1)
     }
 
     /// As [`Runner::spawn`], for a reload: a checker that `previous` also runs, unchanged,
     /// starts up or down as it is there, so that a reload neither brings a dead real server back
-    /// nor takes a live one out. (Stop `previous` without omega: drop it.)
-    pub fn spawn_after(config: &Config, previous: Option<&Runner>) -> Runner {
+    /// nor takes a live one out. (Stop `previous` without omega: drop it.) `bfd` gives the BFD
+    /// sessions' states for `BFD_CHECK`.
+    pub fn spawn_after(
+        config: &Config,
+        previous: Option<&Runner>,
+        bfd: &watch::Receiver<BfdStates>,
+    ) -> Runner {
         let before: HashMap<String, bool> =
             previous.and_then(|p| p.verdicts.lock().ok().map(|v| v.clone())).unwrap_or_default();
         let verdicts = Verdicts::default();
@@ -321,6 +340,41 @@ impl Runner {
             for (r, rs) in vs.real_servers.iter().enumerate() {
                 let mut checkers_up = Vec::new();
                 for checker in &rs.checkers {
+                    if let Checker::BfdCheck(b) = checker {
+                        let id = checker_key(vs, rs, checker);
+                        let names = (real_name(vs, rs), service_name(vs));
+                        let name = b.name.clone().unwrap_or_default();
+                        let up = bfd
+                            .borrow()
+                            .get(&name)
+                            .copied()
+                            .or_else(|| before.get(&id).copied())
+                            .unwrap_or(!checker_timing(checker, vs, rs).alpha);
+                        checkers_up.push(up);
+                        if let Ok(mut v) = verdicts.lock() {
+                            v.insert(id.clone(), up);
+                        }
+                        let gauge = Arc::new(Gauge::default());
+                        gauge.up.store(up, Ordering::Relaxed);
+                        checkers.push(Listed {
+                            virtual_server: names.1.clone(),
+                            real_server: names.0.clone(),
+                            kind: checker.keyword(),
+                            gauge: gauge.clone(),
+                        });
+                        let task = BfdCheckTask {
+                            key: (v, r, checkers_up.len() - 1),
+                            name,
+                            up,
+                            names,
+                            states: bfd.clone(),
+                            reports: report_tx.clone(),
+                            verdict: (verdicts.clone(), id),
+                            gauge,
+                        };
+                        tasks.push(tokio::spawn(task.run()));
+                        continue;
+                    }
                     let prober = match Prober::new(checker, &config, vs, (v, r), &policy) {
                         Ok(p) => p,
                         Err(e) => {
@@ -523,9 +577,9 @@ impl CheckerTask {
             }
             let limit = self.prober.limit(self.state.timing().connect_timeout);
             let started = std::time::Instant::now();
-            // Boxed: the task then holds a pointer, not room for the largest checker's probe
-            // (HTTP over TLS), which keeps 10,000 idle TCP checkers small.
-            let result = match tokio::time::timeout(limit, Box::pin(self.prober.probe())).await {
+            // Boxed (by kind): the task holds a pointer, not room for the largest checker's
+            // probe, which keeps 10,000 idle TCP checkers small.
+            let result = match tokio::time::timeout(limit, self.prober.probe()).await {
                 Ok(result) => result,
                 Err(_) => Err(CheckError::Timeout(limit)),
             };
@@ -575,6 +629,53 @@ impl CheckerTask {
         info!("Activating healthchecker for service {rs} for VS {vs}");
         self.state.resume_probes(std::time::Instant::now());
         self.gauge.suspended.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A `BFD_CHECK`: follows its session's state as the BFD child reports it.
+struct BfdCheckTask {
+    key: (usize, usize, usize),
+    name: String,
+    up: bool,
+    names: (String, String),
+    states: watch::Receiver<BfdStates>,
+    reports: mpsc::UnboundedSender<Report>,
+    verdict: (Verdicts, String),
+    gauge: Arc<Gauge>,
+}
+
+impl BfdCheckTask {
+    async fn run(mut self) {
+        loop {
+            let reported = self.states.borrow_and_update().get(&self.name).copied();
+            if let Some(up) = reported.filter(|&up| up != self.up) {
+                self.up = up;
+                let (rs, vs) = &self.names;
+                let line = format!(
+                    "BFD check of [{}] RS({rs}) VS({vs}) is {}",
+                    self.name,
+                    if up { "UP" } else { "DOWN" }
+                );
+                if up {
+                    info!("{line}")
+                } else {
+                    warn!("{line}")
+                }
+                self.gauge.up.store(up, Ordering::Relaxed);
+                self.gauge.probes.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut v) = self.verdict.0.lock() {
+                    v.insert(self.verdict.1.clone(), up);
+                }
+                let change = if up { Change::Up { weight: None } } else { Change::Down };
+                if self.reports.send((self.key, change)).is_err() {
+                    return;
+                }
+            }
+            if self.states.changed().await.is_err() {
+                // No more reports (the daemon is going away, or runs without BFD).
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
@@ -860,6 +961,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bfd_check_follows_its_session() -> Result<(), Box<dyn std::error::Error>> {
+        let text = "bfd_instance peer {\n neighbor_ip 10.0.0.9\n}\n\
+            virtual_server 10.0.0.1 80 {\n protocol TCP\n\
+             real_server 127.0.0.1 80 {\n  BFD_CHECK {\n   name peer\n  }\n }\n\
+             real_server 127.0.0.2 80 {\n  BFD_CHECK {\n   name peer\n   alpha\n  }\n }\n}\n";
+        let config = parse_str("test.conf", text, &LoadOptions::default()).config;
+        let (states, bfd) = watch::channel(BfdStates::new());
+        let mut runner = Runner::spawn_after(&config, None, &bfd);
+        // Not reported yet: up, and down with alpha.
+        assert_eq!(reals(&runner.desired()), ["127.0.0.1"]);
+        states.send_modify(|s| {
+            s.insert("peer".into(), true);
+        });
+        let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
+        assert_eq!(reals(&desired), ["127.0.0.1", "127.0.0.2"]);
+        states.send_modify(|s| {
+            s.insert("peer".into(), false);
+        });
+        let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
+        assert!(reals(&desired).is_empty());
+        assert!(runner.checkers().iter().all(|c| c.kind == "BFD_CHECK" && !c.up));
+        // A reload's runner starts from the states known now.
+        let again = Runner::spawn_after(&config, Some(&runner), &bfd);
+        assert!(reals(&again.desired()).is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn omega_runs_quorum_down_at_stop() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("lbd-omega-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -882,14 +1011,14 @@ mod tests {
         let desired = tokio::time::timeout(Duration::from_secs(5), runner.changed()).await?;
         assert_eq!(reals(&desired), ["127.0.0.2"], "the dead real is out");
         // Reloaded with the same checker: still out from the start, not back until proven alive.
-        let same = Runner::spawn_after(&config(port, ""), Some(&runner));
+        let same = Runner::spawn_after(&config(port, ""), Some(&runner), &watch::channel(BfdStates::new()).1);
         assert_eq!(reals(&same.desired()), ["127.0.0.2"]);
         // A checker whose configuration changed starts afresh (up, as keepalived without alpha).
         let mut other = config(port, "");
         if let Checker::TcpCheck(common) = &mut other.virtual_servers[0].real_servers[0].checkers[0] {
             common.connect_timeout = Some(Duration::from_secs(2));
         }
-        let changed = Runner::spawn_after(&other, Some(&runner));
+        let changed = Runner::spawn_after(&other, Some(&runner), &watch::channel(BfdStates::new()).1);
         assert_eq!(reals(&changed.desired()), ["127.0.0.1", "127.0.0.2"]);
         Ok(())
     }

@@ -1289,7 +1289,30 @@ impl Parser {
             "checker" => b.checker = true,
             _ => p.other("bfd_instance", &k),
         });
-        self.cfg.bfd_instances.push(b);
+        let name = &b.name;
+        let problem = match (b.neighbor_ip, b.source_ip) {
+            _ if name.is_empty() => return,
+            (None, _) => Some(format!("bfd_instance {name} has no neighbor_ip - ignoring")),
+            (Some(n), Some(s)) if n.is_ipv6() != s.is_ipv6() => Some(format!(
+                "bfd_instance {name}: source_ip {s} and neighbor_ip {n} are of different families - ignoring"
+            )),
+            (Some(n), _) => {
+                if self.cfg.bfd_instances.iter().any(|o| &o.name == name) {
+                    Some(format!("bfd_instance {name} defined twice - ignoring the second"))
+                } else {
+                    self.cfg.bfd_instances.iter().find(|o| o.neighbor_ip == Some(n)).map(|o| {
+                        format!(
+                            "bfd_instance {name}: neighbor_ip {n} is already bfd_instance {}'s - ignoring",
+                            o.name
+                        )
+                    })
+                }
+            }
+        };
+        match problem {
+            Some(message) => self.d.error(l.loc, message),
+            None => self.cfg.bfd_instances.push(b),
+        }
     }
 
     /// A BFD interval in milliseconds (microsecond resolution).

@@ -292,6 +292,23 @@ fn vrrp_instance_values_and_defaults() {
 
 /// Broken files: each must be reported at the right line with the right message.
 const BROKEN: &[(&str, &str)] = &[
+    ("bfd_instance B {\n min_rx 10\n}\n", "t.conf:1:1: error: bfd_instance B has no neighbor_ip - ignoring"),
+    (
+        "bfd_instance B {\n neighbor_ip 10.0.0.1\n}\nbfd_instance C {\n neighbor_ip 10.0.0.1\n}\n",
+        "t.conf:4:1: error: bfd_instance C: neighbor_ip 10.0.0.1 is already bfd_instance B's - ignoring",
+    ),
+    (
+        "bfd_instance B {\n neighbor_ip 10.0.0.1\n}\nbfd_instance B {\n neighbor_ip 10.0.0.2\n}\n",
+        "t.conf:4:1: error: bfd_instance B defined twice - ignoring the second",
+    ),
+    (
+        "bfd_instance B {\n neighbor_ip fd00::1\n source_ip 10.0.0.1\n}\n",
+        "t.conf:1:1: error: bfd_instance B: source_ip 10.0.0.1 and neighbor_ip fd00::1 are of different families - ignoring",
+    ),
+    (
+        "bfd_instance B {\n neighbor_ip 10.0.0.1\n min_tx 5s\n}\n",
+        "t.conf:3:9: error: min_tx: invalid interval '5s', expected milliseconds 0.001-1000000",
+    ),
     (
         "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 300\n virtual_ipaddress {\n 1.1.1.1\n }\n}\n",
         "t.conf:3:20: error: virtual_router_id 300 out of range, expected 1-255",

@@ -5,6 +5,10 @@
 //! JSON, a [`ChildReport`] carrying `N` back, so that a late answer to an earlier request is
 //! recognised and skipped. The socket is also how a child learns that its parent is gone: end
 //! of file, with no signal to rely on.
+//!
+//! BFD session states travel on the same sockets as `bfd NAME up` / `bfd NAME down` lines: the
+//! BFD child writes them to the parent (which never queries it), and the parent writes them to
+//! the VRRP and checker children, which take them among its requests.
 
 use std::{
     os::fd::{FromRawFd as _, OwnedFd},
@@ -21,7 +25,7 @@ use tokio::{
     },
 };
 
-use crate::{dataplane::ServiceCounters, vrrp::status::InstanceStatus};
+use crate::{bfd::BfdEvent, dataplane::ServiceCounters, vrrp::status::InstanceStatus};
 
 /// The descriptor number of the child's end in the child.
 pub const CHILD_FD: i32 = 3;
@@ -67,6 +71,27 @@ pub struct ChildReport {
     pub checks: Vec<super::status::CheckStatus>,
 }
 
+/// What the parent tells a child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentMessage {
+    /// `status N`: answer with a [`ChildReport`] for request `N`.
+    Status(u64),
+    /// `bfd NAME up|down`: a bfd_instance's state.
+    Bfd(BfdEvent),
+}
+
+/// A `bfd NAME up|down` line's event.
+fn parse_bfd(line: &str) -> Option<BfdEvent> {
+    let mut words = line.strip_prefix("bfd ")?.split_whitespace();
+    let name = words.next()?.to_string();
+    let up = match words.next()? {
+        "up" => true,
+        "down" => false,
+        _ => return None,
+    };
+    words.next().is_none().then_some(BfdEvent { name, up })
+}
+
 /// A line-oriented end of the socket pair.
 #[derive(Debug)]
 pub struct Channel {
@@ -107,14 +132,42 @@ impl Channel {
         Ok(Self::new(UnixStream::from_std(stream)?))
     }
 
-    /// The child's side: the next request's sequence number; `None` when the parent is gone.
+    /// The child's side: the parent's next message; `None` when the parent is gone.
     /// Cancel-safe.
-    pub async fn next_request(&mut self) -> Option<u64> {
+    pub async fn next_request(&mut self) -> Option<ParentMessage> {
         loop {
             match self.lines.next_line().await {
-                Ok(Some(line)) => match line.strip_prefix("status ").and_then(|n| n.trim().parse().ok()) {
-                    Some(seq) => return Some(seq),
-                    None => tracing::warn!("control channel: unknown request {line:?}"),
+                Ok(Some(line)) => {
+                    if let Some(seq) = line.strip_prefix("status ").and_then(|n| n.trim().parse().ok()) {
+                        return Some(ParentMessage::Status(seq));
+                    }
+                    match parse_bfd(&line) {
+                        Some(event) => return Some(ParentMessage::Bfd(event)),
+                        None => tracing::warn!("control channel: unknown request {line:?}"),
+                    }
+                }
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// A bfd_instance's state, either way: BFD child → parent → VRRP and checker children.
+    pub async fn send_bfd(&mut self, event: &BfdEvent) -> Result<(), ControlError> {
+        let line = format!("bfd {} {}\n", event.name, if event.up { "up" } else { "down" });
+        tokio::time::timeout(ANSWER_TIMEOUT, self.writer.write_all(line.as_bytes()))
+            .await
+            .map_err(|_| ControlError::Timeout)??;
+        Ok(())
+    }
+
+    /// The parent's side of the BFD child's channel: its next state report; `None` when the
+    /// child is gone. Cancel-safe.
+    pub async fn next_bfd_event(&mut self) -> Option<BfdEvent> {
+        loop {
+            match self.lines.next_line().await {
+                Ok(Some(line)) => match parse_bfd(&line) {
+                    Some(event) => return Some(event),
+                    None => tracing::warn!("control channel: unknown BFD report {line:?}"),
                 },
                 Ok(None) | Err(_) => return None,
             }
@@ -160,7 +213,7 @@ mod tests {
         let responder = tokio::spawn(async move {
             // An answer to a request the parent gave up on comes first.
             child.answer(&ChildReport { seq: 6, ..Default::default() }).await.unwrap();
-            let seq = child.next_request().await.unwrap();
+            let Some(ParentMessage::Status(seq)) = child.next_request().await else { panic!("no request") };
             let report = ChildReport { seq, reload_failures: 2, ..Default::default() };
             child.answer(&report).await.unwrap();
             // Dropping the child's end: the parent sees the channel closed.
@@ -169,6 +222,23 @@ mod tests {
         assert_eq!((report.seq, report.reload_failures), (7, 2));
         responder.await.unwrap();
         assert!(matches!(parent.query(8).await, Err(ControlError::Closed | ControlError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn bfd_states_cross_both_ways() {
+        let (mut parent, child) = Channel::pair().unwrap();
+        child.set_nonblocking(true).unwrap();
+        let mut child = Channel::new(UnixStream::from_std(child).unwrap());
+        let event = BfdEvent { name: "to_peer".into(), up: true };
+        parent.send_bfd(&event).await.unwrap();
+        parent.writer.write_all(b"bfd broken maybe\nstatus 4\n").await.unwrap();
+        assert_eq!(child.next_request().await, Some(ParentMessage::Bfd(event.clone())));
+        assert_eq!(child.next_request().await, Some(ParentMessage::Status(4)));
+        let down = BfdEvent { up: false, ..event };
+        child.send_bfd(&down).await.unwrap();
+        assert_eq!(parent.next_bfd_event().await, Some(down));
+        drop(child);
+        assert_eq!(parent.next_bfd_event().await, None);
     }
 
     #[tokio::test]

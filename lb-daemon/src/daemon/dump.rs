@@ -48,6 +48,8 @@ impl Kind {
             (Self::Stats | Self::StatsClear, Role::Checker) => Some("keepalived_check.stats"),
             (Self::Json, Role::Vrrp) => Some("keepalived.json"),
             (Self::Json, Role::Checker) => None,
+            // The BFD child writes no dump yet (keepalived writes keepalived_bfd.data).
+            (_, Role::Bfd) => None,
         }
     }
 

@@ -17,6 +17,7 @@ fn ident(role: Option<Role>) -> &'static std::ffi::CStr {
         None => c"lbd",
         Some(Role::Vrrp) => c"lbd_vrrp",
         Some(Role::Checker) => c"lbd_healthcheckers",
+        Some(Role::Bfd) => c"lbd_bfd",
     }
 }
 

@@ -2,6 +2,10 @@
 //! subsystem, as keepalived: the VRRP child, and the checker child, which owns the virtual
 //! servers' health checkers and the data plane.
 //!
+//! The BFD child runs the `bfd_instance` sessions ([`crate::bfd`]) and reports their states to
+//! the parent, which passes them on to the VRRP child (`track_bfd`) and the checker child
+//! (`BFD_CHECK`); each of those keeps the latest states in a watch channel its subsystem reads.
+//!
 //! A child is a [`Daemon`] in its [`Role`]: [`Daemon::start`] takes its pid file, reads the
 //! configuration and sets up its subsystem; [`Daemon::run`] then re-applies the data plane
 //! whenever a checker changes what it should forward, answers the parent's requests on the
@@ -39,6 +43,7 @@ use std::{path::Path, time::Instant};
 use anyhow::Context as _;
 use tracing::{error, info, warn};
 
+use crate::bfd::{BfdEvent, BfdStates, BfdTask};
 use crate::{
     check,
     cli::Args,
@@ -50,7 +55,7 @@ use crate::{
     netlink::{Netlink, sysctl},
     vrrp::{StopKind, VrrpTask},
 };
-use control::{Channel, ChildReport};
+use control::{Channel, ChildReport, ParentMessage};
 use pidfile::PidFile;
 use signals::{Request, Signals};
 
@@ -61,6 +66,8 @@ pub enum Role {
     Vrrp,
     /// The virtual servers: health checkers and the data plane.
     Checker,
+    /// The BFD sessions.
+    Bfd,
 }
 
 impl Role {
@@ -69,6 +76,7 @@ impl Role {
         match self {
             Self::Vrrp => "VRRP",
             Self::Checker => "Healthcheck",
+            Self::Bfd => "BFD",
         }
     }
 
@@ -77,12 +85,13 @@ impl Role {
         match self {
             Self::Vrrp => "vrrp",
             Self::Checker => "checker",
+            Self::Bfd => "bfd",
         }
     }
 
     /// The role named by an environment value.
     pub fn from_env_value(value: &str) -> Option<Self> {
-        [Self::Vrrp, Self::Checker].into_iter().find(|r| r.env_value() == value)
+        [Self::Vrrp, Self::Checker, Self::Bfd].into_iter().find(|r| r.env_value() == value)
     }
 
     /// The process name (`comm`) it takes with `process_names`: the configured one, else
@@ -92,10 +101,12 @@ impl Role {
         let configured = match self {
             Self::Vrrp => g.vrrp_process_name.clone(),
             Self::Checker => g.checker_process_name.clone(),
+            Self::Bfd => g.bfd_process_name.clone(),
         };
         configured.unwrap_or_else(|| match self {
             Self::Vrrp => "lbd_vrrp".into(),
             Self::Checker => "lbd_ipvs".into(),
+            Self::Bfd => "lbd_bfd".into(),
         })
     }
 }
@@ -114,6 +125,10 @@ pub struct Daemon {
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
     vrrp: Option<VrrpTask>,
+    /// The BFD child's sessions.
+    bfd: Option<BfdTask>,
+    /// The BFD sessions' states as the parent passes them on (VRRP and checker children).
+    bfd_states: tokio::sync::watch::Sender<BfdStates>,
     signals: Signals,
     reloads: u64,
     reload_failures: u64,
@@ -148,6 +163,8 @@ impl Daemon {
             checks: None,
             interfaces: Vec::new(),
             vrrp: None,
+            bfd: None,
+            bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
             signals,
             reloads: 0,
             reload_failures: 0,
@@ -155,7 +172,11 @@ impl Daemon {
         };
         match role {
             Role::Checker => daemon.start_dataplane().await?,
-            Role::Vrrp => daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone())),
+            Role::Vrrp => {
+                let bfd = daemon.bfd_states.subscribe();
+                daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd));
+            }
+            Role::Bfd => daemon.bfd = Some(BfdTask::spawn(&daemon.config)),
         }
         Ok(daemon)
     }
@@ -207,7 +228,7 @@ impl Daemon {
         }
         info!("maps pinned under {}", dataplane.pin_dir().display());
         // The checkers start with the data plane: alpha real servers are left out from the start.
-        let checks = check::Runner::spawn(&self.config);
+        let checks = check::Runner::spawn_after(&self.config, None, &self.bfd_states.subscribe());
         apply_virtual_servers(&self.config, &checks.desired(), &self.interfaces, &mut dataplane)?;
         self.dataplane = Some(dataplane);
         self.checks = Some(checks);
@@ -221,11 +242,20 @@ impl Daemon {
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
-                seq = next_request(&mut self.channel) => {
-                    let Some(seq) = seq else {
-                        warn!("the parent process is gone: stopping");
-                        self.parent_gone = true;
-                        break;
+                message = next_request(&mut self.channel) => {
+                    let seq = match message {
+                        Some(ParentMessage::Status(seq)) => seq,
+                        Some(ParentMessage::Bfd(event)) => {
+                            self.bfd_states.send_if_modified(|states| {
+                                states.insert(event.name, event.up) != Some(event.up)
+                            });
+                            continue;
+                        }
+                        None => {
+                            warn!("the parent process is gone: stopping");
+                            self.parent_gone = true;
+                            break;
+                        }
                     };
                     let report = self.report(seq);
                     if let Some(channel) = &mut self.channel
@@ -244,6 +274,14 @@ impl Daemon {
                             Ok(stats) => checks.connections(&stats),
                             Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
                         }
+                    }
+                    continue;
+                }
+                event = bfd_event(&mut self.bfd) => {
+                    if let Some(channel) = &mut self.channel
+                        && let Err(e) = channel.send_bfd(&event).await
+                    {
+                        warn!("telling the parent BFD_Instance({})'s state: {e}", event.name);
                     }
                     continue;
                 }
@@ -304,7 +342,11 @@ impl Daemon {
             if servers_changed || self.checks.is_none() {
                 // The old checkers go without their omega scripts (the servers are not going
                 // down); unchanged checkers carry on from their verdicts.
-                self.checks = Some(check::Runner::spawn_after(&config, self.checks.as_ref()));
+                self.checks = Some(check::Runner::spawn_after(
+                    &config,
+                    self.checks.as_ref(),
+                    &self.bfd_states.subscribe(),
+                ));
             }
             let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
             if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
@@ -316,9 +358,19 @@ impl Daemon {
                 Ok(vrrp) => Some(vrrp),
                 Err(e) => {
                     error!("{}", error_chain(&e));
-                    Some(VrrpTask::spawn(config.clone(), self.netlink.clone()))
+                    Some(VrrpTask::spawn(config.clone(), self.netlink.clone(), self.bfd_states.subscribe()))
                 }
             };
+        }
+        if let Some(bfd) = self.bfd.take() {
+            self.bfd = Some(if bfd.instances() == config.bfd_instances.as_slice() {
+                info!("BFD configuration unchanged: every session keeps its state");
+                bfd
+            } else {
+                info!("BFD configuration changed: restarting the sessions");
+                bfd.stop().await;
+                BfdTask::spawn(&config)
+            });
         }
         self.config = config;
     }
@@ -348,6 +400,9 @@ impl Daemon {
             if let Err(e) = vrrp.stop(kind).await {
                 error!("{}", error_chain(&e));
             }
+        }
+        if let Some(bfd) = self.bfd {
+            bfd.stop().await;
         }
         if let Some(checks) = self.checks {
             // omega: the virtual servers' down scripts, before the data plane goes.
@@ -382,6 +437,7 @@ fn take_pid_file(args: &Args, role: Role) -> anyhow::Result<PidFile> {
     let path = match role {
         Role::Vrrp => args.vrrp_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_VRRP)),
         Role::Checker => args.checkers_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_CHECKERS)),
+        Role::Bfd => args.bfd_pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_BFD)),
     };
     Ok(PidFile::create(path)?)
 }
@@ -413,9 +469,17 @@ fn load(args: &Args, log: bool) -> anyhow::Result<(Config, usize)> {
 }
 
 /// The next request of the parent, if there is a channel: `None` when the parent is gone.
-async fn next_request(channel: &mut Option<Channel>) -> Option<u64> {
+async fn next_request(channel: &mut Option<Channel>) -> Option<ParentMessage> {
     match channel {
         Some(channel) => channel.next_request().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next state report of the BFD sessions, if this child runs them.
+async fn bfd_event(bfd: &mut Option<BfdTask>) -> BfdEvent {
+    match bfd {
+        Some(bfd) => bfd.next_event().await,
         None => std::future::pending().await,
     }
 }

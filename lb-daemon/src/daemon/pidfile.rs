@@ -17,6 +17,8 @@ pub const DEFAULT_MAIN: &str = "/run/keepalived.pid";
 pub const DEFAULT_VRRP: &str = "/run/vrrp.pid";
 /// keepalived's default pid file of the checker child.
 pub const DEFAULT_CHECKERS: &str = "/run/checkers.pid";
+/// keepalived's default pid file of the BFD child.
+pub const DEFAULT_BFD: &str = "/run/bfd.pid";
 
 /// Why a pid file could not be taken.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,11 @@
 //!   everything, as keepalived does.
 //! - `/status` and `/metrics` (`--status-listen`) are served here, merged from the children's
 //!   reports.
+//! - BFD: the BFD child (started when the configuration has `bfd_instance`s, unless `-B`)
+//!   reports its sessions' states on its channel; the parent keeps the latest state of each and
+//!   passes changes on to the VRRP and checker children (only one of them if the instance says
+//!   `vrrp` or `checker`). A child that starts is first told every known state; when the BFD
+//!   child dies every session counts as down until its successor reports.
 
 use std::{
     fmt::Write as _,
@@ -36,6 +41,7 @@ use super::{
     status,
 };
 use crate::{
+    bfd::{BfdEvent, BfdStates},
     cli::Args,
     config::Config,
     daemon::control::{CHILD_FD, Channel, ROLE_VAR},
@@ -164,6 +170,10 @@ pub struct Supervisor {
     reloads: u64,
     started: Instant,
     seq: u64,
+    /// The BFD sessions' latest states.
+    bfd_states: BfdStates,
+    bfd_events: mpsc::UnboundedReceiver<BfdEvent>,
+    bfd_events_tx: mpsc::UnboundedSender<BfdEvent>,
     _pid_file: PidFile,
 }
 
@@ -174,20 +184,24 @@ impl Supervisor {
         let pid_file = PidFile::create(args.pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_MAIN)))?;
         // The children log the configuration's diagnostics; the parent only needs its shape.
         let (config, _) = super::load(&args, false).context("reading the configuration")?;
+        let (bfd_events_tx, bfd_events) = mpsc::unbounded_channel();
         let mut supervisor = Self {
             args,
             config,
             signals,
-            slots: vec![Slot::new(Role::Vrrp), Slot::new(Role::Checker)],
+            slots: vec![Slot::new(Role::Vrrp), Slot::new(Role::Checker), Slot::new(Role::Bfd)],
             status_requests: None,
             reloads: 0,
             started: Instant::now(),
             seq: 0,
+            bfd_states: BfdStates::new(),
+            bfd_events,
+            bfd_events_tx,
             _pid_file: pid_file,
         };
         for i in 0..supervisor.slots.len() {
             if supervisor.wanted(supervisor.slots[i].role) {
-                supervisor.slots[i].spawn()?;
+                supervisor.spawn(i).await?;
             }
         }
         if !supervisor.slots.iter().any(Slot::running) {
@@ -209,6 +223,82 @@ impl Supervisor {
             Role::Checker => {
                 !self.args.vrrp_only && (self.args.all || !self.config.virtual_servers.is_empty())
             }
+            Role::Bfd => {
+                !self.args.no_bfd
+                    && !self.args.vrrp_only
+                    && !self.args.check_only
+                    && (self.args.all || !self.config.bfd_instances.is_empty())
+            }
+        }
+    }
+
+    /// Starts the child of slot `i`: the BFD child's reports are read by a task of their own;
+    /// a VRRP or checker child is told the BFD states known so far.
+    async fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        self.slots[i].spawn()?;
+        let slot = &mut self.slots[i];
+        match slot.role {
+            Role::Bfd => {
+                if let Some(mut channel) = slot.channel.take() {
+                    let events = self.bfd_events_tx.clone();
+                    tokio::spawn(async move {
+                        while let Some(event) = channel.next_bfd_event().await {
+                            if events.send(event).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+            Role::Vrrp | Role::Checker => {
+                let role = slot.role;
+                let mut events: Vec<BfdEvent> = self
+                    .bfd_states
+                    .iter()
+                    .filter(|(name, _)| self.bfd_instance_reaches(name, role))
+                    .map(|(name, &up)| BfdEvent { name: name.clone(), up })
+                    .collect();
+                events.sort_by(|a, b| a.name.cmp(&b.name));
+                let slot = &mut self.slots[i];
+                for event in events {
+                    if let Some(channel) = &mut slot.channel
+                        && let Err(e) = channel.send_bfd(&event).await
+                    {
+                        warn!("{} child process({}): {e}", slot.role.name(), slot.pid);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether events of bfd_instance `name` go to the child in `role` (keepalived's `vrrp` /
+    /// `checker` in the instance: only there; neither: both).
+    fn bfd_instance_reaches(&self, name: &str, role: Role) -> bool {
+        match self.config.bfd_instances.iter().find(|b| b.name == name) {
+            Some(b) if b.vrrp || b.checker => {
+                (role == Role::Vrrp && b.vrrp) || (role == Role::Checker && b.checker)
+            }
+            _ => true,
+        }
+    }
+
+    /// A BFD state report: a change is passed on to the VRRP and checker children.
+    async fn bfd_event(&mut self, event: BfdEvent) {
+        if self.bfd_states.insert(event.name.clone(), event.up) == Some(event.up) {
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let role = self.slots[i].role;
+            if role == Role::Bfd || !self.bfd_instance_reaches(&event.name, role) {
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            if let Some(channel) = &mut slot.channel
+                && let Err(e) = channel.send_bfd(&event).await
+            {
+                warn!("{} child process({}): {e}", slot.role.name(), slot.pid);
+            }
         }
     }
 
@@ -220,13 +310,24 @@ impl Supervisor {
             let request = tokio::select! {
                 request = self.signals.next() => request,
                 (i, status) = next_exit(&mut self.slots) => {
-                    match self.child_exited(i, status) {
-                        Some(code) => break code,
-                        None => continue,
+                    if let Some(code) = self.child_exited(i, status) {
+                        break code;
                     }
+                    if self.slots[i].role == Role::Bfd {
+                        // Nobody runs the sessions: they count as down until a new child says.
+                        let names: Vec<String> = self.bfd_states.keys().cloned().collect();
+                        for name in names {
+                            self.bfd_event(BfdEvent { name, up: false }).await;
+                        }
+                    }
+                    continue;
                 }
                 () = sleep_until(restart) => {
-                    self.restart_due();
+                    self.restart_due().await;
+                    continue;
+                }
+                Some(event) = self.bfd_events.recv() => {
+                    self.bfd_event(event).await;
                     continue;
                 }
                 Some(status::SnapshotRequest(reply)) = super::recv_status(&mut self.status_requests) => {
@@ -240,7 +341,7 @@ impl Supervisor {
                     info!("received {signal}");
                     break 0;
                 }
-                Request::Reload => self.reload(),
+                Request::Reload => self.reload().await,
                 Request::Data => {
                     self.forward(nix::libc::SIGUSR1, &[Role::Vrrp, Role::Checker]);
                     self.write_parent_data();
@@ -263,7 +364,7 @@ impl Supervisor {
     /// SIGHUP: every child re-reads the file; children the new configuration needs are
     /// started, those it no longer needs stopped. A configuration with errors changes no child
     /// (they refuse it themselves, logging its errors).
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         self.reloads += 1;
         info!("Reloading");
         let _ = sd_notify::notify(&[
@@ -273,7 +374,7 @@ impl Supervisor {
         match super::load(&self.args, false) {
             Ok((config, 0)) => self.config = config,
             Ok(_) | Err(_) => {
-                self.forward(nix::libc::SIGHUP, &[Role::Vrrp, Role::Checker]);
+                self.forward(nix::libc::SIGHUP, &[Role::Vrrp, Role::Checker, Role::Bfd]);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 return;
             }
@@ -293,7 +394,7 @@ impl Supervisor {
                     slot.signal(nix::libc::SIGTERM);
                 }
                 (false, true) if slot.restart_at.is_none() => {
-                    if let Err(e) = slot.spawn() {
+                    if let Err(e) = self.spawn(i).await {
                         error!("{e:#}");
                     }
                 }
@@ -347,13 +448,14 @@ impl Supervisor {
     }
 
     /// Starts the children whose restart delay is over.
-    fn restart_due(&mut self) {
+    async fn restart_due(&mut self) {
         let now = Instant::now();
-        for slot in &mut self.slots {
-            if slot.restart_at.is_some_and(|at| at <= now) {
-                slot.respawns += 1;
-                if let Err(e) = slot.spawn() {
+        for i in 0..self.slots.len() {
+            if self.slots[i].restart_at.is_some_and(|at| at <= now) {
+                self.slots[i].respawns += 1;
+                if let Err(e) = self.spawn(i).await {
                     error!("{e:#}");
+                    let slot = &mut self.slots[i];
                     let delay = restart_delay(Duration::ZERO, slot.last_delay);
                     slot.last_delay = Some(delay);
                     slot.restart_at = Some(now + delay);

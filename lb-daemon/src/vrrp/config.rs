@@ -542,10 +542,9 @@ impl Planner<'_> {
             });
         }
         self.tracking(&v.name, &v.track_interface, &v.track_script, &v.track_file, &mut tracking);
-        for (keyword, list) in [("track_process", &v.track_process), ("track_bfd", &v.track_bfd)] {
-            if !list.is_empty() {
-                self.warn(&v.name, format!("{keyword} is not supported yet; ignored"));
-            }
+        self.track_bfd(&v.name, &v.track_bfd, &mut tracking);
+        if !v.track_process.is_empty() {
+            self.warn(&v.name, "track_process is not supported yet; ignored".to_string());
         }
         if let Some(group) = group {
             self.tracking(
@@ -555,6 +554,7 @@ impl Planner<'_> {
                 &group.track_file,
                 &mut tracking,
             );
+            self.track_bfd(&group.name, &group.track_bfd, &mut tracking);
             if !group.sync_group_tracking_weight {
                 // keepalived: in a sync group, tracked objects put the whole group in FAULT; a
                 // weight would let members' priorities diverge.
@@ -696,6 +696,21 @@ impl Planner<'_> {
             Some(number) => number.parse().map_err(|_| format!("unknown route protocol {number}"))?,
         };
         Ok(route)
+    }
+
+    /// `track_bfd`: the weight of the reference, else the bfd_instance's.
+    fn track_bfd(&mut self, owner: &str, list: &[TrackRef], out: &mut Vec<TrackEntry>) {
+        for t in list {
+            let Some(bfd) = self.config.bfd_instances.iter().find(|b| b.name == t.name) else {
+                self.warn(owner, format!("track bfd {} not found, ignoring...", t.name));
+                continue;
+            };
+            out.push(TrackEntry {
+                object: TrackedObject::Bfd(t.name.clone()),
+                weight: t.weight.unwrap_or(bfd.weight),
+                reverse: t.reverse.unwrap_or(bfd.reverse),
+            });
+        }
     }
 
     fn tracking(

@@ -37,6 +37,7 @@ use super::{
     socket::{AhSigning, Received, VrrpSocket},
     state::{self, Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
+    timer::Timer,
     track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
 };
 use crate::{
@@ -58,24 +59,38 @@ pub async fn run(
     status: VrrpStatus,
     handoff: Handoff,
     mut stop: watch::Receiver<Option<StopKind>>,
+    bfd: watch::Receiver<crate::bfd::BfdStates>,
 ) -> Result<(), VrrpError> {
     if config.vrrp_instances.is_empty() {
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
-    let (packets_tx, mut packets) = mpsc::unbounded_channel();
-    let mut engine = Engine::build(config, netlink, updates_tx, packets_tx).await?;
+    let bfd = track::spawn_bfd(bfd, updates_tx.clone());
+    let mut engine = Engine::build(config, netlink, updates_tx).await?;
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
     super::sched::apply(&config.global_defs);
     engine.start().await;
+    let mut timer = match Timer::new() {
+        Ok(timer) => Some(timer),
+        Err(e) => {
+            warn!("VRRP timers to the millisecond only (no timerfd: {e})");
+            None
+        }
+    };
     let kind = loop {
         if let Some(kind) = *stop.borrow_and_update() {
             break kind;
         }
         let deadline = engine.next_deadline();
+        if let Some(precise) = &mut timer
+            && let Err(e) = precise.set(deadline)
+        {
+            warn!("VRRP timers to the millisecond only (timerfd: {e})");
+            timer = None;
+        }
         tokio::select! {
             biased;
             changed = stop.changed() => {
@@ -85,14 +100,17 @@ pub async fn run(
             }
             // Adverts before timers: one that arrived in time must not lose to a timer that
             // expired while the daemon was waiting for a CPU.
-            Some((socket, received)) = packets.recv() => engine.receive(socket, received).await,
-            () = sleep_until(deadline) => {
-                // Adverts that arrived before the timer is handled count: what the readers
-                // passed on, then what the sockets still hold (without a system call unless
-                // their last readiness event said there is something to read).
-                while let Ok((socket, received)) = packets.try_recv() {
-                    engine.receive(socket, received).await;
+            (socket, result) = std::future::poll_fn(|cx| poll_sockets(&engine.sockets, cx)) => match result {
+                Ok(received) => engine.receive(socket, received).await,
+                Err(e) => {
+                    warn!("VRRP socket read failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+            },
+            () = sleep_until(deadline, timer.as_mut()) => {
+                // Adverts that arrived before the timer is handled count: what the sockets
+                // still hold (without a system call unless their last readiness event said
+                // there is something to read).
                 for socket in 0..engine.sockets.len() {
                     while let Some(result) = engine.sockets[socket].1.try_recv() {
                         match result {
@@ -109,14 +127,17 @@ pub async fn run(
             Some(update) = updates.recv() => engine.track(update).await,
         }
     };
+    bfd.abort();
     engine.stop(kind).await;
     Ok(())
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
+/// Waits for `deadline` on `timer` (armed for it), or on tokio's timer without one.
+async fn sleep_until(deadline: Option<Instant>, timer: Option<&mut Timer>) {
+    match (deadline, timer) {
+        (Some(_), Some(timer)) => timer.expired().await,
+        (Some(at), None) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        (None, _) => std::future::pending().await,
     }
 }
 
@@ -221,7 +242,6 @@ impl Engine {
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
-        packets: mpsc::UnboundedSender<(usize, Received)>,
     ) -> Result<Self, VrrpError> {
         let mut vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
@@ -313,9 +333,7 @@ impl Engine {
                 Some(index) => index,
                 None => match open_socket(&instance, &key) {
                     Ok(socket) => {
-                        let socket = Arc::new(socket);
-                        tasks.push(spawn_reader(sockets.len(), Arc::clone(&socket), packets.clone()));
-                        sockets.push((key, socket));
+                        sockets.push((key, Arc::new(socket)));
                         sockets.len() - 1
                     }
                     Err(e) => {
@@ -510,7 +528,11 @@ impl Engine {
                 late.unwrap_or_default().as_secs_f64() * 1e3
             );
         } else if due {
-            info!("({}) Receive advertisement timeout", self.runners[i].plan.name);
+            info!(
+                "({}) Receive advertisement timeout (handled {:.1} ms after it ran out)",
+                self.runners[i].plan.name,
+                late.unwrap_or_default().as_secs_f64() * 1e3
+            );
         } else if old == State::Master
             && let Some(late) = late
             && late >= self.runners[i].machine.params().advert_interval / state::LATE_GRACE
@@ -631,6 +653,17 @@ impl Engine {
             TrackUpdate::File { index, value } => {
                 let Some(slot) = self.track.files.get_mut(index) else { return };
                 *slot = value;
+            }
+            TrackUpdate::Bfd(states) => {
+                if states == self.track.bfd {
+                    return;
+                }
+                for (name, up) in &states {
+                    if self.track.bfd.get(name) != Some(up) {
+                        info!("VRRP_Track_BFD({name}) {}", if *up { "up" } else { "down" });
+                    }
+                }
+                self.track.bfd = states;
             }
         }
         self.reevaluate().await;
@@ -1013,26 +1046,18 @@ fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<Vrrp
     }
 }
 
-fn spawn_reader(
-    index: usize,
-    socket: Arc<VrrpSocket>,
-    packets: mpsc::UnboundedSender<(usize, Received)>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match socket.recv().await {
-                Ok(received) => {
-                    if packets.send((index, received)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    warn!("VRRP socket read failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+/// The next advert any of `sockets` holds (read in the engine's task: no hop through a reader
+/// task and a channel per advert), with the index of its socket.
+fn poll_sockets(
+    sockets: &[(SocketKey, Arc<VrrpSocket>)],
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(usize, std::io::Result<Received>)> {
+    for (index, (_, socket)) in sockets.iter().enumerate() {
+        if let std::task::Poll::Ready(result) = socket.poll_recv(cx) {
+            return std::task::Poll::Ready((index, result));
         }
-    })
+    }
+    std::task::Poll::Pending
 }
 
 /// Writes `net.ipv4.conf.INTERFACE.KEY` (logged on failure).

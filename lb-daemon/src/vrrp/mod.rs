@@ -18,7 +18,8 @@
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`).
-//! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point.
+//! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
+//!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
 //! Data flow for a received advert: socket → [`packet::Ipv4VrrpPacket::decode`] (or
 //! [`packet::VrrpAdvert::decode`] for IPv6) → TTL / unicast peer checks → dispatch by VRID →
@@ -39,6 +40,7 @@ pub mod smtp;
 pub mod socket;
 pub mod state;
 pub mod status;
+pub mod timer;
 pub mod track;
 
 pub use engine::run;
@@ -100,33 +102,41 @@ pub struct VrrpTask {
     config: crate::config::Config,
     netlink: crate::netlink::Netlink,
     handoff: Handoff,
+    bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
 }
 
 impl VrrpTask {
-    /// Runs the VRRP instances of `config` on the current tokio runtime.
-    pub fn spawn(config: crate::config::Config, netlink: crate::netlink::Netlink) -> Self {
-        Self::spawn_after(config, netlink, Handoff::default())
+    /// Runs the VRRP instances of `config` on the current tokio runtime; `bfd` gives the BFD
+    /// sessions' states for `track_bfd`.
+    pub fn spawn(
+        config: crate::config::Config,
+        netlink: crate::netlink::Netlink,
+        bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
+    ) -> Self {
+        Self::spawn_after(config, netlink, Handoff::default(), bfd)
     }
 
     fn spawn_after(
         config: crate::config::Config,
         netlink: crate::netlink::Netlink,
         handoff: Handoff,
+        bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
     ) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(None);
         let status = status::VrrpStatus::default();
         let engine_status = status.clone();
-        let (engine_config, engine_netlink, engine_handoff) =
-            (config.clone(), netlink.clone(), handoff.clone());
+        let (engine_config, engine_netlink, engine_handoff, engine_bfd) =
+            (config.clone(), netlink.clone(), handoff.clone(), bfd.clone());
         let task = tokio::spawn(async move {
-            let result = run(&engine_config, engine_netlink, engine_status, engine_handoff, stopped).await;
+            let result =
+                run(&engine_config, engine_netlink, engine_status, engine_handoff, stopped, engine_bfd).await;
             if let Err(e) = &result {
                 // Said now, not only when the daemon stops.
                 tracing::error!("VRRP: {}", addr::chain(e));
             }
             result
         });
-        VrrpTask { stop, task, status, config, netlink, handoff }
+        VrrpTask { stop, task, status, config, netlink, handoff, bfd }
     }
 
     /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same;
@@ -158,9 +168,9 @@ impl VrrpTask {
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
         );
-        let (netlink, handoff) = (self.netlink.clone(), self.handoff.clone());
+        let (netlink, handoff, bfd) = (self.netlink.clone(), self.handoff.clone(), self.bfd.clone());
         self.stop(StopKind::Handoff).await?;
-        Ok(Self::spawn_after(config, netlink, handoff))
+        Ok(Self::spawn_after(config, netlink, handoff, bfd))
     }
 
     /// The instances' state and counters, as the engine last published them.

@@ -121,9 +121,12 @@ impl VrrpSocket {
 
     fn register(socket: Socket, source: IpAddr) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        // Readable only: adverts are sent straight away (a raw socket's send buffer does not
+        // fill at advert rates), and a write interest would wake the runtime after every send
+        // for nothing (an edge-triggered EPOLLOUT each time the buffer drains).
         // SAFETY: the Socket owns its descriptor and is moved into the AsyncFd, which neither
         // replaces nor closes it while registered.
-        let fd = unsafe { AsyncFd::register(socket)? };
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? };
         Ok(Self { fd, next_id: AtomicU16::new(1), source })
     }
 
@@ -178,12 +181,27 @@ impl VrrpSocket {
             _ => unreachable!("pseudo-header construction checked the families"),
         };
         let to = to.into();
-        self.fd.async_io(Interest::WRITABLE, |socket| socket.send_to(&packet, &to)).await.map(drop)
+        // Non-blocking: a full send buffer is an error the caller logs; the next advert follows
+        // an interval later in any case.
+        self.fd.get_ref().send_to(&packet, &to).map(drop)
     }
 
     /// Waits for the next advert.
     pub async fn recv(&self) -> io::Result<Received> {
-        self.fd.async_io(Interest::READABLE, |socket| self.read_one(socket)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next advert (registers `cx` for the socket's readiness if none waits).
+    pub fn poll_recv(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<Received>> {
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                std::task::Poll::Ready(guard) => guard?,
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            };
+            if let Ok(result) = guard.try_io(|fd| self.read_one(fd.get_ref())) {
+                return std::task::Poll::Ready(result);
+            }
+        }
     }
 
     /// The next advert if one is waiting, without a system call when the last readiness event

@@ -27,10 +27,11 @@
 //! - sync groups (keepalived's `vrrp_sync.c`) are coordinated by the caller with
 //!   [`Event::SyncHold`] (a member whose Master_Down_Timer fired waits for the rest of its
 //!   group), [`Event::SyncMaster`] and [`Event::SyncBackup`] (members follow one that moved);
-//! - beyond keepalived: a Master_Down_Timer handled more than half an advert interval after it
-//!   ran out was not watched (the daemon waited for a CPU, or its whole machine was paused):
-//!   the master may not have run either, and its advert may be about to arrive, so the backup
-//!   waits one more Master_Adver_Interval before taking over, once per timer ([`LATE_GRACE`]);
+//! - beyond keepalived: a Master_Down_Timer handled [`STALL`] (or half an advert interval, if
+//!   less) after it ran out was not watched (the daemon waited for a CPU, or its whole machine
+//!   was paused: a VM whose host throttles it stops every virtual CPU at once): the master may
+//!   not have run either, and its advert may be about to arrive, so the backup waits one more
+//!   Master_Adver_Interval before taking over, once per timer ([`LATE_GRACE`]);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
@@ -51,9 +52,17 @@ use super::packet::{
 const MICROS_PER_CENTISECOND: u64 = 10_000;
 /// Master_Down_Interval counts this many advert intervals before the skew (RFC 5798 §6.1).
 const DOWN_TIMER_ADVERTS: u32 = 3;
-/// A Master_Down_Timer handled at least this fraction of Master_Adver_Interval late (1/N) gets
-/// one more Master_Adver_Interval before the backup takes over.
+/// A Master_Down_Timer handled at least this fraction of Master_Adver_Interval late (1/N), or
+/// [`STALL`] late if that is less, gets one more Master_Adver_Interval before the backup takes
+/// over.
 pub const LATE_GRACE: u32 = 2;
+/// A wake-up this late means the daemon did not run: the engine's timer (a timerfd) wakes a
+/// real-time thread within 0.1 ms of its deadline. Measured on a VM throttled by its host (the
+/// soak of `cargo xtask bench vrrp`): the whole machine stops for up to tens of milliseconds at
+/// the end of the host's 100 ms accounting period, master and backup alike; a stop longer than
+/// Master_Down_Interval − Master_Adver_Interval that ended up to half an interval after the
+/// backup's timer ran out made it take over from a master whose advert was about to go out.
+pub const STALL: Duration = Duration::from_millis(1);
 /// What [`later`] falls back to when a configured delay overflows [`Instant`]: about 136 years.
 const FAR_FUTURE: Duration = Duration::from_secs(u32::MAX as u64);
 
@@ -765,7 +774,7 @@ impl Instance {
         match self.state {
             State::Backup => {
                 let late = self.timer.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-                if !self.late_grace && late >= self.master_adver_interval / LATE_GRACE {
+                if !self.late_grace && late >= (self.master_adver_interval / LATE_GRACE).min(STALL) {
                     self.late_grace = true;
                     self.timer = Some(later(now, self.master_adver_interval));
                     return;

@@ -1,6 +1,6 @@
 //! Tracking: interfaces (`track_interface`, and an instance's own interface unless
-//! `dont_track_primary`), scripts (`vrrp_script` + `track_script`) and files (`track_file`),
-//! turned into the [`Event::Fault`](super::state::Event::Fault) and
+//! `dont_track_primary`), scripts (`vrrp_script` + `track_script`), files (`track_file`) and
+//! BFD sessions (`track_bfd`, states from the BFD child, see [`crate::bfd`]), turned into the [`Event::Fault`](super::state::Event::Fault) and
 //! [`Event::PriorityAdjustment`](super::state::Event::PriorityAdjustment) of each instance.
 //!
 //! The arithmetic follows keepalived 2.2.7's `vrrp_track.c`:
@@ -8,6 +8,8 @@
 //!   FAULT; with `reverse`, being up does;
 //! - weight > 0: added (× −1 with `reverse`) while the object is up; weight < 0: added
 //!   (× −1 with `reverse`) while it is down. A script that has not reported yet counts as neither;
+//! - a BFD session counts as an object up or down like an interface (its weight from
+//!   `track_bfd`, else from the `bfd_instance`); one not reported yet counts as neither;
 //! - a file's value is multiplied by the weight (negated with `reverse`); −254 or less is FAULT;
 //! - a script changes state after `rise` successes or `fall` failures in a row (its first result
 //!   settles it; `init_fail` starts it failed).
@@ -44,6 +46,8 @@ pub enum TrackedObject {
     Script(usize),
     /// A `track_file`, by index in [`super::config::Plan::files`].
     File(usize),
+    /// A `bfd_instance`, by name.
+    Bfd(String),
 }
 
 impl fmt::Display for TrackedObject {
@@ -52,6 +56,7 @@ impl fmt::Display for TrackedObject {
             TrackedObject::Interface(name) => write!(f, "interface {name}"),
             TrackedObject::Script(index) => write!(f, "script #{index}"),
             TrackedObject::File(index) => write!(f, "file #{index}"),
+            TrackedObject::Bfd(name) => write!(f, "BFD {name}"),
         }
     }
 }
@@ -134,6 +139,8 @@ pub struct TrackStatus {
     pub scripts: Vec<ScriptState>,
     /// By file index: the number read from the file (0 when missing or not a number).
     pub files: Vec<i64>,
+    /// bfd_instance name → up, as the BFD child last reported.
+    pub bfd: HashMap<String, bool>,
 }
 
 /// The outcome of an instance's tracking.
@@ -167,6 +174,10 @@ pub fn evaluate(entries: &[TrackEntry], status: &TrackStatus) -> Evaluation {
                 entry.weight,
                 entry.reverse,
             ),
+            TrackedObject::Bfd(name) => match status.bfd.get(name) {
+                Some(&up) => contribution(up, entry.weight, entry.reverse),
+                None => Ok(0),
+            },
             TrackedObject::Script(index) => match status.scripts.get(*index).map(ScriptState::status) {
                 Some(ScriptStatus::Ok) => contribution(true, entry.weight, entry.reverse),
                 Some(ScriptStatus::Ko) => contribution(false, entry.weight, entry.reverse),
@@ -220,6 +231,23 @@ pub enum TrackUpdate {
         /// The new value.
         value: i64,
     },
+    /// The BFD sessions' states (all of them, as the daemon last heard).
+    Bfd(crate::bfd::BfdStates),
+}
+
+/// Passes on the BFD states the daemon receives, the current ones first.
+pub fn spawn_bfd(
+    mut states: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
+    updates: UnboundedSender<TrackUpdate>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let current = states.borrow_and_update().clone();
+            if updates.send(TrackUpdate::Bfd(current)).is_err() || states.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Runs `script` every `plan.interval`, reporting each result.
@@ -328,6 +356,22 @@ mod tests {
             interfaces: interfaces.iter().map(|(n, u)| ((*n).to_string(), *u)).collect(),
             ..TrackStatus::default()
         }
+    }
+
+    #[test]
+    fn a_bfd_session_weighs_like_an_interface_and_faults_without_weight() {
+        let mut status = TrackStatus::default();
+        let weighted = [entry(TrackedObject::Bfd("peer".into()), -30, false)];
+        let faulting = [entry(TrackedObject::Bfd("peer".into()), 0, false)];
+        // Not reported yet: neither.
+        assert_eq!(evaluate(&weighted, &status), Evaluation::default());
+        assert_eq!(evaluate(&faulting, &status), Evaluation::default());
+        status.bfd.insert("peer".into(), false);
+        assert_eq!(evaluate(&weighted, &status).adjustment, -30);
+        assert!(evaluate(&faulting, &status).fault);
+        status.bfd.insert("peer".into(), true);
+        assert_eq!(evaluate(&weighted, &status), Evaluation::default());
+        assert!(!evaluate(&faulting, &status).fault);
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => serve(),
+        Some("detect") => detect(),
         Some("check") => {
             let n = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok()).unwrap_or(0);
             check(n(1), n(2), n(3) as u64)
@@ -57,6 +58,9 @@ fn orchestrate() -> anyhow::Result<()> {
     ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
     ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
     let me = std::env::current_exe()?;
+    if std::env::var("LBD_BENCH_CHECKS").as_deref() == Ok("detect") {
+        return detection(&lab, &ns, &me);
+    }
     let mut server = ns.spawn("server", &me, &["serve"]);
     wait_until(Duration::from_secs(10), "the server", || {
         server.assert_running();
@@ -113,21 +117,171 @@ fn orchestrate() -> anyhow::Result<()> {
     println!("Server namespace after the runs: {}.", counters.join(", "));
     baseline(&lab, &ns, &me)?;
     server.kill();
+    detection(&lab, &ns, &me)?;
     Ok(())
+}
+
+/// The address and port of the real server whose failure `detection` times.
+const VICTIM: (Ipv4Addr, u16) = (Ipv4Addr::new(127, 3, 0, 1), 82);
+/// Failures timed by `detection`.
+const DETECTIONS: usize = 20;
+
+/// keepalived's checker and lbd's watch the same real server (TCP_CHECK, delay_loop 1,
+/// connect_timeout 1, retry 0) at the same time; its listener is closed at a random moment and
+/// opened again, `DETECTIONS` times. Both report through their output, read by this process
+/// every millisecond: the time from the close to the line saying the real server is down.
+fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
+    let shim = ipvs_shim(lab)?;
+    let conf = lab.write_file("keepalived-detect.conf", &detect_config());
+    let main_pid = lab.dir().join("keepalived-detect.pid").display().to_string();
+    let checker_pid = lab.dir().join("keepalived-detect-checkers.pid").display().to_string();
+    let preload = format!("LD_PRELOAD={}", shim.display());
+    let listen = || {
+        ns.enter(|| {
+            let l = TcpListener::bind(SocketAddr::from(VICTIM))?;
+            l.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(l)
+        })
+    };
+    let mut victim = Some(listen()?);
+    let conf = conf.display().to_string();
+    let mut keepalived = ns.spawn(
+        "keepalived-detect",
+        "env",
+        &[&preload, KEEPALIVED, "-n", "-l", "-C", "-f", &conf, "-p", &main_pid, "-c", &checker_pid],
+    );
+    let mut lbd = ns.spawn("lbd-detect", me, &["detect"]);
+    // keepalived logs a failed TCP_CHECK and a successful one (retry 0: the first failure
+    // removes the real server); lbd's runner prints `down` and `up`.
+    let k_down = |log: &str| log.matches("TCP_CHECK on service [127.3.0.1]:tcp:82 failed").count();
+    let k_up = |log: &str| log.matches("TCP connection to [127.3.0.1]:tcp:82 success").count();
+    let l_down = |log: &str| log.lines().filter(|l| *l == "down").count();
+    let l_up = |log: &str| log.lines().filter(|l| *l == "up").count();
+    wait_until(Duration::from_secs(20), "both checkers", || {
+        keepalived.assert_running();
+        lbd.assert_running();
+        keepalived.log().contains("Startup complete") && l_up(&lbd.log()) > 0
+    });
+    // Refused: the listener is closed (connects get a reset). Silent: the namespace drops the
+    // probes' SYNs (a host that died without a word), so a probe waits for connect_timeout.
+    let mut rows = Vec::new();
+    for silent in [false, true] {
+        let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        let mut seed = std::process::id() as u64 | 1;
+        for _ in 0..DETECTIONS {
+            // Both have seen the real server up since it last came back.
+            std::thread::sleep(Duration::from_millis(1500));
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_micros(seed % 1_000_000));
+            let (k_before, l_before) = (k_down(&keepalived.log()), l_down(&lbd.log()));
+            let (k_up_before, l_up_before) = (k_up(&keepalived.log()), l_up(&lbd.log()));
+            if silent {
+                nft(
+                    ns,
+                    "add table ip victim { chain out { type filter hook output priority 0; ip daddr 127.3.0.1 tcp dport 82 drop; }; }",
+                )?;
+            } else {
+                drop(victim.take());
+            }
+            let failed = Instant::now();
+            let mut seen: [Option<f64>; 2] = [None, None];
+            while seen.iter().any(Option::is_none) && failed.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(1));
+                if seen[0].is_none() && k_down(&keepalived.log()) > k_before {
+                    seen[0] = Some(failed.elapsed().as_secs_f64());
+                }
+                if seen[1].is_none() && l_down(&lbd.log()) > l_before {
+                    seen[1] = Some(failed.elapsed().as_secs_f64());
+                }
+            }
+            for (all, one) in times.iter_mut().zip(seen) {
+                all.push(one.unwrap_or(f64::NAN));
+            }
+            if silent {
+                nft(ns, "delete table ip victim")?;
+            } else {
+                victim = Some(listen()?);
+            }
+            wait_until(Duration::from_secs(10), "both checkers to see the real server again", || {
+                if let Some(l) = &victim {
+                    while l.accept().is_ok() {}
+                }
+                k_up(&keepalived.log()) > k_up_before && l_up(&lbd.log()) > l_up_before
+            });
+        }
+        let failure = if silent { "SYNs dropped" } else { "listener closed" };
+        rows.push((format!("keepalived 2.2.7 -C (IPVS shim) | {failure}"), times[0].clone()));
+        rows.push((format!("lbd (`check::Runner`) | {failure}"), times[1].clone()));
+    }
+    keepalived.kill();
+    lbd.kill();
+    println!(
+        "\nDetection, same run: both checkers watch one real server (TCP_CHECK, delay_loop 1, connect_timeout 1, \
+         retry 0) at the same time; it fails at a random moment, {DETECTIONS} times each way: its listener is \
+         closed (connects are refused) or the namespace drops the probes' SYNs (connects time out); time until \
+         each checker says it is down (its output read every millisecond by the harness).\n"
+    );
+    println!("| checker process | failure | failures | detected | min | median | p90 | max |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (label, all) in &rows {
+        let mut found: Vec<f64> = all.iter().copied().filter(|t| t.is_finite()).collect();
+        found.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            found.get(((found.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "| {label} | {} | {} | {:.3} s | {:.3} s | {:.3} s | {:.3} s |",
+            all.len(),
+            found.len(),
+            at(0.0),
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        );
+    }
+    println!("\nGoal: detection within one delay_loop plus connect_timeout (2 s) of the failure.");
+    Ok(())
+}
+
+/// Runs one nft command in `ns`.
+fn nft(ns: &Netns, command: &str) -> anyhow::Result<()> {
+    let out = ns.exec("nft", &[command]);
+    anyhow::ensure!(out.status.success(), "nft {command}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+fn detect_config() -> String {
+    format!(
+        "virtual_server 10.0.0.3 82 {{\n delay_loop 1\n protocol TCP\n real_server {} {} {{\n  TCP_CHECK {{\n   \
+         connect_timeout 1\n   retry 0\n  }}\n }}\n}}\n",
+        VICTIM.0, VICTIM.1
+    )
+}
+
+/// Runs the checker of `detect_config` and prints `up` / `down` as its real server comes and goes.
+fn detect() -> anyhow::Result<()> {
+    let loaded = lb_daemon::config::parse_str("detect.conf", &detect_config(), &Default::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut runner = lb_daemon::check::Runner::spawn(&loaded.config);
+        let mut up = None;
+        loop {
+            let now = runner.desired().services.iter().any(|s| !s.reals.is_empty());
+            if up != Some(now) {
+                println!("{}", if now { "up" } else { "down" });
+                up = Some(now);
+            }
+            runner.changed().await;
+        }
+    })
 }
 
 /// keepalived's checker and lbd's on the same `BASELINE_REALS` TCP_CHECK servers, one after the
 /// other; prints a second table and the ratio.
 fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
-    let shim = lab.dir().join("ipvs-shim.so");
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ipvs-shim.c");
-    let out = std::process::Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-o"])
-        .arg(&shim)
-        .arg(source)
-        .arg("-ldl")
-        .output()?;
-    anyhow::ensure!(out.status.success(), "cc ipvs-shim.c: {}", String::from_utf8_lossy(&out.stderr));
+    let shim = ipvs_shim(lab)?;
     let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
     let pid = |what: &str| lab.dir().join(format!("keepalived-{what}.pid"));
     let preload = format!("LD_PRELOAD={}", shim.display());
@@ -190,6 +344,23 @@ fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
         value("reals_up")
     );
     Ok(())
+}
+
+/// Builds tests/bench/ipvs-shim.c into the lab's directory (once) and returns its path.
+fn ipvs_shim(lab: &Lab) -> anyhow::Result<std::path::PathBuf> {
+    let shim = lab.dir().join("ipvs-shim.so");
+    if shim.exists() {
+        return Ok(shim);
+    }
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ipvs-shim.c");
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(source)
+        .arg("-ldl")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cc ipvs-shim.c: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(shim)
 }
 
 /// The namespace's TCP active opens so far (connects, one per TCP_CHECK probe).

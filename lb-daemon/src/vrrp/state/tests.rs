@@ -238,10 +238,16 @@ fn a_master_down_timer_handled_late_waits_one_more_interval_once() {
     let mut backup = started(params(100, 2));
     receive(&mut backup, 1, &advert(150), at_ms(1000));
     assert_eq!(deadline(&backup), at_us(4_609_375));
-    // Handled 0.4 s late (under half an interval): an ordinary takeover.
+    // Handled 0.9 ms late (timer jitter): an ordinary takeover.
     let mut on_time = backup.clone();
-    assert_eq!(on_time.handle(Event::Timer, at_us(5_009_375)), takeover_actions(100));
-    // Handled 0.5 s late: the daemon did not run; one more interval for the master's advert.
+    assert_eq!(on_time.handle(Event::Timer, at_us(4_610_275)), takeover_actions(100));
+    // Handled 1 ms late (STALL): the daemon did not run; one more interval for the master's
+    // advert.
+    let mut stalled = backup.clone();
+    assert_eq!(stalled.handle(Event::Timer, at_us(4_610_375)), []);
+    assert_eq!(stalled.state(), State::Backup);
+    assert_eq!(deadline(&stalled), at_us(5_610_375));
+    // Handled 0.5 s late: the same.
     assert_eq!(backup.handle(Event::Timer, at_us(5_109_375)), []);
     assert_eq!(backup.state(), State::Backup);
     assert_eq!(deadline(&backup), at_us(6_109_375));

@@ -1,0 +1,275 @@
+//! BFD (issue 6): lbd's BFD child against real keepalived 2.2.7's BFD process, and what its
+//! sessions drive: `BFD_CHECK` (a real server whose BFD peer dies stops getting traffic through
+//! the VIP, and gets it again when the peer returns) and `track_bfd` (a VIP moves to the
+//! backup when the master's session goes down; an instance tracking it without weight faults).
+//!
+//! keepalived runs only its BFD process here (its configuration has nothing but
+//! `bfd_instance`s), which needs no IPVS. Sessions run at 50 ms × 5: a detection time of 250 ms.
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
+
+mod vrrp_kit;
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lb_tests::{
+    bins,
+    lab::{Lab, LbHosts, Netns, wait_until},
+    process::Proc,
+};
+use vrrp_kit::{ADVERT_TEXT, VipWatch, config, instance, ip4, lan};
+
+/// The detection time of every session here: 5 × 50 ms.
+const DETECTION: Duration = Duration::from_millis(250);
+/// What a loaded 2-core machine may add to a timer and to a log line's timestamp.
+const SLACK: Duration = Duration::from_millis(250);
+
+/// A `bfd_instance` block at 50 ms × 5.
+fn bfd_instance(name: &str, neighbor: &str, extra: &str) -> String {
+    format!(
+        "bfd_instance {name} {{\n  neighbor_ip {neighbor}\n  min_rx 50\n  min_tx 50\n  multiplier 5\n{extra}}}\n"
+    )
+}
+
+/// Starts keepalived with `config` (only `bfd_instance`s: only its BFD process runs) in `ns`
+/// and waits for its BFD child.
+fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Proc {
+    let conf = lab.write_file(&format!("{label}.conf"), config);
+    let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
+    let mut keepalived = ns.spawn(
+        label,
+        "keepalived",
+        &[
+            "-n",
+            "-l",
+            "-D",
+            "-G",
+            "-f",
+            conf.to_str().unwrap(),
+            "-p",
+            &pid("main"),
+            "-r",
+            &pid("vrrp"),
+            "-c",
+            &pid("check"),
+            "-b",
+            &pid("bfd"),
+        ],
+    );
+    wait_until(Duration::from_secs(10), &format!("{label}'s BFD child"), || {
+        keepalived.assert_running();
+        keepalived.log().contains("Starting BFD child process")
+    });
+    keepalived
+}
+
+/// Starts lbd with `config` in `ns`.
+fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
+    let conf = lab.write_file(&format!("{label}.conf"), config);
+    let pin = lab.bpffs().join(label);
+    bins::spawn_lbd(lab, ns, label, &conf, &pin, &[])
+}
+
+/// Waits until `process`'s log from byte `mark` on contains `line`.
+fn wait_for_line(process: &mut Proc, mark: usize, line: &str, timeout: Duration) {
+    wait_until(timeout, line, || {
+        process.assert_running();
+        process.log().get(mark..).unwrap_or_default().contains(line)
+    });
+}
+
+/// Seconds since midnight UTC now.
+fn now_of_day() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0
+}
+
+/// Seconds since midnight UTC of the timestamp of lbd's first log line after byte `mark` that
+/// contains `what` (lbd logs `2026-11-30T12:29:19.591561Z  WARN ...`).
+fn logged_at(log: &str, mark: usize, what: &str) -> f64 {
+    let line = log.get(mark..).unwrap_or_default().lines().find(|l| l.contains(what)).unwrap();
+    let time = line.split('T').nth(1).unwrap().split('Z').next().unwrap();
+    let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap());
+    let (h, m, s) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    h * 3600.0 + m * 60.0 + s
+}
+
+#[test]
+fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection_time() {
+    let mut lab = Lab::new();
+    let a = lab.netns("lbd");
+    let b = lab.netns("ka");
+    lab.veth(&a, "eth0", &b, "eth0");
+    a.addr("eth0", "10.52.0.1/24");
+    b.addr("eth0", "10.52.0.2/24");
+
+    let ka_config = config("ka-bfd", "", &[bfd_instance("to_lbd", "10.52.0.1", "  source_ip 10.52.0.2\n")]);
+    let mut keepalived = start_keepalived(&lab, &b, "ka", &ka_config);
+    let lbd_config = bfd_instance("to_ka", "10.52.0.2", "  source_ip 10.52.0.1\n");
+    let mut lbd = start_lbd(&mut lab, &a, "lbd", &lbd_config);
+    wait_for_line(&mut lbd, 0, "Starting BFD child process", Duration::from_secs(10));
+    // Only the BFD child: the configuration has no VRRP instance and no virtual server.
+    assert!(!lbd.log().contains("Starting VRRP child"), "{}", lbd.log());
+    assert!(!lbd.log().contains("Starting Healthcheck child"), "{}", lbd.log());
+    wait_for_line(&mut lbd, 0, "BFD_Instance(to_ka) Entering Up state", Duration::from_secs(15));
+    wait_for_line(&mut keepalived, 0, "(to_lbd) Entering Up state", Duration::from_secs(5));
+    // keepalived agreed to lbd's 50 ms rates by the poll sequence.
+    wait_for_line(&mut keepalived, 0, "Detection time is 250000 us", Duration::from_secs(5));
+
+    // Up and steady at 50 ms for two seconds.
+    let mark = lbd.log().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!lbd.log()[mark..].contains("Entering Down"), "flapped:\n{}", lbd.log());
+    assert!(!keepalived.log().contains("Entering Down"), "keepalived flapped:\n{}", keepalived.log());
+
+    // keepalived killed: down within the detection time.
+    let mark = lbd.log().len();
+    let killed = now_of_day();
+    keepalived.kill();
+    wait_for_line(
+        &mut lbd,
+        mark,
+        "BFD_Instance(to_ka) Entering Down state (local diag - TimeExpired)",
+        Duration::from_secs(5),
+    );
+    let took = logged_at(&lbd.log(), mark, "Entering Down state") - killed;
+    eprintln!("session down {:.0} ms after keepalived was killed (detection time 250 ms)", took * 1000.0);
+    assert!(took >= 0.0 && took <= (DETECTION + SLACK).as_secs_f64(), "down after {took} s:\n{}", lbd.log());
+
+    // keepalived back: up again.
+    let mark = lbd.log().len();
+    let mut keepalived = start_keepalived(&lab, &b, "ka-again", &ka_config);
+    wait_for_line(&mut lbd, mark, "BFD_Instance(to_ka) Entering Up state", Duration::from_secs(15));
+
+    // lbd's BFD child killed: keepalived sees the session go down, the parent starts a new
+    // child, and the session comes up again.
+    let bfd_pid: i32 =
+        std::fs::read_to_string(lab.dir().join("lbd-bfd.pid")).unwrap().trim().parse().unwrap();
+    let mark = lbd.log().len();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bfd_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for_line(&mut keepalived, 0, "(to_lbd) Entering Down state", Duration::from_secs(5));
+    wait_for_line(&mut lbd, mark, "BFD child process(", Duration::from_secs(5));
+    wait_for_line(&mut lbd, mark, "BFD_Instance(to_ka) Entering Up state", Duration::from_secs(15));
+}
+
+/// The answers of `n` requests to `vip`; every request must succeed.
+fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| {
+            let out = client.exec("curl", &["-sS", "--max-time", "3", &format!("http://{vip}/")]);
+            assert!(
+                out.status.success(),
+                "request to {vip} failed: {}\nlbd log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                lbd.log()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn a_real_server_whose_bfd_peer_dies_gets_no_traffic_until_it_returns() {
+    let mut lab = Lab::new();
+    let LbHosts { switch: _switch, client, lb, reals } = lab.lb_hosts(2);
+    client.addr("eth0", "10.30.0.2/24");
+    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
+    lb.addr("eth0", "10.30.0.1/24");
+    lb.addr("eth1", "10.31.0.1/24");
+    for (i, ns) in (1..).zip(&reals) {
+        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+    }
+    let _web: Vec<Proc> = (1..)
+        .zip(&reals)
+        .map(|(i, ns)| ns.spawn("web", bins::web(), &[&format!("r{i}"), "0.0.0.0:8080"]))
+        .collect();
+    let ka_config = config("ka-r1", "", &[bfd_instance("lb", "10.31.0.1", "")]);
+    let _keepalived = start_keepalived(&lab, &reals[0], "ka", &ka_config);
+    let lbd_config = format!(
+        "{}virtual_server 10.40.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+           real_server 10.31.0.11 8080 {{\n    BFD_CHECK {{\n      name r1\n    }}\n  }}\n\
+           real_server 10.31.0.12 8080 {{\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n}}\n",
+        bfd_instance("r1", "10.31.0.11", "")
+    );
+    let mut lbd = start_lbd(&mut lab, &lb, "lbd", &lbd_config);
+    wait_for_line(&mut lbd, 0, "BFD_Instance(r1) Entering Up state", Duration::from_secs(20));
+    let both = set(&["r1", "r2"]);
+    wait_until(Duration::from_secs(10), "both reals to answer through the VIP", || {
+        answers(&client, "10.40.0.100", 6, &lbd) == both
+    });
+
+    // r1's BFD peer dies: r1 is taken out, and no request fails or reaches it.
+    let mark = lbd.log().len();
+    drop(_keepalived);
+    wait_for_line(
+        &mut lbd,
+        mark,
+        "Removing service [10.31.0.11]:tcp:8080 from VS [10.40.0.100]:tcp:80",
+        DETECTION + Duration::from_secs(3),
+    );
+    assert!(lbd.log()[mark..].contains("BFD check of [r1] RS([10.31.0.11]:tcp:8080)"), "{}", lbd.log());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(answers(&client, "10.40.0.100", 8, &lbd), set(&["r2"]), "with r1's peer dead");
+
+    // The peer returns: r1 is back.
+    let _keepalived = start_keepalived(&lab, &reals[0], "ka-again", &ka_config);
+    wait_until(Duration::from_secs(15), "r1 to answer through the VIP again", || {
+        answers(&client, "10.40.0.100", 6, &lbd) == both
+    });
+}
+
+#[test]
+fn track_bfd_moves_a_vip_and_faults_an_instance_without_weight() {
+    let mut lab = Lab::new();
+    let routers = lan(&mut lab, 53, 3);
+    let (vip, vip2) = ("10.53.0.100/24", "10.53.0.101/24");
+    let ka_config = config("ka-peer", "", &[bfd_instance("to_r1", "10.53.0.1", "")]);
+    let keepalived = start_keepalived(&lab, &routers[2], "ka", &ka_config);
+
+    let track = |weight: &str| format!("  track_bfd {{\n    peer{weight}\n  }}\n");
+    let r1 = config(
+        "r1",
+        "",
+        &[
+            bfd_instance("peer", "10.53.0.3", ""),
+            instance("VI_1", 53, 150, ADVERT_TEXT, &[vip], &track(" weight -100")),
+            instance("VI_2", 54, 150, ADVERT_TEXT, &[vip2], &track("")),
+        ],
+    );
+    let r2 = config("r2", "", &[instance("VI_1", 53, 100, ADVERT_TEXT, &[vip], "")]);
+    let (w1, w2) =
+        (VipWatch::start(&routers[0], "r1", ip4(53, 100)), VipWatch::start(&routers[1], "r2", ip4(53, 100)));
+    let mut lbd1 = start_lbd(&mut lab, &routers[0], "lbd1", &r1);
+    let _lbd2 = start_lbd(&mut lab, &routers[1], "lbd2", &r2);
+    wait_for_line(&mut lbd1, 0, "BFD_Instance(peer) Entering Up state", Duration::from_secs(20));
+    w1.wait_for(true, Duration::from_secs(10));
+    w2.wait_for(false, Duration::from_secs(5));
+    wait_for_line(&mut lbd1, 0, "(VI_2) Entering MASTER STATE", Duration::from_secs(5));
+
+    // The peer dies: VI_1's priority drops by 100 and r2 takes the VIP; VI_2 faults.
+    let mark = lbd1.log().len();
+    drop(keepalived);
+    w2.wait_for(true, DETECTION + Duration::from_secs(3));
+    w1.wait_for(false, Duration::from_secs(2));
+    wait_for_line(
+        &mut lbd1,
+        mark,
+        "(VI_1) Changing effective priority from 150 to 50",
+        Duration::from_secs(1),
+    );
+    wait_for_line(&mut lbd1, mark, "(VI_2) Entering FAULT STATE", Duration::from_secs(1));
+    assert!(lbd1.log()[mark..].contains("VRRP_Track_BFD(peer) down"), "{}", lbd1.log());
+
+    // The peer returns: r1 takes the VIP back (it preempts), VI_2 leaves FAULT.
+    let mark = lbd1.log().len();
+    let _keepalived = start_keepalived(&lab, &routers[2], "ka-again", &ka_config);
+    w1.wait_for(true, Duration::from_secs(15));
+    w2.wait_for(false, Duration::from_secs(2));
+    wait_for_line(&mut lbd1, mark, "(VI_2) Entering MASTER STATE", Duration::from_secs(5));
+}
