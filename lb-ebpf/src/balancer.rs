@@ -61,6 +61,7 @@ pub(crate) fn balance(
     if !bare_syn {
         match tracked(ctx, frame, h, settings, stats) {
             Tracked::Done(outcome) => return outcome,
+            Tracked::ProxiedReply => return proxied_reply(ctx, h, stats),
             Tracked::Unknown | Tracked::Other => {}
         }
     }
@@ -77,7 +78,7 @@ pub(crate) fn balance(
             // not edited in place, by the daemon, so the fields read are consistent.
             let svc = unsafe { &*svc };
             if svc.flags & service_flags::SYN_PROXY != 0 && h.key.proto == IPPROTO_TCP {
-                if let Some(outcome) = synproxy::intercept(ctx, frame, h, svc, stats) {
+                if let Some(outcome) = synproxy::intercept(ctx, h, svc, stats) {
                     return outcome;
                 }
                 // An accepted ACK is now a SYN of another length: the frame is read again.
@@ -120,6 +121,8 @@ enum Tracked {
     Done(Outcome),
     /// No entry.
     Unknown,
+    /// A reply of a SYN proxy flow: [`proxied_reply`] translates it, off this call chain.
+    ProxiedReply,
     /// An entry the fast path leaves to the full path: expired, or of a real server that is
     /// gone (its service removed or recreated: the daemon clears a service's reals with it).
     Other,
@@ -149,6 +152,9 @@ fn tracked(
     // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
     let entry = unsafe { &mut *entry };
     if entry.direction == direction::REPLY {
+        if entry.synproxy != 0 {
+            return Tracked::ProxiedReply;
+        }
         return Tracked::Done(translate_reply(ctx, frame, h, entry, stats).unwrap_or(Outcome::DropMalformed));
     }
     let now = clock::now_ns();
@@ -175,7 +181,8 @@ fn send_known(
     flow: &Flow,
     real: &Real,
 ) -> Result<Outcome, ParseError> {
-    if h.key.family != family::IPV4 {
+    // IPv6, and SYN proxy flows (whose acknowledgement numbers `send` shifts).
+    if h.key.family != family::IPV4 || flow.synproxy != 0 {
         return send(ctx, h, flow);
     }
     let rport = if real.port != 0 { real.port } else { h.key.dport };
@@ -568,6 +575,21 @@ fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Gl
     reply(ctx, frame, h, flow, stats)
 }
 
+/// A reply of a SYN proxy flow (see [`synproxy::from_real`]): the real server's SYN-ACK ends
+/// here; anything later has its sequence number shifted, then goes as any reply. Called from
+/// the entry point: under `tracked`, the proxy's frames made the chain longer than 512 bytes.
+#[inline(never)]
+fn proxied_reply(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
+    let frame = &Frame::new(ctx.data(), ctx.data_end());
+    let Some(flow) = LBD_CONNS.get_ptr_mut(&h.key) else { return Outcome::PassNoService };
+    // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
+    let flow = unsafe { &mut *flow };
+    if let Some(outcome) = synproxy::from_real(ctx, frame, h, flow, stats) {
+        return outcome;
+    }
+    reply(ctx, frame, h, flow, stats)
+}
+
 /// Real server to client (NAT) or to a local address (FNAT), by the reply entry `flow`:
 /// translate back. A plain `Outcome`: a two-field result is a hidden sixth argument.
 #[inline(never)]
@@ -590,11 +612,6 @@ fn translate_reply(
     stats: &mut GlobalStats,
 ) -> Result<Outcome, ParseError> {
     flow.last_seen_ns = clock::now_ns();
-    if flow.synproxy != 0
-        && let Some(outcome) = synproxy::from_real(ctx, frame, h, flow, stats)
-    {
-        return Ok(outcome);
-    }
     // The LB routes replies: TTL expiry is the kernel's to report.
     if !nat::decrement_ttl(frame, h)? {
         return Ok(Outcome::PassNoService);

@@ -67,11 +67,13 @@ const OPT_MSS: u8 = 2;
 #[inline(never)]
 pub(crate) fn intercept(
     ctx: &XdpContext,
-    frame: &Frame,
     h: &mut Headers,
     svc: &Service,
     stats: &mut GlobalStats,
 ) -> Option<Outcome> {
+    // Read from `ctx` here: a `Frame` passed down from the entry point reaches the verifier as
+    // plain numbers (see `balancer::send`).
+    let frame = &Frame::new(ctx.data(), ctx.data_end());
     let pending = per_cpu(&LBD_SYNPROXY_PENDING, 0)?;
     *pending = 0;
     if !matches!(Method::from_u8(svc.method), Some(Method::Nat | Method::Fnat)) {
