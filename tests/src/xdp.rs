@@ -140,7 +140,7 @@ pub fn pinned_stats(pin_dir: &std::path::Path) -> String {
     let path = pin_dir.join(GLOBAL_STATS);
     let data = aya::maps::MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let stats = lb_daemon::dataplane::xdp::read_stats(&aya::maps::Map::PerCpuArray(data))
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        .unwrap_or_else(|e| panic!("reading {}: {e:?}", path.display()));
     stats
         .fields()
         .iter()
