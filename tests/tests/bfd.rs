@@ -255,7 +255,9 @@ fn track_bfd_moves_a_vip_and_faults_an_instance_without_weight() {
     // The peer dies: VI_1's priority drops by 100 and r2 takes the VIP; VI_2 faults.
     let mark = lbd1.log().len();
     drop(keepalived);
-    w2.wait_for(true, DETECTION + Duration::from_secs(3));
+    // r2 preempts once r1's lower priority adverts have kept it waiting a Master_Down_Interval
+    // (VRRPv2 rounds the 0.2 s interval to 1 s: 3.6 s).
+    w2.wait_for(true, DETECTION + Duration::from_secs(6));
     w1.wait_for(false, Duration::from_secs(2));
     wait_for_line(
         &mut lbd1,
