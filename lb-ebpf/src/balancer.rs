@@ -578,6 +578,7 @@ fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Gl
 /// A reply of a SYN proxy flow (see [`synproxy::from_real`]): the real server's SYN-ACK ends
 /// here; anything later has its sequence number shifted, then goes as any reply. Called from
 /// the entry point: under `tracked`, the proxy's frames made the chain longer than 512 bytes.
+/// It looks the flow up again: a BPF function cannot hand a map value pointer back to its caller.
 #[inline(never)]
 fn proxied_reply(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
     let frame = &Frame::new(ctx.data(), ctx.data_end());

@@ -388,6 +388,25 @@ fn sweep_stale() {
     }
 }
 
+/// The answers (trimmed bodies) of `n` requests from `client` to `vip` (`host:port`, or a URL
+/// if it has a scheme; certificates are not checked); every request must succeed, or the test
+/// fails with `lbd`'s log.
+pub fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> std::collections::BTreeSet<String> {
+    let url = if vip.contains("://") { vip.to_owned() } else { format!("http://{vip}/") };
+    (0..n)
+        .map(|_| {
+            let out = client.exec("curl", &["-sSk", "--max-time", "3", &url]);
+            assert!(
+                out.status.success(),
+                "request to {url} failed: {}\nlbd log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                lbd.log()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::owner_pid;

@@ -16,7 +16,7 @@ use std::{
 
 use lb_tests::{
     bins,
-    lab::{Lab, LbHosts, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, answers, wait_until},
     process::Proc,
 };
 use vrrp_kit::{ADVERT_TEXT, VipWatch, config, instance, ip4, lan};
@@ -36,28 +36,7 @@ fn bfd_instance(name: &str, neighbor: &str, extra: &str) -> String {
 /// Starts keepalived with `config` (only `bfd_instance`s: only its BFD process runs) in `ns`
 /// and waits for its BFD child.
 fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Proc {
-    let conf = lab.write_file(&format!("{label}.conf"), config);
-    let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
-    let mut keepalived = ns.spawn(
-        label,
-        "keepalived",
-        &[
-            "-n",
-            "-l",
-            "-D",
-            "-G",
-            "-f",
-            conf.to_str().unwrap(),
-            "-p",
-            &pid("main"),
-            "-r",
-            &pid("vrrp"),
-            "-c",
-            &pid("check"),
-            "-b",
-            &pid("bfd"),
-        ],
-    );
+    let mut keepalived = vrrp_kit::spawn_keepalived(lab, ns, label, config, &[]);
     wait_until(Duration::from_secs(10), &format!("{label}'s BFD child"), || {
         keepalived.assert_running();
         keepalived.log().contains("Starting BFD child process")
@@ -151,22 +130,6 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
     wait_for_line(&mut keepalived, 0, "(to_lbd) Entering Down state", Duration::from_secs(5));
     wait_for_line(&mut lbd, mark, "BFD child process(", Duration::from_secs(5));
     wait_for_line(&mut lbd, mark, "BFD_Instance(to_ka) Entering Up state", Duration::from_secs(15));
-}
-
-/// The answers of `n` requests to `vip`; every request must succeed.
-fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| {
-            let out = client.exec("curl", &["-sS", "--max-time", "3", &format!("http://{vip}/")]);
-            assert!(
-                out.status.success(),
-                "request to {vip} failed: {}\nlbd log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                lbd.log()
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        })
-        .collect()
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {

@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use lb_tests::{
     bins,
-    lab::{Lab, LbHosts, Netns, wait_until},
+    lab::{Lab, LbHosts, Netns, answers, wait_until},
     process::Proc,
 };
 use nix::sys::signal::Signal;
@@ -70,23 +70,6 @@ fn config(dir: &Path) -> String {
         vs("10.40.0.104", "", tls_reals).replace("10.40.0.104 80 {", "10.40.0.104 443 {"),
     ]
     .concat()
-}
-
-/// The answers of `n` requests to `vip` (a URL if it has a scheme); every request must succeed.
-fn answers(client: &Netns, vip: &str, n: usize, lbd: &Proc) -> BTreeSet<String> {
-    let url = if vip.contains("://") { vip.to_owned() } else { format!("http://{vip}/") };
-    (0..n)
-        .map(|_| {
-            let out = client.exec("curl", &["-sSk", "--max-time", "3", &url]);
-            assert!(
-                out.status.success(),
-                "request to {url} failed: {}\nlbd log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                lbd.log()
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        })
-        .collect()
 }
 
 /// A self-signed TLS server (`openssl s_server -HTTP`) in `ns` on port 8443, serving

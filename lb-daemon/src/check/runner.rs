@@ -297,6 +297,30 @@ pub struct Runner {
     connections: Option<mpsc::UnboundedSender<Vec<ServiceCounters>>>,
 }
 
+/// A new checker's first verdict recorded and its entry listed (for `/status`): its gauge,
+/// which its task keeps current.
+fn enlist(
+    checkers: &mut Vec<Listed>,
+    verdicts: &Verdicts,
+    id: &str,
+    (real_server, virtual_server): &(String, String),
+    kind: &'static str,
+    up: bool,
+) -> Arc<Gauge> {
+    if let Ok(mut v) = verdicts.lock() {
+        v.insert(id.to_owned(), up);
+    }
+    let gauge = Arc::new(Gauge::default());
+    gauge.up.store(up, Ordering::Relaxed);
+    checkers.push(Listed {
+        virtual_server: virtual_server.clone(),
+        real_server: real_server.clone(),
+        kind,
+        gauge: gauge.clone(),
+    });
+    gauge
+}
+
 /// What identifies a checker across reloads: its virtual and real server and its whole
 /// configuration (any change makes it a new checker).
 fn checker_key(vs: &VirtualServer, rs: &RealServer, checker: &Checker) -> String {
@@ -351,17 +375,7 @@ impl Runner {
                             .or_else(|| before.get(&id).copied())
                             .unwrap_or(!checker_timing(checker, vs, rs).alpha);
                         checkers_up.push(up);
-                        if let Ok(mut v) = verdicts.lock() {
-                            v.insert(id.clone(), up);
-                        }
-                        let gauge = Arc::new(Gauge::default());
-                        gauge.up.store(up, Ordering::Relaxed);
-                        checkers.push(Listed {
-                            virtual_server: names.1.clone(),
-                            real_server: names.0.clone(),
-                            kind: checker.keyword(),
-                            gauge: gauge.clone(),
-                        });
+                        let gauge = enlist(&mut checkers, &verdicts, &id, &names, checker.keyword(), up);
                         let task = BfdCheckTask {
                             key: (v, r, checkers_up.len() - 1),
                             name,
@@ -395,18 +409,9 @@ impl Runner {
                         None => CheckerState::new(timing, now.into_std(), jitter),
                     };
                     checkers_up.push(state.is_up());
-                    if let Ok(mut v) = verdicts.lock() {
-                        v.insert(id.clone(), state.is_up());
-                    }
-                    let gauge = Arc::new(Gauge::default());
-                    gauge.up.store(state.is_up(), Ordering::Relaxed);
                     let names = (real_name(vs, rs), service_name(vs));
-                    checkers.push(Listed {
-                        virtual_server: names.1.clone(),
-                        real_server: names.0.clone(),
-                        kind: checker.keyword(),
-                        gauge: gauge.clone(),
-                    });
+                    let gauge =
+                        enlist(&mut checkers, &verdicts, &id, &names, checker.keyword(), state.is_up());
                     let task = CheckerTask {
                         key: (v, r, checkers_up.len() - 1),
                         prober,

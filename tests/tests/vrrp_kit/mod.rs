@@ -83,29 +83,32 @@ fn wait_started(process: &mut Proc, label: &str) {
 
 /// Starts a real keepalived (VRRP only) in `ns` with `config`.
 pub fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Proc {
-    let conf = lab.write_file(&format!("{label}.conf"), config);
-    let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
-    let mut keepalived = ns.spawn(
-        label,
-        "keepalived",
-        &[
-            "-n",
-            "-l",
-            "-D",
-            "-G",
-            "-P",
-            "-f",
-            conf.to_str().unwrap_or_default(),
-            "-p",
-            &pid("main"),
-            "-r",
-            &pid("vrrp"),
-            "-c",
-            &pid("check"),
-        ],
-    );
+    let mut keepalived = spawn_keepalived(lab, ns, label, config, &["-P"]);
     wait_started(&mut keepalived, label);
     keepalived
+}
+
+/// Spawns a real keepalived in `ns` with `config`, logging to its console in detail, its pid
+/// files in the lab's directory, and `flags` (`-P`: VRRP only).
+pub fn spawn_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str, flags: &[&str]) -> Proc {
+    let conf = lab.write_file(&format!("{label}.conf"), config);
+    let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
+    let (main, vrrp, check, bfd) = (pid("main"), pid("vrrp"), pid("check"), pid("bfd"));
+    let mut args = vec!["-n", "-l", "-D", "-G"];
+    args.extend_from_slice(flags);
+    args.extend([
+        "-f",
+        conf.to_str().unwrap_or_default(),
+        "-p",
+        &main,
+        "-r",
+        &vrrp,
+        "-c",
+        &check,
+        "-b",
+        &bfd,
+    ]);
+    ns.spawn(label, "keepalived", &args)
 }
 
 /// Sends SIGTERM and waits for a clean exit.
