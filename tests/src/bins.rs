@@ -74,9 +74,8 @@ pub fn spawn_lbd(
 }
 
 /// [`spawn_lbd`] (label `lbd`, no extra arguments), then waits until it has programmed its
-/// virtual servers (its `data plane:` report) and pings each of `reals` from `ns`, which
-/// leaves their neighbour entries as health checks would (DR and TUN send frames straight to
-/// a real server's MAC; the XDP program's FIB lookups need them).
+/// virtual servers (its `data plane:` report) and pings each of `reals` from `ns`: the host
+/// must reach them (lbd keeps their next hops resolved itself, tested in lb_forwarding.rs).
 pub fn start_lbd(
     lab: &crate::lab::Lab,
     ns: &crate::lab::Netns,

@@ -1,18 +1,20 @@
 //! lbd forwarding real TCP connections (curl to a web server) through its VIPs, in each method:
-//! NAT, DR, TUN and FNAT, spread round robin over three real servers.
+//! NAT, DR, TUN and FNAT, spread round robin over three real servers; the real servers' next hops
+//! kept resolved by lbd, so that a first connection is not lost.
 //!
 //! ```text
 //!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb 10.31.0.1 (+ FNAT 10.31.0.200) ── [back] ── r1 .11  r2 .12  r3 .13
 //!  VIPs 10.40.0.100 (NAT), .101 (DR), .102 (TUN), .103 (FNAT); the client routes 10.40.0.0/24 via the lb.
 //! ```
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use lb_tests::{
     bins,
-    lab::{Lab, LbHosts, Netns},
+    lab::{Lab, LbHosts, Netns, wait_until},
     xdp::dr_tun_real,
 };
+use nix::sys::signal::Signal;
 
 const CONFIG: &str = "\
 global_defs {
@@ -74,8 +76,18 @@ fn curl(ns: &Netns, url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn tcp_connections_reach_every_real_server_in_every_method() {
+/// The hosts of the tests: the lab (kept alive), client, LB and the real servers (namespace,
+/// web server), DR/TUN decap programs.
+struct Hosts {
+    switch: Netns,
+    client: Netns,
+    lb: Netns,
+    reals: Vec<(Netns, lb_tests::process::Proc)>,
+    _decaps: Vec<aya::Ebpf>,
+    lab: Lab,
+}
+
+fn hosts() -> Hosts {
     let mut lab = Lab::new();
     let LbHosts { switch, client, lb, reals: hosts } = lab.lb_hosts(3);
     client.addr("eth0", "10.30.0.2/24");
@@ -96,6 +108,12 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
         reals.push((ns, server));
     }
 
+    Hosts { lab, switch, client, lb, reals, _decaps: decaps }
+}
+
+#[test]
+fn tcp_connections_reach_every_real_server_in_every_method() {
+    let Hosts { mut lab, switch, client, lb, mut reals, _decaps } = hosts();
     let config = lab.write_file("keepalived.conf", CONFIG);
     let pin_dir = lab.bpffs().join("lbd");
     let mut lbd = bins::start_lbd(&lab, &lb, &config, &pin_dir, &["10.31.0.11", "10.31.0.12", "10.31.0.13"]);
@@ -134,5 +152,53 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
         );
     }
     lbd.assert_running();
-    drop(decaps);
+}
+
+/// The LB's neighbour entry of `addr` on eth1 (`ip neigh show` line, empty when none).
+fn neighbour(lb: &Netns, addr: &str) -> String {
+    lb.ip(&["neigh", "show", addr, "dev", "eth1"]).trim().to_owned()
+}
+
+#[test]
+fn lbd_keeps_the_real_servers_resolved_so_the_first_connection_is_forwarded() {
+    let Hosts { mut lab, client, lb, mut reals, _decaps, .. } = hosts();
+    // r3's entry is the operator's: static, it must be left as it is.
+    let r3_mac = reals[2].0.mac("eth0").map(|b| format!("{b:02x}")).join(":");
+    lb.ip(&["neigh", "add", "10.31.0.13", "lladdr", &r3_mac, "dev", "eth1", "nud", "permanent"]);
+    let config = lab.write_file("keepalived.conf", CONFIG);
+    let pin_dir = lab.bpffs().join("lbd");
+    // No ping from the LB first (start_lbd's): nothing but lbd resolves the real servers.
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &[]);
+    wait_until(Duration::from_secs(30), "r1 and r2 resolved by lbd (managed neighbour entries)", || {
+        lbd.assert_running();
+        ["10.31.0.11", "10.31.0.12"].iter().all(|a| {
+            let entry = neighbour(&lb, a);
+            entry.contains("managed") && entry.contains("REACHABLE")
+        })
+    });
+    assert_eq!(neighbour(&lb, "10.31.0.13"), format!("10.31.0.13 lladdr {r3_mac} PERMANENT"));
+    for (_, server) in &mut reals {
+        server.assert_running();
+    }
+
+    // The first connection of each method is forwarded (none handed to the kernel, which would
+    // have answered the SYN for its local VIP with a reset).
+    for vip in ["10.40.0.100", "10.40.0.101", "10.40.0.102", "10.40.0.103"] {
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            answers.insert(curl(&client, &format!("http://{vip}/")));
+        }
+        assert_eq!(answers.len(), 3, "{vip}: {answers:?}\nlbd log:\n{}", lbd.log());
+    }
+    let stats = lb_tests::xdp::pinned_stats(&pin_dir);
+    assert!(!stats.contains("pass_no_neigh"), "a packet waited for a neighbour: {stats}");
+
+    // An orderly stop removes what lbd made, and only that.
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(20)).success(), "lbd stopped\n{}", lbd.log());
+    for a in ["10.31.0.11", "10.31.0.12"] {
+        let entry = neighbour(&lb, a);
+        assert!(!entry.contains("managed"), "{a}: {entry}");
+    }
+    assert_eq!(neighbour(&lb, "10.31.0.13"), format!("10.31.0.13 lladdr {r3_mac} PERMANENT"));
 }

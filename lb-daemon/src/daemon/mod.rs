@@ -26,6 +26,7 @@
 //! - [`control`]: the parent-child channel;
 //! - [`supervisor`]: the parent;
 //! - [`logging`]: syslog / console / file, per `-S`, `-G`, `-l`, `-g`, `-D`;
+//! - [`neighbours`]: the real servers' next hops, kept resolved;
 //! - [`pidfile`]: keepalived's pid files;
 //! - [`signals`]: the signals and what they ask for;
 //! - [`status`]: `--status-listen`'s `/metrics` and `/status`.
@@ -33,6 +34,7 @@
 pub mod control;
 pub mod dump;
 pub mod logging;
+pub mod neighbours;
 pub mod pidfile;
 pub mod signals;
 pub mod status;
@@ -122,6 +124,8 @@ pub struct Daemon {
     config: Config,
     netlink: Netlink,
     dataplane: Option<XdpDataplane>,
+    /// The real servers' next hops the data plane needs resolved.
+    neighbours: neighbours::Neighbours,
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
     vrrp: Option<VrrpTask>,
@@ -160,6 +164,7 @@ impl Daemon {
             config,
             netlink,
             dataplane: None,
+            neighbours: neighbours::Neighbours::default(),
             checks: None,
             interfaces: Vec::new(),
             vrrp: None,
@@ -230,6 +235,7 @@ impl Daemon {
         // The checkers start with the data plane: alpha real servers are left out from the start.
         let checks = check::Runner::spawn_after(&self.config, None, &self.bfd_states.subscribe());
         apply_virtual_servers(&self.config, &checks.desired(), &self.interfaces, &mut dataplane)?;
+        self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
         self.dataplane = Some(dataplane);
         self.checks = Some(checks);
         Ok(())
@@ -352,6 +358,7 @@ impl Daemon {
             if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
                 error!("Reload: {}", error_chain(e.as_ref()));
             }
+            self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&config).0).await;
         }
         if let Some(vrrp) = self.vrrp.take() {
             self.vrrp = match vrrp.reload(config.clone()).await {
@@ -424,6 +431,7 @@ impl Daemon {
                 );
                 dataplane.release();
             } else {
+                self.neighbours.release(&self.netlink).await;
                 dataplane.remove()?;
             }
         }
