@@ -672,3 +672,77 @@ fn a_reload_neither_revives_a_dead_real_server_nor_fails_a_request() {
     wait_until(Duration::from_secs(10), "the reload", || lbd.log().contains("Reload finished"));
     assert_eq!(t.answering(6, &lbd), ["r1", "r3"].map(String::from).into(), "{}", lbd.log());
 }
+
+/// Field `n` (1-based, as proc(5) numbers them) of a thread's /proc stat line.
+fn stat_field(stat: &str, n: usize) -> String {
+    // The fields after the command name, which is in parentheses, start at field 3.
+    stat.rsplit(')').next().unwrap().split_whitespace().nth(n - 3).unwrap().to_owned()
+}
+
+/// A /proc status line's value (`Cpus_allowed_list`, `VmLck`).
+fn status_value(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap();
+    line.split_once(':').unwrap().1.trim().to_owned()
+}
+
+/// The (nice, policy, rt priority) of every thread of `pid`.
+fn thread_scheduling(pid: i32) -> BTreeSet<(String, String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("stat")).ok())
+        .map(|stat| (stat_field(&stat, 19), stat_field(&stat, 41), stat_field(&stat, 40)))
+        .collect()
+}
+
+#[test]
+fn each_child_runs_with_its_priority_cpus_memory_lock_and_rttime_limit() {
+    let t = topology();
+    let conf = config(&[1, 2, 3], 1).replace(
+        "    router_id lbt-daemon\n",
+        "    router_id lbt-daemon\n    checker_priority 5\n    checker_rt_priority 2\n    checker_no_swap\n    \
+         checker_cpu_affinity 0\n    checker_rlimit_rttime 500000\n    vrrp_priority 4\n    vrrp_cpu_affinity 1\n",
+    );
+    let conf = t.lab.write_file("keepalived.conf", &conf);
+    let mut lbd = t.start("lbd", &conf, &[]);
+    wait_until(Duration::from_secs(10), "VI_1 to become master and the settings applied", || {
+        let log = lbd.log();
+        log.contains("(VI_1) Entering MASTER STATE")
+            && log.contains("Healthcheck: nice 5, CPUs 0, scheduling SCHED_RR priority 2")
+            && log.contains("VRRP: nice 4, CPUs 1")
+    });
+
+    // The checker child: every thread nice 5 and SCHED_RR (policy 2) at priority 2, on CPU 0,
+    // its memory locked, RLIMIT_RTTIME as configured.
+    let checker = pid_of(&t, "lbd", "checkers").unwrap();
+    assert_eq!(
+        thread_scheduling(checker),
+        BTreeSet::from([("5".to_owned(), "2".to_owned(), "2".to_owned())]),
+        "{}",
+        lbd.log()
+    );
+    assert_eq!(status_value(checker, "Cpus_allowed_list"), "0");
+    assert_ne!(status_value(checker, "VmLck"), "0 kB", "checker_no_swap locks its memory");
+    let limits = std::fs::read_to_string(format!("/proc/{checker}/limits")).unwrap();
+    let rttime = limits.lines().find(|l| l.starts_with("Max realtime timeout")).unwrap();
+    assert_eq!(
+        rttime.split_whitespace().skip(3).take(2).collect::<Vec<_>>(),
+        ["500000", "500000"],
+        "{rttime}"
+    );
+
+    // The VRRP child: nice 4 on CPU 1, memory not locked; its VRRP thread real-time (lbd's
+    // default), the others ordinary.
+    let vrrp = pid_of(&t, "lbd", "vrrp").unwrap();
+    let threads = thread_scheduling(vrrp);
+    assert!(threads.iter().all(|(nice, _, _)| nice == "4"), "{threads:?}");
+    assert!(threads.contains(&("4".to_owned(), "2".to_owned(), "1".to_owned())), "{threads:?}");
+    assert!(threads.contains(&("4".to_owned(), "0".to_owned(), "0".to_owned())), "{threads:?}");
+    assert_eq!(status_value(vrrp, "Cpus_allowed_list"), "1");
+    assert_eq!(status_value(vrrp, "VmLck"), "0 kB");
+
+    // And it forwards, as without the settings.
+    assert_eq!(t.answering(3, &lbd).len(), 3);
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+}

@@ -27,6 +27,7 @@
 //! - [`supervisor`]: the parent;
 //! - [`logging`]: syslog / console / file, per `-S`, `-G`, `-l`, `-g`, `-D`;
 //! - [`neighbours`]: the real servers' next hops, kept resolved;
+//! - [`sched`]: each child's nice value, CPUs, memory locking and real-time scheduling;
 //! - [`pidfile`]: keepalived's pid files;
 //! - [`signals`]: the signals and what they ask for;
 //! - [`status`]: `--status-listen`'s `/metrics` and `/status`.
@@ -36,6 +37,7 @@ pub mod dump;
 pub mod logging;
 pub mod neighbours;
 pub mod pidfile;
+pub mod sched;
 pub mod signals;
 pub mod status;
 pub mod supervisor;
@@ -183,6 +185,9 @@ impl Daemon {
             }
             Role::Bfd => daemon.bfd = Some(BfdTask::spawn(&daemon.config)),
         }
+        // Once set up: loading the XDP program spends seconds of CPU in one system call (the
+        // verifier), which a real-time CPU limit would punish with SIGKILL.
+        sched::ProcessSettings::of(role, &daemon.config.global_defs).apply(role);
         Ok(daemon)
     }
 
