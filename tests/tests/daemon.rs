@@ -746,3 +746,53 @@ fn each_child_runs_with_its_priority_cpus_memory_lock_and_rttime_limit() {
     lbd.signal(Signal::SIGTERM);
     assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
 }
+
+#[test]
+fn startup_script_runs_before_the_children_and_shutdown_script_after_them() {
+    let t = topology();
+    let dir = t.lab.dir().display().to_string();
+    let script = |name: &str, body: &str| {
+        let path = t.lab.write_file(name, &format!("#!/bin/sh\n{body}\n"));
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    };
+    // Each says whether a child's pid file exists when it runs; the shutdown script then
+    // outlives its timeout.
+    let startup = script(
+        "startup.sh",
+        &format!(
+            "if [ -e {dir}/lbd-checkers.pid ]; then echo startup-late; else echo startup; fi >> {dir}/events"
+        ),
+    );
+    let shutdown = script(
+        "shutdown.sh",
+        &format!(
+            "if [ -e {dir}/lbd-checkers.pid ]; then echo shutdown-early; else echo shutdown; fi >> {dir}/events\n\
+             sleep 30\necho not-killed >> {dir}/events"
+        ),
+    );
+    let conf = config(&[1, 2, 3], 0).replace(
+        "    router_id lbt-daemon\n",
+        &format!(
+            "    router_id lbt-daemon\n    startup_script {startup}\n    shutdown_script {shutdown}\n    \
+             shutdown_script_timeout 1\n"
+        ),
+    );
+    let conf = t.lab.write_file("keepalived.conf", &conf);
+    let mut lbd = t.start("lbd", &conf, &[]);
+    assert_eq!(t.answering(3, &lbd).len(), 3);
+    let events = || std::fs::read_to_string(t.lab.dir().join("events")).unwrap_or_default();
+    assert_eq!(events(), "startup\n", "{}", lbd.log());
+
+    let stopping = std::time::Instant::now();
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(20)).success(), "{}", lbd.log());
+    let log = lbd.log();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the shutdown script was killed at its timeout\n{log}"
+    );
+    assert_eq!(events(), "startup\nshutdown\n", "{log}");
+    assert!(log.contains(&format!("startup_script {startup} succeeded")), "{log}");
+    assert!(log.contains(&format!("shutdown_script {shutdown} timed out after 1s: killed")), "{log}");
+}

@@ -13,6 +13,8 @@
 //! - A child that dies is started again after keepalived's delay ([`restart_delay`]) unless
 //!   `-R`; one that exits with a permanent error (1 fatal, 2 configuration, 4 permission) stops
 //!   everything, as keepalived does.
+//! - `startup_script` runs before the children start, `shutdown_script` after they exited
+//!   (each killed after its timeout, 10 s by default).
 //! - `/status` and `/metrics` (`--status-listen`) are served here, merged from the children's
 //!   reports.
 //! - BFD: the BFD child (started when the configuration has `bfd_instance`s, unless `-B`)
@@ -34,6 +36,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::vrrp::script::Outcome;
+
 use super::{
     Role, dump,
     pidfile::{self, PidFile},
@@ -50,6 +54,9 @@ use crate::{
 /// How long the parent waits for its children to stop before killing them (keepalived's
 /// `child_wait_time` default).
 const CHILD_WAIT_TIME: Duration = Duration::from_secs(5);
+
+/// keepalived's `startup_script_timeout` / `shutdown_script_timeout` default.
+const GLOBAL_SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest restart delay.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
@@ -199,6 +206,8 @@ impl Supervisor {
             bfd_events_tx,
             _pid_file: pid_file,
         };
+        let g = &supervisor.config.global_defs;
+        run_global_script("startup_script", g.startup_script.as_ref(), g.startup_script_timeout, g).await;
         for i in 0..supervisor.slots.len() {
             if supervisor.wanted(supervisor.slots[i].role) {
                 supervisor.spawn(i).await?;
@@ -531,7 +540,36 @@ impl Supervisor {
                 }
             }
         }
+        let g = &self.config.global_defs;
+        run_global_script("shutdown_script", g.shutdown_script.as_ref(), g.shutdown_script_timeout, g).await;
         info!("Stopped lbd {}", env!("CARGO_PKG_VERSION"));
+    }
+}
+
+/// Runs `startup_script` (before the children start) or `shutdown_script` (after they exited),
+/// as `script_user` / `enable_script_security` say, killed after its timeout (10 s by default).
+/// lbd goes on whatever the script does, as keepalived.
+async fn run_global_script(
+    keyword: &str,
+    script: Option<&crate::config::model::Script>,
+    timeout: Option<Duration>,
+    global: &crate::config::model::GlobalDefs,
+) {
+    let Some(script) = script else { return };
+    let policy = crate::vrrp::script::ScriptPolicy::from_globals(global);
+    let prepared = match policy.prepare(script) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            error!("{keyword} {}: {e}", script.command);
+            return;
+        }
+    };
+    let timeout = timeout.unwrap_or(GLOBAL_SCRIPT_TIMEOUT);
+    match prepared.run(&[], timeout).await {
+        Outcome::Exited(status) if status.success() => info!("{keyword} {} succeeded", script.command),
+        Outcome::Exited(status) => warn!("{keyword} {} failed: {status}", script.command),
+        Outcome::TimedOut => warn!("{keyword} {} timed out after {timeout:?}: killed", script.command),
+        Outcome::NotStarted => {}
     }
 }
 
