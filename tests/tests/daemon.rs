@@ -796,3 +796,44 @@ fn startup_script_runs_before_the_children_and_shutdown_script_after_them() {
     assert!(log.contains(&format!("startup_script {startup} succeeded")), "{log}");
     assert!(log.contains(&format!("shutdown_script {shutdown} timed out after 1s: killed")), "{log}");
 }
+
+#[test]
+fn static_addresses_routes_and_rules_are_kept_followed_on_reload_and_removed_on_stop() {
+    let t = topology();
+    let statics = |address: &str, route: &str| {
+        format!(
+            "{}static_ipaddress {{\n    {address} dev eth1\n}}\nstatic_routes {{\n    {route} via 10.51.0.11\n}}\n\
+             static_rules {{\n    from {route} table 100 preference 1000\n}}\n",
+            config(&[1, 2, 3], 1)
+        )
+    };
+    let rules = || t.lb.ip(&["-4", "rule", "show"]);
+    let conf = t.lab.write_file("keepalived.conf", &statics("10.52.0.1/24", "10.53.0.0/24"));
+    let mut lbd = t.start("lbd", &conf, &[]);
+    let addresses = || t.lb.ip(&["-4", "addr", "show", "dev", "eth1"]);
+    let routes = || t.lb.ip(&["-4", "route", "show"]);
+    wait_until(Duration::from_secs(10), "the static address and route", || {
+        addresses().contains("10.52.0.1/24")
+            && routes().contains("10.53.0.0/24 via 10.51.0.11")
+            && rules().contains("1000:\tfrom 10.53.0.0/24 lookup 100 proto keepalived")
+    });
+    assert!(!addresses().contains("valid_lft 0"), "static addresses have no lease: {}", addresses());
+
+    std::fs::write(&conf, statics("10.52.0.2/24", "10.54.0.0/24")).unwrap();
+    lbd.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload to replace them", || {
+        let (a, r) = (addresses(), routes());
+        a.contains("10.52.0.2/24")
+            && !a.contains("10.52.0.1/24")
+            && r.contains("10.54.0.0/24 via 10.51.0.11")
+            && !r.contains("10.53.0.0/24")
+            && rules().contains("from 10.54.0.0/24 lookup 100")
+            && !rules().contains("10.53.0.0")
+    });
+
+    lbd.signal(Signal::SIGTERM);
+    assert!(lbd.wait(Duration::from_secs(15)).success(), "{}", lbd.log());
+    assert!(!addresses().contains("10.52.0.2"), "{}", addresses());
+    assert!(!routes().contains("10.54.0.0"), "{}", routes());
+    assert!(!rules().contains("10.54.0.0"), "{}", rules());
+}

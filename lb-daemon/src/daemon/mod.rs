@@ -57,7 +57,7 @@ use crate::{
         xdp::{XdpDataplane, error_chain},
     },
     netlink::{Netlink, sysctl},
-    vrrp::{StopKind, VrrpTask},
+    vrrp::{StopKind, VrrpTask, statics::Statics},
 };
 use control::{Channel, ChildReport, ParentMessage};
 use pidfile::PidFile;
@@ -131,6 +131,8 @@ pub struct Daemon {
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
     vrrp: Option<VrrpTask>,
+    /// The VRRP child's `static_ipaddress` / `static_routes`.
+    statics: Option<Statics>,
     /// The BFD child's sessions.
     bfd: Option<BfdTask>,
     /// The BFD sessions' states as the parent passes them on (VRRP and checker children).
@@ -170,6 +172,7 @@ impl Daemon {
             checks: None,
             interfaces: Vec::new(),
             vrrp: None,
+            statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
             signals,
@@ -180,6 +183,7 @@ impl Daemon {
         match role {
             Role::Checker => daemon.start_dataplane().await?,
             Role::Vrrp => {
+                daemon.statics = Some(Statics::install(&daemon.netlink, &daemon.config).await);
                 let bfd = daemon.bfd_states.subscribe();
                 daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd));
             }
@@ -365,6 +369,9 @@ impl Daemon {
             }
             self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&config).0).await;
         }
+        if let Some(statics) = &mut self.statics {
+            statics.reload(&self.netlink, &config).await;
+        }
         if let Some(vrrp) = self.vrrp.take() {
             self.vrrp = match vrrp.reload(config.clone()).await {
                 Ok(vrrp) => Some(vrrp),
@@ -412,6 +419,11 @@ impl Daemon {
             if let Err(e) = vrrp.stop(kind).await {
                 error!("{}", error_chain(&e));
             }
+        }
+        if let Some(statics) = self.statics
+            && !self.args.dont_release_vrrp
+        {
+            statics.remove(&self.netlink).await;
         }
         if let Some(bfd) = self.bfd {
             bfd.stop().await;

@@ -5,12 +5,13 @@
 //! - links: [`Netlink::links`], [`Netlink::link_by_name`];
 //! - addresses, including VIPs held on a lease ([`addr`]);
 //! - next hops kept resolved for the data plane ([`neigh`]);
-//! - routes ([`route`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
+//! - routes ([`route`]), policy rules ([`rule`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
 
 pub mod addr;
 pub mod monitor;
 pub mod neigh;
 pub mod route;
+pub mod rule;
 pub mod sysctl;
 pub mod vmac;
 

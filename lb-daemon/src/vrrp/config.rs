@@ -28,6 +28,7 @@ use crate::{
         Link,
         addr::{InterfaceAddress, Scope},
         route::{RTPROT_KEEPALIVED, Route, RouteKind},
+        rule::Rule,
         vmac::virtual_mac,
     },
 };
@@ -322,6 +323,112 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
     }
     planner.groups();
     (planner.plan, planner.errors)
+}
+
+/// `static_ipaddress` and `static_routes`: installed by the VRRP child whatever the instances'
+/// states, as keepalived does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticPlan {
+    /// The addresses.
+    pub addresses: Vec<Vip>,
+    /// The routes.
+    pub routes: Vec<Route>,
+    /// The policy rules.
+    pub rules: Vec<Rule>,
+}
+
+/// Plans the static addresses and routes of `config` on `host`; an entry that cannot be
+/// installed (unknown interface, unsupported option) is left out with a [`PlanError`].
+/// Addresses without `dev` go on `default_interface` (`eth0` by default, as keepalived).
+pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanError>) {
+    let mut planner = Planner { config, host, plan: Plan::default(), errors: Vec::new() };
+    let mut statics = StaticPlan::default();
+    let default_name = config.global_defs.default_interface.as_deref().unwrap_or("eth0");
+    let default_link = host.link(default_name).cloned();
+    // Where an entry names its own device or gateway, the default interface is not used.
+    let fallback = default_link.clone().unwrap_or(Link {
+        index: 0,
+        name: String::new(),
+        up: false,
+        running: false,
+        loopback: false,
+        mac: Vec::new(),
+    });
+    for entry in &config.static_ipaddress {
+        let planned = match (&entry.dev, &default_link) {
+            (None, None) => {
+                Err(format!("static address {}: no dev and no interface {default_name}", entry.address))
+            }
+            (Some(_), _) | (None, Some(_)) => planner.vip(entry, &fallback),
+        };
+        match planned {
+            Ok(vip) => statics.addresses.push(vip),
+            Err(message) => planner.warn("static_ipaddress", message),
+        }
+    }
+    for entry in &config.static_routes {
+        if entry.dev.is_none() && entry.via.is_empty() && default_link.is_none() {
+            planner.warn("static_routes", format!("route {:?}: no dev, no via", entry.destination));
+            continue;
+        }
+        match planner.route(entry, &fallback) {
+            Ok(route) => statics.routes.push(route),
+            Err(message) => planner.warn("static_routes", message),
+        }
+    }
+    for entry in &config.static_rules {
+        match rule(entry) {
+            Ok(rule) => statics.rules.push(rule),
+            Err(message) => planner.warn("static_rules", message),
+        }
+    }
+    (statics, planner.errors)
+}
+
+/// A `static_rules` / `virtual_rules` entry as a rule to install.
+fn rule(entry: &model::RuleEntry) -> Result<Rule, String> {
+    if !entry.options.is_empty() {
+        return Err(format!("rule options {} are not supported yet", entry.options.join(" ")));
+    }
+    let table = entry.table.as_deref().ok_or("a rule without table (lookup) is not supported yet")?;
+    let ipv6 = entry.inet6 || entry.from.or(entry.to).is_some_and(|p| p.addr.is_ipv6());
+    let fwmark = match entry.fwmark.as_deref() {
+        None => None,
+        Some(text) => {
+            let number = |t: &str| {
+                let parsed = match t.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16),
+                    None => t.parse(),
+                };
+                parsed.map_err(|_| format!("invalid fwmark {text}"))
+            };
+            let (mark, mask) = match text.split_once('/') {
+                Some((mark, mask)) => (number(mark)?, Some(number(mask)?)),
+                None => (number(text)?, None),
+            };
+            Some((mark, mask))
+        }
+    };
+    Ok(Rule {
+        ipv6,
+        from: entry.from.map(|p| (p.addr, p.len)),
+        to: entry.to.map(|p| (p.addr, p.len)),
+        table: table_id(table)?,
+        preference: entry.preference,
+        iif: entry.iif.clone(),
+        oif: entry.oif.clone(),
+        fwmark,
+    })
+}
+
+/// A routing table by name (`main`, `local`, `default`) or number.
+fn table_id(name: &str) -> Result<u32, String> {
+    match name {
+        "main" => Ok(254),
+        "local" => Ok(255),
+        "default" => Ok(253),
+        number => number.parse().map_err(|_| format!("unknown routing table {number}")),
+    }
 }
 
 struct Planner<'a> {
@@ -665,12 +772,7 @@ impl Planner<'_> {
         };
         route.source = entry.src;
         route.metric = entry.metric;
-        route.table = match entry.table.as_deref() {
-            None | Some("main") => 254,
-            Some("local") => 255,
-            Some("default") => 253,
-            Some(number) => number.parse().map_err(|_| format!("unknown routing table {number}"))?,
-        };
+        route.table = table_id(entry.table.as_deref().unwrap_or("main"))?;
         route.scope = match entry.scope.as_deref() {
             None => None,
             Some("global" | "universe") => Some(Scope::Global),

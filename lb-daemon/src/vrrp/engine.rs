@@ -1016,7 +1016,7 @@ fn fifos<'a>(
 }
 
 /// Every interface and its addresses.
-async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netlink::NetlinkError> {
+pub(crate) async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netlink::NetlinkError> {
     let links = netlink.links().await?;
     let mut host = HostView { links, ..HostView::default() };
     for link in &host.links {

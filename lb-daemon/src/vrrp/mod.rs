@@ -17,7 +17,7 @@
 //! - [`socket`] (raw VRRP sockets; [`ah`] signs and checks `auth_type AH`), [`garp`] (gratuitous ARP / unsolicited NA frames),
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
-//!   [`smtp`] (`smtp_alert`).
+//!   [`smtp`] (`smtp_alert`), [`statics`] (`static_ipaddress`, `static_routes`).
 //! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
 //!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
@@ -39,6 +39,7 @@ pub mod script;
 pub mod smtp;
 pub mod socket;
 pub mod state;
+pub mod statics;
 pub mod status;
 pub mod timer;
 pub mod track;

@@ -259,3 +259,37 @@ fn strict_mode_applies_keepalived_rules() {
     assert_eq!(lax.params.preempt, Preempt::Delayed(Duration::from_secs(10)));
     assert!(!lax.params.lower_prio_no_advert && lax.params.higher_prio_send_advert);
 }
+
+#[test]
+fn static_addresses_routes_and_rules_default_to_eth0_and_unknown_devices_are_reported() {
+    let text = "static_ipaddress {\n 192.168.5.1/24\n 192.168.6.1/24 dev eth1 label eth1:st\n 192.168.7.1/24 dev nosuch\n}\n\
+                static_routes {\n 192.168.50.0/24 via 10.0.0.254\n 192.168.51.0/24 dev eth1 table 100\n}\n\
+                static_rules {\n from 192.168.50.0/24 table 100 preference 10\n to fd00::/8 fwmark 0x10/0xff lookup main\n}\n";
+    let loaded = parse_str("t.conf", text, &LoadOptions::default());
+    let (statics, errors) = static_plan(&loaded.config, &host());
+    let placed: Vec<_> =
+        statics.addresses.iter().map(|v| (v.address.addr.to_string(), v.address.ifindex)).collect();
+    assert_eq!(placed, [("192.168.5.1".to_owned(), 2), ("192.168.6.1".to_owned(), 3)]);
+    assert_eq!(statics.addresses[1].address.label.as_deref(), Some("eth1:st"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains("nosuch"), "{errors:?}");
+    assert_eq!(statics.routes.len(), 2);
+    assert_eq!(statics.routes[0].gateway, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 254))));
+    assert_eq!((statics.routes[1].oif, statics.routes[1].table), (Some(3), 100));
+    assert_eq!(statics.rules.len(), 2, "{errors:?}");
+    assert_eq!(statics.rules[0].from, Some((IpAddr::V4(Ipv4Addr::new(192, 168, 50, 0)), 24)));
+    assert_eq!(
+        (statics.rules[0].table, statics.rules[0].preference, statics.rules[0].ipv6),
+        (100, Some(10), false)
+    );
+    assert_eq!(
+        (statics.rules[1].table, statics.rules[1].fwmark, statics.rules[1].ipv6),
+        (254, Some((16, Some(255))), true)
+    );
+
+    // Without eth0 or a default_interface, an address without dev has nowhere to go.
+    let bare = HostView { links: host().links.into_iter().filter(|l| l.name != "eth0").collect(), ..host() };
+    let (statics, errors) = static_plan(&loaded.config, &bare);
+    assert_eq!(statics.addresses.len(), 1);
+    assert!(errors.iter().any(|e| e.message.contains("no dev")), "{errors:?}");
+}
