@@ -189,6 +189,43 @@ pub struct FlowKey {
     pub pad: u16,
 }
 
+/// Key of the IPv4 connection table: an IPv4 packet's [`FlowKey`] in 16 bytes, so that an
+/// established IPv4 packet hashes and compares 16 bytes, not 40. IPv6 flows keep the wide table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey4 {
+    /// Source address (network order in memory).
+    pub src: u32,
+    /// Destination address.
+    pub dst: u32,
+    /// Source port (network order; ICMP echo: the identifier).
+    pub sport: u16,
+    /// Destination port (network order).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Reserved, zero.
+    pub pad: u8,
+    /// Reserved, zero.
+    pub pad2: u16,
+}
+
+impl FlowKey4 {
+    /// The narrow key of an IPv4 flow's wide key (the first word of each address).
+    #[inline(always)]
+    pub const fn of(key: &FlowKey) -> Self {
+        Self {
+            src: key.src[0],
+            dst: key.dst[0],
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            pad: 0,
+            pad2: 0,
+        }
+    }
+}
+
 /// Which way a tracked flow entry translates.
 pub mod direction {
     /// Client to VIP: schedule to `real`, rewrite per the method.
@@ -405,6 +442,8 @@ mod pod {
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: see the module comment.
+    unsafe impl aya::Pod for super::FlowKey4 {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Flow {}
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::PersistKey {}
@@ -436,6 +475,7 @@ mod tests {
         assert_eq!(size_of::<Service>(), 4 * 3 + 16 + 4 * 2 + 2 + 1 + 1);
         assert_eq!(size_of::<Real>(), 16 + 16 + 2 + 1 + 1 + 4);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowKey4>(), 16);
         assert_eq!(size_of::<Flow>(), 8 + 4 + 4 + 16 + 16 + 2 + 2 + 4 + 8);
         assert_eq!(size_of::<SynProxySecret>(), 16);
         assert_eq!(size_of::<PersistKey>(), 20);

@@ -23,8 +23,10 @@ pub mod maps {
     pub const SLOTS: &str = "LBD_SLOTS";
     /// Array of [`crate::lb::LocalAddr`]: [`crate::lb::MAX_LADDRS_PER_GROUP`] per FNAT pool.
     pub const LADDRS: &str = "LBD_LADDRS";
-    /// LRU hash [`crate::lb::FlowKey`] → [`crate::lb::Flow`]: the connection table.
+    /// LRU hash [`crate::lb::FlowKey`] → [`crate::lb::Flow`]: the connection table of IPv6 flows.
     pub const CONNS: &str = "LBD_CONNS";
+    /// LRU hash [`crate::lb::FlowKey4`] → [`crate::lb::Flow`]: the connection table of IPv4 flows.
+    pub const CONNS4: &str = "LBD_CONNS4";
     /// LRU hash [`crate::lb::PersistKey`] → [`crate::lb::Persist`].
     pub const PERSIST: &str = "LBD_PERSIST";
     /// Per-CPU array of [`crate::lb::ServiceStats`] by service id.
@@ -52,6 +54,7 @@ pub mod maps {
         SLOTS,
         LADDRS,
         CONNS,
+        CONNS4,
         PERSIST,
         SERVICE_STATS,
         REAL_STATS,

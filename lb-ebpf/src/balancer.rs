@@ -19,8 +19,8 @@ use crate::{
     forward::{self, Hop, Next},
     icmp,
     maps::{
-        LBD_CONNS, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES,
-        LBD_SETTINGS, per_cpu,
+        self, LBD_LADDRS, LBD_REAL_STATS, LBD_SCRATCH_FLOW, LBD_SERVICE_STATS, LBD_SERVICES, LBD_SETTINGS,
+        per_cpu,
     },
     mem,
     nat::{self, Rewrite},
@@ -101,7 +101,7 @@ fn icmp_error(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Glob
         Ok(false) => return Outcome::PassNoService,
         Err(_) => return Outcome::DropMalformed,
     }
-    let Some(flow) = LBD_CONNS.get_ptr(&h.key) else { return Outcome::PassNoService };
+    let Some(flow) = maps::conn(&h.key) else { return Outcome::PassNoService };
     // SAFETY: a value pointer from a successful lookup.
     let flow = unsafe { &*flow };
     match Method::from_u8(flow.method) {
@@ -148,7 +148,7 @@ fn tracked(
     settings: &Settings,
     stats: &mut GlobalStats,
 ) -> Tracked {
-    let Some(entry) = LBD_CONNS.get_ptr_mut(&h.key) else { return Tracked::Unknown };
+    let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
     // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
     let entry = unsafe { &mut *entry };
     if entry.direction == direction::REPLY {
@@ -247,7 +247,7 @@ fn original_flow(
     let tcp = h.key.proto == IPPROTO_TCP;
     let syn_only = tcp && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let mut known: Option<&Flow> = None;
-    if let Some(entry) = LBD_CONNS.get_ptr_mut(&h.key) {
+    if let Some(entry) = maps::conn(&h.key) {
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
         let entry = unsafe { &mut *entry };
         let expired =
@@ -457,7 +457,7 @@ fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow
             flow.direction = direction::REPLY;
             flow.nat_addr = h.key.dst;
             flow.nat_port = h.key.dport;
-            let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
+            maps::conn_insert(&rkey, flow);
             flow.direction = direction::ORIGINAL;
             // SAFETY: a field of `flow` (not `= [0; 4]`: a byte-at-a-time memset, crate::mem).
             unsafe { mem::zero(&raw mut flow.nat_addr) };
@@ -474,7 +474,7 @@ fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow
             flow.nat_port = h.key.dport;
             flow.client_addr = h.key.src;
             flow.client_port = h.key.sport;
-            let _ = LBD_CONNS.insert(&rkey, &*flow, 0);
+            maps::conn_insert(&rkey, flow);
             flow.direction = direction::ORIGINAL;
             flow.nat_addr = laddr;
             flow.nat_port = lport;
@@ -484,7 +484,7 @@ fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow
         }
         _ => {}
     }
-    let _ = LBD_CONNS.insert(&h.key, &*flow, 0);
+    maps::conn_insert(&h.key, flow);
     stats.new_flows += 1;
     if tcp && flow.tcp_state != tcp_state::CLOSING {
         sched::add_active(real_id, 1);
@@ -534,7 +534,7 @@ fn fnat_source(svc: &Service, h: &Headers, real: &Real, rport: u16, flow: &mut F
         // SAFETY: plain helper call.
         let port = (min + unsafe { bpf_get_prandom_u32() } % range) as u16;
         rkey.dport = port.to_be();
-        if LBD_CONNS.get_ptr(&rkey).is_none() {
+        if maps::conn(&rkey).is_none() {
             flow.nat_addr = laddr.addr;
             flow.nat_port = rkey.dport;
             return true;
@@ -566,7 +566,7 @@ extern "C" fn pool_count_step(i: u32, ctx: *mut c_void) -> i64 {
 /// A bare SYN for no service: the reply direction of a tracked flow, or nothing of ours.
 #[inline(never)]
 fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
-    let Some(flow) = LBD_CONNS.get_ptr_mut(&h.key) else { return Outcome::PassNoService };
+    let Some(flow) = maps::conn(&h.key) else { return Outcome::PassNoService };
     // SAFETY: a value pointer from a successful lookup.
     let flow = unsafe { &mut *flow };
     if flow.direction != direction::REPLY {
@@ -582,7 +582,7 @@ fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Gl
 #[inline(never)]
 fn proxied_reply(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {
     let frame = &Frame::new(ctx.data(), ctx.data_end());
-    let Some(flow) = LBD_CONNS.get_ptr_mut(&h.key) else { return Outcome::PassNoService };
+    let Some(flow) = maps::conn(&h.key) else { return Outcome::PassNoService };
     // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
     let flow = unsafe { &mut *flow };
     if let Some(outcome) = synproxy::from_real(ctx, frame, h, flow, stats) {

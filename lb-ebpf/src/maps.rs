@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     lb::{
-        DEFAULT_MAX_CONNS, Flow, FlowKey, LblcKey, LocalAddr, MAX_LADDR_GROUPS, MAX_LADDRS_PER_GROUP,
-        MAX_REALS, MAX_SERVICES, Persist, PersistKey, Real, RealStats, SLOTS_PER_SERVICE, Service,
-        ServiceKey, ServiceStats, Settings, SynProxySecret,
+        DEFAULT_MAX_CONNS, Flow, FlowKey, FlowKey4, LblcKey, LocalAddr, MAX_LADDR_GROUPS,
+        MAX_LADDRS_PER_GROUP, MAX_REALS, MAX_SERVICES, Persist, PersistKey, Real, RealStats,
+        SLOTS_PER_SERVICE, Service, ServiceKey, ServiceStats, Settings, SynProxySecret, family,
     },
     stats::GlobalStats,
 };
@@ -44,10 +44,38 @@ pub(crate) static LBD_SLOTS: Array<u32, { (MAX_SERVICES * SLOTS_PER_SERVICE) as 
 pub(crate) static LBD_LADDRS: Array<LocalAddr, { (MAX_LADDR_GROUPS * MAX_LADDRS_PER_GROUP) as usize }> =
     Array::new();
 
-/// The connection table: both directions of NAT and FNAT flows, the original direction of
-/// DR and TUN flows.
+/// The connection table of IPv6 flows: both directions of NAT and FNAT flows, the original
+/// direction of DR and TUN flows. Go through [`conn`] and [`conn_insert`], which pick the table
+/// by family.
 #[btf_map]
-pub(crate) static LBD_CONNS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_CONNS as usize }> = LruHashMap::new();
+static LBD_CONNS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_CONNS as usize }> = LruHashMap::new();
+
+/// The connection table of IPv4 flows, as [`LBD_CONNS`] with a 16-byte key: an established
+/// IPv4 packet hashes and compares 16 bytes instead of 40.
+#[btf_map]
+static LBD_CONNS4: LruHashMap<FlowKey4, Flow, { DEFAULT_MAX_CONNS as usize }> = LruHashMap::new();
+
+/// The flow of `key` in the connection table of its family.
+#[inline(always)]
+pub(crate) fn conn(key: &FlowKey) -> Option<*mut Flow> {
+    if key.family == family::IPV4 {
+        LBD_CONNS4.get_ptr_mut(&FlowKey4::of(key))
+    } else {
+        LBD_CONNS.get_ptr_mut(key)
+    }
+}
+
+/// Records `flow` under `key` in the connection table of its family (an LRU: a full table
+/// evicts its least recently used flow). Not inlined: new flows only, and its narrow key then
+/// stays off the stack frames of the longest call chain.
+#[inline(never)]
+pub(crate) fn conn_insert(key: &FlowKey, flow: &Flow) {
+    let _ = if key.family == family::IPV4 {
+        LBD_CONNS4.insert(&FlowKey4::of(key), flow, 0)
+    } else {
+        LBD_CONNS.insert(key, flow, 0)
+    };
+}
 
 /// Persistence: which real a (masked) client sticks to, per service.
 #[btf_map]

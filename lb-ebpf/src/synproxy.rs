@@ -38,7 +38,7 @@ use crate::{
     Outcome, clock,
     csum::Delta,
     encap::EncapError,
-    maps::{LBD_CONNS, LBD_SYNPROXY_PENDING, LBD_SYNPROXY_SECRET, per_cpu},
+    maps::{LBD_SYNPROXY_PENDING, LBD_SYNPROXY_SECRET, per_cpu},
     nat,
     parse::{Frame, Headers, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
@@ -189,7 +189,7 @@ fn real_answer(
         family: h.key.family,
         pad: 0,
     };
-    if let Some(entry) = LBD_CONNS.get_ptr_mut(&key) {
+    if let Some(entry) = crate::maps::conn(&key) {
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
         let entry = unsafe { &mut *entry };
         entry.synproxy = synproxy_state::SHIFTING;

@@ -12,7 +12,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
-    lb::{Flow, FlowKey},
+    lb::{Flow, FlowKey, FlowKey4},
     maps,
 };
 use lb_tests::{
@@ -87,11 +87,13 @@ fn counter(pin_dir: &Path, name: &str) -> u64 {
     stats.fields().iter().find(|(k, _)| *k == name).map(|(_, v)| *v).unwrap()
 }
 
-/// Entries of the pinned connection table.
+/// Entries of the pinned connection tables (IPv4 and IPv6).
 fn flows(pin_dir: &Path) -> usize {
+    let data = MapData::from_pin(pin_dir.join(maps::CONNS4)).unwrap();
+    let v4: HashMap<_, FlowKey4, Flow> = HashMap::try_from(Map::LruHashMap(data)).unwrap();
     let data = MapData::from_pin(pin_dir.join(maps::CONNS)).unwrap();
-    let table: HashMap<_, FlowKey, Flow> = HashMap::try_from(Map::LruHashMap(data)).unwrap();
-    table.keys().count()
+    let v6: HashMap<_, FlowKey, Flow> = HashMap::try_from(Map::LruHashMap(data)).unwrap();
+    v4.keys().count() + v6.keys().count()
 }
 
 /// TCP segments a host received (`Tcp: InSegs` of /proc/net/snmp).
