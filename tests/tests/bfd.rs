@@ -162,6 +162,9 @@ fn a_real_server_whose_bfd_peer_dies_gets_no_traffic_until_it_returns() {
     );
     let mut lbd = start_lbd(&mut lab, &lb, "lbd", &lbd_config);
     wait_for_line(&mut lbd, 0, "BFD_Instance(r1) Entering Up state", Duration::from_secs(20));
+    // `answers` fails at the first failed request: the data plane must be in place first (the
+    // session can come up before the XDP program has passed the verifier).
+    wait_for_line(&mut lbd, 0, "XDP program attached", Duration::from_secs(30));
     let both = set(&["r1", "r2"]);
     wait_until(Duration::from_secs(10), "both reals to answer through the VIP", || {
         answers(&client, "10.40.0.100", 6, &lbd) == both
