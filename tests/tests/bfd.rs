@@ -162,6 +162,9 @@ fn a_real_server_whose_bfd_peer_dies_gets_no_traffic_until_it_returns() {
     );
     let mut lbd = start_lbd(&mut lab, &lb, "lbd", &lbd_config);
     wait_for_line(&mut lbd, 0, "BFD_Instance(r1) Entering Up state", Duration::from_secs(20));
+    // `answers` fails at the first failed request: the data plane must be in place first (the
+    // session can come up before the XDP program has passed the verifier).
+    wait_for_line(&mut lbd, 0, "XDP program attached", Duration::from_secs(30));
     let both = set(&["r1", "r2"]);
     wait_until(Duration::from_secs(10), "both reals to answer through the VIP", || {
         answers(&client, "10.40.0.100", 6, &lbd) == both
@@ -237,4 +240,38 @@ fn track_bfd_moves_a_vip_and_faults_an_instance_without_weight() {
     w1.wait_for(true, Duration::from_secs(15));
     w2.wait_for(false, Duration::from_secs(2));
     wait_for_line(&mut lbd1, mark, "(VI_2) Entering MASTER STATE", Duration::from_secs(5));
+}
+
+#[test]
+fn an_orderly_stop_takes_the_peers_session_down_with_admin_down() {
+    let mut lab = Lab::new();
+    let a = lab.netns("lbd");
+    let b = lab.netns("ka");
+    lab.veth(&a, "eth0", &b, "eth0");
+    a.addr("eth0", "10.54.0.1/24");
+    b.addr("eth0", "10.54.0.2/24");
+    // A detection time of 10 s (1 s × 10): keepalived's session going down within 2 s of
+    // lbd's SIGTERM can only be lbd's AdminDown, not a timeout.
+    let slow = |name: &str, neighbor: &str, source: &str| {
+        format!(
+            "bfd_instance {name} {{\n  neighbor_ip {neighbor}\n  source_ip {source}\n  min_rx 1000\n  \
+             min_tx 1000\n  multiplier 10\n}}\n"
+        )
+    };
+    let ka_config = config("ka-bfd", "", &[slow("to_lbd", "10.54.0.1", "10.54.0.2")]);
+    let mut keepalived = start_keepalived(&lab, &b, "ka", &ka_config);
+    let mut lbd = start_lbd(&mut lab, &a, "lbd", &slow("to_ka", "10.54.0.2", "10.54.0.1"));
+    wait_for_line(&mut lbd, 0, "BFD_Instance(to_ka) Entering Up state", Duration::from_secs(20));
+    wait_for_line(&mut keepalived, 0, "(to_lbd) Entering Up state", Duration::from_secs(10));
+
+    let mark = keepalived.log().len();
+    lbd.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_for_line(&mut keepalived, mark, "(to_lbd) Entering Down state", Duration::from_secs(2));
+    let status = lbd.wait(Duration::from_secs(10));
+    assert!(status.success(), "lbd stopped: {status:?}\n{}", lbd.log());
+    assert!(
+        lbd.log().contains("BFD_Instance(to_ka) Entering AdminDown state (local diag - AdminDown)"),
+        "{}",
+        lbd.log()
+    );
 }

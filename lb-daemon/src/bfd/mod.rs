@@ -114,7 +114,8 @@ fn instances(config: &Config, now: Instant) -> Vec<Instance> {
 }
 
 /// Runs the sessions of `config`'s `bfd_instance`s until `stop` changes, sending every
-/// instance's state at start (Down) and at each change into or out of Up to `events`.
+/// instance's state at start (Down) and at each change into or out of Up to `events`. When
+/// `stop` turns true, every session first tells its peer it goes AdminDown.
 pub async fn run(
     config: &Config,
     events: mpsc::UnboundedSender<BfdEvent>,
@@ -148,7 +149,14 @@ pub async fn run(
         let deadline = instances.iter().filter_map(|i| i.session.next_deadline()).min();
         tokio::select! {
             biased;
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    for instance in &mut instances {
+                        instance.admin_down(&events);
+                    }
+                }
+                return Ok(());
+            }
             received = recv(v4.as_ref(), &mut buf4) => dispatch(&mut instances, received, &buf4, &events),
             received = recv(v6.as_ref(), &mut buf6) => dispatch(&mut instances, received, &buf6, &events),
             () = sleep_until(deadline) => {}
@@ -170,6 +178,18 @@ impl Instance {
         if up != self.reported_up {
             self.reported_up = up;
             let _ = events.send(BfdEvent { name: self.name.clone(), up });
+        }
+    }
+
+    /// Takes the session AdminDown and tells the peer (a few copies: one lost datagram would
+    /// leave the peer to a detection time).
+    fn admin_down(&mut self, events: &mpsc::UnboundedSender<BfdEvent>) {
+        let (change, packet) = self.session.admin_down();
+        if let Some(change) = change {
+            self.changed(change, events);
+        }
+        for _ in 0..ADMIN_DOWN_COPIES {
+            self.send(&packet);
         }
     }
 
@@ -255,6 +275,9 @@ fn dispatch(
     }
 }
 
+/// AdminDown packets sent to each peer at an orderly stop.
+const ADMIN_DOWN_COPIES: usize = 3;
+
 /// The BFD engine running as a task of the BFD child.
 #[derive(Debug)]
 pub struct BfdTask {
@@ -291,9 +314,11 @@ impl BfdTask {
         }
     }
 
-    /// Stops the sessions (no AdminDown is sent: the peers see the sessions time out).
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
+    /// Stops the sessions: with `admin_down` (an orderly stop of lbd), each peer is told the
+    /// session goes AdminDown and takes it down at once; without (a reload that restarts the
+    /// sessions), the peers hear nothing until the new sessions start.
+    pub async fn stop(self, admin_down: bool) {
+        let _ = self.stop.send(admin_down);
         let _ = self.task.await;
     }
 }

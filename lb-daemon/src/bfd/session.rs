@@ -220,6 +220,18 @@ impl Session {
         (change, packet)
     }
 
+    /// Takes the session to AdminDown (diag Administratively Down), as at an orderly stop: the
+    /// packet that tells the remote, whose session then goes Down at once (§6.8.6) rather than
+    /// after a detection time. The session then takes no packet and sends nothing more.
+    pub fn admin_down(&mut self) -> (Option<Change>, ControlPacket) {
+        let change = self.set_state(State::AdminDown, Diag::AdminDown);
+        self.polling = false;
+        self.final_due = false;
+        self.next_tx = None;
+        self.detect_at = None;
+        (change, self.packet())
+    }
+
     /// The interval until the next periodic packet, with jitter.
     fn interval(&mut self) -> Duration {
         let base = self.desired_tx.max(self.remote_min_rx);
@@ -361,20 +373,7 @@ mod tests {
     fn detection_time_counts_from_the_last_packet_and_follows_the_remote_rate() {
         let now = Instant::now();
         let mut s = Session::new(config(false), 7, 3, now);
-        let remote = ControlPacket {
-            diag: Diag::None,
-            state: State::Init,
-            poll: false,
-            fin: false,
-            cpi: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: 9,
-            your_discr: 7,
-            desired_min_tx: 100 * MS,
-            required_min_rx: 10 * MS,
-            required_min_echo_rx: Duration::ZERO,
-        };
+        let remote = init_from_9();
         assert_eq!(s.receive(&remote, now).unwrap().unwrap().to, State::Up);
         assert_eq!(s.detection_time(), 300 * MS);
         assert_eq!(s.poll(now + 299 * MS).0, None);
@@ -388,6 +387,37 @@ mod tests {
             s.receive(&ControlPacket { your_discr: 8, ..remote }, now),
             Err(Rejected::Discriminator(8))
         );
+    }
+
+    /// An Init packet from the remote (discriminator 9) to session 7, at 100 ms × 3.
+    fn init_from_9() -> ControlPacket {
+        ControlPacket {
+            diag: Diag::None,
+            state: State::Init,
+            poll: false,
+            fin: false,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr: 9,
+            your_discr: 7,
+            desired_min_tx: 100 * MS,
+            required_min_rx: 10 * MS,
+            required_min_echo_rx: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn admin_down_tells_the_remote_and_ends_the_session() {
+        let t0 = Instant::now();
+        let mut s = Session::new(config(false), 7, 1, t0);
+        let remote = ControlPacket { desired_min_tx: 10 * MS, ..init_from_9() };
+        assert_eq!(s.receive(&remote, t0).unwrap().map(|c| c.to), Some(State::Up));
+        let (change, packet) = s.admin_down();
+        assert_eq!(change.map(|c| (c.from, c.to)), Some((State::Up, State::AdminDown)));
+        assert_eq!((packet.state, packet.diag, packet.your_discr), (State::AdminDown, Diag::AdminDown, 9));
+        assert_eq!(s.next_deadline(), None, "nothing more to send or detect");
+        assert!(s.receive(&remote, t0).is_err(), "an AdminDown session takes no packet");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod smtp;
 pub mod ssl;
 pub mod state;
 pub mod tcp;
+pub mod tcp_loop;
 pub mod udp;
 
 pub use runner::{CheckerHealth, Runner};

@@ -38,6 +38,7 @@ use super::{
     service::{Event, RealSpec, ServiceState, Sorry, Thresholds},
     service_name,
     state::{Change, CheckerState, Probe},
+    tcp_loop,
 };
 use crate::{
     bfd::BfdStates,
@@ -354,6 +355,8 @@ impl Runner {
         let mut tasks = Vec::new();
         let mut services = Vec::new();
         let mut checkers = Vec::new();
+        // Plain TCP_CHECKs, probed by one loop.
+        let mut looped = Vec::new();
         let local = config.virtual_servers.iter().any(|vs| suspend_address(vs).is_some()).then(|| {
             let (rx, task) = watch_local_addresses();
             tasks.push(task);
@@ -423,7 +426,10 @@ impl Runner {
                         gauge,
                         suspend: suspend_address(vs).zip(local.clone()),
                     };
-                    tasks.push(tokio::spawn(task.run()));
+                    match task.loop_target() {
+                        Some((addr, limit)) => looped.push(tcp_loop::Entry { addr, limit, checker: task }),
+                        None => tasks.push(tokio::spawn(task.run())),
+                    }
                 }
                 reals.push(RealSpec {
                     weight: configured_weight(vs, r),
@@ -438,6 +444,9 @@ impl Runner {
                 (Some(_), true) => Sorry::Inhibit,
             };
             services.push(ServiceState::new(reals, vs.quorum, vs.hysteresis, sorry));
+        }
+        if !looped.is_empty() {
+            tasks.push(tokio::spawn(tcp_loop::run(looped)));
         }
         let smtp = crate::vrrp::config::smtp_plan(&config);
         let connection_keys = connection_keys(&config);
@@ -573,7 +582,6 @@ struct CheckerTask {
 
 impl CheckerTask {
     async fn run(mut self) {
-        let (rs, vs) = self.names.clone();
         loop {
             self.wait_while_suspended().await;
             tokio::time::sleep_until(self.state.next_probe().into()).await;
@@ -588,28 +596,7 @@ impl CheckerTask {
                 Ok(result) => result,
                 Err(_) => Err(CheckError::Timeout(limit)),
             };
-            let ended = std::time::Instant::now();
-            let nanos = u64::try_from((ended - started).as_nanos()).unwrap_or(u64::MAX).max(1);
-            self.gauge.last_nanos.store(nanos, Ordering::Relaxed);
-            self.gauge.probes.fetch_add(1, Ordering::Relaxed);
-            self.probes.fetch_add(1, Ordering::Relaxed);
-            let probe = match &result {
-                Ok(probe) => *probe,
-                Err(e) => {
-                    debug!("{}", self.prober.describe(false, &rs, &vs, Some(e)));
-                    Probe::Down
-                }
-            };
-            let Some(change) = self.state.on_probe(probe, ended) else { continue };
-            match change {
-                Change::Up { .. } => info!("{}", self.prober.describe(true, &rs, &vs, None)),
-                Change::Down => warn!("{}", self.prober.describe(false, &rs, &vs, result.as_ref().err())),
-            }
-            self.gauge.up.store(self.state.is_up(), Ordering::Relaxed);
-            if let Ok(mut v) = self.verdict.0.lock() {
-                v.insert(self.verdict.1.clone(), self.state.is_up());
-            }
-            if self.reports.send((self.key, change)).is_err() {
+            if !tcp_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
                 return;
             }
         }
@@ -634,6 +621,57 @@ impl CheckerTask {
         info!("Activating healthchecker for service {rs} for VS {vs}");
         self.state.resume_probes(std::time::Instant::now());
         self.gauge.suspended.store(false, Ordering::Relaxed);
+    }
+
+    /// Where the probe loop connects and its time limit, for a plain TCP_CHECK (no `bindto`,
+    /// `bind_port`, `fwmark` or `ha_suspend`), which [`tcp_loop`](super::tcp_loop) runs;
+    /// `None` for any other checker, which runs as a task of its own.
+    fn loop_target(&self) -> Option<(std::net::SocketAddr, Duration)> {
+        match &self.prober {
+            Prober::Tcp(ep) if ep.bind.is_none() && ep.fwmark.is_none() && self.suspend.is_none() => {
+                Some((ep.addr, self.state.timing().connect_timeout))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl tcp_loop::Scheduled for CheckerTask {
+    fn due(&self) -> std::time::Instant {
+        self.state.next_probe()
+    }
+
+    /// Records a probe's result (gauges, verdict, log line) and reports a change of verdict;
+    /// `false` once the collector is gone.
+    fn record(
+        &mut self,
+        result: Result<Probe, CheckError>,
+        started: std::time::Instant,
+        ended: std::time::Instant,
+    ) -> bool {
+        let nanos = u64::try_from((ended - started).as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.gauge.last_nanos.store(nanos, Ordering::Relaxed);
+        self.gauge.probes.fetch_add(1, Ordering::Relaxed);
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        let (rs, vs) = &self.names;
+        let probe = match &result {
+            Ok(probe) => *probe,
+            Err(e) => {
+                debug!("{}", self.prober.describe(false, rs, vs, Some(e)));
+                Probe::Down
+            }
+        };
+        let Some(change) = self.state.on_probe(probe, ended) else { return true };
+        let (rs, vs) = &self.names;
+        match change {
+            Change::Up { .. } => info!("{}", self.prober.describe(true, rs, vs, None)),
+            Change::Down => warn!("{}", self.prober.describe(false, rs, vs, result.as_ref().err())),
+        }
+        self.gauge.up.store(self.state.is_up(), Ordering::Relaxed);
+        if let Ok(mut v) = self.verdict.0.lock() {
+            v.insert(self.verdict.1.clone(), self.state.is_up());
+        }
+        self.reports.send((self.key, change)).is_ok()
     }
 }
 

@@ -387,7 +387,7 @@ impl Daemon {
                 bfd
             } else {
                 info!("BFD configuration changed: restarting the sessions");
-                bfd.stop().await;
+                bfd.stop(false).await;
                 BfdTask::spawn(&config)
             });
         }
@@ -426,7 +426,8 @@ impl Daemon {
             statics.remove(&self.netlink).await;
         }
         if let Some(bfd) = self.bfd {
-            bfd.stop().await;
+            // The peers see the sessions go AdminDown rather than time out.
+            bfd.stop(true).await;
         }
         if let Some(checks) = self.checks {
             // omega: the virtual servers' down scripts, before the data plane goes.

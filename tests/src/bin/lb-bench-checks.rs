@@ -6,14 +6,15 @@
 //! a bare sequential tokio connect-and-close to the same addresses.
 //!
 //! The baseline, in the same run against the same server: keepalived 2.2.7's checker process
-//! (`/usr/sbin/keepalived -C`) and lbd's on the same 1,000 TCP_CHECK servers, taking turns.
+//! (`/usr/sbin/keepalived -C`) and lbd's on the same 1,000 TCP_CHECK servers, taking turns for
+//! several rounds; the ratio reported is the median of the rounds', with its range and the load.
 //! keepalived refuses to check without IPVS, which this kernel lacks: `tests/bench/ipvs-shim.c`,
 //! preloaded, answers its IPVS socket options as an empty IPVS table would (nothing else of
 //! keepalived is touched). Both processes' CPU is read from the kernel (/proc, getrusage); their
 //! probes are the namespace's TCP active opens (keepalived) and the runner's count (lbd).
 //!
-//! `lb-bench-checks` (as root) prints a markdown table; `serve` and `check TCP HTTP SECONDS`
-//! are its two halves.
+//! `lb-bench-checks` (as root) prints a markdown table; `serve` and `check TCP HTTP SECONDS
+//! [nofloor]` are its two halves.
 
 use std::{
     io::{Read as _, Write as _},
@@ -27,9 +28,10 @@ use lb_tests::lab::{Lab, Netns, wait_until};
 const TCP_REALS: usize = 10_000;
 const HTTP_REALS: usize = 1_000;
 const SECONDS: u64 = 10;
-/// Real servers and seconds of the same-run keepalived baseline.
+/// Real servers, seconds per measurement and rounds of the same-run keepalived baseline.
 const BASELINE_REALS: usize = 1_000;
-const BASELINE_SECONDS: u64 = 20;
+const BASELINE_SECONDS: u64 = 10;
+const ROUNDS: usize = 5;
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
@@ -44,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         Some("detect") => detect(),
         Some("check") => {
             let n = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok()).unwrap_or(0);
-            check(n(1), n(2), n(3) as u64)
+            check(n(1), n(2), n(3) as u64, args.get(4).is_none_or(|a| a != "nofloor"))
         }
         _ => orchestrate(),
     }
@@ -53,19 +55,12 @@ fn main() -> anyhow::Result<()> {
 /// Builds the namespace, starts the server, runs the checker three ways, prints the table.
 fn orchestrate() -> anyhow::Result<()> {
     let mut lab = Lab::new();
-    let ns = lab.netns("checks");
-    ns.sysctl("net.core.somaxconn", "65535");
-    ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
-    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    let ns = bench_netns(&mut lab, "checks");
     let me = std::env::current_exe()?;
     if std::env::var("LBD_BENCH_CHECKS").as_deref() == Ok("detect") {
         return detection(&lab, &ns, &me);
     }
-    let mut server = ns.spawn("server", &me, &["serve"]);
-    wait_until(Duration::from_secs(10), "the server", || {
-        server.assert_running();
-        server.log().contains("listening")
-    });
+    let mut server = start_server(&ns, &me);
     println!(
         "| checkers (delay_loop 1) | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS | reals up at the end |"
     );
@@ -115,10 +110,29 @@ fn orchestrate() -> anyhow::Result<()> {
         })
         .collect();
     println!("Server namespace after the runs: {}.", counters.join(", "));
-    baseline(&lab, &ns, &me)?;
     server.kill();
+    baseline(&mut lab, &me)?;
     detection(&lab, &ns, &me)?;
     Ok(())
+}
+
+/// A namespace for the benchmark: loopback up, room for 10,000 connections a second.
+fn bench_netns(lab: &mut Lab, role: &str) -> Netns {
+    let ns = lab.netns(role);
+    ns.sysctl("net.core.somaxconn", "65535");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    ns
+}
+
+/// Starts the server (`serve`) in `ns` and waits until it listens.
+fn start_server(ns: &Netns, me: &Path) -> lb_tests::process::Proc {
+    let mut server = ns.spawn("server", me, &["serve"]);
+    wait_until(Duration::from_secs(10), "the server", || {
+        server.assert_running();
+        server.log().contains("listening")
+    });
+    server
 }
 
 /// The address and port of the real server whose failure `detection` times.
@@ -278,12 +292,141 @@ fn detect() -> anyhow::Result<()> {
     })
 }
 
-/// keepalived's checker and lbd's on the same `BASELINE_REALS` TCP_CHECK servers, one after the
-/// other; prints a second table and the ratio.
-fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
+/// CPU and memory of one checker process over one measurement.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Probes a second.
+    rate: f64,
+    /// User and system CPU seconds a second.
+    user: f64,
+    sys: f64,
+    rss_mib: f64,
+}
+
+impl Measured {
+    /// CPU per probe in µs: (user, system).
+    fn per_probe(&self) -> (f64, f64) {
+        (self.user / self.rate * 1e6, self.sys / self.rate * 1e6)
+    }
+
+    fn total(&self) -> f64 {
+        let (user, sys) = self.per_probe();
+        user + sys
+    }
+}
+
+/// The 1-minute load average.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// The median and the range of `values`.
+fn median_and_range(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = match n {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    (median, sorted.first().copied().unwrap_or(f64::NAN), sorted.last().copied().unwrap_or(f64::NAN))
+}
+
+/// keepalived's checker and lbd's on the same `BASELINE_REALS` TCP_CHECK servers, taking turns
+/// for `ROUNDS` rounds (who goes first alternates, so that a load rising or falling over the run
+/// weighs on both alike); prints each round, the median ratio and its range.
+///
+/// Each measurement has a namespace and a server of its own: in a namespace used before,
+/// keepalived's checker ran at about 100 probes a second and 1 ms of CPU per probe from its
+/// second round on (lbd's did not change), so that the ratio said more about the namespace's
+/// history than about the checkers.
+fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
     let shim = ipvs_shim(lab)?;
     let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
+    let mut rounds = Vec::new();
+    let mut failed = 0;
+    let mut lbd_up = Vec::new();
+    for round in 0..ROUNDS {
+        let load = load_average();
+        let (mut k, mut l) = (None, None);
+        for keepalived_turn in [round % 2 == 0, round % 2 == 1] {
+            let ns = bench_netns(lab, &format!("base{round}{}", if keepalived_turn { "k" } else { "l" }));
+            let _server = start_server(&ns, me);
+            if keepalived_turn {
+                let (m, f) = measure_keepalived(lab, &ns, &shim, &conf, round)?;
+                failed += f;
+                k = Some(m);
+            } else {
+                let (m, up) = measure_lbd(&ns, me)?;
+                lbd_up.push(up);
+                l = Some(m);
+            }
+        }
+        let (Some(k), Some(l)) = (k, l) else { anyhow::bail!("round {round} measured nothing") };
+        rounds.push((load, k, l));
+    }
+    println!(
+        "\nSame-run baseline: {BASELINE_REALS} TCP_CHECK servers at delay_loop 1, a fresh namespace and \
+         server process for each measurement; {ROUNDS} rounds, each measuring keepalived's checker and lbd's for {BASELINE_SECONDS} s after a 3 s \
+         warm-up, one at a time (the first of a round alternates).\n"
+    );
+    println!(
+        "| round | load average (1 min) | keepalived probes/s | keepalived CPU per probe (user + system) | \
+         lbd probes/s | lbd CPU per probe (user + system) | ratio lbd / keepalived |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let cell = |m: &Measured| {
+        let (user, sys) = m.per_probe();
+        format!("{:.1} µs ({user:.1} + {sys:.1})", user + sys)
+    };
+    for (i, (load, k, l)) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {load:.2} | {:.0} | {} | {:.0} | {} | {:.2} |",
+            i + 1,
+            k.rate,
+            cell(k),
+            l.rate,
+            cell(l),
+            l.total() / k.total()
+        );
+    }
+    let ratios: Vec<f64> = rounds.iter().map(|(_, k, l)| l.total() / k.total()).collect();
+    let (ratio, low, high) = median_and_range(&ratios);
+    let (k_median, ..) = median_and_range(&rounds.iter().map(|(_, k, _)| k.total()).collect::<Vec<_>>());
+    let (l_median, ..) = median_and_range(&rounds.iter().map(|(_, _, l)| l.total()).collect::<Vec<_>>());
+    let (load, load_low, load_high) = median_and_range(&rounds.iter().map(|r| r.0).collect::<Vec<_>>());
+    let rss = |m: fn(&(f64, Measured, Measured)) -> f64| {
+        median_and_range(&rounds.iter().map(m).collect::<Vec<_>>()).0
+    };
+    println!(
+        "\nlbd's CPU per TCP check is {ratio:.2} × keepalived's (median of {ROUNDS} rounds; range {low:.2} to \
+         {high:.2}; goal: at most 0.5): {l_median:.1} µs against {k_median:.1} µs (medians). Load average \
+         {load:.2} (median; {load_low:.2} to {load_high:.2}). RSS: keepalived {:.1} MiB (parent + checker), lbd \
+         {:.1} MiB. keepalived logged {failed} failed checks; lbd had {:?} of {BASELINE_REALS} reals up at the \
+         end of its rounds.",
+        rss(|r| r.1.rss_mib),
+        rss(|r| r.2.rss_mib),
+        lbd_up
+    );
+    Ok(())
+}
+
+/// One round of keepalived's checker on `conf`: what it costs, and the failed checks it logged.
+fn measure_keepalived(
+    lab: &Lab,
+    ns: &Netns,
+    shim: &Path,
+    conf: &Path,
+    round: usize,
+) -> anyhow::Result<(Measured, usize)> {
     let pid = |what: &str| lab.dir().join(format!("keepalived-{what}.pid"));
+    // Left behind by the previous round's SIGKILL.
+    let _ = std::fs::remove_file(pid("main"));
+    let _ = std::fs::remove_file(pid("checkers"));
     let preload = format!("LD_PRELOAD={}", shim.display());
     let (conf, main_pid, checker_pid) = (
         conf.display().to_string(),
@@ -291,7 +434,7 @@ fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
         pid("checkers").display().to_string(),
     );
     let mut keepalived = ns.spawn(
-        "keepalived",
+        &format!("keepalived-{round}"),
         "env",
         &[&preload, KEEPALIVED, "-n", "-l", "-C", "-f", &conf, "-p", &main_pid, "-c", &checker_pid],
     );
@@ -307,43 +450,35 @@ fn baseline(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(BASELINE_SECONDS));
     let (opens_after, cpu_after) = (active_opens(ns), proc_cpu(checker)?);
     let elapsed = started.elapsed().as_secs_f64();
-    let rss = proc_rss_mib(main) + proc_rss_mib(checker);
+    let rss_mib = proc_rss_mib(main) + proc_rss_mib(checker);
     let failed = keepalived.log().matches("TCP_CHECK on service").count();
     keepalived.kill();
-    let k_rate = (opens_after - opens) as f64 / elapsed;
-    let (k_user, k_sys) = ((cpu_after.0 - cpu.0) / elapsed, (cpu_after.1 - cpu.1) / elapsed);
+    let measured = Measured {
+        rate: (opens_after - opens) as f64 / elapsed,
+        user: (cpu_after.0 - cpu.0) / elapsed,
+        sys: (cpu_after.1 - cpu.1) / elapsed,
+        rss_mib,
+    };
+    Ok((measured, failed))
+}
 
-    let out = ns.exec(me, &["check", &BASELINE_REALS.to_string(), "0", &BASELINE_SECONDS.to_string()]);
+/// One round of lbd's checker (`check::Runner` in a process of its own): what it costs, and the
+/// real servers up at the end.
+fn measure_lbd(ns: &Netns, me: &Path) -> anyhow::Result<(Measured, f64)> {
+    let out =
+        ns.exec(me, &["check", &BASELINE_REALS.to_string(), "0", &BASELINE_SECONDS.to_string(), "nofloor"]);
     anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let value = |key: &str| -> f64 {
         text.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok())).unwrap_or(f64::NAN)
     };
-    let (rate, user, sys) = (value("probes_per_s"), value("user_s_per_s"), value("sys_s_per_s"));
-    println!(
-        "\nSame-run baseline: {BASELINE_REALS} TCP_CHECK servers at delay_loop 1, {BASELINE_SECONDS} s after a 3 s \
-         warm-up, the same server process, one checker at a time.\n"
-    );
-    println!("| checker process | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS |");
-    println!("| --- | --- | --- | --- | --- |");
-    let row = |label: &str, rate: f64, user: f64, sys: f64, rss: String| {
-        println!(
-            "| {label} | {rate:.0} | {:.1} µs ({:.1} + {:.1}) | {:.2}% | {rss} |",
-            (user + sys) / rate * 1e6,
-            user / rate * 1e6,
-            sys / rate * 1e6,
-            (user + sys) * 100.0
-        );
+    let measured = Measured {
+        rate: value("probes_per_s"),
+        user: value("user_s_per_s"),
+        sys: value("sys_s_per_s"),
+        rss_mib: value("rss_mib"),
     };
-    row("keepalived 2.2.7 -C (IPVS shim)", k_rate, k_user, k_sys, format!("{rss:.1} MiB (parent + checker)"));
-    row("lbd (`check::Runner`)", rate, user, sys, format!("{:.1} MiB", value("rss_mib")));
-    let ratio = ((user + sys) / rate) / ((k_user + k_sys) / k_rate);
-    println!(
-        "\nlbd's CPU per TCP check is {ratio:.2} × keepalived's (goal: at most 0.5). keepalived logged {failed} \
-         failed checks; lbd had {} of {BASELINE_REALS} reals up at the end.",
-        value("reals_up")
-    );
-    Ok(())
+    Ok((measured, value("reals_up")))
 }
 
 /// Builds tests/bench/ipvs-shim.c into the lab's directory (once) and returns its path.
@@ -480,8 +615,8 @@ fn status_rss_mib(path: &str) -> f64 {
 }
 
 /// Runs the checkers of `tcp` + `http` real servers for `seconds` after a warm-up and prints
-/// `key value` lines.
-fn check(tcp: usize, http: usize, seconds: u64) -> anyhow::Result<()> {
+/// `key value` lines; then, with `floor`, the floor.
+fn check(tcp: usize, http: usize, seconds: u64, floor: bool) -> anyhow::Result<()> {
     let loaded = lb_daemon::config::parse_str("bench.conf", &config(tcp, http), &Default::default());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -499,6 +634,9 @@ fn check(tcp: usize, http: usize, seconds: u64) -> anyhow::Result<()> {
         let up = runner.desired().services.iter().map(|s| s.reals.len()).sum::<usize>();
         println!("reals_up {up}");
         drop(runner);
+        if !floor {
+            return;
+        }
         // The floor: bare connects to the same addresses, one after the other.
         let n = 5000;
         let cpu = cpu_seconds();

@@ -1,0 +1,474 @@
+//! The TCP_CHECK probe loop: one task probes the real servers of every plain TCP_CHECK (no
+//! `bindto`, `bind_port`, `fwmark` or `ha_suspend`; those run as tasks of their own with
+//! [`super::tcp::probe`]).
+//!
+//! A TCP_CHECK is a connect and a reset. Run as one task and one socket per probe, most of its
+//! cost besides the kernel's handshake is bookkeeping: a socket created and freed, registered
+//! with epoll and removed, its options set, a timer and a wakeup. Here:
+//! - sockets are reused: `connect(AF_UNSPEC)` ends a connection with a reset (no TIME_WAIT
+//!   behind, as SO_LINGER 0 and close would) and leaves the socket ready for the next connect;
+//!   each socket is registered once, edge-triggered, with the loop's own epoll instance, which
+//!   tokio watches as one file descriptor;
+//! - a second `connect` right after the first tells whether the handshake is already over (it
+//!   is on loopback and fast links): `0` up, `ECONNREFUSED` down, `EALREADY` still going, and
+//!   only then does the probe wait for epoll, until its `connect_timeout`;
+//! - probes due within [`SLACK`] of one another run in one wakeup (at most [`PER_TURN`] at a
+//!   time, then the other tasks run).
+//!
+//! Per probe that completes at once: three system calls (connect, connect, disconnect).
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::io::{Interest, unix::AsyncFd};
+use tracing::error;
+
+use super::{CheckError, Probe};
+
+/// Probes due this close to the one that woke the loop run in the same wakeup.
+pub const SLACK: Duration = Duration::from_millis(5);
+/// Probes started in one turn at most: a loop behind its schedule (a starved process) lets the
+/// runtime's other tasks (the other checkers) run between turns.
+const PER_TURN: usize = 256;
+/// Idle sockets kept for reuse, per address family (more are closed).
+const IDLE_SOCKETS: usize = 256;
+/// Events read from the epoll instance at a time.
+const EVENTS: usize = 256;
+
+/// A checker the loop probes for: its schedule and what it makes of a probe's result.
+pub trait Scheduled {
+    /// When its next probe is due.
+    fn due(&self) -> Instant;
+    /// Records the result of a probe that ran from `started` to `ended`; `false` stops the loop
+    /// (nobody listens any more).
+    fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Instant) -> bool;
+}
+
+/// One checker of the loop: where it connects, its time limit, and the checker.
+#[derive(Debug)]
+pub struct Entry<C> {
+    /// The real server's address.
+    pub addr: SocketAddr,
+    /// `connect_timeout`.
+    pub limit: Duration,
+    /// The checker.
+    pub checker: C,
+}
+
+/// The loop's epoll instance.
+#[derive(Debug)]
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 has no preconditions.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for the end of its connects (writable, error or hangup), edge-triggered.
+    fn add(&self, fd: RawFd, token: usize) -> io::Result<()> {
+        let mut event =
+            libc::epoll_event { events: (libc::EPOLLOUT | libc::EPOLLET) as u32, u64: token as u64 };
+        // SAFETY: both descriptors are open; the kernel copies the event.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The tokens of the sockets that had an event, without waiting (at most [`EVENTS`]).
+    fn ready(&self, tokens: &mut Vec<usize>) -> io::Result<()> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // SAFETY: the kernel writes at most EVENTS events into the array.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        tokens.clear();
+        tokens.extend(events.iter().take(n as usize).map(|e| e.u64 as usize));
+        Ok(())
+    }
+}
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Ends `socket`'s connection, with a reset if it was established, and makes it ready for a new
+/// connect (`connect` to an `AF_UNSPEC` address).
+fn disconnect(socket: &Socket) -> io::Result<()> {
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: connect reads `len` bytes of the address, which we own.
+    if unsafe { libc::connect(socket.as_raw_fd(), &unspec, len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where a connect stands.
+enum Connect {
+    Up,
+    Pending,
+    Failed(io::Error),
+}
+
+/// Starts a connect, or asks how the one under way is going (connect again).
+fn connect(socket: &Socket, addr: &SockAddr) -> Connect {
+    match socket.connect(addr) {
+        Ok(()) => Connect::Up,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EISCONN) => Connect::Up,
+            Some(libc::EINPROGRESS | libc::EALREADY) => Connect::Pending,
+            _ => Connect::Failed(e),
+        },
+    }
+}
+
+/// A probe waiting for its socket's event.
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    checker: usize,
+    started: Instant,
+    /// Tells this probe's deadline from a former probe's on the same socket.
+    seq: u64,
+}
+
+/// A socket and the probe it runs.
+#[derive(Debug)]
+struct Slot {
+    socket: Option<Socket>,
+    v6: bool,
+    flight: Option<Flight>,
+}
+
+/// The loop's sockets, by token.
+#[derive(Debug)]
+struct Sockets {
+    epoll: Epoll,
+    slots: Vec<Slot>,
+    /// Tokens of connected-then-reset sockets ready for reuse, IPv4 and IPv6.
+    idle: [Vec<usize>; 2],
+    /// Tokens without a socket.
+    vacant: Vec<usize>,
+}
+
+impl Sockets {
+    /// A socket of `addr`'s family, reused if one is idle; its token.
+    fn take(&mut self, addr: &SocketAddr) -> io::Result<usize> {
+        let v6 = addr.is_ipv6();
+        if let Some(token) = self.idle[usize::from(v6)].pop() {
+            return Ok(token);
+        }
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let socket = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
+        let token = self.vacant.pop().unwrap_or(self.slots.len());
+        self.epoll.add(socket.as_raw_fd(), token)?;
+        let slot = Slot { socket: Some(socket), v6, flight: None };
+        match self.slots.get_mut(token) {
+            Some(s) => *s = slot,
+            None => self.slots.push(slot),
+        }
+        Ok(token)
+    }
+
+    /// Ends the probe of socket `token`: reset and kept for reuse when `reuse`, else closed.
+    fn give_back(&mut self, token: usize, reuse: bool) {
+        let Some(slot) = self.slots.get_mut(token) else { return };
+        slot.flight = None;
+        let idle = &mut self.idle[usize::from(slot.v6)];
+        let kept =
+            reuse && idle.len() < IDLE_SOCKETS && slot.socket.as_ref().is_some_and(|s| disconnect(s).is_ok());
+        if kept {
+            idle.push(token);
+        } else if slot.socket.take().is_some() {
+            // Closing it also takes it out of the epoll instance.
+            self.vacant.push(token);
+        }
+    }
+}
+
+/// The loop's state.
+#[derive(Debug)]
+struct Loop<C> {
+    entries: Vec<Entry<C>>,
+    /// Each entry's address, ready for connect.
+    addrs: Vec<SockAddr>,
+    sockets: Sockets,
+    /// (due, entry): every entry once, unless its probe is in flight.
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// (deadline, token, seq) of the probes in flight; stale ones are skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    seq: u64,
+    tokens: Vec<usize>,
+}
+
+/// Runs `entries`' probes until the checkers stop listening (or the task is aborted).
+pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
+    let registered = Epoll::new().and_then(|e| {
+        // SAFETY: an Epoll owns its descriptor, open until it is dropped with the AsyncFd.
+        unsafe { AsyncFd::register_with_interest(e, Interest::READABLE) }.map_err(io::Error::from)
+    });
+    let epoll = match registered {
+        Ok(epoll) => epoll,
+        Err(e) => {
+            error!("TCP_CHECK probe loop: epoll: {e}; {} checkers do not run", entries.len());
+            return;
+        }
+    };
+    let mut this = Loop {
+        addrs: entries.iter().map(|e| SockAddr::from(e.addr)).collect(),
+        due: entries.iter().enumerate().map(|(i, e)| Reverse((e.checker.due(), i))).collect(),
+        entries,
+        // The loop reads events through `epoll`'s descriptor; the Sockets only add to it.
+        sockets: Sockets {
+            epoll: Epoll(match epoll.get_ref().0.try_clone() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    error!("TCP_CHECK probe loop: {e}");
+                    return;
+                }
+            }),
+            slots: Vec::new(),
+            idle: [Vec::new(), Vec::new()],
+            vacant: Vec::new(),
+        },
+        deadlines: BinaryHeap::new(),
+        seq: 0,
+        tokens: Vec::with_capacity(EVENTS),
+    };
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    loop {
+        if !this.turn(Instant::now()) {
+            return;
+        }
+        if this.behind(Instant::now()) {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let due = this.due.peek().map(|Reverse((at, _))| *at);
+        let deadline = this.deadlines.peek().map(|Reverse((at, ..))| *at);
+        let next = due.into_iter().chain(deadline).min();
+        let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        sleep.as_mut().reset(tokio::time::Instant::from_std(next));
+        tokio::select! {
+            ready = epoll.readable() => match ready {
+                // Cleared before the next turn reads the events: a later event wakes us again.
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    error!("TCP_CHECK probe loop: {e}");
+                    return;
+                }
+            },
+            () = &mut sleep => {}
+        }
+    }
+}
+
+impl<C: Scheduled> Loop<C> {
+    /// Finishes the probes that ended or timed out and starts those due; `false` when the
+    /// checkers stopped listening.
+    fn turn(&mut self, now: Instant) -> bool {
+        loop {
+            if let Err(e) = self.sockets.epoll.ready(&mut self.tokens) {
+                error!("TCP_CHECK probe loop: epoll_wait: {e}");
+                break;
+            }
+            let tokens = std::mem::take(&mut self.tokens);
+            for &token in &tokens {
+                if !self.on_event(token) {
+                    return false;
+                }
+            }
+            let full = tokens.len() == EVENTS;
+            self.tokens = tokens;
+            if !full {
+                break;
+            }
+        }
+        while let Some(&Reverse((deadline, token, seq))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(flight) = self.sockets.slots.get(token).and_then(|s| s.flight) else { continue };
+            if flight.seq != seq {
+                continue;
+            }
+            let limit = self.entries[flight.checker].limit;
+            // A connect that did not end in time: the socket is closed, not reused.
+            if !self.finish(flight.checker, (token, false), Err(CheckError::Timeout(limit)), flight.started) {
+                return false;
+            }
+        }
+        for _ in 0..PER_TURN {
+            match self.due.peek() {
+                Some(&Reverse((due, i))) if due <= now + SLACK => {
+                    self.due.pop();
+                    if !self.start(i) {
+                        return false;
+                    }
+                }
+                _ => break,
+            }
+        }
+        true
+    }
+
+    /// Whether probes are due already (a turn started [`PER_TURN`] and left some).
+    fn behind(&self, now: Instant) -> bool {
+        self.due.peek().is_some_and(|Reverse((due, _))| *due <= now)
+    }
+
+    /// Starts entry `i`'s probe; finishes it at once if the connect ends at once.
+    fn start(&mut self, i: usize) -> bool {
+        let started = Instant::now();
+        let token = match self.sockets.take(&self.entries[i].addr) {
+            Ok(token) => token,
+            Err(e) => return self.record(i, Err(CheckError::Connect(e)), started),
+        };
+        let Some(socket) = self.sockets.slots[token].socket.as_ref() else { return true };
+        let addr = &self.addrs[i];
+        let now = match connect(socket, addr) {
+            Connect::Pending => connect(socket, addr),
+            done => done,
+        };
+        match now {
+            Connect::Up => self.finish(i, (token, true), Ok(Probe::Up), started),
+            Connect::Failed(e) => self.finish(i, (token, true), Err(CheckError::Connect(e)), started),
+            Connect::Pending => {
+                self.seq += 1;
+                self.sockets.slots[token].flight = Some(Flight { checker: i, started, seq: self.seq });
+                self.deadlines.push(Reverse((started + self.entries[i].limit, token, self.seq)));
+                true
+            }
+        }
+    }
+
+    /// An event on socket `token`: finishes its probe if its connect ended.
+    fn on_event(&mut self, token: usize) -> bool {
+        let Some(slot) = self.sockets.slots.get(token) else { return true };
+        // Events of a socket between probes (its reset) or of a probe already timed out.
+        let (Some(flight), Some(socket)) = (slot.flight, slot.socket.as_ref()) else { return true };
+        match connect(socket, &self.addrs[flight.checker]) {
+            Connect::Pending => true,
+            Connect::Up => self.finish(flight.checker, (token, true), Ok(Probe::Up), flight.started),
+            Connect::Failed(e) => {
+                self.finish(flight.checker, (token, true), Err(CheckError::Connect(e)), flight.started)
+            }
+        }
+    }
+
+    /// Ends entry `i`'s probe on socket `token` (reused or not) with `result`.
+    fn finish(
+        &mut self,
+        i: usize,
+        (token, reuse): (usize, bool),
+        result: Result<Probe, CheckError>,
+        started: Instant,
+    ) -> bool {
+        self.sockets.give_back(token, reuse);
+        self.record(i, result, started)
+    }
+
+    /// Hands entry `i` its probe's result and schedules its next probe.
+    fn record(&mut self, i: usize, result: Result<Probe, CheckError>, started: Instant) -> bool {
+        let checker = &mut self.entries[i].checker;
+        if !checker.record(result, started, Instant::now()) {
+            return false;
+        }
+        self.due.push(Reverse((checker.due(), i)));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Probes every 50 ms and keeps the results.
+    #[derive(Debug, Default)]
+    struct Probes {
+        next: Option<Instant>,
+        results: Vec<bool>,
+        want: usize,
+        done: Option<tokio::sync::mpsc::UnboundedSender<Vec<bool>>>,
+    }
+
+    impl Scheduled for Probes {
+        fn due(&self) -> Instant {
+            self.next.unwrap_or_else(Instant::now)
+        }
+
+        fn record(&mut self, result: Result<Probe, CheckError>, _: Instant, ended: Instant) -> bool {
+            self.results.push(matches!(result, Ok(Probe::Up)));
+            self.next = Some(ended + Duration::from_millis(50));
+            if self.results.len() == self.want
+                && let Some(done) = self.done.take()
+            {
+                let _ = done.send(self.results.clone());
+            }
+            true
+        }
+    }
+
+    fn entry(
+        addr: SocketAddr,
+        want: usize,
+    ) -> (Entry<Probes>, tokio::sync::mpsc::UnboundedReceiver<Vec<bool>>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let checker = Probes { want, done: Some(tx), ..Probes::default() };
+        (Entry { addr, limit: Duration::from_millis(300), checker }, rx)
+    }
+
+    #[tokio::test]
+    async fn probes_reuse_sockets_and_tell_up_from_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let up = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let refused = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let refused_addr = refused.local_addr()?;
+        drop(refused);
+        let (a, mut a_done) = entry(up.local_addr()?, 4);
+        let (b, mut b_done) = entry(refused_addr, 4);
+        let task = tokio::spawn(run(vec![a, b]));
+        let wait = Duration::from_secs(5);
+        assert_eq!(tokio::time::timeout(wait, a_done.recv()).await?, Some(vec![true; 4]));
+        assert_eq!(tokio::time::timeout(wait, b_done.recv()).await?, Some(vec![false; 4]));
+        task.abort();
+        drop(up);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_connect_without_answer_times_out() -> Result<(), Box<dyn std::error::Error>> {
+        // A listener whose backlog is full does not answer SYNs: connects hang.
+        let full = socket2::Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        full.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))?;
+        full.listen(0)?;
+        let addr = full.local_addr()?.as_socket().ok_or("no address")?;
+        // One connection fills a backlog of 0; further SYNs are dropped.
+        let _held = std::net::TcpStream::connect(addr)?;
+        let (e, mut done) = entry(addr, 2);
+        let started = Instant::now();
+        let task = tokio::spawn(run(vec![e]));
+        let results = tokio::time::timeout(Duration::from_secs(5), done.recv()).await?;
+        task.abort();
+        assert_eq!(results, Some(vec![false, false]));
+        assert!(started.elapsed() >= Duration::from_millis(600), "two probes of 300 ms each");
+        Ok(())
+    }
+}
