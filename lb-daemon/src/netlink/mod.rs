@@ -4,9 +4,12 @@
 //! rtnetlink connection, bound to the network namespace the daemon runs in:
 //! - links: [`Netlink::links`], [`Netlink::link_by_name`];
 //! - addresses, including VIPs held on a lease ([`addr`]);
-//! - routes ([`route`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
+//! - routes ([`route`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]);
+//! - Linux IPVS's virtual services and real servers over generic netlink ([`ipvs`], its own
+//!   blocking socket).
 
 pub mod addr;
+pub mod ipvs;
 pub mod monitor;
 pub mod route;
 pub mod sysctl;
