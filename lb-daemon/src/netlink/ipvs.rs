@@ -483,6 +483,20 @@ fn parse_stats(attrs: &[Attr]) -> Result<Stats, DecodeError> {
     Ok(stats)
 }
 
+/// `IPVS_*_ATTR_STATS64`.
+fn stats_attrs(stats: &Stats) -> Value {
+    let counters = [
+        (STATS_ATTR_CONNS, stats.conns),
+        (STATS_ATTR_INPKTS, stats.in_packets),
+        (STATS_ATTR_OUTPKTS, stats.out_packets),
+        (STATS_ATTR_INBYTES, stats.in_bytes),
+        (STATS_ATTR_OUTBYTES, stats.out_bytes),
+    ];
+    Value::Nested(
+        counters.iter().map(|(k, v)| Attr::new(*k, Value::Bytes(v.to_ne_bytes().to_vec()))).collect(),
+    )
+}
+
 /// The attributes that identify a service.
 fn service_id_attrs(id: &ServiceId) -> Vec<Attr> {
     match *id {
@@ -672,6 +686,26 @@ impl IpvsMessage {
     /// `IPVS_CMD_GET_CONFIG`.
     pub fn get_timeouts() -> Self {
         Self::with(Command::GetConfig, Vec::new())
+    }
+
+    /// A service as a `GET_SERVICE` dump answers it, counters included (what a fake kernel
+    /// answers in tests).
+    pub fn service_entry(service: &IpvsService) -> Self {
+        let mut attrs = service.attrs();
+        attrs.push(Attr::new(SVC_ATTR_STATS64, stats_attrs(&service.stats)));
+        Self::with(Command::NewService, vec![Self::service_attr(attrs)])
+    }
+
+    /// A destination as a `GET_DEST` dump answers it, counters included.
+    pub fn dest_entry(dest: &IpvsDest) -> Self {
+        let mut attrs = dest.attrs();
+        attrs.extend([
+            Attr::new(DEST_ATTR_ACTIVE_CONNS, Value::U32(dest.active_conns)),
+            Attr::new(DEST_ATTR_INACT_CONNS, Value::U32(dest.inactive_conns)),
+            Attr::new(DEST_ATTR_PERSIST_CONNS, Value::U32(dest.persistent_conns)),
+            Attr::new(DEST_ATTR_STATS64, stats_attrs(&dest.stats)),
+        ]);
+        Self::with(Command::NewDest, vec![Self::dest_attr(attrs)])
     }
 
     fn find(&self, kind: u16) -> Option<&Value> {
