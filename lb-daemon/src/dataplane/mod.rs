@@ -198,6 +198,28 @@ impl fmt::Display for SocketText {
     }
 }
 
+/// Which forwarding backend lbd runs (`--dataplane`, `global_defs` `lbd_dataplane`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// lbd's XDP program (the default).
+    #[default]
+    Xdp,
+    /// The kernel's IPVS, as keepalived drives it.
+    Ipvs,
+}
+
+impl Backend {
+    /// From its keyword (`xdp`, `ipvs`).
+    pub fn from_keyword(keyword: &str) -> Option<Self> {
+        match keyword {
+            "xdp" => Some(Self::Xdp),
+            "ipvs" => Some(Self::Ipvs),
+            _ => None,
+        }
+    }
+}
+
 /// Transport protocol of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -610,5 +632,30 @@ pub trait Dataplane {
             .into_iter()
             .find(|s| s.service == *service)
             .and_then(|s| s.reals.into_iter().find(|r| r.addr == addr && r.port == port && !r.sorry)))
+    }
+}
+
+/// The backend the daemon runs, chosen at start ([`Backend`]).
+#[derive(Debug)]
+pub enum AnyDataplane {
+    /// The XDP program.
+    Xdp(xdp::XdpDataplane),
+    /// The kernel's IPVS.
+    Ipvs(ipvs::IpvsDataplane),
+}
+
+impl Dataplane for AnyDataplane {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        match self {
+            Self::Xdp(d) => d.apply(desired),
+            Self::Ipvs(d) => d.apply(desired),
+        }
+    }
+
+    fn service_stats(&self) -> Result<Vec<ServiceCounters>, DataplaneError> {
+        match self {
+            Self::Xdp(d) => d.service_stats(),
+            Self::Ipvs(d) => d.service_stats(),
+        }
     }
 }
