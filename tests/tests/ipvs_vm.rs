@@ -90,9 +90,9 @@ fn in_vm() {
     let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pins, &[]);
     wait_until(SLOW, "lbd to program IPVS", || {
         lbd.assert_running();
-        lbd.log().contains("data plane:")
+        lbd.log().contains("data plane: 1 virtual services")
     });
-    assert!(lbd.log().contains("the kernel's IPVS"), "{}", lbd.log());
+    assert!(lbd.log().contains("forwarding with the kernel's IPVS"), "{}", lbd.log());
     let table = ipvsadm(&lb);
     println!("{table}");
     assert!(table.contains("TCP  10.40.0.100:80 rr"), "{table}");

@@ -211,7 +211,7 @@ impl Daemon {
             Backend::Xdp => AnyDataplane::Xdp(self.start_xdp().await?),
             Backend::Ipvs => {
                 let ipvs = IpvsDataplane::open().context("setting up the IPVS data plane")?;
-                info!("data plane: the kernel's IPVS (as keepalived)");
+                info!("forwarding with the kernel's IPVS (as keepalived)");
                 AnyDataplane::Ipvs(ipvs)
             }
         };
