@@ -193,6 +193,11 @@ pub struct Args {
     #[arg(long = "bpf-pin-path", value_name = "DIR", default_value = lb_common::DEFAULT_PIN_PATH)]
     pub bpf_pin_path: PathBuf,
 
+    /// The forwarding backend: lbd's XDP program, or the kernel's IPVS as keepalived drives it.
+    /// Default: the `global_defs` keyword `lbd_dataplane`, else xdp.
+    #[arg(long = "dataplane", value_enum, value_name = "xdp|ipvs")]
+    pub dataplane: Option<crate::dataplane::Backend>,
+
     /// Attach the XDP program to these interfaces only (repeat or comma-separate). Default: every
     /// interface that is up, except loopback.
     #[arg(long = "xdp-interface", value_name = "IF", value_delimiter = ',')]
@@ -343,6 +348,16 @@ mod tests {
         assert_eq!(args.use_file, PathBuf::from(DEFAULT_CONFIG));
         assert_eq!(args.xdp_mode, AttachMode::Auto);
         assert!(args.xdp_interfaces.is_empty());
+        assert_eq!(args.dataplane, None);
+    }
+
+    #[test]
+    fn dataplane_flag() {
+        let args = Args::try_parse_from(["lbd", "--dataplane=ipvs"]).expect("valid");
+        assert_eq!(args.dataplane, Some(crate::dataplane::Backend::Ipvs));
+        let args = Args::try_parse_from(["lbd", "--dataplane", "xdp"]).expect("valid");
+        assert_eq!(args.dataplane, Some(crate::dataplane::Backend::Xdp));
+        assert!(Args::try_parse_from(["lbd", "--dataplane=lvs"]).is_err());
     }
 
     #[test]

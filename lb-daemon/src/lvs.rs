@@ -155,16 +155,17 @@ fn service_template(config: &Config, vs: &VirtualServer, notes: &mut Vec<String>
         .real_servers
         .iter()
         .map(|rs| RealTarget {
-            addr: rs.address,
-            port: rs.port.unwrap_or(0),
-            weight: u32::try_from(rs.weight.unwrap_or(default_weight)).unwrap_or(0),
+            upper_threshold: rs.uthreshold.unwrap_or(0),
+            lower_threshold: rs.lthreshold.unwrap_or(0),
+            ..RealTarget::new(
+                rs.address,
+                rs.port.unwrap_or(0),
+                u32::try_from(rs.weight.unwrap_or(default_weight)).unwrap_or(0),
+            )
         })
         .collect();
-    service.sorry_server = vs.sorry_server.as_ref().map(|s| RealTarget {
-        addr: s.address,
-        port: s.port.unwrap_or(0),
-        weight: 1,
-    });
+    service.sorry_server =
+        vs.sorry_server.as_ref().map(|s| RealTarget::new(s.address, s.port.unwrap_or(0), 1));
     Some(service)
 }
 

@@ -8,6 +8,7 @@
 //! - [`xdp`]: runs an XDP program on one frame with BPF_PROG_TEST_RUN.
 //! - [`bins`]: where the binaries under test are.
 //! - [`fixture`]: a load balancer's namespace and tables for frame-level tests and benchmarks.
+//! - [`vm`]: a command run in a VM booting Debian's kernel (for IPVS, which this kernel lacks).
 #![cfg_attr(test, expect(clippy::unwrap_used, reason = "unit tests: a failed step is a failed test"))]
 #![expect(clippy::missing_panics_doc, reason = "test kit: panicking with context is how it reports")]
 
@@ -16,6 +17,7 @@ pub mod fixture;
 pub mod lab;
 pub mod packet;
 pub mod process;
+pub mod vm;
 pub mod xdp;
 
 /// Panics with a clear message unless running as root: system tests create namespaces.

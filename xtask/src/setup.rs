@@ -22,6 +22,11 @@ const APT_PACKAGES: &[&str] = &[
     "time",
     // `cargo xtask bench xdp`: the nftables DNAT baseline.
     "nftables",
+    // The IPVS system test: a VM booting Debian's kernel (tests/src/vm.rs), ipvsadm in it.
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "ipvsadm",
 ];
 
 /// bpf-linker built against LLVM 22 (what rustc nightly 1.97 emits).

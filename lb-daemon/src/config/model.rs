@@ -402,6 +402,8 @@ pub struct GlobalDefs {
     /// lbd's own: the interfaces the XDP program is attached to (`lbd_xdp_interfaces eth0
     /// eth1`); empty: every interface that is up but loopback. `--xdp-interface` overrides it.
     pub lbd_xdp_interfaces: Vec<String>,
+    /// lbd's own: the forwarding backend (`lbd_dataplane xdp|ipvs`); `--dataplane` overrides it.
+    pub lbd_dataplane: Option<crate::dataplane::Backend>,
     // identity and alerts
     pub router_id: Option<String>,
     pub notification_email_from: Option<String>,

@@ -510,6 +510,16 @@ impl Parser {
             "bfd_process_name" => g.bfd_process_name = self.string(k, 1),
             "router_id" => g.router_id = self.string(k, 1),
             "lbd_xdp_interfaces" => g.lbd_xdp_interfaces = k.words().skip(1).map(str::to_string).collect(),
+            "lbd_dataplane" => {
+                if let Some(word) = self.arg(k, 1, "xdp or ipvs") {
+                    match crate::dataplane::Backend::from_keyword(word) {
+                        Some(backend) => g.lbd_dataplane = Some(backend),
+                        None => self
+                            .d
+                            .error(k.loc_of(1), format!("unknown data plane [{word}], expected xdp or ipvs")),
+                    }
+                }
+            }
             "notification_email_from" => g.notification_email_from = self.string(k, 1),
             "smtp_server" => {
                 if let Some(host) = self.string(k, 1) {

@@ -653,3 +653,18 @@ fn fuzz_entry_point_survives_garbage() {
         fuzz_parse(input);
     }
 }
+
+#[test]
+fn lbd_dataplane_picks_the_backend() {
+    use crate::dataplane::Backend;
+    let l = parse("global_defs {\n  lbd_dataplane ipvs\n}\n");
+    assert!(l.is_clean(), "{:?}", l.diagnostics);
+    assert_eq!(l.config.global_defs.lbd_dataplane, Some(Backend::Ipvs));
+    assert_eq!(parse("global_defs {\n}\n").config.global_defs.lbd_dataplane, None);
+    let l = parse("global_defs {\n  lbd_dataplane lvs\n}\n");
+    let problems: Vec<String> = l.problems().map(ToString::to_string).collect();
+    assert!(
+        problems.iter().any(|p| p.contains("t.conf:2") && p.contains("unknown data plane [lvs]")),
+        "{problems:?}"
+    );
+}

@@ -20,7 +20,7 @@ use std::{fmt::Write as _, io::Write as _, os::unix::fs::OpenOptionsExt as _, pa
 use super::Role;
 use crate::{
     config::Config,
-    dataplane::{Dataplane as _, ServiceCounters, xdp::XdpDataplane},
+    dataplane::{AnyDataplane, Dataplane as _, ServiceCounters},
     vrrp::status::InstanceStatus,
 };
 
@@ -69,7 +69,7 @@ pub struct Source<'a> {
     /// The running configuration.
     pub config: &'a Config,
     /// The data plane, in the checker child.
-    pub dataplane: Option<&'a XdpDataplane>,
+    pub dataplane: Option<&'a AnyDataplane>,
     /// The VRRP instances, in the VRRP child.
     pub vrrp: Vec<InstanceStatus>,
 }

@@ -53,7 +53,8 @@ use crate::{
     cli::Args,
     config::{self, Config, Severity},
     dataplane::{
-        Dataplane as _,
+        AnyDataplane, Backend, Dataplane as _,
+        ipvs::IpvsDataplane,
         xdp::{XdpDataplane, error_chain},
     },
     netlink::{Netlink, sysctl},
@@ -125,8 +126,8 @@ pub struct Daemon {
     args: Args,
     config: Config,
     netlink: Netlink,
-    dataplane: Option<XdpDataplane>,
-    /// The real servers' next hops the data plane needs resolved.
+    dataplane: Option<AnyDataplane>,
+    /// The real servers' next hops the XDP data plane needs resolved.
     neighbours: neighbours::Neighbours,
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
@@ -219,6 +220,28 @@ impl Daemon {
     }
 
     async fn start_dataplane(&mut self) -> anyhow::Result<()> {
+        let backend = self.args.dataplane.or(self.config.global_defs.lbd_dataplane).unwrap_or_default();
+        let mut dataplane = match backend {
+            Backend::Xdp => AnyDataplane::Xdp(self.start_xdp().await?),
+            Backend::Ipvs => {
+                let ipvs = IpvsDataplane::open().context("setting up the IPVS data plane")?;
+                info!("forwarding with the kernel's IPVS (as keepalived)");
+                AnyDataplane::Ipvs(ipvs)
+            }
+        };
+        // The checkers start with the data plane: alpha real servers are left out from the start.
+        let checks = check::Runner::spawn_after(&self.config, None, &self.bfd_states.subscribe());
+        apply_virtual_servers(&self.config, &checks.desired(), &self.interfaces, &mut dataplane)?;
+        if let AnyDataplane::Xdp(_) = dataplane {
+            self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
+        }
+        self.dataplane = Some(dataplane);
+        self.checks = Some(checks);
+        Ok(())
+    }
+
+    /// Loads the XDP program and attaches it to the interfaces it serves.
+    async fn start_xdp(&mut self) -> anyhow::Result<XdpDataplane> {
         let mut dataplane =
             XdpDataplane::load(&self.args.bpf_pin_path).context("setting up the XDP data plane")?;
         let wanted = match (&self.args.xdp_interfaces, &self.config.global_defs.lbd_xdp_interfaces) {
@@ -241,13 +264,7 @@ impl Daemon {
             }
         }
         info!("maps pinned under {}", dataplane.pin_dir().display());
-        // The checkers start with the data plane: alpha real servers are left out from the start.
-        let checks = check::Runner::spawn_after(&self.config, None, &self.bfd_states.subscribe());
-        apply_virtual_servers(&self.config, &checks.desired(), &self.interfaces, &mut dataplane)?;
-        self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
-        self.dataplane = Some(dataplane);
-        self.checks = Some(checks);
-        Ok(())
+        Ok(dataplane)
     }
 
     /// Answers signals until one says stop, then stops.
@@ -367,7 +384,9 @@ impl Daemon {
             if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
                 error!("Reload: {}", error_chain(e.as_ref()));
             }
-            self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&config).0).await;
+            if let AnyDataplane::Xdp(_) = dataplane {
+                self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&config).0).await;
+            }
         }
         if let Some(statics) = &mut self.statics {
             statics.reload(&self.netlink, &config).await;
@@ -433,24 +452,33 @@ impl Daemon {
             // omega: the virtual servers' down scripts, before the data plane goes.
             checks.stop().await;
         }
-        if let Some(dataplane) = self.dataplane {
-            match dataplane.stats() {
-                Ok(stats) => info!(
-                    "packets seen: {}, passed: {}, dropped malformed: {}",
-                    stats.rx_packets, stats.pass, stats.drop_malformed
-                ),
-                Err(e) => warn!("reading the counters: {}", error_chain(&e)),
+        let keep = self.args.dont_release_ipvs || self.parent_gone;
+        match self.dataplane {
+            None => {}
+            // keepalived deletes its virtual servers one by one unless -I.
+            Some(AnyDataplane::Ipvs(_)) if keep => {
+                info!("IPVS keeps the virtual servers (-I or parent gone)")
             }
-            if self.args.dont_release_ipvs || self.parent_gone {
-                info!(
-                    "{}: the XDP program stays attached and forwarding; the next lbd adopts its flows from {}",
-                    if self.parent_gone { "parent gone" } else { "-I" },
-                    dataplane.pin_dir().display()
-                );
-                dataplane.release();
-            } else {
-                self.neighbours.release(&self.netlink).await;
-                dataplane.remove()?;
+            Some(AnyDataplane::Ipvs(mut ipvs)) => ipvs.remove()?,
+            Some(AnyDataplane::Xdp(dataplane)) => {
+                match dataplane.stats() {
+                    Ok(stats) => info!(
+                        "packets seen: {}, passed: {}, dropped malformed: {}",
+                        stats.rx_packets, stats.pass, stats.drop_malformed
+                    ),
+                    Err(e) => warn!("reading the counters: {}", error_chain(&e)),
+                }
+                if keep {
+                    info!(
+                        "{}: the XDP program stays attached and forwarding; the next lbd adopts its flows from {}",
+                        if self.parent_gone { "parent gone" } else { "-I" },
+                        dataplane.pin_dir().display()
+                    );
+                    dataplane.release();
+                } else {
+                    self.neighbours.release(&self.netlink).await;
+                    dataplane.remove()?;
+                }
             }
         }
         info!("Stopped");
@@ -534,7 +562,7 @@ fn apply_virtual_servers(
     config: &Config,
     desired: &crate::dataplane::DesiredState,
     interfaces: &[String],
-    dataplane: &mut XdpDataplane,
+    dataplane: &mut AnyDataplane,
 ) -> anyhow::Result<()> {
     let (_, notes) = crate::lvs::desired_state(config);
     for note in notes {

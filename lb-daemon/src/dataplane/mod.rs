@@ -11,12 +11,12 @@
 //! - [`sched`] and [`maglev`]: the scheduling slot rows the XDP program indexes;
 //! - [`xdp`]: the XDP backend (loads the embedded object, pins and adopts its maps, attaches);
 //! - [`fake`]: an in-memory backend that records every write, for unit tests;
-//! - [`bpffs`]: making sure the pin directory is on a bpffs.
-//!
-//! A Linux IPVS backend implements [`Dataplane`] from the same [`DesiredState`].
+//! - [`bpffs`]: making sure the pin directory is on a bpffs;
+//! - [`ipvs`]: the Linux IPVS backend (what keepalived drives), from the same [`DesiredState`].
 
 pub mod bpffs;
 pub mod fake;
+pub mod ipvs;
 pub mod maglev;
 pub mod sched;
 pub mod tables;
@@ -96,6 +96,9 @@ pub enum DataplaneError {
         /// What is wrong with it.
         problem: Problem,
     },
+    /// The kernel's IPVS refused a request or could not be reached.
+    #[error("IPVS")]
+    Ipvs(#[source] crate::netlink::ipvs::IpvsError),
     /// The global settings of the desired state are inconsistent.
     #[error("data plane settings: {reason}")]
     Settings {
@@ -148,6 +151,11 @@ pub enum Problem {
         /// The prefix length given.
         prefix: u8,
     },
+    /// Something only Alibaba's IPVS kernel does (FULLNAT), asked of the Linux IPVS backend.
+    NotInLinuxIpvs {
+        /// The configuration keyword that asks for it (`lvs_method FNAT`).
+        keyword: &'static str,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -169,6 +177,11 @@ impl fmt::Display for Problem {
             Self::PersistencePrefix { prefix } => {
                 write!(f, "persistence prefix /{prefix} is longer than the address")
             }
+            Self::NotInLinuxIpvs { keyword } => write!(
+                f,
+                "`{keyword}` needs Alibaba's FULLNAT IPVS kernel, which the Linux IPVS data plane is not \
+                 (the XDP data plane, lbd's default, forwards it)"
+            ),
         }
     }
 }
@@ -181,6 +194,28 @@ impl fmt::Display for SocketText {
         match self.0 {
             IpAddr::V4(a) => write!(f, "{a}:{}", self.1),
             IpAddr::V6(a) => write!(f, "[{a}]:{}", self.1),
+        }
+    }
+}
+
+/// Which forwarding backend lbd runs (`--dataplane`, `global_defs` `lbd_dataplane`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// lbd's XDP program (the default).
+    #[default]
+    Xdp,
+    /// The kernel's IPVS, as keepalived drives it.
+    Ipvs,
+}
+
+impl Backend {
+    /// From its keyword (`xdp`, `ipvs`).
+    pub fn from_keyword(keyword: &str) -> Option<Self> {
+        match keyword {
+            "xdp" => Some(Self::Xdp),
+            "ipvs" => Some(Self::Ipvs),
+            _ => None,
         }
     }
 }
@@ -345,6 +380,20 @@ pub struct RealTarget {
     /// Its weight: 0 takes no new flows but keeps established ones (`inhibit_on_failure`, or a
     /// server taken out by its checker). Ignored for the sorry server.
     pub weight: u32,
+    /// `uthreshold`: no new flows at this many connections (0: none). IPVS enforces it itself;
+    /// for the XDP data plane the checkers do, through the weight.
+    #[serde(default)]
+    pub upper_threshold: u32,
+    /// `lthreshold`: new flows again under this many connections (0: none).
+    #[serde(default)]
+    pub lower_threshold: u32,
+}
+
+impl RealTarget {
+    /// A real server without thresholds.
+    pub const fn new(addr: IpAddr, port: u16, weight: u32) -> Self {
+        Self { addr, port, weight, upper_threshold: 0, lower_threshold: 0 }
+    }
 }
 
 /// A virtual service and its real servers, as the daemon wants it forwarded.
@@ -444,6 +493,16 @@ pub enum ApplyWarning {
         /// The real server's address.
         real: IpAddr,
     },
+    /// Something the backend cannot do and forwards without, as keepalived on a stock kernel
+    /// (`syn_proxy` with Linux IPVS).
+    Ignored {
+        /// The service.
+        service: ServiceAddr,
+        /// The configuration keyword left unapplied.
+        keyword: String,
+        /// Why.
+        reason: String,
+    },
     /// More available real servers than the scheduler's row holds: the rest take no new flows.
     RowTruncated {
         /// The service.
@@ -461,6 +520,7 @@ impl fmt::Display for ApplyWarning {
             Self::NoTunnelSource { service, real } => {
                 write!(f, "{service}: no route to real server {real}, it takes no new flows")
             }
+            Self::Ignored { service, keyword, reason } => write!(f, "{service}: {keyword} ignored: {reason}"),
             Self::RowTruncated { service, available, used } => write!(
                 f,
                 "{service}: {available} available real servers, the scheduler uses the first {used}"
@@ -546,7 +606,7 @@ pub struct ServiceCounters {
 }
 
 /// A forwarding backend: the XDP program ([`xdp::XdpDataplane`]), the in-memory fake
-/// ([`fake::FakeDataplane`]), and later Linux IPVS.
+/// ([`fake::FakeDataplane`]), and Linux IPVS ([`ipvs::IpvsDataplane`]).
 ///
 /// The daemon calls [`Dataplane::apply`] with the whole desired state whenever anything in it
 /// changes (configuration reload, a checker taking a server in or out, VRRP state); the
@@ -572,5 +632,30 @@ pub trait Dataplane {
             .into_iter()
             .find(|s| s.service == *service)
             .and_then(|s| s.reals.into_iter().find(|r| r.addr == addr && r.port == port && !r.sorry)))
+    }
+}
+
+/// The backend the daemon runs, chosen at start ([`Backend`]).
+#[derive(Debug)]
+pub enum AnyDataplane {
+    /// The XDP program.
+    Xdp(xdp::XdpDataplane),
+    /// The kernel's IPVS.
+    Ipvs(ipvs::IpvsDataplane),
+}
+
+impl Dataplane for AnyDataplane {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        match self {
+            Self::Xdp(d) => d.apply(desired),
+            Self::Ipvs(d) => d.apply(desired),
+        }
+    }
+
+    fn service_stats(&self) -> Result<Vec<ServiceCounters>, DataplaneError> {
+        match self {
+            Self::Xdp(d) => d.service_stats(),
+            Self::Ipvs(d) => d.service_stats(),
+        }
     }
 }

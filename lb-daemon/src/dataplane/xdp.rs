@@ -620,7 +620,7 @@ mod tests {
 
     fn desired() -> DesiredState {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let real = |a: &str, weight| RealTarget { addr: ip(a), port: 8080, weight };
+        let real = |a: &str, weight| RealTarget::new(ip(a), 8080, weight);
         let mut mh = VirtualService::new(ServiceAddr {
             vip: ip("10.0.0.1"),
             port: 80,

@@ -5,9 +5,13 @@
 //! - links: [`Netlink::links`], [`Netlink::link_by_name`];
 //! - addresses, including VIPs held on a lease ([`addr`]);
 //! - next hops kept resolved for the data plane ([`neigh`]);
-//! - routes ([`route`]), policy rules ([`rule`]), link events ([`monitor`]), and VRRP virtual-MAC interfaces ([`vmac`]).
+//! - routes ([`route`]), policy rules ([`rule`]), link events ([`monitor`]), and VRRP
+//!   virtual-MAC interfaces ([`vmac`]);
+//! - Linux IPVS's virtual services and real servers over generic netlink ([`ipvs`], its own
+//!   blocking socket).
 
 pub mod addr;
+pub mod ipvs;
 pub mod monitor;
 pub mod neigh;
 pub mod route;

@@ -22,7 +22,7 @@ fn addr(vip: &str, port: u16) -> ServiceAddr {
 }
 
 fn real(a: &str, weight: u32) -> RealTarget {
-    RealTarget { addr: ip(a), port: 8080, weight }
+    RealTarget::new(ip(a), 8080, weight)
 }
 
 fn service(vip: &str, algorithm: Algorithm, reals: &[RealTarget]) -> VirtualService {
