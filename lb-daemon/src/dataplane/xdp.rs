@@ -24,8 +24,8 @@ use aya::{
 };
 use lb_common::{
     lb::{
-        LocalAddr, MAX_LADDRS_PER_GROUP, Real, RealStats, SLOTS_PER_SERVICE, Service, ServiceKey,
-        ServiceStats, Settings, SynProxySecret,
+        Flow, FlowKey, FlowKey4, LocalAddr, MAX_LADDRS_PER_GROUP, Real, RealStats, SLOTS_PER_SERVICE,
+        Service, ServiceKey, ServiceStats, Settings, SynProxySecret, family,
     },
     maps::{self, GLOBAL_STATS},
     programs::LB_XDP,
@@ -109,6 +109,10 @@ impl XdpDataplane {
         program.load().map_err(|e| program_error("load", None, e))?;
         if synproxy_secret(&mut ebpf)? {
             info!("wrote a new SYN cookie secret");
+        }
+        let moved = move_ipv4_flows(&mut ebpf)?;
+        if moved > 0 {
+            info!("moved {moved} IPv4 flows an earlier lbd kept in {} into {}", maps::CONNS, maps::CONNS4);
         }
         // The program holds its own references to the maps: taking them out of `ebpf` now
         // changes nothing for it.
@@ -375,6 +379,30 @@ impl XdpMaps {
 /// Makes sure the SYN cookie secret is set: one from getrandom on the first run, the pinned
 /// one (left as it is) after a restart, so that cookies sent before it stay valid. Returns
 /// whether it wrote one. An object without the map (built before the SYN proxy) needs none.
+/// An lbd from before the IPv4 flow table kept IPv4 flows in the wide table, which this program
+/// reads for IPv6 only: an upgrade moves them over, so their connections keep their real
+/// servers. Returns how many moved.
+fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<usize, DataplaneError> {
+    let (Some(wide), Some(narrow)) = (ebpf.take_map(maps::CONNS), ebpf.take_map(maps::CONNS4)) else {
+        return Ok(0);
+    };
+    let mut wide: HashMap<MapData, FlowKey, Flow> =
+        HashMap::try_from(wide).map_err(|e| map_error(maps::CONNS, e))?;
+    let mut narrow: HashMap<MapData, FlowKey4, Flow> =
+        HashMap::try_from(narrow).map_err(|e| map_error(maps::CONNS4, e))?;
+    let ipv4: Vec<FlowKey> =
+        wide.keys().filter_map(Result::ok).filter(|key| key.family == family::IPV4).collect();
+    let mut moved = 0;
+    for key in ipv4 {
+        // Gone meanwhile (expired, evicted): nothing to move.
+        let Ok(flow) = wide.get(&key, 0) else { continue };
+        narrow.insert(FlowKey4::of(&key), flow, 0).map_err(|e| map_error(maps::CONNS4, e))?;
+        let _ = wide.remove(&key);
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
     let name = maps::SYNPROXY_SECRET;
     let Some(map) = ebpf.map_mut(name) else { return Ok(false) };
@@ -652,6 +680,44 @@ mod tests {
             default_v6: Some("2001:db8::fe".parse().unwrap()),
             ..StaticRoutes::default()
         })
+    }
+
+    #[test]
+    fn an_upgrade_moves_ipv4_flows_from_the_wide_table_to_the_ipv4_one() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: loading XDP objects and mounting a bpffs need root");
+            return;
+        }
+        let dir = PinDir(std::env::temp_dir().join(format!("lbd-dataplane-upgrade-{}", std::process::id())));
+        drop(XdpDataplane::load(&dir.0).unwrap());
+        // What an lbd of before the IPv4 table left: an IPv4 and an IPv6 flow in the wide table.
+        let wide_map = || {
+            let data = MapData::from_pin(dir.0.join(maps::CONNS)).unwrap();
+            HashMap::<MapData, FlowKey, Flow>::try_from(Map::LruHashMap(data)).unwrap()
+        };
+        let v4 = FlowKey {
+            src: [u32::from_ne_bytes([10, 9, 0, 2]), 0, 0, 0],
+            dst: [u32::from_ne_bytes([10, 0, 0, 1]), 0, 0, 0],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            family: family::IPV4,
+            pad: 0,
+        };
+        let v6 = FlowKey { src: [1, 2, 3, 4], dst: [5, 6, 7, 8], family: family::IPV6, ..v4 };
+        let flow = Flow { real: 2, last_seen_ns: 12345, ..Flow::default() };
+        let mut wide = wide_map();
+        wide.insert(v4, flow, 0).unwrap();
+        wide.insert(v6, flow, 0).unwrap();
+        drop(wide);
+
+        drop(XdpDataplane::load(&dir.0).unwrap());
+        let data = MapData::from_pin(dir.0.join(maps::CONNS4)).unwrap();
+        let narrow = HashMap::<MapData, FlowKey4, Flow>::try_from(Map::LruHashMap(data)).unwrap();
+        assert_eq!(narrow.get(&FlowKey4::of(&v4), 0).unwrap(), flow);
+        let wide = wide_map();
+        assert!(wide.get(&v4, 0).is_err(), "moved, not copied");
+        assert_eq!(wide.get(&v6, 0).unwrap(), flow, "IPv6 flows stay");
     }
 
     #[test]
