@@ -522,10 +522,14 @@ impl Engine {
         let actions = self.runners[i].machine.handle(Event::Timer, now);
         if due && self.runners[i].machine.state() == State::Backup {
             warn!(
-                "({}) Master_Down_Timer handled {:.1} ms late (this daemon did not run): waiting one more \
-                 advert interval before taking over",
+                "({}) Master_Down_Timer handled {:.1} ms late (this daemon did not run): waiting {:.1} ms \
+                 more for the master's advert before taking over",
                 self.runners[i].plan.name,
-                late.unwrap_or_default().as_secs_f64() * 1e3
+                late.unwrap_or_default().as_secs_f64() * 1e3,
+                self.runners[i]
+                    .machine
+                    .next_deadline()
+                    .map_or(0.0, |at| at.saturating_duration_since(now).as_secs_f64() * 1e3)
             );
         } else if due {
             info!(

@@ -19,8 +19,10 @@
 //! - a master answers a lower-priority advert with an advert of its own unless
 //!   `vrrp_lower_prio_no_advert`; with `vrrp_higher_prio_send_advert` it also sends one before
 //!   yielding to a higher priority;
-//! - on becoming master the advert goes out before the VIPs are added, so that the old master
-//!   drops them before our gratuitous ARPs; a second burst follows after `garp_master_delay`;
+//! - on becoming master the VIPs are added first (keepalived sends its advert first: the address
+//!   is what the hosts wait for, and the advert's send only delayed it), then the advert goes
+//!   out, before the gratuitous ARPs, so that an old master still alive drops the VIPs before
+//!   the ARPs reach the hosts; a second burst follows after `garp_master_delay`;
 //! - a v2 advert whose interval differs from ours is discarded (RFC 3768 §7.1); a v3 backup
 //!   learns Master_Adver_Interval from the master (RFC 5798 §6.4.2);
 //! - effective priority = base + tracking weights, kept within 1..=254 unless the base is 255;
@@ -30,8 +32,9 @@
 //! - beyond keepalived: a Master_Down_Timer handled [`STALL`] (or half an advert interval, if
 //!   less) after it ran out was not watched (the daemon waited for a CPU, or its whole machine
 //!   was paused: a VM whose host throttles it stops every virtual CPU at once): the master may
-//!   not have run either, and its advert may be about to arrive, so the backup waits one more
-//!   Master_Adver_Interval before taking over, once per timer ([`LATE_GRACE`]);
+//!   not have run either, and its advert may be about to arrive, so the backup waits
+//!   [`STALL_WAIT`] more (at most one Master_Adver_Interval) before taking over, once per timer
+//!   ([`LATE_GRACE`]);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
@@ -53,9 +56,17 @@ const MICROS_PER_CENTISECOND: u64 = 10_000;
 /// Master_Down_Interval counts this many advert intervals before the skew (RFC 5798 §6.1).
 const DOWN_TIMER_ADVERTS: u32 = 3;
 /// A Master_Down_Timer handled at least this fraction of Master_Adver_Interval late (1/N), or
-/// [`STALL`] late if that is less, gets one more Master_Adver_Interval before the backup takes
-/// over.
+/// [`STALL`] late if that is less, gets [`STALL_WAIT`] more (at most one Master_Adver_Interval)
+/// before the backup takes over.
 pub const LATE_GRACE: u32 = 2;
+/// How long a backup whose Master_Down_Timer was handled late waits, from when it handled it,
+/// for the master's advert before taking over. Adverts that arrived while the backup did not
+/// run are read before its timer; what it still waits for is a master stopped with it (the
+/// same throttled VM) whose advert, overdue, goes out as soon as it runs again: a real-time
+/// thread's wake-up and a trip over the link, well under a millisecond when measured. A whole
+/// Master_Adver_Interval (what this was) cost every late timer 100 ms at `advert_int 0.1`
+/// (`cargo xtask bench vrrp`).
+pub const STALL_WAIT: Duration = Duration::from_millis(5);
 /// A wake-up this late means the daemon did not run: the engine's timer (a timerfd) wakes a
 /// real-time thread within 0.1 ms of its deadline. Measured on a VM throttled by its host (the
 /// soak of `cargo xtask bench vrrp`): the whole machine stops for up to tens of milliseconds at
@@ -676,16 +687,17 @@ impl Instance {
         actions.push(Action::Notify(State::Backup));
     }
 
-    /// RFC 5798 §6.4.2 "If the Master_Down_Timer fires", keepalived's order: advert first so that
-    /// the old master drops the addresses before our gratuitous ARPs reach the hosts.
+    /// RFC 5798 §6.4.2 "If the Master_Down_Timer fires": the VIPs first (what the hosts wait
+    /// for), then the advert, so that an old master still alive drops the addresses before our
+    /// gratuitous ARPs reach the hosts.
     fn become_master(&mut self, now: Instant, actions: &mut Vec<Action>) {
         self.state = State::Master;
         self.wants_master = false;
         self.master = None;
         self.preempt_time = None;
         self.master_adver_interval = self.params.advert_interval;
-        actions.push(Action::SendAdvert { priority: self.effective_priority });
         actions.push(Action::AddVips);
+        actions.push(Action::SendAdvert { priority: self.effective_priority });
         if self.params.garp_master_repeat > 0 {
             actions.push(Action::SendGratuitous { repeat: self.params.garp_master_repeat });
         }
@@ -776,7 +788,7 @@ impl Instance {
                 let late = self.timer.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
                 if !self.late_grace && late >= (self.master_adver_interval / LATE_GRACE).min(STALL) {
                     self.late_grace = true;
-                    self.timer = Some(later(now, self.master_adver_interval));
+                    self.timer = Some(later(now, self.master_adver_interval.min(STALL_WAIT)));
                     return;
                 }
                 self.become_master(now, actions)

@@ -68,8 +68,8 @@ fn deadline(instance: &Instance) -> Instant {
 
 fn takeover_actions(priority: u8) -> Vec<Action> {
     vec![
-        Action::SendAdvert { priority },
         Action::AddVips,
+        Action::SendAdvert { priority },
         Action::SendGratuitous { repeat: 5 },
         Action::Notify(State::Master),
     ]
@@ -241,16 +241,18 @@ fn a_master_down_timer_handled_late_waits_one_more_interval_once() {
     // Handled 0.9 ms late (timer jitter): an ordinary takeover.
     let mut on_time = backup.clone();
     assert_eq!(on_time.handle(Event::Timer, at_us(4_610_275)), takeover_actions(100));
-    // Handled 1 ms late (STALL): the daemon did not run; one more interval for the master's
-    // advert.
+    // Handled 1 ms late (STALL): the daemon did not run; STALL_WAIT more for the master's
+    // advert, from when it was handled.
     let mut stalled = backup.clone();
     assert_eq!(stalled.handle(Event::Timer, at_us(4_610_375)), []);
     assert_eq!(stalled.state(), State::Backup);
-    assert_eq!(deadline(&stalled), at_us(5_610_375));
+    assert_eq!(deadline(&stalled), at_us(4_615_375));
+    // Nothing came: it takes over then.
+    assert_eq!(stalled.handle(Event::Timer, at_us(4_615_375)), takeover_actions(100));
     // Handled 0.5 s late: the same.
     assert_eq!(backup.handle(Event::Timer, at_us(5_109_375)), []);
     assert_eq!(backup.state(), State::Backup);
-    assert_eq!(deadline(&backup), at_us(6_109_375));
+    assert_eq!(deadline(&backup), at_us(5_114_375));
     // The advert arrives: the timer starts afresh, and so does the grace.
     receive(&mut backup, 1, &advert(150), at_ms(5200));
     assert_eq!(deadline(&backup), at_us(8_809_375));
