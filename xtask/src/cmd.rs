@@ -23,10 +23,21 @@ pub fn run(mut command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo ARGS` in the workspace root, with the toolchain the workspace uses.
+/// `cargo ARGS` in the workspace root, with the toolchain the workspace uses. The variables
+/// cargo set for xtask itself are dropped: build scripts that watch them (ring's watches
+/// `CARGO_MANIFEST_DIR`) would otherwise rebuild whenever a build from the shell and one from
+/// xtask alternate.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(root()).args(args);
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(&*name, "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_PRIMARY_PACKAGE")
+        {
+            command.env_remove(&var);
+        }
+    }
     run(command)
 }
 
