@@ -57,11 +57,10 @@ fn checks() -> anyhow::Result<()> {
          (LD_PRELOAD) answers its IPVS socket options as an empty IPVS table would; its CPU \
          includes the same kernel handshake work as lbd's. keepalived and lbd take turns over \
          several rounds (who goes first alternates) and the ratio is the median of the rounds', \
-         shown with its range and the load average; the namespace keeps no TIME_WAIT sockets \
-         (tcp_max_tw_buckets 0), which keepalived's FIN-closed probes would otherwise pile up \
-         round after round. Goal: at most half its CPU per check, under 64 MB RSS at 10,000 \
+         shown with its range and the load average. Goal: at most half its CPU per check, under 64 MB RSS at 10,000 \
          servers. `LBD_BENCH_CHECKS=detect` runs the detection part \
-         alone (it prints the table, records nothing).\n",
+         alone, `LBD_BENCH_CHECKS=baseline` the rounds against keepalived alone (they print their \
+         tables, record nothing).\n",
         machine()
     );
     record("checks", &section)

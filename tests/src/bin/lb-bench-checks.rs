@@ -57,8 +57,10 @@ fn orchestrate() -> anyhow::Result<()> {
     let mut lab = Lab::new();
     let ns = bench_netns(&mut lab, "checks");
     let me = std::env::current_exe()?;
-    if std::env::var("LBD_BENCH_CHECKS").as_deref() == Ok("detect") {
-        return detection(&lab, &ns, &me);
+    match std::env::var("LBD_BENCH_CHECKS").as_deref() {
+        Ok("detect") => return detection(&lab, &ns, &me),
+        Ok("baseline") => return baseline(&mut lab, &me),
+        _ => {}
     }
     let mut server = start_server(&ns, &me);
     println!(
