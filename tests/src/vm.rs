@@ -52,16 +52,28 @@ mount -t devtmpfs dev /dev
 for m in $(cat /modules); do
     if [ "$m" = dummy ]; then insmod /mods/$m.ko numdummies=0; else insmod /mods/$m.ko; fi
 done
+keep=""
 for w in $(cat /proc/cmdline); do
-    case "$w" in lbdvm.run=*) run="${w#lbdvm.run=}" ;; esac
+    case "$w" in
+        lbdvm.run=*) run="${w#lbdvm.run=}" ;;
+        lbdvm.keep=*) keep="$keep ${w#lbdvm.keep=}" ;;
+    esac
 done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /host
-mount -t 9p -o trans=virtio,version=9p2000.L hostrun "/host$run"
+# The host's root is mounted once (9p takes a tag once) and bound to /host, so that /hostro
+# still shows what the fresh /tmp and /run below cover.
+mkdir -p /hostro
+mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /hostro
+mount -o bind /hostro /host
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
+# A workspace under /tmp or /run stays visible through the fresh ones (a clone in /tmp).
+for k in $keep; do
+    case "$k" in /tmp/*|/run/*) mkdir -p "/host$k" && mount -o bind "/hostro$k" "/host$k" ;; esac
+done
+mount -t 9p -o trans=virtio,version=9p2000.L hostrun "/host$run"
 ip link set lo up
 chroot /host /bin/sh "$run/cmd.sh" > "/host$run/out" 2>&1
 echo $? > "/host$run/status"
@@ -97,6 +109,13 @@ pub struct VmRun {
 }
 
 /// `target/` (the test executable is `target/<profile>/deps/<name>`).
+/// The workspace root (sources the tests read), kept visible in the guest.
+fn workspace() -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = tests.parent().unwrap_or(tests);
+    root.canonicalize().unwrap_or_else(|_| root.to_path_buf())
+}
+
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
     exe.ancestors().nth(3).expect("target/<profile>/deps").to_path_buf()
@@ -162,7 +181,8 @@ impl Image {
     }
 
     /// Runs `script` (sh) as root in a VM, chrooted into this host's root (read-only, with
-    /// fresh /tmp and /run), for at most `timeout`.
+    /// fresh /tmp and /run, through which the workspace stays visible if it lies under them),
+    /// for at most `timeout`.
     pub fn run(&self, script: &str, timeout: Duration) -> VmRun {
         let dir = target_dir().join("vm/runs").join(format!(
             "{}-{}",
@@ -173,6 +193,15 @@ impl Image {
         fs::create_dir_all(&dir).expect("creating the run directory");
         let dir = dir.canonicalize().expect("the run directory has a path");
         fs::write(dir.join("cmd.sh"), script).expect("writing the command");
+        // This build's /init, appended as a second archive (the kernel unpacks them in order, a
+        // later file replacing an earlier one): a cached image built by an older kit keeps
+        // working.
+        let mut initrd = fs::read(&self.initramfs).expect("reading the cached initramfs");
+        let mut init = Cpio::default();
+        init.file("init", INIT.as_bytes(), 0o755);
+        initrd.extend(init.finish());
+        let initrd_path = dir.join("initrd.cpio");
+        fs::write(&initrd_path, initrd).expect("writing the run's initramfs");
         let console = dir.join("console.log");
         let start = Instant::now();
         let status = Command::new("timeout")
@@ -192,9 +221,14 @@ impl Image {
             .arg("-kernel")
             .arg(&self.vmlinux)
             .arg("-initrd")
-            .arg(&self.initramfs)
+            .arg(&initrd_path)
             .arg("-append")
-            .arg(format!("console=ttyS0 panic=-1 quiet lbdvm.run={}", dir.display()))
+            .arg(format!(
+                "console=ttyS0 panic=-1 quiet lbdvm.run={} lbdvm.keep={} lbdvm.keep={}",
+                dir.display(),
+                workspace().display(),
+                target_dir().canonicalize().unwrap_or_else(|_| target_dir()).display()
+            ))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .args([
