@@ -188,6 +188,23 @@ pub struct LbHosts {
     pub reals: Vec<Netns>,
 }
 
+impl LbHosts {
+    /// The system tests' usual addresses: the client 10.30.0.2/24, routing the VIPs
+    /// (10.40.0.0/24) via the LB's 10.30.0.1; the LB 10.31.0.1/24 on eth1; real server `i`
+    /// 10.31.0.1`i`/24 with the LB as its default gateway.
+    pub fn with_addresses(self) -> Self {
+        self.client.addr("eth0", "10.30.0.2/24");
+        self.client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
+        self.lb.addr("eth0", "10.30.0.1/24");
+        self.lb.addr("eth1", "10.31.0.1/24");
+        for (i, ns) in (1..).zip(&self.reals) {
+            ns.addr("eth0", &format!("10.31.0.1{i}/24"));
+            ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
+        }
+        self
+    }
+}
+
 impl Default for Lab {
     fn default() -> Self {
         Self::new()

@@ -139,15 +139,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 #[test]
 fn a_real_server_whose_bfd_peer_dies_gets_no_traffic_until_it_returns() {
     let mut lab = Lab::new();
-    let LbHosts { switch: _switch, client, lb, reals } = lab.lb_hosts(2);
-    client.addr("eth0", "10.30.0.2/24");
-    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
-    lb.addr("eth0", "10.30.0.1/24");
-    lb.addr("eth1", "10.31.0.1/24");
-    for (i, ns) in (1..).zip(&reals) {
-        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
-        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
-    }
+    let LbHosts { switch: _switch, client, lb, reals } = lab.lb_hosts(2).with_addresses();
     let _web: Vec<Proc> = (1..)
         .zip(&reals)
         .map(|(i, ns)| ns.spawn("web", bins::web(), &[&format!("r{i}"), "0.0.0.0:8080"]))

@@ -102,15 +102,7 @@ struct Topology {
 }
 
 fn topology(lab: &mut Lab) -> Topology {
-    let LbHosts { switch, client, lb, reals } = lab.lb_hosts(3);
-    client.addr("eth0", "10.30.0.2/24");
-    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
-    lb.addr("eth0", "10.30.0.1/24");
-    lb.addr("eth1", "10.31.0.1/24");
-    for (i, ns) in (1..).zip(&reals) {
-        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
-        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
-    }
+    let LbHosts { switch, client, lb, reals } = lab.lb_hosts(3).with_addresses();
     Topology { client, lb, reals, _switch: switch }
 }
 

@@ -89,19 +89,13 @@ struct Hosts {
 
 fn hosts() -> Hosts {
     let mut lab = Lab::new();
-    let LbHosts { switch, client, lb, reals: hosts } = lab.lb_hosts(3);
-    client.addr("eth0", "10.30.0.2/24");
-    client.ip(&["route", "add", "10.40.0.0/24", "via", "10.30.0.1"]);
-    lb.addr("eth0", "10.30.0.1/24");
-    lb.addr("eth1", "10.31.0.1/24");
+    let LbHosts { switch, client, lb, reals: hosts } = lab.lb_hosts(3).with_addresses();
     lb.addr("eth1", "10.31.0.200/24");
 
     let mut reals = Vec::new();
     let mut decaps = Vec::new();
     for (i, ns) in (1..).zip(hosts) {
         let name = format!("r{i}");
-        ns.addr("eth0", &format!("10.31.0.1{i}/24"));
-        ns.ip(&["route", "add", "default", "via", "10.31.0.1"]);
         // DR and TUN: the VIPs on lo.
         decaps.push(dr_tun_real(&ns, &["10.40.0.101/32", "10.40.0.102/32"]));
         let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:80", "0.0.0.0:8080"]);

@@ -9,7 +9,7 @@
 
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Instant,
 };
@@ -44,18 +44,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         conf.display()
     );
 
-    println!("==> building lbd (release)");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "lb-daemon", "--bin", "lbd"])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release -p lb-daemon failed ({status})");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let lbd = target.join("release/lbd");
+    let lbd = crate::cmd::build_release_lbd()?;
 
     let conf_s = conf.to_string_lossy().into_owned();
     let lbd_sample = measure(&lbd.to_string_lossy(), &["-t", "-f", &conf_s])?;

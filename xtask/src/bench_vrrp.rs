@@ -88,21 +88,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     // `LBD_BENCH_LBD=PATH` measures that lbd (built before) instead of building one.
     let lbd = match std::env::var_os("LBD_BENCH_LBD") {
         Some(path) => PathBuf::from(path),
-        None => {
-            println!("==> building lbd (release)");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(root)
-                .args(["build", "--release", "-p", "lb-daemon", "--bin", "lbd"])
-                .status()
-                .context("running cargo build")?;
-            if !status.success() {
-                bail!("cargo build --release -p lb-daemon failed ({status})");
-            }
-            let target =
-                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            target.join("release/lbd")
-        }
+        None => crate::cmd::build_release_lbd()?,
     };
     let dir = root.join("target/bench-vrrp");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

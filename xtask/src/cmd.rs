@@ -41,6 +41,15 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(command)
 }
 
+/// Builds the release `lbd` (with [`cargo`]) and returns its path.
+pub fn build_release_lbd() -> anyhow::Result<std::path::PathBuf> {
+    println!("==> building lbd (release)");
+    cargo(&["build", "--release", "-p", "lb-daemon", "--bin", "lbd"])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/lbd"))
+}
+
 /// `cargo +nightly ARGS` in `dir` (the BPF crate), clean of the variables the outer cargo set
 /// for the stable toolchain.
 pub fn nightly_cargo(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
