@@ -544,8 +544,9 @@ fn reloads_change_only_what_differs_and_refuse_broken_configs() {
     let kill = std::process::Command::new("kill").args(["-36", &lbd.pid().to_string()]).status().unwrap();
     assert!(kill.success());
     let json = t.lab.dir().join("keepalived.json");
-    wait_until(Duration::from_secs(5), "keepalived.json", || json.exists());
-    let value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let parse = || serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&json).ok()?).ok();
+    wait_until(Duration::from_secs(5), "keepalived.json", || parse().is_some());
+    let value = parse().unwrap();
     assert_eq!(value[0]["data"]["iname"], "VI_1", "{value}");
     assert_eq!(value[0]["data"]["state"], 2, "MASTER: {value}");
     assert!(value[0]["stats"]["advert_sent"].as_u64().unwrap() > 10, "{value}");

@@ -88,10 +88,23 @@ pub fn write(kind: Kind, role: Role, source: &Source<'_>) -> Option<std::io::Res
 
 /// Writes `text` to the dump file `name` (mode 0600) and returns its path.
 pub fn write_file(name: &str, text: &str) -> std::io::Result<PathBuf> {
-    let path = directory().join(name);
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
-    file.write_all(text.as_bytes())?;
+    let dir = directory();
+    let path = dir.join(name);
+    // Written whole under a temporary name and renamed over the old dump, so a reader
+    // polling for the file never sees it half written (keepalived writes in place).
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
     Ok(path)
 }
 
