@@ -283,6 +283,14 @@ impl Netns {
             .unwrap_or_else(|e| panic!("running {program:?} in {}: {e}", self.name))
     }
 
+    /// The body of GET `url` from inside the namespace (curl, 5 s at most); panics with curl's
+    /// error if the request fails.
+    pub fn http_get(&self, url: &str) -> String {
+        let out = self.exec("curl", &["-sS", "--max-time", "5", url]);
+        assert!(out.status.success(), "GET {url} in {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts a command inside the namespace; its stdout and stderr go to a log file in the lab's
     /// directory. The process (and its process group) is killed when the [`Proc`] is dropped.
     pub fn spawn(&self, label: &str, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Proc {

@@ -46,9 +46,54 @@ fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Proc {
 
 /// Starts lbd with `config` in `ns`.
 fn start_lbd(lab: &mut Lab, ns: &Netns, label: &str, config: &str) -> Proc {
+    start_lbd_with(lab, ns, label, config, &[])
+}
+
+/// As [`start_lbd`], with more arguments.
+fn start_lbd_with(lab: &mut Lab, ns: &Netns, label: &str, config: &str, extra: &[&str]) -> Proc {
     let conf = lab.write_file(&format!("{label}.conf"), config);
     let pin = lab.bpffs().join(label);
-    bins::spawn_lbd(lab, ns, label, &conf, &pin, &[])
+    bins::spawn_lbd(lab, ns, label, &conf, &pin, extra)
+}
+
+/// Port of lbd's status listener, on its namespace's loopback.
+const STATUS_PORT: u16 = 9112;
+
+/// `keepalived_bfd.data` as lbd's BFD child writes it on SIGUSR1 (to the parent), once it
+/// shows session `name` in `state`.
+fn bfd_dump(lab: &Lab, lbd: &mut Proc, name: &str, state: &str) -> String {
+    let path = lab.dir().join("keepalived_bfd.data");
+    let wanted = format!(" BFD Instance = {name}\n");
+    let mut text = String::new();
+    wait_until(Duration::from_secs(5), &format!("keepalived_bfd.data with {name} {state}"), || {
+        let _ = std::fs::remove_file(&path);
+        lbd.signal(nix::sys::signal::Signal::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(200));
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.contains(&wanted) && text.contains(&format!("   local state = {state}\n"))
+    });
+    text
+}
+
+/// The value of the dump line `   NAME = VALUE`.
+fn dump_value<'a>(text: &'a str, name: &str) -> &'a str {
+    let prefix = format!("   {name} = ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// The sample of `metric` with `labels` in lbd's `/metrics`.
+fn metric(metrics: &str, metric: &str, labels: &str) -> f64 {
+    let prefix = format!("{metric}{{{labels}}} ");
+    let line = metrics.lines().find_map(|l| l.strip_prefix(&prefix));
+    line.unwrap_or_else(|| panic!("no {prefix} in\n{metrics}")).parse().unwrap()
+}
+
+/// lbd's `/status` session `name`.
+fn status_session(ns: &Netns, name: &str) -> serde_json::Value {
+    let status: serde_json::Value =
+        serde_json::from_str(&ns.http_get(&format!("http://127.0.0.1:{STATUS_PORT}/status"))).unwrap();
+    let sessions = status["bfd"].as_array().unwrap_or_else(|| panic!("no bfd in {status}"));
+    sessions.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name} in {status}")).clone()
 }
 
 /// Waits until `process`'s log from byte `mark` on contains `line`.
@@ -86,7 +131,8 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
     let ka_config = config("ka-bfd", "", &[bfd_instance("to_lbd", "10.52.0.1", "  source_ip 10.52.0.2\n")]);
     let mut keepalived = start_keepalived(&lab, &b, "ka", &ka_config);
     let lbd_config = bfd_instance("to_ka", "10.52.0.2", "  source_ip 10.52.0.1\n");
-    let mut lbd = start_lbd(&mut lab, &a, "lbd", &lbd_config);
+    let listen = format!("--status-listen=127.0.0.1:{STATUS_PORT}");
+    let mut lbd = start_lbd_with(&mut lab, &a, "lbd", &lbd_config, &[&listen]);
     wait_for_line(&mut lbd, 0, "Starting BFD child process", Duration::from_secs(10));
     // Only the BFD child: the configuration has no VRRP instance and no virtual server.
     assert!(!lbd.log().contains("Starting VRRP child"), "{}", lbd.log());
@@ -102,6 +148,48 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
     assert!(!lbd.log()[mark..].contains("Entering Down"), "flapped:\n{}", lbd.log());
     assert!(!keepalived.log().contains("Entering Down"), "keepalived flapped:\n{}", keepalived.log());
 
+    // SIGUSR1: the BFD child writes keepalived_bfd.data with the session's variables. The
+    // remote discriminator is keepalived's: the one it logs with -D is not printed, but it is
+    // the one lbd's packets carry, and non-zero only once heard.
+    let up = bfd_dump(&lab, &mut lbd, "to_ka", "Up");
+    assert!(up.starts_with("------< Global definitions >------\n"), "{up}");
+    assert!(up.contains("------< BFD Topology >------\n BFD Instance = to_ka\n   Neighbor IP = 10.52.0.2\n"));
+    assert!(lbd.log().contains("keepalived_bfd.data"), "{}", lbd.log());
+    for (name, value) in [
+        ("Source IP", "10.52.0.1"),
+        ("Required min RX interval", "50000 us"),
+        ("Detection multiplier", "5"),
+        ("remote state", "Up"),
+        ("local diag", "No Diagnostic"),
+        // keepalived's 50 ms × 5 after its poll sequence.
+        ("remote min tx intv", "50000 us"),
+        ("remote detect multiplier", "5"),
+        ("local tx intv", "50000 us"),
+        ("local detection time", "250000 us"),
+    ] {
+        assert_eq!(dump_value(&up, name), value, "{name} in\n{up}");
+    }
+    let remote_discr =
+        u32::from_str_radix(dump_value(&up, "remote discriminator").trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(remote_discr, 0, "{up}");
+    let last_seen: f64 = dump_value(&up, "last seen").split(' ').next().unwrap().parse().unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - 2.0..=now).contains(&last_seen), "last seen {last_seen}, now {now}:\n{up}");
+
+    // /status and /metrics show the same session.
+    let session = status_session(&a, "to_ka");
+    assert_eq!(session["state"], "Up", "{session}");
+    assert_eq!(session["remote_discriminator"], remote_discr, "{session}");
+    assert_eq!(session["detection_time_us"], 250_000, "{session}");
+    let up_since = session["last_state_change"].as_f64().unwrap();
+    let metrics = a.http_get(&format!("http://127.0.0.1:{STATUS_PORT}/metrics"));
+    let labels = r#"instance="to_ka",neighbor="10.52.0.2""#;
+    assert_eq!(metric(&metrics, "lbd_bfd_session_state", &format!("{labels},state=\"Up\"")), 1.0);
+    assert_eq!(metric(&metrics, "lbd_bfd_session_state", &format!("{labels},state=\"Down\"")), 0.0);
+    assert_eq!(metric(&metrics, "lbd_bfd_session_up", labels), 1.0);
+    assert_eq!(metric(&metrics, "lbd_bfd_remote_discriminator", labels), f64::from(remote_discr));
+    assert_eq!(metric(&metrics, "lbd_bfd_detection_time_seconds", labels), 0.25);
+
     // keepalived killed: down within the detection time.
     let mark = lbd.log().len();
     let killed = now_of_day();
@@ -115,6 +203,24 @@ fn sessions_with_keepalived_come_up_and_a_death_is_detected_within_the_detection
     let took = logged_at(&lbd.log(), mark, "Entering Down state") - killed;
     eprintln!("session down {:.0} ms after keepalived was killed (detection time 250 ms)", took * 1000.0);
     assert!(took >= 0.0 && took <= (DETECTION + SLACK).as_secs_f64(), "down after {took} s:\n{}", lbd.log());
+
+    // The dump and the endpoints show it Down, the remote forgotten, the change after the Up.
+    let down = bfd_dump(&lab, &mut lbd, "to_ka", "Down");
+    assert_eq!(dump_value(&down, "local diag"), "Control Detection Time Expired", "{down}");
+    assert_eq!(dump_value(&down, "remote discriminator"), "0x0", "{down}");
+    assert_eq!(dump_value(&down, "local tx intv"), "1000000 us", "back to idle_tx:\n{down}");
+    let session = status_session(&a, "to_ka");
+    assert_eq!(
+        (&session["state"], &session["remote_discriminator"]),
+        (&"Down".into(), &0.into()),
+        "{session}"
+    );
+    let down_since = session["last_state_change"].as_f64().unwrap();
+    assert!(down_since > up_since + 1.5, "state changes at {up_since} and {down_since}");
+    let metrics = a.http_get(&format!("http://127.0.0.1:{STATUS_PORT}/metrics"));
+    assert_eq!(metric(&metrics, "lbd_bfd_session_state", &format!("{labels},state=\"Down\"")), 1.0);
+    assert_eq!(metric(&metrics, "lbd_bfd_session_up", labels), 0.0);
+    assert_eq!(metric(&metrics, "lbd_bfd_last_state_change_timestamp_seconds", labels), down_since);
 
     // keepalived back: up again.
     let mark = lbd.log().len();

@@ -126,9 +126,7 @@ fn assert_complete(transfer: &mut Proc, lines: u32, context: &str) {
 
 /// The status listener's answer to GET `path`.
 fn http_get(lb: &Netns, path: &str) -> String {
-    let out = lb.exec("curl", &["-sS", "--max-time", "5", &format!("http://127.0.0.1:{STATUS_PORT}{path}")]);
-    assert!(out.status.success(), "GET {path}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    lb.http_get(&format!("http://127.0.0.1:{STATUS_PORT}{path}"))
 }
 
 /// Port of the status listener, on the lb namespace's loopback.

@@ -8,6 +8,9 @@
 //! - [`run`]: the BFD child's engine: one session per `bfd_instance`, reporting every session's
 //!   state at start and each time it enters or leaves Up.
 //!
+//! Each session's variables can be asked for ([`BfdTask::status`]) as [`SessionStatus`]: the
+//! BFD child writes them to `keepalived_bfd.data` and reports them for `/status` and `/metrics`.
+//!
 //! The states travel as [`BfdStates`]: the BFD child reports changes to the parent over its
 //! control channel; the parent keeps the latest state of every instance and passes it on to
 //! the VRRP and checker children (all of it to a child that starts, so that a restarted child
@@ -17,9 +20,14 @@ pub mod packet;
 pub mod session;
 pub mod socket;
 
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
+};
 
-use tokio::sync::{mpsc, watch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::model::{BfdInstance, Config};
@@ -40,6 +48,90 @@ pub struct BfdEvent {
     pub up: bool,
 }
 
+/// One session as the BFD child shows it: its configuration and its variables now. Intervals
+/// in microseconds, as keepalived's dump gives them; times in seconds since the Unix epoch.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// The bfd_instance.
+    pub name: String,
+    /// `neighbor_ip`.
+    pub neighbor: String,
+    /// `source_ip`.
+    pub source: Option<String>,
+    /// `min_rx`: our Required Min RX Interval.
+    pub min_rx_us: u64,
+    /// `min_tx`: our Desired Min TX Interval while Up.
+    pub min_tx_us: u64,
+    /// `idle_tx`: our Desired Min TX Interval while not Up.
+    pub idle_tx_us: u64,
+    /// `multiplier`.
+    pub multiplier: u8,
+    /// The TTL (IPv4) or hop limit (IPv6) sent with.
+    pub ttl: u8,
+    /// `max_hops`.
+    pub max_hops: u8,
+    /// `passive`.
+    pub passive: bool,
+    /// Events go to the VRRP child.
+    pub vrrp: bool,
+    /// Events go to the checker child.
+    pub checker: bool,
+    /// Our state (`Up`, `Down`, `Init`, `AdminDown`).
+    pub state: String,
+    /// The remote's state as last heard.
+    pub remote_state: String,
+    /// Our discriminator.
+    pub local_discriminator: u32,
+    /// The remote's (0 while it is not heard).
+    pub remote_discriminator: u32,
+    /// Our diagnostic.
+    pub local_diag: String,
+    /// The remote's last diagnostic.
+    pub remote_diag: String,
+    /// The remote's Desired Min TX Interval.
+    pub remote_min_tx_us: u64,
+    /// The remote's Required Min RX Interval.
+    pub remote_min_rx_us: u64,
+    /// The remote's Detect Mult.
+    pub remote_multiplier: u8,
+    /// A Poll Sequence is under way.
+    pub poll: bool,
+    /// A Final is owed to the remote.
+    pub fin: bool,
+    /// The interval of our packets.
+    pub tx_interval_us: u64,
+    /// The interval of the remote's packets.
+    pub remote_tx_interval_us: u64,
+    /// Our detection time: silence this long takes the session down.
+    pub detection_time_us: u64,
+    /// The remote's detection time of us.
+    pub remote_detection_time_us: u64,
+    /// When a packet of the remote last came.
+    pub last_seen: Option<f64>,
+    /// When the state last changed (the start if never).
+    pub last_state_change: f64,
+}
+
+impl SessionStatus {
+    /// Whether the session is Up.
+    pub fn up(&self) -> bool {
+        self.state == State::Up.name()
+    }
+}
+
+/// Microseconds of `d`.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Seconds since the Unix epoch of `t`.
+fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// A request for every session's [`SessionStatus`].
+type StatusQuery = oneshot::Sender<Vec<SessionStatus>>;
+
 /// Why BFD cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum BfdError {
@@ -58,6 +150,12 @@ pub enum BfdError {
 #[derive(Debug)]
 struct Instance {
     name: String,
+    /// Its configuration.
+    config: BfdInstance,
+    /// When a packet of the remote last came.
+    last_seen: Option<SystemTime>,
+    /// When the state last changed.
+    last_change: SystemTime,
     neighbor: IpAddr,
     /// The TTL a packet must arrive with, at least (None: no check).
     min_ttl: Option<u8>,
@@ -101,6 +199,9 @@ fn instances(config: &Config, now: Instant) -> Vec<Instance> {
             let discr = (base as u32).wrapping_add(i as u32 * 0x9e37).max(1);
             Some(Instance {
                 name: b.name.clone(),
+                config: b.clone(),
+                last_seen: None,
+                last_change: SystemTime::now(),
                 neighbor,
                 min_ttl: min_ttl(b, neighbor.is_ipv6()),
                 session: Session::new(session_config, discr, base.rotate_left(i as u32 + 1), now),
@@ -114,11 +215,13 @@ fn instances(config: &Config, now: Instant) -> Vec<Instance> {
 }
 
 /// Runs the sessions of `config`'s `bfd_instance`s until `stop` changes, sending every
-/// instance's state at start (Down) and at each change into or out of Up to `events`. When
-/// `stop` turns true, every session first tells its peer it goes AdminDown.
+/// instance's state at start (Down) and at each change into or out of Up to `events`, and
+/// answering `queries` with every session's status. When `stop` turns true, every session
+/// first tells its peer it goes AdminDown.
 pub async fn run(
     config: &Config,
     events: mpsc::UnboundedSender<BfdEvent>,
+    mut queries: mpsc::UnboundedReceiver<StatusQuery>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BfdError> {
     let mut instances = instances(config, Instant::now());
@@ -157,6 +260,9 @@ pub async fn run(
                 }
                 return Ok(());
             }
+            Some(reply) = queries.recv() => {
+                let _ = reply.send(instances.iter().map(Instance::status).collect());
+            }
             received = recv(v4.as_ref(), &mut buf4) => dispatch(&mut instances, received, &buf4, &events),
             received = recv(v6.as_ref(), &mut buf6) => dispatch(&mut instances, received, &buf6, &events),
             () = sleep_until(deadline) => {}
@@ -165,7 +271,44 @@ pub async fn run(
 }
 
 impl Instance {
+    fn status(&self) -> SessionStatus {
+        let info = self.session.info();
+        let b = &self.config;
+        SessionStatus {
+            name: self.name.clone(),
+            neighbor: self.neighbor.to_string(),
+            source: self.source.map(|s| s.to_string()),
+            min_rx_us: micros(b.min_rx),
+            min_tx_us: micros(b.min_tx),
+            idle_tx_us: micros(b.idle_tx),
+            multiplier: b.multiplier,
+            ttl: self.ttl,
+            max_hops: b.max_hops,
+            passive: b.passive,
+            vrrp: b.vrrp || !b.checker,
+            checker: b.checker || !b.vrrp,
+            state: info.state.name().into(),
+            remote_state: info.remote_state.name().into(),
+            local_discriminator: info.local_discr,
+            remote_discriminator: info.remote_discr,
+            local_diag: info.diag.description().into(),
+            remote_diag: info.remote_diag.description().into(),
+            remote_min_tx_us: micros(info.remote_min_tx),
+            remote_min_rx_us: micros(info.remote_min_rx),
+            remote_multiplier: info.remote_mult,
+            poll: info.poll,
+            fin: info.fin,
+            tx_interval_us: micros(info.tx_interval),
+            remote_tx_interval_us: micros(info.remote_tx_interval),
+            detection_time_us: micros(info.detection_time),
+            remote_detection_time_us: micros(info.remote_detection_time),
+            last_seen: self.last_seen.map(epoch_seconds),
+            last_state_change: epoch_seconds(self.last_change),
+        }
+    }
+
     fn changed(&mut self, change: session::Change, events: &mpsc::UnboundedSender<BfdEvent>) {
+        self.last_change = SystemTime::now();
         let diag = format!("{:?}", change.diag);
         let line =
             format!("BFD_Instance({}) Entering {} state (local diag - {diag})", self.name, change.to.name());
@@ -261,8 +404,12 @@ fn dispatch(
         return;
     }
     match instance.session.receive(&packet, now) {
-        Ok(Some(change)) => instance.changed(change, events),
-        Ok(None) => {}
+        Ok(change) => {
+            instance.last_seen = Some(SystemTime::now());
+            if let Some(change) = change {
+                instance.changed(change, events);
+            }
+        }
         Err(e) => debug!("BFD_Instance({}): packet dropped: {e}", instance.name),
     }
     // An answer owed at once (Final, a state change) goes now.
@@ -284,6 +431,7 @@ pub struct BfdTask {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     events: mpsc::UnboundedReceiver<BfdEvent>,
+    queries: mpsc::UnboundedSender<StatusQuery>,
     instances: Vec<BfdInstance>,
 }
 
@@ -292,13 +440,23 @@ impl BfdTask {
     pub fn spawn(config: &Config) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (queries, queries_rx) = mpsc::unbounded_channel();
         let engine_config = config.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = run(&engine_config, events_tx, stopped).await {
+            if let Err(e) = run(&engine_config, events_tx, queries_rx, stopped).await {
                 tracing::error!("{}", crate::dataplane::xdp::error_chain(&e));
             }
         });
-        Self { stop, task, events, instances: config.bfd_instances.clone() }
+        Self { stop, task, events, queries, instances: config.bfd_instances.clone() }
+    }
+
+    /// Every session's status now; none once the engine has ended.
+    pub async fn status(&self) -> Vec<SessionStatus> {
+        let (reply, answer) = oneshot::channel();
+        if self.queries.send(reply).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// The instances it runs.

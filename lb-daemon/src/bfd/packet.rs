@@ -83,6 +83,22 @@ impl Diag {
         }
     }
 
+    /// RFC 5880's name of the code, as keepalived's data dump writes it.
+    pub fn description(self) -> &'static str {
+        match self.bits() {
+            0 => "No Diagnostic",
+            1 => "Control Detection Time Expired",
+            2 => "Echo Function Failed",
+            3 => "Neighbor Signaled Session Down",
+            4 => "Forwarding Plane Reset",
+            5 => "Path Down",
+            6 => "Concatenated Path Down",
+            7 => "Administratively Down",
+            8 => "Reverse Concatenated Path Down",
+            _ => "Unknown",
+        }
+    }
+
     fn bits(self) -> u8 {
         match self {
             Self::None => 0,

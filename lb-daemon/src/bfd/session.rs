@@ -44,6 +44,41 @@ pub struct Change {
     pub diag: Diag,
 }
 
+/// A session's variables at one moment (RFC 5880 §6.8.1 and what follows from them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// bfd.SessionState.
+    pub state: State,
+    /// bfd.RemoteSessionState.
+    pub remote_state: State,
+    /// bfd.LocalDiag.
+    pub diag: Diag,
+    /// The remote's last diagnostic.
+    pub remote_diag: Diag,
+    /// bfd.LocalDiscr.
+    pub local_discr: u32,
+    /// bfd.RemoteDiscr (0 while the remote is not heard).
+    pub remote_discr: u32,
+    /// The remote's Desired Min TX Interval.
+    pub remote_min_tx: Duration,
+    /// bfd.RemoteMinRxInterval.
+    pub remote_min_rx: Duration,
+    /// The remote's Detect Mult (0 while not heard).
+    pub remote_mult: u8,
+    /// A Poll Sequence is under way.
+    pub poll: bool,
+    /// A Final is owed.
+    pub fin: bool,
+    /// The interval between our packets (before jitter).
+    pub tx_interval: Duration,
+    /// The interval between the remote's packets.
+    pub remote_tx_interval: Duration,
+    /// Our detection time of the remote.
+    pub detection_time: Duration,
+    /// The remote's detection time of us.
+    pub remote_detection_time: Duration,
+}
+
 /// Why a received packet was dropped by the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
@@ -64,6 +99,7 @@ pub struct Session {
     local_discr: u32,
     remote_discr: u32,
     remote_state: State,
+    remote_diag: Diag,
     remote_min_rx: Duration,
     remote_desired_tx: Duration,
     remote_mult: u8,
@@ -88,6 +124,7 @@ impl Session {
             local_discr: local_discr.max(1),
             remote_discr: 0,
             remote_state: State::Down,
+            remote_diag: Diag::None,
             remote_min_rx: Duration::from_micros(1),
             remote_desired_tx: Duration::ZERO,
             remote_mult: 0,
@@ -125,6 +162,28 @@ impl Session {
         self.config.min_rx.max(self.remote_desired_tx) * u32::from(self.remote_mult)
     }
 
+    /// The session's variables as they are now (what keepalived's data dump shows).
+    pub fn info(&self) -> SessionInfo {
+        let tx_interval = self.desired_tx.max(self.remote_min_rx);
+        SessionInfo {
+            state: self.state,
+            remote_state: self.remote_state,
+            diag: self.diag,
+            remote_diag: self.remote_diag,
+            local_discr: self.local_discr,
+            remote_discr: self.remote_discr,
+            remote_min_tx: self.remote_desired_tx,
+            remote_min_rx: self.remote_min_rx,
+            remote_mult: self.remote_mult,
+            poll: self.polling,
+            fin: self.final_due,
+            tx_interval,
+            remote_tx_interval: self.remote_desired_tx.max(self.config.min_rx),
+            detection_time: self.detection_time(),
+            remote_detection_time: tx_interval * u32::from(self.config.multiplier),
+        }
+    }
+
     /// When [`Session::poll`] next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         match (self.next_tx, self.detect_at) {
@@ -160,6 +219,7 @@ impl Session {
         }
         self.remote_discr = p.my_discr;
         self.remote_state = p.state;
+        self.remote_diag = p.diag;
         self.remote_min_rx = p.required_min_rx;
         self.remote_desired_tx = p.desired_min_tx;
         self.remote_mult = p.detect_mult;
@@ -376,6 +436,15 @@ mod tests {
         let remote = init_from_9();
         assert_eq!(s.receive(&remote, now).unwrap().unwrap().to, State::Up);
         assert_eq!(s.detection_time(), 300 * MS);
+        let info = s.info();
+        assert_eq!(
+            (info.state, info.remote_state, info.local_discr, info.remote_discr),
+            (State::Up, State::Init, 7, 9)
+        );
+        assert_eq!((info.remote_min_tx, info.remote_min_rx, info.remote_mult), (100 * MS, 10 * MS, 3));
+        assert_eq!((info.tx_interval, info.remote_tx_interval), (10 * MS, 100 * MS));
+        assert_eq!((info.detection_time, info.remote_detection_time), (300 * MS, 50 * MS));
+        assert!(info.poll, "the faster rate is announced by a poll");
         assert_eq!(s.poll(now + 299 * MS).0, None);
         s.receive(&ControlPacket { state: State::Up, ..remote }, now + 299 * MS).unwrap();
         assert_eq!(s.poll(now + 598 * MS).0, None);

@@ -157,11 +157,18 @@ fn section(out: &mut String, name: &str) {
     let _ = writeln!(out, "------< {name} >------");
 }
 
-/// The keepalived-style dump of `cfg`.
-pub fn dump(cfg: &Config) -> String {
+/// The `Global definitions` section of the dump of `cfg` (which keepalived's BFD process
+/// writes before its sessions).
+pub fn global_definitions(cfg: &Config) -> String {
     let mut out = String::new();
     section(&mut out, "Global definitions");
     fields(&mut out, &json(&cfg.global_defs), 1, &[]);
+    out
+}
+
+/// The keepalived-style dump of `cfg`.
+pub fn dump(cfg: &Config) -> String {
+    let mut out = global_definitions(cfg);
     if let Some(ssl) = &cfg.ssl {
         section(&mut out, "SSL definitions");
         if ssl == &Default::default() {

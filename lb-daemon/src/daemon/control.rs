@@ -8,7 +8,9 @@
 //!
 //! BFD session states travel on the same sockets as `bfd NAME up` / `bfd NAME down` lines: the
 //! BFD child writes them to the parent (which never queries it), and the parent writes them to
-//! the VRRP and checker children, which take them among its requests.
+//! the VRRP and checker children, which take them among its requests. The BFD child is asked
+//! for its report as the others are; on its channel the parent tells reports (JSON objects)
+//! from state lines by their first character ([`BfdChild`]).
 
 use std::{
     os::fd::{FromRawFd as _, OwnedFd},
@@ -25,7 +27,11 @@ use tokio::{
     },
 };
 
-use crate::{bfd::BfdEvent, dataplane::ServiceCounters, vrrp::status::InstanceStatus};
+use crate::{
+    bfd::{BfdEvent, SessionStatus},
+    dataplane::ServiceCounters,
+    vrrp::status::InstanceStatus,
+};
 
 /// The descriptor number of the child's end in the child.
 pub const CHILD_FD: i32 = 3;
@@ -69,6 +75,9 @@ pub struct ChildReport {
     pub virtual_servers: Vec<ServiceCounters>,
     /// The checker child's health checkers.
     pub checks: Vec<super::status::CheckStatus>,
+    /// The BFD child's sessions.
+    #[serde(default)]
+    pub bfd: Vec<SessionStatus>,
 }
 
 /// What the parent tells a child.
@@ -160,13 +169,17 @@ impl Channel {
         Ok(())
     }
 
-    /// The parent's side of the BFD child's channel: its next state report; `None` when the
-    /// child is gone. Cancel-safe.
-    pub async fn next_bfd_event(&mut self) -> Option<BfdEvent> {
+    /// The parent's side of the BFD child's channel: its next state line or report; `None`
+    /// when the child is gone. Cancel-safe.
+    async fn next_bfd_message(&mut self) -> Option<BfdMessage> {
         loop {
             match self.lines.next_line().await {
+                Ok(Some(line)) if line.starts_with('{') => match serde_json::from_str(&line) {
+                    Ok(report) => return Some(BfdMessage::Report(report)),
+                    Err(e) => tracing::warn!("control channel: unreadable BFD report: {e}"),
+                },
                 Ok(Some(line)) => match parse_bfd(&line) {
-                    Some(event) => return Some(event),
+                    Some(event) => return Some(BfdMessage::State(event)),
                     None => tracing::warn!("control channel: unknown BFD report {line:?}"),
                 },
                 Ok(None) | Err(_) => return None,
@@ -182,9 +195,15 @@ impl Channel {
         Ok(())
     }
 
+    /// The parent's side: asks for report `seq`.
+    async fn ask(&mut self, seq: u64) -> Result<(), ControlError> {
+        self.writer.write_all(format!("status {seq}\n").as_bytes()).await?;
+        Ok(())
+    }
+
     /// The parent's side: asks for a report and waits for the answer to this request.
     pub async fn query(&mut self, seq: u64) -> Result<ChildReport, ControlError> {
-        self.writer.write_all(format!("status {seq}\n").as_bytes()).await?;
+        self.ask(seq).await?;
         let answer = async {
             loop {
                 let Some(line) = self.lines.next_line().await? else {
@@ -197,6 +216,71 @@ impl Channel {
             }
         };
         tokio::time::timeout(ANSWER_TIMEOUT, answer).await.map_err(|_| ControlError::Timeout)?
+    }
+}
+
+/// What the BFD child writes to the parent.
+#[derive(Debug)]
+enum BfdMessage {
+    /// A session's state changed.
+    State(BfdEvent),
+    /// The answer to a request.
+    Report(ChildReport),
+}
+
+/// A report request to the BFD child: its number and where the answer goes.
+type BfdQuery = (u64, tokio::sync::oneshot::Sender<ChildReport>);
+
+/// The parent's end of the BFD child's channel, served by a task of its own: the child's state
+/// reports go to an event queue as they come, and [`BfdChild::query`] asks for its report.
+#[derive(Debug, Clone)]
+pub struct BfdChild {
+    queries: tokio::sync::mpsc::UnboundedSender<BfdQuery>,
+}
+
+impl BfdChild {
+    /// Serves `channel` until the child is gone, passing its state reports to `events`.
+    pub fn serve(mut channel: Channel, events: tokio::sync::mpsc::UnboundedSender<BfdEvent>) -> Self {
+        let (queries, mut requests) = tokio::sync::mpsc::unbounded_channel::<BfdQuery>();
+        tokio::spawn(async move {
+            let mut pending: Option<BfdQuery> = None;
+            loop {
+                tokio::select! {
+                    message = channel.next_bfd_message() => match message {
+                        None => return,
+                        Some(BfdMessage::State(event)) => {
+                            if events.send(event).is_err() {
+                                return;
+                            }
+                        }
+                        Some(BfdMessage::Report(report)) => match pending.take() {
+                            Some((seq, reply)) if seq == report.seq => {
+                                let _ = reply.send(report);
+                            }
+                            // A late answer to a request given up on.
+                            other => pending = other,
+                        },
+                    },
+                    Some((seq, reply)) = requests.recv() => {
+                        if channel.ask(seq).await.is_ok() {
+                            pending = Some((seq, reply));
+                        }
+                    }
+                }
+            }
+        });
+        Self { queries }
+    }
+
+    /// Asks the child for report `seq` and waits for it.
+    pub async fn query(&self, seq: u64) -> Result<ChildReport, ControlError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queries.send((seq, reply)).map_err(|_| ControlError::Closed)?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(_)) => Err(ControlError::Closed),
+            Err(_) => Err(ControlError::Timeout),
+        }
     }
 }
 
@@ -236,9 +320,24 @@ mod tests {
         assert_eq!(child.next_request().await, Some(ParentMessage::Status(4)));
         let down = BfdEvent { up: false, ..event };
         child.send_bfd(&down).await.unwrap();
-        assert_eq!(parent.next_bfd_event().await, Some(down));
-        drop(child);
-        assert_eq!(parent.next_bfd_event().await, None);
+        // The parent serves the BFD child's channel: states and reports interleave on it.
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let bfd_child = BfdChild::serve(parent, events_tx);
+        assert_eq!(events.recv().await, Some(down));
+        let responder = tokio::spawn(async move {
+            let Some(ParentMessage::Status(seq)) = child.next_request().await else { panic!("no request") };
+            child.send_bfd(&BfdEvent { name: "other".into(), up: true }).await.unwrap();
+            let bfd =
+                vec![SessionStatus { name: "to_peer".into(), state: "Up".into(), ..Default::default() }];
+            child.answer(&ChildReport { seq, bfd, ..Default::default() }).await.unwrap();
+            child
+        });
+        let report = bfd_child.query(11).await.unwrap();
+        assert_eq!((report.seq, report.bfd.len(), report.bfd[0].up()), (11, 1, true));
+        assert_eq!(events.recv().await, Some(BfdEvent { name: "other".into(), up: true }));
+        drop(responder.await.unwrap());
+        assert_eq!(events.recv().await, None, "the child gone, the task ends");
+        assert!(bfd_child.query(12).await.is_err());
     }
 
     #[tokio::test]

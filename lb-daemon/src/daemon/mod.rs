@@ -197,7 +197,7 @@ impl Daemon {
     }
 
     /// What this child shows of itself in `/status` and `/metrics`.
-    pub fn report(&self, seq: u64) -> ChildReport {
+    pub async fn report(&self, seq: u64) -> ChildReport {
         let virtual_servers = match self.dataplane.as_ref().map(|d| d.service_stats()) {
             Some(Ok(services)) => services,
             Some(Err(e)) => {
@@ -216,6 +216,15 @@ impl Daemon {
                 .as_ref()
                 .map(|c| c.checkers().into_iter().map(Into::into).collect())
                 .unwrap_or_default(),
+            bfd: self.bfd_sessions().await.unwrap_or_default(),
+        }
+    }
+
+    /// The BFD sessions, in the BFD child.
+    async fn bfd_sessions(&self) -> Option<Vec<crate::bfd::SessionStatus>> {
+        match &self.bfd {
+            Some(bfd) => Some(bfd.status().await),
+            None => None,
         }
     }
 
@@ -289,7 +298,7 @@ impl Daemon {
                             break;
                         }
                     };
-                    let report = self.report(seq);
+                    let report = self.report(seq).await;
                     if let Some(channel) = &mut self.channel
                         && let Err(e) = channel.answer(&report).await
                     {
@@ -333,10 +342,10 @@ impl Daemon {
                     break;
                 }
                 Request::Reload => self.reload().await,
-                Request::Data => self.write_dump(dump::Kind::Data),
-                Request::Stats => self.write_dump(dump::Kind::Stats),
-                Request::StatsClear => self.write_dump(dump::Kind::StatsClear),
-                Request::Json => self.write_dump(dump::Kind::Json),
+                Request::Data => self.write_dump(dump::Kind::Data).await,
+                Request::Stats => self.write_dump(dump::Kind::Stats).await,
+                Request::StatsClear => self.write_dump(dump::Kind::StatsClear).await,
+                Request::Json => self.write_dump(dump::Kind::Json).await,
             }
         }
         self.stop().await
@@ -413,9 +422,10 @@ impl Daemon {
         self.config = config;
     }
 
-    fn write_dump(&self, kind: dump::Kind) {
+    async fn write_dump(&self, kind: dump::Kind) {
         let vrrp = self.vrrp.as_ref().map(|v| v.status().snapshot()).unwrap_or_default();
-        let source = dump::Source { config: &self.config, dataplane: self.dataplane.as_ref(), vrrp };
+        let bfd = self.bfd_sessions().await;
+        let source = dump::Source { config: &self.config, dataplane: self.dataplane.as_ref(), vrrp, bfd };
         match dump::write(kind, self.role, &source) {
             Some(Ok(path)) => {
                 info!("{} written to {}", kind.what(), path.display());

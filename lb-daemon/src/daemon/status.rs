@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::{dataplane::ServiceCounters, vrrp::status::InstanceStatus};
+use crate::{bfd::SessionStatus, dataplane::ServiceCounters, vrrp::status::InstanceStatus};
 
 /// Everything the endpoints show, taken by the daemon when a request comes.
 #[derive(Debug, Default, Serialize)]
@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub virtual_servers: Vec<ServiceCounters>,
     /// The health checkers.
     pub checks: Vec<CheckStatus>,
+    /// The BFD sessions.
+    pub bfd: Vec<SessionStatus>,
 }
 
 /// One health checker as `/status` and `/metrics` show it.
@@ -292,7 +294,47 @@ pub fn metrics(s: &Snapshot) -> String {
         "How long the checker's last probe took (until its verdict or its time limit).",
         &mut s.checks.iter().filter_map(|c| Some((check(c), c.last_duration_seconds?))),
     );
+
+    let session =
+        |b: &SessionStatus| format!("instance=\"{}\",neighbor=\"{}\"", esc(&b.name), esc(&b.neighbor));
+    family(
+        "lbd_bfd_session_state",
+        "gauge",
+        "BFD session state (1 for the current one).",
+        &mut s.bfd.iter().flat_map(|b| {
+            ["AdminDown", "Down", "Init", "Up"].into_iter().map(move |state| {
+                (format!("{{{},state=\"{state}\"}}", session(b)), f64::from(u8::from(b.state == state)))
+            })
+        }),
+    );
+    let per_session: [Family<SessionStatus>; 6] = [
+        ("lbd_bfd_session_up", "gauge", "1 while the BFD session is Up.", |b| f64::from(u8::from(b.up()))),
+        ("lbd_bfd_remote_discriminator", "gauge", "The remote's discriminator (0 while unheard).", |b| {
+            f64::from(b.remote_discriminator)
+        }),
+        ("lbd_bfd_tx_interval_seconds", "gauge", "Interval of the packets sent.", |b| us(b.tx_interval_us)),
+        ("lbd_bfd_remote_tx_interval_seconds", "gauge", "Interval of the remote's packets.", |b| {
+            us(b.remote_tx_interval_us)
+        }),
+        ("lbd_bfd_detection_time_seconds", "gauge", "Silence this long takes the session down.", |b| {
+            us(b.detection_time_us)
+        }),
+        (
+            "lbd_bfd_last_state_change_timestamp_seconds",
+            "gauge",
+            "When the session's state last changed (Unix time).",
+            |b| b.last_state_change,
+        ),
+    ];
+    for (name, kind, help, value) in per_session {
+        family(name, kind, help, &mut s.bfd.iter().map(|b| (format!("{{{}}}", session(b)), value(b))));
+    }
     out
+}
+
+/// Seconds of `micros` microseconds.
+fn us(micros: u64) -> f64 {
+    micros as f64 / 1e6
 }
 
 /// A label value escaped per the exposition format.
@@ -340,6 +382,16 @@ mod tests {
                 last_duration_seconds: Some(0.25),
                 ..CheckStatus::default()
             }],
+            bfd: vec![SessionStatus {
+                name: "to_ka".into(),
+                neighbor: "10.52.0.2".into(),
+                state: "Up".into(),
+                remote_discriminator: 0x5985fc85,
+                tx_interval_us: 50_000,
+                detection_time_us: 250_000,
+                last_state_change: 1796071481.5,
+                ..SessionStatus::default()
+            }],
             ..Snapshot::default()
         };
         let text = metrics(&snapshot);
@@ -355,6 +407,13 @@ mod tests {
             r#"lbd_check_up{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 1"#,
             r#"lbd_check_duration_seconds{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 0.25"#,
             r#"lbd_check_probes_total{virtual_server="[10.0.0.1]:tcp:80",real_server="[10.1.0.1]:tcp:8080",check="TCP_CHECK"} 4"#,
+            r#"lbd_bfd_session_state{instance="to_ka",neighbor="10.52.0.2",state="Up"} 1"#,
+            r#"lbd_bfd_session_state{instance="to_ka",neighbor="10.52.0.2",state="Down"} 0"#,
+            r#"lbd_bfd_session_up{instance="to_ka",neighbor="10.52.0.2"} 1"#,
+            r#"lbd_bfd_remote_discriminator{instance="to_ka",neighbor="10.52.0.2"} 1501953157"#,
+            r#"lbd_bfd_tx_interval_seconds{instance="to_ka",neighbor="10.52.0.2"} 0.05"#,
+            r#"lbd_bfd_detection_time_seconds{instance="to_ka",neighbor="10.52.0.2"} 0.25"#,
+            r#"lbd_bfd_last_state_change_timestamp_seconds{instance="to_ka",neighbor="10.52.0.2"} 1796071481.5"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -21,7 +21,8 @@
 //!   reports its sessions' states on its channel; the parent keeps the latest state of each and
 //!   passes changes on to the VRRP and checker children (only one of them if the instance says
 //!   `vrrp` or `checker`). A child that starts is first told every known state; when the BFD
-//!   child dies every session counts as down until its successor reports.
+//!   child dies every session counts as down until its successor reports. SIGUSR1 reaches it
+//!   too (it writes `keepalived_bfd.data`), and `/status` shows its sessions.
 
 use std::{
     fmt::Write as _,
@@ -48,7 +49,7 @@ use crate::{
     bfd::{BfdEvent, BfdStates},
     cli::Args,
     config::Config,
-    daemon::control::{CHILD_FD, Channel, ROLE_VAR},
+    daemon::control::{BfdChild, CHILD_FD, Channel, ROLE_VAR},
 };
 
 /// How long the parent waits for its children to stop before killing them (keepalived's
@@ -90,6 +91,8 @@ struct Slot {
     process: Option<tokio::process::Child>,
     pid: u32,
     channel: Option<Channel>,
+    /// The BFD child's channel, served by a task of its own.
+    bfd: Option<BfdChild>,
     started: Instant,
     last_delay: Option<Duration>,
     restart_at: Option<Instant>,
@@ -105,6 +108,7 @@ impl Slot {
             process: None,
             pid: 0,
             channel: None,
+            bfd: None,
             started: Instant::now(),
             last_delay: None,
             restart_at: None,
@@ -248,16 +252,7 @@ impl Supervisor {
         let slot = &mut self.slots[i];
         match slot.role {
             Role::Bfd => {
-                if let Some(mut channel) = slot.channel.take() {
-                    let events = self.bfd_events_tx.clone();
-                    tokio::spawn(async move {
-                        while let Some(event) = channel.next_bfd_event().await {
-                            if events.send(event).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
+                slot.bfd = slot.channel.take().map(|c| BfdChild::serve(c, self.bfd_events_tx.clone()));
             }
             Role::Vrrp | Role::Checker => {
                 let role = slot.role;
@@ -352,7 +347,7 @@ impl Supervisor {
                 }
                 Request::Reload => self.reload().await,
                 Request::Data => {
-                    self.forward(nix::libc::SIGUSR1, &[Role::Vrrp, Role::Checker]);
+                    self.forward(nix::libc::SIGUSR1, &[Role::Vrrp, Role::Checker, Role::Bfd]);
                     self.write_parent_data();
                 }
                 Request::Stats => self.forward(nix::libc::SIGUSR2, &[Role::Vrrp, Role::Checker]),
@@ -420,6 +415,7 @@ impl Supervisor {
         let slot = &mut self.slots[i];
         slot.process = None;
         slot.channel = None;
+        slot.bfd = None;
         let (name, pid) = (slot.role.name(), slot.pid);
         let how = match &status {
             Ok(s) => match (s.code(), s.signal()) {
@@ -483,13 +479,18 @@ impl Supervisor {
             ..Default::default()
         };
         for slot in &mut self.slots {
-            let Some(channel) = &mut slot.channel else { continue };
-            match channel.query(self.seq).await {
+            let report = match (&mut slot.channel, &slot.bfd) {
+                (Some(channel), _) => channel.query(self.seq).await,
+                (None, Some(bfd)) => bfd.query(self.seq).await,
+                (None, None) => continue,
+            };
+            match report {
                 Ok(report) => {
                     snapshot.reload_failures = snapshot.reload_failures.max(report.reload_failures);
                     snapshot.vrrp.extend(report.vrrp);
                     snapshot.virtual_servers.extend(report.virtual_servers);
                     snapshot.checks.extend(report.checks);
+                    snapshot.bfd.extend(report.bfd);
                 }
                 Err(e) => warn!("{} child process({}): {e}", slot.role.name(), slot.pid),
             }
