@@ -233,8 +233,12 @@ impl Daemon {
         let mut dataplane = match backend {
             Backend::Xdp => AnyDataplane::Xdp(self.start_xdp().await?),
             Backend::Ipvs => {
-                let ipvs = IpvsDataplane::open().context("setting up the IPVS data plane")?;
+                let mut ipvs = IpvsDataplane::open().context("setting up the IPVS data plane")?;
                 info!("forwarding with the kernel's IPVS (as keepalived)");
+                if self.config.global_defs.lvs_flush {
+                    ipvs.flush().context("lvs_flush: flushing IPVS")?;
+                    info!("lvs_flush: IPVS flushed");
+                }
                 AnyDataplane::Ipvs(ipvs)
             }
         };
@@ -469,7 +473,14 @@ impl Daemon {
             Some(AnyDataplane::Ipvs(_)) if keep => {
                 info!("IPVS keeps the virtual servers (-I or parent gone)")
             }
-            Some(AnyDataplane::Ipvs(mut ipvs)) => ipvs.remove()?,
+            Some(AnyDataplane::Ipvs(mut ipvs)) => match self.config.global_defs.lvs_flush_on_stop {
+                Some(config::model::LvsFlushOnStop::All) => {
+                    ipvs.flush()?;
+                    info!("lvs_flush_onstop: IPVS flushed");
+                }
+                // `VS`, or nothing said: lbd's own virtual servers go, one by one.
+                Some(config::model::LvsFlushOnStop::Vs) | None => ipvs.remove()?,
+            },
             Some(AnyDataplane::Xdp(dataplane)) => {
                 match dataplane.stats() {
                     Ok(stats) => info!(

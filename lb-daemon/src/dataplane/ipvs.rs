@@ -12,6 +12,9 @@
 //! service only while no real server has a weight; `syn_proxy` (Alibaba's kernel) is ignored
 //! with a warning; FNAT (`lvs_method FNAT`, `local_address_group`) cannot be forwarded and is
 //! refused, naming the keyword.
+//!
+//! `lvs_flush` empties IPVS before the first apply, and `lvs_flush_onstop` at an orderly stop
+//! ([`IpvsDataplane::flush`]): then the services of other tools go too.
 
 use std::{
     cell::RefCell,
@@ -97,6 +100,14 @@ impl<T: Transport> IpvsDataplane<T> {
         for id in self.owned.keys().filter(|id| held.contains(id)) {
             self.request(&IpvsMessage::del_service(id), false)?;
         }
+        self.owned.clear();
+        Ok(())
+    }
+
+    /// Deletes every service IPVS holds, whoever made it (`lvs_flush` at start,
+    /// `lvs_flush_onstop` at stop, as `ipvsadm -C`).
+    pub fn flush(&mut self) -> Result<(), DataplaneError> {
+        self.request(&IpvsMessage::flush(), false)?;
         self.owned.clear();
         Ok(())
     }
@@ -437,6 +448,7 @@ mod tests {
                         return err(libc::ESRCH);
                     }
                 }
+                Command::Flush => held.clear(),
                 Command::NewDest | Command::SetDest | Command::DelDest => {
                     let dest = message.dest(ipv6).unwrap();
                     let Some(h) = held.get_mut(&id.unwrap()) else { return err(libc::ESRCH) };
@@ -554,6 +566,30 @@ mod tests {
         dp.remove().unwrap();
         let held: Vec<String> = dp.transport().held.borrow().keys().map(ToString::to_string).collect();
         assert_eq!(held, ["17/192.0.2.9:53"]);
+    }
+
+    #[test]
+    fn flush_empties_ipvs_and_the_next_apply_programs_everything_again() {
+        let fake = FakeIpvs::new();
+        let foreign = IpvsMessage::new_service(&IpvsService {
+            id: ServiceId::Addr { addr: ip("192.0.2.9"), port: 53, protocol: 17 },
+            scheduler: "rr".into(),
+            flags: 0,
+            timeout: 0,
+            prefix: 32,
+            stats: Stats::default(),
+        });
+        fake.request(&foreign, false).unwrap();
+        let mut dp = IpvsDataplane::new(fake);
+        let a = service("10.0.0.1", &[("10.1.0.1", 1)]);
+        dp.apply(&state(vec![a.clone()])).unwrap();
+        assert_eq!(dp.transport().held.borrow().len(), 2);
+        dp.flush().unwrap();
+        assert!(dp.transport().held.borrow().is_empty(), "another tool's service goes too");
+        assert_eq!(dp.transport().changes().last(), Some(&Command::Flush));
+        let report = dp.apply(&state(vec![a])).unwrap();
+        assert_eq!(report.services_added, 1);
+        assert_eq!(dp.transport().dests("10.0.0.1", 80).len(), 1);
     }
 
     #[test]

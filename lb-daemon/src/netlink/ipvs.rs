@@ -48,10 +48,12 @@ pub enum Command {
     SetConfig = 12,
     /// Read the timeouts.
     GetConfig = 13,
+    /// Delete every service and destination (`ipvsadm -C`).
+    Flush = 17,
 }
 
 impl Command {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::NewService,
         Self::SetService,
         Self::DelService,
@@ -62,6 +64,7 @@ impl Command {
         Self::GetDest,
         Self::SetConfig,
         Self::GetConfig,
+        Self::Flush,
     ];
 
     fn from_number(number: u8) -> Option<Self> {
@@ -642,6 +645,11 @@ impl IpvsMessage {
         Self::with(Command::DelService, vec![Self::service_attr(service_id_attrs(id))])
     }
 
+    /// `IPVS_CMD_FLUSH`: every service and destination deleted, whoever made them.
+    pub fn flush() -> Self {
+        Self::with(Command::Flush, Vec::new())
+    }
+
     /// `IPVS_CMD_GET_SERVICE` (sent as a dump: every service).
     pub fn get_services() -> Self {
         Self::with(Command::GetService, Vec::new())
@@ -949,6 +957,7 @@ pub fn describe(message: &IpvsMessage) -> String {
         Command::GetDest => "listing the real servers of IPVS service",
         Command::SetConfig => "setting the IPVS timeouts",
         Command::GetConfig => "reading the IPVS timeouts",
+        Command::Flush => "flushing IPVS",
     };
     format!("{verb} {service}{dest}").trim_end().to_owned()
 }
@@ -1062,6 +1071,11 @@ mod tests {
         want.extend([20, 0, 1, 0, 10, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         want.extend([6, 0, 2, 0, 0x1f, 0x90, 0, 0]);
         assert_eq!(IpvsMessage::del_dest(&service, &dest).to_bytes(FAMILY, 3, false), want);
+
+        let mut want = header(20, 0x0005, 6); // NLM_F_REQUEST | NLM_F_ACK, no attribute
+        want.extend([17, 1, 0, 0]); // IPVS_CMD_FLUSH, version 1
+        assert_eq!(IpvsMessage::flush().to_bytes(FAMILY, 6, false), want);
+        assert_eq!(IpvsMessage::from_bytes(&want).unwrap().command, Command::Flush);
 
         let mut want = header(20, 0x0301, 4); // NLM_F_REQUEST | NLM_F_DUMP
         want.extend([4, 1, 0, 0]); // IPVS_CMD_GET_SERVICE
