@@ -1,6 +1,8 @@
 //! lbd with the Linux IPVS data plane (`lbd_dataplane ipvs`), in a VM whose kernel has IPVS
 //! (this machine's has none; see `lb_tests::vm`): a NAT virtual server with two real servers in
-//! namespaces, curl through the VIP, a TCP_CHECK failure taking a real server out of IPVS.
+//! namespaces, curl through the VIP, a TCP_CHECK failure taking a real server out of IPVS;
+//! `lvs_flush` empties IPVS at start and `lvs_flush_onstop` at the stop (another tool's services
+//! included, which the default stop would leave).
 //!
 //! ```text
 //!  client 10.30.0.2 ── [front] ── 10.30.0.1 lb (VIP 10.40.0.100 on lo) 10.31.0.1 ── [back] ── r1 .11  r2 .12
@@ -20,6 +22,8 @@ const CONFIG: &str = "\
 global_defs {
     router_id lbt-ipvs
     lbd_dataplane ipvs
+    lvs_flush
+    lvs_flush_onstop
 }
 virtual_server 10.40.0.100 80 {
     delay_loop 1
@@ -85,6 +89,9 @@ fn in_vm() {
         let server = ns.spawn("web", bins::web(), &[&format!("r{i}"), "0.0.0.0:8080"]);
         reals.push((ns, server));
     }
+    // Another tool's service, there before lbd: lvs_flush deletes it.
+    ipvsadm_run(&lb, &["-A", "-t", "192.0.2.9:53", "-s", "rr"]);
+    assert!(ipvsadm(&lb).contains("192.0.2.9:53"));
     let config = lab.write_file("keepalived.conf", CONFIG);
     let pins = lab.dir().join("pins");
     let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pins, &[]);
@@ -96,6 +103,8 @@ fn in_vm() {
     let table = ipvsadm(&lb);
     println!("{table}");
     assert!(table.contains("TCP  10.40.0.100:80 rr"), "{table}");
+    assert!(!table.contains("192.0.2.9"), "lvs_flush: {table}");
+    assert!(lbd.log().contains("lvs_flush: IPVS flushed"), "{}", lbd.log());
     for real in ["10.31.0.11:8080", "10.31.0.12:8080"] {
         assert!(table.contains(&format!("-> {real}")) && table.contains("Masq"), "{table}");
     }
@@ -109,9 +118,18 @@ fn in_vm() {
     let seen = answers(&client, "10.40.0.100:80", 4, &lbd);
     assert_eq!(seen, ["r1".to_owned()].into(), "every request still answered, by r1");
 
-    // An orderly stop deletes lbd's virtual server.
+    // An orderly stop with lvs_flush_onstop empties IPVS: lbd's virtual server and another
+    // tool's service added meanwhile (which the default stop leaves alone).
+    ipvsadm_run(&lb, &["-A", "-u", "192.0.2.10:53", "-s", "rr"]);
     lbd.signal(nix::sys::signal::Signal::SIGTERM);
     lbd.wait(SLOW);
     let table = ipvsadm(&lb);
-    assert!(!table.contains("10.40.0.100"), "{table}");
+    assert!(!table.contains("10.40.0.100") && !table.contains("192.0.2.10"), "{table}");
+    assert!(!table.lines().any(|l| l.starts_with("TCP") || l.starts_with("UDP")), "{table}");
+    assert!(lbd.log().contains("lvs_flush_onstop: IPVS flushed"), "{}", lbd.log());
+}
+
+fn ipvsadm_run(lb: &lb_tests::lab::Netns, args: &[&str]) {
+    let out = lb.exec("ipvsadm", args);
+    assert!(out.status.success(), "ipvsadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
