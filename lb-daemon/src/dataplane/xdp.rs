@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use super::{
     ApplyReport, Dataplane, DataplaneError, DesiredState, ServiceCounters, bpffs,
+    conns::{SyncedFlow, Unsynced, is_ipv4},
     tables::{Limits, TableDataplane, TableIo, TableWrite, TunnelSource},
 };
 
@@ -81,6 +82,8 @@ pub struct XdpDataplane {
     pin_dir: PathBuf,
     attachments: Vec<Attachment>,
     tables: Tables,
+    /// The connection tables, for the connection sync (absent from old objects).
+    conns: Option<ConnMaps>,
 }
 
 /// The load-balancing tables, if the object has them.
@@ -110,7 +113,7 @@ impl XdpDataplane {
         if synproxy_secret(&mut ebpf)? {
             info!("wrote a new SYN cookie secret");
         }
-        let moved = move_ipv4_flows(&mut ebpf)?;
+        let (moved, conns) = move_ipv4_flows(&mut ebpf)?;
         if moved > 0 {
             info!("moved {moved} IPv4 flows an earlier lbd kept in {} into {}", maps::CONNS, maps::CONNS4);
         }
@@ -129,7 +132,7 @@ impl XdpDataplane {
             }
             Err(missing) => Tables::Missing(missing),
         };
-        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables })
+        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables, conns })
     }
 
     /// Uses `tunnel` rather than the kernel's routes to find TUN source addresses.
@@ -382,9 +385,10 @@ impl XdpMaps {
 /// An lbd from before the IPv4 flow table kept IPv4 flows in the wide table, which this program
 /// reads for IPv6 only: an upgrade moves them over, so their connections keep their real
 /// servers. Returns how many moved.
-fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<usize, DataplaneError> {
+/// Returns how many moved, and the two tables (kept for the connection sync).
+fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<(usize, Option<ConnMaps>), DataplaneError> {
     let (Some(wide), Some(narrow)) = (ebpf.take_map(maps::CONNS), ebpf.take_map(maps::CONNS4)) else {
-        return Ok(0);
+        return Ok((0, None));
     };
     let mut wide: HashMap<MapData, FlowKey, Flow> =
         HashMap::try_from(wide).map_err(|e| map_error(maps::CONNS, e))?;
@@ -400,7 +404,106 @@ fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<usize, DataplaneError> {
         let _ = wide.remove(&key);
         moved += 1;
     }
-    Ok(moved)
+    Ok((moved, Some(ConnMaps { wide, narrow })))
+}
+
+/// The connection tables: IPv6 flows in the wide one, IPv4 flows in the narrow one.
+struct ConnMaps {
+    wide: HashMap<MapData, FlowKey, Flow>,
+    narrow: HashMap<MapData, FlowKey4, Flow>,
+}
+
+impl std::fmt::Debug for ConnMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnMaps").finish_non_exhaustive()
+    }
+}
+
+/// The wide key of an IPv4 table key.
+fn wide_key(key: &FlowKey4) -> FlowKey {
+    FlowKey {
+        src: [key.src, 0, 0, 0],
+        dst: [key.dst, 0, 0, 0],
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto,
+        family: family::IPV4,
+        pad: 0,
+    }
+}
+
+/// What a pass of the connection sync did on the backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncedCounts {
+    /// Flows written (or refreshed).
+    pub installed: u64,
+    /// Flows of services this load balancer does not have.
+    pub unknown_service: u64,
+    /// Flows of real servers this load balancer does not have.
+    pub unknown_real: u64,
+    /// FNAT flows, or flows whose method differs from the local service's.
+    pub method: u64,
+}
+
+impl XdpDataplane {
+    /// Every live flow of the connection tables that another load balancer can take over
+    /// (ORIGINAL entries of DR, TUN and NAT services; not FNAT). Walks the whole tables.
+    pub fn synced_flows(&self) -> Result<Vec<SyncedFlow>, DataplaneError> {
+        let (Some(conns), Ok(tables)) = (&self.conns, self.tables()) else { return Ok(Vec::new()) };
+        let index = tables.sync_index();
+        let mut flows = Vec::new();
+        for entry in conns.narrow.iter() {
+            let (key, flow) = entry.map_err(|e| map_error(maps::CONNS4, e))?;
+            flows.extend(index.flow_of(&wide_key(&key), &flow));
+        }
+        for entry in conns.wide.iter() {
+            let (key, flow) = entry.map_err(|e| map_error(maps::CONNS, e))?;
+            flows.extend(index.flow_of(&key, &flow));
+        }
+        Ok(flows)
+    }
+
+    /// Writes the entries that send `flows` to the same real servers as on the load balancer
+    /// they came from. Entries of flows this one already tracks are left alone: its own
+    /// packets keep them current.
+    pub fn install_synced(&mut self, flows: &[SyncedFlow]) -> Result<SyncedCounts, DataplaneError> {
+        let mut counts = SyncedCounts::default();
+        let index = self.tables()?.sync_index();
+        let Some(conns) = &mut self.conns else { return Ok(counts) };
+        let now = monotonic_coarse_ns();
+        for synced in flows {
+            match index.entries_of(synced, now) {
+                Ok(entries) => {
+                    for (key, flow) in entries {
+                        if is_ipv4(&key) {
+                            let narrow = FlowKey4::of(&key);
+                            if conns.narrow.get(&narrow, 0).is_err() {
+                                conns
+                                    .narrow
+                                    .insert(narrow, flow, 0)
+                                    .map_err(|e| map_error(maps::CONNS4, e))?;
+                            }
+                        } else if conns.wide.get(&key, 0).is_err() {
+                            conns.wide.insert(key, flow, 0).map_err(|e| map_error(maps::CONNS, e))?;
+                        }
+                    }
+                    counts.installed += 1;
+                }
+                Err(Unsynced::UnknownService) => counts.unknown_service += 1,
+                Err(Unsynced::UnknownReal) => counts.unknown_real += 1,
+                Err(Unsynced::Method) => counts.method += 1,
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only `ts`, valid for a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
