@@ -131,6 +131,8 @@ pub struct Daemon {
     neighbours: neighbours::Neighbours,
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
+    /// `lvs_sync_daemon` (checker child, XDP data plane).
+    sync: Option<crate::sync::SyncDaemon>,
     vrrp: Option<VrrpTask>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
@@ -172,6 +174,7 @@ impl Daemon {
             neighbours: neighbours::Neighbours::default(),
             checks: None,
             interfaces: Vec::new(),
+            sync: None,
             vrrp: None,
             statics: None,
             bfd: None,
@@ -235,9 +238,38 @@ impl Daemon {
         if let AnyDataplane::Xdp(_) = dataplane {
             self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
         }
+        if let AnyDataplane::Xdp(_) = dataplane {
+            self.sync = self.start_sync().await;
+        }
         self.dataplane = Some(dataplane);
         self.checks = Some(checks);
         Ok(())
+    }
+
+    /// `lvs_sync_daemon`: opens the sync socket. A failure is logged and the daemon runs
+    /// without the sync, as keepalived does when the kernel refuses its sync daemon.
+    async fn start_sync(&self) -> Option<crate::sync::SyncDaemon> {
+        let settings = crate::sync::SyncSettings::of(&self.config)?;
+        let link = match self.netlink.link_by_name(&settings.interface).await {
+            Ok(link) => link,
+            Err(e) => {
+                error!("lvs_sync_daemon: interface {}: {e}", settings.interface);
+                return None;
+            }
+        };
+        match crate::sync::SyncSocket::open(&settings, link.index) {
+            Ok(socket) => {
+                info!(
+                    "lvs_sync_daemon: syncid {} on {} ({}), following {}",
+                    settings.syncid, settings.interface, settings.group, settings.instance
+                );
+                Some(crate::sync::SyncDaemon::new(settings, socket))
+            }
+            Err(e) => {
+                error!("{}", error_chain(&e));
+                None
+            }
+        }
     }
 
     /// Loads the XDP program and attaches it to the interfaces it serves.
@@ -271,12 +303,21 @@ impl Daemon {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut connections_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         connections_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync_tick = tokio::time::interval(crate::sync::REFRESH);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
                 message = next_request(&mut self.channel) => {
                     let seq = match message {
                         Some(ParentMessage::Status(seq)) => seq,
+                        Some(ParentMessage::SyncMaster(master)) => {
+                            if let Some(sync) = &mut self.sync {
+                                info!("lvs_sync_daemon: now {}", if master { "master" } else { "backup" });
+                                sync.master = master;
+                            }
+                            continue;
+                        }
                         Some(ParentMessage::Bfd(event)) => {
                             self.bfd_states.send_if_modified(|states| {
                                 states.insert(event.name, event.up) != Some(event.up)
@@ -305,6 +346,24 @@ impl Daemon {
                         match dataplane.service_stats() {
                             Ok(stats) => checks.connections(&stats),
                             Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
+                        }
+                    }
+                    continue;
+                }
+                flows = sync_receive(&mut self.sync) => {
+                    if let (Some(AnyDataplane::Xdp(dataplane)), false) = (&mut self.dataplane, flows.is_empty()) {
+                        match dataplane.install_synced(&flows) {
+                            Ok(counts) => tracing::debug!("lvs_sync_daemon: {counts:?}"),
+                            Err(e) => warn!("lvs_sync_daemon: writing synced flows: {}", error_chain(&e)),
+                        }
+                    }
+                    continue;
+                }
+                _ = sync_tick.tick(), if self.sync.as_ref().is_some_and(|s| s.master) => {
+                    if let (Some(sync), Some(AnyDataplane::Xdp(dataplane))) = (&mut self.sync, &self.dataplane) {
+                        match dataplane.synced_flows() {
+                            Ok(flows) => sync.send(&flows).await,
+                            Err(e) => warn!("lvs_sync_daemon: reading the flows: {}", error_chain(&e)),
                         }
                     }
                     continue;
@@ -531,6 +590,16 @@ async fn next_request(channel: &mut Option<Channel>) -> Option<ParentMessage> {
 }
 
 /// The next state report of the BFD sessions, if this child runs them.
+/// The flows of the next sync datagram, if the sync runs.
+async fn sync_receive(
+    sync: &mut Option<crate::sync::SyncDaemon>,
+) -> Vec<crate::dataplane::conns::SyncedFlow> {
+    match sync {
+        Some(sync) => sync.receive().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn bfd_event(bfd: &mut Option<BfdTask>) -> BfdEvent {
     match bfd {
         Some(bfd) => bfd.next_event().await,

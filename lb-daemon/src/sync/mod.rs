@@ -48,12 +48,6 @@ pub enum SyncError {
         #[source]
         source: std::io::Error,
     },
-    /// The interface has no IPv4 address to send from, or does not exist.
-    #[error("lvs_sync_daemon: interface {0} not found")]
-    Interface(String),
-    /// Only IPv4 multicast groups are supported.
-    #[error("lvs_sync_daemon: group {0} is not an IPv4 multicast address")]
-    Group(IpAddr),
 }
 
 /// `lvs_sync_daemon` resolved against its VRRP instance.
@@ -211,8 +205,8 @@ impl SyncCounters {
     }
 }
 
-/// The sync socket: bound to the group's port, joined to the group on the interface, sending
-/// from it.
+/// The sync socket: bound to the group's port and the interface, joined to the group on it.
+/// (An IPv6 `group` is not supported: the IPv4 default group is used instead.)
 #[derive(Debug)]
 pub struct SyncSocket {
     socket: tokio::net::UdpSocket,
@@ -220,8 +214,8 @@ pub struct SyncSocket {
 }
 
 impl SyncSocket {
-    /// Opens the socket for `settings`, whose interface has `local` as an IPv4 address.
-    pub fn open(settings: &SyncSettings, local: Ipv4Addr) -> Result<Self, SyncError> {
+    /// Opens the socket for `settings`, whose interface has index `ifindex`.
+    pub fn open(settings: &SyncSettings, ifindex: u32) -> Result<Self, SyncError> {
         use socket2::{Domain, Socket, Type};
         let err = |action| {
             let interface = settings.interface.clone();
@@ -232,8 +226,8 @@ impl SyncSocket {
         socket.bind_device(Some(settings.interface.as_bytes())).map_err(err("binding to the interface"))?;
         let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.group.port()));
         socket.bind(&any.into()).map_err(err("binding the port"))?;
-        socket.join_multicast_v4(settings.group.ip(), &local).map_err(err("joining the group"))?;
-        socket.set_multicast_if_v4(&local).map_err(err("IP_MULTICAST_IF"))?;
+        let index = socket2::InterfaceIndexOrAddress::Index(ifindex);
+        socket.join_multicast_v4_n(settings.group.ip(), &index).map_err(err("joining the group"))?;
         socket.set_multicast_ttl_v4(u32::from(settings.ttl)).map_err(err("IP_MULTICAST_TTL"))?;
         socket.set_multicast_loop_v4(false).map_err(err("IP_MULTICAST_LOOP"))?;
         socket.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
@@ -249,6 +243,76 @@ impl SyncSocket {
     /// The next datagram and its sender. Cancel-safe.
     pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         self.socket.recv_from(buf).await
+    }
+}
+
+/// The sync as the checker child runs it: the socket, the role, the counters.
+#[derive(Debug)]
+pub struct SyncDaemon {
+    /// The settings.
+    pub settings: SyncSettings,
+    socket: SyncSocket,
+    /// Whether the followed instance is MASTER (send) rather than not (receive).
+    pub master: bool,
+    /// What was received.
+    pub counters: SyncCounters,
+    /// Messages sent.
+    pub sent: u64,
+    buf: Vec<u8>,
+}
+
+impl SyncDaemon {
+    /// Starts as a backup (as keepalived does until the instance's state is known).
+    pub fn new(settings: SyncSettings, socket: SyncSocket) -> Self {
+        Self {
+            settings,
+            socket,
+            master: false,
+            counters: SyncCounters::default(),
+            sent: 0,
+            buf: vec![0; 65_536],
+        }
+    }
+
+    /// The flows of the next datagram (none for a master, which ignores what it hears, or for a
+    /// datagram that is not for it). Cancel-safe.
+    pub async fn receive(&mut self) -> Vec<SyncedFlow> {
+        let len = match self.socket.recv(&mut self.buf).await {
+            Ok((len, _)) => len,
+            Err(e) => {
+                tracing::warn!("lvs_sync_daemon: receiving: {e}");
+                tokio::time::sleep(REFRESH).await;
+                return Vec::new();
+            }
+        };
+        if self.master {
+            return Vec::new();
+        }
+        self.counters.receive(self.settings.syncid, &self.buf[..len])
+    }
+
+    /// Sends `flows` to the backups, in as many messages as `maxlen` needs.
+    pub async fn send(&mut self, flows: &[SyncedFlow]) {
+        let conns: Vec<wire::Conn> = flows.iter().map(|f| to_conn(f, timeout_of(f))).collect();
+        for message in wire::encode(self.settings.syncid, &conns, self.settings.maxlen) {
+            match self.socket.send(&message).await {
+                Ok(()) => self.sent += 1,
+                Err(e) => {
+                    tracing::warn!("lvs_sync_daemon: sending: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The timeout a record carries: IPVS's defaults for the state (a backup applies its own).
+fn timeout_of(flow: &SyncedFlow) -> u32 {
+    match (flow.service.protocol, flow.tcp_state) {
+        (Protocol::Udp, _) => 300,
+        (Protocol::Tcp, tcp_state::ESTABLISHED) => 900,
+        (Protocol::Tcp, tcp_state::SYN) => 60,
+        (Protocol::Tcp, _) => 120,
     }
 }
 
