@@ -10,7 +10,6 @@
 //!  VIP 10.40.0.100:80 (DR, rr); the client routes 10.40.0.0/24 via 10.30.0.254; the real
 //!  servers answer the client directly through lb2's kernel (it stays up).
 //! ```
-#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 use std::time::{Duration, Instant};
 

@@ -650,6 +650,11 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The sync daemon's role name, as keepalived logs it.
+const fn sync_name(master: bool) -> &'static str {
+    if master { "master" } else { "backup" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,9 +682,4 @@ mod tests {
         assert_eq!(permanent_error(0), None);
         assert_eq!(permanent_error(3), None);
     }
-}
-
-/// The sync daemon's role name, as keepalived logs it.
-const fn sync_name(master: bool) -> &'static str {
-    if master { "master" } else { "backup" }
 }

@@ -83,7 +83,7 @@ pub struct XdpDataplane {
     attachments: Vec<Attachment>,
     tables: Tables,
     /// The connection tables, for the connection sync (absent from old objects).
-    conns: Option<ConnMaps>,
+    conns: Option<Box<ConnMaps>>,
 }
 
 /// The load-balancing tables, if the object has them.
@@ -386,7 +386,7 @@ impl XdpMaps {
 /// reads for IPv6 only: an upgrade moves them over, so their connections keep their real
 /// servers. Returns how many moved.
 /// Returns how many moved, and the two tables (kept for the connection sync).
-fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<(usize, Option<ConnMaps>), DataplaneError> {
+fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<(usize, Option<Box<ConnMaps>>), DataplaneError> {
     let (Some(wide), Some(narrow)) = (ebpf.take_map(maps::CONNS), ebpf.take_map(maps::CONNS4)) else {
         return Ok((0, None));
     };
@@ -404,7 +404,7 @@ fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<(usize, Option<ConnMaps>), Datapla
         let _ = wide.remove(&key);
         moved += 1;
     }
-    Ok((moved, Some(ConnMaps { wide, narrow })))
+    Ok((moved, Some(Box::new(ConnMaps { wide, narrow }))))
 }
 
 /// The connection tables: IPv6 flows in the wide one, IPv4 flows in the narrow one.

@@ -515,7 +515,7 @@ mod tests {
             }
         }
         fn conn(&mut self) -> Conn {
-            let ipv6 = self.next() % 2 == 0;
+            let ipv6 = self.next().is_multiple_of(2);
             let mut word = || self.next() as u32;
             let (protocol, flags, state, cport, vport, dport, fwmark, timeout) = (
                 word() as u8,
@@ -527,7 +527,7 @@ mod tests {
                 word(),
                 word(),
             );
-            let seq = (self.next() % 3 == 0).then(|| {
+            let seq = self.next().is_multiple_of(3).then(|| {
                 let s = Seq { init_seq: self.next() as u32, delta: 5, previous_delta: self.next() as u32 };
                 (s, Seq { delta: self.next() as u32, ..s })
             });
@@ -579,7 +579,7 @@ mod tests {
             }
             bytes.truncate(HEADER_LEN + (rng.next() as usize) % bytes.len());
             let len = bytes.len() as u16;
-            if rng.next() % 2 == 0 && bytes.len() >= 4 {
+            if rng.next().is_multiple_of(2) && bytes.len() >= 4 {
                 bytes[2..4].copy_from_slice(&len.to_be_bytes());
                 bytes[0] = 0;
                 bytes[5] = 1;
