@@ -303,8 +303,7 @@ impl Daemon {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut connections_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         connections_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sync_tick = tokio::time::interval(crate::sync::REFRESH);
-        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync_next = tokio::time::Instant::now();
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
@@ -359,13 +358,15 @@ impl Daemon {
                     }
                     continue;
                 }
-                _ = sync_tick.tick(), if self.sync.as_ref().is_some_and(|s| s.master) => {
+                () = tokio::time::sleep_until(sync_next), if self.sync.as_ref().is_some_and(|s| s.master) => {
+                    let started = std::time::Instant::now();
                     if let (Some(sync), Some(AnyDataplane::Xdp(dataplane))) = (&mut self.sync, &self.dataplane) {
                         match dataplane.synced_flows() {
                             Ok(flows) => sync.send(&flows).await,
                             Err(e) => warn!("lvs_sync_daemon: reading the flows: {}", error_chain(&e)),
                         }
                     }
+                    sync_next = tokio::time::Instant::now() + crate::sync::refresh_after(started.elapsed());
                     continue;
                 }
                 event = bfd_event(&mut self.bfd) => {

@@ -872,4 +872,120 @@ mod tests {
         assert_eq!((report.services_removed, report.reals_removed), (3, 6));
         dataplane.remove().unwrap();
     }
+
+    fn synced(
+        service: ServiceAddr,
+        client: IpAddr,
+        cport: u16,
+        real: IpAddr,
+        method: ForwardingMethod,
+    ) -> SyncedFlow {
+        let tcp_state = lb_common::lb::tcp_state::ESTABLISHED;
+        SyncedFlow { service, client: (client, cport), real: (real, 8080), method, tcp_state }
+    }
+
+    #[test]
+    fn synced_flows_are_written_and_read_back_through_the_kernel_maps() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: loading XDP objects and mounting a bpffs need root");
+            return;
+        }
+        let dir = PinDir(std::env::temp_dir().join(format!("lbd-dataplane-sync-{}", std::process::id())));
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        dataplane.set_tunnel_source(routes());
+        let desired = desired();
+        dataplane.apply(&desired).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let [mh, tun, fnat] = [0, 1, 2].map(|i| (desired.services[i].addr, desired.services[i].method));
+        // NAT flows over every real, the weight-0 one too (its flows continue, as in IPVS).
+        let mut flows: Vec<SyncedFlow> = (0..300u16)
+            .map(|i| {
+                let client = IpAddr::from([10, 9, (i / 250) as u8, (i % 250) as u8 + 1]);
+                synced(mh.0, client, 1000 + i, ip(&format!("10.1.0.{}", 1 + i % 3)), mh.1)
+            })
+            .collect();
+        flows.push(synced(tun.0, ip("2001:db8:9::1"), 5000, ip("2001:db8:1::1"), tun.1));
+        let taken = flows.clone();
+        flows.push(synced(fnat.0, ip("10.9.9.9"), 5000, ip("10.1.0.1"), fnat.1));
+        let nowhere = ServiceAddr { port: 81, ..mh.0 };
+        flows.push(synced(nowhere, ip("10.9.9.9"), 5001, ip("10.1.0.1"), mh.1));
+        flows.push(synced(mh.0, ip("10.9.9.9"), 5002, ip("10.1.0.77"), mh.1));
+
+        let counts = dataplane.install_synced(&flows).unwrap();
+        assert_eq!(counts, SyncedCounts { installed: 301, unknown_service: 1, unknown_real: 1, method: 1 });
+        let mut back = dataplane.synced_flows().unwrap();
+        let order = |f: &SyncedFlow| (f.client, f.service.port);
+        back.sort_by_key(order);
+        let mut expected = taken;
+        expected.sort_by_key(order);
+        assert_eq!(back, expected);
+        // NAT flows have their reply entries: 2 entries per IPv4 flow in the narrow table.
+        let conns = dataplane.conns.as_ref().unwrap();
+        assert_eq!(conns.narrow.keys().count(), 600);
+        // Installing again changes nothing (entries the tables have are left as they are).
+        assert_eq!(dataplane.install_synced(&flows).unwrap().installed, 301);
+        assert_eq!(dataplane.synced_flows().unwrap().len(), 301);
+        dataplane.remove().unwrap();
+    }
+
+    /// The cost of the sync's table walk, per 100,000 flows: `cargo test -p lb-daemon --lib
+    /// sync_cost -- --ignored --nocapture` (as root; `cargo xtask bench sync` records it).
+    #[test]
+    #[ignore = "a measurement: run by cargo xtask bench sync"]
+    fn sync_cost_per_100k_flows() {
+        const FLOWS: u32 = 100_000;
+        let dir =
+            PinDir(std::env::temp_dir().join(format!("lbd-dataplane-sync-cost-{}", std::process::id())));
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let addr = ServiceAddr { vip: ip("10.0.0.5"), port: 80, protocol: crate::dataplane::Protocol::Tcp };
+        let mut dr = VirtualService::new(addr);
+        dr.method = ForwardingMethod::Dr;
+        dr.reals = (1..=3).map(|i| RealTarget::new(ip(&format!("10.1.0.{i}")), 8080, 1)).collect();
+        dataplane.apply(&DesiredState { services: vec![dr], ..DesiredState::default() }).unwrap();
+        let flows: Vec<SyncedFlow> = (0..FLOWS)
+            .map(|i| {
+                let client = IpAddr::from([10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+                synced(
+                    addr,
+                    client,
+                    1024 + (i % 50_000) as u16,
+                    ip(&format!("10.1.0.{}", 1 + i % 3)),
+                    ForwardingMethod::Dr,
+                )
+            })
+            .collect();
+        let best = |f: &mut dyn FnMut()| {
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let fresh = std::time::Instant::now();
+        assert_eq!(dataplane.install_synced(&flows).unwrap().installed, u64::from(FLOWS));
+        let install = fresh.elapsed();
+        let known =
+            best(&mut || assert_eq!(dataplane.install_synced(&flows).unwrap().installed, u64::from(FLOWS)));
+        let conns = dataplane.conns.as_ref().unwrap();
+        let raw = best(&mut || assert_eq!(conns.narrow.iter().count(), FLOWS as usize));
+        let walk = best(&mut || assert_eq!(dataplane.synced_flows().unwrap().len(), FLOWS as usize));
+        let found = dataplane.synced_flows().unwrap();
+        let conns: Vec<_> = found.iter().map(|f| crate::sync::to_conn(f, 900)).collect();
+        let mut messages = 0;
+        let encode = best(&mut || messages = crate::sync::wire::encode(1, &conns, 1472).len());
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "SYNC-COST flows={FLOWS} raw_iter_ms={:.1} walk_ms={:.1} encode_ms={:.1} messages={messages} install_ms={:.1} known_ms={:.1}",
+            ms(raw),
+            ms(walk),
+            ms(encode),
+            ms(install),
+            ms(known)
+        );
+        dataplane.remove().unwrap();
+    }
 }

@@ -12,7 +12,9 @@
 //!
 //! The master sends by walking the connection tables every [`REFRESH`] (IPVS's
 //! `sync_refresh_period` idea with a short period: every live flow is sent again each time, so
-//! a backup that starts late learns them all within one period). The daemon's checker child,
+//! a backup that starts late learns them all within one period), or less often when the walk
+//! is long ([`refresh_after`]): a walk costs about as much as reading the tables through the
+//! map syscalls, some 4.5 µs per flow (BENCHMARKS.md, `cargo xtask bench sync`). The daemon's checker child,
 //! which owns the data plane, runs it; the VRRP child's instance state reaches it through the
 //! parent (`sync master` / `sync backup` on the control channels).
 
@@ -31,8 +33,18 @@ use crate::{
 };
 use lb_common::lb::tcp_state;
 
-/// How often the master sends its whole table.
+/// How often the master sends its whole table, at least.
 pub const REFRESH: Duration = Duration::from_secs(1);
+
+/// The walk may take at most this share of the time (1 / 10): a larger table is sent less often.
+const WALK_SHARE: u32 = 10;
+
+/// When the next walk of the tables is due after one that took `walk`: [`REFRESH`], or ten
+/// times the walk (some 4.5 ms per 1,000 flows plus their encoding, so from about 20,000 flows
+/// on) so that the sync never spends more than a tenth of a core.
+pub fn refresh_after(walk: Duration) -> Duration {
+    REFRESH.max(walk.saturating_mul(WALK_SHARE))
+}
 
 /// What can go wrong with the sync socket.
 #[derive(Debug, Error)]
@@ -329,6 +341,12 @@ mod tests {
             method,
             tcp_state: state,
         }
+    }
+
+    #[test]
+    fn a_long_walk_spaces_the_refreshes() {
+        assert_eq!(refresh_after(Duration::from_millis(3)), REFRESH);
+        assert_eq!(refresh_after(Duration::from_millis(340)), Duration::from_millis(3_400));
     }
 
     #[test]
