@@ -373,6 +373,13 @@ impl XdpMaps {
         }))
     }
 
+    /// Adds `delta` to real `id`'s active connection count (none without the map).
+    fn add_active(&mut self, id: u32, delta: i64) -> Result<(), DataplaneError> {
+        let Some(active) = &mut self.real_active else { return Ok(()) };
+        let count = active.get(&id, 0).map_err(|e| map_error(maps::REAL_ACTIVE, e))?;
+        active.set(id, count.wrapping_add_signed(delta), 0).map_err(|e| map_error(maps::REAL_ACTIVE, e))
+    }
+
     fn zeros<T: aya::Pod + Default>(&self, map: &'static str) -> Result<PerCpuValues<T>, DataplaneError> {
         PerCpuValues::try_from(vec![T::default(); self.cpus])
             .map_err(|e| map_error(map, MapError::IoError(e)))
@@ -464,34 +471,63 @@ impl XdpDataplane {
     }
 
     /// Writes the entries that send `flows` to the same real servers as on the load balancer
-    /// they came from. Entries of flows this one already tracks are left alone: its own
-    /// packets keep them current.
+    /// they came from, refreshing (overwriting) those it has: the master's view is the current
+    /// one, and a refresh keeps a long connection's entry from expiring here. The real servers'
+    /// active connection counts follow, as the XDP program keeps them for the flows it
+    /// schedules (TCP flows not closing count), so that a synced flow that closes after a
+    /// takeover does not take a count below zero. (Those counts are read and written back here
+    /// while the XDP program may add to them: on a backup, which forwards none of the service's
+    /// packets, nothing does.)
     pub fn install_synced(&mut self, flows: &[SyncedFlow]) -> Result<SyncedCounts, DataplaneError> {
         let mut counts = SyncedCounts::default();
         let index = self.tables()?.sync_index();
         let Some(conns) = &mut self.conns else { return Ok(counts) };
         let now = monotonic_coarse_ns();
+        let mut active: std::collections::BTreeMap<u32, i64> = std::collections::BTreeMap::new();
         for synced in flows {
-            match index.entries_of(synced, now) {
-                Ok(entries) => {
-                    for (key, flow) in entries {
-                        if is_ipv4(&key) {
-                            let narrow = FlowKey4::of(&key);
-                            if conns.narrow.get(&narrow, 0).is_err() {
-                                conns
-                                    .narrow
-                                    .insert(narrow, flow, 0)
-                                    .map_err(|e| map_error(maps::CONNS4, e))?;
-                            }
-                        } else if conns.wide.get(&key, 0).is_err() {
-                            conns.wide.insert(key, flow, 0).map_err(|e| map_error(maps::CONNS, e))?;
-                        }
-                    }
-                    counts.installed += 1;
+            let entries = match index.entries_of(synced, now) {
+                Ok(entries) => entries,
+                Err(Unsynced::UnknownService) => {
+                    counts.unknown_service += 1;
+                    continue;
                 }
-                Err(Unsynced::UnknownService) => counts.unknown_service += 1,
-                Err(Unsynced::UnknownReal) => counts.unknown_real += 1,
-                Err(Unsynced::Method) => counts.method += 1,
+                Err(Unsynced::UnknownReal) => {
+                    counts.unknown_real += 1;
+                    continue;
+                }
+                Err(Unsynced::Method) => {
+                    counts.method += 1;
+                    continue;
+                }
+            };
+            for (key, flow) in entries {
+                let before = if is_ipv4(&key) {
+                    let narrow = FlowKey4::of(&key);
+                    let before = conns.narrow.get(&narrow, 0).ok();
+                    conns.narrow.insert(narrow, flow, 0).map_err(|e| map_error(maps::CONNS4, e))?;
+                    before
+                } else {
+                    let before = conns.wide.get(&key, 0).ok();
+                    conns.wide.insert(key, flow, 0).map_err(|e| map_error(maps::CONNS, e))?;
+                    before
+                };
+                let counted = |f: &Flow| {
+                    f.direction == lb_common::lb::direction::ORIGINAL
+                        && key.proto == 6
+                        && f.tcp_state != lb_common::lb::tcp_state::CLOSING
+                };
+                if let Some(before) = before.filter(counted) {
+                    *active.entry(before.real).or_default() -= 1;
+                }
+                if counted(&flow) {
+                    *active.entry(flow.real).or_default() += 1;
+                }
+            }
+            counts.installed += 1;
+        }
+        if let Tables::Ready(tables) = &mut self.tables {
+            for (id, delta) in active.into_iter().filter(|(_, d)| *d != 0) {
+                tables.io_mut().add_active(id, delta)?;
             }
         }
         Ok(counts)
@@ -873,6 +909,10 @@ mod tests {
         dataplane.remove().unwrap();
     }
 
+    fn index_of(index: &crate::dataplane::conns::SyncIndex, addr: ServiceAddr) -> u32 {
+        index.services.iter().find(|(_, (a, _))| *a == addr).map(|(id, _)| *id).unwrap()
+    }
+
     fn synced(
         service: ServiceAddr,
         client: IpAddr,
@@ -922,9 +962,26 @@ mod tests {
         // NAT flows have their reply entries: 2 entries per IPv4 flow in the narrow table.
         let conns = dataplane.conns.as_ref().unwrap();
         assert_eq!(conns.narrow.keys().count(), 600);
-        // Installing again changes nothing (entries the tables have are left as they are).
+        // The reals' active counts follow: 100 TCP flows each (not the reply entries).
+        let active = |dataplane: &XdpDataplane, id| match &dataplane.tables {
+            Tables::Ready(tables) => tables.io().read_real_active(id).unwrap().unwrap(),
+            Tables::Missing(name) => panic!("object without {name}"),
+        };
+        let index = dataplane.tables().unwrap().sync_index();
+        let ids: Vec<u32> = (1..=3)
+            .map(|i| index.reals[&(index_of(&index, mh.0), ip(&format!("10.1.0.{i}")), 8080)])
+            .collect();
+        assert_eq!(ids.iter().map(|&id| active(&dataplane, id)).collect::<Vec<_>>(), vec![100; 3]);
+        // Installing again refreshes the same entries and counts nothing twice; a flow that
+        // moved to another real server (or closed) moves (or drops) its count.
         assert_eq!(dataplane.install_synced(&flows).unwrap().installed, 301);
         assert_eq!(dataplane.synced_flows().unwrap().len(), 301);
+        let mut moved = flows[0];
+        moved.real.0 = ip("10.1.0.2");
+        let mut closed = flows[1];
+        closed.tcp_state = lb_common::lb::tcp_state::CLOSING;
+        dataplane.install_synced(&[moved, closed]).unwrap();
+        assert_eq!(ids.iter().map(|&id| active(&dataplane, id)).collect::<Vec<_>>(), vec![99, 100, 100]);
         dataplane.remove().unwrap();
     }
 
