@@ -19,6 +19,9 @@
 //! - SIGTERM / SIGINT stop: the VRRP child sends priority-0 adverts and removes its VIPs
 //!   (unless `-V`); the checker child runs the `omega` scripts, then detaches and unpins the
 //!   data plane unless `-I` leaves it forwarding for the next lbd;
+//! - `lvs_sync_daemon` (checker child, XDP data plane): the connection sync ([`crate::sync`])
+//!   sends the flows every refresh period while the parent says its VRRP instance is MASTER
+//!   (`sync master` on the channel), and writes the flows it receives otherwise;
 //! - the parent gone (the channel closed: it was killed): the VRRP child stops as on SIGTERM,
 //!   so a backup takes over at once; the checker child leaves the data plane forwarding, as with
 //!   `-I`, for the next lbd to adopt.
