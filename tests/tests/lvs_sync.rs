@@ -10,6 +10,7 @@
 //!  VIP 10.40.0.100:80 (DR, rr); the client routes 10.40.0.0/24 via 10.30.0.254; the real
 //!  servers answer the client directly through lb2's kernel (it stays up).
 //! ```
+#![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ struct Pair {
     client: Netns,
     lbs: Vec<Netns>,
     reals: Vec<(Netns, Proc)>,
+    /// Each started lbd's pin directory.
+    pins: Vec<std::path::PathBuf>,
     _decaps: Vec<aya::Ebpf>,
     _switch: Netns,
 }
@@ -78,7 +81,7 @@ fn pair() -> Pair {
         let server = ns.spawn("web", bins::web(), &[&name, "0.0.0.0:80"]);
         reals.push((ns, server));
     }
-    Pair { lab, client, lbs, reals, _decaps: decaps, _switch: switch }
+    Pair { lab, client, lbs, reals, pins: Vec::new(), _decaps: decaps, _switch: switch }
 }
 
 impl Pair {
@@ -88,6 +91,7 @@ impl Pair {
             self.lab.write_file(&format!("{label}.conf"), &config(if i == 0 { 150 } else { 100 }, sync));
         let pin = self.lab.bpffs().join(&label);
         let mut lbd = bins::spawn_lbd(&self.lab, &self.lbs[i], &label, &conf, &pin, &[]);
+        self.pins.push(pin);
         wait_until(Duration::from_secs(40), &format!("{label} to program its virtual servers"), || {
             lbd.assert_running();
             lbd.log().contains("data plane:")
@@ -134,12 +138,28 @@ fn failover(sync: bool) -> (Vec<Result<String, String>>, String, String) {
         transfers.iter().all(|t| t.log().starts_with('r'))
     });
     std::thread::sleep(Duration::from_millis(2_500));
+    let learnt = tracked_flows(&pair.pins[1]);
+    eprintln!("sync {sync}: lb2 tracks {learnt} flows to the VIP before the failover");
+    if sync {
+        assert_eq!(learnt, CONNECTIONS, "lb2 did not learn every connection:\n{}", lb2.log());
+    } else {
+        assert_eq!(learnt, 0, "lb2 tracks flows without the sync");
+    }
     let killed = Instant::now();
     lb1.kill();
     wait_until(Duration::from_secs(5), "lb2 to take the VIP", || pair.holds_vip(1));
     eprintln!("sync {sync}: lb2 holds the VIP {} ms after kill -9 of lb1", killed.elapsed().as_millis());
     let outcomes = transfers.iter_mut().map(outcome).collect();
     (outcomes, lb1.log(), lb2.log())
+}
+
+/// The ORIGINAL entries for the VIP in the IPv4 connection table pinned under `pin_dir`.
+fn tracked_flows(pin_dir: &std::path::Path) -> usize {
+    use lb_common::lb::{Flow, FlowKey4, direction};
+    let data = aya::maps::MapData::from_pin(pin_dir.join(lb_common::maps::CONNS4)).unwrap();
+    let map = aya::maps::HashMap::<_, FlowKey4, Flow>::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+    let vip = u32::from_ne_bytes([10, 40, 0, 100]);
+    map.iter().flatten().filter(|(key, flow)| key.dst == vip && flow.direction == direction::ORIGINAL).count()
 }
 
 #[test]
