@@ -174,6 +174,7 @@ fn with_the_sync_every_connection_survives_a_failover_on_its_real_server() {
     let servers: std::collections::BTreeSet<_> = outcomes.iter().flatten().collect();
     assert_eq!(servers.len(), 3, "round robin spread the connections over the three real servers");
     assert!(log1.contains("connection sync as master"), "lb1:\n{log1}");
+    assert!(log2.contains("lvs_sync_daemon: first flows received from the master"), "lb2:\n{log2}");
     assert!(log2.contains("lvs_sync_daemon: now master"), "lb2:\n{log2}");
 }
 

@@ -241,8 +241,12 @@ impl Daemon {
         if let AnyDataplane::Xdp(_) = dataplane {
             self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
         }
-        if let AnyDataplane::Xdp(_) = dataplane {
-            self.sync = self.start_sync().await;
+        match dataplane {
+            AnyDataplane::Xdp(_) => self.sync = self.start_sync().await,
+            AnyDataplane::Ipvs(_) if self.config.global_defs.lvs_sync_daemon.is_some() => {
+                warn!("lvs_sync_daemon: not run with the IPVS data plane (only with lbd's XDP data plane)");
+            }
+            AnyDataplane::Ipvs(_) => {}
         }
         self.dataplane = Some(dataplane);
         self.checks = Some(checks);
@@ -355,6 +359,9 @@ impl Daemon {
                 flows = sync_receive(&mut self.sync) => {
                     if let (Some(AnyDataplane::Xdp(dataplane)), false) = (&mut self.dataplane, flows.is_empty()) {
                         match dataplane.install_synced(&flows) {
+                            Ok(counts) if self.sync.as_ref().is_some_and(|s| s.counters.messages == 1) => {
+                                info!("lvs_sync_daemon: first flows received from the master: {counts:?}");
+                            }
                             Ok(counts) => tracing::debug!("lvs_sync_daemon: {counts:?}"),
                             Err(e) => warn!("lvs_sync_daemon: writing synced flows: {}", error_chain(&e)),
                         }
