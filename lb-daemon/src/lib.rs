@@ -21,4 +21,5 @@ pub mod dataplane;
 pub mod genhash;
 pub mod lvs;
 pub mod netlink;
+pub mod sync;
 pub mod vrrp;

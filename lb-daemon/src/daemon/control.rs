@@ -11,6 +11,10 @@
 //! the VRRP and checker children, which take them among its requests. The BFD child is asked
 //! for its report as the others are; on its channel the parent tells reports (JSON objects)
 //! from state lines by their first character ([`BfdChild`]).
+//!
+//! The state of the VRRP instance `lvs_sync_daemon` follows reaches the checker child as
+//! `sync master` / `sync backup` lines: the parent reads it from the VRRP child's reports and
+//! writes it to the checker child when it changes (and to a new checker child).
 
 use std::{
     os::fd::{FromRawFd as _, OwnedFd},
@@ -87,6 +91,18 @@ pub enum ParentMessage {
     Status(u64),
     /// `bfd NAME up|down`: a bfd_instance's state.
     Bfd(BfdEvent),
+    /// `sync master|backup`: the state of the VRRP instance `lvs_sync_daemon` follows (to the
+    /// checker child; `true` for MASTER).
+    SyncMaster(bool),
+}
+
+/// A `sync master|backup` line's state.
+fn parse_sync(line: &str) -> Option<bool> {
+    match line.strip_prefix("sync ")?.trim() {
+        "master" => Some(true),
+        "backup" => Some(false),
+        _ => None,
+    }
 }
 
 /// A `bfd NAME up|down` line's event.
@@ -150,6 +166,9 @@ impl Channel {
                     if let Some(seq) = line.strip_prefix("status ").and_then(|n| n.trim().parse().ok()) {
                         return Some(ParentMessage::Status(seq));
                     }
+                    if let Some(master) = parse_sync(&line) {
+                        return Some(ParentMessage::SyncMaster(master));
+                    }
                     match parse_bfd(&line) {
                         Some(event) => return Some(ParentMessage::Bfd(event)),
                         None => tracing::warn!("control channel: unknown request {line:?}"),
@@ -163,6 +182,15 @@ impl Channel {
     /// A bfd_instance's state, either way: BFD child → parent → VRRP and checker children.
     pub async fn send_bfd(&mut self, event: &BfdEvent) -> Result<(), ControlError> {
         let line = format!("bfd {} {}\n", event.name, if event.up { "up" } else { "down" });
+        tokio::time::timeout(ANSWER_TIMEOUT, self.writer.write_all(line.as_bytes()))
+            .await
+            .map_err(|_| ControlError::Timeout)??;
+        Ok(())
+    }
+
+    /// The parent's side: tells the checker child the sync instance's state.
+    pub async fn send_sync(&mut self, master: bool) -> Result<(), ControlError> {
+        let line = if master { "sync master\n" } else { "sync backup\n" };
         tokio::time::timeout(ANSWER_TIMEOUT, self.writer.write_all(line.as_bytes()))
             .await
             .map_err(|_| ControlError::Timeout)??;
@@ -338,6 +366,18 @@ mod tests {
         drop(responder.await.unwrap());
         assert_eq!(events.recv().await, None, "the child gone, the task ends");
         assert!(bfd_child.query(12).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sync_state_reaches_the_child() {
+        let (mut parent, child) = Channel::pair().unwrap();
+        child.set_nonblocking(true).unwrap();
+        let mut child = Channel::new(UnixStream::from_std(child).unwrap());
+        parent.send_sync(true).await.unwrap();
+        parent.writer.write_all(b"sync maybe\n").await.unwrap();
+        parent.send_sync(false).await.unwrap();
+        assert_eq!(child.next_request().await, Some(ParentMessage::SyncMaster(true)));
+        assert_eq!(child.next_request().await, Some(ParentMessage::SyncMaster(false)));
     }
 
     #[tokio::test]

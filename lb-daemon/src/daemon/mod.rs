@@ -19,6 +19,9 @@
 //! - SIGTERM / SIGINT stop: the VRRP child sends priority-0 adverts and removes its VIPs
 //!   (unless `-V`); the checker child runs the `omega` scripts, then detaches and unpins the
 //!   data plane unless `-I` leaves it forwarding for the next lbd;
+//! - `lvs_sync_daemon` (checker child, XDP data plane): the connection sync ([`crate::sync`])
+//!   sends the flows every refresh period while the parent says its VRRP instance is MASTER
+//!   (`sync master` on the channel), and writes the flows it receives otherwise;
 //! - the parent gone (the channel closed: it was killed): the VRRP child stops as on SIGTERM,
 //!   so a backup takes over at once; the checker child leaves the data plane forwarding, as with
 //!   `-I`, for the next lbd to adopt.
@@ -131,6 +134,8 @@ pub struct Daemon {
     neighbours: neighbours::Neighbours,
     checks: Option<check::Runner>,
     interfaces: Vec<String>,
+    /// `lvs_sync_daemon` (checker child, XDP data plane).
+    sync: Option<crate::sync::SyncDaemon>,
     vrrp: Option<VrrpTask>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
@@ -172,6 +177,7 @@ impl Daemon {
             neighbours: neighbours::Neighbours::default(),
             checks: None,
             interfaces: Vec::new(),
+            sync: None,
             vrrp: None,
             statics: None,
             bfd: None,
@@ -248,9 +254,42 @@ impl Daemon {
         if let AnyDataplane::Xdp(_) = dataplane {
             self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&self.config).0).await;
         }
+        match dataplane {
+            AnyDataplane::Xdp(_) => self.sync = self.start_sync().await,
+            AnyDataplane::Ipvs(_) if self.config.global_defs.lvs_sync_daemon.is_some() => {
+                warn!("lvs_sync_daemon: not run with the IPVS data plane (only with lbd's XDP data plane)");
+            }
+            AnyDataplane::Ipvs(_) => {}
+        }
         self.dataplane = Some(dataplane);
         self.checks = Some(checks);
         Ok(())
+    }
+
+    /// `lvs_sync_daemon`: opens the sync socket. A failure is logged and the daemon runs
+    /// without the sync, as keepalived does when the kernel refuses its sync daemon.
+    async fn start_sync(&self) -> Option<crate::sync::SyncDaemon> {
+        let settings = crate::sync::SyncSettings::of(&self.config)?;
+        let link = match self.netlink.link_by_name(&settings.interface).await {
+            Ok(link) => link,
+            Err(e) => {
+                error!("lvs_sync_daemon: interface {}: {e}", settings.interface);
+                return None;
+            }
+        };
+        match crate::sync::SyncSocket::open(&settings, link.index) {
+            Ok(socket) => {
+                info!(
+                    "lvs_sync_daemon: syncid {} on {} ({}), following {}",
+                    settings.syncid, settings.interface, settings.group, settings.instance
+                );
+                Some(crate::sync::SyncDaemon::new(settings, socket))
+            }
+            Err(e) => {
+                error!("{}", error_chain(&e));
+                None
+            }
+        }
     }
 
     /// Loads the XDP program and attaches it to the interfaces it serves.
@@ -284,12 +323,20 @@ impl Daemon {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut connections_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         connections_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync_next = tokio::time::Instant::now();
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
                 message = next_request(&mut self.channel) => {
                     let seq = match message {
                         Some(ParentMessage::Status(seq)) => seq,
+                        Some(ParentMessage::SyncMaster(master)) => {
+                            if let Some(sync) = &mut self.sync {
+                                info!("lvs_sync_daemon: now {}", if master { "master" } else { "backup" });
+                                sync.master = master;
+                            }
+                            continue;
+                        }
                         Some(ParentMessage::Bfd(event)) => {
                             self.bfd_states.send_if_modified(|states| {
                                 states.insert(event.name, event.up) != Some(event.up)
@@ -320,6 +367,29 @@ impl Daemon {
                             Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
                         }
                     }
+                    continue;
+                }
+                flows = sync_receive(&mut self.sync) => {
+                    if let (Some(AnyDataplane::Xdp(dataplane)), false) = (&mut self.dataplane, flows.is_empty()) {
+                        match dataplane.install_synced(&flows) {
+                            Ok(counts) if self.sync.as_ref().is_some_and(|s| s.counters.messages == 1) => {
+                                info!("lvs_sync_daemon: first flows received from the master: {counts:?}");
+                            }
+                            Ok(counts) => tracing::debug!("lvs_sync_daemon: {counts:?}"),
+                            Err(e) => warn!("lvs_sync_daemon: writing synced flows: {}", error_chain(&e)),
+                        }
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(sync_next), if self.sync.as_ref().is_some_and(|s| s.master) => {
+                    let started = std::time::Instant::now();
+                    if let (Some(sync), Some(AnyDataplane::Xdp(dataplane))) = (&mut self.sync, &self.dataplane) {
+                        match dataplane.synced_flows() {
+                            Ok(flows) => sync.send(&flows).await,
+                            Err(e) => warn!("lvs_sync_daemon: reading the flows: {}", error_chain(&e)),
+                        }
+                    }
+                    sync_next = tokio::time::Instant::now() + crate::sync::refresh_after(started.elapsed());
                     continue;
                 }
                 event = bfd_event(&mut self.bfd) => {
@@ -552,6 +622,16 @@ async fn next_request(channel: &mut Option<Channel>) -> Option<ParentMessage> {
 }
 
 /// The next state report of the BFD sessions, if this child runs them.
+/// The flows of the next sync datagram, if the sync runs.
+async fn sync_receive(
+    sync: &mut Option<crate::sync::SyncDaemon>,
+) -> Vec<crate::dataplane::conns::SyncedFlow> {
+    match sync {
+        Some(sync) => sync.receive().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn bfd_event(bfd: &mut Option<BfdTask>) -> BfdEvent {
     match bfd {
         Some(bfd) => bfd.next_event().await,

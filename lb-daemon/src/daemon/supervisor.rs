@@ -23,6 +23,10 @@
 //!   `vrrp` or `checker`). A child that starts is first told every known state; when the BFD
 //!   child dies every session counts as down until its successor reports. SIGUSR1 reaches it
 //!   too (it writes `keepalived_bfd.data`), and `/status` shows its sessions.
+//! - `lvs_sync_daemon`: every 250 ms the parent reads the state of the VRRP instance the sync
+//!   follows from the VRRP child's report and, when it changed (or a checker child started),
+//!   tells the checker child (`sync master` / `sync backup`), which runs the sync
+//!   ([`crate::sync`]).
 
 use std::{
     fmt::Write as _,
@@ -185,8 +189,14 @@ pub struct Supervisor {
     bfd_states: BfdStates,
     bfd_events: mpsc::UnboundedReceiver<BfdEvent>,
     bfd_events_tx: mpsc::UnboundedSender<BfdEvent>,
+    /// The state of `lvs_sync_daemon`'s VRRP instance last told to the checker child (`None`:
+    /// not told yet).
+    sync_master: Option<bool>,
     _pid_file: PidFile,
 }
+
+/// How often the parent reads the VRRP child's instance states for `lvs_sync_daemon`.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Supervisor {
     /// Takes the main pid file and starts the children the configuration needs.
@@ -208,6 +218,7 @@ impl Supervisor {
             bfd_states: BfdStates::new(),
             bfd_events,
             bfd_events_tx,
+            sync_master: None,
             _pid_file: pid_file,
         };
         let g = &supervisor.config.global_defs;
@@ -256,6 +267,10 @@ impl Supervisor {
             }
             Role::Vrrp | Role::Checker => {
                 let role = slot.role;
+                if role == Role::Checker {
+                    // A new checker child starts as a sync backup: tell it the state again.
+                    self.sync_master = None;
+                }
                 let mut events: Vec<BfdEvent> = self
                     .bfd_states
                     .iter()
@@ -306,9 +321,46 @@ impl Supervisor {
         }
     }
 
+    /// `lvs_sync_daemon`: reads the state of its VRRP instance from the VRRP child and tells
+    /// the checker child when it changed.
+    async fn poll_sync_state(&mut self) {
+        let Some(instance) =
+            self.config.global_defs.lvs_sync_daemon.as_ref().and_then(|s| s.instance.clone())
+        else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        let Some(vrrp) = self.slots.iter_mut().find(|s| s.role == Role::Vrrp) else { return };
+        let Some(channel) = &mut vrrp.channel else { return };
+        let report = match channel.query(seq).await {
+            Ok(report) => report,
+            Err(e) => {
+                warn!("lvs_sync_daemon: reading the VRRP child's state: {e}");
+                return;
+            }
+        };
+        let Some(state) = report.vrrp.iter().find(|i| i.name == instance).map(|i| i.state) else { return };
+        let master = state == "MASTER";
+        if self.sync_master == Some(master) {
+            return;
+        }
+        let Some(checker) = self.slots.iter_mut().find(|s| s.role == Role::Checker) else { return };
+        let Some(channel) = &mut checker.channel else { return };
+        match channel.send_sync(master).await {
+            Ok(()) => {
+                info!("lvs_sync_daemon: {instance} is {state}: connection sync as {}", sync_name(master));
+                self.sync_master = Some(master);
+            }
+            Err(e) => warn!("checker child process({}): {e}", checker.pid),
+        }
+    }
+
     /// Supervises until a signal says stop or a child fails for good; returns the exit code.
     pub async fn run(mut self) -> u8 {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let mut sync_poll = tokio::time::interval(SYNC_POLL);
+        sync_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let code = loop {
             let restart = self.slots.iter().filter_map(|s| s.restart_at).min();
             let request = tokio::select! {
@@ -328,6 +380,10 @@ impl Supervisor {
                 }
                 () = sleep_until(restart) => {
                     self.restart_due().await;
+                    continue;
+                }
+                _ = sync_poll.tick(), if self.config.global_defs.lvs_sync_daemon.is_some() => {
+                    self.poll_sync_state().await;
                     continue;
                 }
                 Some(event) = self.bfd_events.recv() => {
@@ -593,6 +649,11 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// The sync daemon's role name, as keepalived logs it.
+const fn sync_name(master: bool) -> &'static str {
+    if master { "master" } else { "backup" }
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@
 //! - [`sched`] and [`maglev`]: the scheduling slot rows the XDP program indexes;
 //! - [`xdp`]: the XDP backend (loads the embedded object, pins and adopts its maps, attaches);
 //! - [`fake`]: an in-memory backend that records every write, for unit tests;
+//! - [`conns`]: tracked flows by addresses, for the connection sync (`lvs_sync_daemon`);
 //! - [`bpffs`]: making sure the pin directory is on a bpffs;
 //! - [`ipvs`]: the Linux IPVS backend (what keepalived drives), from the same [`DesiredState`].
 
 pub mod bpffs;
+pub mod conns;
 pub mod fake;
 pub mod ipvs;
 pub mod maglev;

@@ -828,6 +828,21 @@ impl<T: TableIo> TableDataplane<T> {
         (self.image.services.len(), self.image.reals.len())
     }
 
+    /// The service and real tables indexed for the connection sync.
+    pub fn sync_index(&self) -> super::conns::SyncIndex {
+        let mut index = super::conns::SyncIndex::default();
+        for (addr, service) in &self.image.services {
+            if service.id != 0 {
+                index.services.insert(service.id, (*addr, *service));
+            }
+        }
+        for (&id, owner) in &self.image.owners {
+            index.reals.insert((owner.service, owner.addr, owner.port), id);
+            index.real_addrs.insert(id, (owner.addr, owner.port));
+        }
+        index
+    }
+
     /// The tables.
     pub fn io(&self) -> &T {
         &self.io

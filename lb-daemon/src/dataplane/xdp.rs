@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use super::{
     ApplyReport, Dataplane, DataplaneError, DesiredState, ServiceCounters, bpffs,
+    conns::{SyncedFlow, Unsynced, is_ipv4},
     tables::{Limits, TableDataplane, TableIo, TableWrite, TunnelSource},
 };
 
@@ -81,6 +82,8 @@ pub struct XdpDataplane {
     pin_dir: PathBuf,
     attachments: Vec<Attachment>,
     tables: Tables,
+    /// The connection tables, for the connection sync (absent from old objects).
+    conns: Option<Box<ConnMaps>>,
 }
 
 /// The load-balancing tables, if the object has them.
@@ -110,7 +113,7 @@ impl XdpDataplane {
         if synproxy_secret(&mut ebpf)? {
             info!("wrote a new SYN cookie secret");
         }
-        let moved = move_ipv4_flows(&mut ebpf)?;
+        let (moved, conns) = move_ipv4_flows(&mut ebpf)?;
         if moved > 0 {
             info!("moved {moved} IPv4 flows an earlier lbd kept in {} into {}", maps::CONNS, maps::CONNS4);
         }
@@ -129,7 +132,7 @@ impl XdpDataplane {
             }
             Err(missing) => Tables::Missing(missing),
         };
-        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables })
+        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables, conns })
     }
 
     /// Uses `tunnel` rather than the kernel's routes to find TUN source addresses.
@@ -370,6 +373,13 @@ impl XdpMaps {
         }))
     }
 
+    /// Adds `delta` to real `id`'s active connection count (none without the map).
+    fn add_active(&mut self, id: u32, delta: i64) -> Result<(), DataplaneError> {
+        let Some(active) = &mut self.real_active else { return Ok(()) };
+        let count = active.get(&id, 0).map_err(|e| map_error(maps::REAL_ACTIVE, e))?;
+        active.set(id, count.wrapping_add_signed(delta), 0).map_err(|e| map_error(maps::REAL_ACTIVE, e))
+    }
+
     fn zeros<T: aya::Pod + Default>(&self, map: &'static str) -> Result<PerCpuValues<T>, DataplaneError> {
         PerCpuValues::try_from(vec![T::default(); self.cpus])
             .map_err(|e| map_error(map, MapError::IoError(e)))
@@ -382,9 +392,10 @@ impl XdpMaps {
 /// An lbd from before the IPv4 flow table kept IPv4 flows in the wide table, which this program
 /// reads for IPv6 only: an upgrade moves them over, so their connections keep their real
 /// servers. Returns how many moved.
-fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<usize, DataplaneError> {
+/// Returns how many moved, and the two tables (kept for the connection sync).
+fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<(usize, Option<Box<ConnMaps>>), DataplaneError> {
     let (Some(wide), Some(narrow)) = (ebpf.take_map(maps::CONNS), ebpf.take_map(maps::CONNS4)) else {
-        return Ok(0);
+        return Ok((0, None));
     };
     let mut wide: HashMap<MapData, FlowKey, Flow> =
         HashMap::try_from(wide).map_err(|e| map_error(maps::CONNS, e))?;
@@ -400,7 +411,135 @@ fn move_ipv4_flows(ebpf: &mut Ebpf) -> Result<usize, DataplaneError> {
         let _ = wide.remove(&key);
         moved += 1;
     }
-    Ok(moved)
+    Ok((moved, Some(Box::new(ConnMaps { wide, narrow }))))
+}
+
+/// The connection tables: IPv6 flows in the wide one, IPv4 flows in the narrow one.
+struct ConnMaps {
+    wide: HashMap<MapData, FlowKey, Flow>,
+    narrow: HashMap<MapData, FlowKey4, Flow>,
+}
+
+impl std::fmt::Debug for ConnMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnMaps").finish_non_exhaustive()
+    }
+}
+
+/// The wide key of an IPv4 table key.
+fn wide_key(key: &FlowKey4) -> FlowKey {
+    FlowKey {
+        src: [key.src, 0, 0, 0],
+        dst: [key.dst, 0, 0, 0],
+        sport: key.sport,
+        dport: key.dport,
+        proto: key.proto,
+        family: family::IPV4,
+        pad: 0,
+    }
+}
+
+/// What a pass of the connection sync did on the backup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncedCounts {
+    /// Flows written (or refreshed).
+    pub installed: u64,
+    /// Flows of services this load balancer does not have.
+    pub unknown_service: u64,
+    /// Flows of real servers this load balancer does not have.
+    pub unknown_real: u64,
+    /// FNAT flows, or flows whose method differs from the local service's.
+    pub method: u64,
+}
+
+impl XdpDataplane {
+    /// Every live flow of the connection tables that another load balancer can take over
+    /// (ORIGINAL entries of DR, TUN and NAT services; not FNAT). Walks the whole tables.
+    pub fn synced_flows(&self) -> Result<Vec<SyncedFlow>, DataplaneError> {
+        let (Some(conns), Ok(tables)) = (&self.conns, self.tables()) else { return Ok(Vec::new()) };
+        let index = tables.sync_index();
+        let mut flows = Vec::new();
+        for entry in conns.narrow.iter() {
+            let (key, flow) = entry.map_err(|e| map_error(maps::CONNS4, e))?;
+            flows.extend(index.flow_of(&wide_key(&key), &flow));
+        }
+        for entry in conns.wide.iter() {
+            let (key, flow) = entry.map_err(|e| map_error(maps::CONNS, e))?;
+            flows.extend(index.flow_of(&key, &flow));
+        }
+        Ok(flows)
+    }
+
+    /// Writes the entries that send `flows` to the same real servers as on the load balancer
+    /// they came from, refreshing (overwriting) those it has: the master's view is the current
+    /// one, and a refresh keeps a long connection's entry from expiring here. The real servers'
+    /// active connection counts follow, as the XDP program keeps them for the flows it
+    /// schedules (TCP flows not closing count), so that a synced flow that closes after a
+    /// takeover does not take a count below zero. (Those counts are read and written back here
+    /// while the XDP program may add to them: on a backup, which forwards none of the service's
+    /// packets, nothing does.)
+    pub fn install_synced(&mut self, flows: &[SyncedFlow]) -> Result<SyncedCounts, DataplaneError> {
+        let mut counts = SyncedCounts::default();
+        let index = self.tables()?.sync_index();
+        let Some(conns) = &mut self.conns else { return Ok(counts) };
+        let now = monotonic_coarse_ns();
+        let mut active: std::collections::BTreeMap<u32, i64> = std::collections::BTreeMap::new();
+        for synced in flows {
+            let entries = match index.entries_of(synced, now) {
+                Ok(entries) => entries,
+                Err(Unsynced::UnknownService) => {
+                    counts.unknown_service += 1;
+                    continue;
+                }
+                Err(Unsynced::UnknownReal) => {
+                    counts.unknown_real += 1;
+                    continue;
+                }
+                Err(Unsynced::Method) => {
+                    counts.method += 1;
+                    continue;
+                }
+            };
+            for (key, flow) in entries {
+                let before = if is_ipv4(&key) {
+                    let narrow = FlowKey4::of(&key);
+                    let before = conns.narrow.get(&narrow, 0).ok();
+                    conns.narrow.insert(narrow, flow, 0).map_err(|e| map_error(maps::CONNS4, e))?;
+                    before
+                } else {
+                    let before = conns.wide.get(&key, 0).ok();
+                    conns.wide.insert(key, flow, 0).map_err(|e| map_error(maps::CONNS, e))?;
+                    before
+                };
+                let counted = |f: &Flow| {
+                    f.direction == lb_common::lb::direction::ORIGINAL
+                        && key.proto == 6
+                        && f.tcp_state != lb_common::lb::tcp_state::CLOSING
+                };
+                if let Some(before) = before.filter(counted) {
+                    *active.entry(before.real).or_default() -= 1;
+                }
+                if counted(&flow) {
+                    *active.entry(flow.real).or_default() += 1;
+                }
+            }
+            counts.installed += 1;
+        }
+        if let Tables::Ready(tables) = &mut self.tables {
+            for (id, delta) in active.into_iter().filter(|(_, d)| *d != 0) {
+                tables.io_mut().add_active(id, delta)?;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`.
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only `ts`, valid for a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
@@ -767,6 +906,143 @@ mod tests {
         // And an empty state empties the tables.
         let report = dataplane.apply(&DesiredState::default()).unwrap();
         assert_eq!((report.services_removed, report.reals_removed), (3, 6));
+        dataplane.remove().unwrap();
+    }
+
+    fn index_of(index: &crate::dataplane::conns::SyncIndex, addr: ServiceAddr) -> u32 {
+        index.services.iter().find(|(_, (a, _))| *a == addr).map(|(id, _)| *id).unwrap()
+    }
+
+    fn synced(
+        service: ServiceAddr,
+        client: IpAddr,
+        cport: u16,
+        real: IpAddr,
+        method: ForwardingMethod,
+    ) -> SyncedFlow {
+        let tcp_state = lb_common::lb::tcp_state::ESTABLISHED;
+        SyncedFlow { service, client: (client, cport), real: (real, 8080), method, tcp_state }
+    }
+
+    #[test]
+    fn synced_flows_are_written_and_read_back_through_the_kernel_maps() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: loading XDP objects and mounting a bpffs need root");
+            return;
+        }
+        let dir = PinDir(std::env::temp_dir().join(format!("lbd-dataplane-sync-{}", std::process::id())));
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        dataplane.set_tunnel_source(routes());
+        let desired = desired();
+        dataplane.apply(&desired).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let [mh, tun, fnat] = [0, 1, 2].map(|i| (desired.services[i].addr, desired.services[i].method));
+        // NAT flows over every real, the weight-0 one too (its flows continue, as in IPVS).
+        let mut flows: Vec<SyncedFlow> = (0..300u16)
+            .map(|i| {
+                let client = IpAddr::from([10, 9, (i / 250) as u8, (i % 250) as u8 + 1]);
+                synced(mh.0, client, 1000 + i, ip(&format!("10.1.0.{}", 1 + i % 3)), mh.1)
+            })
+            .collect();
+        flows.push(synced(tun.0, ip("2001:db8:9::1"), 5000, ip("2001:db8:1::1"), tun.1));
+        let taken = flows.clone();
+        flows.push(synced(fnat.0, ip("10.9.9.9"), 5000, ip("10.1.0.1"), fnat.1));
+        let nowhere = ServiceAddr { port: 81, ..mh.0 };
+        flows.push(synced(nowhere, ip("10.9.9.9"), 5001, ip("10.1.0.1"), mh.1));
+        flows.push(synced(mh.0, ip("10.9.9.9"), 5002, ip("10.1.0.77"), mh.1));
+
+        let counts = dataplane.install_synced(&flows).unwrap();
+        assert_eq!(counts, SyncedCounts { installed: 301, unknown_service: 1, unknown_real: 1, method: 1 });
+        let mut back = dataplane.synced_flows().unwrap();
+        let order = |f: &SyncedFlow| (f.client, f.service.port);
+        back.sort_by_key(order);
+        let mut expected = taken;
+        expected.sort_by_key(order);
+        assert_eq!(back, expected);
+        // NAT flows have their reply entries: 2 entries per IPv4 flow in the narrow table.
+        let conns = dataplane.conns.as_ref().unwrap();
+        assert_eq!(conns.narrow.keys().count(), 600);
+        // The reals' active counts follow: 100 TCP flows each (not the reply entries).
+        let active = |dataplane: &XdpDataplane, id| match &dataplane.tables {
+            Tables::Ready(tables) => tables.io().read_real_active(id).unwrap().unwrap(),
+            Tables::Missing(name) => panic!("object without {name}"),
+        };
+        let index = dataplane.tables().unwrap().sync_index();
+        let ids: Vec<u32> = (1..=3)
+            .map(|i| index.reals[&(index_of(&index, mh.0), ip(&format!("10.1.0.{i}")), 8080)])
+            .collect();
+        assert_eq!(ids.iter().map(|&id| active(&dataplane, id)).collect::<Vec<_>>(), vec![100; 3]);
+        // Installing again refreshes the same entries and counts nothing twice; a flow that
+        // moved to another real server (or closed) moves (or drops) its count.
+        assert_eq!(dataplane.install_synced(&flows).unwrap().installed, 301);
+        assert_eq!(dataplane.synced_flows().unwrap().len(), 301);
+        let mut moved = flows[0];
+        moved.real.0 = ip("10.1.0.2");
+        let mut closed = flows[1];
+        closed.tcp_state = lb_common::lb::tcp_state::CLOSING;
+        dataplane.install_synced(&[moved, closed]).unwrap();
+        assert_eq!(ids.iter().map(|&id| active(&dataplane, id)).collect::<Vec<_>>(), vec![99, 100, 100]);
+        dataplane.remove().unwrap();
+    }
+
+    /// The cost of the sync's table walk, per 100,000 flows: `cargo test -p lb-daemon --lib
+    /// sync_cost -- --ignored --nocapture` (as root; `cargo xtask bench sync` records it).
+    #[test]
+    #[ignore = "a measurement: run by cargo xtask bench sync"]
+    fn sync_cost_per_100k_flows() {
+        const FLOWS: u32 = 100_000;
+        let dir =
+            PinDir(std::env::temp_dir().join(format!("lbd-dataplane-sync-cost-{}", std::process::id())));
+        let mut dataplane = XdpDataplane::load(&dir.0).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let addr = ServiceAddr { vip: ip("10.0.0.5"), port: 80, protocol: crate::dataplane::Protocol::Tcp };
+        let mut dr = VirtualService::new(addr);
+        dr.method = ForwardingMethod::Dr;
+        dr.reals = (1..=3).map(|i| RealTarget::new(ip(&format!("10.1.0.{i}")), 8080, 1)).collect();
+        dataplane.apply(&DesiredState { services: vec![dr], ..DesiredState::default() }).unwrap();
+        let flows: Vec<SyncedFlow> = (0..FLOWS)
+            .map(|i| {
+                let client = IpAddr::from([10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+                synced(
+                    addr,
+                    client,
+                    1024 + (i % 50_000) as u16,
+                    ip(&format!("10.1.0.{}", 1 + i % 3)),
+                    ForwardingMethod::Dr,
+                )
+            })
+            .collect();
+        let best = |f: &mut dyn FnMut()| {
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let fresh = std::time::Instant::now();
+        assert_eq!(dataplane.install_synced(&flows).unwrap().installed, u64::from(FLOWS));
+        let install = fresh.elapsed();
+        let known =
+            best(&mut || assert_eq!(dataplane.install_synced(&flows).unwrap().installed, u64::from(FLOWS)));
+        let conns = dataplane.conns.as_ref().unwrap();
+        let raw = best(&mut || assert_eq!(conns.narrow.iter().count(), FLOWS as usize));
+        let walk = best(&mut || assert_eq!(dataplane.synced_flows().unwrap().len(), FLOWS as usize));
+        let found = dataplane.synced_flows().unwrap();
+        let conns: Vec<_> = found.iter().map(|f| crate::sync::to_conn(f, 900)).collect();
+        let mut messages = 0;
+        let encode = best(&mut || messages = crate::sync::wire::encode(1, &conns, 1472).len());
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "SYNC-COST flows={FLOWS} raw_iter_ms={:.1} walk_ms={:.1} encode_ms={:.1} messages={messages} install_ms={:.1} known_ms={:.1}",
+            ms(raw),
+            ms(walk),
+            ms(encode),
+            ms(install),
+            ms(known)
+        );
         dataplane.remove().unwrap();
     }
 }
