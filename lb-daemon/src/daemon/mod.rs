@@ -329,6 +329,12 @@ impl Daemon {
             };
             match request {
                 Request::Stop(signal) => {
+                    // VRRP first, before anything is logged: its priority-0 adverts start the
+                    // backups' Skew_Time.
+                    if let Some(vrrp) = &self.vrrp {
+                        vrrp.request_stop(self.stop_kind());
+                        tokio::task::yield_now().await;
+                    }
                     info!("received {signal}");
                     break;
                 }
@@ -430,11 +436,16 @@ impl Daemon {
         }
     }
 
+    /// How VRRP stops: `-V` keeps the VIPs.
+    fn stop_kind(&self) -> StopKind {
+        if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly }
+    }
+
     /// Stops VRRP, then the data plane, as `-V` and `-I` say.
     pub async fn stop(self) -> anyhow::Result<()> {
         info!("Stopping");
+        let kind = self.stop_kind();
         if let Some(vrrp) = self.vrrp {
-            let kind = if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly };
             if let Err(e) = vrrp.stop(kind).await {
                 error!("{}", error_chain(&e));
             }
