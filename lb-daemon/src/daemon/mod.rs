@@ -445,10 +445,10 @@ impl Daemon {
     pub async fn stop(self) -> anyhow::Result<()> {
         info!("Stopping");
         let kind = self.stop_kind();
-        if let Some(vrrp) = self.vrrp {
-            if let Err(e) = vrrp.stop(kind).await {
-                error!("{}", error_chain(&e));
-            }
+        if let Some(vrrp) = self.vrrp
+            && let Err(e) = vrrp.stop(kind).await
+        {
+            error!("{}", error_chain(&e));
         }
         if let Some(statics) = self.statics
             && !self.args.dont_release_vrrp
