@@ -12,6 +12,7 @@ mod bench;
 mod bench_config;
 mod bench_vrrp;
 mod cmd;
+mod paired;
 mod setup;
 
 use std::path::PathBuf;

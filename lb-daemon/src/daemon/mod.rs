@@ -412,6 +412,12 @@ impl Daemon {
             };
             match request {
                 Request::Stop(signal) => {
+                    // VRRP first, before anything is logged: its priority-0 adverts start the
+                    // backups' Skew_Time.
+                    if let Some(vrrp) = &self.vrrp {
+                        vrrp.request_stop(self.stop_kind());
+                        tokio::task::yield_now().await;
+                    }
                     info!("received {signal}");
                     break;
                 }
@@ -514,14 +520,19 @@ impl Daemon {
         }
     }
 
+    /// How VRRP stops: `-V` keeps the VIPs.
+    fn stop_kind(&self) -> StopKind {
+        if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly }
+    }
+
     /// Stops VRRP, then the data plane, as `-V` and `-I` say.
     pub async fn stop(self) -> anyhow::Result<()> {
         info!("Stopping");
-        if let Some(vrrp) = self.vrrp {
-            let kind = if self.args.dont_release_vrrp { StopKind::KeepVips } else { StopKind::Orderly };
-            if let Err(e) = vrrp.stop(kind).await {
-                error!("{}", error_chain(&e));
-            }
+        let kind = self.stop_kind();
+        if let Some(vrrp) = self.vrrp
+            && let Err(e) = vrrp.stop(kind).await
+        {
+            error!("{}", error_chain(&e));
         }
         if let Some(statics) = self.statics
             && !self.args.dont_release_vrrp

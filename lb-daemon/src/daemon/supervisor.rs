@@ -398,6 +398,9 @@ impl Supervisor {
             };
             match request {
                 Request::Stop(signal) => {
+                    // Forwarded before anything is logged: an orderly failover waits for the
+                    // VRRP child's priority-0 advert.
+                    self.signal_stop();
                     info!("received {signal}");
                     break 0;
                 }
@@ -578,14 +581,19 @@ impl Supervisor {
         }
     }
 
-    /// SIGTERM to every child, then waits for them, `child_wait_time` at most before SIGKILL.
-    async fn stop(mut self) {
-        info!("Stopping");
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        for slot in &mut self.slots {
+    /// SIGTERM to every child not yet told to stop.
+    fn signal_stop(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| !s.stopping) {
             slot.stopping = true;
             slot.signal(nix::libc::SIGTERM);
         }
+    }
+
+    /// SIGTERM to every child, then waits for them, `child_wait_time` at most before SIGKILL.
+    async fn stop(mut self) {
+        self.signal_stop();
+        info!("Stopping");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let wait = self.config.global_defs.child_wait_time.unwrap_or(CHILD_WAIT_TIME);
         for slot in &mut self.slots {
             let Some(process) = &mut slot.process else { continue };

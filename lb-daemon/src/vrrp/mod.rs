@@ -179,6 +179,12 @@ impl VrrpTask {
         &self.status
     }
 
+    /// Tells the engine to stop `kind`, without waiting: it does so when the runtime next runs
+    /// it (then [`VrrpTask::stop`] waits for it).
+    pub fn request_stop(&self, kind: StopKind) {
+        let _ = self.stop.send(Some(kind));
+    }
+
     /// Stops the instances `kind`'s way and waits until they have (adverts sent, VIPs removed,
     /// notify scripts run). Returns the error the engine failed with, if it did (it was logged
     /// when it happened).

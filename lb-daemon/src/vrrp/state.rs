@@ -34,7 +34,7 @@
 //!   was paused: a VM whose host throttles it stops every virtual CPU at once): the master may
 //!   not have run either, and its advert may be about to arrive, so the backup waits
 //!   [`STALL_WAIT`] more (at most one Master_Adver_Interval) before taking over, once per timer
-//!   ([`LATE_GRACE`]);
+//!   ([`LATE_GRACE`]), and never after a priority-0 advert (the master said it is leaving);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
@@ -928,8 +928,11 @@ impl Instance {
     fn backup_receive(&mut self, from: IpAddr, advert: &VrrpAdvert, now: Instant, actions: &mut Vec<Action>) {
         let priority = advert.priority;
         if priority == PRIORITY_STOP {
+            // The master said it is leaving: no advert of its is coming, so a Skew_Time handled
+            // late is no reason to wait for one (the stall grace would add STALL_WAIT to the
+            // orderly failover keepalived does in Skew_Time).
             self.timer = Some(later(now, self.skew_time()));
-            self.late_grace = false;
+            self.late_grace = true;
             return;
         }
         let accept = match self.params.preempt {

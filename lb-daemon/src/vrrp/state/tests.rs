@@ -272,6 +272,24 @@ fn priority_zero_advert_means_takeover_after_skew_time() {
 }
 
 #[test]
+fn skew_time_after_priority_zero_handled_late_takes_over_at_once() {
+    // The stall grace waits for a master that may still be alive; one that sent priority 0
+    // said it is leaving, so a late Skew_Time timer (a loaded machine) takes over when handled.
+    let mut backup = started(params(100, 2));
+    receive(&mut backup, 1, &advert(150), at_ms(1000));
+    receive(&mut backup, 1, &advert(0), at_ms(1500));
+    assert_eq!(deadline(&backup), at_us(2_109_375));
+    let mut late = backup.clone();
+    assert_eq!(late.handle(Event::Timer, at_us(2_109_375 + 2_000)), takeover_actions(100));
+    assert_eq!(backup.handle(Event::Timer, at_us(2_109_375 + 500_000)), takeover_actions(100));
+    // An ordinary advert after it restores the grace for the next Master_Down_Timer.
+    let mut resumed = started(params(100, 2));
+    receive(&mut resumed, 1, &advert(0), at_ms(1500));
+    receive(&mut resumed, 1, &advert(150), at_ms(1600));
+    assert_eq!(resumed.handle(Event::Timer, at_us(1_600_000 + 3_609_375 + 2_000)), []);
+}
+
+#[test]
 fn master_answers_priority_zero_at_once() {
     let mut master = started(params(255, 1));
     assert_eq!(receive(&mut master, 2, &advert(0), at_ms(300)), [Action::SendAdvert { priority: 255 }]);
