@@ -120,7 +120,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             for run in 0..runs {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let phase = Duration::from_secs_f64(interval * ((seed >> 33) as f64 / (1u64 << 31) as f64));
-                for (k, program) in [Program::Lbd, Program::Keepalived].into_iter().enumerate() {
+                // The order alternates run by run, so that going first or second (a warm
+                // cache, the other's leftovers) favours neither.
+                let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+                for k in order {
+                    let program = [Program::Lbd, Program::Keepalived][k];
                     let bench = Bench { dir: &dir, lbd: &lbd, program, interval: text, run, global: "" };
                     // A backup that takes over from a healthy master before the stop (keepalived
                     // does under load) spoils the run: counted, and the run is done again.
@@ -757,7 +761,7 @@ fn failover_section(rows: &[Row]) -> String {
         s,
         "Command: `cargo xtask bench vrrp` (two namespaces on a bridge, VRRPv3, master priority 150, backup 100; \
          the master's process group gets SIGKILL, or the master SIGTERM, at a random phase of the advert \
-         interval, the same for both programs in a run, which take turns; time until the backup's kernel \
+         interval, the same for both programs in a run, which take turns (lbd first in even runs, keepalived first in odd ones); time until the backup's kernel \
          reports the VIP, from `ip monitor address`; the signal goes with kill(2) right after the clock \
          is read, and the monitor runs SCHED_FIFO 2, so that neither waits for a CPU on the loaded \
          machine). Both VRRP only \
