@@ -1,4 +1,10 @@
 //! The signals lbd answers, with keepalived's meanings and numbers (`--signum`).
+//!
+//! One exception to "a signal wakes the runtime, which acts": in the parent, SIGTERM and
+//! SIGINT reach the VRRP child from the signal handler itself ([`forward_stop_at_once`]), since
+//! a backup's orderly takeover waits for that child's priority-0 advert.
+
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -99,4 +105,40 @@ impl Signals {
         });
         futures::future::select_all(waits).await.0
     }
+}
+
+/// The running VRRP child the stop forwarder signals (0: none).
+static STOP_TARGET: AtomicI32 = AtomicI32::new(0);
+/// The child the stop forwarder has signalled (0: none).
+static STOP_SENT: AtomicI32 = AtomicI32::new(0);
+
+/// In the parent: SIGTERM and SIGINT are passed to the child named by [`set_stop_target`] from
+/// the signal handler, before the runtime wakes, to cut the time from the signal to the VRRP
+/// child's priority-0 adverts. The supervisor still handles the stop as usual and skips that
+/// child ([`stop_forwarded_to`]).
+pub fn forward_stop_at_once() -> std::io::Result<()> {
+    for signal in [nix::libc::SIGTERM, nix::libc::SIGINT] {
+        // SAFETY: the action only uses atomics and kill(2), which are async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(signal, || {
+                let pid = STOP_TARGET.swap(0, Ordering::SeqCst);
+                if pid > 0 {
+                    nix::libc::kill(pid, nix::libc::SIGTERM);
+                    STOP_SENT.store(pid, Ordering::SeqCst);
+                }
+            })
+        }?;
+    }
+    Ok(())
+}
+
+/// The child [`forward_stop_at_once`] signals from now on (`None`: none is running).
+pub fn set_stop_target(pid: Option<u32>) {
+    let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    STOP_TARGET.store(pid, Ordering::SeqCst);
+}
+
+/// Whether the signal handler has already told child `pid` to stop.
+pub fn stop_forwarded_to(pid: u32) -> bool {
+    pid != 0 && i32::try_from(pid).is_ok_and(|p| STOP_SENT.load(Ordering::SeqCst) == p)
 }

@@ -164,6 +164,9 @@ impl Slot {
         }
         let process = command.spawn().with_context(|| format!("starting the {} child", self.role.name()))?;
         self.pid = process.id().unwrap_or(0);
+        if self.role == Role::Vrrp {
+            super::signals::set_stop_target(Some(self.pid));
+        }
         info!("Starting {} child process, pid={}", self.role.name(), self.pid);
         self.process = Some(process);
         self.channel = Some(channel);
@@ -202,6 +205,7 @@ impl Supervisor {
     /// Takes the main pid file and starts the children the configuration needs.
     pub async fn start(args: Args) -> anyhow::Result<Self> {
         let signals = Signals::install().context("installing signal handlers")?;
+        super::signals::forward_stop_at_once().context("installing the stop forwarder")?;
         let pid_file = PidFile::create(args.pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_MAIN)))?;
         // The children log the configuration's diagnostics; the parent only needs its shape.
         let (config, _) = super::load(&args, false).context("reading the configuration")?;
@@ -472,6 +476,9 @@ impl Supervisor {
         let dont_respawn = self.args.dont_respawn;
         let wanted = self.wanted(self.slots[i].role);
         let slot = &mut self.slots[i];
+        if slot.role == Role::Vrrp {
+            super::signals::set_stop_target(None);
+        }
         slot.process = None;
         slot.channel = None;
         slot.bfd = None;
@@ -585,7 +592,9 @@ impl Supervisor {
     fn signal_stop(&mut self) {
         for slot in self.slots.iter_mut().filter(|s| !s.stopping) {
             slot.stopping = true;
-            slot.signal(nix::libc::SIGTERM);
+            if !super::signals::stop_forwarded_to(slot.pid) {
+                slot.signal(nix::libc::SIGTERM);
+            }
         }
     }
 
