@@ -97,11 +97,35 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("per-packet") => per_packet(baseline.as_deref()),
         Some("live") => live(baseline.as_deref()),
+        Some("warm") => warm(),
         other => {
-            eprintln!("usage: lb-bench-xdp per-packet|live (got {other:?})");
+            eprintln!("usage: lb-bench-xdp per-packet|live|warm (got {other:?})");
             std::process::exit(2);
         }
     }
+}
+
+/// For profiling (`perf record -a -g` around it): the warm DR established packet of
+/// `per-packet`, [`HOT_REPEAT`] runs per call for `LBD_BENCH_SECONDS` (default 10) seconds, so
+/// that the program, not the setup, fills the profile. Prints the mean cost per run.
+fn warm() {
+    let seconds: u64 = env_or("LBD_BENCH_SECONDS", 10);
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    let (runs, total) = lb.enter(|| {
+        let mut program = XdpTestRun::load(lb_daemon::dataplane::xdp::OBJECT, LB_XDP);
+        load_tables(&mut program);
+        let ack =
+            Packet::tcp(addr("10.9.2.1:5000"), addr("10.0.0.101:80"), TcpFlags::ACK, b"payload").build();
+        program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.2.1:5000"), addr("10.0.0.101:80")).build());
+        let (start, mut runs, mut total) = (Instant::now(), 0u64, 0.0);
+        while start.elapsed() < Duration::from_secs(seconds) {
+            total += program.run_repeated_on(ifindex, &ack, HOT_REPEAT).duration.as_nanos() as f64;
+            runs += 1;
+        }
+        (runs, total)
+    });
+    println!("warm DR established: {:.1} ns per run (mean of {runs} calls)", total / runs as f64);
 }
 
 /// Median cost of a new flow and of an established flow's packet, per method. Each `round`
