@@ -12,9 +12,12 @@
 //! all on one CPU. A generator (`lb_bench_gen`, run by BPF_PROG_TEST_RUN with live frames)
 //! sends 64-byte TCP frames of 1024 flows out of `gen`'s veth with XDP_TX; the middle
 //! namespace forwards them to `sink`, whose XDP program counts and drops them. The middle is,
-//! in the same run: nothing but a counting receiver (the harness floor), lbd's program (NAT,
-//! established flows), the kernel's IPv4 forwarding, and nftables DNAT with conntrack. The
-//! middle's own cost per packet is the difference of 1 / rate from the floor's.
+//! in the same run: nothing but a counting receiver (the harness floor), two reference XDP
+//! middles (a plain XDP_REDIRECT forwarder and a stateless DNAT, `lb-ebpf/src/bench.rs`: what
+//! the shared notes measured at 15.7 and 14-15.5 Mpps on the anchor machine), lbd's program
+//! (NAT, established flows), the kernel's IPv4 forwarding, and nftables DNAT with conntrack.
+//! The middle's own cost per packet is the difference of 1 / rate from the floor's; lbd's rate
+//! is also given relative to the stateless DNAT's, which normalizes away this machine's speed.
 //!
 //! `LBD_BENCH_BASELINE_OBJECT=PATH` measures another build of lbd's object (main's, say) the
 //! same way in the same run, for a before / after comparison.
@@ -26,11 +29,11 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, xdp::DevMap},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 use lb_common::{
-    bench::{FRAME_LEN, GenTemplate, maps as bench_maps, programs as bench_programs},
+    bench::{FRAME_LEN, GenTemplate, RefForward, maps as bench_maps, programs as bench_programs},
     programs::{FLOOR_XDP, LB_XDP},
 };
 use lb_tests::{
@@ -54,6 +57,9 @@ const FLOWS: u32 = 1024;
 const BATCH: u32 = 64;
 /// The CPU everything runs on.
 const CPU: usize = 1;
+/// Row names of the reference middles.
+const REF_REDIRECT_ROW: &str = "reference: XDP_REDIRECT forwarder (MACs, devmap)";
+const REF_DNAT_ROW: &str = "reference: redirect + stateless DNAT (address, port, checksums, MACs)";
 
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -91,11 +97,35 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("per-packet") => per_packet(baseline.as_deref()),
         Some("live") => live(baseline.as_deref()),
+        Some("warm") => warm(),
         other => {
-            eprintln!("usage: lb-bench-xdp per-packet|live (got {other:?})");
+            eprintln!("usage: lb-bench-xdp per-packet|live|warm (got {other:?})");
             std::process::exit(2);
         }
     }
+}
+
+/// For profiling (`perf record -a -g` around it): the warm DR established packet of
+/// `per-packet`, [`HOT_REPEAT`] runs per call for `LBD_BENCH_SECONDS` (default 10) seconds, so
+/// that the program, not the setup, fills the profile. Prints the mean cost per run.
+fn warm() {
+    let seconds: u64 = env_or("LBD_BENCH_SECONDS", 10);
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    let (runs, total) = lb.enter(|| {
+        let mut program = XdpTestRun::load(lb_daemon::dataplane::xdp::OBJECT, LB_XDP);
+        load_tables(&mut program);
+        let ack =
+            Packet::tcp(addr("10.9.2.1:5000"), addr("10.0.0.101:80"), TcpFlags::ACK, b"payload").build();
+        program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.2.1:5000"), addr("10.0.0.101:80")).build());
+        let (start, mut runs, mut total) = (Instant::now(), 0u64, 0.0);
+        while start.elapsed() < Duration::from_secs(seconds) {
+            total += program.run_repeated_on(ifindex, &ack, HOT_REPEAT).duration.as_nanos() as f64;
+            runs += 1;
+        }
+        (runs, total)
+    });
+    println!("warm DR established: {:.1} ns per run (mean of {runs} calls)", total / runs as f64);
 }
 
 /// Median cost of a new flow and of an established flow's packet, per method. Each `round`
@@ -252,6 +282,35 @@ fn attach(ns: &Netns, object: &[u8], program: &str, interface: &str) -> Ebpf {
     })
 }
 
+/// The interface index of `interface` in `ns`.
+fn ifindex(ns: &Netns, interface: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", interface]);
+    out.split(':').next().and_then(|i| i.trim().parse().ok()).expect("ifindex")
+}
+
+/// Attaches the reference middle `program` to lb:eth1, forwarding to the sink (out of lb:eth0)
+/// and, for the DNAT, translating 10.0.0.100:80 to 10.0.0.11:8080 as lbd's NAT service does.
+fn reference(live: &Live, program: &str) -> Ebpf {
+    let mut ebpf = attach(&live.lb, lb_daemon::dataplane::xdp::OBJECT, program, "eth1");
+    let conf = RefForward {
+        dmac: live.sink.mac("eth0"),
+        smac: live.lb.mac("eth0"),
+        vip: [10, 0, 0, 100],
+        real: [10, 0, 0, 11],
+        vport: 80u16.to_be_bytes(),
+        rport: 8080u16.to_be_bytes(),
+    };
+    let mut map: Array<_, RefForward> =
+        Array::try_from(ebpf.map_mut(bench_maps::REF_FORWARD).expect("reference map")).expect("array");
+    map.set(0, conf, 0).expect("reference configuration");
+    let mut devices =
+        DevMap::try_from(ebpf.map_mut(bench_maps::REF_DEVICES).expect("device map")).expect("device map");
+    // The kernel resolves the index in the updating thread's namespace: lb's, not this one's.
+    let index = ifindex(&live.lb, "eth0");
+    live.lb.enter(|| devices.set(0, index, None, 0)).expect("device map entry");
+    ebpf
+}
+
 /// Frames counted by a sink's program.
 fn received(sink: &Ebpf) -> u64 {
     let map: PerCpuArray<_, u64> =
@@ -282,8 +341,7 @@ impl Live {
             xdp.load().unwrap_or_else(|e| panic!("loading the generator: {e}"));
             ebpf
         });
-        let out = gen_ns.ip(&["-o", "link", "show", "eth0"]);
-        let gen_ifindex = out.split(':').next().and_then(|i| i.trim().parse().ok()).expect("ifindex");
+        let gen_ifindex = ifindex(&gen_ns, "eth0");
         Self { gen_ns, lb, sink, generator, gen_ifindex, template: Vec::new() }
     }
 
@@ -369,6 +427,12 @@ fn live(baseline: Option<&[u8]>) {
         let first_hop = attach(&live.lb, object, bench_programs::SINK, "eth1");
         rows.push(("harness floor: the first hop counts and drops".into(), live.rate(&first_hop, frames)));
     }
+    for (name, program) in
+        [(REF_REDIRECT_ROW, bench_programs::REF_REDIRECT), (REF_DNAT_ROW, bench_programs::REF_DNAT)]
+    {
+        let _middle = reference(&live, program);
+        rows.push((name.into(), live.rate(&sink_prog, frames)));
+    }
     // lbd, NAT, established flows (after the warm-up), this object and the baseline's.
     for (name, object) in [("lbd NAT (this build)", Some(object)), ("lbd NAT (baseline object)", baseline)] {
         let Some(object) = object else { continue };
@@ -390,16 +454,20 @@ fn live(baseline: Option<&[u8]>) {
 
     let floor = rows[0].1.kernel;
     println!(
-        "| middle namespace | rate (Mpps) | own cost per packet (ns) | rate vs kernel forwarding | rate in wall \
-         time (Mpps) |"
+        "| middle namespace | rate (Mpps) | own cost per packet (ns) | rate vs stateless DNAT | rate vs kernel \
+         forwarding | rate in wall time (Mpps) |"
     );
-    println!("| --- | --- | --- | --- | --- |");
-    let kernel = rows.iter().find(|(name, _)| name.starts_with("kernel")).map_or(1.0, |(_, r)| r.kernel);
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let rate_of =
+        |prefix: &str| rows.iter().find(|(name, _)| name.starts_with(prefix)).map(|(_, r)| r.kernel);
+    let kernel = rate_of("kernel").unwrap_or(1.0);
+    let dnat = rate_of(REF_DNAT_ROW).unwrap_or(1.0);
     for (i, (name, rate)) in rows.iter().enumerate() {
         let own = if i == 0 { 0.0 } else { 1e9 / rate.kernel - 1e9 / floor };
         println!(
-            "| {name} | {:.2} | {own:.1} | {:.2}x | {:.2} |",
+            "| {name} | {:.2} | {own:.1} | {:.2}x | {:.2}x | {:.2} |",
             rate.kernel / 1e6,
+            rate.kernel / dnat,
             rate.kernel / kernel,
             rate.wall / 1e6
         );
@@ -412,4 +480,13 @@ fn live(baseline: Option<&[u8]>) {
          is rescheduled, so other load on this shared machine counts less); the wall-time rate is \
          given too. Own cost: 1 / rate minus the floor's."
     );
+    if let Some(lbd) = rate_of("lbd NAT (this build)") {
+        println!();
+        println!(
+            "Normalized by the stateless DNAT of the same run (the anchor machine's 14-15.5 Mpps, 14.75 in \
+             the middle): lbd NAT forwards at {:.2}x its rate; the goal, 12 Mpps, is 12 / 14.75 = 0.81x, \
+             Katran's 7.8 Mpps 0.53x.",
+            lbd / dnat
+        );
+    }
 }
