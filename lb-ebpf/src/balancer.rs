@@ -158,7 +158,7 @@ fn tracked(
         return Tracked::Done(translate_reply(ctx, frame, h, entry, stats).unwrap_or(Outcome::DropMalformed));
     }
     let now = clock::now_ns();
-    if now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state) {
+    if now.saturating_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state) {
         return Tracked::Other;
     }
     let Some(real) = sched::real_ref(entry.real) else { return Tracked::Other };
@@ -251,7 +251,7 @@ fn original_flow(
         // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
         let entry = unsafe { &mut *entry };
         let expired =
-            now.wrapping_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state);
+            now.saturating_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state);
         let reused = syn_only && entry.tcp_state == tcp_state::CLOSING;
         if entry.direction == direction::ORIGINAL && entry.service == svc.id && !expired && !reused {
             entry.last_seen_ns = now;

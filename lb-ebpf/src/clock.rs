@@ -30,7 +30,9 @@ static LBD_CLOCK: PerCpuArray<Tick, 1> = PerCpuArray::new();
 /// conversion), so its value is cached per CPU with the tick it was read in: `bpf_jiffies64`
 /// is a plain load (the verifier inlines it), and the helper runs once per tick and CPU. The
 /// kernel advances jiffies just before the coarse time at a tick, so a value read in between
-/// is up to one tick old for that tick: still monotonic, well within the timeouts' resolution.
+/// is up to one tick old for that tick: monotonic on each CPU, well within the timeouts'
+/// resolution. Across CPUs it is not: a time stamped by another CPU may be a tick ahead of
+/// this CPU's now, so ages are taken with `saturating_sub` (a stamp from the future is fresh).
 #[inline(always)]
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: plain helper call (inlined by the verifier).

@@ -123,7 +123,7 @@ pub(crate) fn route_cached(ctx: &XdpContext, frame: &Frame, hop: &Hop<'_>) -> Ne
     if entry.ifindex != 0
         && entry.ingress == ingress
         && same_addr(&entry.addr, hop.addr)
-        && hop.now.wrapping_sub(entry.stamp_ns) < NEXT_HOP_TTL_NS
+        && hop.now.saturating_sub(entry.stamp_ns) < NEXT_HOP_TTL_NS
     {
         if len > entry.mtu {
             return Next::TooBig;

@@ -100,7 +100,8 @@ pub(crate) fn schedule(svc: &Service, h: &Headers) -> u32 {
         // SAFETY: a hash map value pointer from a successful lookup; LRU eviction may recycle
         // it concurrently, in which case we read another client's real: harmless.
         let entry = unsafe { &mut *entry };
-        let fresh = now.wrapping_sub(entry.last_seen_ns) < u64::from(svc.persistence_timeout) * 1_000_000_000;
+        let fresh =
+            now.saturating_sub(entry.last_seen_ns) < u64::from(svc.persistence_timeout) * 1_000_000_000;
         if fresh && real(entry.real).is_some_and(|r| r.weight > 0) {
             entry.last_seen_ns = now;
             return entry.real;
