@@ -22,4 +22,6 @@ pub mod genhash;
 pub mod lvs;
 pub mod netlink;
 pub mod sync;
+#[cfg(test)]
+mod test_rng;
 pub mod vrrp;

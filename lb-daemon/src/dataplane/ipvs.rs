@@ -541,10 +541,8 @@ mod tests {
         assert_eq!((dests[0].upper_threshold, dests[0].lower_threshold), (100, 50));
     }
 
-    #[test]
-    fn removes_its_own_services_and_leaves_the_others() {
-        let fake = FakeIpvs::new();
-        // Another tool's service (ipvsadm -A), there before lbd.
+    /// Another tool's service (ipvsadm -A), there before lbd: UDP 192.0.2.9:53.
+    fn add_foreign_service(fake: &FakeIpvs) {
         let foreign = IpvsMessage::new_service(&IpvsService {
             id: ServiceId::Addr { addr: ip("192.0.2.9"), port: 53, protocol: 17 },
             scheduler: "rr".into(),
@@ -554,6 +552,12 @@ mod tests {
             stats: Stats::default(),
         });
         fake.request(&foreign, false).unwrap();
+    }
+
+    #[test]
+    fn removes_its_own_services_and_leaves_the_others() {
+        let fake = FakeIpvs::new();
+        add_foreign_service(&fake);
         let mut dp = IpvsDataplane::new(fake);
         let a = service("10.0.0.1", &[("10.1.0.1", 1)]);
         let b = service("10.0.0.2", &[("10.1.0.1", 1)]);
@@ -571,15 +575,7 @@ mod tests {
     #[test]
     fn flush_empties_ipvs_and_the_next_apply_programs_everything_again() {
         let fake = FakeIpvs::new();
-        let foreign = IpvsMessage::new_service(&IpvsService {
-            id: ServiceId::Addr { addr: ip("192.0.2.9"), port: 53, protocol: 17 },
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-            prefix: 32,
-            stats: Stats::default(),
-        });
-        fake.request(&foreign, false).unwrap();
+        add_foreign_service(&fake);
         let mut dp = IpvsDataplane::new(fake);
         let a = service("10.0.0.1", &[("10.1.0.1", 1)]);
         dp.apply(&state(vec![a.clone()])).unwrap();

@@ -396,6 +396,7 @@ fn decode_conn(r: &[u8], ipv6: bool, fixed: usize) -> Option<Conn> {
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn conn4() -> Conn {
         Conn {
@@ -497,54 +498,37 @@ mod tests {
         assert_eq!(decode(&zero_opt), Err(WireError::Option { index: 0 }));
     }
 
-    /// xorshift64*: a reproducible stream for the property tests.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn addr(&mut self, ipv6: bool) -> IpAddr {
-            if ipv6 {
-                IpAddr::V6(Ipv6Addr::from(u128::from(self.next()) << 64 | u128::from(self.next())))
-            } else {
-                IpAddr::V4(Ipv4Addr::from(self.next() as u32))
-            }
-        }
-        fn conn(&mut self) -> Conn {
-            let ipv6 = self.next().is_multiple_of(2);
-            let mut word = || self.next() as u32;
-            let (protocol, flags, state, cport, vport, dport, fwmark, timeout) = (
-                word() as u8,
-                word(),
-                word() as u16,
-                word() as u16,
-                word() as u16,
-                word() as u16,
-                word(),
-                word(),
-            );
-            let seq = self.next().is_multiple_of(3).then(|| {
-                let s = Seq { init_seq: self.next() as u32, delta: 5, previous_delta: self.next() as u32 };
-                (s, Seq { delta: self.next() as u32, ..s })
-            });
-            Conn {
-                protocol,
-                flags,
-                state,
-                cport,
-                vport,
-                dport,
-                fwmark,
-                timeout,
-                caddr: self.addr(ipv6),
-                vaddr: self.addr(ipv6),
-                daddr: self.addr(ipv6),
-                seq,
-            }
+    /// A random connection record.
+    fn random_conn(rng: &mut Rng) -> Conn {
+        let ipv6 = rng.next().is_multiple_of(2);
+        let mut word = || rng.next() as u32;
+        let (protocol, flags, state, cport, vport, dport, fwmark, timeout) = (
+            word() as u8,
+            word(),
+            word() as u16,
+            word() as u16,
+            word() as u16,
+            word() as u16,
+            word(),
+            word(),
+        );
+        let seq = rng.next().is_multiple_of(3).then(|| {
+            let s = Seq { init_seq: rng.next() as u32, delta: 5, previous_delta: rng.next() as u32 };
+            (s, Seq { delta: rng.next() as u32, ..s })
+        });
+        Conn {
+            protocol,
+            flags,
+            state,
+            cport,
+            vport,
+            dport,
+            fwmark,
+            timeout,
+            caddr: rng.addr(ipv6),
+            vaddr: rng.addr(ipv6),
+            daddr: rng.addr(ipv6),
+            seq,
         }
     }
 
@@ -553,7 +537,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..500 {
             let n = (rng.next() % 600) as usize;
-            let conns: Vec<Conn> = (0..n).map(|_| rng.conn()).collect();
+            let conns: Vec<Conn> = (0..n).map(|_| random_conn(&mut rng)).collect();
             let maxlen = 120 + (rng.next() % 9000) as usize;
             let syncid = rng.next() as u8;
             let mut back = Vec::new();

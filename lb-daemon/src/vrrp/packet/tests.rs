@@ -2,6 +2,7 @@
 //! the bytes quoted in issue 4, every decode error, and a random-input round trip.
 
 use super::*;
+use crate::test_rng::Rng;
 
 /// The captures of `/work/shared/reference/vrrp-captures`, decoded in its README.md.
 const CAPTURES: &[(&str, &[u8])] = &[
@@ -452,22 +453,6 @@ fn address_order_is_network_order() {
     assert_eq!(compare_addresses(a, b), Some(Ordering::Greater));
     assert_eq!(compare_addresses(IpAddr::V6(VR5_LL), IpAddr::V6(VR6_LL)), Some(Ordering::Less));
     assert_eq!(compare_addresses(a, IpAddr::V6(VR5_LL)), None);
-}
-
-/// xorshift64*: a deterministic source of test inputs without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 
 use super::*;
+use crate::test_rng::Rng;
 use crate::vrrp::packet::{PseudoHeader, VRRP_MCAST_GROUP_V4};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
@@ -919,22 +920,6 @@ fn lan_v3_fast_adverts() {
     lan.run_until(at_ms(5_000));
     // The last advert was at 0.341406 + 16 × 0.1 = 1.941406 s; README measured 0.361 s after it.
     assert_eq!(lan.became_master(1), Some(at_us(1_941_406 + 360_937)));
-}
-
-/// xorshift64*: deterministic pseudo-random inputs without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
