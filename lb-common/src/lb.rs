@@ -364,6 +364,9 @@ pub struct Settings {
     pub fnat_port_max: u16,
     /// Non-zero once the daemon has written the tables: until then every packet passes.
     pub ready: u32,
+    /// Non-zero: FNAT adds the client's address to the ACK that completes a TCP handshake
+    /// (the TOA option, as Alibaba's FNAT; `lbd_fnat_toa`).
+    pub fnat_toa: u32,
 }
 
 impl Default for Settings {
@@ -376,6 +379,7 @@ impl Default for Settings {
             fnat_port_min: 1024,
             fnat_port_max: 65535,
             ready: 0,
+            fnat_toa: 1,
         }
     }
 }

@@ -102,6 +102,11 @@ global_stats! {
     synproxy_cookies_valid,
     /// SYN proxy: real servers' SYN-ACKs turned into the ACK that completes their handshake.
     synproxy_real_answers,
+    /// FNAT: handshake-completing ACKs given the client's address in a TOA option.
+    toa_inserted,
+    /// FNAT: handshake-completing ACKs sent without the TOA option (they carried data, or
+    /// their TCP header had no room).
+    toa_no_room,
 }
 
 #[cfg(feature = "user")]

@@ -78,7 +78,10 @@ fn apply_health(service: &mut VirtualService, health: &ServiceHealth) {
 }
 
 fn settings(config: &Config) -> DataplaneSettings {
-    let mut settings = DataplaneSettings::default();
+    let mut settings = DataplaneSettings {
+        fnat_toa: config.global_defs.lbd_fnat_toa.unwrap_or(true),
+        ..DataplaneSettings::default()
+    };
     if let Some(timeouts) = &config.global_defs.lvs_timeouts {
         let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         if let Some(tcp) = nonzero(timeouts.tcp) {
@@ -305,6 +308,14 @@ mod tests {
             d.services.iter().all(|s| s.method == ForwardingMethod::Fnat && s.local_addresses.len() == 3)
         );
         assert_eq!(d.services[1].addr.vip, IpAddr::from([10, 0, 0, 2]));
+    }
+
+    #[test]
+    fn fnat_toa_is_on_unless_turned_off() {
+        let vs = "virtual_server 10.0.0.1 80 {\n real_server 10.0.1.1 80 {\n }\n}\n";
+        assert!(desired(vs).0.settings.fnat_toa);
+        assert!(!desired(&format!("global_defs {{\n lbd_fnat_toa off\n}}\n{vs}")).0.settings.fnat_toa);
+        assert!(desired(&format!("global_defs {{\n lbd_fnat_toa\n}}\n{vs}")).0.settings.fnat_toa);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::{
     mem,
     nat::{self, Rewrite},
     parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    sched, synproxy,
+    sched, synproxy, toa,
 };
 
 /// Balances one IP packet whose headers are `h`.
@@ -163,11 +163,22 @@ fn tracked(
     }
     let Some(real) = sched::real_ref(entry.real) else { return Tracked::Other };
     entry.last_seen_ns = now;
+    // The ACK that completes an FNAT handshake carries the client's address (see `toa`).
+    let toa = h.key.proto == IPPROTO_TCP
+        && entry.tcp_state == tcp_state::SYN
+        && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+        && entry.method == Method::Fnat as u8
+        && entry.synproxy == 0
+        && h.key.family == family::IPV4
+        && settings.fnat_toa != 0;
     if h.key.proto == IPPROTO_TCP {
         track_tcp(entry, h.tcp_flags);
     }
     stats.flow_hits += 1;
     count(frame, entry);
+    if toa {
+        return Tracked::Done(send_with_toa(ctx, h, entry, stats));
+    }
     Tracked::Done(send_known(ctx, frame, h, entry, real).unwrap_or(Outcome::DropMalformed))
 }
 
@@ -200,6 +211,20 @@ fn send_known(
         Some(Method::Tun) => tunnel(ctx, h, &hop, real),
         None => Ok(Outcome::DropNoReal),
     }
+}
+
+/// [`send`] for the ACK that completes an FNAT handshake, with the client's address added
+/// first (or counted as not added). Its own path to the end: the frame is read again after
+/// the resize, and no packet pointer from before it may meet one from after.
+#[inline(always)]
+fn send_with_toa(ctx: &XdpContext, h: &mut Headers, flow: &Flow, stats: &mut GlobalStats) -> Outcome {
+    match toa::insert4(ctx, h) {
+        Ok(toa::Inserted::Yes) => stats.toa_inserted += 1,
+        Ok(toa::Inserted::NoRoom) => stats.toa_no_room += 1,
+        Err(encap::EncapError::Resize) => return Outcome::DropResize,
+        Err(encap::EncapError::Parse(_)) => return Outcome::DropMalformed,
+    }
+    send(ctx, h, flow).unwrap_or(Outcome::DropMalformed)
 }
 
 /// How long an idle flow in this state lives, in nanoseconds.

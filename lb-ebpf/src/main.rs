@@ -27,6 +27,7 @@ mod nat;
 mod parse;
 mod sched;
 mod synproxy;
+mod toa;
 
 use core::mem::MaybeUninit;
 

@@ -319,10 +319,9 @@ fn ipv6_packet(
     buf
 }
 
-/// Sends `frames` as they are out of `interface` of the network namespace the calling thread
-/// is in (see [`crate::lab::Netns::enter`]), through an AF_PACKET socket: spoofed sources
-/// included, which no ordinary socket sends.
-pub fn send_frames(interface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
+/// An AF_PACKET socket of `protocol` (network order; 0: none received) on `interface` of the
+/// calling thread's network namespace, and the interface's index.
+fn packet_socket(interface: &str, protocol: u16, flags: i32) -> std::io::Result<(std::os::fd::OwnedFd, i32)> {
     let name = std::ffi::CString::new(interface).map_err(std::io::Error::other)?;
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -330,16 +329,24 @@ pub fn send_frames(interface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: plain socket creation; the descriptor is owned (and closed) below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | flags, i32::from(protocol)) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok((socket, i32::try_from(ifindex).map_err(std::io::Error::other)?))
+}
+
+/// Sends `frames` as they are out of `interface` of the network namespace the calling thread
+/// is in (see [`crate::lab::Netns::enter`]), through an AF_PACKET socket: spoofed sources
+/// included, which no ordinary socket sends.
+pub fn send_frames(interface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
+    let (socket, ifindex) = packet_socket(interface, 0, 0)?;
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = i32::try_from(ifindex).map_err(std::io::Error::other)?;
+    addr.sll_ifindex = ifindex;
     addr.sll_halen = 6;
     for frame in frames {
         addr.sll_addr[..6].copy_from_slice(&frame[..6]);
@@ -359,6 +366,115 @@ pub fn send_frames(interface: &str, frames: &[Vec<u8>]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every frame an interface receives or sends, as the kernel hands it to packet sockets
+/// (tcpdump's view), from when it is opened.
+#[derive(Debug)]
+pub struct Capture {
+    socket: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    /// Starts capturing on `interface` of the network namespace the calling thread is in (see
+    /// [`crate::lab::Netns::enter`]); the capture goes on after the thread leaves it.
+    pub fn open(interface: &str) -> std::io::Result<Self> {
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        let (socket, ifindex) = packet_socket(interface, all, libc::SOCK_NONBLOCK)?;
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = all;
+        addr.sll_ifindex = ifindex;
+        // SAFETY: the address is valid for the length given.
+        let rc = unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { socket })
+    }
+
+    /// The frames captured since the last call.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            let Ok(n) = usize::try_from(n) else { return frames };
+            frames.push(buf[..n].to_vec());
+        }
+    }
+}
+
+/// Checks that an Ethernet frame carrying IPv4 TCP has valid IP and TCP checksums; returns
+/// its source and destination addresses and ports.
+pub fn check_ipv4_tcp(frame: &[u8]) -> Result<(Ipv4Addr, u16, Ipv4Addr, u16), String> {
+    use pnet_packet::{
+        Packet as _,
+        ethernet::EthernetPacket,
+        ipv4::{self, Ipv4Packet},
+        tcp::{self, TcpPacket},
+    };
+    let eth = EthernetPacket::new(frame).ok_or("short frame")?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
+        return Err(format!("ethertype {}", eth.get_ethertype()));
+    }
+    let ip = Ipv4Packet::new(eth.payload()).ok_or("short IP")?;
+    if ipv4::checksum(&ip) != ip.get_checksum() {
+        return Err("bad IPv4 checksum".into());
+    }
+    let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
+    if tcp::ipv4_checksum(&tcp, &ip.get_source(), &ip.get_destination()) != tcp.get_checksum() {
+        return Err("bad TCP checksum".into());
+    }
+    Ok((ip.get_source(), tcp.get_source(), ip.get_destination(), tcp.get_destination()))
+}
+
+/// The client address of the TOA option (kind 254, length 8: port, IPv4 address; see lbd's
+/// FNAT) in an Ethernet frame carrying IPv4 TCP, if it has one.
+pub fn toa_option(frame: &[u8]) -> Option<SocketAddr> {
+    use pnet_packet::{Packet as _, ethernet::EthernetPacket, ipv4::Ipv4Packet, tcp::TcpPacket};
+    let eth = EthernetPacket::new(frame)?;
+    if eth.get_ethertype() != EtherTypes::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new(eth.payload())?;
+    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new(ip.payload())?;
+    let options = tcp.get_options_raw();
+    let mut i = 0;
+    while i < options.len() {
+        match options[i] {
+            0 => return None,
+            1 => i += 1,
+            254 => {
+                let o = options.get(i..i + 8)?;
+                if o[1] != 8 {
+                    return None;
+                }
+                let ip = Ipv4Addr::new(o[4], o[5], o[6], o[7]);
+                return Some(SocketAddr::new(ip.into(), u16::from_be_bytes([o[2], o[3]])));
+            }
+            _ => i += usize::from(*options.get(i + 1)?).max(2),
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -7,11 +7,16 @@
 //!  VIPs 10.40.0.100 (NAT), .101 (DR), .102 (TUN), .103 (FNAT); the client routes 10.40.0.0/24 via the lb.
 //! ```
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use lb_tests::{
     bins,
     lab::{Lab, LbHosts, Netns, wait_until},
+    packet::{self, Capture},
     xdp::dr_tun_real,
 };
 use nix::sys::signal::Signal;
@@ -129,6 +134,11 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
             lbd.log()
         );
     }
+    // What the real servers receive, for FNAT's TOA option below.
+    let captures: Vec<Capture> = reals
+        .iter()
+        .map(|(ns, _)| ns.enter(|| Capture::open("eth0")).expect("packet socket on a real server"))
+        .collect();
     for (method, vip) in
         [("NAT", "10.40.0.100"), ("DR", "10.40.0.101"), ("TUN", "10.40.0.102"), ("FNAT", "10.40.0.103")]
     {
@@ -145,6 +155,27 @@ fn tcp_connections_reach_every_real_server_in_every_method() {
             lbd.log()
         );
     }
+
+    // FNAT: the ACK that completes each handshake tells the real server the client's address
+    // and port (TOA), in a segment its kernel accepts (checksums right).
+    let out =
+        client.exec("curl", &["-sS", "--max-time", "5", "--local-port", "45678", "http://10.40.0.103/"]);
+    assert!(out.status.success(), "curl from port 45678: {}", String::from_utf8_lossy(&out.stderr));
+    let toas: Vec<SocketAddr> = captures
+        .iter()
+        .flat_map(Capture::frames)
+        .filter_map(|frame| {
+            let toa = packet::toa_option(&frame)?;
+            packet::check_ipv4_tcp(&frame).unwrap_or_else(|e| panic!("TOA segment: {e}"));
+            Some(toa)
+        })
+        .collect();
+    assert_eq!(toas.len(), 10, "one TOA per FNAT connection: {toas:?}");
+    let client_ip = IpAddr::from([10, 30, 0, 2]);
+    assert!(toas.iter().all(|a| a.ip() == client_ip), "{toas:?}");
+    assert!(toas.contains(&SocketAddr::new(client_ip, 45678)), "{toas:?}");
+    let stats = lb_tests::xdp::pinned_stats(&pin_dir);
+    assert!(stats.contains("toa_inserted"), "{stats}");
     lbd.assert_running();
 }
 

@@ -20,7 +20,7 @@ use lb_common::{
 use lb_tests::{
     fixture::{GW_MAC, REAL1_MAC, REAL3_MAC, REAL6_MAC, lb_namespace, load_tables},
     lab::Lab,
-    packet::{self, Packet},
+    packet::{self, Packet, check_ipv4_tcp},
     xdp::{Expected, Fixture, XdpAction, XdpTestRun, run_table_on},
 };
 use pnet_packet::{
@@ -33,23 +33,6 @@ use pnet_packet::{
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// Checks that an IPv4 TCP frame has valid IP and TCP checksums; returns its IP packet.
-fn check_ipv4_tcp(frame: &[u8]) -> Result<(Ipv4Addr, u16, Ipv4Addr, u16), String> {
-    let eth = EthernetPacket::new(frame).ok_or("short frame")?;
-    if eth.get_ethertype() != EtherTypes::Ipv4 {
-        return Err(format!("ethertype {}", eth.get_ethertype()));
-    }
-    let ip = Ipv4Packet::new(eth.payload()).ok_or("short IP")?;
-    if ipv4::checksum(&ip) != ip.get_checksum() {
-        return Err("bad IPv4 checksum".into());
-    }
-    let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
-    if tcp::ipv4_checksum(&tcp, &ip.get_source(), &ip.get_destination()) != tcp.get_checksum() {
-        return Err("bad TCP checksum".into());
-    }
-    Ok((ip.get_source(), tcp.get_source(), ip.get_destination(), tcp.get_destination()))
 }
 
 /// The FNAT frame to the real server: source from the pool, destination the real, checksums
@@ -273,6 +256,75 @@ fn fnat_replies_return_to_the_client() {
             program.run_on(ifindex, &Packet::tcp_syn(addr("10.9.0.8:40001"), addr("10.0.0.103:80")).build());
         let (laddr2, lport2, _, _) = check_ipv4_tcp(&other.output).unwrap();
         assert_ne!((laddr, lport), (laddr2, lport2));
+    });
+}
+
+/// The TOA option of an FNAT frame (see `packet::toa_option`), with its TCP header length.
+fn toa_of(frame: &[u8]) -> (Option<SocketAddr>, usize) {
+    let eth = EthernetPacket::new(frame).unwrap();
+    let ip = Ipv4Packet::new(eth.payload()).unwrap();
+    let tcp = TcpPacket::new(ip.payload()).unwrap();
+    (packet::toa_option(frame), usize::from(tcp.get_data_offset()) * 4)
+}
+
+#[test]
+fn fnat_handshake_acks_carry_the_client_address_in_a_toa_option() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let vip = addr("10.0.0.103:80");
+        // Linux's ACK options: NOP, NOP, timestamps (a 32-byte header).
+        let timestamps = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9];
+        let ack = |client: SocketAddr, payload: &[u8]| {
+            Packet::tcp(client, vip, TcpFlags::ACK, payload).seq_ack(1001, 5001, 502).tcp_options(&timestamps)
+        };
+
+        let client = addr("10.9.0.7:40002");
+        program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        let input = ack(client, &[]).build();
+        let out = program.run_on(ifindex, &input);
+        assert_eq!(out.action, XdpAction::Tx);
+        fnat_to_real(&out.output).unwrap();
+        assert_eq!(toa_of(&out.output), (Some(client), 40), "the handshake's ACK carries the client");
+        assert_eq!(out.output.len(), input.len() + 8);
+        // Later packets of the flow do not.
+        let out = program.run_on(ifindex, &ack(client, b"GET / HTTP/1.0\r\n\r\n").build());
+        fnat_to_real(&out.output).unwrap();
+        assert_eq!(toa_of(&out.output), (None, 32));
+
+        // A frame padded to Ethernet's 60 bytes: the padding makes room and is trimmed.
+        let client = addr("10.9.0.8:40003");
+        program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        let mut padded = Packet::tcp(client, vip, TcpFlags::ACK, &[]).seq_ack(1001, 5001, 502).build();
+        assert_eq!(padded.len(), 54);
+        padded.resize(60, 0);
+        let out = program.run_on(ifindex, &padded);
+        fnat_to_real(&out.output).unwrap();
+        assert_eq!(toa_of(&out.output), (Some(client), 28));
+        assert_eq!(out.output.len(), 54 + 8);
+
+        // A handshake ACK that carries data goes without the option (and is counted).
+        let client = addr("10.9.0.9:40004");
+        program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        let out = program.run_on(ifindex, &ack(client, b"early data").build());
+        fnat_to_real(&out.output).unwrap();
+        assert_eq!(toa_of(&out.output), (None, 32));
+
+        let stats = program.stats();
+        assert_eq!((stats.toa_inserted, stats.toa_no_room), (2, 1), "{stats:?}");
+
+        // `lbd_fnat_toa off`.
+        let mut settings: Array<_, lb_common::lb::Settings> =
+            Array::try_from(program.ebpf_mut().map_mut(maps::SETTINGS).unwrap()).unwrap();
+        settings.set(0, lb_common::lb::Settings { ready: 1, fnat_toa: 0, ..Default::default() }, 0).unwrap();
+        let client = addr("10.9.0.10:40005");
+        program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        let out = program.run_on(ifindex, &ack(client, &[]).build());
+        fnat_to_real(&out.output).unwrap();
+        assert_eq!(toa_of(&out.output), (None, 32));
+        assert_eq!(program.stats().toa_inserted, 2);
     });
 }
 

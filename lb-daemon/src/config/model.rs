@@ -404,6 +404,9 @@ pub struct GlobalDefs {
     pub lbd_xdp_interfaces: Vec<String>,
     /// lbd's own: the forwarding backend (`lbd_dataplane xdp|ipvs`); `--dataplane` overrides it.
     pub lbd_dataplane: Option<crate::dataplane::Backend>,
+    /// lbd's own: whether FNAT adds the client's address to the ACK that completes a TCP
+    /// handshake (the TOA option, on by default as in Alibaba's FNAT; `lbd_fnat_toa off`).
+    pub lbd_fnat_toa: Option<bool>,
     // identity and alerts
     pub router_id: Option<String>,
     pub notification_email_from: Option<String>,

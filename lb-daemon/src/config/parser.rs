@@ -520,6 +520,7 @@ impl Parser {
                     }
                 }
             }
+            "lbd_fnat_toa" => g.lbd_fnat_toa = self.opt_bool(k, 1),
             "notification_email_from" => g.notification_email_from = self.string(k, 1),
             "smtp_server" => {
                 if let Some(host) = self.string(k, 1) {

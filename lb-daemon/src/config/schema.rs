@@ -288,6 +288,7 @@ pub const KEYWORDS: &[(&str, &str)] = &[
     // lbd's own.
     ("global_defs", "lbd_xdp_interfaces"),
     ("global_defs", "lbd_dataplane"),
+    ("global_defs", "lbd_fnat_toa"),
     ("global_defs", "rs_init_notifies"),
     ("global_defs", "script_user"),
     ("global_defs", "shutdown_script"),

@@ -458,6 +458,8 @@ pub struct DataplaneSettings {
     pub fnat_port_min: u16,
     /// Last FNAT local port.
     pub fnat_port_max: u16,
+    /// FNAT adds the client's address to the ACK that completes a TCP handshake (TOA).
+    pub fnat_toa: bool,
 }
 
 impl Default for DataplaneSettings {
@@ -471,6 +473,7 @@ impl Default for DataplaneSettings {
             tcp_syn_timeout: secs(d.tcp_syn_timeout),
             fnat_port_min: d.fnat_port_min,
             fnat_port_max: d.fnat_port_max,
+            fnat_toa: d.fnat_toa != 0,
         }
     }
 }

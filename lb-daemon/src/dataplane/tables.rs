@@ -503,6 +503,7 @@ fn settings(desired: &DataplaneSettings) -> Result<Settings, DataplaneError> {
         fnat_port_min: desired.fnat_port_min,
         fnat_port_max: desired.fnat_port_max,
         ready: 1,
+        fnat_toa: u32::from(desired.fnat_toa),
     })
 }
 
@@ -956,6 +957,7 @@ pub(crate) fn zero_settings() -> Settings {
         fnat_port_min: 0,
         fnat_port_max: 0,
         ready: 0,
+        fnat_toa: 0,
     }
 }
 
