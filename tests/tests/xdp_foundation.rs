@@ -65,13 +65,29 @@ fn lbd_attaches_in_driver_mode_and_counts_packets() {
     // No virtual server: `--all` starts the checker child (and with it the data plane) anyway.
     let config = lab.write_file("keepalived.conf", "global_defs {\n    router_id lbt\n}\n");
 
-    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &["--xdp-mode", "driver", "--all"]);
+    // An earlier lbd whose counters had another layout left its map pinned: this one replaces
+    // it rather than failing verification or writing fields where they are not.
+    std::fs::create_dir_all(&pin_dir).unwrap();
     let pin = pin_dir.join(GLOBAL_STATS);
+    let created = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pin)
+        .args(["type", "percpu_array", "key", "4", "value", "8", "entries", "1", "name", GLOBAL_STATS])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "bpftool: {}", String::from_utf8_lossy(&created.stderr));
+
+    let mut lbd = bins::spawn_lbd(&lab, &lb, "lbd", &config, &pin_dir, &["--xdp-mode", "driver", "--all"]);
     wait_until(Duration::from_secs(10), "lbd to attach XDP to eth0", || {
         lbd.assert_running();
         lbd.log().contains("attached to eth0")
     });
     assert!(pin.exists(), "{} not pinned", pin.display());
+    assert!(
+        lbd.log().contains("pinned by an earlier lbd with key/value 4/8 bytes"),
+        "the stale pin is reported:\n{}",
+        lbd.log()
+    );
 
     // Driver mode, as the kernel reports it.
     let link: serde_json::Value =

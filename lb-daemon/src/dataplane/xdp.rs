@@ -101,6 +101,9 @@ impl XdpDataplane {
         if bpffs::ensure(pin_dir)? {
             info!("mounted a bpffs on {}", pin_dir.display());
         }
+        for stale in drop_stale_pins(pin_dir)? {
+            warn!("{stale}; replaced by an empty map (its entries are lost, the other maps are kept)");
+        }
         let mut loader = EbpfLoader::new();
         for &name in lb_common::maps::PINNED {
             // Reuses the pinned map if a previous run left it, so counters and flows survive a
@@ -571,6 +574,43 @@ fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
     let key = SynProxySecret { key: [word(k0), word(k1)] };
     secret.set(0, key, 0).map_err(|e| map_error(name, e))?;
     Ok(true)
+}
+
+/// Unpins the maps an earlier lbd left in `pin_dir` with another shape than this build's (key,
+/// value or entries: an upgrade that changed a table). The loader reuses a pinned map as it
+/// is, and the program would then fail verification, or read fields where they are not.
+/// Returns what was unpinned and why.
+fn drop_stale_pins(pin_dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    let object = aya_obj::Object::parse(OBJECT)
+        .map_err(|e| DataplaneError::Load(Box::new(aya::EbpfError::from(e))))?;
+    let mut dropped = Vec::new();
+    for &name in lb_common::maps::PINNED {
+        let path = pin_dir.join(name);
+        let Some(def) = object.maps.get(name) else { continue };
+        if !path.exists() {
+            continue;
+        }
+        let want = (def.key_size(), def.value_size(), def.max_entries());
+        let reason = match aya::maps::MapInfo::from_pin(&path) {
+            Ok(info) if (info.key_size(), info.value_size(), info.max_entries()) == want => continue,
+            Ok(info) => format!(
+                "key/value {}/{} bytes, {} entries; this build's: {}/{} bytes, {} entries",
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                want.0,
+                want.1,
+                want.2
+            ),
+            Err(e) => format!("unreadable ({e})"),
+        };
+        std::fs::remove_file(&path).map_err(|e| DataplaneError::PinDirectory {
+            path: path.clone(),
+            reason: format!("removing a stale pin: {e}"),
+        })?;
+        dropped.push(format!("{}: pinned by an earlier lbd with {reason}", path.display()));
+    }
+    Ok(dropped)
 }
 
 /// The kernel's view of a map: its max_entries, after checking its key and value sizes.
