@@ -173,8 +173,6 @@ pub struct InstancePlan {
     /// `garp_extra_if` (else `vrrp_garp_extra_if`): while MASTER, a gratuitous ARP / NA this
     /// often on the interfaces of its VIPs other than its own (VMACs only unless `all`).
     pub garp_extra_if: Option<model::GarpExtraIf>,
-    /// `track_src_ip`: FAULT while the configured source address is missing.
-    pub track_source: bool,
     /// What it tracks (its own interface unless `dont_track_primary`).
     pub tracking: Vec<TrackEntry>,
     /// Its notify scripts.
@@ -537,7 +535,6 @@ impl Planner<'_> {
             Family::Inet6 if !unicast => v.mcast_src_ip,
             _ => v.unicast_src_ip,
         };
-        let source_configured = configured.is_some();
         let source = match family {
             Family::Inet => match configured {
                 Some(IpAddr::V4(a)) => IpAddr::V4(a),
@@ -671,11 +668,19 @@ impl Planner<'_> {
         params.higher_prio_send_advert =
             v.higher_prio_send_advert.or(global.vrrp_higher_prio_send_advert).unwrap_or(false);
         params.skip_check_adv_addr = v.skip_check_adv_addr.unwrap_or(global.vrrp_skip_check_adv_addr);
-        params.garp_master_repeat =
-            v.garp_master_repeat.or(global.vrrp_garp_master_repeat).unwrap_or(GARP_MASTER_REPEAT);
+        // vrrp_min_garp: one gratuitous ARP / NA at takeover and no second burst, unless set.
+        let min_garp = global.vrrp_min_garp.unwrap_or(false);
+        params.garp_master_repeat = v
+            .garp_master_repeat
+            .or(global.vrrp_garp_master_repeat)
+            .unwrap_or(if min_garp { 1 } else { GARP_MASTER_REPEAT });
         params.garp_master_delay =
-            Some(v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(GARP_MASTER_DELAY))
-                .filter(|d| !d.is_zero());
+            Some(v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(if min_garp {
+                Duration::ZERO
+            } else {
+                GARP_MASTER_DELAY
+            }))
+            .filter(|d| !d.is_zero());
         params.garp_master_refresh =
             v.garp_master_refresh.or(global.vrrp_garp_master_refresh).filter(|d| !d.is_zero());
         params.garp_master_refresh_repeat =
@@ -747,8 +752,6 @@ impl Planner<'_> {
                 .clone()
                 .or_else(|| global.vrrp_garp_extra_if.clone())
                 .filter(|g| !g.interval.is_zero()),
-            // keepalived clears it when the source address is not configured.
-            track_source: v.track_src_ip && source_configured,
             tracking,
             notify: NotifyPlan {
                 master: v.notify_master.clone(),
