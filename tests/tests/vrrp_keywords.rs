@@ -114,8 +114,11 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     let vip = ip4(97, 100);
     // advert_int 1, priority 150 (VRRPv2): Master_Down_Interval 3 + 106/256 s; with a 3 s delay
     // the VIP cannot come before 6.41 s.
-    let conf =
-        config("r1", "  vrrp_startup_delay 3\n", &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "")]);
+    let conf = config(
+        "r1",
+        "  vrrp_startup_delay 3\n",
+        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "  track_src_ip\n")],
+    );
     let w1 = VipWatch::start(&r[0], "r1", vip);
     let started = Instant::now();
     let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
@@ -124,6 +127,12 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     assert!(taken >= Duration::from_millis(6_400), "took over after {taken:?}:\n{}", lbd.log());
     assert!(lbd.log().contains("Delaying startup for 3 seconds"), "{}", lbd.log());
     assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
+    // A keyword lbd parses but does not act on is named with its line and column.
+    assert!(
+        lbd.log().contains("lbd1.conf:11:3: notice: keyword 'track_src_ip' is parsed, not supported yet"),
+        "{}",
+        lbd.log()
+    );
 }
 
 #[test]
