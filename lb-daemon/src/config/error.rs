@@ -169,6 +169,15 @@ impl Diagnostics {
         self.push(Severity::Warning, loc, message);
     }
 
+    /// A notice at `loc` for a keyword that is parsed but not acted on yet.
+    pub fn parsed_unsupported(&mut self, loc: Loc, keyword: &str) {
+        self.push(
+            Severity::Notice,
+            loc,
+            format!("keyword '{keyword}' is parsed, not supported yet: ignored"),
+        );
+    }
+
     /// A "not supported yet" notice at `loc`.
     pub fn unsupported(&mut self, loc: Loc, keyword: &str) {
         self.push(Severity::Notice, loc, format!("keyword '{keyword}' is not supported yet"));

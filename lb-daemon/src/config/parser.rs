@@ -495,6 +495,9 @@ impl Parser {
 
     fn global_keyword(&mut self, g: &mut GlobalDefs, k: &Line) {
         let kw = k.w(0);
+        if schema::parsed_not_run("global_defs", kw) {
+            self.d.parsed_unsupported(k.loc, kw);
+        }
         match kw {
             "net_namespace" => g.net_namespace = self.string(k, 1),
             "net_namespace_ipvs" => g.net_namespace_ipvs = Some(k.word(1).unwrap_or("").to_string()),

@@ -6,6 +6,54 @@
 //! supported yet" notice and kept in [`super::model::Config::unsupported`]; if not it is
 //! keepalived's `Unknown keyword`. A unit test checks every keyword of the TSV against the parser.
 
+/// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
+/// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
+pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
+    ("global_defs", "vrrp_down_timer_adverts"),
+    ("global_defs", "vrrp_iptables"),
+    ("global_defs", "vrrp_ipsets"),
+    ("global_defs", "nftables"),
+    ("global_defs", "nftables_priority"),
+    ("global_defs", "nftables_ifindex"),
+    ("global_defs", "nftables_counters"),
+    ("global_defs", "vrrp_netlink_cmd_rcv_bufs"),
+    ("global_defs", "vrrp_netlink_cmd_rcv_bufs_force"),
+    ("global_defs", "vrrp_netlink_monitor_rcv_bufs"),
+    ("global_defs", "vrrp_netlink_monitor_rcv_bufs_force"),
+    ("global_defs", "vrrp_rx_bufs_policy"),
+    ("global_defs", "vrrp_rx_bufs_multiplier"),
+    ("global_defs", "vmac_prefix"),
+    ("global_defs", "vmac_addr_prefix"),
+    ("global_defs", "disable_local_igmp"),
+    ("global_defs", "max_auto_priority"),
+    ("global_defs", "min_auto_priority_delay"),
+    ("global_defs", "enable_traps"),
+    ("global_defs", "enable_snmp_vrrp"),
+    ("global_defs", "enable_snmp_rfcv2"),
+    ("global_defs", "enable_snmp_rfcv3"),
+    ("global_defs", "enable_dbus"),
+    ("global_defs", "dbus_service_name"),
+    ("global_defs", "fifo_write_vrrp_states_on_reload"),
+    ("global_defs", "no_email_faults"),
+    ("vrrp_instance", "track_src_ip"),
+    ("vrrp_instance", "vrf"),
+    ("vrrp_instance", "use_vmac_addr"),
+    ("vrrp_instance", "use_ipvlan"),
+    ("vrrp_instance", "unicast_fault_no_peer"),
+    ("vrrp_instance", "promote_secondaries"),
+    ("vrrp_instance", "linkbeat_use_polling"),
+    ("vrrp_instance", "debug"),
+    ("vrrp_instance", "notify_deleted"),
+    ("vrrp_instance", "lvs_sync_daemon_interface"),
+    ("vrrp_instance", "down_timer_adverts"),
+    ("vrrp_instance", "kernel_rx_buf_size"),
+];
+
+/// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).
+pub fn parsed_not_run(block: &str, keyword: &str) -> bool {
+    PARSED_NOT_RUN.contains(&(block, keyword))
+}
+
 /// `(block, keyword)`: the block is the path of keywords inside `virtual_server > real_server`
 /// or from the top level, `""` for the top level itself.
 pub const KEYWORDS: &[(&str, &str)] = &[

@@ -668,3 +668,26 @@ fn lbd_dataplane_picks_the_backend() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn keywords_parsed_but_not_run_get_a_notice_with_their_line() {
+    for &(block, keyword) in crate::config::schema::PARSED_NOT_RUN {
+        assert!(
+            crate::config::schema::known(block, keyword),
+            "{block} > {keyword} is not a keepalived keyword"
+        );
+    }
+    let l = parse(
+        "global_defs {\n  vrrp_iptables\n  vrrp_startup_delay 2\n}\nvrrp_instance VI_1 {\n  interface eth0\n  \
+         virtual_router_id 1\n  track_src_ip\n  unicast_ttl 64\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+    );
+    assert!(l.is_clean(), "{:?}", l.diagnostics);
+    let notices: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notices,
+        [
+            "t.conf:2:3: notice: keyword 'vrrp_iptables' is parsed, not supported yet: ignored",
+            "t.conf:8:3: notice: keyword 'track_src_ip' is parsed, not supported yet: ignored",
+        ],
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{lexer::Line, model::*, parser::Parser};
+use super::{lexer::Line, model::*, parser::Parser, schema};
 
 impl Parser {
     /// `track_script { NAME [weight W [reverse|noreverse]] }` and its siblings.
@@ -105,6 +105,9 @@ impl Parser {
 
     fn vrrp_keyword(&mut self, v: &mut VrrpInstance, name: &str, k: &Line) {
         let kw = k.w(0);
+        if schema::parsed_not_run("vrrp_instance", kw) {
+            self.d.parsed_unsupported(k.loc, kw);
+        }
         match kw {
             "state" => {
                 v.state = match self.arg(k, 1, "MASTER or BACKUP") {

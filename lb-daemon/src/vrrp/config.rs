@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{
-    packet::{AddressList, VRRP_MCAST_GROUP_V4, VRRP_MCAST_GROUP_V6, Version, Vrid},
+    packet::{AddressList, VRRP_MCAST_GROUP_V4, VRRP_MCAST_GROUP_V6, VRRP_TTL, Version, Vrid},
     script::ScriptPolicy,
     state::{Authentication, InitialState, InstanceParams, Preempt},
     track::{TrackEntry, TrackedObject},
@@ -163,6 +163,16 @@ pub struct InstancePlan {
     pub excluded: Vec<Vip>,
     /// `virtual_routes`.
     pub routes: Vec<Route>,
+    /// `virtual_rules`: installed with the VIPs, removed with them.
+    pub rules: Vec<Rule>,
+    /// `unicast_ttl`: the TTL (hop limit) of its unicast adverts (255 unless configured).
+    pub unicast_ttl: u8,
+    /// The interface its VIPs go on unless they say `dev` (the macvlan with `use_vmac`,
+    /// keepalived's `vrrp->ifp`).
+    pub vip_interface: u32,
+    /// `garp_extra_if` (else `vrrp_garp_extra_if`): while MASTER, a gratuitous ARP / NA this
+    /// often on the interfaces of its VIPs other than its own (VMACs only unless `all`).
+    pub garp_extra_if: Option<model::GarpExtraIf>,
     /// What it tracks (its own interface unless `dont_track_primary`).
     pub tracking: Vec<TrackEntry>,
     /// Its notify scripts.
@@ -232,8 +242,9 @@ pub struct Plan {
     pub files: Vec<FilePlan>,
     /// `script_user`, `enable_script_security`.
     pub script_policy: ScriptPolicy,
-    /// `vrrp_garp_interval` / `vrrp_gna_interval`: the pause between gratuitous ARPs / NAs.
-    pub garp_interval: Duration,
+    /// `vrrp_garp_interval` / `vrrp_gna_interval` and `garp_group`: the pauses between
+    /// gratuitous ARPs / NAs.
+    pub garp_pacing: super::addr::GarpPacing,
     /// `smtp_server` and the mail settings, when `smtp_alert` mails can be sent.
     pub smtp: Option<SmtpPlan>,
 }
@@ -307,7 +318,7 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
     let mut planner = Planner { config, host, plan: Plan::default(), errors: Vec::new() };
     planner.plan.script_policy = ScriptPolicy::from_globals(&config.global_defs);
-    planner.plan.garp_interval = config.global_defs.vrrp_garp_interval.unwrap_or_default();
+    planner.plan.garp_pacing = garp_pacing(config, host, &mut planner.errors);
     planner.plan.smtp = smtp_plan(config);
     let groups: HashMap<&str, &VrrpSyncGroup> = config
         .vrrp_sync_groups
@@ -323,6 +334,33 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
     }
     planner.groups();
     (planner.plan, planner.errors)
+}
+
+/// The gratuitous ARP / NA pauses: the global ones, and those of each `garp_group` for its
+/// interfaces (an interface that does not exist is reported and left out).
+fn garp_pacing(config: &Config, host: &HostView, errors: &mut Vec<PlanError>) -> super::addr::GarpPacing {
+    let global = &config.global_defs;
+    let mut pacing = super::addr::GarpPacing {
+        garp_interval: global.vrrp_garp_interval.unwrap_or_default(),
+        gna_interval: global.vrrp_gna_interval.unwrap_or_default(),
+        groups: HashMap::new(),
+    };
+    for (number, group) in config.garp_groups.iter().enumerate() {
+        let pauses =
+            (number, group.garp_interval.unwrap_or_default(), group.gna_interval.unwrap_or_default());
+        for name in group.interface.iter().chain(&group.interfaces) {
+            match host.link(name) {
+                Some(link) => {
+                    pacing.groups.insert(link.index, pauses);
+                }
+                None => errors.push(PlanError {
+                    instance: "garp_group".into(),
+                    message: format!("interface {name} not found"),
+                }),
+            }
+        }
+    }
+    pacing
 }
 
 /// `static_ipaddress` and `static_routes`: installed by the VRRP child whatever the instances'
@@ -492,21 +530,22 @@ impl Planner<'_> {
 
         let unicast = !v.unicast_peer.is_empty();
         let base_addresses = self.host.addresses(base.index);
+        let configured = match family {
+            Family::Inet if !unicast => v.mcast_src_ip.or(v.unicast_src_ip),
+            Family::Inet6 if !unicast => v.mcast_src_ip,
+            _ => v.unicast_src_ip,
+        };
         let source = match family {
-            Family::Inet => {
-                let configured = if unicast { v.unicast_src_ip } else { v.mcast_src_ip.or(v.unicast_src_ip) };
-                match configured {
-                    Some(IpAddr::V4(a)) => IpAddr::V4(a),
-                    Some(other) => return Err(format!("source address {other} is not IPv4")),
-                    None => base_addresses
-                        .iter()
-                        .copied()
-                        .find(|a| a.is_ipv4() && !self.is_vip(v, *a))
-                        .ok_or(format!("no IPv4 address on {interface_name}"))?,
-                }
-            }
+            Family::Inet => match configured {
+                Some(IpAddr::V4(a)) => IpAddr::V4(a),
+                Some(other) => return Err(format!("source address {other} is not IPv4")),
+                None => base_addresses
+                    .iter()
+                    .copied()
+                    .find(|a| a.is_ipv4() && !self.is_vip(v, *a))
+                    .ok_or(format!("no IPv4 address on {interface_name}"))?,
+            },
             Family::Inet6 => {
-                let configured = if unicast { v.unicast_src_ip } else { v.mcast_src_ip };
                 match configured {
                     Some(IpAddr::V6(a)) => IpAddr::V6(a),
                     Some(other) => return Err(format!("source address {other} is not IPv6")),
@@ -552,6 +591,7 @@ impl Planner<'_> {
         };
 
         let vip_link = vmac_link.as_ref().unwrap_or(&base);
+        let vip_interface = vip_link.index;
         let mut vips = Vec::new();
         let mut advertised = Vec::new();
         for entry in &v.virtual_ipaddress {
@@ -588,6 +628,14 @@ impl Planner<'_> {
             }
         }
 
+        let mut rules = Vec::new();
+        for entry in &v.virtual_rules {
+            match rule(entry) {
+                Ok(rule) => rules.push(rule),
+                Err(message) => self.warn(&v.name, format!("virtual_rules: {message}")),
+            }
+        }
+
         let mut params = InstanceParams::new(vrid, version, v.priority, v.advert_int, source, addresses);
         params.authentication = match &v.authentication {
             None => Authentication::None,
@@ -620,11 +668,19 @@ impl Planner<'_> {
         params.higher_prio_send_advert =
             v.higher_prio_send_advert.or(global.vrrp_higher_prio_send_advert).unwrap_or(false);
         params.skip_check_adv_addr = v.skip_check_adv_addr.unwrap_or(global.vrrp_skip_check_adv_addr);
-        params.garp_master_repeat =
-            v.garp_master_repeat.or(global.vrrp_garp_master_repeat).unwrap_or(GARP_MASTER_REPEAT);
+        // vrrp_min_garp: one gratuitous ARP / NA at takeover and no second burst, unless set.
+        let min_garp = global.vrrp_min_garp.unwrap_or(false);
+        params.garp_master_repeat = v
+            .garp_master_repeat
+            .or(global.vrrp_garp_master_repeat)
+            .unwrap_or(if min_garp { 1 } else { GARP_MASTER_REPEAT });
         params.garp_master_delay =
-            Some(v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(GARP_MASTER_DELAY))
-                .filter(|d| !d.is_zero());
+            Some(v.garp_master_delay.or(global.vrrp_garp_master_delay).unwrap_or(if min_garp {
+                Duration::ZERO
+            } else {
+                GARP_MASTER_DELAY
+            }))
+            .filter(|d| !d.is_zero());
         params.garp_master_refresh =
             v.garp_master_refresh.or(global.vrrp_garp_master_refresh).filter(|d| !d.is_zero());
         params.garp_master_refresh_repeat =
@@ -688,6 +744,14 @@ impl Planner<'_> {
             vips,
             excluded,
             routes,
+            rules,
+            vip_interface,
+            unicast_ttl: if unicast { v.unicast_ttl.unwrap_or(VRRP_TTL) } else { VRRP_TTL },
+            garp_extra_if: v
+                .garp_extra_if
+                .clone()
+                .or_else(|| global.vrrp_garp_extra_if.clone())
+                .filter(|g| !g.interval.is_zero()),
             tracking,
             notify: NotifyPlan {
                 master: v.notify_master.clone(),

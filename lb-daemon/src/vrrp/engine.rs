@@ -165,6 +165,9 @@ struct Runner {
     ah_sequence: ah::Sequence,
     /// Sending keepalived's old unicast checksum (configured, or detected in a peer's advert).
     old_checksum: bool,
+    /// `garp_extra_if`: when the next gratuitous ARPs / NAs on its VIPs' other interfaces are
+    /// due (while MASTER).
+    extra_garp_at: Option<Instant>,
 }
 
 impl Runner {
@@ -215,12 +218,13 @@ struct Engine {
     plan_scripts: Vec<String>,
     notifier: Notifier,
     garp: Gratuitous,
-    garp_interval: Duration,
     renewer: Renewer,
     smtp: Option<SmtpPlan>,
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
+    /// `vrrp_startup_delay`: no instance becomes MASTER before then.
+    startup_hold: Option<Instant>,
     status: VrrpStatus,
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
@@ -233,6 +237,8 @@ struct SocketKey {
     ifindex: u32,
     source: IpAddr,
     group: Option<IpAddr>,
+    /// `unicast_ttl` (255 for multicast instances).
+    ttl: u8,
     /// IP protocol AH (`auth_type AH`) rather than VRRP.
     ah: bool,
 }
@@ -289,7 +295,7 @@ impl Engine {
         for problem in &problems {
             warn!("{problem}");
         }
-        let Plan { instances, groups, scripts, files, script_policy, garp_interval, smtp } = plan;
+        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp } = plan;
 
         let mut track = TrackStatus::default();
         for link in &host.links {
@@ -328,7 +334,8 @@ impl Engine {
                 Transport::Unicast { .. } => None,
             };
             let ah = matches!(instance.params.authentication, Authentication::Ah(_));
-            let key = SocketKey { ifindex: instance.interface.index, source, group, ah };
+            let key =
+                SocketKey { ifindex: instance.interface.index, source, group, ttl: instance.unicast_ttl, ah };
             let socket = match sockets.iter().position(|(k, _)| *k == key) {
                 Some(index) => index,
                 None => match open_socket(&instance, &key) {
@@ -373,6 +380,7 @@ impl Engine {
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
+                extra_garp_at: None,
             });
         }
         let mut group_runners = Vec::new();
@@ -409,13 +417,13 @@ impl Engine {
             track,
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
             notifier: Notifier::spawn(&fifos(config, &script_policy)),
-            garp: Gratuitous::default(),
-            garp_interval,
+            garp: Gratuitous::spawn(garp_pacing),
             renewer: Renewer::spawn(netlink.clone()),
             smtp,
             tasks,
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
+            startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
         })
@@ -468,6 +476,9 @@ impl Engine {
                 actions.extend(
                     runner.machine.handle(Event::PriorityAdjustment(runner.evaluation.adjustment), now),
                 );
+            }
+            if let Some(until) = self.startup_hold {
+                runner.machine.hold_startup_until(until);
             }
             let previous = self.handoff.lock().ok().and_then(|mut h| h.remove(&runner.plan.name));
             if previous == Some(State::Master) {
@@ -818,6 +829,7 @@ impl Engine {
                     info!("({}) sent 0 priority", runner.plan.name);
                 } else if runner.machine.state() == State::Master && runner.vips_installed {
                     self.renew_lease(i);
+                    self.extra_gratuitous(i);
                 }
             }
             Action::AddVips => {
@@ -827,25 +839,30 @@ impl Engine {
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease))
                     .await;
                 addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
+                addr::add_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 info!("({}) setting VIPs.", runner.plan.name);
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
+                runner.extra_garp_at =
+                    runner.plan.garp_extra_if.as_ref().map(|g| Instant::now() + g.interval);
             }
             Action::RemoveVips => {
                 // A renewal still queued must not put them back.
                 self.renewer.flush().await;
                 let runner = &mut self.runners[i];
                 info!("({}) removing VIPs.", runner.plan.name);
+                addr::remove_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
                 runner.vips_installed = false;
                 runner.lease_renewed = None;
+                runner.extra_garp_at = None;
             }
             Action::SendGratuitous { repeat } => {
                 let runner = &self.runners[i];
                 let vips: Vec<_> = runner.plan.vips.iter().chain(&runner.plan.excluded).cloned().collect();
-                self.garp.send(&runner.plan.name, &vips, repeat, self.garp_interval).await;
+                self.garp.send(&runner.plan.name, &vips, repeat);
             }
             Action::Notify(state) => {
                 let runner = &self.runners[i];
@@ -911,6 +928,35 @@ impl Engine {
                 warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
             }
         }
+    }
+
+    /// `garp_extra_if`, checked as a MASTER sends an advert (as keepalived does): once its
+    /// interval has gone by, one gratuitous ARP / NA on each interface of its VIPs, for the first
+    /// VIP there, skipping interfaces lbd did not create (use_vmac) unless `all`, and its own
+    /// interface unless `vmac_xmit_base`.
+    fn extra_gratuitous(&mut self, i: usize) {
+        let now = Instant::now();
+        let runner = &mut self.runners[i];
+        let (Some(extra), Some(at)) = (&runner.plan.garp_extra_if, runner.extra_garp_at) else { return };
+        if at > now {
+            return;
+        }
+        runner.extra_garp_at = Some(now + extra.interval);
+        let xmit_base = runner.plan.vmac.as_ref().is_some_and(|v| v.xmit_base);
+        let mut interfaces = Vec::new();
+        let mut vips = Vec::new();
+        for vip in runner.plan.vips.iter().chain(&runner.plan.excluded) {
+            let ifindex = vip.address.ifindex;
+            if (!self.vmacs.contains(&ifindex) && !extra.all)
+                || (ifindex == runner.plan.vip_interface && !xmit_base)
+                || interfaces.contains(&ifindex)
+            {
+                continue;
+            }
+            interfaces.push(ifindex);
+            vips.push(vip.clone());
+        }
+        self.garp.send(&runner.plan.name, &vips, 1);
     }
 
     /// Renews the VIP lease if a quarter of it has gone by, without waiting for the kernel
@@ -992,6 +1038,21 @@ impl Engine {
     }
 }
 
+/// `vrrp_startup_delay`: when the delay that began with the first VRRP engine of this process
+/// ends, if it has not yet. As keepalived's `vrrp_delayed_start_time`, it is set at startup and
+/// not again by a reload (a reload during the delay keeps its end).
+fn startup_hold(delay: Option<Duration>) -> Option<Instant> {
+    static FIRST_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let first = *FIRST_START.get_or_init(Instant::now);
+    let delay = delay?;
+    let until = first + delay;
+    if until <= Instant::now() {
+        return None;
+    }
+    info!("Delaying startup for {} seconds", delay.as_secs_f64());
+    Some(until)
+}
+
 /// `notify_fifo` and `vrrp_notify_fifo` with their reader scripts (one that cannot run is
 /// logged and left out).
 fn fifos<'a>(
@@ -1037,14 +1098,15 @@ fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<Vrrp
                 Some(IpAddr::V4(g)) => Some(g),
                 _ => None,
             };
-            VrrpSocket::open_v4(&interface.name, interface.index, source, group, key.ah)
+            VrrpSocket::open_v4(&interface.name, interface.index, source, group, key.ah)?
+                .with_unicast_ttl(key.ttl)
         }
         IpAddr::V6(source) => {
             let group = match key.group {
                 Some(IpAddr::V6(g)) => Some(g),
                 _ => None,
             };
-            VrrpSocket::open_v6(&interface.name, interface.index, source, group)
+            VrrpSocket::open_v6(&interface.name, interface.index, source, group)?.with_unicast_ttl(key.ttl)
         }
     }
 }

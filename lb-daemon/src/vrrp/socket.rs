@@ -67,6 +67,8 @@ pub struct VrrpSocket {
     /// one socket sends and receives from different tasks.
     next_id: AtomicU16,
     source: IpAddr,
+    /// `unicast_ttl`: the TTL / hop limit of adverts to unicast peers.
+    unicast_ttl: u8,
 }
 
 impl VrrpSocket {
@@ -127,7 +129,17 @@ impl VrrpSocket {
         // SAFETY: the Socket owns its descriptor and is moved into the AsyncFd, which neither
         // replaces nor closes it while registered.
         let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE)? };
-        Ok(Self { fd, next_id: AtomicU16::new(1), source })
+        Ok(Self { fd, next_id: AtomicU16::new(1), source, unicast_ttl: VRRP_TTL })
+    }
+
+    /// Sends unicast adverts with TTL (IPv4) or hop limit (IPv6) `ttl` (`unicast_ttl`) rather
+    /// than 255; multicast adverts keep 255.
+    pub fn with_unicast_ttl(mut self, ttl: u8) -> io::Result<Self> {
+        if self.source.is_ipv6() {
+            self.fd.get_ref().set_unicast_hops_v6(u32::from(ttl))?;
+        }
+        self.unicast_ttl = ttl;
+        Ok(self)
     }
 
     /// The address adverts are sent from.
@@ -161,6 +173,9 @@ impl VrrpSocket {
                     })
                     .unwrap_or(1);
                 let mut header = Ipv4Header::vrrp(source, dst, id);
+                if !dst.is_multicast() {
+                    header.ttl = self.unicast_ttl;
+                }
                 let ah_len = if ah.is_some() { AH_HEADER_LEN } else { 0 };
                 let mut packet = Vec::with_capacity(20 + ah_len + message.len());
                 if let Some(signing) = &ah {

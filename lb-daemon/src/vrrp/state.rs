@@ -464,6 +464,9 @@ pub struct Instance {
     wants_master: bool,
     /// The running Master_Down_Timer was already extended because it was handled late.
     late_grace: bool,
+    /// `vrrp_startup_delay`: until then a BACKUP's Master_Down_Timer runs from this instant,
+    /// not from now (keepalived's `vrrp_delayed_start_time`).
+    startup_hold: Option<Instant>,
 }
 
 impl Instance {
@@ -548,6 +551,7 @@ impl Instance {
             master: None,
             wants_master: false,
             late_grace: false,
+            startup_hold: None,
             params,
         })
     }
@@ -600,6 +604,19 @@ impl Instance {
         self.state == State::Backup && self.wants_master
     }
 
+    /// `vrrp_startup_delay`: until `until`, the instance cannot become MASTER. As keepalived
+    /// does, it runs as a BACKUP (hearing adverts) whose Master_Down_Timer counts from `until`
+    /// rather than from now, the address owner included. Give it before [`Event::Startup`].
+    pub fn hold_startup_until(&mut self, until: Instant) {
+        self.startup_hold = Some(until);
+    }
+
+    /// The Master_Down_Timer (or Skew_Time) `interval` set at `now`: from the end of the startup
+    /// hold while it lasts.
+    fn down_timer(&self, now: Instant, interval: Duration) -> Instant {
+        later(self.startup_hold.filter(|&until| until > now).unwrap_or(now), interval)
+    }
+
     /// When [`Event::Timer`] is next due; `None` in INIT, FAULT and STOP.
     pub fn next_deadline(&self) -> Option<Instant> {
         let garps = if self.state == State::Master {
@@ -637,7 +654,7 @@ impl Instance {
             Event::SyncHold => {
                 if self.state == State::Backup {
                     self.wants_master = true;
-                    self.timer = Some(later(now, self.master_down_interval()));
+                    self.timer = Some(self.down_timer(now, self.master_down_interval()));
                 }
             }
             Event::SyncMaster => {
@@ -674,6 +691,15 @@ impl Instance {
         self.master = None;
         self.preempt_time = None;
         if self.base_priority == PRIORITY_OWNER {
+            if let Some(until) = self.startup_hold.filter(|&until| until > now) {
+                // keepalived: the owner is a BACKUP whose timer runs out as the hold ends.
+                if startup {
+                    actions.push(Action::RemoveVips);
+                }
+                self.state = State::Backup;
+                self.timer = Some(until);
+                return;
+            }
             self.become_master(now, actions);
             return;
         }
@@ -683,7 +709,7 @@ impl Instance {
         self.state = State::Backup;
         self.wants_master = false;
         self.late_grace = false;
-        self.timer = Some(later(now, self.master_down_interval()));
+        self.timer = Some(self.down_timer(now, self.master_down_interval()));
         actions.push(Action::Notify(State::Backup));
     }
 
@@ -734,7 +760,7 @@ impl Instance {
         actions.push(Action::RemoveVips);
         actions.push(Action::Notify(State::Backup));
         self.late_grace = false;
-        self.timer = Some(later(now, self.master_down_interval()));
+        self.timer = Some(self.down_timer(now, self.master_down_interval()));
     }
 
     fn enter_fault(&mut self, actions: &mut Vec<Action>) {
@@ -931,7 +957,7 @@ impl Instance {
             // The master said it is leaving: no advert of its is coming, so a Skew_Time handled
             // late is no reason to wait for one (the stall grace would add STALL_WAIT to the
             // orderly failover keepalived does in Skew_Time).
-            self.timer = Some(later(now, self.skew_time()));
+            self.timer = Some(self.down_timer(now, self.skew_time()));
             self.late_grace = true;
             return;
         }
@@ -950,7 +976,7 @@ impl Instance {
         if self.params.version == Version::V3 {
             self.master_adver_interval = advert.adver_interval();
         }
-        self.timer = Some(later(now, self.master_down_interval()));
+        self.timer = Some(self.down_timer(now, self.master_down_interval()));
         self.late_grace = false;
         // A master is heard again: a sync group member held back no longer wants to take over.
         self.wants_master = false;

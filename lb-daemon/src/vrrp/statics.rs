@@ -6,13 +6,13 @@
 use tracing::warn;
 
 use super::{
-    addr::{self, chain},
+    addr,
     config::{StaticPlan, static_plan},
     engine::read_host,
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime, rule::Rule},
+    netlink::{Netlink, addr::Lifetime},
 };
 
 /// What was installed.
@@ -50,9 +50,8 @@ impl Statics {
         for problem in problems {
             warn!("{problem}");
         }
-        for rule in self.plan.rules.iter().filter(|r| !plan.rules.contains(r)) {
-            delete_rule(netlink, rule).await;
-        }
+        let old_rules: Vec<_> = self.plan.rules.iter().filter(|r| !plan.rules.contains(r)).cloned().collect();
+        addr::remove_rules(netlink, "static", &old_rules).await;
         let old_routes: Vec<_> =
             self.plan.routes.iter().filter(|r| !plan.routes.contains(r)).cloned().collect();
         addr::remove_routes(netlink, "static", &old_routes).await;
@@ -62,26 +61,14 @@ impl Statics {
         addr::add(netlink, "static", &plan.addresses, Lifetime::Forever).await;
         // Routes after the addresses they may take their source from.
         addr::add_routes(netlink, "static", &plan.routes).await;
-        for rule in &plan.rules {
-            if let Err(e) = netlink.add_rule(rule).await {
-                warn!("static: cannot add {rule}: {}", chain(&e));
-            }
-        }
+        addr::add_rules(netlink, "static", &plan.rules).await;
         self.plan = plan;
     }
 
     /// Removes every entry installed.
     pub async fn remove(self, netlink: &Netlink) {
-        for rule in &self.plan.rules {
-            delete_rule(netlink, rule).await;
-        }
+        addr::remove_rules(netlink, "static", &self.plan.rules).await;
         addr::remove_routes(netlink, "static", &self.plan.routes).await;
         addr::remove(netlink, "static", &self.plan.addresses).await;
-    }
-}
-
-async fn delete_rule(netlink: &Netlink, rule: &Rule) {
-    if let Err(e) = netlink.delete_rule(rule).await {
-        warn!("static: cannot remove {rule}: {}", chain(&e));
     }
 }

@@ -293,3 +293,46 @@ fn static_addresses_routes_and_rules_default_to_eth0_and_unknown_devices_are_rep
     assert_eq!(statics.addresses.len(), 1);
     assert!(errors.iter().any(|e| e.message.contains("no dev")), "{errors:?}");
 }
+
+#[test]
+fn new_keywords_map_onto_the_plan() {
+    let instance = |extra: &str| {
+        format!(
+            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
+             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
+        )
+    };
+    // vrrp_min_garp: one gratuitous ARP, no second burst; an instance's own setting wins.
+    let min = only(&format!("global_defs {{\n vrrp_min_garp\n}}\n{}", instance("")));
+    assert_eq!((min.params.garp_master_repeat, min.params.garp_master_delay), (1, None));
+    let own = only(&format!("global_defs {{\n vrrp_min_garp\n}}\n{}", instance(" garp_master_repeat 3\n")));
+    assert_eq!(own.params.garp_master_repeat, 3);
+    // unicast_ttl applies to unicast instances only (keepalived resets it otherwise).
+    let unicast = only(&instance(" unicast_ttl 64\n unicast_peer {\n  10.0.0.2\n }\n"));
+    assert_eq!(unicast.unicast_ttl, 64);
+    assert_eq!(only(&instance(" unicast_ttl 64\n")).unicast_ttl, 255);
+    // garp_extra_if: the instance's, else the global one; 0 turns it off.
+    let extra = only(&format!("global_defs {{\n vrrp_garp_extra_if 100\n}}\n{}", instance("")));
+    assert_eq!(extra.garp_extra_if.map(|g| (g.all, g.interval)), Some((false, Duration::from_secs(100))));
+    let off =
+        only(&format!("global_defs {{\n vrrp_garp_extra_if 100\n}}\n{}", instance(" garp_extra_if 0\n")));
+    assert_eq!(off.garp_extra_if, None);
+    // virtual_rules become rules; the VIPs' default interface is kept for garp_extra_if.
+    let rules = only(&instance(" virtual_rules {\n  from 192.168.1.0/24 table 100\n }\n"));
+    assert_eq!(rules.rules.len(), 1);
+    assert_eq!(
+        (rules.rules[0].from, rules.rules[0].table),
+        (Some(("192.168.1.0".parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 24)), 100)
+    );
+    assert_eq!(rules.vip_interface, 2);
+    // garp_group: its interfaces share its pauses; unknown interfaces are reported.
+    let (plan, errors) = planned(&format!(
+        "global_defs {{\n vrrp_gna_interval 0.2\n}}\ngarp_group {{\n garp_interval 0.5\n interfaces {{\n  eth0\n  \
+         eth1\n  nope0\n }}\n}}\n{}",
+        instance("")
+    ));
+    assert_eq!(plan.garp_pacing.gna_interval, Duration::from_millis(200));
+    assert_eq!(plan.garp_pacing.groups.get(&2), Some(&(0, Duration::from_millis(500), Duration::ZERO)));
+    assert_eq!(plan.garp_pacing.groups.get(&3), plan.garp_pacing.groups.get(&2));
+    assert!(errors.iter().any(|e| e.message.contains("nope0")), "{errors:?}");
+}

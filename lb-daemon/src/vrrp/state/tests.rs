@@ -1020,3 +1020,33 @@ fn random_events_keep_the_invariants() {
         }
     }
 }
+
+#[test]
+fn a_startup_hold_runs_the_master_down_timer_from_its_end_owner_included() {
+    // vrrp_startup_delay 5: priority 100 (Master_Down_Interval 3.609 s) takes over at 8.609 s.
+    let mut backup = instance(params(100, 1));
+    backup.hold_startup_until(at_ms(5_000));
+    let actions = backup.handle(Event::Startup, at_ms(0));
+    assert_eq!(actions, vec![Action::RemoveVips, Action::Notify(State::Backup)]);
+    assert_eq!(deadline(&backup), at_us(8_609_375));
+    // An advert heard during the hold restarts the timer from the hold's end, not from now.
+    let _ = receive(&mut backup, 2, &advert(200), at_ms(4_000));
+    assert_eq!(deadline(&backup), at_us(8_609_375));
+    // After the hold, from now as usual.
+    let _ = receive(&mut backup, 2, &advert(200), at_ms(6_000));
+    assert_eq!(deadline(&backup), at_us(9_609_375));
+    let actions = backup.handle(Event::Timer, at_us(9_609_375));
+    assert_eq!(actions, takeover_actions(100));
+
+    // The owner waits as a BACKUP (without a notify, as keepalived) until the hold ends.
+    let mut owner = instance(params(255, 1));
+    owner.hold_startup_until(at_ms(5_000));
+    assert_eq!(owner.handle(Event::Startup, at_ms(0)), vec![Action::RemoveVips]);
+    assert_eq!(owner.state(), State::Backup);
+    assert_eq!(deadline(&owner), at_ms(5_000));
+    assert_eq!(owner.handle(Event::Timer, at_ms(5_000)), takeover_actions(255));
+    // A hold already over changes nothing.
+    let mut late = instance(params(255, 1));
+    late.hold_startup_until(at_ms(0));
+    assert_eq!(late.handle(Event::Startup, at_ms(1)), takeover_actions(255));
+}

@@ -1,0 +1,181 @@
+//! keepalived keywords of the VRRP child, shown through real packets in namespaces:
+//! `virtual_rules` (policy rules that follow MASTER), `unicast_ttl` (the TTL of unicast adverts,
+//! which a real keepalived backup accepts: its TTL check is for multicast only),
+//! `vrrp_startup_delay` (no takeover before the delay plus Master_Down_Interval),
+//! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces) and `garp_group`
+//! (gratuitous ARPs paced per interface).
+
+mod vrrp_kit;
+
+use std::time::{Duration, Instant};
+
+use lb_tests::{lab::Lab, process::Proc};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
+
+/// `tcpdump` on `interface` of `ns`, line-buffered, with epoch timestamps.
+fn capture(ns: &lb_tests::lab::Netns, label: &str, interface: &str, filter: &str) -> Proc {
+    let mut args = vec!["-i", interface, "-nn", "-l", "-tt", "-v"];
+    args.extend(filter.split(' '));
+    let mut tcpdump = ns.spawn(label, "tcpdump", &args);
+    lb_tests::lab::wait_until(Duration::from_secs(5), "tcpdump to listen", || {
+        tcpdump.assert_running();
+        tcpdump.log().contains("listening on")
+    });
+    tcpdump
+}
+
+/// The timestamps of the gratuitous ARPs for `vip` in a capture.
+fn garps(capture: &Proc, vip: &str) -> Vec<f64> {
+    capture
+        .log()
+        .lines()
+        .filter(|l| l.contains(&format!("who-has {vip} ")) && l.contains(&format!("tell {vip},")))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn virtual_rules_follow_master_and_unicast_ttl_reaches_a_keepalived_backup() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 96, 2);
+    let vip = ip4(96, 100);
+    let unicast = |me: u8, peer: u8, priority: u8, extra: &str| {
+        config(
+            &format!("r{me}"),
+            "",
+            &[instance(
+                "VI_1",
+                96,
+                priority,
+                "0.2",
+                &["10.96.0.100/24"],
+                &format!(
+                    "  version 3\n  unicast_src_ip 10.96.0.{me}\n  unicast_peer {{\n    10.96.0.{peer}\n  }}\n{extra}"
+                ),
+            )],
+        )
+    };
+    let rules = "  virtual_rules {\n    from 192.168.96.0/24 table 96 preference 960\n  }\n";
+    let adverts = capture(&r[1], "tcpdump-r2", "eth0", "ip proto 112");
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut a =
+        start_lbd(&mut lab, &r[0], "lbd1", &unicast(1, 2, 150, &format!("  unicast_ttl 64\n{rules}")));
+    let _b = start_keepalived(&lab, &r[1], "keepalived2", &unicast(2, 1, 100, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    // keepalived hears the TTL-64 adverts (no TTL check for unicast) and stays BACKUP.
+    w2.assert_steady(false, Duration::from_secs(1));
+    let log = adverts.log();
+    let ours: Vec<&str> = log.lines().filter(|l| l.contains("10.96.0.1 > 10.96.0.2")).collect();
+    assert!(!ours.is_empty(), "no advert from lbd captured:\n{log}");
+    // tcpdump -v puts the IP header on the line before the addresses.
+    let headers: Vec<&str> = log.lines().filter(|l| l.contains("proto VRRP (112)")).collect();
+    assert!(headers.iter().any(|l| l.contains("ttl 64,")), "{log}");
+    assert!(!headers.iter().any(|l| l.contains("ttl 255,")), "lbd sent a TTL-255 unicast advert:\n{log}");
+
+    let rule = r[0].ip(&["rule", "show", "preference", "960"]);
+    assert!(rule.contains("from 192.168.96.0/24 lookup 96") && rule.contains("proto keepalived"), "{rule:?}");
+    assert!(r[1].ip(&["rule", "show", "preference", "960"]).trim().is_empty());
+
+    // An orderly stop releases MASTER: the rule goes with the VIP.
+    terminate(&mut a, "lbd1");
+    w2.wait_for(true, Duration::from_secs(3));
+    assert!(r[0].ip(&["rule", "show", "preference", "960"]).trim().is_empty(), "the rule outlived MASTER");
+    assert!(!w1.holds());
+}
+
+#[test]
+fn virtual_rules_are_removed_on_a_move_to_backup() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 99, 2);
+    let vip = ip4(99, 100);
+    let rules = "  virtual_rules {\n    to 192.168.99.0/24 table 99 preference 990\n  }\n";
+    let make = |id: &str, priority: u8| {
+        config(
+            id,
+            "",
+            &[instance("VI_1", 99, priority, "0.2", &["10.99.0.100/24"], &format!("  version 3\n{rules}"))],
+        )
+    };
+    let w1 = VipWatch::start(&r[0], "r1", vip);
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &make("r1", 100));
+    w1.wait_for(true, Duration::from_secs(5));
+    assert!(r[0].ip(&["rule", "show", "preference", "990"]).contains("to 192.168.99.0/24 lookup 99"));
+    // A higher priority preempts: r1 goes BACKUP and takes its rule away; r2 installs its own.
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &make("r2", 200));
+    w1.wait_for(false, Duration::from_secs(5));
+    assert!(r[0].ip(&["rule", "show", "preference", "990"]).trim().is_empty());
+    assert!(r[1].ip(&["rule", "show", "preference", "990"]).contains("to 192.168.99.0/24 lookup 99"));
+}
+
+#[test]
+fn vrrp_startup_delay_holds_the_takeover_back() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 97, 1);
+    let vip = ip4(97, 100);
+    // advert_int 1, priority 150 (VRRPv2): Master_Down_Interval 3 + 106/256 s; with a 3 s delay
+    // the VIP cannot come before 6.41 s.
+    let conf = config(
+        "r1",
+        "  vrrp_startup_delay 3\n",
+        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "  track_src_ip\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", vip);
+    let started = Instant::now();
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    let taken = w1.wait_for(true, Duration::from_secs(15)).saturating_duration_since(started);
+    eprintln!("vrrp_startup_delay 3: VIP after {:.3} s", taken.as_secs_f64());
+    assert!(taken >= Duration::from_millis(6_400), "took over after {taken:?}:\n{}", lbd.log());
+    assert!(lbd.log().contains("Delaying startup for 3 seconds"), "{}", lbd.log());
+    assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
+    // A keyword lbd parses but does not act on is named with its line and column.
+    assert!(
+        lbd.log().contains("lbd1.conf:11:3: notice: keyword 'track_src_ip' is parsed, not supported yet"),
+        "{}",
+        lbd.log()
+    );
+}
+
+#[test]
+fn garp_extra_if_repeats_on_other_interfaces_and_garp_group_paces_them() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 98, 2);
+    // r1's second interface eth1 faces h (10.198.0.0/24).
+    let h = lab.netns("h");
+    lab.veth(&r[0], "eth1", &h, "eth0");
+    r[0].addr("eth1", "10.198.0.1/24");
+    h.addr("eth0", "10.198.0.2/24");
+    let conf = config(
+        "r1",
+        "",
+        &[
+            "garp_group {\n  garp_interval 0.4\n  interface eth1\n}\n".to_string(),
+            instance(
+                "VI_1",
+                98,
+                150,
+                "0.2",
+                &["10.98.0.100/24", "10.198.0.100/24 dev eth1"],
+                "  version 3\n  garp_master_repeat 3\n  garp_master_delay 0\n  garp_extra_if all 1\n",
+            ),
+        ],
+    );
+    let lan_side = capture(&r[1], "tcpdump-lan", "eth0", "arp");
+    let other_side = capture(&h, "tcpdump-h", "eth0", "arp");
+    let w1 = VipWatch::start(&r[0], "r1", ip4(98, 100));
+    let _a = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(4_500));
+
+    // eth1: the 3 of the takeover, 0.4 s apart (garp_group), then one a second (garp_extra_if).
+    let other = garps(&other_side, "10.198.0.100");
+    eprintln!("eth1 gratuitous ARPs at {other:?}");
+    assert!(other.len() >= 6, "expected 3 + at least 3 on eth1, got {other:?}\n{}", other_side.log());
+    for pair in other.windows(2) {
+        assert!(pair[1] - pair[0] >= 0.39, "gratuitous ARPs on eth1 less than 0.4 s apart: {other:?}");
+    }
+    // eth0 (the instance's own interface): the takeover's 3 only, back to back (no group there).
+    let own = garps(&lan_side, "10.98.0.100");
+    eprintln!("eth0 gratuitous ARPs at {own:?}");
+    assert_eq!(own.len(), 3, "{}", lan_side.log());
+    assert!(own[2] - own[0] < 0.3, "eth0's burst was paced: {own:?}");
+}
