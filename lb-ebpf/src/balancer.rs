@@ -218,7 +218,7 @@ fn send_known(
 /// the resize, and no packet pointer from before it may meet one from after.
 #[inline(always)]
 fn send_with_toa(ctx: &XdpContext, h: &mut Headers, flow: &Flow, stats: &mut GlobalStats) -> Outcome {
-    match toa::insert4(ctx, h) {
+    match toa::insert4(ctx, h, h.key.src[0], h.key.sport) {
         Ok(toa::Inserted::Yes) => stats.toa_inserted += 1,
         Ok(toa::Inserted::NoRoom) => stats.toa_no_room += 1,
         Err(encap::EncapError::Resize) => return Outcome::DropResize,

@@ -38,9 +38,10 @@ use crate::{
     Outcome, clock,
     csum::Delta,
     encap::EncapError,
-    maps::{LBD_SYNPROXY_PENDING, LBD_SYNPROXY_SECRET, per_cpu},
+    maps::{LBD_SETTINGS, LBD_SYNPROXY_PENDING, LBD_SYNPROXY_SECRET, per_cpu},
     nat,
     parse::{Frame, Headers, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    toa,
 };
 
 /// Right shift of the coarse clock (ns) that gives the cookie's time counter: 2^36 ns, 68.7 s.
@@ -209,6 +210,13 @@ fn real_answer(
     };
     write_segment(ctx, frame, h, &out)?;
     stats.synproxy_real_answers += 1;
+    // FNAT: this ACK is the one the real server's TOA module reads the client from.
+    if fnat && h.key.family == family::IPV4 && LBD_SETTINGS.get(0).is_some_and(|s| s.fnat_toa != 0) {
+        match toa::insert4(ctx, h, flow.client_addr[0], flow.client_port)? {
+            toa::Inserted::Yes => stats.toa_inserted += 1,
+            toa::Inserted::NoRoom => stats.toa_no_room += 1,
+        }
+    }
     Ok(Some(Outcome::FwdTx))
 }
 

@@ -4,6 +4,9 @@
 //! order. A real server with a TOA module reads it when it accepts the connection and
 //! `getpeername` returns the client; without one the kernel ignores the unknown option.
 //!
+//! With `syn_proxy` the ACK that completes the real server's handshake is the load balancer's
+//! own, and carries it.
+//!
 //! Only a bare ACK (no payload) gets the option: appending it then moves nothing, and the
 //! packet stays far below any MTU. An ACK that carries data, or whose TCP header has no 8
 //! bytes left (60 at most), is sent without it and counted.
@@ -32,11 +35,11 @@ pub(crate) enum Inserted {
     NoRoom,
 }
 
-/// Appends the TOA option with the packet's source address and port (the client's) to the
-/// IPv4 TCP packet `h`, fixing the data offset, the IP length and both checksums. The frame
-/// must be read again from `ctx` afterwards.
+/// Appends the TOA option with the client's address `addr` and port `port` (network order)
+/// to the IPv4 TCP packet `h`, fixing the data offset, the IP length and both checksums. The
+/// frame must be read again from `ctx` afterwards.
 #[inline(never)]
-pub(crate) fn insert4(ctx: &XdpContext, h: &Headers) -> Result<Inserted, EncapError> {
+pub(crate) fn insert4(ctx: &XdpContext, h: &Headers, addr: u32, port: u16) -> Result<Inserted, EncapError> {
     let frame = Frame::new(ctx.data(), ctx.data_end());
     let ip_len = usize::from(frame.be16_at(h.l3 + 2)?);
     let [offset_byte, flags] = frame.bytes::<2>(h.l4 + 12)?;
@@ -54,7 +57,6 @@ pub(crate) fn insert4(ctx: &XdpContext, h: &Headers) -> Result<Inserted, EncapEr
     let frame = Frame::new(ctx.data(), ctx.data_end());
     // Each field as it sits in memory (network order), summed as native words (RFC 1071).
     let kind_len = u16::from_ne_bytes([TCPOPT_ADDR, TCPOLEN_ADDR as u8]);
-    let (port, addr) = (h.key.sport, h.key.src[0]);
     let old_offset = u16::from_ne_bytes([offset_byte, flags]);
     let new_offset =
         u16::from_ne_bytes([(offset_byte & 0x0f) | (((tcp_len + TCPOLEN_ADDR) / 4) << 4) as u8, flags]);

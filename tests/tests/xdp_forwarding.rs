@@ -810,19 +810,23 @@ fn synproxy_fnat_flow_reaches_the_real_from_the_pool_and_shifts_both_ways() {
         let local = SocketAddr::new(laddr.into(), lport);
         assert_eq!((out.output[14 + 20 + 13], seq_of(&out.output)), (TcpFlags::SYN, 500));
         assert_eq!(&out.output[14 + 20 + 20..], &[2, 4, 0x05, 0xa0], "MSS 1440 from the cookie");
-        // The real server answers the local address; the LB completes its handshake.
+        // The real server answers the local address; the LB completes its handshake, with
+        // the client's address in a TOA option.
         let real_isn = 7u32;
         let answer =
             Packet::tcp(real, local, TcpFlags::SYN | TcpFlags::ACK, &[]).seq_ack(real_isn, 501, 29200);
         let out = program.run_on(ifindex, &answer.build());
         assert_eq!(out.action, XdpAction::Tx);
+        let [hi, lo] = 40030u16.to_be_bytes();
         assert_eq!(
             out.output,
             Packet::tcp(local, real, TcpFlags::ACK, &[])
                 .seq_ack(501, real_isn + 1, 65535)
+                .tcp_options(&[254, 8, hi, lo, 10, 9, 0, 7])
                 .macs(packet::DST_MAC, packet::SRC_MAC)
                 .build()
         );
+        assert_eq!(program.stats().toa_inserted, 1);
         // Both directions shifted, FNAT translated.
         let data = Packet::tcp(client, vip, TcpFlags::ACK, b"x").seq_ack(501, cookie.wrapping_add(1), 64240);
         let out = program.run_on(ifindex, &data.build());
