@@ -498,7 +498,9 @@ impl Bench<'_> {
         match self.program {
             Program::Lbd => {
                 let pin = topology.bpffs(ns)?.join("lbd");
-                command.arg(self.lbd).args(["-n", "-l", "-P", "-f", &conf, "--bpf-pin-path"]).arg(pin);
+                // `-G` as keepalived's: neither logs to syslog (without a syslog daemon, glibc
+                // tries to connect to /dev/log again for every line).
+                command.arg(self.lbd).args(["-n", "-l", "-G", "-P", "-f", &conf, "--bpf-pin-path"]).arg(pin);
             }
             Program::Keepalived => {
                 command.args(["keepalived", "-n", "-l", "-G", "-P", "-f", &conf]);

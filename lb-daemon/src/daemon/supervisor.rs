@@ -204,8 +204,13 @@ const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 impl Supervisor {
     /// Takes the main pid file and starts the children the configuration needs.
     pub async fn start(args: Args) -> anyhow::Result<Self> {
-        let signals = Signals::install().context("installing signal handlers")?;
+        // The forwarder first, so that it runs before tokio's handler (signal-hook runs a signal's
+        // actions in the order they were registered): the VRRP child's kill(2) before the write
+        // that wakes this runtime. The stop signals wait, blocked, until both are installed
+        // (`Signals::install` unblocks them).
+        super::signals::block(&super::signals::handled_set()).context("blocking the stop signals")?;
         super::signals::forward_stop_at_once().context("installing the stop forwarder")?;
+        let signals = Signals::install().context("installing signal handlers")?;
         let pid_file = PidFile::create(args.pid_file.as_deref().unwrap_or(Path::new(pidfile::DEFAULT_MAIN)))?;
         // The children log the configuration's diagnostics; the parent only needs its shape.
         let (config, _) = super::load(&args, false).context("reading the configuration")?;

@@ -543,11 +543,15 @@ impl Engine {
                     .map_or(0.0, |at| at.saturating_duration_since(now).as_secs_f64() * 1e3)
             );
         } else if due {
-            info!(
+            // Logged once the VIPs are on their way (as keepalived, before the new state).
+            let line = format!(
                 "({}) Receive advertisement timeout (handled {:.1} ms after it ran out)",
                 self.runners[i].plan.name,
                 late.unwrap_or_default().as_secs_f64() * 1e3
             );
+            self.execute_then(i, actions, Some(line)).await;
+            self.sync(i, old, now).await;
+            return;
         } else if old == State::Master
             && let Some(late) = late
             && late >= self.runners[i].machine.params().advert_interval / state::LATE_GRACE
@@ -617,7 +621,10 @@ impl Engine {
                 self.runners[i].old_checksum = true;
             }
             let runner = &self.runners[i];
-            let now = Instant::now();
+            // The advert happened when it reached the host: the backup's timers run from then,
+            // not from when this thread got round to reading it.
+            let read = Instant::now();
+            let now = received.arrived.map_or(read, |at| at.min(read));
             let old = runner.machine.state();
             let ours = runner.machine.effective_priority();
             let actions =
@@ -777,6 +784,12 @@ impl Engine {
 
     /// Carries out `actions` of instance `i`, in order.
     async fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        self.execute_then(i, actions, None).await;
+    }
+
+    /// [`Engine::execute`], logging `line` (what led to the change of state) before the new
+    /// state but after the takeover's VIPs or the stop's priority-0 advert.
+    async fn execute_then(&mut self, i: usize, actions: Vec<Action>, line: Option<String>) {
         let state = actions.iter().find_map(|a| if let Action::Notify(s) = a { Some(*s) } else { None });
         let mut actions = actions.into_iter().peekable();
         // keepalived logs the new state before what it does about it, but the failover waits
@@ -788,6 +801,9 @@ impl Engine {
                 .next_if(|a| matches!(a, Action::AddVips | Action::SendAdvert { priority: PRIORITY_STOP }))
         {
             self.act(i, first).await;
+        }
+        if let Some(line) = line {
+            info!("{line}");
         }
         if let Some(state) = state {
             let runner = &mut self.runners[i];
@@ -974,9 +990,9 @@ impl Engine {
     }
 
     async fn stop(mut self, kind: StopKind) {
-        info!("Stopping VRRP");
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut rest = Vec::new();
         for i in 0..self.runners.len() {
             let kind = match handoff.get_mut(&self.runners[i].plan.name) {
                 Some(state) if kind == StopKind::Handoff => {
@@ -989,8 +1005,14 @@ impl Engine {
             };
             match kind {
                 StopKind::Orderly | StopKind::Handoff => {
-                    let actions = self.runners[i].machine.handle(Event::Shutdown, now);
-                    self.execute(i, actions).await;
+                    let mut actions = self.runners[i].machine.handle(Event::Shutdown, now);
+                    // Every master's priority-0 advert before anything else (another
+                    // instance's VIP removal, log lines): the backups' Skew_Time starts with it.
+                    if actions.first() == Some(&Action::SendAdvert { priority: PRIORITY_STOP }) {
+                        let advert = actions.remove(0);
+                        self.act(i, advert).await;
+                    }
+                    rest.push((i, actions));
                 }
                 StopKind::KeepVips => {
                     // -V: nothing is sent and the VIPs stay, for good (not on a lease).
@@ -1013,6 +1035,10 @@ impl Engine {
                     );
                 }
             }
+        }
+        info!("Stopping VRRP");
+        for (i, actions) in rest {
+            self.execute(i, actions).await;
         }
         // After the adverts: the backups should not wait for us.
         for task in self.tasks.drain(..) {

@@ -6,16 +6,21 @@
 //! build the header (traffic class and hop limit set by socket options); the destination and
 //! hop limit of received IPv6 adverts come from `IPV6_PKTINFO` / `IPV6_HOPLIMIT` control
 //! messages, since raw IPv6 sockets do not deliver the header.
+//!
+//! Every advert carries the kernel's receive timestamp (`SO_TIMESTAMPNS`), as
+//! [`Received::arrived`]: the backup's Master_Down_Timer and Skew_Time (RFC 5798 §6.4.2) run
+//! from when the advert reached the host, not from when a loaded machine got round to reading
+//! it (keepalived counts from the read).
 
 use std::{
     io,
-    mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::{AsRawFd as _, RawFd},
     sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant, SystemTime},
 };
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn6, recvmsg};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -29,6 +34,11 @@ use super::{
 
 /// Largest advert accepted: header, 255 IPv6 addresses, auth data, AH, IP header.
 const MAX_PACKET: usize = 8 + 255 * 16 + 8 + 24 + 60;
+
+/// The oldest kernel timestamp believed: an older one (or one in the future) means the wall
+/// clock was stepped between the packet's arrival and its reading, and the advert is dated when
+/// it is read instead.
+const MAX_STAMP_AGE: Duration = Duration::from_secs(1);
 
 /// An advert as it arrived.
 #[derive(Debug)]
@@ -46,6 +56,8 @@ pub struct Received {
     /// A unicast VRRPv3 advert whose checksum is keepalived's old one (pseudo-header with
     /// 224.0.0.18, `old_unicast_checksum`), not the RFC's.
     pub old_checksum: bool,
+    /// When the advert reached the host (the kernel's receive timestamp); `None` without one.
+    pub arrived: Option<Instant>,
 }
 
 /// How to sign an advert with `auth_type AH`.
@@ -86,6 +98,7 @@ impl VrrpSocket {
         socket.bind_device(Some(interface.as_bytes()))?;
         socket.set_header_included_v4(true)?;
         socket.set_multicast_loop_v4(false)?;
+        set_int_option(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         // By index, not by address: the source may belong to another interface (the parent of a
         // use_vmac macvlan), and the kernel refuses a multicast interface other than the bound
         // device.
@@ -115,6 +128,7 @@ impl VrrpSocket {
         let fd = socket.as_raw_fd();
         set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         if let Some(group) = group {
             socket.join_multicast_v6(&group, ifindex)?;
         }
@@ -229,16 +243,36 @@ impl VrrpSocket {
     }
 
     fn read_one(&self, socket: &Socket) -> io::Result<Received> {
-        if self.source.is_ipv4() {
-            let mut buf = [MaybeUninit::<u8>::uninit(); MAX_PACKET];
-            let len = socket.recv(&mut buf)?;
-            // SAFETY: recv initialised the first `len` bytes.
-            let packet: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
-            Ok(decode_v4(packet))
-        } else {
-            recv_v6(socket.as_raw_fd())
+        if self.source.is_ipv4() { recv_v4(socket.as_raw_fd()) } else { recv_v6(socket.as_raw_fd()) }
+    }
+}
+
+/// Reads one raw IPv4 packet with its receive timestamp.
+fn recv_v4(fd: RawFd) -> io::Result<Received> {
+    let mut buf = [0u8; MAX_PACKET];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::timespec);
+    let msg =
+        recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
+    let mut arrived = None;
+    for message in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmTimestampns(at) = message {
+            arrived = arrival(Duration::from(at));
         }
     }
+    let len = msg.bytes;
+    Ok(Received { arrived, ..decode_v4(buf.get(..len).unwrap_or_default()) })
+}
+
+/// The monotonic instant of a kernel receive timestamp (`stamp`: wall-clock time since the
+/// epoch), or `None` if it is in the future or older than [`MAX_STAMP_AGE`].
+fn arrival(stamp: Duration) -> Option<Instant> {
+    let (wall, now) = (SystemTime::now(), Instant::now());
+    let age = wall.duration_since(SystemTime::UNIX_EPOCH.checked_add(stamp)?).ok()?;
+    if age > MAX_STAMP_AGE {
+        return None;
+    }
+    now.checked_sub(age)
 }
 
 /// Decodes a raw IPv4 packet (header included, as raw IPv4 sockets deliver it).
@@ -276,6 +310,7 @@ fn decode_v4(packet: &[u8]) -> Received {
                 advert,
                 ah,
                 old_checksum,
+                arrived: None,
             }
         }
         Err(e) => Received {
@@ -285,6 +320,7 @@ fn decode_v4(packet: &[u8]) -> Received {
             advert: Err(e),
             ah: None,
             old_checksum: false,
+            arrived: None,
         },
     }
 }
@@ -292,16 +328,18 @@ fn decode_v4(packet: &[u8]) -> Received {
 fn recv_v6(fd: RawFd) -> io::Result<Received> {
     let mut buf = [0u8; MAX_PACKET];
     let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int, libc::timespec);
     let msg =
         recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()).map_err(io::Error::from)?;
     let source = msg.address.map(|a| a.ip()).unwrap_or(Ipv6Addr::UNSPECIFIED);
     let mut destination = Ipv6Addr::UNSPECIFIED;
     let mut hop_limit = 0;
+    let mut arrived = None;
     for message in msg.cmsgs().map_err(io::Error::from)? {
         match message {
             ControlMessageOwned::Ipv6PacketInfo(info) => destination = Ipv6Addr::from(info.ipi6_addr.s6_addr),
             ControlMessageOwned::Ipv6HopLimit(limit) => hop_limit = u8::try_from(limit).unwrap_or(0),
+            ControlMessageOwned::ScmTimestampns(at) => arrived = arrival(Duration::from(at)),
             _ => {}
         }
     }
@@ -315,6 +353,7 @@ fn recv_v6(fd: RawFd) -> io::Result<Received> {
         advert,
         ah: None,
         old_checksum: false,
+        arrived,
     })
 }
 
@@ -372,6 +411,60 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         packet.extend_from_slice(&message);
         packet
+    }
+
+    #[test]
+    fn kernel_timestamps_become_instants_unless_implausible() {
+        let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let at = arrival(wall.saturating_sub(Duration::from_millis(30))).unwrap_or_else(|| panic!("refused"));
+        let age = at.elapsed();
+        assert!(age >= Duration::from_millis(30) && age < Duration::from_secs(1), "{age:?}");
+        // A stamp from the future or from long ago (the wall clock stepped): not believed.
+        assert_eq!(arrival(wall + Duration::from_secs(60)), None);
+        assert_eq!(arrival(wall.saturating_sub(Duration::from_secs(60))), None);
+    }
+
+    #[tokio::test]
+    async fn an_advert_is_dated_when_it_reached_the_host_not_when_it_is_read() {
+        // Unicast on loopback (as root, the tests' premise): the advert waits 50 ms in the
+        // socket before it is read.
+        let address = Ipv4Addr::new(127, 0, 0, 1);
+        let socket = VrrpSocket::open_v4("lo", 1, address, None, false).unwrap_or_else(|e| panic!("{e}"));
+        let advert = VrrpAdvert {
+            vrid: Vrid::new(231).unwrap_or_else(|| unreachable!()),
+            priority: 0,
+            fields: VersionFields::V3 {
+                max_adver_int: MaxAdverInt::from_centiseconds(1).unwrap_or_else(|| unreachable!()),
+            },
+            addresses: AddressList::V4(vec![Ipv4Addr::new(127, 0, 0, 231)]),
+        };
+        let sent = Instant::now();
+        socket.send(&advert, address.into(), None, false).await.unwrap_or_else(|e| panic!("{e}"));
+        // Queued (its receive path can wait for a CPU on a loaded machine), then left there.
+        let mut poll = libc::pollfd { fd: socket.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&raw mut poll, 1, 5000) }, 1, "nothing came back");
+        let queued = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
+        let received = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let received = socket.recv().await.unwrap_or_else(|e| panic!("{e}"));
+                if received.advert.as_ref().is_ok_and(|a| a.vrid == advert.vrid) {
+                    break received;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the advert did not come back"));
+        let read = Instant::now();
+        let arrived = received.arrived.unwrap_or_else(|| panic!("no receive timestamp"));
+        assert!(
+            arrived <= queued && arrived + Duration::from_millis(50) <= read,
+            "dated {:?} before the read",
+            read - arrived
+        );
+        // Timestamps in microseconds on some kernels: allow a little before the send.
+        assert!(arrived + Duration::from_millis(1) >= sent, "dated before it was sent");
     }
 
     #[test]

@@ -637,7 +637,9 @@ impl Instance {
         }
     }
 
-    /// Processes `event` at `now` and returns what to do, in order.
+    /// Processes `event`, which happened at `now`, and returns what to do, in order. An advert
+    /// happened when it reached the host (the engine passes the socket's receive timestamp), so
+    /// a backup's Master_Down_Timer and Skew_Time run from then, however late it is handled.
     #[must_use = "the actions must be carried out, in order"]
     pub fn handle(&mut self, event: Event<'_>, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
