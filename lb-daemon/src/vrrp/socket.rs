@@ -438,6 +438,12 @@ mod tests {
             },
             addresses: AddressList::V4(vec![Ipv4Addr::new(127, 0, 0, 231)]),
         };
+        // The kernel stamps packets on arrival once some socket asked for it, from a deferred
+        // work item: until it ran (the first socket of a quiet host), a packet is stamped when
+        // read. A first advert, read and left behind, gives it time.
+        socket.send(&advert, address.into(), None, false).await.unwrap_or_else(|e| panic!("{e}"));
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket.recv()).await;
+        std::thread::sleep(Duration::from_millis(20));
         let sent = Instant::now();
         socket.send(&advert, address.into(), None, false).await.unwrap_or_else(|e| panic!("{e}"));
         // Queued (its receive path can wait for a CPU on a loaded machine), then left there.
