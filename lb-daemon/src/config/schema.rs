@@ -9,7 +9,6 @@
 /// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
-    ("global_defs", "vrrp_down_timer_adverts"),
     ("global_defs", "vrrp_iptables"),
     ("global_defs", "vrrp_ipsets"),
     ("global_defs", "nftables"),
@@ -45,7 +44,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "debug"),
     ("vrrp_instance", "notify_deleted"),
     ("vrrp_instance", "lvs_sync_daemon_interface"),
-    ("vrrp_instance", "down_timer_adverts"),
     ("vrrp_instance", "kernel_rx_buf_size"),
 ];
 

@@ -693,6 +693,10 @@ impl Planner<'_> {
             .or(global.vrrp_garp_lower_prio_delay)
             .or(params.garp_master_delay)
             .filter(|d| !d.is_zero());
+        params.down_timer_adverts = v
+            .down_timer_adverts
+            .or(global.vrrp_down_timer_adverts)
+            .unwrap_or(super::state::DOWN_TIMER_ADVERTS);
         // Catch what the state machine refuses now, with the instance's name.
         super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
 

@@ -53,8 +53,9 @@ use super::packet::{
 
 /// Microseconds per centisecond: keepalived's `TIMER_CENTI_HZ`.
 const MICROS_PER_CENTISECOND: u64 = 10_000;
-/// Master_Down_Interval counts this many advert intervals before the skew (RFC 5798 §6.1).
-const DOWN_TIMER_ADVERTS: u32 = 3;
+/// Master_Down_Interval counts this many advert intervals before the skew (RFC 5798 §6.1), unless
+/// `down_timer_adverts` says otherwise.
+pub const DOWN_TIMER_ADVERTS: u32 = 3;
 /// A Master_Down_Timer handled at least this fraction of Master_Adver_Interval late (1/N), or
 /// [`STALL`] late if that is less, gets [`STALL_WAIT`] more (at most one Master_Adver_Interval)
 /// before the backup takes over.
@@ -266,6 +267,9 @@ pub struct InstanceParams {
     pub garp_lower_prio_repeat: u32,
     /// `vrrp_garp_lower_prio_delay`: when to send a second such burst (`None`: no second burst).
     pub garp_lower_prio_delay: Option<Duration>,
+    /// `down_timer_adverts` / `vrrp_down_timer_adverts` (1..=100): the advert intervals
+    /// Master_Down_Interval counts before the skew (RFC 5798's 3 by default).
+    pub down_timer_adverts: u32,
 }
 
 impl InstanceParams {
@@ -298,6 +302,7 @@ impl InstanceParams {
             garp_master_refresh_repeat: 1,
             garp_lower_prio_repeat: 0,
             garp_lower_prio_delay: None,
+            down_timer_adverts: DOWN_TIMER_ADVERTS,
         }
     }
 }
@@ -583,7 +588,9 @@ impl Instance {
 
     /// Master_Down_Interval for the current priority and Master_Adver_Interval.
     pub fn master_down_interval(&self) -> Duration {
-        master_down_interval(self.params.version, self.effective_priority, self.master_adver_interval)
+        self.master_adver_interval
+            .saturating_mul(self.params.down_timer_adverts)
+            .saturating_add(self.skew_time())
     }
 
     /// The router this instance last accepted (or, as a preempting backup, heard) as master;

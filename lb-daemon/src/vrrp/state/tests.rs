@@ -235,6 +235,28 @@ fn backup_failover_is_exactly_master_down_interval_after_the_last_advert() {
 }
 
 #[test]
+fn down_timer_adverts_sets_the_intervals_counted_before_the_skew() {
+    // keepalived: ms_down_timer = down_timer_adverts × master_adver_int + skew.
+    let p = InstanceParams { down_timer_adverts: 5, ..params(100, 2) };
+    let mut backup = started(p);
+    assert_eq!(backup.master_down_interval(), Duration::from_micros(5_609_375));
+    assert_eq!(backup.next_deadline(), Some(at_us(5_609_375)), "startup waits 5 intervals + skew");
+    assert_eq!(receive(&mut backup, 1, &advert(150), at_ms(1000)), []);
+    assert_eq!(backup.next_deadline(), Some(at_us(6_609_375)));
+    // The master dies after its advert at 1 s: 3 intervals + skew is not enough any more.
+    assert_eq!(backup.handle(Event::Timer, at_us(4_609_375)), []);
+    assert_eq!(backup.handle(Event::Timer, at_us(6_609_374)), []);
+    assert_eq!(backup.handle(Event::Timer, at_us(6_609_375)), takeover_actions(100));
+    // With a single advert interval, the timer is one interval + skew, from a v3 master's own
+    // (learnt) interval.
+    let mut quick = started(InstanceParams { down_timer_adverts: 1, ..params(100, 2) });
+    let half = instance(InstanceParams { advert_interval: Duration::from_millis(500), ..params(100, 9) });
+    assert_eq!(receive(&mut quick, 1, &half.advert(150), at_ms(100)), []);
+    assert_eq!(quick.master_down_interval(), Duration::from_micros(500_000 + 304_687));
+    assert_eq!(quick.next_deadline(), Some(at_us(100_000 + 804_687)));
+}
+
+#[test]
 fn a_master_down_timer_handled_late_waits_one_more_interval_once() {
     let mut backup = started(params(100, 2));
     receive(&mut backup, 1, &advert(150), at_ms(1000));
