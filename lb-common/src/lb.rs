@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(size_of::<PersistKey>(), 20);
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<LocalAddr>(), 20);
-        assert_eq!(size_of::<Settings>(), 4 * 4 + 2 * 2 + 4);
+        assert_eq!(size_of::<Settings>(), 4 * 4 + 2 * 2 + 4 + 4);
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn layout_has_no_padding_and_names_every_field() {
         assert_eq!(core::mem::size_of::<GlobalStats>(), GlobalStats::FIELDS.len() * 8);
-        let stats = GlobalStats { synproxy_real_answers: 7, ..Default::default() };
-        assert_eq!(stats.fields().last(), Some(&("synproxy_real_answers", 7)));
+        let stats = GlobalStats { toa_no_room: 7, ..Default::default() };
+        assert_eq!(stats.fields().last(), Some(&("toa_no_room", 7)));
     }
 }
