@@ -4,7 +4,7 @@
 //! Sizes are defaults: the daemon may resize the connection table at load time.
 
 use aya_ebpf::{
-    bindings::bpf_fib_lookup as FibParams,
+    bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams},
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -66,15 +66,17 @@ pub(crate) fn conn(key: &FlowKey) -> Option<*mut Flow> {
 }
 
 /// Records `flow` under `key` in the connection table of its family (an LRU: a full table
-/// evicts its least recently used flow). Not inlined: new flows only, and its narrow key then
-/// stays off the stack frames of the longest call chain.
+/// evicts its least recently used flow); with `if_absent`, only if the key is not there
+/// (BPF_NOEXIST). Returns whether it was written. Not inlined: new flows only, and its narrow
+/// key then stays off the stack frames of the longest call chain.
 #[inline(never)]
-pub(crate) fn conn_insert(key: &FlowKey, flow: &Flow) {
-    let _ = if key.family == family::IPV4 {
-        LBD_CONNS4.insert(&FlowKey4::of(key), flow, 0)
+pub(crate) fn conn_insert(key: &FlowKey, flow: &Flow, if_absent: bool) -> bool {
+    let flags = if if_absent { u64::from(BPF_NOEXIST) } else { u64::from(BPF_ANY) };
+    if key.family == family::IPV4 {
+        LBD_CONNS4.insert(&FlowKey4::of(key), flow, flags).is_ok()
     } else {
-        LBD_CONNS.insert(key, flow, 0)
-    };
+        LBD_CONNS.insert(key, flow, flags).is_ok()
+    }
 }
 
 /// Persistence: which real a (masked) client sticks to, per service.

@@ -362,6 +362,73 @@ fn flows_of_a_removed_service_stop_on_the_fast_path() {
     });
 }
 
+/// A bare SYN is inserted without a lookup first (`BPF_NOEXIST`): a retransmitted SYN finds
+/// its flow there and follows it (no second new flow, no second active connection), and a SYN
+/// on a flow that was reset replaces it with a newly scheduled one.
+#[test]
+fn a_syn_on_a_known_flow_follows_it_or_replaces_a_closed_one() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, lb_mac) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        // The DR service 10.0.0.101:80 gets a second real (real 1, 10.0.0.11), round robin.
+        let ebpf = program.ebpf_mut();
+        let mut slots: Array<_, u32> = Array::try_from(ebpf.map_mut(maps::SLOTS).unwrap()).unwrap();
+        slots.set(2 * SLOTS_PER_SERVICE + 1, 1, 0).unwrap();
+        let mut services: HashMap<_, ServiceKey, Service> =
+            HashMap::try_from(ebpf.map_mut(maps::SERVICES).unwrap()).unwrap();
+        let key = ServiceKey { addr: ipv4_words([10, 0, 0, 101]), port: 80u16.to_be(), proto: 6, family: 4 };
+        let service = services.get(&key, 0).unwrap();
+        services.insert(key, Service { slots_len: 2, ..service }, 0).unwrap();
+        let active = |program: &mut XdpTestRun| -> (u64, u64) {
+            let reals: Array<_, u64> =
+                Array::try_from(program.ebpf_mut().map(maps::REAL_ACTIVE).unwrap()).unwrap();
+            (reals.get(&1, 0).unwrap(), reals.get(&3, 0).unwrap())
+        };
+        let real_mac = |frame: &[u8]| -> [u8; 6] { frame[..6].try_into().unwrap() };
+
+        let client = addr("10.9.0.7:40009");
+        let vip = addr("10.0.0.101:80");
+        let syn = Packet::tcp_syn(client, vip).build();
+        let first = program.run_on(ifindex, &syn);
+        assert_eq!(first.action, XdpAction::Tx);
+        let mac = real_mac(&first.output);
+        assert!(mac == REAL1_MAC || mac == REAL3_MAC, "{:02x?}", mac);
+        assert_eq!(first.output, Packet::tcp_syn(client, vip).macs(lb_mac, mac).build());
+        let before = active(&mut program);
+        assert_eq!(before.0 + before.1, 1, "{before:?}");
+
+        // Retransmitted, twice: the same real, still one flow and one active connection.
+        for _ in 0..2 {
+            let again = program.run_on(ifindex, &syn);
+            assert_eq!(again.action, XdpAction::Tx);
+            assert_eq!(again.output, first.output);
+        }
+        let stats = program.stats();
+        assert_eq!((stats.new_flows, stats.flow_hits), (1, 2), "{stats:?}");
+        assert_eq!(active(&mut program), before);
+
+        // The client resets the flow; its next SYN (the same port) is a new flow. Round robin
+        // has moved on, so over a few rounds both reals are seen; each flow's ACK follows its SYN.
+        let mut seen = std::collections::BTreeSet::new();
+        for round in 0..4u64 {
+            let rst = program.run_on(ifindex, &Packet::tcp(client, vip, TcpFlags::RST, &[]).build());
+            assert_eq!(rst.action, XdpAction::Tx);
+            let renewed = program.run_on(ifindex, &syn);
+            assert_eq!(renewed.action, XdpAction::Tx);
+            let mac = real_mac(&renewed.output);
+            seen.insert(mac);
+            let ack = program.run_on(ifindex, &Packet::tcp(client, vip, TcpFlags::ACK, b"x").build());
+            assert_eq!(real_mac(&ack.output), mac, "round {round}");
+            assert_eq!(program.stats().new_flows, 2 + round);
+            let (a, b) = active(&mut program);
+            assert_eq!(a + b, 1, "round {round}: the reset flow no longer counts ({a}, {b})");
+        }
+        assert_eq!(seen.len(), 2, "{seen:02x?}");
+    });
+}
+
 /// A packet larger than its route's MTU (the veth's 1500 bytes) goes to the kernel, which
 /// answers with ICMP fragmentation needed or fragments it: whether the route comes from the
 /// program's cache or from a FIB lookup. TUN counts the 20 bytes of its outer header.

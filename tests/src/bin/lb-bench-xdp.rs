@@ -29,13 +29,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, PerCpuArray, xdp::DevMap},
+    maps::{Array, HashMap as AyaHashMap, PerCpuArray, xdp::DevMap},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 use lb_common::{
     bench::{FRAME_LEN, GenTemplate, RefForward, maps as bench_maps, programs as bench_programs},
+    lb::{Method, Real, SLOTS_PER_SERVICE, Service, ServiceKey, family, ipv4_words, service_flags},
     programs::{FLOOR_XDP, LB_XDP},
 };
+use lb_daemon::dataplane::Algorithm;
 use lb_tests::{
     fixture::{lb_namespace, load_tables, load_tables_into},
     lab::{Lab, Netns},
@@ -86,6 +88,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// lbd's object measured as "this build": the one the daemon embeds, or the file
+/// `LBD_BENCH_OBJECT` names (to compare variants without rebuilding the daemon).
+fn this_object() -> Vec<u8> {
+    match std::env::var("LBD_BENCH_OBJECT") {
+        Ok(path) => std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        Err(_) => lb_daemon::dataplane::xdp::OBJECT.to_vec(),
+    }
+}
+
 /// The object to compare against, if `LBD_BENCH_BASELINE_OBJECT` names one.
 fn baseline() -> Option<Vec<u8>> {
     let path = std::env::var("LBD_BENCH_BASELINE_OBJECT").ok()?;
@@ -98,8 +109,9 @@ fn main() {
         Some("per-packet") => per_packet(baseline.as_deref()),
         Some("live") => live(baseline.as_deref()),
         Some("warm") => warm(),
+        Some("new-flows") => new_flows(),
         other => {
-            eprintln!("usage: lb-bench-xdp per-packet|live|warm (got {other:?})");
+            eprintln!("usage: lb-bench-xdp per-packet|live|warm|new-flows (got {other:?})");
             std::process::exit(2);
         }
     }
@@ -126,6 +138,140 @@ fn warm() {
         (runs, total)
     });
     println!("warm DR established: {:.1} ns per run (mean of {runs} calls)", total / runs as f64);
+}
+
+/// For profiling the new-flow path (`perf record -a -g` around it): repeat=1 calls, each a SYN
+/// of a client not seen before, to `LBD_BENCH_VIP` (default 10.0.0.100, the NAT service; the
+/// scheduler services of [`sched_tables`] are 10.0.1.1-9) for `LBD_BENCH_SECONDS` (default 10)
+/// seconds of calls, on a freshly loaded program every `LBD_BENCH_FLOWS` (default 50,000) calls
+/// so that the connection table never fills (a full LRU evicts on every insert). Prints the
+/// mean cost per call as the kernel reports it.
+fn new_flows() {
+    let seconds: u64 = env_or("LBD_BENCH_SECONDS", 10);
+    let vip: String = env_or("LBD_BENCH_VIP", "10.0.0.100".to_owned());
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    let flows: u32 = env_or("LBD_BENCH_FLOWS", 50_000);
+    let (calls, total) = lb.enter(|| {
+        let (mut calls, mut total, mut measured) = (0u32, 0.0, Duration::ZERO);
+        while measured < Duration::from_secs(seconds) {
+            let mut program = XdpTestRun::load(&this_object(), LB_XDP);
+            load_tables(&mut program);
+            sched_tables(program.ebpf_mut());
+            let start = Instant::now();
+            for _ in 0..flows {
+                let syn = Packet::tcp_syn(distinct_client(calls), addr(&format!("{vip}:80"))).build();
+                let out = program.run_on(ifindex, &syn);
+                assert_eq!(out.action, XdpAction::Tx, "{vip}: new flow not forwarded");
+                total += out.duration.as_nanos() as f64;
+                calls += 1;
+            }
+            measured += start.elapsed();
+        }
+        (calls, total)
+    });
+    println!("new flows to {vip}: {:.1} ns per call (mean of {calls} calls)", total / f64::from(calls));
+}
+
+/// Client `i` of 2^32: its own address (10.x.y.z) and port, so that each is a new flow and, for
+/// persistence and the source-hash schedulers, a new client.
+fn distinct_client(i: u32) -> SocketAddr {
+    let [a, b, c, d] = i.to_be_bytes();
+    SocketAddr::new([10, 128 | (b & 0x7f), c, d].into(), 1024 + u16::from(a))
+}
+
+/// The services of the per-scheduler rows: one DR service per scheduler at 10.0.1.1-8 (ids
+/// 10-17, in [`Algorithm::ALL`]'s order), and rr with persistence (all of the client address,
+/// 300 s) at 10.0.1.9 (id 18), over four reals (ids 10-13, weights 1-4, at the fixture's
+/// 10.0.0.11 and 10.0.0.13) with the rows the daemon builds.
+fn sched_tables(ebpf: &mut Ebpf) {
+    use lb_daemon::dataplane::sched::{Candidate, build, scheduler};
+    let ids = [10u32, 11, 12, 13];
+    let mut reals: Array<_, Real> =
+        Array::try_from(ebpf.map_mut(lb_common::maps::REALS).expect("map")).expect("the real table");
+    let candidates: Vec<Candidate> = ids
+        .iter()
+        .zip(1u32..)
+        .map(|(&id, weight)| {
+            let octet = if id % 2 == 0 { 11 } else { 13 };
+            let real = Real {
+                addr: ipv4_words([10, 0, 0, octet]),
+                tunnel_source: ipv4_words([10, 0, 0, 1]),
+                family: family::IPV4,
+                weight,
+                ..Real::default()
+            };
+            reals.set(id, real, 0).expect("a real");
+            Candidate { id, weight, addr: [10, 0, 0, octet].into(), port: 0 }
+        })
+        .collect();
+    let rows: Vec<(u32, Algorithm, u16)> = Algorithm::ALL
+        .iter()
+        .zip(10u32..)
+        .map(|(&(_, algorithm), id)| (id, algorithm, 0))
+        .chain([(18, Algorithm::RoundRobin, service_flags::PERSISTENT)])
+        .collect();
+    let mut slots: Array<_, u32> =
+        Array::try_from(ebpf.map_mut(lb_common::maps::SLOTS).expect("map")).expect("the slot table");
+    let mut services = Vec::new();
+    for &(id, algorithm, flags) in &rows {
+        let row = build(algorithm, &candidates);
+        for (i, &real) in row.slots.iter().enumerate() {
+            slots.set(id * SLOTS_PER_SERVICE + i as u32, real, 0).expect("a slot");
+        }
+        let key = ServiceKey {
+            addr: ipv4_words([10, 0, 1, (id - 9) as u8]),
+            port: 80u16.to_be(),
+            proto: 6,
+            family: family::IPV4,
+        };
+        let service = Service {
+            id,
+            slots_len: row.slots.len() as u32,
+            persistence_timeout: if flags != 0 { 300 } else { 0 },
+            persistence_mask: [u32::MAX; 4],
+            flags,
+            method: Method::Dr as u8,
+            scheduler: scheduler(algorithm) as u8,
+            ..Service::default()
+        };
+        services.push((key, service));
+    }
+    let mut map: AyaHashMap<_, ServiceKey, Service> =
+        AyaHashMap::try_from(ebpf.map_mut(lb_common::maps::SERVICES).expect("map")).expect("the services");
+    for (key, service) in services {
+        map.insert(key, service, 0).expect("a service");
+    }
+}
+
+/// Names of the rows of [`sched_costs`], in [`sched_tables`]' order.
+fn sched_rows() -> Vec<String> {
+    Algorithm::ALL
+        .iter()
+        .map(|(name, _)| format!("DR, {name}"))
+        .chain(["DR, rr + persistence".to_owned()])
+        .collect()
+}
+
+/// Median cost of a new flow per scheduler (the services of [`sched_tables`]); each run a new
+/// client (address and port), each round clients of its own.
+fn sched_costs(program: &XdpTestRun, ifindex: u32, runs: u16, round: u8) -> Vec<f64> {
+    (1..=sched_rows().len() as u8)
+        .map(|n| {
+            let vip = SocketAddr::new([10, 0, 1, n].into(), 80);
+            let first = u32::from(round) << 24 | u32::from(n) << 16;
+            median(
+                (0..u32::from(runs))
+                    .map(|i| {
+                        let out = program
+                            .run_on(ifindex, &Packet::tcp_syn(distinct_client(first + i), vip).build());
+                        assert_eq!(out.action, XdpAction::Tx, "{vip}: new flow not forwarded");
+                        out.duration
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// Median cost of a new flow and of an established flow's packet, per method. Each `round`
@@ -175,7 +321,7 @@ fn per_packet(baseline: Option<&[u8]>) {
     let rounds: u8 = env_or("LBD_BENCH_ROUNDS", PER_PACKET_ROUNDS);
     let mut lab = Lab::new();
     let (lb, ifindex, _) = lb_namespace(&mut lab);
-    let (floor_ns, rows, before, (hot_floor, hot_dr)) = lb.enter(|| {
+    let (floor_ns, rows, before, (hot_floor, hot_dr), scheds) = lb.enter(|| {
         let floor = XdpTestRun::load(lb_daemon::dataplane::xdp::OBJECT, FLOOR_XDP);
         let frame = Packet::tcp_syn(addr("10.9.0.7:40000"), addr("10.0.0.100:80")).build();
         // Fresh maps every round: FNAT's new flows take local ports of one address towards one
@@ -183,6 +329,7 @@ fn per_packet(baseline: Option<&[u8]>) {
         let load = |object: &[u8]| {
             let mut program = XdpTestRun::load(object, LB_XDP);
             load_tables(&mut program);
+            sched_tables(program.ebpf_mut());
             program
         };
         let dr_ack =
@@ -192,21 +339,36 @@ fn per_packet(baseline: Option<&[u8]>) {
         let (mut floor_ns, mut hot_floor, mut hot_dr, mut hot_before) =
             (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         let (mut rows, mut before) = (None, None);
+        let mut scheds = vec![(f64::MAX, f64::MAX); sched_rows().len()];
+        let keep_best =
+            |cells: &mut [f64], new: Vec<f64>| cells.iter_mut().zip(new).for_each(|(c, n)| *c = c.min(n));
+        let object = this_object();
         for round in 0..rounds {
-            let program = load(lb_daemon::dataplane::xdp::OBJECT);
+            let program = load(&object);
             let baseline = baseline.map(load);
             floor_ns =
                 floor_ns.min(median((0..runs).map(|_| floor.run_on(ifindex, &frame).duration).collect()));
-            rows = Some(best(rows, method_costs(&program, ifindex, runs, round)));
             hot_floor = hot_floor.min(hot(&floor, ifindex, &frame));
-            hot_dr = hot_dr.min(hot(&program, ifindex, &dr_ack));
-            if let Some(baseline) = &baseline {
-                before = Some(best(before, method_costs(baseline, ifindex, runs, round)));
-                hot_before = hot_before.min(hot(baseline, ifindex, &dr_ack));
+            // The two programs take turns going first: whichever runs second in a round was
+            // measured up to 1.5x faster in A/A runs (the same object as both).
+            for turn in 0..2 {
+                if (turn + round) % 2 == 0 {
+                    rows = Some(best(rows, method_costs(&program, ifindex, runs, round)));
+                    let mut after: Vec<f64> = scheds.iter().map(|c| c.1).collect();
+                    keep_best(&mut after, sched_costs(&program, ifindex, runs, round));
+                    scheds.iter_mut().zip(after).for_each(|(c, a)| c.1 = a);
+                    hot_dr = hot_dr.min(hot(&program, ifindex, &dr_ack));
+                } else if let Some(baseline) = &baseline {
+                    before = Some(best(before, method_costs(baseline, ifindex, runs, round)));
+                    let mut b: Vec<f64> = scheds.iter().map(|c| c.0).collect();
+                    keep_best(&mut b, sched_costs(baseline, ifindex, runs, round));
+                    scheds.iter_mut().zip(b).for_each(|(c, b)| c.0 = b);
+                    hot_before = hot_before.min(hot(baseline, ifindex, &dr_ack));
+                }
             }
         }
         let rows = rows.expect("at least one round");
-        (floor_ns, rows, before.map(|b| (b, hot_before)), (hot_floor, hot_dr))
+        (floor_ns, rows, before.map(|b| (b, hot_before)), (hot_floor, hot_dr), scheds)
     });
     println!("| method | new TCP flow (ns) | net of floor | established flow (ns) | net of floor |");
     println!("| --- | --- | --- | --- | --- |");
@@ -256,6 +418,24 @@ fn per_packet(baseline: Option<&[u8]>) {
             hot_dr - hot_floor,
             (before_hot - hot_floor) / (hot_dr - hot_floor).max(1.0)
         );
+    }
+    println!();
+    println!(
+        "New TCP flow per scheduler (DR services over four reals of weights 1-4 at two addresses, rows \
+         built as the daemon builds them; a new client address and port every call), net of floor; before: \
+         `LBD_BENCH_BASELINE_OBJECT`:"
+    );
+    println!();
+    println!("| service | new flow before (ns) | after (ns) | ratio |");
+    println!("| --- | --- | --- | --- |");
+    for (name, (b, a)) in sched_rows().iter().zip(&scheds) {
+        let a = a - floor_ns;
+        if *b == f64::MAX {
+            println!("| {name} | - | {a:.0} | - |");
+        } else {
+            let b = b - floor_ns;
+            println!("| {name} | {b:.0} | {a:.0} | {:.1}x |", b / a.max(1.0));
+        }
     }
 }
 
