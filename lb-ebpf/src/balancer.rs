@@ -169,7 +169,6 @@ fn tracked(
         && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
         && entry.method == Method::Fnat as u8
         && entry.synproxy == 0
-        && h.key.family == family::IPV4
         && settings.fnat_toa != 0;
     if h.key.proto == IPPROTO_TCP {
         track_tcp(entry, h.tcp_flags);
@@ -218,7 +217,7 @@ fn send_known(
 /// the resize, and no packet pointer from before it may meet one from after.
 #[inline(always)]
 fn send_with_toa(ctx: &XdpContext, h: &mut Headers, flow: &Flow, stats: &mut GlobalStats) -> Outcome {
-    match toa::insert4(ctx, h, h.key.src[0], h.key.sport) {
+    match toa::insert(ctx, h, &h.key.src, h.key.sport) {
         Ok(toa::Inserted::Yes) => stats.toa_inserted += 1,
         Ok(toa::Inserted::NoRoom) => stats.toa_no_room += 1,
         Err(encap::EncapError::Resize) => return Outcome::DropResize,

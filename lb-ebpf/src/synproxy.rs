@@ -211,8 +211,8 @@ fn real_answer(
     write_segment(ctx, frame, h, &out)?;
     stats.synproxy_real_answers += 1;
     // FNAT: this ACK is the one the real server's TOA module reads the client from.
-    if fnat && h.key.family == family::IPV4 && LBD_SETTINGS.get(0).is_some_and(|s| s.fnat_toa != 0) {
-        match toa::insert4(ctx, h, flow.client_addr[0], flow.client_port)? {
+    if fnat && LBD_SETTINGS.get(0).is_some_and(|s| s.fnat_toa != 0) {
+        match toa::insert(ctx, h, &flow.client_addr, flow.client_port)? {
             toa::Inserted::Yes => stats.toa_inserted += 1,
             toa::Inserted::NoRoom => stats.toa_no_room += 1,
         }

@@ -9,6 +9,7 @@
 //! | 10.0.0.103 | 4 | FNAT (pool 10.0.0.200) | 1 |
 //! | 2001:db8::100 | 5 | NAT | 4: [2001:db8::11]:8080 |
 //! | 10.0.0.104 | 6 | NAT | none |
+//! | 2001:db8::103 | 7 | FNAT (pool 2001:db8::200) | 4 |
 
 use std::net::IpAddr;
 
@@ -120,7 +121,7 @@ pub fn load_tables_into(ebpf: &mut Ebpf) {
 
     let mut slots: Array<_, u32> =
         Array::try_from(ebpf.map_mut(maps::SLOTS).expect("fixture setup")).expect("fixture setup");
-    for (service, real) in [(1, 1), (2, 3), (3, 3), (4, 1), (5, 4)] {
+    for (service, real) in [(1, 1), (2, 3), (3, 3), (4, 1), (5, 4), (7, 4)] {
         slots.set(service * SLOTS_PER_SERVICE, real, 0).expect("fixture setup");
     }
     let mut laddrs: Array<_, LocalAddr> =
@@ -129,6 +130,17 @@ pub fn load_tables_into(ebpf: &mut Ebpf) {
         .set(
             MAX_LADDRS_PER_GROUP,
             LocalAddr { addr: v4([10, 0, 0, 200]), family: family::IPV4, pad: [0; 3] },
+            0,
+        )
+        .expect("fixture setup");
+    laddrs
+        .set(
+            2 * MAX_LADDRS_PER_GROUP,
+            LocalAddr {
+                addr: words("2001:db8::200".parse().expect("fixture setup")),
+                family: family::IPV6,
+                pad: [0; 3],
+            },
             0,
         )
         .expect("fixture setup");
@@ -160,6 +172,10 @@ pub fn load_tables_into(ebpf: &mut Ebpf) {
         svc("10.0.0.103", 4, Method::Fnat, 1),
         svc("2001:db8::100", 5, Method::Nat, 1),
         svc("10.0.0.104", 6, Method::Nat, 0),
+        {
+            let (key, service) = svc("2001:db8::103", 7, Method::Fnat, 1);
+            (key, Service { laddr_group: 2, ..service })
+        },
     ] {
         services.insert(key, service, 0).expect("fixture setup");
     }

@@ -444,32 +444,72 @@ pub fn check_ipv4_tcp(frame: &[u8]) -> Result<(Ipv4Addr, u16, Ipv4Addr, u16), St
     Ok((ip.get_source(), tcp.get_source(), ip.get_destination(), tcp.get_destination()))
 }
 
-/// The client address of the TOA option (kind 254, length 8: port, IPv4 address; see lbd's
-/// FNAT) in an Ethernet frame carrying IPv4 TCP, if it has one.
+/// Source and destination (address, port) of an Ethernet frame carrying IPv6 TCP (no
+/// extension headers), after checking the TCP checksum; an error says what is wrong.
+pub fn check_ipv6_tcp(frame: &[u8]) -> Result<(Ipv6Addr, u16, Ipv6Addr, u16), String> {
+    use pnet_packet::{
+        Packet as _,
+        ethernet::EthernetPacket,
+        ipv6::Ipv6Packet,
+        tcp::{self, TcpPacket},
+    };
+    let eth = EthernetPacket::new(frame).ok_or("short frame")?;
+    if eth.get_ethertype() != EtherTypes::Ipv6 {
+        return Err(format!("ethertype {}", eth.get_ethertype()));
+    }
+    let ip = Ipv6Packet::new(eth.payload()).ok_or("short IP")?;
+    if usize::from(ip.get_payload_length()) != ip.payload().len() {
+        return Err(format!("payload length {} for {} bytes", ip.get_payload_length(), ip.payload().len()));
+    }
+    let tcp = TcpPacket::new(ip.payload()).ok_or("short TCP")?;
+    if tcp::ipv6_checksum(&tcp, &ip.get_source(), &ip.get_destination()) != tcp.get_checksum() {
+        return Err("bad TCP checksum".into());
+    }
+    Ok((ip.get_source(), tcp.get_source(), ip.get_destination(), tcp.get_destination()))
+}
+
+/// The client address of the TOA option in an Ethernet frame carrying TCP, if it has one
+/// (see lbd's FNAT): over IPv4 kind 254, length 8 (port, IPv4 address); over IPv6 kind 253,
+/// length 20 (port, IPv6 address).
 pub fn toa_option(frame: &[u8]) -> Option<SocketAddr> {
-    use pnet_packet::{Packet as _, ethernet::EthernetPacket, ipv4::Ipv4Packet, tcp::TcpPacket};
+    use pnet_packet::{
+        Packet as _, ethernet::EthernetPacket, ipv4::Ipv4Packet, ipv6::Ipv6Packet, tcp::TcpPacket,
+    };
     let eth = EthernetPacket::new(frame)?;
-    if eth.get_ethertype() != EtherTypes::Ipv4 {
+    let (proto, payload, v6) = match eth.get_ethertype() {
+        EtherTypes::Ipv4 => {
+            let ip = Ipv4Packet::new(eth.payload())?;
+            (ip.get_next_level_protocol(), ip.payload().to_vec(), false)
+        }
+        EtherTypes::Ipv6 => {
+            let ip = Ipv6Packet::new(eth.payload())?;
+            (ip.get_next_header(), ip.payload().to_vec(), true)
+        }
+        _ => return None,
+    };
+    if proto != IpNextHeaderProtocols::Tcp {
         return None;
     }
-    let ip = Ipv4Packet::new(eth.payload())?;
-    if ip.get_next_level_protocol() != IpNextHeaderProtocols::Tcp {
-        return None;
-    }
-    let tcp = TcpPacket::new(ip.payload())?;
+    let tcp = TcpPacket::new(&payload)?;
     let options = tcp.get_options_raw();
+    let (kind, len) = if v6 { (253, 20) } else { (254, 8) };
     let mut i = 0;
     while i < options.len() {
         match options[i] {
             0 => return None,
             1 => i += 1,
-            254 => {
-                let o = options.get(i..i + 8)?;
-                if o[1] != 8 {
+            k if k == kind => {
+                let o = options.get(i..i + len)?;
+                if usize::from(o[1]) != len {
                     return None;
                 }
-                let ip = Ipv4Addr::new(o[4], o[5], o[6], o[7]);
-                return Some(SocketAddr::new(ip.into(), u16::from_be_bytes([o[2], o[3]])));
+                let port = u16::from_be_bytes([o[2], o[3]]);
+                let ip: IpAddr = if v6 {
+                    Ipv6Addr::from(<[u8; 16]>::try_from(&o[4..20]).ok()?).into()
+                } else {
+                    Ipv4Addr::new(o[4], o[5], o[6], o[7]).into()
+                };
+                return Some(SocketAddr::new(ip, port));
             }
             _ => i += usize::from(*options.get(i + 1)?).max(2),
         }

@@ -328,6 +328,40 @@ fn fnat_handshake_acks_carry_the_client_address_in_a_toa_option() {
     });
 }
 
+/// IPv6 FNAT: the handshake's ACK carries the client's IPv6 address and port (kind 253,
+/// length 20), checksums right; later packets do not.
+#[test]
+fn fnat_ipv6_handshake_acks_carry_the_client_address_in_a_toa_option() {
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_namespace(&mut lab);
+    lb.enter(|| {
+        let mut program = XdpTestRun::lbd();
+        load_tables(&mut program);
+        let vip = addr("[2001:db8::103]:80");
+        let client = addr("[2001:db8:9::7]:40020");
+        let to_real = |frame: &[u8]| {
+            let (src, sport, dst, dport) = packet::check_ipv6_tcp(frame).unwrap();
+            assert_eq!(frame[..6], REAL6_MAC);
+            assert_eq!(src, "2001:db8::200".parse::<Ipv6Addr>().unwrap(), "from the pool");
+            assert!(sport >= 1024);
+            assert_eq!((dst, dport), ("2001:db8::11".parse().unwrap(), 8080));
+        };
+        let syn = program.run_on(ifindex, &Packet::tcp_syn(client, vip).build());
+        assert_eq!(syn.action, XdpAction::Tx);
+        to_real(&syn.output);
+        let input = Packet::tcp(client, vip, TcpFlags::ACK, &[]).seq_ack(1001, 5001, 502).build();
+        let out = program.run_on(ifindex, &input);
+        assert_eq!(out.action, XdpAction::Tx);
+        to_real(&out.output);
+        assert_eq!(packet::toa_option(&out.output), Some(client));
+        assert_eq!(out.output.len(), input.len() + 20);
+        let out = program.run_on(ifindex, &Packet::tcp(client, vip, TcpFlags::ACK, b"GET /").build());
+        to_real(&out.output);
+        assert_eq!(packet::toa_option(&out.output), None);
+        assert_eq!(program.stats().toa_inserted, 1);
+    });
+}
+
 #[test]
 fn flows_of_a_removed_service_stop_on_the_fast_path() {
     let mut lab = Lab::new();
