@@ -31,7 +31,7 @@ use super::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
         vmacs_wanted,
     },
-    host::{SoftirqThreads, Steal},
+    host::SoftirqThreads,
     notify::{Notifier, NotifyScripts, Subject},
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
@@ -232,8 +232,6 @@ struct Engine {
     handoff: Handoff,
     /// Read when a Master_Down_Timer runs out (see `host`).
     softirq: SoftirqThreads,
-    /// Steal time at the last adverts, compared when a Master_Down_Timer runs out.
-    steal: Steal,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -432,7 +430,6 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             softirq: SoftirqThreads::find(),
-            steal: Steal::default(),
         })
     }
 
@@ -537,22 +534,15 @@ impl Engine {
         }
         let late = self.runners[i].machine.next_deadline().map(|at| now.saturating_duration_since(at));
         let old = self.runners[i].machine.state();
-        let host_busy = if !due {
-            None
-        } else if self.softirq.busy() {
-            Some("the host's softirq threads are runnable: adverts may wait there")
-        } else if self.steal.grew({
-            let machine = &self.runners[i].machine;
-            machine.master_down_interval().saturating_sub(machine.params().advert_interval) / 2
-        }) {
-            Some("the hypervisor stopped a CPU of this host: a master there may be late")
-        } else {
-            None
-        };
-        let event = if host_busy.is_some() { Event::TimerHostBusy } else { Event::Timer };
+        let host_busy = due && self.softirq.busy();
+        let event = if host_busy { Event::TimerHostBusy } else { Event::Timer };
         let actions = self.runners[i].machine.handle(event, now);
         if due && self.runners[i].machine.state() == State::Backup {
-            let why = host_busy.unwrap_or("this daemon did not run");
+            let why = if host_busy {
+                "the host's softirq threads are runnable: adverts may wait there"
+            } else {
+                "this daemon did not run"
+            };
             warn!(
                 "({}) Master_Down_Timer handled {:.1} ms late ({why}): waiting {:.1} ms more for the \
                  master's advert before taking over",
@@ -646,7 +636,6 @@ impl Engine {
             // not from when this thread got round to reading it.
             let read = Instant::now();
             let now = received.arrived.map_or(read, |at| at.min(read));
-            self.steal.advert(read);
             let old = runner.machine.state();
             let ours = runner.machine.effective_priority();
             let actions =
