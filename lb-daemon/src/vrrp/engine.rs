@@ -31,7 +31,6 @@ use super::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
         vmacs_wanted,
     },
-    host::SoftirqThreads,
     notify::{Notifier, NotifyScripts, Subject},
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
@@ -230,8 +229,6 @@ struct Engine {
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
     handoff: Handoff,
-    /// Read when a Master_Down_Timer runs out (see `host`).
-    softirq: SoftirqThreads,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -429,7 +426,6 @@ impl Engine {
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
-            softirq: SoftirqThreads::find(),
         })
     }
 
@@ -534,18 +530,11 @@ impl Engine {
         }
         let late = self.runners[i].machine.next_deadline().map(|at| now.saturating_duration_since(at));
         let old = self.runners[i].machine.state();
-        let host_busy = due && self.softirq.busy();
-        let event = if host_busy { Event::TimerHostBusy } else { Event::Timer };
-        let actions = self.runners[i].machine.handle(event, now);
+        let actions = self.runners[i].machine.handle(Event::Timer, now);
         if due && self.runners[i].machine.state() == State::Backup {
-            let why = if host_busy {
-                "the host's softirq threads are runnable: adverts may wait there"
-            } else {
-                "this daemon did not run"
-            };
             warn!(
-                "({}) Master_Down_Timer handled {:.1} ms late ({why}): waiting {:.1} ms more for the \
-                 master's advert before taking over",
+                "({}) Master_Down_Timer handled {:.1} ms late (this daemon did not run): waiting {:.1} ms \
+                 more for the master's advert before taking over",
                 self.runners[i].plan.name,
                 late.unwrap_or_default().as_secs_f64() * 1e3,
                 self.runners[i]

@@ -32,7 +32,6 @@ pub mod ah;
 pub mod config;
 pub mod engine;
 pub mod garp;
-pub mod host;
 pub mod notify;
 pub mod packet;
 pub mod sched;

@@ -35,9 +35,6 @@
 //!   not have run either, and its advert may be about to arrive, so the backup waits
 //!   [`STALL_WAIT`] more (at most one Master_Adver_Interval) before taking over, once per timer
 //!   ([`LATE_GRACE`]), and never after a priority-0 advert (the master said it is leaving);
-//!   the same when the timer is handled on time but the host has received packets it has not
-//!   delivered yet ([`Event::TimerHostBusy`]: under load the kernel's softirq threads, ordinary
-//!   tasks, may hold the master's adverts back for longer than Master_Down_Interval);
 //! - when leaving FAULT the instance comes up as at startup, with the configured interval: in
 //!   BACKUP for a full Master_Down_Interval (measured: MASTER 3.418 s after link up), or, for the
 //!   owner, MASTER at once (RFC 5798 §6.4.1; keepalived 2.2.7 makes the owner wait in BACKUP
@@ -319,11 +316,6 @@ pub enum Event<'a> {
     Shutdown,
     /// [`Instance::next_deadline`] has been reached.
     Timer,
-    /// [`Instance::next_deadline`] has been reached while the host had received packets it had
-    /// not delivered yet (its softirq threads were runnable: see `vrrp::host`): a backup's
-    /// Master_Down_Timer gets the stall grace ([`STALL_WAIT`], once per timer) as if handled
-    /// late, since the master's advert may be among them. Otherwise as [`Event::Timer`].
-    TimerHostBusy,
     /// A decoded advert for this instance's VRID arrived from `from` (the IP source), having
     /// passed the socket layer's checks (TTL / hop limit, unicast peers).
     AdvertReceived {
@@ -661,8 +653,7 @@ impl Instance {
         match event {
             Event::Startup => self.startup(now, &mut actions),
             Event::Shutdown => self.shutdown(&mut actions),
-            Event::Timer => self.timers(now, false, &mut actions),
-            Event::TimerHostBusy => self.timers(now, true, &mut actions),
+            Event::Timer => self.timers(now, &mut actions),
             Event::AdvertReceived { from, advert } => self.receive(from, advert, now, &mut actions),
             Event::Fault(down) => self.set_fault(down, now, &mut actions),
             Event::PriorityAdjustment(adjustment) => {
@@ -813,7 +804,7 @@ impl Instance {
         actions.push(Action::Notify(State::Stop));
     }
 
-    fn timers(&mut self, now: Instant, host_busy: bool, actions: &mut Vec<Action>) {
+    fn timers(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.state == State::Master && self.garp_delay_timer.is_some_and(|at| at <= now) {
             self.garp_delay_timer = None;
             if self.params.garp_master_repeat > 0 {
@@ -830,9 +821,7 @@ impl Instance {
         match self.state {
             State::Backup => {
                 let late = self.timer.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-                if !self.late_grace
-                    && (host_busy || late >= (self.master_adver_interval / LATE_GRACE).min(STALL))
-                {
+                if !self.late_grace && late >= (self.master_adver_interval / LATE_GRACE).min(STALL) {
                     self.late_grace = true;
                     self.timer = Some(later(now, self.master_adver_interval.min(STALL_WAIT)));
                     return;

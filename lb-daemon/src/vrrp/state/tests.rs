@@ -278,12 +278,6 @@ fn a_master_down_timer_handled_late_waits_one_more_interval_once() {
     assert_eq!(deadline(&backup), at_us(5_114_375));
     // The advert arrives: the timer starts afresh, and so does the grace.
     receive(&mut backup, 1, &advert(150), at_ms(5200));
-    // Handled on time while the host holds undelivered packets: the same grace, once.
-    let mut busy = backup.clone();
-    let due = deadline(&busy);
-    assert_eq!(busy.handle(Event::TimerHostBusy, due), []);
-    assert_eq!(deadline(&busy), due + STALL_WAIT);
-    assert_eq!(busy.handle(Event::TimerHostBusy, due + STALL_WAIT), takeover_actions(100));
     assert_eq!(deadline(&backup), at_us(8_809_375));
     assert_eq!(backup.handle(Event::Timer, at_ms(9500)), []);
     // Without an advert the grace is not given twice, however late the timer is handled.
