@@ -2,8 +2,9 @@
 //! `virtual_rules` (policy rules that follow MASTER), `unicast_ttl` (the TTL of unicast adverts,
 //! which a real keepalived backup accepts: its TTL check is for multicast only),
 //! `vrrp_startup_delay` (no takeover before the delay plus Master_Down_Interval),
-//! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces) and `garp_group`
-//! (gratuitous ARPs paced per interface).
+//! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces), `garp_group`
+//! (gratuitous ARPs paced per interface) and `promote_secondaries` (the kernel setting, seen
+//! keeping a VIP when its subnet's primary address goes).
 
 mod vrrp_kit;
 
@@ -178,4 +179,51 @@ fn garp_extra_if_repeats_on_other_interfaces_and_garp_group_paces_them() {
     eprintln!("eth0 gratuitous ARPs at {own:?}");
     assert_eq!(own.len(), 3, "{}", lan_side.log());
     assert!(own[2] - own[0] < 0.3, "eth0's burst was paced: {own:?}");
+}
+
+/// `net.ipv4.conf.INTERFACE.KEY` inside `ns`.
+fn ipv4_conf(ns: &lb_tests::lab::Netns, interface: &str, key: &str) -> String {
+    let out = ns.exec("cat", &[&format!("/proc/sys/net/ipv4/conf/{interface}/{key}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn promote_secondaries_keeps_the_vip_when_its_subnets_primary_address_goes() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 93, 2);
+    // Each router also has 10.193.0.i/24, the primary address of the VIP's subnet: the VIP
+    // 10.193.0.100/24 is a secondary address behind it.
+    for (i, router) in r.iter().enumerate() {
+        router.addr("eth0", &format!("10.193.0.{}/24", i + 1));
+    }
+    let make = |id: &str, extra: &str| {
+        config(
+            id,
+            "",
+            &[instance("VI_1", 93, 150, "0.2", &["10.193.0.100/24"], &format!("  version 3\n{extra}"))],
+        )
+    };
+    let vip = "10.193.0.100".parse().unwrap_or_else(|e| panic!("{e}"));
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    assert_eq!(ipv4_conf(&r[0], "eth0", "promote_secondaries"), "0");
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &make("r1", "  promote_secondaries\n"));
+    w1.wait_for(true, Duration::from_secs(5));
+    assert_eq!(ipv4_conf(&r[0], "eth0", "promote_secondaries"), "1", "{}", a.log());
+    r[0].ip(&["addr", "del", "10.193.0.1/24", "dev", "eth0"]);
+    // The kernel promoted the VIP instead of deleting it with the primary.
+    let addresses = r[0].ip(&["-4", "addr", "show", "dev", "eth0"]);
+    assert!(addresses.contains("inet 10.193.0.100/24"), "{addresses}");
+    w1.assert_steady(true, Duration::from_millis(500));
+    // An orderly stop puts the setting back.
+    terminate(&mut a, "lbd1");
+    assert_eq!(ipv4_conf(&r[0], "eth0", "promote_secondaries"), "0");
+
+    // Without the keyword (r2): the setting is left alone, and removing the subnet's primary
+    // address takes the VIP with it.
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &make("r2", ""));
+    w2.wait_for(true, Duration::from_secs(5));
+    assert_eq!(ipv4_conf(&r[1], "eth0", "promote_secondaries"), "0");
+    r[1].ip(&["addr", "del", "10.193.0.2/24", "dev", "eth0"]);
+    let addresses = r[1].ip(&["-4", "addr", "show", "dev", "eth0"]);
+    assert!(!addresses.contains("10.193.0.100"), "{addresses}");
 }

@@ -39,7 +39,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),
     ("vrrp_instance", "unicast_fault_no_peer"),
-    ("vrrp_instance", "promote_secondaries"),
     ("vrrp_instance", "linkbeat_use_polling"),
     ("vrrp_instance", "debug"),
     ("vrrp_instance", "notify_deleted"),

@@ -182,6 +182,10 @@ pub struct InstancePlan {
     /// `notify_priority_changes` (instance, else its sync group, else
     /// `vrrp_notify_priority_changes`): write priority changes to the notify FIFOs.
     pub notify_priority_changes: bool,
+    /// `promote_secondaries`: the kernel's `promote_secondaries` on its interface (the macvlan
+    /// with `use_vmac`), so that removing an interface's primary address keeps the VIPs of its
+    /// subnet.
+    pub promote_secondaries: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
 }
@@ -771,6 +775,7 @@ impl Planner<'_> {
                 .or(group.and_then(|g| g.notify_priority_changes))
                 .or(global.vrrp_notify_priority_changes)
                 .unwrap_or(false),
+            promote_secondaries: v.promote_secondaries,
             group: None,
         })
     }

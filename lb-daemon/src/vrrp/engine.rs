@@ -42,7 +42,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime, vmac::link_local_from_mac},
+    netlink::{Netlink, addr::Lifetime, sysctl, vmac::link_local_from_mac},
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -229,6 +229,9 @@ struct Engine {
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
     handoff: Handoff,
+    /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
+    /// value), put back at the stop as keepalived does.
+    restore_conf: Vec<(String, &'static str, String)>,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -409,6 +412,23 @@ impl Engine {
         if runners.is_empty() {
             return Err(VrrpError::NoInstance);
         }
+        let mut restore_conf = Vec::new();
+        for runner in runners.iter().filter(|r| r.plan.promote_secondaries) {
+            // keepalived sets it on the instance's interface (`vrrp->ifp`: the macvlan with
+            // use_vmac, where lbd has set it already).
+            let interface = runner.plan.vmac.as_ref().map_or(&runner.plan.base_interface.name, |v| &v.name);
+            if restore_conf.iter().any(|(name, _, _)| name == interface) {
+                continue;
+            }
+            match sysctl::set_ipv4_conf(interface, "promote_secondaries", "1") {
+                Ok(Some(previous)) => {
+                    info!("({}) promote_secondaries set on {interface}", runner.plan.name);
+                    restore_conf.push((interface.clone(), "promote_secondaries", previous));
+                }
+                Ok(None) => {}
+                Err(e) => warn!("({}) cannot set promote_secondaries: {e}", runner.plan.name),
+            }
+        }
         Ok(Engine {
             netlink: netlink.clone(),
             runners,
@@ -426,6 +446,7 @@ impl Engine {
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
+            restore_conf,
         })
     }
 
@@ -1053,6 +1074,12 @@ impl Engine {
             }
         }
         self.notifier.close(STOP_NOTIFY_WAIT).await;
+        for (interface, key, previous) in &self.restore_conf {
+            // A reload's next engine sets it again if its configuration still asks.
+            if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
+                warn!("cannot restore {key} on {interface}: {e}");
+            }
+        }
         if kind == StopKind::Orderly {
             for index in self.vmacs {
                 if let Err(e) = self.netlink.delete_link(index).await {
@@ -1153,8 +1180,7 @@ fn poll_sockets(
 
 /// Writes `net.ipv4.conf.INTERFACE.KEY` (logged on failure).
 fn set_ipv4_conf(interface: &str, key: &str, value: &str) {
-    let path = format!("/proc/sys/net/ipv4/conf/{interface}/{key}");
-    if let Err(e) = std::fs::write(&path, value) {
-        warn!("cannot set {path} to {value}: {e}");
+    if let Err(e) = sysctl::set_ipv4_conf(interface, key, value) {
+        warn!("cannot set {key} of {interface} to {value}: {e}");
     }
 }
