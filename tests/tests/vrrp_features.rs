@@ -405,6 +405,81 @@ fn notify_scripts_run_in_order_with_keepalived_arguments_and_smtp_alerts_are_sen
     assert!(mail.contains("=> VRRP Instance is now owning VRRP VIPs <="), "{mail}");
 }
 
+/// The `smtp_alert` subjects of `router_id`'s instance VI_1 in `mail`, in order: `MASTER`, ...
+fn mailed_states(mail: &str, router_id: &str) -> Vec<String> {
+    let prefix = format!("Subject: [{router_id}] VRRP Instance VI_1 - Entering ");
+    mail.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str())?.strip_suffix(" state"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_email_faults_mails_no_fault_transition() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 92, 3);
+    // r3 is the mail server; r1 and r2 each track eth1, a link to a stub host of their own.
+    let sink = SmtpSink::start(&r[2]);
+    let stubs: Vec<Netns> = (1..=2).map(|i| lab.netns(&format!("stub{i}"))).collect();
+    for (router, stub) in r.iter().zip(&stubs) {
+        lab.veth(router, "eth1", stub, "eth1");
+    }
+    let make = |id: &str, vrid: u8, extra_global: &str| {
+        let global = format!(
+            "  smtp_server 10.92.0.3 25\n  smtp_connect_timeout 5\n  notification_email {{\n    ops@example.org\n  }}\n\
+             {extra_global}"
+        );
+        let vip = format!("10.92.0.{vrid}/24");
+        config(
+            id,
+            &global,
+            &[instance(
+                "VI_1",
+                vrid,
+                150,
+                ADVERT_TEXT,
+                &[&vip],
+                "  version 3\n  smtp_alert\n  track_interface {\n    eth1\n  }\n",
+            )],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", ip4(92, 101)), VipWatch::start(&r[1], "r2", ip4(92, 102)));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &make("quiet", 101, "  no_email_faults\n"));
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &make("loud", 102, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(true, Duration::from_secs(5));
+    let both_mailed = |count: usize| {
+        let mail = sink.text();
+        mailed_states(&mail, "quiet").len() >= count && mailed_states(&mail, "loud").len() >= count + 1
+    };
+    wait_until(Duration::from_secs(5), "the MASTER mails", || {
+        let mail = sink.text();
+        mailed_states(&mail, "quiet").len() == 2 && mailed_states(&mail, "loud").len() == 2
+    });
+    // FAULT: the tracked link goes down, then comes back (BACKUP, then MASTER again).
+    for stub in &stubs {
+        stub.ip(&["link", "set", "eth1", "down"]);
+    }
+    w1.wait_for(false, Duration::from_secs(3));
+    w2.wait_for(false, Duration::from_secs(3));
+    wait_until(Duration::from_secs(5), "the FAULT mail of r2", || {
+        mailed_states(&sink.text(), "loud").contains(&"FAULT".to_owned())
+    });
+    for stub in &stubs {
+        stub.ip(&["link", "set", "eth1", "up"]);
+    }
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "the mails after FAULT", || both_mailed(4));
+    // What is mailed after that is checked too: nothing more should come.
+    std::thread::sleep(Duration::from_millis(500));
+    let mail = sink.text();
+    assert!(a.log().contains("(VI_1) Entering FAULT STATE"), "{}", a.log());
+    assert!(b.log().contains("(VI_1) Entering FAULT STATE"), "{}", b.log());
+    assert_eq!(mailed_states(&mail, "quiet"), ["BACKUP", "MASTER", "BACKUP", "MASTER"], "{mail}");
+    assert_eq!(mailed_states(&mail, "loud"), ["BACKUP", "MASTER", "FAULT", "BACKUP", "MASTER"], "{mail}");
+}
+
 #[test]
 fn use_vmac_virtual_routes_and_excluded_addresses() {
     let mut lab = Lab::new();

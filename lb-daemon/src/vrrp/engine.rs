@@ -168,6 +168,8 @@ struct Runner {
     /// `garp_extra_if`: when the next gratuitous ARPs / NAs on its VIPs' other interfaces are
     /// due (while MASTER).
     extra_garp_at: Option<Instant>,
+    /// The state last mailed (`smtp_alert`).
+    last_mail: Option<State>,
 }
 
 impl Runner {
@@ -205,6 +207,8 @@ struct GroupRunner {
     plan: GroupPlan,
     notify: NotifyScripts,
     state: Option<State>,
+    /// The state last mailed (`smtp_alert`).
+    last_mail: Option<State>,
 }
 
 /// Everything the VRRP task owns.
@@ -220,6 +224,8 @@ struct Engine {
     garp: Gratuitous,
     renewer: Renewer,
     smtp: Option<SmtpPlan>,
+    /// `no_email_faults`: no `smtp_alert` mail for FAULT.
+    no_email_faults: bool,
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
@@ -384,6 +390,7 @@ impl Engine {
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
                 extra_garp_at: None,
+                last_mail: None,
             });
         }
         let mut group_runners = Vec::new();
@@ -407,6 +414,7 @@ impl Engine {
                 notify: NotifyScripts::prepare(&group.notify, &script_policy, &group.name),
                 plan: group,
                 state: None,
+                last_mail: None,
             });
         }
         if runners.is_empty() {
@@ -440,6 +448,7 @@ impl Engine {
             garp: Gratuitous::spawn(garp_pacing),
             renewer: Renewer::spawn(netlink.clone()),
             smtp,
+            no_email_faults: config.global_defs.no_email_faults,
             tasks,
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
@@ -798,8 +807,10 @@ impl Engine {
         self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, new, 0);
         if group.plan.smtp_alert
             && let Some(smtp) = &self.smtp
+            && smtp::mail_due(new, group.last_mail, self.no_email_faults)
         {
             smtp::alert_group(smtp, &group.plan.name, new);
+            group.last_mail = Some(new);
         }
     }
 
@@ -902,13 +913,15 @@ impl Engine {
                 self.garp.send(&runner.plan.name, &vips, repeat);
             }
             Action::Notify(state) => {
-                let runner = &self.runners[i];
+                let runner = &mut self.runners[i];
                 let priority = runner.machine.effective_priority();
                 self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, state, priority);
                 if runner.plan.smtp_alert
                     && let Some(smtp) = &self.smtp
+                    && smtp::mail_due(state, runner.last_mail, self.no_email_faults)
                 {
                     smtp::alert_instance(smtp, &runner.plan.name, state);
+                    runner.last_mail = Some(state);
                 }
             }
             Action::Discarded(reason) => match reason {
