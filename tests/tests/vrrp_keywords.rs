@@ -3,15 +3,18 @@
 //! which a real keepalived backup accepts: its TTL check is for multicast only),
 //! `vrrp_startup_delay` (no takeover before the delay plus Master_Down_Interval),
 //! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces), `garp_group`
-//! (gratuitous ARPs paced per interface) and `promote_secondaries` (the kernel setting, seen
-//! keeping a VIP when its subnet's primary address goes).
+//! (gratuitous ARPs paced per interface), `promote_secondaries` (the kernel setting, seen
+//! keeping a VIP when its subnet's primary address goes) and `unicast_fault_no_peer` (FAULT
+//! for good, as real keepalived).
 
 mod vrrp_kit;
 
 use std::time::{Duration, Instant};
 
 use lb_tests::{lab::Lab, process::Proc};
-use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
+use vrrp_kit::{
+    VipWatch, config, instance, ip4, lan, spawn_keepalived, start_keepalived, start_lbd, terminate,
+};
 
 /// `tcpdump` on `interface` of `ns`, line-buffered, with epoch timestamps.
 fn capture(ns: &lb_tests::lab::Netns, label: &str, interface: &str, filter: &str) -> Proc {
@@ -226,4 +229,62 @@ fn promote_secondaries_keeps_the_vip_when_its_subnets_primary_address_goes() {
     r[1].ip(&["addr", "del", "10.193.0.2/24", "dev", "eth0"]);
     let addresses = r[1].ip(&["-4", "addr", "show", "dev", "eth0"]);
     assert!(!addresses.contains("10.193.0.100"), "{addresses}");
+}
+
+#[test]
+fn unicast_fault_no_peer_stays_in_fault_like_keepalived() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 91, 3);
+    let notify = lab.write_file("notify.sh", "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/notify.log\"\n");
+    std::fs::set_permissions(&notify, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let make = |me: u8, extra: &str| {
+        config(
+            &format!("r{me}"),
+            "",
+            &[instance(
+                "VI_1",
+                90 + me,
+                150,
+                "0.2",
+                &[&format!("10.91.0.{}/24", 100 + me)],
+                &format!(
+                    "  version 3\n  unicast_src_ip 10.91.0.{me}\n  notify \"{} r{me}\"\n{extra}",
+                    notify.display()
+                ),
+            )],
+        )
+    };
+    let watches: Vec<VipWatch> = (1..=3u8)
+        .map(|i| VipWatch::start(&r[usize::from(i - 1)], &format!("r{i}"), ip4(91, 100 + i)))
+        .collect();
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &make(1, "  unicast_fault_no_peer\n"));
+    // keepalived logs no "Entering" line for a FAULT it starts in.
+    let mut b = spawn_keepalived(&lab, &r[1], "keepalived2", &make(2, "  unicast_fault_no_peer\n"), &["-P"]);
+    lb_tests::lab::wait_until(Duration::from_secs(10), "keepalived to start", || {
+        b.assert_running();
+        b.log().contains("Startup complete")
+    });
+    // Without the keyword, a unicast keyword without peers falls back to multicast.
+    let c = start_lbd(&mut lab, &r[2], "lbd3", &make(3, ""));
+    watches[2].wait_for(true, Duration::from_secs(5));
+    // r3 took over after its Master_Down_Interval; r1 and r2 never do.
+    watches[0].assert_steady(false, Duration::from_millis(1_500));
+    watches[1].assert_steady(false, Duration::ZERO);
+    let log = a.log();
+    assert!(log.contains("(VI_1) Cannot use unicast without any peers - going to fault state"), "{log}");
+    assert!(log.contains("(VI_1) Entering FAULT STATE"), "{log}");
+    assert!(c.log().contains("Defaulting to multicast"), "{}", c.log());
+    assert!(
+        b.log().contains("(VI_1) Cannot use unicast without any peers - going to fault state"),
+        "{}",
+        b.log()
+    );
+    let notified = std::fs::read_to_string(lab.dir().join("notify.log")).unwrap_or_default();
+    let lines: Vec<&str> = notified.lines().collect();
+    // The notify scripts: FAULT for both r1 (lbd) and r2 (keepalived), never MASTER or BACKUP.
+    for who in ["r1", "r2"] {
+        let theirs: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&format!("{who} "))).collect();
+        assert_eq!(theirs, [format!("{who} INSTANCE VI_1 FAULT 150")], "{notified}");
+    }
 }

@@ -712,6 +712,21 @@ impl Planner<'_> {
                 reverse: false,
             });
         }
+        // keepalived 2.2.7: a unicast keyword without peers falls back to multicast, unless
+        // unicast_fault_no_peer says to stay in FAULT.
+        if !unicast && (v.unicast_fault_no_peer || v.unicast_src_ip.is_some()) {
+            if v.unicast_fault_no_peer {
+                self.warn(&v.name, "Cannot use unicast without any peers - going to fault state".into());
+                tracking.push(TrackEntry { object: TrackedObject::NoUnicastPeer, weight: 0, reverse: false });
+            } else {
+                self.warn(
+                    &v.name,
+                    "A unicast keyword has been specified without any unicast peers. Defaulting to \
+                     multicast. This usage is deprecated - please update your configuration."
+                        .into(),
+                );
+            }
+        }
         self.tracking(&v.name, &v.track_interface, &v.track_script, &v.track_file, &mut tracking);
         self.track_bfd(&v.name, &v.track_bfd, &mut tracking);
         if !v.track_process.is_empty() {

@@ -8,6 +8,7 @@
 //!   FAULT; with `reverse`, being up does;
 //! - weight > 0: added (× −1 with `reverse`) while the object is up; weight < 0: added
 //!   (× −1 with `reverse`) while it is down. A script that has not reported yet counts as neither;
+//! - `unicast_fault_no_peer` without peers is an object down for good, always FAULT;
 //! - a BFD session counts as an object up or down like an interface (its weight from
 //!   `track_bfd`, else from the `bfd_instance`); one not reported yet counts as neither;
 //! - a file's value is multiplied by the weight (negated with `reverse`); −254 or less is FAULT;
@@ -48,6 +49,9 @@ pub enum TrackedObject {
     File(usize),
     /// A `bfd_instance`, by name.
     Bfd(String),
+    /// `unicast_fault_no_peer` with no `unicast_peer`: down for good (FAULT until a reload
+    /// brings peers).
+    NoUnicastPeer,
 }
 
 impl fmt::Display for TrackedObject {
@@ -57,6 +61,7 @@ impl fmt::Display for TrackedObject {
             TrackedObject::Script(index) => write!(f, "script #{index}"),
             TrackedObject::File(index) => write!(f, "file #{index}"),
             TrackedObject::Bfd(name) => write!(f, "BFD {name}"),
+            TrackedObject::NoUnicastPeer => f.write_str("unicast without peers"),
         }
     }
 }
@@ -178,6 +183,7 @@ pub fn evaluate(entries: &[TrackEntry], status: &TrackStatus) -> Evaluation {
                 Some(&up) => contribution(up, entry.weight, entry.reverse),
                 None => Ok(0),
             },
+            TrackedObject::NoUnicastPeer => Err(()),
             TrackedObject::Script(index) => match status.scripts.get(*index).map(ScriptState::status) {
                 Some(ScriptStatus::Ok) => contribution(true, entry.weight, entry.reverse),
                 Some(ScriptStatus::Ko) => contribution(false, entry.weight, entry.reverse),

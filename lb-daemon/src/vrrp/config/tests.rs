@@ -336,3 +336,36 @@ fn new_keywords_map_onto_the_plan() {
     assert_eq!(plan.garp_pacing.groups.get(&3), plan.garp_pacing.groups.get(&2));
     assert!(errors.iter().any(|e| e.message.contains("nope0")), "{errors:?}");
 }
+
+#[test]
+fn unicast_without_peers_falls_back_to_multicast_unless_unicast_fault_no_peer() {
+    let instance = |extra: &str| {
+        format!(
+            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
+             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
+        )
+    };
+    let no_peer = TrackEntry { object: TrackedObject::NoUnicastPeer, weight: 0, reverse: false };
+    // unicast_src_ip alone: multicast from that address, with keepalived's deprecation warning.
+    let (plan, errors) = planned(&instance(" unicast_src_ip 10.0.0.1\n"));
+    assert!(matches!(plan.instances[0].transport, Transport::Multicast { .. }));
+    assert!(!plan.instances[0].tracking.contains(&no_peer));
+    assert!(errors.iter().any(|e| e.to_string().contains("Defaulting to multicast")), "{errors:?}");
+    // unicast_fault_no_peer (alone or with a source): FAULT for good.
+    for extra in [" unicast_fault_no_peer\n", " unicast_src_ip 10.0.0.1\n unicast_fault_no_peer\n"] {
+        let (plan, errors) = planned(&instance(extra));
+        assert!(plan.instances[0].tracking.contains(&no_peer), "{extra}");
+        assert!(
+            errors.iter().any(
+                |e| e.to_string() == "(VI_1) Cannot use unicast without any peers - going to fault state"
+            ),
+            "{errors:?}"
+        );
+    }
+    // With peers the keyword changes nothing.
+    let unicast = only(&instance(" unicast_fault_no_peer\n unicast_peer {\n  10.0.0.2\n }\n"));
+    assert!(matches!(unicast.transport, Transport::Unicast { .. }));
+    assert!(!unicast.tracking.contains(&no_peer));
+    let evaluation = crate::vrrp::track::evaluate(&[no_peer], &crate::vrrp::track::TrackStatus::default());
+    assert!(evaluation.fault);
+}
