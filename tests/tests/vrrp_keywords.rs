@@ -4,8 +4,9 @@
 //! `vrrp_startup_delay` (no takeover before the delay plus Master_Down_Interval),
 //! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces), `garp_group`
 //! (gratuitous ARPs paced per interface), `promote_secondaries` (the kernel setting, seen
-//! keeping a VIP when its subnet's primary address goes) and `unicast_fault_no_peer` (FAULT
-//! for good, as real keepalived).
+//! keeping a VIP when its subnet's primary address goes), `unicast_fault_no_peer` (FAULT
+//! for good, as real keepalived) and `track_src_ip` (FAULT while the configured source address
+//! is missing).
 
 mod vrrp_kit;
 
@@ -121,7 +122,7 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     let conf = config(
         "r1",
         "  vrrp_startup_delay 3\n",
-        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "  track_src_ip\n")],
+        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "  linkbeat_use_polling\n")],
     );
     let w1 = VipWatch::start(&r[0], "r1", vip);
     let started = Instant::now();
@@ -133,7 +134,8 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
     // A keyword lbd parses but does not act on is named with its line and column.
     assert!(
-        lbd.log().contains("lbd1.conf:11:3: notice: keyword 'track_src_ip' is parsed, not supported yet"),
+        lbd.log()
+            .contains("lbd1.conf:11:3: notice: keyword 'linkbeat_use_polling' is parsed, not supported yet"),
         "{}",
         lbd.log()
     );
@@ -287,4 +289,45 @@ fn unicast_fault_no_peer_stays_in_fault_like_keepalived() {
         let theirs: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&format!("{who} "))).collect();
         assert_eq!(theirs, [format!("{who} INSTANCE VI_1 FAULT 150")], "{notified}");
     }
+}
+
+#[test]
+fn track_src_ip_faults_while_the_configured_source_is_missing() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 90, 2);
+    let vip = ip4(90, 100);
+    // r1 (150) sends from 10.90.0.11, an address the test adds and removes; r2 (100) backs it up.
+    let make = |id: &str, priority: u8, extra: &str| {
+        config(
+            id,
+            "",
+            &[instance("VI_1", 90, priority, "0.2", &["10.90.0.100/24"], &format!("  version 3\n{extra}"))],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let _b = start_lbd(&mut lab, &r[1], "lbd2", &make("r2", 100, ""));
+    w2.wait_for(true, Duration::from_secs(5));
+    // The source is not there at startup: FAULT, r2 keeps the VIP.
+    let a =
+        start_lbd(&mut lab, &r[0], "lbd1", &make("r1", 150, "  mcast_src_ip 10.90.0.11\n  track_src_ip\n"));
+    lb_tests::lab::wait_until(Duration::from_secs(5), "r1 in FAULT", || {
+        a.log().contains("Entering FAULT STATE")
+    });
+    w2.assert_steady(true, Duration::from_secs(1));
+    assert!(!w1.holds());
+    // Added: r1 leaves FAULT and preempts r2 with its adverts from 10.90.0.11.
+    let adverts = capture(&r[1], "tcpdump-r2", "eth0", "ip proto 112");
+    r[0].addr("eth0", "10.90.0.11/24");
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(false, Duration::from_secs(2));
+    lb_tests::lab::wait_until(Duration::from_secs(2), "an advert from 10.90.0.11", || {
+        adverts.log().contains("10.90.0.11 > 224.0.0.18")
+    });
+    // Removed: FAULT again, and r2 takes over.
+    r[0].ip(&["addr", "del", "10.90.0.11/24", "dev", "eth0"]);
+    w2.wait_for(true, Duration::from_secs(3));
+    assert!(!w1.holds(), "{}", a.log());
+    let log = a.log();
+    assert!(log.contains("source address 10.90.0.11 removed from eth0"), "{log}");
+    assert_eq!(log.matches("(VI_1) Entering FAULT STATE").count(), 2, "{log}");
 }

@@ -712,6 +712,17 @@ impl Planner<'_> {
                 reverse: false,
             });
         }
+        // track_src_ip: FAULT while the configured source is not on the interface (keepalived
+        // ignores the keyword without a configured source). keepalived 2.2.7 looks for an IPv4
+        // source on the configured interface, an IPv6 one on the macvlan with use_vmac.
+        if v.track_src_ip && configured.is_some() {
+            let ifindex = if family == Family::Inet { base.index } else { interface.index };
+            tracking.push(TrackEntry {
+                object: TrackedObject::Address { ifindex, address: source },
+                weight: 0,
+                reverse: false,
+            });
+        }
         // keepalived 2.2.7: a unicast keyword without peers falls back to multicast, unless
         // unicast_fault_no_peer says to stay in FAULT.
         if !unicast && (v.unicast_fault_no_peer || v.unicast_src_ip.is_some()) {

@@ -38,7 +38,7 @@ use super::{
     state::{self, Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
     timer::Timer,
-    track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
+    track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, TrackedObject, evaluate},
 };
 use crate::{
     config::Config,
@@ -311,6 +311,17 @@ impl Engine {
             track.interfaces.insert(link.name.clone(), link.up && link.running);
         }
         let mut tasks = vec![track::spawn_links(updates.clone()).map_err(VrrpError::Netlink)?];
+        if instances
+            .iter()
+            .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
+        {
+            tasks.push(track::spawn_addresses(updates.clone()).map_err(VrrpError::Netlink)?);
+        }
+        track.addresses = host
+            .addresses
+            .iter()
+            .flat_map(|(&ifindex, addresses)| addresses.iter().map(move |&a| (ifindex, a)))
+            .collect();
         for (index, script) in scripts.iter().enumerate() {
             track.scripts.push(ScriptState::new(script.rise, script.fall, script.init_fail));
             match script_policy.prepare(&script.script) {
@@ -706,6 +717,27 @@ impl Engine {
                 let Some(slot) = self.track.files.get_mut(index) else { return };
                 *slot = value;
             }
+            TrackUpdate::Address(change) => {
+                let key = (change.ifindex, change.addr);
+                let changed = if change.added {
+                    self.track.addresses.insert(key)
+                } else {
+                    self.track.addresses.remove(&key)
+                };
+                let tracked = TrackedObject::Address { ifindex: change.ifindex, address: change.addr };
+                // Our own VIPs come and go (and are renewed) here too: only a tracked source counts.
+                if !changed
+                    || !self.runners.iter().any(|r| r.plan.tracking.iter().any(|t| t.object == tracked))
+                {
+                    return;
+                }
+                let link = self.track_link_name(change.ifindex);
+                if change.added {
+                    info!("Netlink reports source address {} added to {link}", change.addr);
+                } else {
+                    info!("Netlink reports source address {} removed from {link}", change.addr);
+                }
+            }
             TrackUpdate::Bfd(states) => {
                 if states == self.track.bfd {
                     return;
@@ -719,6 +751,15 @@ impl Engine {
             }
         }
         self.reevaluate().await;
+    }
+
+    /// The name of interface `ifindex` among those of the instances, for log lines.
+    fn track_link_name(&self, ifindex: u32) -> String {
+        self.runners
+            .iter()
+            .flat_map(|r| [&r.plan.base_interface, &r.plan.interface])
+            .find(|l| l.index == ifindex)
+            .map_or_else(|| format!("ifindex {ifindex}"), |l| l.name.clone())
     }
 
     /// Whether another member of `i`'s sync group is faulted by its own tracking.

@@ -369,3 +369,27 @@ fn unicast_without_peers_falls_back_to_multicast_unless_unicast_fault_no_peer() 
     let evaluation = crate::vrrp::track::evaluate(&[no_peer], &crate::vrrp::track::TrackStatus::default());
     assert!(evaluation.fault);
 }
+
+#[test]
+fn track_src_ip_tracks_a_configured_source_only() {
+    let instance = |extra: &str| {
+        format!(
+            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n track_src_ip\n{extra}\
+             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
+        )
+    };
+    let tracked = |plan: &InstancePlan| {
+        plan.tracking
+            .iter()
+            .filter_map(|t| match t.object {
+                TrackedObject::Address { ifindex, address } => Some((ifindex, address, t.weight)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // A configured source (even one not on the interface yet) is tracked on eth0, weight 0.
+    let configured = only(&instance(" mcast_src_ip 10.0.0.11\n"));
+    assert_eq!(tracked(&configured), [(2, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)), 0)]);
+    // keepalived ignores the keyword when the source comes from the interface.
+    assert_eq!(tracked(&only(&instance(""))), []);
+}
