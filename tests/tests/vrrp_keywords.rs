@@ -5,8 +5,9 @@
 //! `garp_extra_if` (periodic gratuitous ARPs on the VIPs' other interfaces), `garp_group`
 //! (gratuitous ARPs paced per interface), `promote_secondaries` (the kernel setting, seen
 //! keeping a VIP when its subnet's primary address goes), `unicast_fault_no_peer` (FAULT
-//! for good, as real keepalived) and `track_src_ip` (FAULT while the configured source address
-//! is missing).
+//! for good, as real keepalived), `track_src_ip` (FAULT while the configured source address
+//! is missing) and `notify_deleted` (what a reload that deletes an instance notifies, compared
+//! with real keepalived's).
 
 mod vrrp_kit;
 
@@ -330,4 +331,87 @@ fn track_src_ip_faults_while_the_configured_source_is_missing() {
     let log = a.log();
     assert!(log.contains("source address 10.90.0.11 removed from eth0"), "{log}");
     assert_eq!(log.matches("(VI_1) Entering FAULT STATE").count(), 2, "{log}");
+}
+
+#[test]
+fn a_reload_that_deletes_instances_notifies_fault_or_deleted_like_keepalived() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 89, 2);
+    let log = lab.dir().join("notify.log");
+    let notify = lab.write_file("notify.sh", &format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()));
+    std::fs::set_permissions(&notify, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = notify.display();
+    // Router i runs VI_1..VI_3 with VRIDs i1..i3 (no election between the routers); VI_2 has
+    // notify_deleted with a script, VI_3 nothing of the kind.
+    let make = |me: u8, names: &[&str]| {
+        let blocks: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let k: u8 = name[3..].parse().unwrap_or_else(|e| panic!("{e}"));
+                let vrid = me * 10 + k;
+                let deleted = if k == 2 {
+                    format!("  notify_deleted \"{n} r{me} deleted {name}\"\n")
+                } else {
+                    String::new()
+                };
+                instance(
+                    name,
+                    vrid,
+                    150,
+                    "0.2",
+                    &[&format!("10.89.0.{vrid}/24")],
+                    &format!(
+                        "  version 3\n  notify \"{n} r{me}\"\n  notify_stop \"{n} r{me} stop {name}\"\n  \
+                         notify_fault \"{n} r{me} fault {name}\"\n{deleted}"
+                    ),
+                )
+            })
+            .collect();
+        config(&format!("r{me}"), "  script_user root\n", &blocks)
+    };
+    let all = ["VI_1", "VI_2", "VI_3"];
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &make(1, &all));
+    let b = start_keepalived(&lab, &r[1], "keepalived2", &make(2, &all));
+    let watches: Vec<VipWatch> = [11, 12, 13, 21, 22, 23]
+        .iter()
+        .map(|&vrid| VipWatch::start(&r[usize::from(vrid / 10 - 1)], &format!("vrid {vrid}"), ip4(89, vrid)))
+        .collect();
+    for watch in &watches {
+        watch.wait_for(true, Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&log, "").unwrap_or_else(|e| panic!("{e}"));
+    // The reload keeps VI_1 only.
+    std::fs::write(lab.dir().join("lbd1.conf"), make(1, &["VI_1"])).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(lab.dir().join("keepalived2.conf"), make(2, &["VI_1"])).unwrap_or_else(|e| panic!("{e}"));
+    a.signal(nix::sys::signal::Signal::SIGHUP);
+    b.signal(nix::sys::signal::Signal::SIGHUP);
+    for (i, watch) in watches.iter().enumerate() {
+        // VI_1 stays, VI_2 and VI_3 go.
+        if i % 3 == 0 {
+            watch.assert_steady(true, Duration::ZERO);
+        } else {
+            watch.wait_for(false, Duration::from_secs(5));
+        }
+    }
+    let notified = |me: &str| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut lines: Vec<String> =
+            text.lines().filter_map(|l| l.strip_prefix(&format!("{me} "))).map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    lb_tests::lab::wait_until(Duration::from_secs(5), "the notify scripts", || notified("r1").len() >= 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let expected = ["INSTANCE VI_2 DELETED 150", "INSTANCE VI_3 FAULT 150", "deleted VI_2"];
+    assert_eq!(notified("r2"), expected, "keepalived:\n{}", b.log());
+    assert_eq!(notified("r1"), expected, "lbd:\n{}", a.log());
+    let log = a.log();
+    assert!(
+        log.contains("(VI_2) deleted by the reload") && log.contains("(VI_3) deleted by the reload"),
+        "{log}"
+    );
+    assert!(!log.contains("(VI_2) Entering STOP") && !log.contains("(VI_1) Entering STOP"), "{log}");
+    terminate(&mut a, "lbd1");
 }

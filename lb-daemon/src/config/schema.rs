@@ -38,7 +38,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "use_ipvlan"),
     ("vrrp_instance", "linkbeat_use_polling"),
     ("vrrp_instance", "debug"),
-    ("vrrp_instance", "notify_deleted"),
     ("vrrp_instance", "lvs_sync_daemon_interface"),
     ("vrrp_instance", "kernel_rx_buf_size"),
 ];
@@ -489,7 +488,6 @@ pub const KEYWORDS: &[(&str, &str)] = &[
     ("vrrp_instance", "nopreempt"),
     ("vrrp_instance", "notify"),
     ("vrrp_instance", "notify_backup"),
-    ("vrrp_instance", "notify_deleted"),
     ("vrrp_instance", "notify_fault"),
     ("vrrp_instance", "notify_master"),
     ("vrrp_instance", "notify_master_rx_lower_pri"),

@@ -139,6 +139,8 @@ pub struct NotifyPlan {
     pub generic: Option<Script>,
     /// `notify_master_rx_lower_pri` (instances only): a master heard a lower priority.
     pub master_rx_lower_pri: Option<Script>,
+    /// `notify_deleted SCRIPT` (instances only): run when a reload deletes the instance.
+    pub deleted: Option<Script>,
 }
 
 /// One `vrrp_instance`, ready to run.
@@ -182,6 +184,9 @@ pub struct InstancePlan {
     /// `notify_priority_changes` (instance, else its sync group, else
     /// `vrrp_notify_priority_changes`): write priority changes to the notify FIFOs.
     pub notify_priority_changes: bool,
+    /// `notify_deleted`: a reload that deletes the instance tells its notify scripts DELETED
+    /// rather than FAULT.
+    pub notify_deleted: bool,
     /// `promote_secondaries`: the kernel's `promote_secondaries` on its interface (the macvlan
     /// with `use_vmac`), so that removing an interface's primary address keeps the VIPs of its
     /// subnet.
@@ -794,7 +799,9 @@ impl Planner<'_> {
                 stop: v.notify_stop.clone(),
                 generic: v.notify.clone(),
                 master_rx_lower_pri: v.notify_master_rx_lower_pri.clone(),
+                deleted: v.notify_deleted_script.clone(),
             },
+            notify_deleted: v.notify_deleted,
             smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
             notify_priority_changes: v
                 .notify_priority_changes
@@ -1031,6 +1038,7 @@ impl Planner<'_> {
                     stop: group.notify_stop.clone(),
                     generic: group.notify.clone(),
                     master_rx_lower_pri: None,
+                    deleted: None,
                 },
                 smtp_alert: group
                     .smtp_alert

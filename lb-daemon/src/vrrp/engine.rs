@@ -521,7 +521,7 @@ impl Engine {
             if let Some(until) = self.startup_hold {
                 runner.machine.hold_startup_until(until);
             }
-            let previous = self.handoff.lock().ok().and_then(|mut h| h.remove(&runner.plan.name));
+            let previous = self.handoff.lock().ok().and_then(|mut h| h.kept.remove(&runner.plan.name));
             if previous == Some(State::Master) {
                 info!("({}) kept in MASTER STATE across the reload", runner.plan.name);
                 actions.extend(runner.machine.resume_master(now));
@@ -983,6 +983,25 @@ impl Engine {
         }
     }
 
+    /// keepalived's notifies for instance `i`, deleted by a reload: its notify script and the
+    /// FIFOs with FAULT (and a FAULT mail), or with `notify_deleted` DELETED and the
+    /// `notify_deleted` script.
+    fn deleted(&mut self, i: usize) {
+        let runner = &mut self.runners[i];
+        info!("({}) deleted by the reload", runner.plan.name);
+        let priority = runner.machine.effective_priority();
+        let notify_deleted = runner.plan.notify_deleted;
+        self.notifier.deleted(&runner.notify, &runner.plan.name, priority, notify_deleted);
+        if !notify_deleted
+            && runner.plan.smtp_alert
+            && let Some(smtp) = &self.smtp
+            && smtp::mail_due(State::Fault, runner.last_mail, self.no_email_faults)
+        {
+            smtp::alert_instance(smtp, &runner.plan.name, State::Fault);
+            runner.last_mail = Some(State::Fault);
+        }
+    }
+
     /// Logs an advert dropped for a mismatch: once at info level per new reason, as a
     /// misconfigured peer would otherwise fill the log at the advert rate.
     fn discarded(&mut self, i: usize, why: String) {
@@ -1068,19 +1087,31 @@ impl Engine {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
         let mut rest = Vec::new();
+        let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
-            let kind = match handoff.get_mut(&self.runners[i].plan.name) {
+            let name = &self.runners[i].plan.name;
+            let kind = match handoff.kept.get_mut(name) {
                 Some(state) if kind == StopKind::Handoff => {
                     // Silent: the next engine takes the instance over as it is.
                     *state = self.runners[i].machine.state();
                     continue;
                 }
-                _ if kind == StopKind::Handoff => StopKind::Orderly,
+                _ if kind == StopKind::Handoff => {
+                    if !handoff.next.contains(name) {
+                        deleted.push(i);
+                    }
+                    StopKind::Orderly
+                }
                 _ => kind,
             };
             match kind {
                 StopKind::Orderly | StopKind::Handoff => {
                     let mut actions = self.runners[i].machine.handle(Event::Shutdown, now);
+                    if deleted.contains(&i) {
+                        // Its notifies are keepalived's for a deleted instance, not STOP's
+                        // (nor an "Entering" line).
+                        actions.retain(|a| !matches!(a, Action::Notify(_)));
+                    }
                     // Every master's priority-0 advert before anything else (another
                     // instance's VIP removal, log lines): the backups' Skew_Time starts with it.
                     if actions.first() == Some(&Action::SendAdvert { priority: PRIORITY_STOP }) {
@@ -1114,6 +1145,9 @@ impl Engine {
         info!("Stopping VRRP");
         for (i, actions) in rest {
             self.execute(i, actions).await;
+        }
+        for i in deleted {
+            self.deleted(i);
         }
         // After the adverts: the backups should not wait for us.
         for task in self.tasks.drain(..) {
