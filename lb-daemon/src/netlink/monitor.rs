@@ -27,26 +27,49 @@ pub enum LinkChange {
     Removed(Link),
 }
 
-/// A subscription to link events. Dropping it closes the connection.
+/// An rtnetlink connection bound to multicast groups. Dropping it closes the connection.
 #[derive(Debug)]
-pub struct LinkMonitor {
+struct Subscription {
     messages: futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
     connection: tokio::task::JoinHandle<()>,
 }
+
+impl Subscription {
+    /// Subscribes to `groups` of the current network namespace, spawning the connection's I/O
+    /// task on the current tokio runtime.
+    fn open(groups: &[MulticastGroup]) -> Result<Self, NetlinkError> {
+        let (connection, _handle, messages) =
+            rtnetlink::new_multicast_connection(groups).map_err(NetlinkError::Connect)?;
+        Ok(Self { messages, connection: tokio::spawn(connection) })
+    }
+
+    /// The next message; `None` if the connection ended.
+    async fn next(&mut self) -> Option<NetlinkMessage<RouteNetlinkMessage>> {
+        self.messages.next().await.map(|(message, _)| message)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// A subscription to link events. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct LinkMonitor(Subscription);
 
 impl LinkMonitor {
     /// Subscribes to link events of the current network namespace, spawning the connection's
     /// I/O task on the current tokio runtime.
     pub fn open() -> Result<Self, NetlinkError> {
-        let (connection, _handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(NetlinkError::Connect)?;
-        Ok(Self { messages, connection: tokio::spawn(connection) })
+        Subscription::open(&[MulticastGroup::Link]).map(Self)
     }
 
     /// The next change; `None` if the connection ended.
     pub async fn next(&mut self) -> Option<LinkChange> {
         loop {
-            let (message, _) = self.messages.next().await?;
+            let message = self.0.next().await?;
             match message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                     return Some(LinkChange::Updated(Link::from_message(&link)));
@@ -57,12 +80,6 @@ impl LinkMonitor {
                 _ => {}
             }
         }
-    }
-}
-
-impl Drop for LinkMonitor {
-    fn drop(&mut self) {
-        self.connection.abort();
     }
 }
 
@@ -79,25 +96,19 @@ pub struct AddressChange {
 
 /// A subscription to IPv4 and IPv6 address events. Dropping it closes the connection.
 #[derive(Debug)]
-pub struct AddressMonitor {
-    messages: futures::channel::mpsc::UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>,
-    connection: tokio::task::JoinHandle<()>,
-}
+pub struct AddressMonitor(Subscription);
 
 impl AddressMonitor {
     /// Subscribes to address events of the current network namespace, spawning the
     /// connection's I/O task on the current tokio runtime.
     pub fn open() -> Result<Self, NetlinkError> {
-        let (connection, _handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr])
-                .map_err(NetlinkError::Connect)?;
-        Ok(Self { messages, connection: tokio::spawn(connection) })
+        Subscription::open(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr]).map(Self)
     }
 
     /// The next change; `None` if the connection ended.
     pub async fn next(&mut self) -> Option<AddressChange> {
         loop {
-            let (message, _) = self.messages.next().await?;
+            let message = self.0.next().await?;
             let (message, added) = match &message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => (m, true),
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => (m, false),
@@ -107,11 +118,5 @@ impl AddressMonitor {
                 return Some(AddressChange { ifindex: message.header.index, addr, added });
             }
         }
-    }
-}
-
-impl Drop for AddressMonitor {
-    fn drop(&mut self) {
-        self.connection.abort();
     }
 }

@@ -39,6 +39,14 @@ fn planned(text: &str) -> (Plan, Vec<PlanError>) {
     plan(&loaded.config, &host())
 }
 
+/// `VI_1` on eth0 (VRID 51, VIP 10.0.0.100/24) with `extra` lines.
+fn instance(extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}virtual_ipaddress {{\n  \
+         10.0.0.100/24\n }}\n}}\n"
+    )
+}
+
 fn only(text: &str) -> InstancePlan {
     let (plan, errors) = planned(text);
     assert_eq!(plan.instances.len(), 1, "errors: {errors:?}");
@@ -296,12 +304,6 @@ fn static_addresses_routes_and_rules_default_to_eth0_and_unknown_devices_are_rep
 
 #[test]
 fn new_keywords_map_onto_the_plan() {
-    let instance = |extra: &str| {
-        format!(
-            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
-             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
-        )
-    };
     // vrrp_min_garp: one gratuitous ARP, no second burst; an instance's own setting wins.
     let min = only(&format!("global_defs {{\n vrrp_min_garp\n}}\n{}", instance("")));
     assert_eq!((min.params.garp_master_repeat, min.params.garp_master_delay), (1, None));
@@ -339,12 +341,6 @@ fn new_keywords_map_onto_the_plan() {
 
 #[test]
 fn unicast_without_peers_falls_back_to_multicast_unless_unicast_fault_no_peer() {
-    let instance = |extra: &str| {
-        format!(
-            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
-             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
-        )
-    };
     let no_peer = TrackEntry { object: TrackedObject::NoUnicastPeer, weight: 0, reverse: false };
     // unicast_src_ip alone: multicast from that address, with keepalived's deprecation warning.
     let (plan, errors) = planned(&instance(" unicast_src_ip 10.0.0.1\n"));
@@ -372,12 +368,7 @@ fn unicast_without_peers_falls_back_to_multicast_unless_unicast_fault_no_peer() 
 
 #[test]
 fn track_src_ip_tracks_a_configured_source_only() {
-    let instance = |extra: &str| {
-        format!(
-            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n track_src_ip\n{extra}\
-             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
-        )
-    };
+    let instance = |extra: &str| instance(&format!(" track_src_ip\n{extra}"));
     let tracked = |plan: &InstancePlan| {
         plan.tracking
             .iter()
