@@ -6,8 +6,8 @@
 //! (gratuitous ARPs paced per interface), `promote_secondaries` (the kernel setting, seen
 //! keeping a VIP when its subnet's primary address goes), `unicast_fault_no_peer` (FAULT
 //! for good, as real keepalived), `track_src_ip` (FAULT while the configured source address
-//! is missing) and `notify_deleted` (what a reload that deletes an instance notifies, compared
-//! with real keepalived's).
+//! is missing), `notify_deleted` (what a reload that deletes an instance notifies, compared
+//! with real keepalived's) and `vmac_prefix` (the use_vmac interface's name, as keepalived's).
 
 mod vrrp_kit;
 
@@ -414,4 +414,38 @@ fn a_reload_that_deletes_instances_notifies_fault_or_deleted_like_keepalived() {
     );
     assert!(!log.contains("(VI_2) Entering STOP") && !log.contains("(VI_1) Entering STOP"), "{log}");
     terminate(&mut a, "lbd1");
+}
+
+#[test]
+fn vmac_prefix_names_the_use_vmac_interface_as_keepalived_does() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 88, 2);
+    let make = |me: u8| {
+        let vrid = 80 + me;
+        config(
+            &format!("r{me}"),
+            "  vmac_prefix vk\n",
+            &[instance(
+                "VI_1",
+                vrid,
+                150,
+                "0.2",
+                &[&format!("10.88.0.{vrid}/24")],
+                "  version 3\n  use_vmac\n",
+            )],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", ip4(88, 81)), VipWatch::start(&r[1], "r2", ip4(88, 82)));
+    let mut a = start_lbd(&mut lab, &r[0], "lbd1", &make(1));
+    let _b = start_keepalived(&lab, &r[1], "keepalived2", &make(2));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(true, Duration::from_secs(5));
+    // keepalived's name for VRID 82 and lbd's for VRID 81, each a macvlan holding the VIP.
+    for (router, name, vip) in [(&r[0], "vk.81", "10.88.0.81/24"), (&r[1], "vk.82", "10.88.0.82/24")] {
+        let link = router.ip(&["-d", "link", "show", name]);
+        assert!(link.contains("macvlan"), "{link}");
+        assert!(router.ip(&["-4", "addr", "show", "dev", name]).contains(vip));
+    }
+    terminate(&mut a, "lbd1");
+    assert!(r[0].try_ip(&["link", "show", "vk.81"]).is_err(), "the macvlan outlived lbd");
 }

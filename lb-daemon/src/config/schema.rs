@@ -21,7 +21,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_netlink_monitor_rcv_bufs_force"),
     ("global_defs", "vrrp_rx_bufs_policy"),
     ("global_defs", "vrrp_rx_bufs_multiplier"),
-    ("global_defs", "vmac_prefix"),
     ("global_defs", "vmac_addr_prefix"),
     ("global_defs", "disable_local_igmp"),
     ("global_defs", "max_auto_priority"),

@@ -300,12 +300,18 @@ pub fn vmacs_wanted(config: &Config) -> Vec<VmacWanted> {
             let vrid = instance.virtual_router_id?;
             let parent =
                 instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
-            let name = vmac.name.clone().unwrap_or_else(|| format!("vrrp.{vrid}"));
+            let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
             let ipv6 = instance.family() == Family::Inet6;
             let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
             Some(VmacWanted { name, parent, mac, ipv6 })
         })
         .collect()
+}
+
+/// The name of a `use_vmac` interface without one of its own: `PREFIX.VRID`, the prefix being
+/// `vmac_prefix` (`vrrp` by default), as keepalived names them.
+fn vmac_name(config: &Config, vrid: u8) -> String {
+    format!("{}.{vrid}", config.global_defs.vmac_prefix.as_deref().unwrap_or("vrrp"))
 }
 
 /// A MAC of 6 octets (keepalived also takes 5 as a prefix for the VRID; lbd then uses the RFC
@@ -520,7 +526,9 @@ impl Planner<'_> {
             })
             .pop()
             .map(|wanted| (wanted.name, wanted.mac))
-            .unwrap_or_else(|| (format!("vrrp.{vrid}"), virtual_mac(vrid.get(), family == Family::Inet6)));
+            .unwrap_or_else(|| {
+                (vmac_name(self.config, vrid.get()), virtual_mac(vrid.get(), family == Family::Inet6))
+            });
             VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
         });
         let vmac_link = match &vmac {

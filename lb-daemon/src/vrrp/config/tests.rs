@@ -189,6 +189,20 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
     assert_eq!(plan.base_interface.name, "eth0");
     assert_eq!(plan.vips[0].address.ifindex, 4);
     assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "the parent's address");
+    // vmac_prefix replaces "vrrp" in the default name; a name of the instance's own wins.
+    let prefixed = parse_str(
+        "t.conf",
+        &format!("global_defs {{\n vmac_prefix vk\n}}\n{config}"),
+        &LoadOptions::default(),
+    );
+    assert_eq!(vmacs_wanted(&prefixed.config)[0].name, "vk.51");
+    let named = config.replace("use_vmac\n", "use_vmac mine\n");
+    let prefixed = parse_str(
+        "t.conf",
+        &format!("global_defs {{\n vmac_prefix vk\n}}\n{named}"),
+        &LoadOptions::default(),
+    );
+    assert_eq!(vmacs_wanted(&prefixed.config)[0].name, "mine");
 }
 
 #[test]
