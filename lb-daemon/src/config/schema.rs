@@ -37,7 +37,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "use_ipvlan"),
     ("vrrp_instance", "linkbeat_use_polling"),
     ("vrrp_instance", "debug"),
-    ("vrrp_instance", "lvs_sync_daemon_interface"),
     ("vrrp_instance", "kernel_rx_buf_size"),
 ];
 

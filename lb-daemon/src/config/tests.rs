@@ -691,3 +691,21 @@ fn keywords_parsed_but_not_run_get_a_notice_with_their_line() {
         ],
     );
 }
+
+#[test]
+fn lvs_sync_daemon_interface_of_an_instance_becomes_lvs_sync_daemon() {
+    let instance = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 42\n  \
+                    lvs_sync_daemon_interface eth1\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n";
+    let l = parse(instance);
+    let sd = l.config.global_defs.lvs_sync_daemon.clone().unwrap_or_default();
+    assert_eq!((sd.interface.as_str(), sd.instance.as_deref(), sd.id), ("eth1", Some("VI_1"), None));
+    // A global lvs_sync_daemon wins, and the instance's is reported.
+    let l = parse(&format!("global_defs {{\n  lvs_sync_daemon eth0 VI_1 id 7\n}}\n{instance}"));
+    let sd = l.config.global_defs.lvs_sync_daemon.clone().unwrap_or_default();
+    assert_eq!((sd.interface.as_str(), sd.id), ("eth0", Some(7)));
+    let problems: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        problems.iter().any(|p| p.contains("lvs_sync_daemon_interface has already been specified as eth0")),
+        "{problems:?}"
+    );
+}
