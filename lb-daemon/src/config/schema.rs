@@ -36,7 +36,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),
     ("vrrp_instance", "linkbeat_use_polling"),
-    ("vrrp_instance", "debug"),
     ("vrrp_instance", "kernel_rx_buf_size"),
 ];
 
