@@ -481,6 +481,73 @@ fn no_email_faults_mails_no_fault_transition() {
 }
 
 #[test]
+fn fifo_write_vrrp_states_on_reload_tells_the_fifo_the_kept_masters_state() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 87, 2);
+    // Router i: VI_1 (VRID 80 + i) alone, its FIFO read across the reload (the engine that
+    // restarts closes it, then opens it again).
+    let fifos: Vec<PathBuf> = (1..=2).map(|i| lab.dir().join(format!("notify{i}.fifo"))).collect();
+    let make = |me: u8, option: &str| {
+        let vrid = 80 + me;
+        config(
+            &format!("r{me}"),
+            &format!("  vrrp_notify_fifo {}\n{option}", fifos[usize::from(me - 1)].display()),
+            &[instance("VI_1", vrid, 150, ADVERT_TEXT, &[&format!("10.87.0.{vrid}/24")], "  version 3\n")],
+        )
+    };
+    let watches = [VipWatch::start(&r[0], "r1", ip4(87, 81)), VipWatch::start(&r[1], "r2", ip4(87, 82))];
+    let lbds = [
+        start_lbd(&mut lab, &r[0], "lbd1", &make(1, "  fifo_write_vrrp_states_on_reload\n")),
+        start_lbd(&mut lab, &r[1], "lbd2", &make(2, "")),
+    ];
+    let events: Vec<Arc<Mutex<Vec<String>>>> = fifos
+        .iter()
+        .map(|path| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let (path, seen) = (path.clone(), Arc::clone(&lines));
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let Ok(fifo) = std::fs::File::open(&path) else { return };
+                    for line in BufReader::new(fifo).lines() {
+                        let Ok(line) = line else { break };
+                        seen.lock().unwrap().push(line);
+                    }
+                }
+            });
+            lines
+        })
+        .collect();
+    for watch in &watches {
+        watch.wait_for(true, Duration::from_secs(5));
+    }
+    let master = "INSTANCE \"VI_1\" MASTER 150".to_owned();
+    wait_until(Duration::from_secs(3), "the MASTER lines", || {
+        events.iter().all(|e| e.lock().unwrap().contains(&master))
+    });
+    // A reload that changes nothing.
+    for lbd in &lbds {
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    wait_until(Duration::from_secs(5), "r1's state after the reload", || {
+        events[0].lock().unwrap().iter().filter(|l| **l == master).count() == 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for watch in &watches {
+        watch.assert_steady(true, Duration::ZERO);
+    }
+    let r1 = lbds[0].log();
+    assert!(r1.contains("(VI_1) kept in MASTER STATE across the reload"), "{r1}");
+    assert_eq!(events[0].lock().unwrap().iter().filter(|l| **l == master).count(), 2, "{r1}");
+    // Without the option nothing is written (nor restarted).
+    assert_eq!(
+        *events[1].lock().unwrap(),
+        ["INSTANCE \"VI_1\" BACKUP 150", master.as_str()],
+        "{}",
+        lbds[1].log()
+    );
+}
+
+#[test]
 fn use_vmac_virtual_routes_and_excluded_addresses() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 95, 3);

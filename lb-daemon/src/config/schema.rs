@@ -31,7 +31,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "enable_snmp_rfcv3"),
     ("global_defs", "enable_dbus"),
     ("global_defs", "dbus_service_name"),
-    ("global_defs", "fifo_write_vrrp_states_on_reload"),
     ("vrrp_instance", "vrf"),
     ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),

@@ -226,6 +226,9 @@ struct Engine {
     smtp: Option<SmtpPlan>,
     /// `no_email_faults`: no `smtp_alert` mail for FAULT.
     no_email_faults: bool,
+    /// `fifo_write_vrrp_states_on_reload`: the instances kept in MASTER by a reload write their
+    /// state to the notify FIFOs.
+    fifo_write_states: bool,
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
@@ -460,6 +463,7 @@ impl Engine {
             renewer: Renewer::spawn(netlink.clone()),
             smtp,
             no_email_faults: config.global_defs.no_email_faults,
+            fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
             tasks,
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
@@ -526,6 +530,17 @@ impl Engine {
                 info!("({}) kept in MASTER STATE across the reload", runner.plan.name);
                 actions.extend(runner.machine.resume_master(now));
                 self.status.update(i, |s| s.state = State::Master.keepalived_name());
+                // fifo_write_vrrp_states_on_reload: the others say their state as they start.
+                if self.fifo_write_states {
+                    let runner = &self.runners[i];
+                    let priority = runner.machine.effective_priority();
+                    self.notifier.state_to_fifos(
+                        Subject::Instance,
+                        &runner.plan.name,
+                        State::Master,
+                        priority,
+                    );
+                }
             } else {
                 actions.extend(runner.machine.handle(Event::Startup, now));
             }

@@ -152,13 +152,18 @@ impl VrrpTask {
         VrrpTask { stop, task, status, config, netlink, handoff, bfd }
     }
 
-    /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same;
+    /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same
+    /// (unless `fifo_write_vrrp_states_on_reload`);
     /// otherwise the engine restarts, and every instance whose own configuration did not change
     /// (while the global settings, scripts, tracked files and sync groups stayed the same) keeps
     /// its state: a MASTER stays MASTER without a priority-0 advert, a gap in its VIPs or a
     /// notify. The others stop in order and start afresh (keepalived#2159, #1425).
     pub async fn reload(self, config: crate::config::Config) -> Result<Self, VrrpError> {
-        if vrrp_part(&config) == vrrp_part(&self.config) {
+        // fifo_write_vrrp_states_on_reload: every reload tells the FIFOs the states, which the
+        // engine does as it starts (the instances being kept, nothing else changes).
+        if vrrp_part(&config) == vrrp_part(&self.config)
+            && !config.global_defs.fifo_write_vrrp_states_on_reload
+        {
             tracing::info!("VRRP configuration unchanged: every instance keeps its state");
             return Ok(self);
         }

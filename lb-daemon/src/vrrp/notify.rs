@@ -194,6 +194,12 @@ impl Notifier {
         }
     }
 
+    /// Writes the state of `subject` `name` to the FIFOs, as a notify would, without running
+    /// scripts (`fifo_write_vrrp_states_on_reload`).
+    pub fn state_to_fifos(&self, subject: Subject, name: &str, state: State, priority: u8) {
+        self.write_fifos(&state_line(subject, name, state.keepalived_name(), priority));
+    }
+
     /// Writes a priority change (`notify_priority_changes`) to the FIFOs.
     pub fn priority_changed(&self, subject: Subject, name: &str, state: State, priority: u8) {
         if matches!(state, State::Master | State::Backup) {
@@ -245,7 +251,7 @@ impl Notifier {
         state: &str,
         priority: u8,
     ) {
-        self.write_fifos(&format!("{} \"{name}\" {state} {priority}\n", subject.keyword()));
+        self.write_fifos(&state_line(subject, name, state, priority));
         if let Some(script) = specific {
             let _ = self.jobs.send(Job { script: Arc::clone(script), args: Vec::new() });
         }
@@ -272,6 +278,11 @@ impl Notifier {
             }
         }
     }
+}
+
+/// keepalived's FIFO line for a state: `INSTANCE "VI_1" MASTER 100`.
+fn state_line(subject: Subject, name: &str, state: &str, priority: u8) -> String {
+    format!("{} \"{name}\" {state} {priority}\n", subject.keyword())
 }
 
 #[cfg(test)]
