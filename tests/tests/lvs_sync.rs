@@ -26,13 +26,19 @@ const CONNECTIONS: usize = 12;
 /// Lines each transfer streams, one per 100 ms.
 const LINES: u32 = 150;
 
+/// lb1 (150) takes `lvs_sync_daemon` in global_defs, lb2 (100) keepalived's deprecated
+/// `lvs_sync_daemon_interface` in its instance (same sync id: the default is the VRID, 42).
 fn config(priority: u8, sync: bool) -> String {
-    let sync = if sync { "    lvs_sync_daemon eth0 VI_1 id 42\n" } else { "" };
+    let (sync, deprecated) = match (sync, priority) {
+        (false, _) => ("", ""),
+        (true, 150) => ("    lvs_sync_daemon eth0 VI_1 id 42\n", ""),
+        (true, _) => ("", "    lvs_sync_daemon_interface eth0\n"),
+    };
     let reals: String = (1..=3).map(|i| format!("    real_server 10.31.0.1{i} 80 {{\n    }}\n")).collect();
     format!(
         "global_defs {{\n    router_id lbt-sync-{priority}\n{sync}}}\n\
          vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 42\n    \
-         priority {priority}\n    advert_int 0.2\n    version 3\n    virtual_ipaddress {{\n        \
+         priority {priority}\n    advert_int 0.2\n    version 3\n{deprecated}    virtual_ipaddress {{\n        \
          10.30.0.254/24\n    }}\n}}\n\
          virtual_server 10.40.0.100 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n{reals}}}\n"
     )

@@ -405,6 +405,148 @@ fn notify_scripts_run_in_order_with_keepalived_arguments_and_smtp_alerts_are_sen
     assert!(mail.contains("=> VRRP Instance is now owning VRRP VIPs <="), "{mail}");
 }
 
+/// The `smtp_alert` subjects of `router_id`'s instance VI_1 in `mail`, in order: `MASTER`, ...
+fn mailed_states(mail: &str, router_id: &str) -> Vec<String> {
+    let prefix = format!("Subject: [{router_id}] VRRP Instance VI_1 - Entering ");
+    mail.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str())?.strip_suffix(" state"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_email_faults_mails_no_fault_transition() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 92, 3);
+    // r3 is the mail server; r1 and r2 each track eth1, a link to a stub host of their own.
+    let sink = SmtpSink::start(&r[2]);
+    let stubs: Vec<Netns> = (1..=2).map(|i| lab.netns(&format!("stub{i}"))).collect();
+    for (router, stub) in r.iter().zip(&stubs) {
+        lab.veth(router, "eth1", stub, "eth1");
+    }
+    let make = |id: &str, vrid: u8, extra_global: &str| {
+        let global = format!(
+            "  smtp_server 10.92.0.3 25\n  smtp_connect_timeout 5\n  notification_email {{\n    ops@example.org\n  }}\n\
+             {extra_global}"
+        );
+        let vip = format!("10.92.0.{vrid}/24");
+        config(
+            id,
+            &global,
+            &[instance(
+                "VI_1",
+                vrid,
+                150,
+                ADVERT_TEXT,
+                &[&vip],
+                "  version 3\n  smtp_alert\n  track_interface {\n    eth1\n  }\n",
+            )],
+        )
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", ip4(92, 101)), VipWatch::start(&r[1], "r2", ip4(92, 102)));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &make("quiet", 101, "  no_email_faults\n"));
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &make("loud", 102, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(true, Duration::from_secs(5));
+    let both_mailed = |count: usize| {
+        let mail = sink.text();
+        mailed_states(&mail, "quiet").len() >= count && mailed_states(&mail, "loud").len() > count
+    };
+    wait_until(Duration::from_secs(5), "the MASTER mails", || {
+        let mail = sink.text();
+        mailed_states(&mail, "quiet").len() == 2 && mailed_states(&mail, "loud").len() == 2
+    });
+    // FAULT: the tracked link goes down, then comes back (BACKUP, then MASTER again).
+    for stub in &stubs {
+        stub.ip(&["link", "set", "eth1", "down"]);
+    }
+    w1.wait_for(false, Duration::from_secs(3));
+    w2.wait_for(false, Duration::from_secs(3));
+    wait_until(Duration::from_secs(5), "the FAULT mail of r2", || {
+        mailed_states(&sink.text(), "loud").contains(&"FAULT".to_owned())
+    });
+    for stub in &stubs {
+        stub.ip(&["link", "set", "eth1", "up"]);
+    }
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "the mails after FAULT", || both_mailed(4));
+    // What is mailed after that is checked too: nothing more should come.
+    std::thread::sleep(Duration::from_millis(500));
+    let mail = sink.text();
+    assert!(a.log().contains("(VI_1) Entering FAULT STATE"), "{}", a.log());
+    assert!(b.log().contains("(VI_1) Entering FAULT STATE"), "{}", b.log());
+    assert_eq!(mailed_states(&mail, "quiet"), ["BACKUP", "MASTER", "BACKUP", "MASTER"], "{mail}");
+    assert_eq!(mailed_states(&mail, "loud"), ["BACKUP", "MASTER", "FAULT", "BACKUP", "MASTER"], "{mail}");
+}
+
+#[test]
+fn fifo_write_vrrp_states_on_reload_tells_the_fifo_the_kept_masters_state() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 87, 2);
+    // Router i: VI_1 (VRID 80 + i) alone, its FIFO read across the reload (the engine that
+    // restarts closes it, then opens it again).
+    let fifos: Vec<PathBuf> = (1..=2).map(|i| lab.dir().join(format!("notify{i}.fifo"))).collect();
+    let make = |me: u8, option: &str| {
+        let vrid = 80 + me;
+        config(
+            &format!("r{me}"),
+            &format!("  vrrp_notify_fifo {}\n{option}", fifos[usize::from(me - 1)].display()),
+            &[instance("VI_1", vrid, 150, ADVERT_TEXT, &[&format!("10.87.0.{vrid}/24")], "  version 3\n")],
+        )
+    };
+    let watches = [VipWatch::start(&r[0], "r1", ip4(87, 81)), VipWatch::start(&r[1], "r2", ip4(87, 82))];
+    let lbds = [
+        start_lbd(&mut lab, &r[0], "lbd1", &make(1, "  fifo_write_vrrp_states_on_reload\n")),
+        start_lbd(&mut lab, &r[1], "lbd2", &make(2, "")),
+    ];
+    let events: Vec<Arc<Mutex<Vec<String>>>> = fifos
+        .iter()
+        .map(|path| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let (path, seen) = (path.clone(), Arc::clone(&lines));
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let Ok(fifo) = std::fs::File::open(&path) else { return };
+                    for line in BufReader::new(fifo).lines() {
+                        let Ok(line) = line else { break };
+                        seen.lock().unwrap().push(line);
+                    }
+                }
+            });
+            lines
+        })
+        .collect();
+    for watch in &watches {
+        watch.wait_for(true, Duration::from_secs(5));
+    }
+    let master = "INSTANCE \"VI_1\" MASTER 150".to_owned();
+    wait_until(Duration::from_secs(3), "the MASTER lines", || {
+        events.iter().all(|e| e.lock().unwrap().contains(&master))
+    });
+    // A reload that changes nothing.
+    for lbd in &lbds {
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    wait_until(Duration::from_secs(5), "r1's state after the reload", || {
+        events[0].lock().unwrap().iter().filter(|l| **l == master).count() == 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for watch in &watches {
+        watch.assert_steady(true, Duration::ZERO);
+    }
+    let r1 = lbds[0].log();
+    assert!(r1.contains("(VI_1) kept in MASTER STATE across the reload"), "{r1}");
+    assert_eq!(events[0].lock().unwrap().iter().filter(|l| **l == master).count(), 2, "{r1}");
+    // Without the option nothing is written (nor restarted).
+    assert_eq!(
+        *events[1].lock().unwrap(),
+        ["INSTANCE \"VI_1\" BACKUP 150", master.as_str()],
+        "{}",
+        lbds[1].log()
+    );
+}
+
 #[test]
 fn use_vmac_virtual_routes_and_excluded_addresses() {
     let mut lab = Lab::new();

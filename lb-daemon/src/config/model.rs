@@ -1168,6 +1168,8 @@ pub struct VrrpInstance {
     pub preempt_delay: Option<Duration>,
     pub skip_check_adv_addr: Option<bool>,
     pub strict_mode: Option<bool>,
+    /// `debug LEVEL` (0-4): checked, and like keepalived 2.2.7 ("not implemented yet") acted on
+    /// by nothing.
     pub debug: Option<u8>,
     pub notify_master: Option<Script>,
     pub notify_backup: Option<Script>,

@@ -679,15 +679,34 @@ fn keywords_parsed_but_not_run_get_a_notice_with_their_line() {
     }
     let l = parse(
         "global_defs {\n  vrrp_iptables\n  vrrp_startup_delay 2\n}\nvrrp_instance VI_1 {\n  interface eth0\n  \
-         virtual_router_id 1\n  track_src_ip\n  unicast_ttl 64\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
+         virtual_router_id 1\n  linkbeat_use_polling\n  debug 2\n  unicast_ttl 64\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n",
     );
     assert!(l.is_clean(), "{:?}", l.diagnostics);
+    // `debug` is not among them: keepalived 2.2.7 does nothing with it either.
     let notices: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
     assert_eq!(
         notices,
         [
             "t.conf:2:3: notice: keyword 'vrrp_iptables' is parsed, not supported yet: ignored",
-            "t.conf:8:3: notice: keyword 'track_src_ip' is parsed, not supported yet: ignored",
+            "t.conf:8:3: notice: keyword 'linkbeat_use_polling' is parsed, not supported yet: ignored",
         ],
+    );
+}
+
+#[test]
+fn lvs_sync_daemon_interface_of_an_instance_becomes_lvs_sync_daemon() {
+    let instance = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 42\n  \
+                    lvs_sync_daemon_interface eth1\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n";
+    let l = parse(instance);
+    let sd = l.config.global_defs.lvs_sync_daemon.clone().unwrap_or_default();
+    assert_eq!((sd.interface.as_str(), sd.instance.as_deref(), sd.id), ("eth1", Some("VI_1"), None));
+    // A global lvs_sync_daemon wins, and the instance's is reported.
+    let l = parse(&format!("global_defs {{\n  lvs_sync_daemon eth0 VI_1 id 7\n}}\n{instance}"));
+    let sd = l.config.global_defs.lvs_sync_daemon.clone().unwrap_or_default();
+    assert_eq!((sd.interface.as_str(), sd.id), ("eth0", Some(7)));
+    let problems: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        problems.iter().any(|p| p.contains("lvs_sync_daemon_interface has already been specified as eth0")),
+        "{problems:?}"
     );
 }

@@ -287,6 +287,27 @@ fn vrrp(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
         }
     }
 
+    // The deprecated `lvs_sync_daemon_interface IF` of an instance is keepalived 2.2.7's
+    // `lvs_sync_daemon IF INSTANCE`, unless that is set already (the first instance wins).
+    for v in &cfg.vrrp_instances {
+        let Some(interface) = &v.lvs_sync_daemon_interface else { continue };
+        match &cfg.global_defs.lvs_sync_daemon {
+            Some(sd) => d.warn(
+                at(src, &format!("vrrp_instance {}", v.name)),
+                format!(
+                    "({}) lvs_sync_daemon_interface has already been specified as {} - ignoring",
+                    v.name, sd.interface
+                ),
+            ),
+            None => {
+                cfg.global_defs.lvs_sync_daemon = Some(LvsSyncDaemon {
+                    interface: interface.clone(),
+                    instance: Some(v.name.clone()),
+                    ..LvsSyncDaemon::default()
+                });
+            }
+        }
+    }
     if let Some(sd) = &cfg.global_defs.lvs_sync_daemon
         && let Some(inst) = &sd.instance
         && !instances.contains(inst)

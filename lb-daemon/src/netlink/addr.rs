@@ -174,28 +174,32 @@ impl Netlink {
         Ok(messages
             .iter()
             .filter_map(|m| {
-                let mut addr = None;
-                let mut valid_left = None;
-                for attribute in &m.attributes {
-                    match attribute {
-                        // IFA_LOCAL is the interface's own address where IFA_ADDRESS may be a peer.
-                        AddressAttribute::Local(a) => addr = Some(*a),
-                        AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
-                        AddressAttribute::CacheInfo(info) if info.ifa_valid != u32::MAX => {
-                            valid_left = Some(info.ifa_valid);
-                        }
-                        _ => {}
-                    }
-                }
+                let valid_left = m.attributes.iter().find_map(|attribute| match attribute {
+                    AddressAttribute::CacheInfo(info) if info.ifa_valid != u32::MAX => Some(info.ifa_valid),
+                    _ => None,
+                });
                 Some(InstalledAddress {
                     ifindex: m.header.index,
-                    addr: addr?,
+                    addr: local_address(m)?,
                     prefix_len: m.header.prefix_len,
                     valid_left,
                 })
             })
             .collect())
     }
+}
+
+/// The interface's own address in `message`: IFA_LOCAL, where IFA_ADDRESS may be a peer's.
+pub(crate) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
+    let mut addr = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(a) => addr = Some(*a),
+            AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
+            _ => {}
+        }
+    }
+    addr
 }
 
 #[cfg(test)]

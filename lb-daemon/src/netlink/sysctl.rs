@@ -1,4 +1,4 @@
-//! The few sysctls the data plane depends on.
+//! The few sysctls the data plane and VRRP depend on.
 //!
 //! The XDP program resolves next hops with `bpf_fib_lookup`, which answers only where the
 //! kernel forwards: IPv4 forwarding on the receiving interface, IPv6 forwarding globally (the
@@ -26,6 +26,20 @@ pub fn enable_accept_local(interface: &str) -> io::Result<bool> {
 /// Returns whether it was off.
 pub fn enable_ipv6_forwarding() -> io::Result<bool> {
     enable(PathBuf::from("/proc/sys/net/ipv6/conf/all/forwarding"))
+}
+
+/// Sets `net.ipv4.conf.INTERFACE.KEY` to `value`. Returns what it was if that differed (so that
+/// it can be put back), `None` if it already was `value`.
+pub fn set_ipv4_conf(interface: &str, key: &str, value: &str) -> io::Result<Option<String>> {
+    let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/{key}"));
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let current = fs::read_to_string(&path).map_err(with_path)?;
+    let current = current.trim();
+    if current == value {
+        return Ok(None);
+    }
+    fs::write(&path, value).map_err(with_path)?;
+    Ok(Some(current.to_owned()))
 }
 
 fn enable(path: PathBuf) -> io::Result<bool> {

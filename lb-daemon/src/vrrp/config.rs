@@ -139,6 +139,8 @@ pub struct NotifyPlan {
     pub generic: Option<Script>,
     /// `notify_master_rx_lower_pri` (instances only): a master heard a lower priority.
     pub master_rx_lower_pri: Option<Script>,
+    /// `notify_deleted SCRIPT` (instances only): run when a reload deletes the instance.
+    pub deleted: Option<Script>,
 }
 
 /// One `vrrp_instance`, ready to run.
@@ -182,6 +184,13 @@ pub struct InstancePlan {
     /// `notify_priority_changes` (instance, else its sync group, else
     /// `vrrp_notify_priority_changes`): write priority changes to the notify FIFOs.
     pub notify_priority_changes: bool,
+    /// `notify_deleted`: a reload that deletes the instance tells its notify scripts DELETED
+    /// rather than FAULT.
+    pub notify_deleted: bool,
+    /// `promote_secondaries`: the kernel's `promote_secondaries` on its interface (the macvlan
+    /// with `use_vmac`), so that removing an interface's primary address keeps the VIPs of its
+    /// subnet.
+    pub promote_secondaries: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
 }
@@ -291,12 +300,18 @@ pub fn vmacs_wanted(config: &Config) -> Vec<VmacWanted> {
             let vrid = instance.virtual_router_id?;
             let parent =
                 instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
-            let name = vmac.name.clone().unwrap_or_else(|| format!("vrrp.{vrid}"));
+            let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
             let ipv6 = instance.family() == Family::Inet6;
             let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
             Some(VmacWanted { name, parent, mac, ipv6 })
         })
         .collect()
+}
+
+/// The name of a `use_vmac` interface without one of its own: `PREFIX.VRID`, the prefix being
+/// `vmac_prefix` (`vrrp` by default), as keepalived names them.
+fn vmac_name(config: &Config, vrid: u8) -> String {
+    format!("{}.{vrid}", config.global_defs.vmac_prefix.as_deref().unwrap_or("vrrp"))
 }
 
 /// A MAC of 6 octets (keepalived also takes 5 as a prefix for the VRID; lbd then uses the RFC
@@ -511,7 +526,9 @@ impl Planner<'_> {
             })
             .pop()
             .map(|wanted| (wanted.name, wanted.mac))
-            .unwrap_or_else(|| (format!("vrrp.{vrid}"), virtual_mac(vrid.get(), family == Family::Inet6)));
+            .unwrap_or_else(|| {
+                (vmac_name(self.config, vrid.get()), virtual_mac(vrid.get(), family == Family::Inet6))
+            });
             VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
         });
         let vmac_link = match &vmac {
@@ -708,6 +725,32 @@ impl Planner<'_> {
                 reverse: false,
             });
         }
+        // track_src_ip: FAULT while the configured source is not on the interface (keepalived
+        // ignores the keyword without a configured source). keepalived 2.2.7 looks for an IPv4
+        // source on the configured interface, an IPv6 one on the macvlan with use_vmac.
+        if v.track_src_ip && configured.is_some() {
+            let ifindex = if family == Family::Inet { base.index } else { interface.index };
+            tracking.push(TrackEntry {
+                object: TrackedObject::Address { ifindex, address: source },
+                weight: 0,
+                reverse: false,
+            });
+        }
+        // keepalived 2.2.7: a unicast keyword without peers falls back to multicast, unless
+        // unicast_fault_no_peer says to stay in FAULT.
+        if !unicast && (v.unicast_fault_no_peer || v.unicast_src_ip.is_some()) {
+            if v.unicast_fault_no_peer {
+                self.warn(&v.name, "Cannot use unicast without any peers - going to fault state".into());
+                tracking.push(TrackEntry { object: TrackedObject::NoUnicastPeer, weight: 0, reverse: false });
+            } else {
+                self.warn(
+                    &v.name,
+                    "A unicast keyword has been specified without any unicast peers. Defaulting to \
+                     multicast. This usage is deprecated - please update your configuration."
+                        .into(),
+                );
+            }
+        }
         self.tracking(&v.name, &v.track_interface, &v.track_script, &v.track_file, &mut tracking);
         self.track_bfd(&v.name, &v.track_bfd, &mut tracking);
         if !v.track_process.is_empty() {
@@ -764,13 +807,16 @@ impl Planner<'_> {
                 stop: v.notify_stop.clone(),
                 generic: v.notify.clone(),
                 master_rx_lower_pri: v.notify_master_rx_lower_pri.clone(),
+                deleted: v.notify_deleted_script.clone(),
             },
+            notify_deleted: v.notify_deleted,
             smtp_alert: v.smtp_alert.or(global.smtp_alert_vrrp).or(global.smtp_alert).unwrap_or(false),
             notify_priority_changes: v
                 .notify_priority_changes
                 .or(group.and_then(|g| g.notify_priority_changes))
                 .or(global.vrrp_notify_priority_changes)
                 .unwrap_or(false),
+            promote_secondaries: v.promote_secondaries,
             group: None,
         })
     }
@@ -1000,6 +1046,7 @@ impl Planner<'_> {
                     stop: group.notify_stop.clone(),
                     generic: group.notify.clone(),
                     master_rx_lower_pri: None,
+                    deleted: None,
                 },
                 smtp_alert: group
                     .smtp_alert

@@ -38,11 +38,11 @@ use super::{
     state::{self, Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
     timer::Timer,
-    track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, evaluate},
+    track::{self, Evaluation, ScriptState, TrackStatus, TrackUpdate, TrackedObject, evaluate},
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime, vmac::link_local_from_mac},
+    netlink::{Netlink, addr::Lifetime, sysctl, vmac::link_local_from_mac},
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -168,6 +168,8 @@ struct Runner {
     /// `garp_extra_if`: when the next gratuitous ARPs / NAs on its VIPs' other interfaces are
     /// due (while MASTER).
     extra_garp_at: Option<Instant>,
+    /// The state last mailed (`smtp_alert`).
+    last_mail: Option<State>,
 }
 
 impl Runner {
@@ -205,6 +207,8 @@ struct GroupRunner {
     plan: GroupPlan,
     notify: NotifyScripts,
     state: Option<State>,
+    /// The state last mailed (`smtp_alert`).
+    last_mail: Option<State>,
 }
 
 /// Everything the VRRP task owns.
@@ -220,6 +224,11 @@ struct Engine {
     garp: Gratuitous,
     renewer: Renewer,
     smtp: Option<SmtpPlan>,
+    /// `no_email_faults`: no `smtp_alert` mail for FAULT.
+    no_email_faults: bool,
+    /// `fifo_write_vrrp_states_on_reload`: the instances kept in MASTER by a reload write their
+    /// state to the notify FIFOs.
+    fifo_write_states: bool,
     tasks: Vec<JoinHandle<()>>,
     vmacs: Vec<u32>,
     log_unknown_vrids: bool,
@@ -229,6 +238,9 @@ struct Engine {
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
     handoff: Handoff,
+    /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
+    /// value), put back at the stop as keepalived does.
+    restore_conf: Vec<(String, &'static str, String)>,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -302,6 +314,17 @@ impl Engine {
             track.interfaces.insert(link.name.clone(), link.up && link.running);
         }
         let mut tasks = vec![track::spawn_links(updates.clone()).map_err(VrrpError::Netlink)?];
+        if instances
+            .iter()
+            .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
+        {
+            tasks.push(track::spawn_addresses(updates.clone()).map_err(VrrpError::Netlink)?);
+        }
+        track.addresses = host
+            .addresses
+            .iter()
+            .flat_map(|(&ifindex, addresses)| addresses.iter().map(move |&a| (ifindex, a)))
+            .collect();
         for (index, script) in scripts.iter().enumerate() {
             track.scripts.push(ScriptState::new(script.rise, script.fall, script.init_fail));
             match script_policy.prepare(&script.script) {
@@ -381,6 +404,7 @@ impl Engine {
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
                 extra_garp_at: None,
+                last_mail: None,
             });
         }
         let mut group_runners = Vec::new();
@@ -404,10 +428,28 @@ impl Engine {
                 notify: NotifyScripts::prepare(&group.notify, &script_policy, &group.name),
                 plan: group,
                 state: None,
+                last_mail: None,
             });
         }
         if runners.is_empty() {
             return Err(VrrpError::NoInstance);
+        }
+        let mut restore_conf = Vec::new();
+        for runner in runners.iter().filter(|r| r.plan.promote_secondaries) {
+            // keepalived sets it on the instance's interface (`vrrp->ifp`: the macvlan with
+            // use_vmac, where lbd has set it already).
+            let interface = runner.plan.vmac.as_ref().map_or(&runner.plan.base_interface.name, |v| &v.name);
+            if restore_conf.iter().any(|(name, _, _)| name == interface) {
+                continue;
+            }
+            match sysctl::set_ipv4_conf(interface, "promote_secondaries", "1") {
+                Ok(Some(previous)) => {
+                    info!("({}) promote_secondaries set on {interface}", runner.plan.name);
+                    restore_conf.push((interface.clone(), "promote_secondaries", previous));
+                }
+                Ok(None) => {}
+                Err(e) => warn!("({}) cannot set promote_secondaries: {e}", runner.plan.name),
+            }
         }
         Ok(Engine {
             netlink: netlink.clone(),
@@ -420,12 +462,15 @@ impl Engine {
             garp: Gratuitous::spawn(garp_pacing),
             renewer: Renewer::spawn(netlink.clone()),
             smtp,
+            no_email_faults: config.global_defs.no_email_faults,
+            fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
             tasks,
             vmacs,
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
+            restore_conf,
         })
     }
 
@@ -480,11 +525,22 @@ impl Engine {
             if let Some(until) = self.startup_hold {
                 runner.machine.hold_startup_until(until);
             }
-            let previous = self.handoff.lock().ok().and_then(|mut h| h.remove(&runner.plan.name));
+            let previous = self.handoff.lock().ok().and_then(|mut h| h.kept.remove(&runner.plan.name));
             if previous == Some(State::Master) {
                 info!("({}) kept in MASTER STATE across the reload", runner.plan.name);
                 actions.extend(runner.machine.resume_master(now));
                 self.status.update(i, |s| s.state = State::Master.keepalived_name());
+                // fifo_write_vrrp_states_on_reload: the others say their state as they start.
+                if self.fifo_write_states {
+                    let runner = &self.runners[i];
+                    let priority = runner.machine.effective_priority();
+                    self.notifier.state_to_fifos(
+                        Subject::Instance,
+                        &runner.plan.name,
+                        State::Master,
+                        priority,
+                    );
+                }
             } else {
                 actions.extend(runner.machine.handle(Event::Startup, now));
             }
@@ -676,6 +732,27 @@ impl Engine {
                 let Some(slot) = self.track.files.get_mut(index) else { return };
                 *slot = value;
             }
+            TrackUpdate::Address(change) => {
+                let key = (change.ifindex, change.addr);
+                let changed = if change.added {
+                    self.track.addresses.insert(key)
+                } else {
+                    self.track.addresses.remove(&key)
+                };
+                let tracked = TrackedObject::Address { ifindex: change.ifindex, address: change.addr };
+                // Our own VIPs come and go (and are renewed) here too: only a tracked source counts.
+                if !changed
+                    || !self.runners.iter().any(|r| r.plan.tracking.iter().any(|t| t.object == tracked))
+                {
+                    return;
+                }
+                let link = self.track_link_name(change.ifindex);
+                if change.added {
+                    info!("Netlink reports source address {} added to {link}", change.addr);
+                } else {
+                    info!("Netlink reports source address {} removed from {link}", change.addr);
+                }
+            }
             TrackUpdate::Bfd(states) => {
                 if states == self.track.bfd {
                     return;
@@ -689,6 +766,15 @@ impl Engine {
             }
         }
         self.reevaluate().await;
+    }
+
+    /// The name of interface `ifindex` among those of the instances, for log lines.
+    fn track_link_name(&self, ifindex: u32) -> String {
+        self.runners
+            .iter()
+            .flat_map(|r| [&r.plan.base_interface, &r.plan.interface])
+            .find(|l| l.index == ifindex)
+            .map_or_else(|| format!("ifindex {ifindex}"), |l| l.name.clone())
     }
 
     /// Whether another member of `i`'s sync group is faulted by its own tracking.
@@ -777,8 +863,10 @@ impl Engine {
         self.notifier.notify(&group.notify, Subject::Group, &group.plan.name, new, 0);
         if group.plan.smtp_alert
             && let Some(smtp) = &self.smtp
+            && smtp::mail_due(new, group.last_mail, self.no_email_faults)
         {
             smtp::alert_group(smtp, &group.plan.name, new);
+            group.last_mail = Some(new);
         }
     }
 
@@ -881,13 +969,15 @@ impl Engine {
                 self.garp.send(&runner.plan.name, &vips, repeat);
             }
             Action::Notify(state) => {
-                let runner = &self.runners[i];
+                let runner = &mut self.runners[i];
                 let priority = runner.machine.effective_priority();
                 self.notifier.notify(&runner.notify, Subject::Instance, &runner.plan.name, state, priority);
                 if runner.plan.smtp_alert
                     && let Some(smtp) = &self.smtp
+                    && smtp::mail_due(state, runner.last_mail, self.no_email_faults)
                 {
                     smtp::alert_instance(smtp, &runner.plan.name, state);
+                    runner.last_mail = Some(state);
                 }
             }
             Action::Discarded(reason) => match reason {
@@ -905,6 +995,25 @@ impl Engine {
                 }
                 reason => self.discarded(i, reason.to_string()),
             },
+        }
+    }
+
+    /// keepalived's notifies for instance `i`, deleted by a reload: its notify script and the
+    /// FIFOs with FAULT (and a FAULT mail), or with `notify_deleted` DELETED and the
+    /// `notify_deleted` script.
+    fn deleted(&mut self, i: usize) {
+        let runner = &mut self.runners[i];
+        info!("({}) deleted by the reload", runner.plan.name);
+        let priority = runner.machine.effective_priority();
+        let notify_deleted = runner.plan.notify_deleted;
+        self.notifier.deleted(&runner.notify, &runner.plan.name, priority, notify_deleted);
+        if !notify_deleted
+            && runner.plan.smtp_alert
+            && let Some(smtp) = &self.smtp
+            && smtp::mail_due(State::Fault, runner.last_mail, self.no_email_faults)
+        {
+            smtp::alert_instance(smtp, &runner.plan.name, State::Fault);
+            runner.last_mail = Some(State::Fault);
         }
     }
 
@@ -993,19 +1102,31 @@ impl Engine {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
         let mut rest = Vec::new();
+        let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
-            let kind = match handoff.get_mut(&self.runners[i].plan.name) {
+            let name = &self.runners[i].plan.name;
+            let kind = match handoff.kept.get_mut(name) {
                 Some(state) if kind == StopKind::Handoff => {
                     // Silent: the next engine takes the instance over as it is.
                     *state = self.runners[i].machine.state();
                     continue;
                 }
-                _ if kind == StopKind::Handoff => StopKind::Orderly,
+                _ if kind == StopKind::Handoff => {
+                    if !handoff.next.contains(name) {
+                        deleted.push(i);
+                    }
+                    StopKind::Orderly
+                }
                 _ => kind,
             };
             match kind {
                 StopKind::Orderly | StopKind::Handoff => {
                     let mut actions = self.runners[i].machine.handle(Event::Shutdown, now);
+                    if deleted.contains(&i) {
+                        // Its notifies are keepalived's for a deleted instance, not STOP's
+                        // (nor an "Entering" line).
+                        actions.retain(|a| !matches!(a, Action::Notify(_)));
+                    }
                     // Every master's priority-0 advert before anything else (another
                     // instance's VIP removal, log lines): the backups' Skew_Time starts with it.
                     if actions.first() == Some(&Action::SendAdvert { priority: PRIORITY_STOP }) {
@@ -1040,6 +1161,9 @@ impl Engine {
         for (i, actions) in rest {
             self.execute(i, actions).await;
         }
+        for i in deleted {
+            self.deleted(i);
+        }
         // After the adverts: the backups should not wait for us.
         for task in self.tasks.drain(..) {
             task.abort();
@@ -1053,6 +1177,12 @@ impl Engine {
             }
         }
         self.notifier.close(STOP_NOTIFY_WAIT).await;
+        for (interface, key, previous) in &self.restore_conf {
+            // A reload's next engine sets it again if its configuration still asks.
+            if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
+                warn!("cannot restore {key} on {interface}: {e}");
+            }
+        }
         if kind == StopKind::Orderly {
             for index in self.vmacs {
                 if let Err(e) = self.netlink.delete_link(index).await {
@@ -1153,8 +1283,7 @@ fn poll_sockets(
 
 /// Writes `net.ipv4.conf.INTERFACE.KEY` (logged on failure).
 fn set_ipv4_conf(interface: &str, key: &str, value: &str) {
-    let path = format!("/proc/sys/net/ipv4/conf/{interface}/{key}");
-    if let Err(e) = std::fs::write(&path, value) {
-        warn!("cannot set {path} to {value}: {e}");
+    if let Err(e) = sysctl::set_ipv4_conf(interface, key, value) {
+        warn!("cannot set {key} of {interface} to {value}: {e}");
     }
 }

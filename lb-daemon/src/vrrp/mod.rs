@@ -59,8 +59,10 @@ pub enum StopKind {
     #[doc(alias = "dont-release-vrrp")]
     KeepVips,
     /// A reload: the instances named in the task's hand-off stop silently, their VIPs left in
-    /// place on their lease, and record their state there for the next engine; the others stop
-    /// as [`StopKind::Orderly`].
+    /// place on their lease, and record their state there for the next engine; the others
+    /// stop as [`StopKind::Orderly`], except those the new configuration no longer has, which
+    /// are deleted as keepalived does (priority-0 advert, VIPs removed, notify FAULT or, with
+    /// `notify_deleted`, DELETED; no notify_stop).
     Handoff,
 }
 
@@ -75,9 +77,19 @@ fn vrrp_part(config: &crate::config::Config) -> crate::config::Config {
     part
 }
 
-/// Instance name → its state when the previous engine stopped, for the instances a reload
-/// leaves unchanged ([`StopKind::Handoff`]).
-pub type Handoff = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, state::State>>>;
+/// What a reload hands from one engine to the next ([`StopKind::Handoff`]).
+#[derive(Debug, Clone, Default)]
+pub struct Reload {
+    /// Instance name → its state when the previous engine stopped, for the instances the reload
+    /// leaves unchanged.
+    pub kept: std::collections::HashMap<String, state::State>,
+    /// The instances of the configuration being loaded: the others are deleted (their notify
+    /// scripts get keepalived's FAULT, or DELETED with `notify_deleted`).
+    pub next: std::collections::HashSet<String>,
+}
+
+/// The [`Reload`] shared by the engine that stops and the one that starts.
+pub type Handoff = std::sync::Arc<std::sync::Mutex<Reload>>;
 
 /// Why the VRRP engine could not run.
 #[derive(Debug, thiserror::Error)]
@@ -140,13 +152,18 @@ impl VrrpTask {
         VrrpTask { stop, task, status, config, netlink, handoff, bfd }
     }
 
-    /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same;
+    /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same
+    /// (unless `fifo_write_vrrp_states_on_reload`);
     /// otherwise the engine restarts, and every instance whose own configuration did not change
     /// (while the global settings, scripts, tracked files and sync groups stayed the same) keeps
     /// its state: a MASTER stays MASTER without a priority-0 advert, a gap in its VIPs or a
     /// notify. The others stop in order and start afresh (keepalived#2159, #1425).
     pub async fn reload(self, config: crate::config::Config) -> Result<Self, VrrpError> {
-        if vrrp_part(&config) == vrrp_part(&self.config) {
+        // fifo_write_vrrp_states_on_reload: every reload tells the FIFOs the states, which the
+        // engine does as it starts (the instances being kept, nothing else changes).
+        if vrrp_part(&config) == vrrp_part(&self.config)
+            && !config.global_defs.fifo_write_vrrp_states_on_reload
+        {
             tracing::info!("VRRP configuration unchanged: every instance keeps its state");
             return Ok(self);
         }
@@ -157,14 +174,15 @@ impl VrrpTask {
             && old.vrrp_sync_groups == config.vrrp_sync_groups
             && old.track_processes == config.track_processes;
         let mut kept = Vec::new();
-        if let Ok(mut keep) = self.handoff.lock() {
-            keep.clear();
+        if let Ok(mut reload) = self.handoff.lock() {
+            reload.kept.clear();
             for instance in config.vrrp_instances.iter().filter(|_| shared_same) {
                 if old.vrrp_instances.iter().any(|o| o == instance) {
-                    keep.insert(instance.name.clone(), state::State::Init);
+                    reload.kept.insert(instance.name.clone(), state::State::Init);
                     kept.push(instance.name.clone());
                 }
             }
+            reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"

@@ -1,7 +1,8 @@
 //! Notify scripts: `notify_master`, `notify_backup`, `notify_fault`, `notify_stop` (run with
 //! their own arguments only) and `notify` (run with keepalived's four extra arguments
 //! `INSTANCE|GROUP NAME MASTER|BACKUP|FAULT|STOP PRIORITY`; the priority is 0 for a group), as
-//! keepalived 2.2.7's `vrrp_notify.c`: the state's own script first, then the generic one.
+//! keepalived 2.2.7's `vrrp_notify.c`: the state's own script first, then the generic one. An
+//! instance a reload deletes gets FAULT, or with `notify_deleted` its script and DELETED.
 //!
 //! With `notify_fifo` / `vrrp_notify_fifo` each event is also written to the FIFOs as a line,
 //! before the scripts run, as keepalived does: `INSTANCE "VI_1" MASTER 100`, `GROUP "G1" BACKUP
@@ -75,6 +76,7 @@ pub struct NotifyScripts {
     stop: Option<Arc<PreparedScript>>,
     generic: Option<Arc<PreparedScript>>,
     master_rx_lower_pri: Option<Arc<PreparedScript>>,
+    deleted: Option<Arc<PreparedScript>>,
 }
 
 impl NotifyScripts {
@@ -97,6 +99,7 @@ impl NotifyScripts {
             stop: prepare(&plan.stop, "notify_stop"),
             generic: prepare(&plan.generic, "notify"),
             master_rx_lower_pri: prepare(&plan.master_rx_lower_pri, "notify_master_rx_lower_pri"),
+            deleted: prepare(&plan.deleted, "notify_deleted"),
         }
     }
 
@@ -108,6 +111,7 @@ impl NotifyScripts {
             && self.stop.is_none()
             && self.generic.is_none()
             && self.master_rx_lower_pri.is_none()
+            && self.deleted.is_none()
     }
 }
 
@@ -190,6 +194,12 @@ impl Notifier {
         }
     }
 
+    /// Writes the state of `subject` `name` to the FIFOs, as a notify would, without running
+    /// scripts (`fifo_write_vrrp_states_on_reload`).
+    pub fn state_to_fifos(&self, subject: Subject, name: &str, state: State, priority: u8) {
+        self.write_fifos(&state_line(subject, name, state.keepalived_name(), priority));
+    }
+
     /// Writes a priority change (`notify_priority_changes`) to the FIFOs.
     pub fn priority_changed(&self, subject: Subject, name: &str, state: State, priority: u8) {
         if matches!(state, State::Master | State::Backup) {
@@ -212,11 +222,6 @@ impl Notifier {
 
     /// Queues the scripts for `subject` `name` entering `state` with `priority`.
     pub fn notify(&self, scripts: &NotifyScripts, subject: Subject, name: &str, state: State, priority: u8) {
-        self.write_fifos(&format!(
-            "{} \"{name}\" {} {priority}\n",
-            subject.keyword(),
-            state.keepalived_name()
-        ));
         let specific = match state {
             State::Master => &scripts.master,
             State::Backup => &scripts.backup,
@@ -224,16 +229,35 @@ impl Notifier {
             State::Stop => &scripts.stop,
             State::Init => &None,
         };
+        self.send(specific.as_ref(), scripts, subject, name, state.keepalived_name(), priority);
+    }
+
+    /// Queues the scripts of instance `name`, which a reload deleted, as keepalived 2.2.7 runs
+    /// them: with `notify_deleted`, its script and `DELETED`; without, `FAULT` for the generic
+    /// script and the FIFOs only (not `notify_fault`).
+    pub fn deleted(&self, scripts: &NotifyScripts, name: &str, priority: u8, notify_deleted: bool) {
+        let (specific, state) =
+            if notify_deleted { (scripts.deleted.as_ref(), "DELETED") } else { (None, "FAULT") };
+        self.send(specific, scripts, Subject::Instance, name, state, priority);
+    }
+
+    /// Writes the FIFO line and queues `specific`, then the generic script with `state`.
+    fn send(
+        &self,
+        specific: Option<&Arc<PreparedScript>>,
+        scripts: &NotifyScripts,
+        subject: Subject,
+        name: &str,
+        state: &str,
+        priority: u8,
+    ) {
+        self.write_fifos(&state_line(subject, name, state, priority));
         if let Some(script) = specific {
             let _ = self.jobs.send(Job { script: Arc::clone(script), args: Vec::new() });
         }
         if let Some(script) = &scripts.generic {
-            let args = vec![
-                subject.keyword().to_owned(),
-                name.to_owned(),
-                state.keepalived_name().to_owned(),
-                priority.to_string(),
-            ];
+            let args =
+                vec![subject.keyword().to_owned(), name.to_owned(), state.to_owned(), priority.to_string()];
             let _ = self.jobs.send(Job { script: Arc::clone(script), args });
         }
     }
@@ -254,6 +278,11 @@ impl Notifier {
             }
         }
     }
+}
+
+/// keepalived's FIFO line for a state: `INSTANCE "VI_1" MASTER 100`.
+fn state_line(subject: Subject, name: &str, state: &str, priority: u8) -> String {
+    format!("{} \"{name}\" {state} {priority}\n", subject.keyword())
 }
 
 #[cfg(test)]
@@ -284,6 +313,7 @@ mod tests {
             stop: Some(script("stop")),
             generic: Some(script("generic")),
             master_rx_lower_pri: Some(script("lower")),
+            deleted: Some(script("deleted")),
         };
         let scripts = NotifyScripts::prepare(&plan, &ScriptPolicy::default(), "VI_1");
         let fifo_path = dir.join("fifo").display().to_string();
@@ -303,6 +333,8 @@ mod tests {
         notifier.master_rx_lower_pri(&scripts, "VI_1", 150);
         notifier.notify(&scripts, Subject::Group, "G1", State::Fault, 0);
         notifier.notify(&scripts, Subject::Instance, "VI_1", State::Stop, 150);
+        notifier.deleted(&scripts, "VI_2", 100, true);
+        notifier.deleted(&scripts, "VI_3", 100, false);
         notifier.close(Duration::from_secs(10)).await;
         let lines = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(
@@ -316,6 +348,9 @@ mod tests {
                 "generic GROUP G1 FAULT 0",
                 "stop ",
                 "generic INSTANCE VI_1 STOP 150",
+                "deleted ",
+                "generic INSTANCE VI_2 DELETED 100",
+                "generic INSTANCE VI_3 FAULT 100",
             ]
         );
         // The FIFO got keepalived's lines in the same order, and its script read them all
@@ -330,6 +365,8 @@ mod tests {
                 "INSTANCE \"VI_1\" MASTER_RX_LOWER_PRI 150",
                 "GROUP \"G1\" FAULT 0",
                 "INSTANCE \"VI_1\" STOP 150",
+                "INSTANCE \"VI_2\" DELETED 100",
+                "INSTANCE \"VI_3\" FAULT 100",
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -35,6 +35,14 @@ pub enum SmtpError {
     },
 }
 
+/// keepalived 2.2.7's `vrrp_smtp_notifier`: whether an instance or group entering `state` is
+/// mailed, `last` being the state it was last mailed for. A state is mailed once in a row, and with
+/// `no_email_faults` FAULT never is (nor is it remembered, so coming back from FAULT to the
+/// state last mailed sends nothing either).
+pub fn mail_due(state: State, last: Option<State>, no_email_faults: bool) -> bool {
+    state != State::Init && last != Some(state) && !(no_email_faults && state == State::Fault)
+}
+
 /// The subject and body keepalived sends for an instance entering `state`.
 pub fn instance_message(router_id: &str, name: &str, state: State) -> Option<(String, String)> {
     let (what, body) = match state {
@@ -163,6 +171,32 @@ async fn expect(
 mod tests {
     use super::*;
     use tokio::{io::AsyncReadExt as _, net::TcpListener};
+
+    #[test]
+    fn a_state_is_mailed_once_in_a_row_and_no_email_faults_leaves_fault_out() {
+        let mails = |states: &[State], no_email_faults: bool| {
+            let mut last = None;
+            let mut sent = Vec::new();
+            for &state in states {
+                if mail_due(state, last, no_email_faults) {
+                    sent.push(state);
+                    last = Some(state);
+                }
+            }
+            sent
+        };
+        use State::{Backup, Fault, Master};
+        // MASTER → FAULT → BACKUP → MASTER: the BACKUP after FAULT is mailed (MASTER was last).
+        assert_eq!(
+            mails(&[Backup, Master, Fault, Backup, Master], false),
+            [Backup, Master, Fault, Backup, Master]
+        );
+        assert_eq!(mails(&[Backup, Master, Fault, Backup, Master], true), [Backup, Master, Backup, Master]);
+        // BACKUP → FAULT → BACKUP: back to the state last mailed, nothing with no_email_faults.
+        assert_eq!(mails(&[Backup, Fault, Backup], false), [Backup, Fault, Backup]);
+        assert_eq!(mails(&[Backup, Fault, Backup], true), [Backup]);
+        assert_eq!(mails(&[State::Init, Backup, Backup], false), [Backup]);
+    }
 
     #[test]
     fn messages_match_keepalived() {

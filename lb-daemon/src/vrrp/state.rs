@@ -586,11 +586,15 @@ impl Instance {
         skew_time(self.params.version, self.effective_priority, self.master_adver_interval)
     }
 
-    /// Master_Down_Interval for the current priority and Master_Adver_Interval.
+    /// Master_Down_Interval for the current priority, Master_Adver_Interval and
+    /// `down_timer_adverts`.
     pub fn master_down_interval(&self) -> Duration {
-        self.master_adver_interval
-            .saturating_mul(self.params.down_timer_adverts)
-            .saturating_add(self.skew_time())
+        master_down_interval(
+            self.params.version,
+            self.effective_priority,
+            self.master_adver_interval,
+            self.params.down_timer_adverts,
+        )
     }
 
     /// The router this instance last accepted (or, as a preempting backup, heard) as master;
@@ -1062,9 +1066,15 @@ pub fn skew_time(version: Version, priority: u8, master_adver_interval: Duration
     Duration::from_micros(micros)
 }
 
-/// Master_Down_Interval: `3 × Master_Adver_Interval + Skew_Time` (RFC 5798 §6.1).
-pub fn master_down_interval(version: Version, priority: u8, master_adver_interval: Duration) -> Duration {
-    master_adver_interval.saturating_mul(DOWN_TIMER_ADVERTS).saturating_add(skew_time(
+/// Master_Down_Interval: `N × Master_Adver_Interval + Skew_Time`, N being `down_timer_adverts`
+/// ([`DOWN_TIMER_ADVERTS`] = 3 by default, as RFC 5798 §6.1 has it).
+pub fn master_down_interval(
+    version: Version,
+    priority: u8,
+    master_adver_interval: Duration,
+    down_timer_adverts: u32,
+) -> Duration {
+    master_adver_interval.saturating_mul(down_timer_adverts).saturating_add(skew_time(
         version,
         priority,
         master_adver_interval,

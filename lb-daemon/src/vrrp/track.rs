@@ -8,6 +8,9 @@
 //!   FAULT; with `reverse`, being up does;
 //! - weight > 0: added (× −1 with `reverse`) while the object is up; weight < 0: added
 //!   (× −1 with `reverse`) while it is down. A script that has not reported yet counts as neither;
+//! - `unicast_fault_no_peer` without peers is an object down for good, always FAULT;
+//! - `track_src_ip`: the configured source address is an object up while it is on its
+//!   interface (FAULT when it is not);
 //! - a BFD session counts as an object up or down like an interface (its weight from
 //!   `track_bfd`, else from the `bfd_instance`); one not reported yet counts as neither;
 //! - a file's value is multiplied by the weight (negated with `reverse`); −254 or less is FAULT;
@@ -17,7 +20,13 @@
 //! The sans-IO part ([`evaluate`], [`ScriptState`]) is unit tested; the tasks
 //! ([`spawn_script`], [`spawn_file`], [`spawn_links`]) only report observations.
 
-use std::{collections::HashMap, fmt, path::Path, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+    path::Path,
+    time::Duration,
+};
 
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle, time::Instant};
 use tracing::{info, warn};
@@ -28,7 +37,7 @@ use super::{
 };
 use crate::netlink::{
     NetlinkError,
-    monitor::{LinkChange, LinkMonitor},
+    monitor::{AddressChange, AddressMonitor, LinkChange, LinkMonitor},
 };
 
 /// How often a tracked file is read (keepalived uses inotify; a poll this short is as good for
@@ -48,6 +57,16 @@ pub enum TrackedObject {
     File(usize),
     /// A `bfd_instance`, by name.
     Bfd(String),
+    /// `unicast_fault_no_peer` with no `unicast_peer`: down for good (FAULT until a reload
+    /// brings peers).
+    NoUnicastPeer,
+    /// `track_src_ip`: the configured source address, up while it is on the interface.
+    Address {
+        /// The interface's index.
+        ifindex: u32,
+        /// The address.
+        address: IpAddr,
+    },
 }
 
 impl fmt::Display for TrackedObject {
@@ -57,6 +76,8 @@ impl fmt::Display for TrackedObject {
             TrackedObject::Script(index) => write!(f, "script #{index}"),
             TrackedObject::File(index) => write!(f, "file #{index}"),
             TrackedObject::Bfd(name) => write!(f, "BFD {name}"),
+            TrackedObject::NoUnicastPeer => f.write_str("unicast without peers"),
+            TrackedObject::Address { address, .. } => write!(f, "source address {address}"),
         }
     }
 }
@@ -141,6 +162,8 @@ pub struct TrackStatus {
     pub files: Vec<i64>,
     /// bfd_instance name → up, as the BFD child last reported.
     pub bfd: HashMap<String, bool>,
+    /// The addresses on the host's interfaces: (ifindex, address).
+    pub addresses: HashSet<(u32, IpAddr)>,
 }
 
 /// The outcome of an instance's tracking.
@@ -178,6 +201,10 @@ pub fn evaluate(entries: &[TrackEntry], status: &TrackStatus) -> Evaluation {
                 Some(&up) => contribution(up, entry.weight, entry.reverse),
                 None => Ok(0),
             },
+            TrackedObject::NoUnicastPeer => Err(()),
+            TrackedObject::Address { ifindex, address } => {
+                contribution(status.addresses.contains(&(*ifindex, *address)), entry.weight, entry.reverse)
+            }
             TrackedObject::Script(index) => match status.scripts.get(*index).map(ScriptState::status) {
                 Some(ScriptStatus::Ok) => contribution(true, entry.weight, entry.reverse),
                 Some(ScriptStatus::Ko) => contribution(false, entry.weight, entry.reverse),
@@ -233,6 +260,8 @@ pub enum TrackUpdate {
     },
     /// The BFD sessions' states (all of them, as the daemon last heard).
     Bfd(crate::bfd::BfdStates),
+    /// An address was added to or removed from an interface.
+    Address(AddressChange),
 }
 
 /// Passes on the BFD states the daemon receives, the current ones first.
@@ -339,6 +368,18 @@ pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<(
     }))
 }
 
+/// Reports addresses added to and removed from interfaces (for `track_src_ip`).
+pub fn spawn_addresses(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<()>, NetlinkError> {
+    let mut monitor = AddressMonitor::open()?;
+    Ok(tokio::spawn(async move {
+        while let Some(change) = monitor.next().await {
+            if updates.send(TrackUpdate::Address(change)).is_err() {
+                return;
+            }
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +413,19 @@ mod tests {
         status.bfd.insert("peer".into(), true);
         assert_eq!(evaluate(&weighted, &status), Evaluation::default());
         assert!(!evaluate(&faulting, &status).fault);
+    }
+
+    #[test]
+    fn a_tracked_source_address_faults_while_it_is_missing_from_its_interface() {
+        let address = IpAddr::from([10, 0, 0, 11]);
+        let entries = [entry(TrackedObject::Address { ifindex: 2, address }, 0, false)];
+        let mut status = TrackStatus::default();
+        assert!(evaluate(&entries, &status).fault);
+        // On another interface it does not count.
+        status.addresses.insert((3, address));
+        assert!(evaluate(&entries, &status).fault);
+        status.addresses.insert((2, address));
+        assert_eq!(evaluate(&entries, &status), Evaluation::default());
     }
 
     #[test]

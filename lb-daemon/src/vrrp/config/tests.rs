@@ -39,6 +39,14 @@ fn planned(text: &str) -> (Plan, Vec<PlanError>) {
     plan(&loaded.config, &host())
 }
 
+/// `VI_1` on eth0 (VRID 51, VIP 10.0.0.100/24) with `extra` lines.
+fn instance(extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}virtual_ipaddress {{\n  \
+         10.0.0.100/24\n }}\n}}\n"
+    )
+}
+
 fn only(text: &str) -> InstancePlan {
     let (plan, errors) = planned(text);
     assert_eq!(plan.instances.len(), 1, "errors: {errors:?}");
@@ -181,6 +189,20 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
     assert_eq!(plan.base_interface.name, "eth0");
     assert_eq!(plan.vips[0].address.ifindex, 4);
     assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), "the parent's address");
+    // vmac_prefix replaces "vrrp" in the default name; a name of the instance's own wins.
+    let prefixed = parse_str(
+        "t.conf",
+        &format!("global_defs {{\n vmac_prefix vk\n}}\n{config}"),
+        &LoadOptions::default(),
+    );
+    assert_eq!(vmacs_wanted(&prefixed.config)[0].name, "vk.51");
+    let named = config.replace("use_vmac\n", "use_vmac mine\n");
+    let prefixed = parse_str(
+        "t.conf",
+        &format!("global_defs {{\n vmac_prefix vk\n}}\n{named}"),
+        &LoadOptions::default(),
+    );
+    assert_eq!(vmacs_wanted(&prefixed.config)[0].name, "mine");
 }
 
 #[test]
@@ -296,12 +318,6 @@ fn static_addresses_routes_and_rules_default_to_eth0_and_unknown_devices_are_rep
 
 #[test]
 fn new_keywords_map_onto_the_plan() {
-    let instance = |extra: &str| {
-        format!(
-            "vrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
-             virtual_ipaddress {{\n  10.0.0.100/24\n }}\n}}\n"
-        )
-    };
     // vrrp_min_garp: one gratuitous ARP, no second burst; an instance's own setting wins.
     let min = only(&format!("global_defs {{\n vrrp_min_garp\n}}\n{}", instance("")));
     assert_eq!((min.params.garp_master_repeat, min.params.garp_master_delay), (1, None));
@@ -335,4 +351,50 @@ fn new_keywords_map_onto_the_plan() {
     assert_eq!(plan.garp_pacing.groups.get(&2), Some(&(0, Duration::from_millis(500), Duration::ZERO)));
     assert_eq!(plan.garp_pacing.groups.get(&3), plan.garp_pacing.groups.get(&2));
     assert!(errors.iter().any(|e| e.message.contains("nope0")), "{errors:?}");
+}
+
+#[test]
+fn unicast_without_peers_falls_back_to_multicast_unless_unicast_fault_no_peer() {
+    let no_peer = TrackEntry { object: TrackedObject::NoUnicastPeer, weight: 0, reverse: false };
+    // unicast_src_ip alone: multicast from that address, with keepalived's deprecation warning.
+    let (plan, errors) = planned(&instance(" unicast_src_ip 10.0.0.1\n"));
+    assert!(matches!(plan.instances[0].transport, Transport::Multicast { .. }));
+    assert!(!plan.instances[0].tracking.contains(&no_peer));
+    assert!(errors.iter().any(|e| e.to_string().contains("Defaulting to multicast")), "{errors:?}");
+    // unicast_fault_no_peer (alone or with a source): FAULT for good.
+    for extra in [" unicast_fault_no_peer\n", " unicast_src_ip 10.0.0.1\n unicast_fault_no_peer\n"] {
+        let (plan, errors) = planned(&instance(extra));
+        assert!(plan.instances[0].tracking.contains(&no_peer), "{extra}");
+        assert!(
+            errors.iter().any(
+                |e| e.to_string() == "(VI_1) Cannot use unicast without any peers - going to fault state"
+            ),
+            "{errors:?}"
+        );
+    }
+    // With peers the keyword changes nothing.
+    let unicast = only(&instance(" unicast_fault_no_peer\n unicast_peer {\n  10.0.0.2\n }\n"));
+    assert!(matches!(unicast.transport, Transport::Unicast { .. }));
+    assert!(!unicast.tracking.contains(&no_peer));
+    let evaluation = crate::vrrp::track::evaluate(&[no_peer], &crate::vrrp::track::TrackStatus::default());
+    assert!(evaluation.fault);
+}
+
+#[test]
+fn track_src_ip_tracks_a_configured_source_only() {
+    let instance = |extra: &str| instance(&format!(" track_src_ip\n{extra}"));
+    let tracked = |plan: &InstancePlan| {
+        plan.tracking
+            .iter()
+            .filter_map(|t| match t.object {
+                TrackedObject::Address { ifindex, address } => Some((ifindex, address, t.weight)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // A configured source (even one not on the interface yet) is tracked on eth0, weight 0.
+    let configured = only(&instance(" mcast_src_ip 10.0.0.11\n"));
+    assert_eq!(tracked(&configured), [(2, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)), 0)]);
+    // keepalived ignores the keyword when the source comes from the interface.
+    assert_eq!(tracked(&only(&instance(""))), []);
 }

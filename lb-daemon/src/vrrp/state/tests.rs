@@ -82,15 +82,26 @@ fn timer_formulas_match_keepalived() {
     let tenth = Duration::from_millis(100);
     // README: 3.609 s for priority 100 at 1 s; 0.361 s at 0.1 s; skew 0.609 s / 0.061 s.
     assert_eq!(skew_time(Version::V3, 100, second), Duration::from_micros(609_375));
-    assert_eq!(master_down_interval(Version::V3, 100, second), Duration::from_micros(3_609_375));
+    // Master_Down_Interval in µs, with the default 3 adverts: README: 3.609 s for priority 100
+    // at 1 s, 0.361 s at 0.1 s; priority 150 (startup → MASTER): 3.414 s / 0.341 s; v2: the
+    // skew is in seconds whatever the interval (RFC 3768 §6.1).
+    let mdi = |version, priority, interval| {
+        master_down_interval(version, priority, interval, DOWN_TIMER_ADVERTS).as_micros()
+    };
+    assert_eq!(
+        [
+            mdi(Version::V3, 100, second),
+            mdi(Version::V3, 100, tenth),
+            mdi(Version::V3, 150, second),
+            mdi(Version::V3, 150, tenth),
+            mdi(Version::V2, 100, second),
+            mdi(Version::V2, 100, second * 2),
+        ],
+        [3_609_375, 360_937, 3_414_062, 341_406, 3_609_375, 6_609_375]
+    );
     assert_eq!(skew_time(Version::V3, 100, tenth), Duration::from_micros(60_937));
-    assert_eq!(master_down_interval(Version::V3, 100, tenth), Duration::from_micros(360_937));
-    // Priority 150 (startup → MASTER): 3.414 s / 0.341 s.
-    assert_eq!(master_down_interval(Version::V3, 150, second), Duration::from_micros(3_414_062));
-    assert_eq!(master_down_interval(Version::V3, 150, tenth), Duration::from_micros(341_406));
-    // v2: the skew is in seconds whatever the interval (RFC 3768 §6.1).
-    assert_eq!(master_down_interval(Version::V2, 100, second), Duration::from_micros(3_609_375));
-    assert_eq!(master_down_interval(Version::V2, 100, second * 2), Duration::from_micros(6_609_375));
+    // down_timer_adverts 5: five intervals before the skew.
+    assert_eq!(master_down_interval(Version::V3, 100, second, 5), Duration::from_micros(5_609_375));
     assert_eq!(skew_time(Version::V3, 100, second * 2), Duration::from_micros(1_218_750));
     // The owner's skew is 1/256 of an interval; priority 1's is 255/256.
     assert_eq!(skew_time(Version::V3, 255, second), Duration::from_micros(3_906));
@@ -427,7 +438,7 @@ fn master_yields_to_a_higher_priority_and_learns_its_interval() {
     assert_eq!(vr.master_adver_interval(), Duration::from_millis(100));
     assert_eq!(
         vr.next_deadline(),
-        Some(now + master_down_interval(Version::V3, 150, Duration::from_millis(100)))
+        Some(now + master_down_interval(Version::V3, 150, Duration::from_millis(100), DOWN_TIMER_ADVERTS))
     );
 }
 
