@@ -128,7 +128,8 @@ enum Tracked {
     Other,
 }
 
-/// The fast path: a packet of a live tracked flow, sent from its entry in the table.
+/// The fast path: a packet of a live tracked flow, sent from its slot in the flow cache
+/// ([`cache`]) without a table lookup, else from its entry in the table (copied into its slot).
 ///
 /// A flow is live while its real server's entry exists. That stands for its service too: the
 /// daemon never removes a service (or recreates it under a new id) without clearing its real

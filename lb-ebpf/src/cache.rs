@@ -14,13 +14,15 @@
 //! - The full path ([`crate::balancer`]'s `tracked`) copies every packet's flow entry into
 //!   its slot and sends the packet from there; the slot keeps an established TCP flow, a UDP
 //!   flow, or a reply entry (NAT, FNAT), not a SYN proxy flow; it is left empty for anything
-//!   else. A bare SYN that replaces a closed flow's entry empties its slot (the FIN or RST
+//!   else (IPv6 packets, which the cache does not serve, use their slot this way and leave it
+//!   empty). A bare SYN that replaces a closed flow's entry empties its slot (the FIN or RST
 //!   emptied it if it came through this CPU); a flow whose real server is gone empties it.
 //!   Not every new flow: touching a cold slot made a new flow 1.3x dearer.
 //! - Not covered: a flow evicted from a full connection table while its slot serves, whose
 //!   client opens a new connection from the same port within the slot's second: that
 //!   connection's packets on this CPU go to the evicted flow's real server until the slot
-//!   expires.
+//!   expires. Likewise an entry rewritten in place by the daemon (connection sync) is seen
+//!   when the slot expires.
 //! - A slot serves for at most [`REFRESH_NS`] (less for flows whose timeout is under two
 //!   seconds: half of it), then its flow takes the full path once, which looks the entry up,
 //!   checks its timeout, refreshes its `last_seen_ns` (the daemon's flow views, restart
