@@ -280,6 +280,26 @@ pub struct Flow {
     pub seq_offset: u32,
 }
 
+/// A slot of the XDP program's flow cache (`LBD_FLOW_CACHE`, per CPU, not pinned): a copy of
+/// an established flow's entry in the connection table, found by a hash of its key that the
+/// program computes, so that its packets are sent without a hash table lookup. The full path
+/// fills a slot and empties it when the flow's state changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheSlot {
+    /// The flow's key; protocol 0: an empty slot.
+    pub key: FlowKey4,
+    /// The [`Settings::generation`] it was filled in: a slot of another one is a miss.
+    pub generation: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// Until when (the program's clock, ns) it serves packets before the full path looks
+    /// the flow up again and refreshes its entry's `last_seen_ns`.
+    pub until_ns: u64,
+    /// The flow's entry, as the full path last saw it.
+    pub flow: Flow,
+}
+
 /// [`Flow::synproxy`] values.
 pub mod synproxy_state {
     /// Not opened by the SYN proxy: nothing to shift.
@@ -367,6 +387,9 @@ pub struct Settings {
     /// Non-zero: FNAT adds the client's address to the ACK that completes a TCP handshake
     /// (the TOA option, as Alibaba's FNAT; `lbd_fnat_toa`).
     pub fnat_toa: u32,
+    /// Bumped by the daemon on every apply that writes services or real servers: the XDP
+    /// program's flow cache ([`FlowCacheSlot`]) holds only slots of the current generation.
+    pub generation: u32,
 }
 
 impl Default for Settings {
@@ -380,6 +403,7 @@ impl Default for Settings {
             fnat_port_max: 65535,
             ready: 0,
             fnat_toa: 1,
+            generation: 0,
         }
     }
 }
@@ -450,6 +474,8 @@ mod pod {
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Flow {}
     // SAFETY: see the module comment.
+    unsafe impl aya::Pod for super::FlowCacheSlot {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::PersistKey {}
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Persist {}
@@ -485,7 +511,9 @@ mod tests {
         assert_eq!(size_of::<PersistKey>(), 20);
         assert_eq!(size_of::<Persist>(), 16);
         assert_eq!(size_of::<LocalAddr>(), 20);
-        assert_eq!(size_of::<Settings>(), 4 * 4 + 2 * 2 + 4 + 4);
+        assert_eq!(size_of::<Settings>(), 4 * 4 + 2 * 2 + 4 + 4 + 4);
+        assert_eq!(size_of::<FlowCacheSlot>(), 16 + 4 + 4 + 8 + size_of::<Flow>());
+        assert_eq!(core::mem::offset_of!(FlowCacheSlot, flow), 32);
     }
 
     #[test]

@@ -107,6 +107,9 @@ global_stats! {
     /// FNAT: handshake-completing ACKs sent without the TOA option (they carried data, or
     /// their TCP header had no room).
     toa_no_room,
+    /// Packets of a known flow (either direction) sent from the flow cache, without a
+    /// connection-table lookup (also counted in `flow_hits` or `reply_translated`).
+    flow_cache_hits,
 }
 
 #[cfg(feature = "user")]
@@ -132,7 +135,7 @@ mod tests {
     #[test]
     fn layout_has_no_padding_and_names_every_field() {
         assert_eq!(core::mem::size_of::<GlobalStats>(), GlobalStats::FIELDS.len() * 8);
-        let stats = GlobalStats { toa_no_room: 7, ..Default::default() };
-        assert_eq!(stats.fields().last(), Some(&("toa_no_room", 7)));
+        let stats = GlobalStats { flow_cache_hits: 7, ..Default::default() };
+        assert_eq!(stats.fields().last(), Some(&("flow_cache_hits", 7)));
     }
 }

@@ -15,7 +15,7 @@ use lb_common::{
 };
 
 use crate::{
-    Outcome, clock, encap,
+    Outcome, cache, clock, encap,
     forward::{self, Hop, Next},
     icmp,
     maps::{
@@ -59,7 +59,7 @@ pub(crate) fn balance(
     }
     let bare_syn = h.key.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if !bare_syn {
-        match tracked(ctx, frame, h, settings, stats) {
+        match tracked(ctx, h, settings, stats) {
             Tracked::Done(outcome) => return outcome,
             Tracked::ProxiedReply => return proxied_reply(ctx, h, stats),
             Tracked::Unknown | Tracked::Other => {}
@@ -128,7 +128,8 @@ enum Tracked {
     Other,
 }
 
-/// The fast path: a packet of a live tracked flow, sent from its entry in the table.
+/// The fast path: a packet of a live tracked flow, sent from its slot in the flow cache
+/// ([`cache`]) without a table lookup, else from its entry in the table (copied into its slot).
 ///
 /// A flow is live while its real server's entry exists. That stands for its service too: the
 /// daemon never removes a service (or recreates it under a new id) without clearing its real
@@ -140,45 +141,73 @@ enum Tracked {
 /// [`send_known`]): inlined into the entry point, its locals made the entry's frame too large
 /// for the longest chain of frames (entry, `original`, `new_flow`, `sched::schedule`, a
 /// `bpf_loop` callback; 512 bytes in all).
+///
+/// The frame is read again from `ctx` (see [`send`]).
 #[inline(never)]
-fn tracked(
-    ctx: &XdpContext,
-    frame: &Frame,
-    h: &mut Headers,
-    settings: &Settings,
-    stats: &mut GlobalStats,
-) -> Tracked {
-    let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
-    // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
-    let entry = unsafe { &mut *entry };
-    if entry.direction == direction::REPLY {
-        if entry.synproxy != 0 {
-            return Tracked::ProxiedReply;
-        }
-        return Tracked::Done(translate_reply(ctx, frame, h, entry, stats).unwrap_or(Outcome::DropMalformed));
-    }
+fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut GlobalStats) -> Tracked {
+    let frame = &Frame::new(ctx.data(), ctx.data_end());
     let now = clock::now_ns();
-    if now.saturating_sub(entry.last_seen_ns) > timeout_ns(settings, h.key.proto, entry.tcp_state) {
-        return Tracked::Other;
+    // The packet is sent from a slot of the flow cache: its flow's, or the one the entry from
+    // the connection table is copied into (one kind of pointer for the verifier: with a
+    // pointer into either map, it walked the rest twice and gave up).
+    let slot = match cache::lookup(h, settings, now) {
+        Some(slot) => {
+            // A removed real server (its entry cleared): the slot is emptied, and the full
+            // path decides.
+            if slot.flow.direction == direction::ORIGINAL && sched::real_ref(slot.flow.real).is_none() {
+                slot.key.proto = 0;
+                return Tracked::Other;
+            }
+            stats.flow_cache_hits += 1;
+            slot
+        }
+        None => {
+            let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
+            // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
+            let entry = unsafe { &mut *entry };
+            if entry.direction == direction::REPLY {
+                if entry.synproxy != 0 {
+                    return Tracked::ProxiedReply;
+                }
+            } else {
+                let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
+                if now.saturating_sub(entry.last_seen_ns) > timeout || sched::real_ref(entry.real).is_none() {
+                    return Tracked::Other;
+                }
+                // The ACK that completes an FNAT handshake carries the client's address (see
+                // `toa`).
+                let toa = h.key.proto == IPPROTO_TCP
+                    && entry.tcp_state == tcp_state::SYN
+                    && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+                    && entry.method == Method::Fnat as u8
+                    && entry.synproxy == 0
+                    && settings.fnat_toa != 0;
+                entry.last_seen_ns = now;
+                if h.key.proto == IPPROTO_TCP {
+                    track_tcp(entry, h.tcp_flags);
+                }
+                if toa {
+                    stats.flow_hits += 1;
+                    count(frame, entry);
+                    return Tracked::Done(send_with_toa(ctx, h, entry, stats));
+                }
+            }
+            entry.last_seen_ns = now;
+            let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
+            let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
+            slot
+        }
+    };
+    if slot.flow.direction == direction::REPLY {
+        let flow = &mut slot.flow;
+        return Tracked::Done(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
-    let Some(real) = sched::real_ref(entry.real) else { return Tracked::Other };
-    entry.last_seen_ns = now;
-    // The ACK that completes an FNAT handshake carries the client's address (see `toa`).
-    let toa = h.key.proto == IPPROTO_TCP
-        && entry.tcp_state == tcp_state::SYN
-        && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
-        && entry.method == Method::Fnat as u8
-        && entry.synproxy == 0
-        && settings.fnat_toa != 0;
-    if h.key.proto == IPPROTO_TCP {
-        track_tcp(entry, h.tcp_flags);
-    }
+    // (Checked on both paths: a real removed in between.)
+    let Some(real) = sched::real_ref(slot.flow.real) else { return Tracked::Other };
+    let flow = &slot.flow;
     stats.flow_hits += 1;
-    count(frame, entry);
-    if toa {
-        return Tracked::Done(send_with_toa(ctx, h, entry, stats));
-    }
-    Tracked::Done(send_known(ctx, frame, h, entry, real).unwrap_or(Outcome::DropMalformed))
+    count(frame, flow);
+    Tracked::Done(send_known(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
 }
 
 /// [`send`] for the fast path: NAT, FNAT and DR of IPv4 inline, without a BPF-to-BPF call
@@ -493,6 +522,9 @@ fn new_flow(h: &Headers, svc: &Service, stats: &mut GlobalStats, flow: &mut Flow
             stats.flow_hits += 1;
             return None;
         }
+        // The flow it replaces may be in the flow cache, if its FIN or RST went through
+        // another CPU.
+        cache::forget(&h.key);
         maps::conn_insert(&h.key, flow, false);
     }
     match method {

@@ -16,6 +16,7 @@
 
 mod balancer;
 mod bench;
+mod cache;
 mod clock;
 mod csum;
 mod encap;

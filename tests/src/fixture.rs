@@ -86,6 +86,22 @@ pub fn lb_namespace(lab: &mut Lab) -> (Netns, u32, [u8; 6]) {
     (lb, ifindex, mac)
 }
 
+/// [`Settings`] without its last field, `generation` (28 bytes), as objects built before it
+/// have it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SettingsBeforeGeneration([u8; 28]);
+
+// SAFETY: `#[repr(C)]` bytes: no padding, valid for any bits.
+unsafe impl aya::Pod for SettingsBeforeGeneration {}
+
+impl SettingsBeforeGeneration {
+    fn of(settings: &Settings) -> Self {
+        // SAFETY: `Settings` is `#[repr(C)]` plain data of 32 bytes; its first 28 are copied.
+        Self(unsafe { std::ptr::read_unaligned(std::ptr::from_ref(settings).cast::<[u8; 28]>()) })
+    }
+}
+
 /// Writes the tables: one service per method, each with one real server, plus an empty one.
 pub fn load_tables(program: &mut XdpTestRun) {
     load_tables_into(program.ebpf_mut());
@@ -94,9 +110,17 @@ pub fn load_tables(program: &mut XdpTestRun) {
 /// As [`load_tables`], into the maps of any loaded copy of lbd's object (one attached to an
 /// interface, say).
 pub fn load_tables_into(ebpf: &mut Ebpf) {
-    let mut settings: Array<_, Settings> =
-        Array::try_from(ebpf.map_mut(maps::SETTINGS).expect("fixture setup")).expect("fixture setup");
-    settings.set(0, Settings { ready: 1, ..Settings::default() }, 0).expect("fixture setup");
+    let value = Settings { ready: 1, ..Settings::default() };
+    let map = ebpf.map_mut(maps::SETTINGS).expect("fixture setup");
+    match Array::<_, Settings>::try_from(&mut *map) {
+        Ok(mut settings) => settings.set(0, value, 0).expect("fixture setup"),
+        // An object built before `Settings::generation` (a baseline in a before / after bench).
+        Err(_) => {
+            let mut settings: Array<_, SettingsBeforeGeneration> =
+                Array::try_from(map).expect("fixture setup");
+            settings.set(0, SettingsBeforeGeneration::of(&value), 0).expect("fixture setup");
+        }
+    }
 
     let mut reals: Array<_, Real> =
         Array::try_from(ebpf.map_mut(maps::REALS).expect("fixture setup")).expect("fixture setup");
@@ -179,4 +203,21 @@ pub fn load_tables_into(ebpf: &mut Ebpf) {
     ] {
         services.insert(key, service, 0).expect("fixture setup");
     }
+}
+
+/// The frame the LB sends to TUN service 10.0.0.102's real server (real 3, 10.0.0.13) for
+/// `inner`: an outer IPv4 header from 10.0.0.1, protocol 4, no DF, id 0 (as the program
+/// writes them), from `lb_mac` to the real's MAC.
+pub fn tunnelled_to_real3(inner: &crate::packet::Packet, lb_mac: [u8; 6]) -> Vec<u8> {
+    use pnet_packet::ipv4::{self, Ipv4Packet};
+    let inner = inner.ip_bytes();
+    let src = "10.0.0.1".parse().expect("an address");
+    let mut outer =
+        crate::packet::Packet::raw(src, "10.0.0.13".parse().expect("an address"), 4, &inner).ip_bytes();
+    outer[6] = 0;
+    outer[4..6].copy_from_slice(&[0, 0]);
+    outer[10..12].copy_from_slice(&[0, 0]);
+    let csum = ipv4::checksum(&Ipv4Packet::new(&outer).expect("an IPv4 header"));
+    outer[10..12].copy_from_slice(&csum.to_be_bytes());
+    crate::packet::ethernet(REAL3_MAC, lb_mac, pnet_packet::ethernet::EtherTypes::Ipv4, &outer)
 }

@@ -18,7 +18,7 @@ use lb_common::{
     maps,
 };
 use lb_tests::{
-    fixture::{GW_MAC, REAL1_MAC, REAL3_MAC, REAL6_MAC, lb_namespace, load_tables},
+    fixture::{GW_MAC, REAL1_MAC, REAL3_MAC, REAL6_MAC, lb_namespace, load_tables, tunnelled_to_real3},
     lab::Lab,
     packet::{self, Packet, check_ipv4_tcp},
     xdp::{Expected, Fixture, XdpAction, XdpTestRun, run_table_on},
@@ -81,15 +81,7 @@ fn every_method_rewrites_frames_exactly() {
         let dr_out = syn("10.0.0.101:80").macs(lb_mac, REAL3_MAC).build();
         // TUN: an outer IPv4 header from the LB to the real server, protocol 4.
         let tun_in = syn("10.0.0.102:80").build();
-        let inner = syn("10.0.0.102:80").ip_bytes();
-        let mut outer =
-            Packet::raw("10.0.0.1".parse().unwrap(), "10.0.0.13".parse().unwrap(), 4, &inner).ip_bytes();
-        outer[6] = 0; // no DF, id 0 (as the program writes them)
-        outer[4..6].copy_from_slice(&[0, 0]);
-        outer[10..12].copy_from_slice(&[0, 0]);
-        let csum = ipv4::checksum(&Ipv4Packet::new(&outer).unwrap());
-        outer[10..12].copy_from_slice(&csum.to_be_bytes());
-        let tun_out = packet::ethernet(REAL3_MAC, lb_mac, EtherTypes::Ipv4, &outer);
+        let tun_out = tunnelled_to_real3(&syn("10.0.0.102:80"), lb_mac);
         // IPv6 NAT.
         let nat6_in = Packet::tcp_syn(v6_client, addr("[2001:db8::100]:80")).build();
         let nat6_out =

@@ -504,6 +504,7 @@ fn settings(desired: &DataplaneSettings) -> Result<Settings, DataplaneError> {
         fnat_port_max: desired.fnat_port_max,
         ready: 1,
         fnat_toa: u32::from(desired.fnat_toa),
+        generation: 0,
     })
 }
 
@@ -515,6 +516,7 @@ fn plan(
     limits: Limits,
     tunnel: &dyn TunnelSource,
     drain: Drain<'_>,
+    bump: bool,
 ) -> Result<Plan, DataplaneError> {
     let mut specs = desired.services.iter().map(spec).collect::<Result<Vec<_>, _>>()?;
     specs.sort_by_key(|s| s.vs.addr);
@@ -679,7 +681,16 @@ fn plan(
         }
     }
 
-    let writes = diff(old, &new, &kept_services, &mut report);
+    let mut writes = diff(old, &new, &kept_services, &mut report);
+    // Last: the settings, and with them `ready`; a new generation if services or reals
+    // changed, which empties the XDP program's flow cache.
+    let flows_move = writes.iter().any(|w| {
+        matches!(w, TableWrite::Service { .. } | TableWrite::RemoveService { .. } | TableWrite::Real { .. })
+    });
+    new.settings.generation = old.settings.generation.wrapping_add(u32::from(flows_move || bump));
+    if old.settings != new.settings {
+        writes.push(TableWrite::Settings(new.settings));
+    }
     // A drained real's release was counted when it was removed.
     report.reals_removed -= released;
     report.writes = writes.len();
@@ -777,10 +788,6 @@ fn diff(old: &Image, new: &Image, kept: &BTreeSet<u32>, report: &mut ApplyReport
             }
         }
     }
-    // Last: the settings, and with them `ready`.
-    if old.settings != new.settings {
-        writes.push(TableWrite::Settings(new.settings));
-    }
     writes
 }
 
@@ -863,13 +870,16 @@ impl<T: TableIo> TableDataplane<T> {
 impl<T: TableIo> TableDataplane<T> {
     /// [`Dataplane::apply`] at `now` (the drain periods of removed reals count from it).
     pub fn apply_at(&mut self, desired: &DesiredState, now: Instant) -> Result<ApplyReport, DataplaneError> {
+        // After a failed apply, services or reals may have been written without the new
+        // generation that goes with them: this apply writes one whatever it changes.
+        // (`stale` stays set until an apply succeeds.)
+        let bump = self.stale;
         if self.stale {
             self.image = Image::read(&self.io)?;
-            self.stale = false;
         }
         let drain = Drain { since: &self.draining, now, period: desired.settings.tcp_timeout };
-        let plan =
-            plan(desired, &self.image, &mut self.cursors, self.io.limits(), self.tunnel.as_ref(), drain)?;
+        let (limits, tunnel) = (self.io.limits(), self.tunnel.as_ref());
+        let plan = plan(desired, &self.image, &mut self.cursors, limits, tunnel, drain, bump)?;
         for write in &plan.writes {
             if let Err(e) = self.io.write(write) {
                 self.stale = true;
@@ -877,6 +887,7 @@ impl<T: TableIo> TableDataplane<T> {
             }
         }
         self.image = plan.image;
+        self.stale = false;
         self.draining.retain(|id, _| plan.draining.contains(id));
         for id in plan.draining {
             self.draining.entry(id).or_insert(now);
@@ -958,6 +969,7 @@ pub(crate) fn zero_settings() -> Settings {
         fnat_port_max: 0,
         ready: 0,
         fnat_toa: 0,
+        generation: 0,
     }
 }
 

@@ -185,11 +185,13 @@ fn adding_a_real_touches_one_real_and_that_row_only() {
                 assert_eq!(*key, service_key(&addr("10.0.0.1", 80)));
                 assert_eq!(service.slots_len, 3);
             }
+            // The flow cache's next generation.
+            TableWrite::Settings(settings) => assert_eq!(settings.generation, 2),
             other => panic!("unexpected {other:?}"),
         }
     }
-    // rr: one slot appended, the service's length updated: four writes in all.
-    assert_eq!(writes.len(), 4, "{writes:#?}");
+    // rr: one slot appended, the service's length updated, the generation: five writes in all.
+    assert_eq!(writes.len(), 5, "{writes:#?}");
     for (key, service) in others {
         if key != service_key(&addr("10.0.0.1", 80)) {
             assert_eq!(dp.io().services.get(&key), Some(&service));
@@ -233,6 +235,7 @@ fn a_weight_change_rewrites_the_row_and_the_real_in_place() {
             TableWrite::Real { id, .. } => assert_eq!(*id, changed),
             TableWrite::Slot { index, .. } => assert!(row_range(&wrr).contains(index)),
             TableWrite::Service { key, .. } => assert_eq!(*key, service_key(&addr("10.0.0.2", 80))),
+            TableWrite::Settings(settings) => assert_eq!(settings.generation, 2),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -446,7 +449,7 @@ fn adoption_then_a_change_writes_only_the_change() {
     let mh = entry(&dp, "10.0.0.3");
     for write in &writes {
         match write {
-            TableWrite::Real { .. } => {}
+            TableWrite::Real { .. } | TableWrite::Settings(_) => {}
             TableWrite::Slot { index, .. } => assert!(row_range(&mh).contains(index)),
             other => panic!("unexpected {other:?}"),
         }
@@ -704,6 +707,39 @@ fn settings_change_writes_only_the_settings() {
     let (_, writes) = apply(&mut dp, &desired);
     assert_eq!(writes.len(), 1);
     assert!(matches!(writes[0], TableWrite::Settings(Settings { udp_timeout: 30, ready: 1, .. })));
+}
+
+/// The flow cache's generation: bumped by an apply that writes services or reals (so the XDP
+/// program's cached flows are looked up again), kept by one that does not, and carried on from
+/// the tables by a daemon that adopts them.
+#[test]
+fn generation_moves_with_services_and_reals_only() {
+    let mut dp = fresh();
+    let mut desired = everything();
+    let generation = |writes: &[TableWrite]| {
+        writes.iter().find_map(|w| match w {
+            TableWrite::Settings(s) => Some(s.generation),
+            _ => None,
+        })
+    };
+    let (_, writes) = apply(&mut dp, &desired);
+    assert_eq!(generation(&writes), Some(1));
+    desired.settings.udp_timeout = Duration::from_secs(30);
+    let (_, writes) = apply(&mut dp, &desired);
+    assert_eq!(generation(&writes), Some(1));
+    let (_, writes) = apply(&mut dp, &desired);
+    assert!(writes.is_empty(), "{writes:?}");
+    desired.services[0].reals[0].weight += 1;
+    let (_, writes) = apply(&mut dp, &desired);
+    assert_eq!(generation(&writes), Some(2));
+    desired.services.pop();
+    let (_, writes) = apply(&mut dp, &desired);
+    assert_eq!(generation(&writes), Some(3));
+
+    let mut adopted = fake::dataplane(dp.io().clone(), routes());
+    desired.services.pop();
+    let (_, writes) = apply(&mut adopted, &desired);
+    assert_eq!(generation(&writes), Some(4));
 }
 
 #[test]

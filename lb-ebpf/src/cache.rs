@@ -1,0 +1,142 @@
+//! The flow cache: copies of established flows' entries in a per-CPU, direct-mapped array in
+//! front of the connection table, so that most packets of a known flow are sent without a
+//! hash table lookup.
+//!
+//! Why: the kernel's hash lookup of a flow key (`LBD_CONNS4`, a helper call whose hashing,
+//! bucket walk and compare each return through the return thunk of this machine's Safe RET
+//! mitigation) was about half of an established packet's cost. An array lookup is inlined by
+//! the verifier; the slot's index is a hash of the key that the program computes.
+//!
+//! Rules:
+//! - Only IPv4 TCP and UDP packets that change no flow state are served from a slot: TCP
+//!   without SYN, FIN or RST. Such a packet of a flow in a slot empties the slot (on this CPU)
+//!   and takes the full path.
+//! - The full path ([`crate::balancer`]'s `tracked`) copies every packet's flow entry into
+//!   its slot and sends the packet from there; the slot keeps an established TCP flow, a UDP
+//!   flow, or a reply entry (NAT, FNAT), not a SYN proxy flow; it is left empty for anything
+//!   else (IPv6 packets, which the cache does not serve, use their slot this way and leave it
+//!   empty). A bare SYN that replaces a closed flow's entry empties its slot (the FIN or RST
+//!   emptied it if it came through this CPU); a flow whose real server is gone empties it.
+//!   Not every new flow: touching a cold slot made a new flow 1.3x dearer.
+//! - Not covered: a flow evicted from a full connection table while its slot serves, whose
+//!   client opens a new connection from the same port within the slot's second: that
+//!   connection's packets on this CPU go to the evicted flow's real server until the slot
+//!   expires. Likewise an entry rewritten in place by the daemon (connection sync) is seen
+//!   when the slot expires.
+//! - A slot serves for at most [`REFRESH_NS`] (less for flows whose timeout is under two
+//!   seconds: half of it), then its flow takes the full path once, which looks the entry up,
+//!   checks its timeout, refreshes its `last_seen_ns` (the daemon's flow views, restart
+//!   adoption and expiry read it) and fills the slot again. State changed on another CPU (a FIN
+//!   or RST there) is seen here within that time; meanwhile this CPU sends the flow's packets
+//!   to the same real server, as the full path also does for a closing flow.
+//! - A slot holds the [`Settings::generation`] it was filled in: the daemon bumps it when an
+//!   apply writes services or real servers, and every slot of an older one is a miss. The real
+//!   server's entry is read on every packet: a cleared one (a removed real) sends the packet
+//!   the full path.
+//!
+//! Per CPU, not shared: no locks or sequence words, and a flow's packets stay on one CPU with
+//! receive-side scaling; a slot is written only by the CPU that reads it.
+
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
+use lb_common::lb::{Flow, FlowCacheSlot, FlowKey, FlowKey4, Settings, direction, family, tcp_state};
+
+use crate::{
+    maps::per_cpu,
+    parse::{Headers, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
+    sched::mix,
+};
+
+/// Slots per CPU (a power of two): 768 KiB of 96-byte slots.
+const SLOTS: u32 = 8192;
+
+/// How long a slot serves its flow before the full path looks the flow up again.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// The flow cache, per CPU (not pinned: a restarted program starts with an empty one).
+#[btf_map]
+static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize }> = PerCpuArray::new();
+
+/// The slot of `key`, on this CPU.
+#[inline(always)]
+fn slot(key: &FlowKey) -> Option<&'static mut FlowCacheSlot> {
+    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
+    let hash = mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto));
+    per_cpu(&LBD_FLOW_CACHE, hash & (SLOTS - 1))
+}
+
+/// Whether `slot` holds the flow of the IPv4 key `key` (word by word: an array comparison
+/// would be a call to a byte-at-a-time `bcmp`).
+#[inline(always)]
+fn holds(slot: &FlowCacheSlot, key: &FlowKey) -> bool {
+    let k = &slot.key;
+    let ports = u32::from(k.sport ^ key.sport) | u32::from(k.dport ^ key.dport) << 16;
+    (k.src ^ key.src[0]) | (k.dst ^ key.dst[0]) | ports | u32::from(k.proto ^ key.proto) == 0
+}
+
+/// Whether a packet with these TCP flags (0 for UDP) changes no flow state.
+#[inline(always)]
+fn stateless(tcp_flags: u8) -> bool {
+    tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
+}
+
+/// The slot that sends this TCP or UDP packet, if there is one, stamped `now`. A packet that
+/// changes state empties its flow's slot.
+#[inline(always)]
+pub(crate) fn lookup(h: &Headers, settings: &Settings, now: u64) -> Option<&'static mut FlowCacheSlot> {
+    if h.key.family != family::IPV4 {
+        return None;
+    }
+    let slot = slot(&h.key)?;
+    if !holds(slot, &h.key) {
+        return None;
+    }
+    if !stateless(h.tcp_flags) {
+        slot.key.proto = 0;
+        return None;
+    }
+    if slot.generation != settings.generation || now >= slot.until_ns {
+        return None;
+    }
+    slot.flow.last_seen_ns = now;
+    Some(slot)
+}
+
+/// The full path's offer of the packet `h` of the flow entry `flow` (already updated for the
+/// packet): copied into the flow's slot, which the packet is then sent from. The slot keeps
+/// it for later packets if they may be sent from there (see the module's rules), else it is
+/// left empty. `timeout_ns`: the flow's timeout in its state. `None` only if the array lookup
+/// fails.
+#[inline(always)]
+pub(crate) fn offer(
+    h: &Headers,
+    settings: &Settings,
+    flow: &Flow,
+    timeout_ns: u64,
+) -> Option<&'static mut FlowCacheSlot> {
+    let slot = slot(&h.key)?;
+    let cacheable = h.key.family == family::IPV4
+        && flow.synproxy == 0
+        && stateless(h.tcp_flags)
+        && (h.key.proto == IPPROTO_UDP
+            || flow.direction == direction::REPLY
+            || flow.tcp_state == tcp_state::ESTABLISHED);
+    slot.key = FlowKey4::of(&h.key);
+    if !cacheable {
+        slot.key.proto = 0;
+    }
+    slot.generation = settings.generation;
+    slot.until_ns = flow.last_seen_ns + core::cmp::min(REFRESH_NS, timeout_ns / 2);
+    slot.flow = *flow;
+    Some(slot)
+}
+
+/// Empties the slot of `key` (on this CPU): its flow's entry is being replaced.
+#[inline(always)]
+pub(crate) fn forget(key: &FlowKey) {
+    if key.family == family::IPV4
+        && let Some(slot) = slot(key)
+        && holds(slot, key)
+    {
+        slot.key.proto = 0;
+    }
+}
