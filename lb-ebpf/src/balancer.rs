@@ -150,17 +150,8 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
     // The packet is sent from a slot of the flow cache: its flow's, or the one the entry from
     // the connection table is copied into (one kind of pointer for the verifier: with a
     // pointer into either map, it walked the rest twice and gave up).
-    let slot = match cache::lookup(h, settings, now) {
-        Some(slot) => {
-            // A removed real server (its entry cleared): the slot is emptied, and the full
-            // path decides.
-            if slot.flow.direction == direction::ORIGINAL && sched::real_ref(slot.flow.real).is_none() {
-                slot.key.proto = 0;
-                return Tracked::Other;
-            }
-            stats.flow_cache_hits += 1;
-            slot
-        }
+    let (slot, hit) = match cache::lookup(h, settings, now) {
+        Some(slot) => (slot, true),
         None => {
             let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
             // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
@@ -195,15 +186,21 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
             entry.last_seen_ns = now;
             let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
             let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
-            slot
+            (slot, false)
         }
     };
     if slot.flow.direction == direction::REPLY {
+        stats.flow_cache_hits += u64::from(hit);
         let flow = &mut slot.flow;
         return Tracked::Done(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
-    // (Checked on both paths: a real removed in between.)
-    let Some(real) = sched::real_ref(slot.flow.real) else { return Tracked::Other };
+    // A removed real server (its entry cleared), on either path: the slot is emptied, and the
+    // full path decides.
+    let Some(real) = sched::real_ref(slot.flow.real) else {
+        slot.key.proto = 0;
+        return Tracked::Other;
+    };
+    stats.flow_cache_hits += u64::from(hit);
     let flow = &slot.flow;
     stats.flow_hits += 1;
     count(frame, flow);
