@@ -43,6 +43,11 @@ pub mod maps {
     /// Array of one [`crate::lb::SynProxySecret`]: the SYN cookie key, which the daemon fills
     /// from getrandom once and which outlives daemon restarts with the pin.
     pub const SYNPROXY_SECRET: &str = "LBD_SYNPROXY_SECRET";
+    /// Program array: index [`crate::programs::FULL_PATH`] holds `lb_xdp_full`, which the entry
+    /// point `lb_xdp` tail-calls for every packet its flow cache does not send. Pinned, so that
+    /// the attached entry point still reaches it when the daemon is gone (the kernel empties a
+    /// program array when the last user-space reference to it closes).
+    pub const PROGS: &str = "LBD_PROGS";
 
     /// Every map the daemon pins, by name. Pinned maps survive a daemon restart, and a
     /// restarted daemon adopts them: flows in the connection table keep their real server.
@@ -62,13 +67,20 @@ pub mod maps {
         RR_POSITIONS,
         LBLC,
         SYNPROXY_SECRET,
+        PROGS,
     ];
 }
 
 /// Names of the programs in the object.
 pub mod programs {
-    /// The load balancer's XDP entry point.
+    /// The load balancer's XDP entry point: sends what its flow cache holds, tail-calls
+    /// [`LB_XDP_FULL`] for the rest.
     pub const LB_XDP: &str = "lb_xdp";
+    /// The load balancer's full path, reached from [`LB_XDP`] by a tail call through
+    /// [`crate::maps::PROGS`] at index [`FULL_PATH`]; never attached itself.
+    pub const LB_XDP_FULL: &str = "lb_xdp_full";
+    /// Index of [`LB_XDP_FULL`] in [`crate::maps::PROGS`].
+    pub const FULL_PATH: u32 = 0;
     /// XDP program for real servers behind a TUN service: strips the IPIP / IPv6-in-IPv6
     /// header (this kernel has no ipip module), so the inner packet reaches the VIP on lo.
     pub const DECAP_XDP: &str = "lb_decap";

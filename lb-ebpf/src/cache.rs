@@ -7,6 +7,11 @@
 //! mitigation) was about half of an established packet's cost. An array lookup is inlined by
 //! the verifier; the slot's index is a hash of the key that the program computes.
 //!
+//! Where: the entry point `lb_xdp` looks up plain IPv4 TCP / UDP frames (untagged, no IP
+//! options) itself and sends a hit with no BPF-to-BPF call ([`crate::balancer::cached`]);
+//! everything else, misses included, goes by tail call to `lb_xdp_full`, whose `tracked`
+//! looks again (VLAN-tagged frames and frames with options are served there).
+//!
 //! Rules:
 //! - Only IPv4 TCP and UDP packets that change no flow state are served from a slot: TCP
 //!   without SYN, FIN or RST. Such a packet of a flow in a slot empties the slot (on this CPU)
@@ -75,7 +80,7 @@ fn holds(slot: &FlowCacheSlot, key: &FlowKey) -> bool {
 
 /// Whether a packet with these TCP flags (0 for UDP) changes no flow state.
 #[inline(always)]
-fn stateless(tcp_flags: u8) -> bool {
+pub(crate) fn stateless(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
 }
 

@@ -103,13 +103,38 @@ impl Outcome {
     }
 }
 
-/// The load balancer, attached to every interface that carries virtual services.
+/// The load balancer, attached to every interface that carries virtual services: the entry
+/// point. It sends the packets of flows in its flow cache ([`balancer::cached`]) and
+/// tail-calls [`lb_xdp_full`] for everything else.
+///
+/// Two programs rather than one because the verifier walks each alone: with the cache's fast
+/// path ahead of the full path in one program, every way out of the fast path started another
+/// walk of the full path, past the verifier's limit of 1M instructions. A tail call costs a
+/// few nanoseconds on the packets the cache does not send; the cached ones make no call at all.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let mut frame = Frame::new(ctx.data(), ctx.data_end());
     let Some(stats) = maps::global_stats() else { return xdp_action::XDP_PASS };
     stats.rx_packets += 1;
-    stats.rx_bytes += frame.len() as u64;
+    stats.rx_bytes += (ctx.data_end() - ctx.data()) as u64;
+    if let Some(outcome) = balancer::cached(&ctx, stats) {
+        outcome.count(stats);
+        return outcome.action();
+    }
+    // SAFETY: a tail call only replaces this program with `lb_xdp_full` on the same context.
+    unsafe { maps::LBD_PROGS.tail_call(&ctx, lb_common::programs::FULL_PATH) };
+    // Only when the daemon has not put the full path in the program array: the kernel's.
+    let outcome = Outcome::PassNotReady;
+    outcome.count(stats);
+    outcome.action()
+}
+
+/// The load balancer's full path, reached from [`lb_xdp`] by a tail call (never attached):
+/// parsing, the connection table, scheduling, every method, ICMP, the SYN proxy. The entry
+/// point has counted the packet as received.
+#[xdp]
+pub fn lb_xdp_full(ctx: XdpContext) -> u32 {
+    let mut frame = Frame::new(ctx.data(), ctx.data_end());
+    let Some(stats) = maps::global_stats() else { return xdp_action::XDP_PASS };
     let outcome = classify(&ctx, &mut frame, stats).unwrap_or(Outcome::DropMalformed);
     outcome.count(stats);
     outcome.action()

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST, bpf_fib_lookup as FibParams},
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
     macros::btf_map,
 };
 use lb_common::{
@@ -22,6 +22,11 @@ use crate::forward::{NextHop, REPLY_HOP_SLOTS};
 /// Outcome counters: one [`GlobalStats`] per CPU at index 0.
 #[btf_map]
 static LBD_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
+
+/// The full path (`lb_xdp_full`) at index `lb_common::programs::FULL_PATH`, which the entry
+/// point tail-calls; filled and pinned by the daemon.
+#[btf_map]
+pub(crate) static LBD_PROGS: ProgramArray<1> = ProgramArray::new();
 
 /// Global settings, written by the daemon.
 #[btf_map]

@@ -133,6 +133,56 @@ impl Frame {
         Ok(unsafe { ptr.read_unaligned() })
     }
 
+    /// The headers of the frames the entry point's flow cache serves: an untagged IPv4
+    /// packet without options, not part of a fragmented packet, carrying TCP or UDP. Read
+    /// inline at fixed offsets; `None` for any other frame (left to [`Self::ether_type`] and
+    /// [`Self::ipv4`] on the full path, which also judge malformed ones).
+    #[inline(always)]
+    pub(crate) fn plain_ipv4(&self) -> Option<Headers> {
+        const L3: usize = ETH_HLEN;
+        const L4: usize = L3 + 20;
+        // Ethernet, IPv4 and the first 8 bytes of the transport header: all UDP needs.
+        let ptr = self.ptr_at::<[u8; L4 + 8]>(0).ok()?.cast::<u8>();
+        // SAFETY: in bounds (ptr_at); even offsets (crate::mem).
+        let (ether_type, version_ihl, total_len, frag, proto, src, dst, sport, dport) = unsafe {
+            (
+                crate::mem::load16(ptr.add(ETH_HLEN - 2)),
+                *ptr.add(L3),
+                crate::mem::load16(ptr.add(L3 + 2)),
+                crate::mem::load16(ptr.add(L3 + 6)),
+                *ptr.add(L3 + 9),
+                crate::mem::load32(ptr.add(L3 + 12)),
+                crate::mem::load32(ptr.add(L3 + 16)),
+                crate::mem::load16(ptr.add(L4)),
+                crate::mem::load16(ptr.add(L4 + 2)),
+            )
+        };
+        // Compared in network order: 0x0800 and 0x3fff (MF and the offset) as they lie in memory.
+        if ether_type != ETH_P_IP.to_be()
+            || version_ihl != 0x45
+            || u16::from_be(total_len) < 20
+            || frag & 0x3fffu16.to_be() != 0
+        {
+            return None;
+        }
+        let tcp_flags = match proto {
+            // The whole 20-byte header must be there: its checksum is rewritten.
+            IPPROTO_TCP => self.bytes::<20>(L4).ok()?[13],
+            IPPROTO_UDP => 0,
+            _ => return None,
+        };
+        let key = FlowKey {
+            src: [src, 0, 0, 0],
+            dst: [dst, 0, 0, 0],
+            sport,
+            dport,
+            proto,
+            family: family::IPV4,
+            pad: 0,
+        };
+        Some(Headers { key, l3: L3, l4: L4, fragment: false, tcp_flags })
+    }
+
     /// The network-layer protocol and the offset of its header, after up to
     /// [`MAX_VLAN_TAGS`] VLAN tags.
     #[inline(always)]

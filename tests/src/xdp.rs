@@ -65,6 +65,13 @@ impl XdpTestRun {
     pub fn load(object: &[u8], program: &str) -> Self {
         crate::require_root();
         let mut ebpf = EbpfLoader::new().load(object).unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+        if program == LB_XDP && ebpf.program(lb_common::programs::LB_XDP_FULL).is_some() {
+            // The entry point with the full path it tail-calls, as the daemon loads them (an
+            // object of an older build, which a benchmark may compare, has one program).
+            lb_daemon::dataplane::xdp::load_programs(&mut ebpf)
+                .unwrap_or_else(|e| panic!("loading {program}: {e}"));
+            return Self { ebpf, program: program.to_owned() };
+        }
         let xdp: &mut Xdp = ebpf
             .program_mut(program)
             .unwrap_or_else(|| panic!("no program {program} in the object"))

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, ProgramArray},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -28,7 +28,7 @@ use lb_common::{
         Service, ServiceKey, ServiceStats, Settings, SynProxySecret, family,
     },
     maps::{self, GLOBAL_STATS},
-    programs::LB_XDP,
+    programs::{FULL_PATH, LB_XDP, LB_XDP_FULL},
     stats::GlobalStats,
 };
 use tracing::{info, warn};
@@ -111,8 +111,7 @@ impl XdpDataplane {
             loader.map_pin_path(name, pin_dir.join(name));
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        let program = lb_program(&mut ebpf)?;
-        program.load().map_err(|e| program_error("load", None, e))?;
+        load_programs(&mut ebpf)?;
         if synproxy_secret(&mut ebpf)? {
             info!("wrote a new SYN cookie secret");
         }
@@ -765,8 +764,35 @@ pub fn read_stats(map: &aya::maps::Map) -> Result<GlobalStats, DataplaneError> {
 }
 
 fn lb_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    let missing = DataplaneError::Missing { kind: "program", name: LB_XDP };
-    ebpf.program_mut(LB_XDP).ok_or(missing)?.try_into().map_err(|e| program_error("find", None, e))
+    xdp_program(ebpf, LB_XDP)
+}
+
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    let missing = DataplaneError::Missing { kind: "program", name };
+    ebpf.program_mut(name).ok_or(missing)?.try_into().map_err(|e| program_error("find", None, e))
+}
+
+/// Loads the load balancer's programs of `ebpf` into the kernel: the full path first, put in
+/// the program array that the entry point tail-calls, then the entry point (`lb_xdp`, the one
+/// to attach). The program array stays in `ebpf`: the kernel empties it when its last
+/// user-space reference (an fd or a pin) goes.
+///
+/// Public for the tests and benchmarks, which load the object without the daemon.
+pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let full = xdp_program(ebpf, LB_XDP_FULL)?;
+    full.load().map_err(|e| program_error("load", None, e))?;
+    let fd = full
+        .fd()
+        .and_then(|fd| {
+            fd.try_clone().map_err(|io_error| {
+                ProgramError::SyscallError(aya::sys::SyscallError { call: "dup", io_error })
+            })
+        })
+        .map_err(|e| program_error("take the fd of", None, e))?;
+    let map = ebpf.map_mut(maps::PROGS).ok_or(DataplaneError::Missing { kind: "map", name: maps::PROGS })?;
+    let mut progs = ProgramArray::try_from(map).map_err(|e| map_error(maps::PROGS, e))?;
+    progs.set(FULL_PATH, &fd, 0).map_err(|e| map_error(maps::PROGS, e))?;
+    lb_program(ebpf)?.load().map_err(|e| program_error("load", None, e))
 }
 
 fn attach(

@@ -454,8 +454,16 @@ struct Live {
 fn attach(ns: &Netns, object: &[u8], program: &str, interface: &str) -> Ebpf {
     ns.enter(|| {
         let mut ebpf = EbpfLoader::new().load(object).unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+        let split = program == LB_XDP && ebpf.program(lb_common::programs::LB_XDP_FULL).is_some();
+        if split {
+            // With the full path it tail-calls (an older build's object has one program).
+            lb_daemon::dataplane::xdp::load_programs(&mut ebpf)
+                .unwrap_or_else(|e| panic!("loading {program}: {e}"));
+        }
         let xdp: &mut Xdp = ebpf.program_mut(program).expect("program").try_into().expect("XDP");
-        xdp.load().unwrap_or_else(|e| panic!("loading {program}: {e}"));
+        if !split {
+            xdp.load().unwrap_or_else(|e| panic!("loading {program}: {e}"));
+        }
         xdp.attach(interface, XdpMode::Driver)
             .unwrap_or_else(|e| panic!("attaching {program} to {interface}: {e}"));
         ebpf
