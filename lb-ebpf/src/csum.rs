@@ -3,6 +3,11 @@
 //! One's complement sums do not depend on byte order (RFC 1071 §2(B)), so fields are loaded
 //! and stored in native order straight from the packet, and so are the checksums.
 
+use crate::{
+    mem,
+    parse::{Frame, ParseError},
+};
+
 /// A running sum of checksum changes.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Delta(u32);
@@ -61,4 +66,26 @@ pub(crate) fn words32(words: &[u32; 4]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// Sets the total length of the IPv4 header at `l3` of `frame` to `total` (network order),
+/// updating the header checksum for that change and for `others`, the header's other changes
+/// (already written).
+#[inline(always)]
+pub(crate) fn set_ipv4_total_length(
+    frame: &Frame,
+    l3: usize,
+    total: u16,
+    mut others: Delta,
+) -> Result<(), ParseError> {
+    let header = frame.ptr_at::<[u8; 20]>(l3)?.cast::<u8>();
+    // SAFETY: 20 bytes in bounds (ptr_at); header fields lie at even offsets (crate::mem).
+    unsafe {
+        let length = header.add(2);
+        others.word(mem::load16(length), total);
+        mem::store16(length, total);
+        let csum = header.add(10);
+        mem::store16(csum, others.apply(mem::load16(csum)));
+    }
+    Ok(())
 }

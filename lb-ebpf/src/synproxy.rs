@@ -36,7 +36,7 @@ use lb_common::{
 
 use crate::{
     Outcome, clock,
-    csum::Delta,
+    csum::{self, Delta},
     encap::EncapError,
     maps::{LBD_SETTINGS, LBD_SYNPROXY_PENDING, LBD_SYNPROXY_SECRET, per_cpu},
     nat,
@@ -486,21 +486,17 @@ fn write_segment(ctx: &XdpContext, frame: &Frame, h: &Headers, out: &Segment) ->
     }
     if v4 {
         let total = ((h.l4 - h.l3 + tcp_len) as u16).to_be();
-        let len = frame.ptr_at::<u16>(h.l3 + 2)?;
-        let ttl = frame.ptr_at::<[u8; 2]>(h.l3 + 8)?;
-        let csum = frame.ptr_at::<u16>(h.l3 + 10)?;
-        // SAFETY: in bounds (ptr_at); unaligned accesses only.
-        unsafe {
-            let mut d = Delta::default();
-            d.word(len.read_unaligned(), total);
-            len.write_unaligned(total);
-            if out.ttl != 0 {
+        let mut ttl_change = Delta::default();
+        if out.ttl != 0 {
+            let ttl = frame.ptr_at::<[u8; 2]>(h.l3 + 8)?;
+            // SAFETY: in bounds (ptr_at); byte accesses only.
+            unsafe {
                 let [old, proto] = *ttl;
-                d.word(u16::from_ne_bytes([old, proto]), u16::from_ne_bytes([out.ttl, proto]));
+                ttl_change.word(u16::from_ne_bytes([old, proto]), u16::from_ne_bytes([out.ttl, proto]));
                 *ttl = [out.ttl, proto];
             }
-            csum.write_unaligned(d.apply(csum.read_unaligned()));
         }
+        csum::set_ipv4_total_length(&frame, h.l3, total, ttl_change)?;
     } else {
         let payload = ((h.l4 - h.l3 - 40 + tcp_len) as u16).to_be();
         let len = frame.ptr_at::<u16>(h.l3 + 4)?;

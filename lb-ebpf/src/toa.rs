@@ -17,7 +17,7 @@ use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
 use lb_common::lb::family;
 
 use crate::{
-    csum::Delta,
+    csum::{self, Delta},
     encap::EncapError,
     mem,
     parse::{Frame, Headers},
@@ -95,7 +95,6 @@ pub(crate) fn insert(
     let new_ip_len = ((ip_len + opt_len) as u16).to_be();
 
     let header = frame.ptr_at::<[u8; 20]>(h.l4)?.cast::<u8>();
-    let length = frame.ptr_at::<u16>(len_at)?.cast::<u8>();
     // SAFETY: every pointer is in bounds (ptr_at); header fields lie at even offsets
     // (crate::mem); the option is written unaligned.
     unsafe {
@@ -113,13 +112,13 @@ pub(crate) fn insert(
         mem::store16(header.add(12), new_offset);
         let csum = header.add(16);
         mem::store16(csum, tcp.apply(mem::load16(csum)));
-        mem::store16(length, new_ip_len);
-        if !v6 {
-            let mut ip = Delta::default();
-            ip.word((ip_len as u16).to_be(), new_ip_len);
-            let csum = frame.ptr_at::<[u8; 20]>(h.l3)?.cast::<u8>().add(10);
-            mem::store16(csum, ip.apply(mem::load16(csum)));
-        }
+    }
+    if v6 {
+        let length = frame.ptr_at::<u16>(len_at)?.cast::<u8>();
+        // SAFETY: in bounds (ptr_at), at an even offset (crate::mem).
+        unsafe { mem::store16(length, new_ip_len) };
+    } else {
+        csum::set_ipv4_total_length(&frame, h.l3, new_ip_len, Delta::default())?;
     }
     Ok(Inserted::Yes)
 }

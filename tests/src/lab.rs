@@ -271,6 +271,21 @@ impl Netns {
             .unwrap_or_else(|e| panic!("{}: sysctl {key}={value}: {e}", self.name));
     }
 
+    /// A counter of the namespace's TCP MIB (the `Tcp:` lines of /proc/net/snmp, both
+    /// families): `InSegs`, `InCsumErrors`, ...
+    pub fn tcp_counter(&self, name: &str) -> u64 {
+        let out = self.exec("cat", &["/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+        let (names, values) = (tcp.next().unwrap_or_default(), tcp.next().unwrap_or_default());
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no TCP counter {name} in /proc/net/snmp:\n{text}", self.name))
+    }
+
     /// Runs a command inside the namespace to completion.
     pub fn exec(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
         let program = program.as_ref();

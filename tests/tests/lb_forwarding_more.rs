@@ -1,4 +1,5 @@
-//! lbd forwarding beyond IPv4 TCP round robin: TCP over IPv6 VIPs in every method, UDP
+//! lbd forwarding beyond IPv4 TCP round robin: TCP over IPv6 VIPs in every method (FNAT's
+//! handshakes telling the real servers the client's IPv6 address in a TOA option), UDP
 //! services, and the spread of new connections under the weighted, hashing and least-connection
 //! schedulers.
 //!
@@ -10,16 +11,24 @@
 #![expect(clippy::unwrap_used, reason = "tests: a failed step is a failed test")]
 
 use std::{
-    collections::BTreeMap,
-    net::{SocketAddr, UdpSocket},
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket},
+    path::PathBuf,
     time::Duration,
 };
 
 use lb_tests::{
     bins,
     lab::{Lab, LbHosts, Netns, wait_until},
+    packet::{self, Capture},
     process::Proc,
     xdp::dr_tun_real,
+};
+use pnet_packet::{
+    Packet as _,
+    ethernet::{EtherTypes, EthernetPacket},
+    ipv6::Ipv6Packet,
+    tcp::{TcpFlags, TcpPacket},
 };
 
 /// The lab: a client, the load balancer running lbd with `config`, three real servers each
@@ -29,7 +38,8 @@ use lb_tests::{
 struct Topology {
     client: Netns,
     lbd: Proc,
-    _reals: Vec<(Netns, Proc, Proc)>,
+    pin_dir: PathBuf,
+    reals: Vec<(Netns, Proc, Proc)>,
     _decaps: Vec<aya::Ebpf>,
     _lab: Lab,
 }
@@ -140,10 +150,16 @@ fn topology(services: &[String]) -> Topology {
         web.assert_running();
         udp.assert_running();
     }
-    Topology { client, lbd, _reals: reals, _decaps: decaps, _lab: lab }
+    Topology { client, lbd, pin_dir, reals, _decaps: decaps, _lab: lab }
 }
 
 impl Topology {
+    /// Starts capturing what each real server's eth0 receives and sends, in the order of
+    /// `reals`.
+    fn capture_reals(&self) -> Vec<Capture> {
+        self.reals.iter().map(|(ns, ..)| ns.enter(|| Capture::open("eth0")).unwrap()).collect()
+    }
+
     /// One HTTP request to `vip` (port 80) on a new connection: the answering real's name.
     fn get(&self, vip: &str) -> String {
         let host = if vip.contains(':') { format!("[{vip}]") } else { vip.to_owned() };
@@ -220,8 +236,13 @@ fn tcp_over_ipv6_vips_in_every_method() {
     let methods = [("NAT", "fd72::100"), ("DR", "fd72::101"), ("TUN", "fd72::102"), ("FNAT", "fd72::103")];
     let services: Vec<String> =
         methods.iter().map(|(kind, vip)| virtual_server(vip, 80, kind, "TCP", "rr", &EQUAL)).collect();
-    let lab = topology(&services);
+    let mut lab = topology(&services);
+    let mut captures = Vec::new();
     for (method, vip) in methods {
+        if method == "FNAT" {
+            // What the real servers see of FNAT's connections, for the TOA option below.
+            captures = lab.capture_reals();
+        }
         assert_eq!(
             lab.spread(vip, 9),
             counts(&[("r1", 3), ("r2", 3), ("r3", 3)]),
@@ -229,6 +250,81 @@ fn tcp_over_ipv6_vips_in_every_method() {
             lab.lbd.log()
         );
     }
+
+    // FNAT: the ACK that completes each handshake tells the real server the client's IPv6
+    // address and port (TOA, kind 253), in a segment its kernel accepts (checksums right).
+    let out =
+        lab.client.exec("curl", &["-sS", "--max-time", "10", "--local-port", "45678", "http://[fd72::103]/"]);
+    assert!(out.status.success(), "curl from port 45678: {}", String::from_utf8_lossy(&out.stderr));
+    let client: IpAddr = "fd70::2".parse().unwrap();
+    let mut toas = Vec::new();
+    for (n, capture) in (1..).zip(&captures) {
+        let real: Ipv6Addr = format!("fd71::1{n}").parse().unwrap();
+        let connections = fnat_connections(&capture.frames(), real);
+        assert!(connections.len() >= 3, "r{n}: {} FNAT connections", connections.len());
+        for (port, segments) in connections {
+            // After the SYN (and any retransmission of it), the bare ACK that completes the
+            // handshake, with the option; no other segment has one.
+            let handshake = segments.iter().position(|s| s.flags & TcpFlags::SYN == 0);
+            let ack = handshake.map(|i| &segments[i]);
+            assert!(
+                ack.is_some_and(|s| s.flags == TcpFlags::ACK && s.payload == 0 && s.toa.is_some()),
+                "r{n}, connection from the pool's port {port}: {segments:?}"
+            );
+            let with_toa: Vec<SocketAddr> = segments.iter().filter_map(|s| s.toa).collect();
+            assert_eq!(with_toa.len(), 1, "r{n}, port {port}: {segments:?}");
+            toas.extend(with_toa);
+        }
+        let errors = lab.reals[n - 1].0.tcp_counter("InCsumErrors");
+        assert_eq!(errors, 0, "r{n}'s kernel dropped TCP segments with bad checksums");
+    }
+    assert_eq!(toas.len(), 10, "one TOA per FNAT connection: {toas:?}");
+    assert!(toas.iter().all(|a| a.ip() == client), "{toas:?}");
+    assert!(toas.contains(&SocketAddr::new(client, 45678)), "{toas:?}");
+    let ports: BTreeSet<u16> = toas.iter().map(SocketAddr::port).collect();
+    assert_eq!(ports.len(), 10, "each connection its own client port: {toas:?}");
+    let stats = lb_tests::xdp::pinned_stats(&lab.pin_dir);
+    assert!(stats.split(' ').any(|s| s == "toa_inserted=10"), "{stats}");
+    lab.lbd.assert_running();
+}
+
+/// A TCP segment an FNAT connection brought to a real server.
+#[derive(Debug)]
+struct Segment {
+    flags: u8,
+    payload: usize,
+    toa: Option<SocketAddr>,
+}
+
+/// The FNAT connections (from the local address fd71::200 to port 8080) that the real server
+/// `real` received in `frames`: each its source port and its segments in order, every one with
+/// its checksum checked. (A SYN after other segments from the same port starts a new one: the
+/// pool's ports are random and may come again.)
+fn fnat_connections(frames: &[Vec<u8>], real: Ipv6Addr) -> Vec<(u16, Vec<Segment>)> {
+    let laddr: Ipv6Addr = "fd71::200".parse().unwrap();
+    let mut connections: Vec<(u16, Vec<Segment>)> = Vec::new();
+    for frame in frames {
+        let Some(eth) = EthernetPacket::new(frame) else { continue };
+        let Some(ip) = Ipv6Packet::new(eth.payload()) else { continue };
+        if eth.get_ethertype() != EtherTypes::Ipv6 || (ip.get_source(), ip.get_destination()) != (laddr, real)
+        {
+            continue;
+        }
+        let (_, sport, _, dport) = packet::check_ipv6_tcp(frame)
+            .unwrap_or_else(|e| panic!("a segment from the pool to {real}: {e}"));
+        assert_eq!(dport, 8080, "{real}: a segment to port {dport}");
+        let tcp = TcpPacket::new(ip.payload()).unwrap();
+        let segment =
+            Segment { flags: tcp.get_flags(), payload: tcp.payload().len(), toa: packet::toa_option(frame) };
+        let syn = segment.flags & TcpFlags::SYN != 0;
+        match connections.iter_mut().rev().find(|(port, _)| *port == sport) {
+            Some((_, segments)) if !(syn && segments.iter().any(|s| s.flags & TcpFlags::SYN == 0)) => {
+                segments.push(segment);
+            }
+            _ => connections.push((sport, vec![segment])),
+        }
+    }
+    connections
 }
 
 #[test]

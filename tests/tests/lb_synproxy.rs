@@ -96,16 +96,6 @@ fn flows(pin_dir: &Path) -> usize {
     v4.keys().count() + v6.keys().count()
 }
 
-/// TCP segments a host received (`Tcp: InSegs` of /proc/net/snmp).
-fn tcp_in_segments(ns: &Netns) -> u64 {
-    let out = ns.exec("cat", &["/proc/net/snmp"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let index = names.split_whitespace().position(|n| n == "InSegs").unwrap();
-    values.split_whitespace().nth(index).unwrap().parse().unwrap()
-}
-
 #[test]
 fn synproxy_serves_nat_and_fnat_and_absorbs_spoofed_syns() {
     let mut lab = Lab::new();
@@ -179,7 +169,7 @@ fn synproxy_serves_nat_and_fnat_and_absorbs_spoofed_syns() {
         })
         .collect();
     let (flows_before, sent_before) = (flows(&pin_dir), counter(&pin_dir, "synproxy_cookies_sent"));
-    let reals_before: Vec<u64> = reals.iter().map(|(ns, _)| tcp_in_segments(ns)).collect();
+    let reals_before: Vec<u64> = reals.iter().map(|(ns, _)| ns.tcp_counter("InSegs")).collect();
     client.enter(|| packet::send_frames("eth0", &frames)).unwrap();
     wait_until(Duration::from_secs(10), "cookie SYN-ACKs for the spoofed SYNs", || {
         counter(&pin_dir, "synproxy_cookies_sent") - sent_before >= u64::from(SPOOFED)
@@ -187,7 +177,7 @@ fn synproxy_serves_nat_and_fnat_and_absorbs_spoofed_syns() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(counter(&pin_dir, "synproxy_cookies_sent") - sent_before, u64::from(SPOOFED));
     assert_eq!(flows(&pin_dir), flows_before, "the spoofed SYNs created no flow entry");
-    let reals_after: Vec<u64> = reals.iter().map(|(ns, _)| tcp_in_segments(ns)).collect();
+    let reals_after: Vec<u64> = reals.iter().map(|(ns, _)| ns.tcp_counter("InSegs")).collect();
     assert_eq!(reals_after, reals_before, "no TCP segment reached a real server");
 
     // The proxy still serves after the burst.

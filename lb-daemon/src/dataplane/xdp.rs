@@ -580,6 +580,10 @@ fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
 /// is, and the program would then fail verification, or read fields where they are not.
 /// Returns what was unpinned and why.
 fn drop_stale_pins(pin_dir: &Path) -> Result<Vec<String>, DataplaneError> {
+    // A parse of its own (under a millisecond in a release build): aya 0.14's
+    // `EbpfLoader::load` reuses a pin whatever its shape, so the check comes before the load,
+    // and the loader takes only bytes, which it parses again (no parsed `Object`; a loaded
+    // map's definition is private to aya).
     let object = aya_obj::Object::parse(OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(aya::EbpfError::from(e))))?;
     let mut dropped = Vec::new();
