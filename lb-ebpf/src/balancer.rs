@@ -189,7 +189,7 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
             (slot, false)
         }
     };
-    match from_slot(ctx, frame, h, slot, hit, stats) {
+    match from_slot::<false>(ctx, frame, h, slot, hit, stats) {
         Some(outcome) => Tracked::Done(outcome),
         None => Tracked::Other,
     }
@@ -216,16 +216,16 @@ pub(crate) fn cached(ctx: &XdpContext, stats: &mut GlobalStats) -> Option<Outcom
         return None;
     }
     let slot = cache::lookup(&h, settings, clock::now_ns())?;
-    let outcome = from_slot(ctx, frame, &mut h, slot, true, stats)?;
+    let outcome = from_slot::<true>(ctx, frame, &mut h, slot, true, stats)?;
     stats.ipv4 += 1;
     Some(outcome)
 }
 
 /// Sends the packet `h` of the flow in `slot` (`hit`: found there, rather than just copied
 /// there by the full path). `None` if its real server is gone (its entry cleared): the slot
-/// is emptied, and the full path decides.
+/// is emptied, and the full path decides. `UNTAGGED`: `h` is [`Frame::plain_ipv4`]'s.
 #[inline(always)]
-fn from_slot(
+fn from_slot<const UNTAGGED: bool>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
@@ -246,13 +246,13 @@ fn from_slot(
     let flow = &slot.flow;
     stats.flow_hits += 1;
     count(frame, flow);
-    Some(send_known(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
+    Some(send_known::<UNTAGGED>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
 }
 
 /// [`send`] for the fast path: NAT, FNAT and DR of IPv4 inline, without a BPF-to-BPF call
-/// (about 12 ns each here), TUN with one (`encap::push`); IPv6 through `send`.
+/// (about 12 ns each here), TUN with one (`encap::push`) unless `UNTAGGED`; IPv6 through `send`.
 #[inline(always)]
-fn send_known(
+fn send_known<const UNTAGGED: bool>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
@@ -275,7 +275,7 @@ fn send_known(
             Ok(after_nat(forward::route_cached(ctx, frame, &hop)))
         }
         Some(Method::Dr) => Ok(after_l2(forward::route_cached(ctx, frame, &hop))),
-        Some(Method::Tun) => tunnel(ctx, h, &hop, real),
+        Some(Method::Tun) => tunnel::<UNTAGGED>(ctx, h, &hop, real),
         None => Ok(Outcome::DropNoReal),
     }
 }
@@ -449,15 +449,28 @@ fn send(ctx: &XdpContext, h: &mut Headers, flow: &Flow) -> Result<Outcome, Parse
                 forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
             Ok(after_l2(next))
         }
-        Some(Method::Tun) => tunnel(ctx, h, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns), real),
+        Some(Method::Tun) => {
+            tunnel::<false>(ctx, h, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns), real)
+        }
         None => Ok(Outcome::DropNoReal),
     }
 }
 
-/// TUN: encapsulates the packet towards `real` and sends it to `hop`.
+/// TUN: encapsulates the packet towards `real` and sends it to `hop`. `UNTAGGED`: `h` is
+/// [`Frame::plain_ipv4`]'s, encapsulated inline ([`encap::push4_untagged`]).
 #[inline(always)]
-fn tunnel(ctx: &XdpContext, h: &Headers, hop: &Hop<'_>, real: &Real) -> Result<Outcome, ParseError> {
-    match encap::push(ctx, h.l3, h.key.family, &real.tunnel_source, &real.addr) {
+fn tunnel<const UNTAGGED: bool>(
+    ctx: &XdpContext,
+    h: &Headers,
+    hop: &Hop<'_>,
+    real: &Real,
+) -> Result<Outcome, ParseError> {
+    let pushed = if UNTAGGED {
+        encap::push4_untagged(ctx, real.tunnel_source[0], real.addr[0])
+    } else {
+        encap::push(ctx, h.l3, h.key.family, &real.tunnel_source, &real.addr)
+    };
+    match pushed {
         Ok(()) => {
             let frame = Frame::new(ctx.data(), ctx.data_end());
             Ok(after_l2(forward::route_cached(ctx, &frame, hop)))

@@ -68,8 +68,9 @@ impl XdpTestRun {
         if program == LB_XDP && ebpf.program(lb_common::programs::LB_XDP_FULL).is_some() {
             // The entry point with the full path it tail-calls, as the daemon loads them (an
             // object of an older build, which a benchmark may compare, has one program).
-            lb_daemon::dataplane::xdp::load_programs(&mut ebpf)
-                .unwrap_or_else(|e| panic!("loading {program}: {e}"));
+            lb_daemon::dataplane::xdp::load_programs(&mut ebpf).unwrap_or_else(|e| {
+                panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
+            });
             return Self { ebpf, program: program.to_owned() };
         }
         let xdp: &mut Xdp = ebpf

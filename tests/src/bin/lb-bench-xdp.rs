@@ -514,12 +514,15 @@ fn attach(ns: &Netns, object: &[u8], program: &str, interface: &str) -> Ebpf {
         let split = program == LB_XDP && ebpf.program(lb_common::programs::LB_XDP_FULL).is_some();
         if split {
             // With the full path it tail-calls (an older build's object has one program).
-            lb_daemon::dataplane::xdp::load_programs(&mut ebpf)
-                .unwrap_or_else(|e| panic!("loading {program}: {e}"));
+            lb_daemon::dataplane::xdp::load_programs(&mut ebpf).unwrap_or_else(|e| {
+                panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
+            });
         }
         let xdp: &mut Xdp = ebpf.program_mut(program).expect("program").try_into().expect("XDP");
         if !split {
-            xdp.load().unwrap_or_else(|e| panic!("loading {program}: {e}"));
+            xdp.load().unwrap_or_else(|e| {
+                panic!("loading {program}: {}", lb_daemon::dataplane::xdp::error_chain(&e))
+            });
         }
         xdp.attach(interface, XdpMode::Driver)
             .unwrap_or_else(|e| panic!("attaching {program} to {interface}: {e}"));
