@@ -147,49 +147,46 @@ enum Tracked {
 fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut GlobalStats) -> Tracked {
     let frame = &Frame::new(ctx.data(), ctx.data_end());
     let now = clock::now_ns();
-    // The packet is sent from a slot of the flow cache: its flow's, or the one the entry from
-    // the connection table is copied into (one kind of pointer for the verifier: with a
-    // pointer into either map, it walked the rest twice and gave up).
-    let (slot, hit) = match cache::lookup(h, settings, now) {
-        Some(slot) => (slot, true),
-        None => {
-            let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
-            // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
-            let entry = unsafe { &mut *entry };
-            if entry.direction == direction::REPLY {
-                if entry.synproxy != 0 {
-                    return Tracked::ProxiedReply;
-                }
-            } else {
-                let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
-                if now.saturating_sub(entry.last_seen_ns) > timeout || sched::real_ref(entry.real).is_none() {
-                    return Tracked::Other;
-                }
-                // The ACK that completes an FNAT handshake carries the client's address (see
-                // `toa`).
-                let toa = h.key.proto == IPPROTO_TCP
-                    && entry.tcp_state == tcp_state::SYN
-                    && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
-                    && entry.method == Method::Fnat as u8
-                    && entry.synproxy == 0
-                    && settings.fnat_toa != 0;
-                entry.last_seen_ns = now;
-                if h.key.proto == IPPROTO_TCP {
-                    track_tcp(entry, h.tcp_flags);
-                }
-                if toa {
-                    stats.flow_hits += 1;
-                    count(frame, entry);
-                    return Tracked::Done(send_with_toa(ctx, h, entry, stats));
-                }
-            }
-            entry.last_seen_ns = now;
-            let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
-            let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
-            (slot, false)
+    // The entry point sent what its flow cache held; a packet that changes its flow's state
+    // empties the flow's slot here.
+    if !cache::stateless(h.tcp_flags) {
+        cache::forget(&h.key);
+    }
+    let Some(entry) = maps::conn(&h.key) else { return Tracked::Unknown };
+    // SAFETY: a value pointer from a successful lookup; only this flow's packets write it.
+    let entry = unsafe { &mut *entry };
+    if entry.direction == direction::REPLY {
+        if entry.synproxy != 0 {
+            return Tracked::ProxiedReply;
         }
-    };
-    match from_slot::<false>(ctx, frame, h, slot, hit, stats) {
+    } else {
+        let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
+        if now.saturating_sub(entry.last_seen_ns) > timeout || sched::real_ref(entry.real).is_none() {
+            return Tracked::Other;
+        }
+        // The ACK that completes an FNAT handshake carries the client's address (see `toa`).
+        let toa = h.key.proto == IPPROTO_TCP
+            && entry.tcp_state == tcp_state::SYN
+            && h.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+            && entry.method == Method::Fnat as u8
+            && entry.synproxy == 0
+            && settings.fnat_toa != 0;
+        entry.last_seen_ns = now;
+        if h.key.proto == IPPROTO_TCP {
+            track_tcp(entry, h.tcp_flags);
+        }
+        if toa {
+            stats.flow_hits += 1;
+            count(frame, entry);
+            return Tracked::Done(send_with_toa(ctx, h, entry, stats));
+        }
+    }
+    entry.last_seen_ns = now;
+    let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
+    // Sent from the slot the entry is copied into (one kind of pointer for the verifier: with
+    // a pointer into either map, it walked the rest twice and gave up).
+    let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
+    match from_slot::<false>(ctx, frame, h, slot, false, stats) {
         Some(outcome) => Tracked::Done(outcome),
         None => Tracked::Other,
     }

@@ -1,21 +1,22 @@
-//! The flow cache: copies of established flows' entries in a per-CPU, direct-mapped array in
-//! front of the connection table, so that most packets of a known flow are sent without a
-//! hash table lookup.
+//! The flow cache: copies of established flows' entries in a per-CPU, two-way set-associative
+//! array in front of the connection table, so that most packets of a known flow are sent
+//! without a hash table lookup.
 //!
 //! Why: the kernel's hash lookup of a flow key (`LBD_CONNS4`, a helper call whose hashing,
 //! bucket walk and compare each return through the return thunk of this machine's Safe RET
 //! mitigation) was about half of an established packet's cost. An array lookup is inlined by
-//! the verifier; the slot's index is a hash of the key that the program computes.
+//! the verifier; the set's index (two slots) is a hash of the key that the program computes.
 //!
-//! Where: the entry point `lb_xdp` looks up plain IPv4 TCP / UDP frames (untagged, no IP
-//! options) itself and sends a hit with no BPF-to-BPF call ([`crate::balancer::cached`]);
-//! everything else, misses included, goes by tail call to `lb_xdp_full`, whose `tracked`
-//! looks again (VLAN-tagged frames and frames with options are served there).
+//! Where: only the entry point `lb_xdp` serves from the cache, and only plain IPv4 frames
+//! (untagged, without IP options, TCP or UDP: [`crate::parse::Frame::plain_ipv4`]), with no
+//! BPF-to-BPF call ([`crate::balancer::cached`]); everything else, misses included, goes by
+//! tail call to `lb_xdp_full`, which fills the slots (a VLAN-tagged frame or one with options
+//! always takes the full path).
 //!
 //! Rules:
 //! - Only IPv4 TCP and UDP packets that change no flow state are served from a slot: TCP
-//!   without SYN, FIN or RST. Such a packet of a flow in a slot empties the slot (on this CPU)
-//!   and takes the full path.
+//!   without SYN, FIN or RST. Such a packet (on the full path) empties its flow's slot on this
+//!   CPU.
 //! - The full path ([`crate::balancer`]'s `tracked`) copies every packet's flow entry into
 //!   its slot and sends the packet from there; the slot keeps an established TCP flow, a UDP
 //!   flow, or a reply entry (NAT, FNAT), not a SYN proxy flow; it is left empty for anything
@@ -51,7 +52,7 @@ use crate::{
     sched::mix,
 };
 
-/// Slots per CPU (a power of two): 768 KiB of 96-byte slots.
+/// Slots per CPU (a power of two): 768 KiB of 96-byte slots, in sets of two.
 const SLOTS: u32 = 8192;
 
 /// How long a slot serves its flow before the full path looks the flow up again.
@@ -61,12 +62,30 @@ const REFRESH_NS: u64 = 1_000_000_000;
 #[btf_map]
 static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize }> = PerCpuArray::new();
 
-/// The slot of `key`, on this CPU.
+/// The set of `key` on this CPU: the two slots its flow may be in.
+///
+/// Two-way: with one slot per hash, the flows whose hashes collide (about one in eight of 1024
+/// flows over 8192 slots) took each other's slot on every packet, and all of their packets
+/// the full path.
 #[inline(always)]
-fn slot(key: &FlowKey) -> Option<&'static mut FlowCacheSlot> {
+fn set(key: &FlowKey) -> Option<[&'static mut FlowCacheSlot; 2]> {
     let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
     let hash = mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto));
-    per_cpu(&LBD_FLOW_CACHE, hash & (SLOTS - 1))
+    let first = hash & (SLOTS - 2);
+    Some([per_cpu(&LBD_FLOW_CACHE, first)?, per_cpu(&LBD_FLOW_CACHE, first | 1)?])
+}
+
+/// The slot of `set` that holds `key`'s flow, if one does.
+#[inline(always)]
+fn find(set: [&'static mut FlowCacheSlot; 2], key: &FlowKey) -> Option<&'static mut FlowCacheSlot> {
+    let [a, b] = set;
+    if holds(a, key) {
+        Some(a)
+    } else if holds(b, key) {
+        Some(b)
+    } else {
+        None
+    }
 }
 
 /// Whether `slot` holds the flow of the IPv4 key `key` (word by word: an array comparison
@@ -84,21 +103,11 @@ pub(crate) fn stateless(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
 }
 
-/// The slot that sends this TCP or UDP packet, if there is one, stamped `now`. A packet that
-/// changes state empties its flow's slot.
+/// The slot that sends this IPv4 TCP or UDP packet, which changes no flow state
+/// ([`stateless`]), if there is one, stamped `now`.
 #[inline(always)]
 pub(crate) fn lookup(h: &Headers, settings: &Settings, now: u64) -> Option<&'static mut FlowCacheSlot> {
-    if h.key.family != family::IPV4 {
-        return None;
-    }
-    let slot = slot(&h.key)?;
-    if !holds(slot, &h.key) {
-        return None;
-    }
-    if !stateless(h.tcp_flags) {
-        slot.key.proto = 0;
-        return None;
-    }
+    let slot = find(set(&h.key)?, &h.key)?;
     if slot.generation != settings.generation || now >= slot.until_ns {
         return None;
     }
@@ -118,7 +127,18 @@ pub(crate) fn offer(
     flow: &Flow,
     timeout_ns: u64,
 ) -> Option<&'static mut FlowCacheSlot> {
-    let slot = slot(&h.key)?;
+    // The flow's own slot, else an empty one, else the one filled first.
+    let [a, b] = set(&h.key)?;
+    let first = if holds(a, &h.key) {
+        true
+    } else if holds(b, &h.key) {
+        false
+    } else if a.key.proto == 0 || b.key.proto == 0 {
+        a.key.proto == 0
+    } else {
+        a.until_ns <= b.until_ns
+    };
+    let slot = if first { a } else { b };
     let cacheable = h.key.family == family::IPV4
         && flow.synproxy == 0
         && stateless(h.tcp_flags)
@@ -135,12 +155,14 @@ pub(crate) fn offer(
     Some(slot)
 }
 
-/// Empties the slot of `key` (on this CPU): its flow's entry is being replaced.
-#[inline(always)]
+/// Empties the slot of `key` (on this CPU): its flow's entry is being replaced, or its state
+/// changes. Not inlined: its two slot pointers made `new_flow`'s frame too large for the
+/// longest chain of frames.
+#[inline(never)]
 pub(crate) fn forget(key: &FlowKey) {
     if key.family == family::IPV4
-        && let Some(slot) = slot(key)
-        && holds(slot, key)
+        && let Some(set) = set(key)
+        && let Some(slot) = find(set, key)
     {
         slot.key.proto = 0;
     }

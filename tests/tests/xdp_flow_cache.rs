@@ -311,3 +311,28 @@ fn a_slot_sends_its_flow_the_full_path_every_second() {
         assert_eq!(program.stats().flow_cache_hits, 3, "and the cache again");
     });
 }
+
+#[test]
+fn flows_whose_hashes_collide_are_all_served_from_the_cache() {
+    // 200 established flows: with one slot per hash (8192 per CPU), about two pairs of them
+    // would share a slot and take it from each other on every packet (these 200 do); sets of
+    // two slots keep both.
+    with_program(|program, ifindex, _| {
+        let vip = addr("10.0.0.101:80");
+        let clients: Vec<SocketAddr> =
+            (0..200u16).map(|i| SocketAddr::new([10, 9, 3, (i % 50) as u8 + 1].into(), 20000 + i)).collect();
+        let acks: Vec<Vec<u8>> = clients.iter().map(|&c| open(program, ifindex, c, vip)).collect();
+        // The first ACK of each flow fills its slot (the full path), the next ones are hits.
+        for ack in &acks {
+            assert_eq!(program.run_on(ifindex, ack).action, XdpAction::Tx);
+        }
+        let hits = program.stats().flow_cache_hits;
+        for round in 0..2 {
+            for ack in &acks {
+                assert_eq!(program.run_on(ifindex, ack).action, XdpAction::Tx);
+            }
+            let served = program.stats().flow_cache_hits - hits;
+            assert_eq!(served, 200 * (round + 1), "round {round}: every packet sent from the cache");
+        }
+    });
+}
