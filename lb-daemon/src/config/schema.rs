@@ -9,12 +9,7 @@
 /// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
-    ("global_defs", "vrrp_iptables"),
     ("global_defs", "vrrp_ipsets"),
-    ("global_defs", "nftables"),
-    ("global_defs", "nftables_priority"),
-    ("global_defs", "nftables_ifindex"),
-    ("global_defs", "nftables_counters"),
     ("global_defs", "vrrp_netlink_cmd_rcv_bufs"),
     ("global_defs", "vrrp_netlink_cmd_rcv_bufs_force"),
     ("global_defs", "vrrp_netlink_monitor_rcv_bufs"),

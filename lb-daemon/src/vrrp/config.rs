@@ -193,6 +193,13 @@ pub struct InstancePlan {
     pub promote_secondaries: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
+    /// Neither the address owner (priority 255) nor in accept mode (`no_accept`, or strict mode
+    /// without `accept`): while MASTER, traffic to and from its VIPs is dropped
+    /// ([`super::firewall`]).
+    pub no_accept: bool,
+    /// `dont_track_primary` without `nftables_ifindex`: its link-local VIPs are blocked by
+    /// interface name rather than index, as keepalived does.
+    pub link_local_by_name: bool,
 }
 
 /// A `vrrp_sync_group` with at least two instances that exist.
@@ -256,6 +263,8 @@ pub struct Plan {
     pub garp_pacing: super::addr::GarpPacing,
     /// `smtp_server` and the mail settings, when `smtp_alert` mails can be sent.
     pub smtp: Option<SmtpPlan>,
+    /// The nftables table of the `no_accept` instances, if there is one.
+    pub firewall: Option<super::firewall::FirewallPlan>,
 }
 
 /// Where `smtp_alert` mails go.
@@ -348,7 +357,21 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
         }
     }
     planner.groups();
+    planner.plan.firewall = firewall_plan(config, &planner.plan.instances);
     (planner.plan, planner.errors)
+}
+
+/// The nftables table when some instance is `no_accept`: keepalived 2.2.7 then uses nftables
+/// whether or not `nftables` (or `vrrp_iptables`) was given.
+fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::firewall::FirewallPlan> {
+    let blocking: Vec<&InstancePlan> = instances.iter().filter(|i| i.no_accept).collect();
+    if blocking.is_empty() {
+        return None;
+    }
+    let mut plan = super::firewall::FirewallPlan::from_globals(&config.global_defs);
+    plan.link_local_by_name = blocking.iter().any(|i| i.link_local_by_name);
+    plan.link_local_by_index = blocking.iter().any(|i| !i.link_local_by_name);
+    Some(plan)
 }
 
 /// The gratuitous ARP / NA pauses: the global ones, and those of each `garp_group` for its
@@ -818,6 +841,9 @@ impl Planner<'_> {
                 .unwrap_or(false),
             promote_secondaries: v.promote_secondaries,
             group: None,
+            // keepalived: accept unless strict mode, and the owner always accepts.
+            no_accept: !v.accept.unwrap_or(!strict) && v.priority != super::packet::PRIORITY_OWNER,
+            link_local_by_name: v.dont_track_primary && !global.nftables_ifindex,
         })
     }
 

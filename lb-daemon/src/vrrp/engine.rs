@@ -31,6 +31,7 @@ use super::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
         vmacs_wanted,
     },
+    firewall::{Blocked, Firewall},
     notify::{Notifier, NotifyScripts, Subject},
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
@@ -241,6 +242,8 @@ struct Engine {
     /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
     /// value), put back at the stop as keepalived does.
     restore_conf: Vec<(String, &'static str, String)>,
+    /// The nftables table of the `no_accept` instances.
+    firewall: Option<Firewall>,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -307,7 +310,19 @@ impl Engine {
         for problem in &problems {
             warn!("{problem}");
         }
-        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp } = plan;
+        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp, firewall } = plan;
+        if let Some(firewall) = &firewall
+            && config.global_defs.nftables.is_none()
+        {
+            // keepalived's words when it picks nftables by itself; lbd has no iptables backend,
+            // so vrrp_iptables gets nftables too.
+            let why = if config.global_defs.vrrp_iptables.is_some() {
+                "vrrp_iptables specified, lbd has no iptables backend"
+            } else {
+                "use_vmac or no_accept/strict specified, but no firewall configured"
+            };
+            info!("{why} - using nftables (table {})", firewall.table);
+        }
 
         let mut track = TrackStatus::default();
         for link in &host.links {
@@ -471,6 +486,7 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
+            firewall: firewall.map(Firewall::spawn),
         })
     }
 
@@ -945,6 +961,12 @@ impl Engine {
                 addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::add_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 info!("({}) setting VIPs.", runner.plan.name);
+                if runner.plan.no_accept
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) setting firewall drop rule", runner.plan.name);
+                    firewall.block(blocked(&runner.plan));
+                }
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
                 runner.extra_garp_at =
@@ -959,6 +981,13 @@ impl Engine {
                 addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
+                if runner.plan.no_accept
+                    && runner.vips_installed
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) removing firewall drop rule", runner.plan.name);
+                    firewall.unblock(blocked(&runner.plan));
+                }
                 runner.vips_installed = false;
                 runner.lease_renewed = None;
                 runner.extra_garp_at = None;
@@ -1177,6 +1206,11 @@ impl Engine {
             }
         }
         self.notifier.close(STOP_NOTIFY_WAIT).await;
+        // keepalived deletes its tables as it stops; a reload's next engine makes them anew
+        // for the instances it keeps in MASTER.
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
         for (interface, key, previous) in &self.restore_conf {
             // A reload's next engine sets it again if its configuration still asks.
             if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
@@ -1192,6 +1226,11 @@ impl Engine {
         }
         info!("VRRP stopped");
     }
+}
+
+/// What instance `plan` blocks while MASTER: its VIPs, excluded ones included.
+fn blocked(plan: &InstancePlan) -> Vec<Blocked> {
+    plan.vips.iter().chain(&plan.excluded).map(|vip| Blocked::of(vip, plan.link_local_by_name)).collect()
 }
 
 /// `vrrp_startup_delay`: when the delay that began with the first VRRP engine of this process

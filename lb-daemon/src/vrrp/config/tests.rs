@@ -398,3 +398,29 @@ fn track_src_ip_tracks_a_configured_source_only() {
     // keepalived ignores the keyword when the source comes from the interface.
     assert_eq!(tracked(&only(&instance(""))), []);
 }
+
+#[test]
+fn no_accept_follows_strict_mode_accept_and_the_owner_and_brings_the_nftables_table() {
+    let no_accept = |global: &str, extra: &str| {
+        let (plan, errors) = planned(&format!("global_defs {{\n{global}}}\n{}", instance(extra)));
+        assert_eq!(plan.instances.len(), 1, "{errors:?}");
+        (plan.instances[0].no_accept, plan.firewall)
+    };
+    assert_eq!(no_accept("", ""), (false, None), "accept unless strict");
+    let (blocks, firewall) = no_accept(" vrrp_strict\n", " version 3\n");
+    assert!(blocks);
+    let firewall = firewall.unwrap_or_else(|| panic!("no table"));
+    assert_eq!((firewall.table.as_str(), firewall.priority, firewall.counters), ("keepalived", -1, false));
+    assert!(firewall.link_local_by_index && !firewall.link_local_by_name);
+    assert_eq!(no_accept(" vrrp_strict\n", " version 3\n accept\n"), (false, None));
+    assert_eq!(no_accept(" vrrp_strict\n", " version 3\n priority 255\n"), (false, None), "the owner");
+    let (blocks, firewall) = no_accept(
+        " nftables lbdtab\n nftables_priority 7\n nftables_counters\n",
+        " no_accept\n dont_track_primary\n",
+    );
+    let firewall = firewall.unwrap_or_else(|| panic!("no table"));
+    assert!(blocks && firewall.counters && firewall.link_local_by_name && !firewall.link_local_by_index);
+    assert_eq!((firewall.table.as_str(), firewall.priority), ("lbdtab", 7));
+    let (_, firewall) = no_accept(" nftables_ifindex\n", " no_accept\n dont_track_primary\n");
+    assert!(firewall.is_some_and(|f| f.link_local_by_index && !f.link_local_by_name));
+}
