@@ -1,10 +1,16 @@
 //! keepalived keywords about how the VRRP child uses its host, shown in namespaces with a
 //! running lbd: `nftables` / `no_accept` (the table keepalived 2.2.7 makes, compared rule for rule
-//! with a real keepalived's, and traffic to a non-accepting master's VIP dropped).
+//! with a real keepalived's, and traffic to a non-accepting master's VIP dropped), and the
+//! receive buffers (`kernel_rx_buf_size`, `vrrp_rx_bufs_policy`, `vrrp_rx_bufs_multiplier`,
+//! `vrrp_netlink_cmd_rcv_bufs(_force)`, `vrrp_netlink_monitor_rcv_bufs(_force)`), read back from
+//! the sockets of a running lbd and of a real keepalived.
 
 mod vrrp_kit;
 
-use std::time::Duration;
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Duration,
+};
 
 use lb_tests::lab::{Lab, Netns, wait_until};
 use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
@@ -124,4 +130,113 @@ fn the_nftables_table_is_keepalived_s_rule_for_rule() {
     terminate(&mut lbd, "lbd2");
     assert_eq!(ruleset(&r[1]).trim(), ruleset(&r[0]).trim(), "after the stop");
     assert!(ruleset(&r[1]).trim().is_empty());
+}
+
+/// A socket of a process, as getsockopt tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketInfo {
+    domain: i32,
+    protocol: i32,
+    rcvbuf: i32,
+}
+
+fn int_option(fd: &OwnedFd, option: i32) -> i32 {
+    let mut value: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: getsockopt of an int option into a c_int of the length given.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut len)
+    };
+    assert_eq!(rc, 0, "getsockopt {option}: {}", std::io::Error::last_os_error());
+    value
+}
+
+/// Every socket `pid` holds, through duplicates of its descriptors (pidfd_getfd, as root).
+fn sockets(pid: i32) -> Vec<SocketInfo> {
+    // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(pidfd >= 0, "pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just returned to us, owned from here on.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).unwrap_or(-1)) };
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"));
+    for entry in entries.flatten() {
+        let is_socket =
+            std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        let Some(target) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: pidfd_getfd(pidfd, fd, 0) returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a descriptor just returned to us, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) };
+        found.push(SocketInfo {
+            domain: int_option(&fd, libc::SO_DOMAIN),
+            protocol: int_option(&fd, libc::SO_PROTOCOL),
+            rcvbuf: int_option(&fd, libc::SO_RCVBUF),
+        });
+    }
+    found
+}
+
+/// The pid in the lab's pid file `LABEL-vrrp.pid`.
+fn vrrp_pid(lab: &Lab, label: &str) -> i32 {
+    let path = lab.dir().join(format!("{label}-vrrp.pid"));
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
+}
+
+/// The receive buffers of `pid`'s IPv4 VRRP sockets and its rtnetlink sockets.
+fn buffers(pid: i32) -> (Vec<i32>, Vec<i32>) {
+    let all = sockets(pid);
+    let of = |domain: i32, protocol: i32| -> Vec<i32> {
+        let mut sizes: Vec<i32> =
+            all.iter().filter(|s| s.domain == domain && s.protocol == protocol).map(|s| s.rcvbuf).collect();
+        sizes.sort_unstable();
+        sizes
+    };
+    (of(libc::AF_INET, 112), of(libc::AF_NETLINK, libc::NETLINK_ROUTE))
+}
+
+#[test]
+fn receive_buffers_are_set_as_keepalived_sets_them() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 74, 2);
+    // The command sockets' 5 MB is above net.core.rmem_max (4 MB here): only SO_RCVBUFFORCE
+    // gets it.
+    let global = "  vrrp_rx_bufs_policy MTU\n  vrrp_rx_bufs_multiplier 4\n  vrrp_netlink_cmd_rcv_bufs 5000000\n  \
+                  vrrp_netlink_cmd_rcv_bufs_force true\n  vrrp_netlink_monitor_rcv_bufs 400000\n";
+    let instances = |vrid: u8| {
+        [("VI_1", ""), ("VI_2", ""), ("VI_3", "  kernel_rx_buf_size 50000\n")]
+            .iter()
+            .zip(vrid..)
+            .map(|((name, extra), vrid)| {
+                instance(name, vrid, 100, "1", &[&format!("10.74.0.{}/24", 100 + vrid)], extra)
+            })
+            .collect::<Vec<_>>()
+    };
+    let _keepalived = start_keepalived(&lab, &r[0], "keepalived1", &config("r1", global, &instances(10)));
+    let lbd = start_lbd(&mut lab, &r[1], "lbd2", &config("r2", global, &instances(20)));
+    let (theirs_vrrp, theirs_netlink) = buffers(vrrp_pid(&lab, "keepalived1"));
+    let (ours_vrrp, ours_netlink) = buffers(vrrp_pid(&lab, "lbd2"));
+    eprintln!("keepalived: VRRP {theirs_vrrp:?}, rtnetlink {theirs_netlink:?}");
+    eprintln!("lbd: VRRP {ours_vrrp:?}, rtnetlink {ours_netlink:?}");
+    // The kernel doubles what is asked: MTU 1500 × 4 for VI_1 and VI_2, plus VI_3's 50000.
+    let expected = 2 * (1500 * 4 * 2 + 50_000);
+    // keepalived's receiving socket has it (its sending one has the minimum); lbd sends and
+    // receives on one socket.
+    assert_eq!(theirs_vrrp.last(), Some(&expected), "keepalived: {theirs_vrrp:?}");
+    assert_eq!(ours_vrrp, [expected], "lbd: {}", lbd.log());
+    // keepalived: one command socket (forced past rmem_max), one monitor socket.
+    assert_eq!(theirs_netlink, [800_000, 10_000_000]);
+    // lbd has more command connections (the VIP lease renewer has its own): each is sized.
+    assert!(ours_netlink.contains(&800_000) && ours_netlink.contains(&10_000_000), "{ours_netlink:?}");
+    assert!(ours_netlink.iter().all(|size| [800_000, 10_000_000].contains(size)), "{ours_netlink:?}");
 }

@@ -10,12 +10,6 @@
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
-    ("global_defs", "vrrp_netlink_cmd_rcv_bufs"),
-    ("global_defs", "vrrp_netlink_cmd_rcv_bufs_force"),
-    ("global_defs", "vrrp_netlink_monitor_rcv_bufs"),
-    ("global_defs", "vrrp_netlink_monitor_rcv_bufs_force"),
-    ("global_defs", "vrrp_rx_bufs_policy"),
-    ("global_defs", "vrrp_rx_bufs_multiplier"),
     ("global_defs", "vmac_addr_prefix"),
     ("global_defs", "disable_local_igmp"),
     ("global_defs", "max_auto_priority"),
@@ -30,7 +24,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),
     ("vrrp_instance", "linkbeat_use_polling"),
-    ("vrrp_instance", "kernel_rx_buf_size"),
 ];
 
 /// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).

@@ -197,6 +197,9 @@ pub struct InstancePlan {
     /// without `accept`): while MASTER, traffic to and from its VIPs is dropped
     /// ([`super::firewall`]).
     pub no_accept: bool,
+    /// `kernel_rx_buf_size`, else what `vrrp_rx_bufs_policy` gives it (0: neither): its share
+    /// of its socket's receive buffer, which is the sum of its instances' shares.
+    pub rx_buf_size: u32,
     /// `dont_track_primary` without `nftables_ifindex`: its link-local VIPs are blocked by
     /// interface name rather than index, as keepalived does.
     pub link_local_by_name: bool,
@@ -374,6 +377,35 @@ fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::f
     Some(plan)
 }
 
+/// An instance's share of its socket's receive buffer, as keepalived 2.2.7 computes it (measured:
+/// `kernel_rx_buf_size`, else per `vrrp_rx_bufs_policy`: the interface's MTU or the advert's
+/// size, IP header included, times `vrrp_rx_bufs_multiplier` (3), or the size given; else 0).
+fn rx_buf_size(v: &VrrpInstance, global: &model::GlobalDefs, mtu: u32, params: &InstanceParams) -> u32 {
+    let saturate = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    if let Some(size) = v.kernel_rx_buf_size.filter(|s| *s > 0) {
+        return saturate(size);
+    }
+    let multiplier = u64::from(global.vrrp_rx_bufs_multiplier.unwrap_or(3));
+    match global.vrrp_rx_bufs_policy {
+        None => 0,
+        Some(model::RxBufsPolicy::Size(size)) => saturate(size),
+        Some(model::RxBufsPolicy::Mtu) => saturate(u64::from(mtu) * multiplier),
+        Some(model::RxBufsPolicy::Advert) => saturate(advert_size(params) * multiplier),
+    }
+}
+
+/// The size of an instance's advert with its IP header (and AH header).
+fn advert_size(params: &InstanceParams) -> u64 {
+    let (ip_header, addresses) = match &params.addresses {
+        AddressList::V4(a) => (20, 4 * a.len()),
+        AddressList::V6(a) => (40, 16 * a.len()),
+    };
+    let ah = if matches!(params.authentication, Authentication::Ah(_)) { 24 } else { 0 };
+    // VRRPv2 always carries 8 bytes of authentication data.
+    let auth_data = if params.version == Version::V2 { 8 } else { 0 };
+    u64::try_from(ip_header + ah + 8 + addresses + auth_data).unwrap_or(u64::MAX)
+}
+
 /// The gratuitous ARP / NA pauses: the global ones, and those of each `garp_group` for its
 /// interfaces (an interface that does not exist is reported and left out).
 fn garp_pacing(config: &Config, host: &HostView, errors: &mut Vec<PlanError>) -> super::addr::GarpPacing {
@@ -429,6 +461,7 @@ pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanErr
         running: false,
         loopback: false,
         mac: Vec::new(),
+        mtu: 0,
     });
     for entry in &config.static_ipaddress {
         let planned = match (&entry.dev, &default_link) {
@@ -737,6 +770,7 @@ impl Planner<'_> {
             .down_timer_adverts
             .or(global.vrrp_down_timer_adverts)
             .unwrap_or(super::state::DOWN_TIMER_ADVERTS);
+        let rx_buf_size = rx_buf_size(v, global, interface.mtu, &params);
         // Catch what the state machine refuses now, with the instance's name.
         super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
 
@@ -844,6 +878,7 @@ impl Planner<'_> {
             // keepalived: accept unless strict mode, and the owner always accepts.
             no_accept: !v.accept.unwrap_or(!strict) && v.priority != super::packet::PRIORITY_OWNER,
             link_local_by_name: v.dont_track_primary && !global.nftables_ifindex,
+            rx_buf_size,
         })
     }
 

@@ -43,7 +43,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime, sysctl, vmac::link_local_from_mac},
+    netlink::{Netlink, RcvBuf, addr::Lifetime, sysctl, vmac::link_local_from_mac},
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -328,12 +328,20 @@ impl Engine {
         for link in &host.links {
             track.interfaces.insert(link.name.clone(), link.up && link.running);
         }
-        let mut tasks = vec![track::spawn_links(updates.clone()).map_err(VrrpError::Netlink)?];
+        let global = &config.global_defs;
+        let monitor_rcvbuf = RcvBuf::from_keywords(
+            global.vrrp_netlink_monitor_rcv_bufs,
+            global.vrrp_netlink_monitor_rcv_bufs_force,
+        );
+        let cmd_rcvbuf =
+            RcvBuf::from_keywords(global.vrrp_netlink_cmd_rcv_bufs, global.vrrp_netlink_cmd_rcv_bufs_force);
+        let mut tasks =
+            vec![track::spawn_links(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?];
         if instances
             .iter()
             .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
         {
-            tasks.push(track::spawn_addresses(updates.clone()).map_err(VrrpError::Netlink)?);
+            tasks.push(track::spawn_addresses(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?);
         }
         track.addresses = host
             .addresses
@@ -422,6 +430,19 @@ impl Engine {
                 last_mail: None,
             });
         }
+        // kernel_rx_buf_size / vrrp_rx_bufs_policy: a socket's buffer is the sum of its
+        // instances' shares, as keepalived sets it.
+        for (socket, (_, vrrp_socket)) in sockets.iter().enumerate() {
+            let bytes = runners
+                .iter()
+                .filter(|r| r.socket == socket)
+                .fold(0u32, |sum, r| sum.saturating_add(r.plan.rx_buf_size));
+            if bytes > 0
+                && let Err(e) = vrrp_socket.set_receive_buffer(bytes)
+            {
+                warn!("cannot set the receive buffer of a VRRP socket to {bytes} bytes: {e}");
+            }
+        }
         let mut group_runners = Vec::new();
         for mut group in groups {
             group.members =
@@ -475,7 +496,7 @@ impl Engine {
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
             notifier: Notifier::spawn(&fifos(config, &script_policy)),
             garp: Gratuitous::spawn(garp_pacing),
-            renewer: Renewer::spawn(netlink.clone()),
+            renewer: Renewer::spawn(netlink.clone(), cmd_rcvbuf),
             smtp,
             no_email_faults: config.global_defs.no_email_faults,
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,

@@ -36,7 +36,7 @@ use super::{
     script::{Outcome, PreparedScript},
 };
 use crate::netlink::{
-    NetlinkError,
+    NetlinkError, RcvBuf,
     monitor::{AddressChange, AddressMonitor, LinkChange, LinkMonitor},
 };
 
@@ -351,8 +351,12 @@ pub fn spawn_file(
 }
 
 /// Reports link changes (up = IFF_UP and IFF_RUNNING) as keepalived's netlink reflector does.
-pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<()>, NetlinkError> {
-    let mut monitor = LinkMonitor::open()?;
+/// The subscription's receive buffer is `rcvbuf` if given (`vrrp_netlink_monitor_rcv_bufs`).
+pub fn spawn_links(
+    updates: UnboundedSender<TrackUpdate>,
+    rcvbuf: Option<RcvBuf>,
+) -> Result<JoinHandle<()>, NetlinkError> {
+    let mut monitor = LinkMonitor::open(rcvbuf)?;
     Ok(tokio::spawn(async move {
         while let Some(change) = monitor.next().await {
             let update = match change {
@@ -369,8 +373,11 @@ pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<(
 }
 
 /// Reports addresses added to and removed from interfaces (for `track_src_ip`).
-pub fn spawn_addresses(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<()>, NetlinkError> {
-    let mut monitor = AddressMonitor::open()?;
+pub fn spawn_addresses(
+    updates: UnboundedSender<TrackUpdate>,
+    rcvbuf: Option<RcvBuf>,
+) -> Result<JoinHandle<()>, NetlinkError> {
+    let mut monitor = AddressMonitor::open(rcvbuf)?;
     Ok(tokio::spawn(async move {
         while let Some(change) = monitor.next().await {
             if updates.send(TrackUpdate::Address(change)).is_err() {

@@ -13,6 +13,7 @@ fn host() -> HostView {
         running: true,
         loopback: false,
         mac: vec![2, 0, 0, 0, 0, mac],
+        mtu: 1500,
     };
     HostView {
         links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
@@ -423,4 +424,22 @@ fn no_accept_follows_strict_mode_accept_and_the_owner_and_brings_the_nftables_ta
     assert_eq!((firewall.table.as_str(), firewall.priority), ("lbdtab", 7));
     let (_, firewall) = no_accept(" nftables_ifindex\n", " no_accept\n dont_track_primary\n");
     assert!(firewall.is_some_and(|f| f.link_local_by_index && !f.link_local_by_name));
+}
+
+#[test]
+fn an_instance_s_receive_buffer_share_follows_keepalived_s_policy() {
+    let share = |global: &str, extra: &str| {
+        let (plan, errors) = planned(&format!("global_defs {{\n{global}}}\n{}", instance(extra)));
+        assert_eq!(plan.instances.len(), 1, "{errors:?}");
+        plan.instances[0].rx_buf_size
+    };
+    assert_eq!(share("", ""), 0, "the system's default");
+    assert_eq!(share("", " kernel_rx_buf_size 50000\n"), 50_000);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n", ""), 4_500);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n vrrp_rx_bufs_multiplier 4\n", ""), 6_000);
+    // keepalived 2.2.7, measured: a VRRPv2 advert with one VIP is 40 bytes (20 of IP header).
+    assert_eq!(share(" vrrp_rx_bufs_policy ADVERT\n", ""), 120);
+    assert_eq!(share(" vrrp_rx_bufs_policy ADVERT\n", " version 3\n"), 96);
+    assert_eq!(share(" vrrp_rx_bufs_policy 100000\n", ""), 100_000);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n", " kernel_rx_buf_size 7\n"), 7, "the instance's own wins");
 }
