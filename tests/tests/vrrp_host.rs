@@ -3,7 +3,9 @@
 //! with a real keepalived's, and traffic to a non-accepting master's VIP dropped), and the
 //! receive buffers (`kernel_rx_buf_size`, `vrrp_rx_bufs_policy`, `vrrp_rx_bufs_multiplier`,
 //! `vrrp_netlink_cmd_rcv_bufs(_force)`, `vrrp_netlink_monitor_rcv_bufs(_force)`), read back from
-//! the sockets of a running lbd and of a real keepalived.
+//! the sockets of a running lbd and of a real keepalived, and `max_auto_priority` /
+//! `min_auto_priority_delay` (the VRRP thread's real-time priority rising after the process was
+//! stopped past the delay).
 
 mod vrrp_kit;
 
@@ -239,4 +241,60 @@ fn receive_buffers_are_set_as_keepalived_sets_them() {
     // lbd has more command connections (the VIP lease renewer has its own): each is sized.
     assert!(ours_netlink.contains(&800_000) && ours_netlink.contains(&10_000_000), "{ours_netlink:?}");
     assert!(ours_netlink.iter().all(|size| [800_000, 10_000_000].contains(size)), "{ours_netlink:?}");
+}
+
+/// The real-time priorities of `pid`'s threads that run SCHED_RR (from /proc/PID/task/*/stat).
+fn round_robin_priorities(pid: i32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{pid}: {e}"));
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // Fields 40 (rt_priority) and 41 (policy), counted from the state (field 3).
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let (Some(priority), Some(policy)) = (fields.get(37), fields.get(38)) else { continue };
+        if policy.parse::<i32>().ok() == Some(libc::SCHED_RR) {
+            found.push(priority.parse().unwrap_or(0));
+        }
+    }
+    found
+}
+
+#[test]
+fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 75, 1);
+    let conf = config(
+        "r1",
+        "  max_auto_priority 3\n  min_auto_priority_delay 100000\n",
+        &[instance("VI_1", 75, 150, "0.2", &["10.75.0.100/24"], "  version 3\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(75, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let pid = vrrp_pid(&lab, "lbd1");
+    // lbd's VRRP thread is real-time from the start, at 1.
+    assert_eq!(round_robin_priorities(pid), [1], "{}", lbd.log());
+    let child = nix::unistd::Pid::from_raw(pid);
+    for expected in [2, 3, 3] {
+        let lines = lbd.log().matches("A thread timer expired").count();
+        // Stopped for 0.5 s: the next advert timer runs far more than 0.1 s late.
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP).unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(500));
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGCONT).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while lbd.log().matches("A thread timer expired").count() == lines
+            || round_robin_priorities(pid) != [expected]
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no late timer seen or priority not {expected}: {:?}; log:\n{}",
+                round_robin_priorities(pid),
+                lbd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // One step per late timer, never past max_auto_priority.
+    assert!(lbd.log().contains("Set realtime priority 2") && lbd.log().contains("Set realtime priority 3"));
+    assert!(!lbd.log().contains("Set realtime priority 4"), "{}", lbd.log());
 }

@@ -72,7 +72,9 @@ pub async fn run(
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
-    super::sched::apply(&config.global_defs);
+    let real_time = super::sched::apply(&config.global_defs);
+    let current = if real_time { super::sched::rt_priority(&config.global_defs) } else { 0 };
+    let mut auto_priority = super::sched::AutoPriority::from_globals(&config.global_defs, current);
     engine.start().await;
     let mut timer = match Timer::new() {
         Ok(timer) => Some(timer),
@@ -109,6 +111,10 @@ pub async fn run(
                 }
             },
             () = sleep_until(deadline, timer.as_mut()) => {
+                // max_auto_priority: how late this wake-up is.
+                if let (Some(auto), Some(due)) = (&mut auto_priority, deadline) {
+                    auto.check(Instant::now().saturating_duration_since(due));
+                }
                 // Adverts that arrived before the timer is handled count: what the sockets
                 // still hold (without a system call unless their last readiness event said
                 // there is something to read).
