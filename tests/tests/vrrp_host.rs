@@ -5,7 +5,8 @@
 //! `vrrp_netlink_cmd_rcv_bufs(_force)`, `vrrp_netlink_monitor_rcv_bufs(_force)`), read back from
 //! the sockets of a running lbd and of a real keepalived, and `max_auto_priority` /
 //! `min_auto_priority_delay` (the VRRP thread's real-time priority rising after the process was
-//! stopped past the delay).
+//! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
+//! second apart, not by netlink events).
 
 mod vrrp_kit;
 
@@ -297,4 +298,37 @@ fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
     // One step per late timer, never past max_auto_priority.
     assert!(lbd.log().contains("Set realtime priority 2") && lbd.log().contains("Set realtime priority 3"));
     assert!(!lbd.log().contains("Set realtime priority 4"), "{}", lbd.log());
+}
+
+#[test]
+fn linkbeat_use_polling_sees_link_down_by_polling_every_second() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 76, 1);
+    let conf = config(
+        "r1",
+        "",
+        &[instance("VI_1", 76, 150, "0.2", &["10.76.0.100/24"], "  version 3\n  linkbeat_use_polling\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(76, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    // keepalived 2.2.7, measured the same way: FAULT 6, 11, 99, 197, 373 and 948 ms after the
+    // link went down (a poll a second); through netlink events it takes milliseconds.
+    let mut delays = Vec::new();
+    for offset in [130, 470, 820, 250, 610] {
+        std::thread::sleep(Duration::from_millis(offset));
+        let down = std::time::Instant::now();
+        r[0].ip(&["link", "set", "eth0", "down"]);
+        let gone = w1.wait_for(false, Duration::from_secs(3));
+        delays.push(gone.saturating_duration_since(down));
+        r[0].ip(&["link", "set", "eth0", "up"]);
+        w1.wait_for(true, Duration::from_secs(5));
+    }
+    eprintln!("link down to FAULT: {delays:?}");
+    let log = lbd.log();
+    assert!(log.contains("Linkbeat reports eth0 down") && log.contains("Linkbeat reports eth0 up"), "{log}");
+    assert!(!log.contains("Netlink reports eth0"), "a netlink event was acted on:\n{log}");
+    assert!(delays.iter().all(|d| *d < Duration::from_millis(1_500)), "{delays:?}");
+    // Five polls at random phases: not all within 150 ms of the event, as netlink would be.
+    assert!(delays.iter().any(|d| *d > Duration::from_millis(150)), "{delays:?}");
 }

@@ -21,7 +21,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("vrrp_instance", "vrf"),
     ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),
-    ("vrrp_instance", "linkbeat_use_polling"),
 ];
 
 /// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).

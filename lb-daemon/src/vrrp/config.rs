@@ -268,6 +268,9 @@ pub struct Plan {
     pub smtp: Option<SmtpPlan>,
     /// The nftables table of the `no_accept` instances, if there is one.
     pub firewall: Option<super::firewall::FirewallPlan>,
+    /// The interfaces whose link state is polled rather than followed through netlink
+    /// (`linkbeat_use_polling`, `linkbeat_interfaces`).
+    pub linkbeat: Vec<String>,
 }
 
 /// Where `smtp_alert` mails go.
@@ -361,6 +364,7 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
     }
     planner.groups();
     planner.plan.firewall = firewall_plan(config, &planner.plan.instances);
+    planner.plan.linkbeat = linkbeat(config, &planner.plan.instances);
     (planner.plan, planner.errors)
 }
 
@@ -375,6 +379,28 @@ fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::f
     plan.link_local_by_name = blocking.iter().any(|i| i.link_local_by_name);
     plan.link_local_by_index = blocking.iter().any(|i| !i.link_local_by_name);
     Some(plan)
+}
+
+/// The interfaces linkbeat polls: those of `linkbeat_interfaces`, the interface of each instance
+/// with `linkbeat_use_polling` (keepalived's deprecated instance keyword), and with the global
+/// `linkbeat_use_polling` every interface an instance tracks.
+fn linkbeat(config: &Config, instances: &[InstancePlan]) -> Vec<String> {
+    let mut names: Vec<String> = config.linkbeat_interfaces.iter().map(|l| l.name.clone()).collect();
+    for plan in instances {
+        let configured = config.vrrp_instances.iter().find(|v| v.name == plan.name);
+        if configured.is_some_and(|v| v.linkbeat_use_polling) {
+            names.push(plan.base_interface.name.clone());
+        }
+        if config.global_defs.linkbeat_use_polling {
+            names.extend(plan.tracking.iter().filter_map(|t| match &t.object {
+                TrackedObject::Interface(name) => Some(name.clone()),
+                _ => None,
+            }));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// An instance's share of its socket's receive buffer, as keepalived 2.2.7 computes it (measured:

@@ -316,7 +316,8 @@ impl Engine {
         for problem in &problems {
             warn!("{problem}");
         }
-        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp, firewall } = plan;
+        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp, firewall, linkbeat } =
+            plan;
         if let Some(firewall) = &firewall
             && config.global_defs.nftables.is_none()
         {
@@ -341,8 +342,14 @@ impl Engine {
         );
         let cmd_rcvbuf =
             RcvBuf::from_keywords(global.vrrp_netlink_cmd_rcv_bufs, global.vrrp_netlink_cmd_rcv_bufs_force);
-        let mut tasks =
-            vec![track::spawn_links(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?];
+        let mut tasks = vec![
+            track::spawn_links(updates.clone(), monitor_rcvbuf, linkbeat.clone())
+                .map_err(VrrpError::Netlink)?,
+        ];
+        if !linkbeat.is_empty() {
+            info!("Using MII-BMSR/ETHTOOL NIC polling thread(s)... ({})", linkbeat.join(", "));
+            tasks.push(track::spawn_linkbeat(linkbeat, updates.clone()));
+        }
         if instances
             .iter()
             .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
@@ -756,12 +763,13 @@ impl Engine {
 
     async fn track(&mut self, update: TrackUpdate) {
         match update {
-            TrackUpdate::Interface { name, up } => {
+            TrackUpdate::Interface { name, up, polled } => {
                 let before = self.track.interfaces.insert(name.clone(), up);
                 if before == Some(up) {
                     return;
                 }
-                info!("Netlink reports {name} {}", if up { "up" } else { "down" });
+                let by = if polled { "Linkbeat" } else { "Netlink" };
+                info!("{by} reports {name} {}", if up { "up" } else { "down" });
             }
             TrackUpdate::Script { index, ok } => {
                 let Some(script) = self.track.scripts.get_mut(index) else { return };

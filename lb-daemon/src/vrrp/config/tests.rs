@@ -443,3 +443,16 @@ fn an_instance_s_receive_buffer_share_follows_keepalived_s_policy() {
     assert_eq!(share(" vrrp_rx_bufs_policy 100000\n", ""), 100_000);
     assert_eq!(share(" vrrp_rx_bufs_policy MTU\n", " kernel_rx_buf_size 7\n"), 7, "the instance's own wins");
 }
+
+#[test]
+fn linkbeat_polls_the_interfaces_keepalived_polls() {
+    let polled = |top: &str, extra: &str| planned(&format!("{top}{}", instance(extra))).0.linkbeat;
+    assert!(polled("", "").is_empty());
+    assert_eq!(polled("", " linkbeat_use_polling\n"), ["eth0"]);
+    assert_eq!(polled("linkbeat_interfaces {\n eth1 ETHTOOL\n}\n", ""), ["eth1"]);
+    assert_eq!(
+        polled("linkbeat_use_polling\n", " track_interface {\n  eth1\n }\n"),
+        ["eth0", "eth1"],
+        "every tracked interface"
+    );
+}
