@@ -6,7 +6,8 @@
 //! the sockets of a running lbd and of a real keepalived, and `max_auto_priority` /
 //! `min_auto_priority_delay` (the VRRP thread's real-time priority rising after the process was
 //! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
-//! second apart, not by netlink events).
+//! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
+//! answered as keepalived 2.2.7 answers it.
 
 mod vrrp_kit;
 
@@ -331,4 +332,46 @@ fn linkbeat_use_polling_sees_link_down_by_polling_every_second() {
     assert!(delays.iter().all(|d| *d < Duration::from_millis(1_500)), "{delays:?}");
     // Five polls at random phases: not all within 150 ms of the event, as netlink would be.
     assert!(delays.iter().any(|d| *d > Duration::from_millis(150)), "{delays:?}");
+}
+
+#[test]
+fn a_vip_deleted_by_hand_makes_the_master_send_priority_zero_and_take_its_vips_back() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 77, 2);
+    let conf = config(
+        "r1",
+        "",
+        &[instance("VI_1", 77, 150, "0.2", &["10.77.0.100/24", "10.77.0.101/24"], "  version 3\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(77, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let mut tcpdump =
+        r[1].spawn("tcpdump", "tcpdump", &["-i", "eth0", "-nn", "-l", "-v", "ip", "proto", "112"]);
+    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
+        tcpdump.assert_running();
+        tcpdump.log().contains("listening on")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcpdump.log().contains("prio 0"), "{}", tcpdump.log());
+    r[0].ip(&["addr", "del", "10.77.0.100/24", "dev", "eth0"]);
+    // keepalived 2.2.7, measured: "Netlink reflector reports IP 10.77.0.100 removed from eth0",
+    // "(VI_1) Entering BACKUP STATE", "(VI_1) sent 0 priority", "(VI_1) removing VIPs.", then
+    // "(VI_1) Receive advertisement timeout" and MASTER again, both VIPs set, within a second.
+    wait_until(Duration::from_secs(3), "MASTER again", || {
+        lbd.log().matches("Entering MASTER STATE").count() == 2
+    });
+    w1.wait_for(true, Duration::from_secs(2));
+    let other = r[0].ip(&["-br", "addr", "show", "dev", "eth0"]);
+    assert!(other.contains("10.77.0.101/24"), "{other}");
+    let log = lbd.log();
+    let at = |line: &str| log.find(line).unwrap_or_else(|| panic!("no {line:?} in:\n{log}"));
+    let reported = at("Netlink reflector reports IP 10.77.0.100 removed from eth0");
+    let backup = at("(VI_1) Entering BACKUP STATE\n");
+    let zero = at("(VI_1) sent 0 priority");
+    let master = log.rfind("(VI_1) Entering MASTER STATE").unwrap_or_default();
+    assert!(reported < backup && reported < zero && backup < master && zero < master, "{log}");
+    wait_until(Duration::from_secs(3), "the priority-0 advert on the wire", || {
+        tcpdump.log().contains("prio 0")
+    });
 }

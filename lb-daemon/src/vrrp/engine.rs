@@ -350,12 +350,8 @@ impl Engine {
             info!("Using MII-BMSR/ETHTOOL NIC polling thread(s)... ({})", linkbeat.join(", "));
             tasks.push(track::spawn_linkbeat(linkbeat, updates.clone()));
         }
-        if instances
-            .iter()
-            .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
-        {
-            tasks.push(track::spawn_addresses(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?);
-        }
+        // Address events: track_src_ip, and a MASTER's VIP deleted by hand.
+        tasks.push(track::spawn_addresses(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?);
         track.addresses = host
             .addresses
             .iter()
@@ -784,6 +780,9 @@ impl Engine {
                 *slot = value;
             }
             TrackUpdate::Address(change) => {
+                if !change.added {
+                    self.vip_removed(change.ifindex, change.addr).await;
+                }
                 let key = (change.ifindex, change.addr);
                 let changed = if change.added {
                     self.track.addresses.insert(key)
@@ -1059,6 +1058,43 @@ impl Engine {
                 }
                 reason => self.discarded(i, reason.to_string()),
             },
+        }
+    }
+
+    /// A VIP of a MASTER instance went from `ifindex` without lbd removing it (`ip addr del`):
+    /// [`Event::VipRemoved`], once the kernel confirms it is gone (the event may be that of an
+    /// earlier removal of lbd's own, since put back).
+    async fn vip_removed(&mut self, ifindex: u32, address: IpAddr) {
+        let owners: Vec<usize> = (0..self.runners.len())
+            .filter(|&i| {
+                let runner = &self.runners[i];
+                runner.vips_installed
+                    && runner.machine.state() == State::Master
+                    && runner
+                        .plan
+                        .vips
+                        .iter()
+                        .chain(&runner.plan.excluded)
+                        .any(|v| v.address.ifindex == ifindex && v.address.addr == address)
+            })
+            .collect();
+        if owners.is_empty() {
+            return;
+        }
+        match self.netlink.addresses(ifindex).await {
+            Ok(present) if present.iter().any(|a| a.addr == address) => return,
+            Ok(_) => {}
+            Err(e) => {
+                warn!("cannot check whether VIP {address} is still there: {}", chain(&e));
+                return;
+            }
+        }
+        let link = self.track_link_name(ifindex);
+        info!("Netlink reflector reports IP {address} removed from {link}");
+        let now = Instant::now();
+        for i in owners {
+            let actions = self.runners[i].machine.handle(Event::VipRemoved, now);
+            self.execute(i, actions).await;
         }
     }
 
