@@ -7,7 +7,8 @@
 //! `min_auto_priority_delay` (the VRRP thread's real-time priority rising after the process was
 //! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
 //! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
-//! answered as keepalived 2.2.7 answers it.
+//! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
+//! group).
 
 mod vrrp_kit;
 
@@ -374,4 +375,36 @@ fn a_vip_deleted_by_hand_makes_the_master_send_priority_zero_and_take_its_vips_b
     wait_until(Duration::from_secs(3), "the priority-0 advert on the wire", || {
         tcpdump.log().contains("prio 0")
     });
+}
+
+#[test]
+fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 78, 3);
+    let mut tcpdump = r[1].spawn("tcpdump", "tcpdump", &["-i", "eth0", "-nn", "-l", "igmp"]);
+    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
+        tcpdump.assert_running();
+        tcpdump.log().contains("listening on")
+    });
+    let sysctl = |ns: &Netns| {
+        let out = ns.exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let conf = |id: &str, global: &str, vrid: u8| {
+        config(
+            id,
+            global,
+            &[instance("VI_1", vrid, 100, "0.2", &[&format!("10.78.0.{vrid}/24")], "  version 3\n")],
+        )
+    };
+    let mut quiet = start_lbd(&mut lab, &r[0], "lbd1", &conf("r1", "  disable_local_igmp\n", 101));
+    assert_eq!(sysctl(&r[0]), "0");
+    // Without the keyword, joining 224.0.0.18 is reported (the capture works).
+    let _loud = start_lbd(&mut lab, &r[2], "lbd3", &conf("r3", "", 103));
+    wait_until(Duration::from_secs(5), "r3's IGMP report", || tcpdump.log().contains("10.78.0.3 > "));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!tcpdump.log().contains("10.78.0.1 > "), "r1 reported its group:\n{}", tcpdump.log());
+    // keepalived puts the setting back as it stops.
+    terminate(&mut quiet, "lbd1");
+    assert_eq!(sysctl(&r[0]), "1");
 }

@@ -11,7 +11,6 @@
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
     ("global_defs", "vmac_addr_prefix"),
-    ("global_defs", "disable_local_igmp"),
     ("global_defs", "enable_traps"),
     ("global_defs", "enable_snmp_vrrp"),
     ("global_defs", "enable_snmp_rfcv2"),

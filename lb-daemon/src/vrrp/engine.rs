@@ -248,6 +248,8 @@ struct Engine {
     /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
     /// value), put back at the stop as keepalived does.
     restore_conf: Vec<(String, &'static str, String)>,
+    /// `net.ipv4` settings changed (`disable_local_igmp`), with their previous values.
+    restore_ipv4: Vec<(&'static str, String)>,
     /// The nftables table of the `no_accept` instances.
     firewall: Option<Firewall>,
 }
@@ -270,6 +272,17 @@ impl Engine {
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
     ) -> Result<Self, VrrpError> {
+        // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
+        // sets it with or without use_vmac, and puts it back as it stops), before
+        // any socket joins a group.
+        let mut restore_ipv4 = Vec::new();
+        if config.global_defs.disable_local_igmp {
+            match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
+                Ok(Some(previous)) => restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(None) => {}
+                Err(e) => warn!("disable_local_igmp: {e}"),
+            }
+        }
         let mut vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
@@ -516,6 +529,7 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
+            restore_ipv4,
             firewall: firewall.map(Firewall::spawn),
         })
     }
@@ -1281,6 +1295,11 @@ impl Engine {
         // for the instances it keeps in MASTER.
         if let Some(firewall) = self.firewall.take() {
             firewall.close().await;
+        }
+        for (key, previous) in &self.restore_ipv4 {
+            if let Err(e) = sysctl::set_ipv4(key, previous) {
+                warn!("cannot restore {key}: {e}");
+            }
         }
         for (interface, key, previous) in &self.restore_conf {
             // A reload's next engine sets it again if its configuration still asks.
