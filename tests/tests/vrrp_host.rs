@@ -8,7 +8,8 @@
 //! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
 //! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
-//! group).
+//! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
+//! named as keepalived names it).
 
 mod vrrp_kit;
 
@@ -19,6 +20,16 @@ use std::{
 
 use lb_tests::lab::{Lab, Netns, wait_until};
 use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
+
+/// `tcpdump ARGS` in `ns`, once it listens.
+fn tcpdump(ns: &Netns, args: &[&str]) -> lb_tests::process::Proc {
+    let mut tcpdump = ns.spawn("tcpdump", "tcpdump", args);
+    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
+        tcpdump.assert_running();
+        tcpdump.log().contains("listening on")
+    });
+    tcpdump
+}
 
 /// Whether one ping from `from` to `to` is answered within a second.
 fn pings(from: &Netns, to: &str) -> bool {
@@ -347,12 +358,7 @@ fn a_vip_deleted_by_hand_makes_the_master_send_priority_zero_and_take_its_vips_b
     let w1 = VipWatch::start(&r[0], "r1", ip4(77, 100));
     let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
     w1.wait_for(true, Duration::from_secs(5));
-    let mut tcpdump =
-        r[1].spawn("tcpdump", "tcpdump", &["-i", "eth0", "-nn", "-l", "-v", "ip", "proto", "112"]);
-    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
-        tcpdump.assert_running();
-        tcpdump.log().contains("listening on")
-    });
+    let tcpdump = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "-v", "ip", "proto", "112"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!tcpdump.log().contains("prio 0"), "{}", tcpdump.log());
     r[0].ip(&["addr", "del", "10.77.0.100/24", "dev", "eth0"]);
@@ -381,11 +387,7 @@ fn a_vip_deleted_by_hand_makes_the_master_send_priority_zero_and_take_its_vips_b
 fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 78, 3);
-    let mut tcpdump = r[1].spawn("tcpdump", "tcpdump", &["-i", "eth0", "-nn", "-l", "igmp"]);
-    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
-        tcpdump.assert_running();
-        tcpdump.log().contains("listening on")
-    });
+    let tcpdump = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "igmp"]);
     let sysctl = |ns: &Netns| {
         let out = ns.exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -407,4 +409,63 @@ fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
     // keepalived puts the setting back as it stops.
     terminate(&mut quiet, "lbd1");
     assert_eq!(sysctl(&r[0]), "1");
+}
+
+#[test]
+fn use_vmac_addr_puts_other_interfaces_vips_on_vmacs_named_as_keepalived_names_them() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 79, 1);
+    // r1's second interface eth1 faces h (10.179.0.0/24).
+    let h = lab.netns("h");
+    lab.veth(&r[0], "eth1", &h, "eth0");
+    r[0].addr("eth1", "10.179.0.1/24");
+    h.addr("eth0", "10.179.0.2/24");
+    let conf = |global: &str| {
+        config(
+            "r1",
+            global,
+            &[instance(
+                "VI_1",
+                79,
+                150,
+                "0.2",
+                &["10.79.0.100/24", "10.179.0.100/24 dev eth1"],
+                "  version 3\n  use_vmac\n  use_vmac_addr\n",
+            )],
+        )
+    };
+    // keepalived 2.2.7, measured: vrrp.79 on eth0 and, for eth1's VIP, vadr.79 with
+    // vmac_addr_prefix vadr, else vrrp1.79 (vrrp.79 being taken), both with the virtual MAC.
+    for (global, name) in [("  vmac_addr_prefix vadr\n", "vadr.79"), ("", "vrrp1.79")] {
+        let arp = tcpdump(&h, &["-i", "eth0", "-e", "-nn", "-l", "arp"]);
+        let w1 = VipWatch::start(&r[0], "r1", "10.179.0.100".parse().unwrap_or(ip4(79, 100)));
+        let mut lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf(global));
+        w1.wait_for(true, Duration::from_secs(5));
+        let link = r[0].ip(&["-br", "link", "show", name]);
+        assert!(link.starts_with(&format!("{name}@eth1")) && link.contains("00:00:5e:00:01:4f"), "{link}");
+        let on_vmac = r[0].ip(&["-br", "addr", "show", "dev", name]);
+        assert!(on_vmac.contains("10.179.0.100/24"), "{on_vmac}\n{}", lbd.log());
+        assert!(r[0].ip(&["-br", "addr", "show", "dev", "vrrp.79"]).contains("10.79.0.100/24"));
+        // h reaches the VIP, announced from the virtual MAC.
+        h.ip(&["neigh", "flush", "dev", "eth0"]);
+        assert!(pings(&h, "10.179.0.100"), "{}", lbd.log());
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let announced = |log: &str| {
+            log.lines().any(|l| {
+                l.contains("00:00:5e:00:01:4f > ff:ff:ff:ff:ff:ff") && l.contains("tell 10.179.0.100")
+            }) && log.contains("Reply 10.179.0.100 is-at 00:00:5e:00:01:4f")
+        };
+        while !announced(&arp.log()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no gratuitous ARP or ARP reply from the VMAC:\n{}\nlbd:\n{}",
+                arp.log(),
+                lbd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        terminate(&mut lbd, "lbd1");
+        assert!(r[0].try_ip(&["link", "show", name]).is_err(), "{name} left after the stop");
+        assert!(r[0].try_ip(&["link", "show", "vrrp.79"]).is_err(), "vrrp.79 left after the stop");
+    }
 }

@@ -305,22 +305,73 @@ pub struct VmacWanted {
     pub ipv6: bool,
 }
 
-/// The `use_vmac` interfaces the configuration asks for.
+/// The `use_vmac` interfaces the configuration asks for: each instance's own, then those of
+/// `use_vmac_addr` ([`address_vmacs`]).
 pub fn vmacs_wanted(config: &Config) -> Vec<VmacWanted> {
-    config
-        .vrrp_instances
-        .iter()
-        .filter_map(|instance| {
-            let vmac = instance.use_vmac.as_ref()?;
-            let vrid = instance.virtual_router_id?;
-            let parent =
-                instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
-            let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
-            let ipv6 = instance.family() == Family::Inet6;
-            let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
-            Some(VmacWanted { name, parent, mac, ipv6 })
-        })
-        .collect()
+    address_vmacs(config).into_iter().map(|(_, _, wanted)| wanted).collect()
+}
+
+/// Every VMAC the configuration asks for, with the instance and the VIP interface it is for
+/// when it comes from `use_vmac_addr` (`None` for an instance's own `use_vmac`).
+///
+/// keepalived 2.2.7 (measured): `use_vmac_addr` gives each interface other than the instance's
+/// that a VIP or excluded VIP names with `dev` a macvlan of its own, with the instance's virtual
+/// MAC, named `PREFIX.VRID` (the prefix is `vmac_addr_prefix`, else `vmac_prefix`, else
+/// `vrrp`), or `PREFIX1.VRID`, `PREFIX2.VRID`... when that name is taken; the VIPs go on it.
+/// It does so with or without `use_vmac`.
+pub fn address_vmacs(config: &Config) -> Vec<(Option<String>, Option<String>, VmacWanted)> {
+    let mut wanted: Vec<(Option<String>, Option<String>, VmacWanted)> = Vec::new();
+    for instance in &config.vrrp_instances {
+        let (Some(vmac), Some(vrid)) = (instance.use_vmac.as_ref(), instance.virtual_router_id) else {
+            continue;
+        };
+        let Some(parent) =
+            instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())
+        else {
+            continue;
+        };
+        let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
+        let ipv6 = instance.family() == Family::Inet6;
+        let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
+        wanted.push((None, None, VmacWanted { name, parent, mac, ipv6 }));
+    }
+    let global = &config.global_defs;
+    let prefix = global.vmac_addr_prefix.as_deref().or(global.vmac_prefix.as_deref()).unwrap_or("vrrp");
+    for instance in config.vrrp_instances.iter().filter(|i| i.use_vmac_addr) {
+        let Some(vrid) = instance.virtual_router_id else { continue };
+        let own = instance.interface.clone().or_else(|| global.default_interface.clone());
+        let ipv6 = instance.family() == Family::Inet6;
+        let mac = instance
+            .use_vmac
+            .as_ref()
+            .and_then(|v| v.mac.as_deref())
+            .and_then(parse_mac)
+            .unwrap_or_else(|| virtual_mac(vrid, ipv6));
+        for dev in instance
+            .virtual_ipaddress
+            .iter()
+            .chain(&instance.virtual_ipaddress_excluded)
+            .filter_map(|e| e.dev.clone())
+        {
+            if own.as_deref() == Some(dev.as_str())
+                || wanted
+                    .iter()
+                    .any(|(i, d, _)| i.as_deref() == Some(&instance.name) && d.as_deref() == Some(&dev))
+            {
+                continue;
+            }
+            let name = (0..)
+                .map(|n| if n == 0 { format!("{prefix}.{vrid}") } else { format!("{prefix}{n}.{vrid}") })
+                .find(|name| !wanted.iter().any(|(_, _, w)| &w.name == name))
+                .unwrap_or_default();
+            wanted.push((
+                Some(instance.name.clone()),
+                Some(dev.clone()),
+                VmacWanted { name, parent: dev, mac, ipv6 },
+            ));
+        }
+    }
+    wanted
 }
 
 /// The name of a `use_vmac` interface without one of its own: `PREFIX.VRID`, the prefix being
@@ -601,13 +652,14 @@ impl Planner<'_> {
         }
 
         let vmac = v.use_vmac.as_ref().map(|_| {
-            let (name, mac) = vmacs_wanted(&Config {
+            let (name, mac) = address_vmacs(&Config {
                 vrrp_instances: vec![v.clone()],
                 global_defs: global.clone(),
                 ..Config::default()
             })
-            .pop()
-            .map(|wanted| (wanted.name, wanted.mac))
+            .into_iter()
+            .find(|(for_instance, _, _)| for_instance.is_none())
+            .map(|(_, _, wanted)| (wanted.name, wanted.mac))
             .unwrap_or_else(|| {
                 (vmac_name(self.config, vrid.get()), virtual_mac(vrid.get(), family == Family::Inet6))
             });
@@ -693,8 +745,27 @@ impl Planner<'_> {
         let vip_interface = vip_link.index;
         let mut vips = Vec::new();
         let mut advertised = Vec::new();
+        // use_vmac_addr: a VIP on another interface goes on that interface's VMAC.
+        let address_vmacs: Vec<(String, String)> = if v.use_vmac_addr {
+            address_vmacs(self.config)
+                .into_iter()
+                .filter_map(|(instance, dev, wanted)| match (instance, dev) {
+                    (Some(instance), Some(dev)) if instance == v.name => Some((dev, wanted.name)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let on_vmac = |entry: &IpAddressEntry| -> IpAddressEntry {
+            let mut entry = entry.clone();
+            if let Some((_, vmac)) = address_vmacs.iter().find(|(dev, _)| entry.dev.as_ref() == Some(dev)) {
+                entry.dev = Some(vmac.clone());
+            }
+            entry
+        };
         for entry in &v.virtual_ipaddress {
-            let vip = self.vip(entry, vip_link)?;
+            let vip = self.vip(&on_vmac(entry), vip_link)?;
             if entry.address.addr.is_ipv4() == (family == Family::Inet) {
                 advertised.push(entry.address.addr);
             }
@@ -703,7 +774,7 @@ impl Planner<'_> {
         let excluded = v
             .virtual_ipaddress_excluded
             .iter()
-            .map(|entry| self.vip(entry, vip_link))
+            .map(|entry| self.vip(&on_vmac(entry), vip_link))
             .collect::<Result<Vec<_>, _>>()?;
         let addresses = match family {
             Family::Inet => AddressList::V4(

@@ -456,3 +456,25 @@ fn linkbeat_polls_the_interfaces_keepalived_polls() {
         "every tracked interface"
     );
 }
+
+#[test]
+fn use_vmac_addr_wants_a_vmac_per_other_interface_named_as_keepalived() {
+    let names = |global: &str, extra: &str| {
+        let text = format!(
+            "global_defs {{\n{global}}}\nvrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
+             virtual_ipaddress {{\n  10.0.0.100/24\n  10.1.0.100/24 dev eth1\n  10.1.0.101/24 dev eth1\n }}\n}}\n"
+        );
+        let loaded = parse_str("t.conf", &text, &LoadOptions::default());
+        address_vmacs(&loaded.config)
+            .into_iter()
+            .map(|(instance, dev, w)| (instance, dev, w.name, w.parent))
+            .collect::<Vec<_>>()
+    };
+    let own = (None, None, "vrrp.51".to_owned(), "eth0".to_owned());
+    let for_eth1 =
+        |name: &str| (Some("VI_1".to_owned()), Some("eth1".to_owned()), name.to_owned(), "eth1".to_owned());
+    assert_eq!(names("", " use_vmac\n"), std::slice::from_ref(&own));
+    assert_eq!(names("", " use_vmac\n use_vmac_addr\n"), [own.clone(), for_eth1("vrrp1.51")]);
+    assert_eq!(names(" vmac_addr_prefix vadr\n", " use_vmac\n use_vmac_addr\n"), [own, for_eth1("vadr.51")]);
+    assert_eq!(names(" vmac_prefix v\n", " use_vmac_addr\n"), [for_eth1("v.51")]);
+}
