@@ -9,7 +9,8 @@
 //! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
 //! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
-//! named as keepalived names it).
+//! named as keepalived names it); and the advert source following the interface's address
+//! without `mcast_src_ip` / `unicast_src_ip`.
 
 mod vrrp_kit;
 
@@ -468,4 +469,34 @@ fn use_vmac_addr_puts_other_interfaces_vips_on_vmacs_named_as_keepalived_names_t
         assert!(r[0].try_ip(&["link", "show", name]).is_err(), "{name} left after the stop");
         assert!(r[0].try_ip(&["link", "show", "vrrp.79"]).is_err(), "vrrp.79 left after the stop");
     }
+}
+
+#[test]
+fn without_a_configured_source_adverts_follow_the_interface_s_address() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 80, 2);
+    let vip: std::net::IpAddr = "192.168.80.100".parse().unwrap_or(ip4(80, 100));
+    let conf = config("r1", "", &[instance("VI_1", 80, 150, "0.2", &["192.168.80.100/32"], "  version 3\n")]);
+    let w1 = VipWatch::start(&r[0], "r1", vip);
+    let adverts = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "ip", "proto", "112"]);
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let from = |source: &str| adverts.log().lines().any(|l| l.contains(&format!("IP {source} > 224.0.0.18")));
+    wait_until(Duration::from_secs(2), "adverts from 10.80.0.1", || from("10.80.0.1"));
+    // keepalived 2.2.7, measured: its only address gone, "Deassigned address" and FAULT (priority
+    // 0 sent, VIPs removed); an address added, "Assigned address", BACKUP, then MASTER from it.
+    r[0].ip(&["addr", "del", "10.80.0.1/24", "dev", "eth0"]);
+    w1.wait_for(false, Duration::from_secs(2));
+    wait_until(Duration::from_secs(2), "FAULT", || lbd.log().contains("(VI_1) Entering FAULT STATE"));
+    assert!(lbd.log().contains("Deassigned address 10.80.0.1 from interface eth0"), "{}", lbd.log());
+    r[0].ip(&["addr", "add", "10.80.0.9/24", "dev", "eth0"]);
+    w1.wait_for(true, Duration::from_secs(3));
+    assert!(lbd.log().contains("Assigned address 10.80.0.9 for interface eth0"), "{}", lbd.log());
+    wait_until(Duration::from_secs(2), "adverts from 10.80.0.9", || from("10.80.0.9"));
+    // Another address there: the source moves to it, without FAULT.
+    r[0].ip(&["addr", "add", "10.99.0.9/24", "dev", "eth0"]);
+    r[0].ip(&["addr", "del", "10.80.0.9/24", "dev", "eth0"]);
+    wait_until(Duration::from_secs(2), "adverts from 10.99.0.9", || from("10.99.0.9"));
+    w1.assert_steady(true, Duration::from_millis(600));
+    assert_eq!(lbd.log().matches("Entering FAULT STATE").count(), 1, "{}", lbd.log());
 }

@@ -166,6 +166,9 @@ struct Runner {
     lease_vips: Arc<[super::config::Vip]>,
     /// The next Notify is the first: log it with " (init)" as keepalived does.
     init: bool,
+    /// Its source followed the interface's address, which went with no other to replace it:
+    /// FAULT until one comes.
+    no_source: bool,
     /// The last reason an advert was dropped for a configuration mismatch, logged once.
     last_discard: Option<String>,
     /// `auth_type AH`: the sequence number of the adverts sent and accepted.
@@ -445,6 +448,7 @@ impl Engine {
                 vips_installed: false,
                 lease_renewed: None,
                 init: true,
+                no_source: false,
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
@@ -455,15 +459,7 @@ impl Engine {
         // kernel_rx_buf_size / vrrp_rx_bufs_policy: a socket's buffer is the sum of its
         // instances' shares, as keepalived sets it.
         for (socket, (_, vrrp_socket)) in sockets.iter().enumerate() {
-            let bytes = runners
-                .iter()
-                .filter(|r| r.socket == socket)
-                .fold(0u32, |sum, r| sum.saturating_add(r.plan.rx_buf_size));
-            if bytes > 0
-                && let Err(e) = vrrp_socket.set_receive_buffer(bytes)
-            {
-                warn!("cannot set the receive buffer of a VRRP socket to {bytes} bytes: {e}");
-            }
+            set_rx_buf(vrrp_socket, &runners, socket);
         }
         let mut group_runners = Vec::new();
         for mut group in groups {
@@ -797,6 +793,7 @@ impl Engine {
                 if !change.added {
                     self.vip_removed(change.ifindex, change.addr).await;
                 }
+                self.source_changed(change.ifindex, change.addr, change.added).await;
                 let key = (change.ifindex, change.addr);
                 let changed = if change.added {
                     self.track.addresses.insert(key)
@@ -870,7 +867,7 @@ impl Engine {
             self.runners[i].evaluation.fault = evaluation.fault;
         }
         for i in 0..self.runners.len() {
-            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i) || self.runners[i].no_source;
             if fault == self.runners[i].fault {
                 continue;
             }
@@ -1109,6 +1106,87 @@ impl Engine {
         for i in owners {
             let actions = self.runners[i].machine.handle(Event::VipRemoved, now);
             self.execute(i, actions).await;
+        }
+    }
+
+    /// An IPv4 address went from or came to `ifindex`: the instances whose source follows their
+    /// interface's address (no `mcast_src_ip` / `unicast_src_ip`) follow it as keepalived 2.2.7
+    /// does (measured): their source gone, they send from another address of the interface, or
+    /// without one go to FAULT ("Deassigned address"), until an address comes ("Assigned
+    /// address"; BACKUP, then MASTER from the new source).
+    async fn source_changed(&mut self, ifindex: u32, address: IpAddr, added: bool) {
+        let following: Vec<usize> = (0..self.runners.len())
+            .filter(|&i| {
+                let plan = &self.runners[i].plan;
+                plan.source_follows_interface && plan.base_interface.index == ifindex && address.is_ipv4()
+            })
+            .collect();
+        if following.is_empty() {
+            return;
+        }
+        let present = match self.netlink.addresses(ifindex).await {
+            Ok(present) => present.into_iter().map(|a| a.addr).collect::<Vec<_>>(),
+            Err(e) => {
+                warn!("cannot read the addresses of interface {ifindex}: {}", chain(&e));
+                return;
+            }
+        };
+        let link = self.track_link_name(ifindex);
+        let mut reevaluate = false;
+        for i in following {
+            let runner = &self.runners[i];
+            let is_vip = |a: &IpAddr| {
+                runner.plan.vips.iter().chain(&runner.plan.excluded).any(|v| v.address.addr == *a)
+            };
+            let source = runner.machine.params().source_address;
+            let replacement = if added {
+                if !runner.no_source || is_vip(&address) || !present.contains(&address) {
+                    continue;
+                }
+                info!("Assigned address {address} for interface {link}");
+                Some(address)
+            } else {
+                if address != source || runner.no_source || present.contains(&address) {
+                    continue;
+                }
+                info!("Deassigned address {address} from interface {link}");
+                present.iter().copied().find(|a| a.is_ipv4() && !is_vip(a))
+            };
+            match replacement {
+                Some(new) => {
+                    self.switch_source(i, new);
+                    if self.runners[i].no_source {
+                        self.runners[i].no_source = false;
+                        reevaluate = true;
+                    }
+                }
+                None => {
+                    self.runners[i].no_source = true;
+                    reevaluate = true;
+                }
+            }
+        }
+        if reevaluate {
+            self.reevaluate().await;
+        }
+    }
+
+    /// Instance `i` (and those sharing its socket) sends from `source` now: a socket bound to
+    /// it replaces theirs.
+    fn switch_source(&mut self, i: usize, source: IpAddr) {
+        let index = self.runners[i].socket;
+        let mut key = self.sockets[index].0.clone();
+        key.source = source;
+        match open_socket(&self.runners[i].plan, &key) {
+            Ok(socket) => {
+                info!("({}) adverts now from {source}", self.runners[i].plan.name);
+                self.sockets[index] = (key, Arc::new(socket));
+                set_rx_buf(&self.sockets[index].1, &self.runners, index);
+                for runner in self.runners.iter_mut().filter(|r| r.socket == index) {
+                    runner.machine.set_source_address(source);
+                }
+            }
+            Err(e) => warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name),
         }
     }
 
@@ -1373,6 +1451,19 @@ pub(crate) async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netl
         host.addresses.insert(link.index, addresses.into_iter().map(|a| a.addr).collect());
     }
     Ok(host)
+}
+
+/// Sets the receive buffer of socket `index` to the sum of its instances' shares, if any.
+fn set_rx_buf(socket: &VrrpSocket, runners: &[Runner], index: usize) {
+    let bytes = runners
+        .iter()
+        .filter(|r| r.socket == index)
+        .fold(0u32, |sum, r| sum.saturating_add(r.plan.rx_buf_size));
+    if bytes > 0
+        && let Err(e) = socket.set_receive_buffer(bytes)
+    {
+        warn!("cannot set the receive buffer of a VRRP socket to {bytes} bytes: {e}");
+    }
 }
 
 fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<VrrpSocket> {

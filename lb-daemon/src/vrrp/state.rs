@@ -571,6 +571,14 @@ impl Instance {
         &self.params
     }
 
+    /// The address adverts go from changed (no configured source: the interface's address
+    /// went and another took its place). Ignored if of the other family.
+    pub fn set_source_address(&mut self, source: IpAddr) {
+        if source.is_ipv4() == self.params.source_address.is_ipv4() {
+            self.params.source_address = source;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state
