@@ -500,3 +500,47 @@ fn without_a_configured_source_adverts_follow_the_interface_s_address() {
     w1.assert_steady(true, Duration::from_millis(600));
     assert_eq!(lbd.log().matches("Entering FAULT STATE").count(), 1, "{}", lbd.log());
 }
+
+#[test]
+fn use_vmac_moves_igmp_and_mld_off_the_vmacs_in_keepalived_s_table() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 81, 1);
+    let conf = config(
+        "r1",
+        "  vrrp_strict\n",
+        &[
+            instance("VI_4", 81, 150, "0.2", &["10.81.0.100/24"], "  version 3\n  use_vmac\n"),
+            instance(
+                "VI_6",
+                82,
+                150,
+                "0.2",
+                &["fe80::82/64", "fd00:81::100/64"],
+                "  version 3\n  use_vmac\n",
+            ),
+        ],
+    );
+    let complete = |ns: &Netns| {
+        let text = ruleset(ns);
+        text.contains("10.81.0.100") && text.contains("fd00:81::100") && text.contains("fe80::82")
+    };
+    let w1 = VipWatch::start(&r[0], "r1", ip4(81, 100));
+    // keepalived 2.2.7 first, then lbd, in the same namespace: the same interface names.
+    let mut keepalived = start_keepalived(&lab, &r[0], "keepalived1", &conf);
+    w1.wait_for(true, Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "keepalived's table", || complete(&r[0]));
+    let theirs = ruleset(&r[0]);
+    terminate(&mut keepalived, "keepalived1");
+    w1.wait_for(false, Duration::from_secs(3));
+    assert!(ruleset(&r[0]).trim().is_empty(), "keepalived left:\n{}", ruleset(&r[0]));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "lbd's table", || complete(&r[0]));
+    let ours = ruleset(&r[0]);
+    eprintln!("keepalived 2.2.7:\n{theirs}");
+    assert!(theirs.contains("dup to ip daddr device oif map @vmac_map drop"), "{theirs}");
+    assert!(theirs.contains("icmpv6 type nd-router-solicit"), "{theirs}");
+    assert_eq!(ours, theirs, "lbd's ruleset differs from keepalived's:\n{ours}\n{}", lbd.log());
+    terminate(&mut lbd, "lbd1");
+    assert!(ruleset(&r[0]).trim().is_empty(), "lbd left:\n{}", ruleset(&r[0]));
+}

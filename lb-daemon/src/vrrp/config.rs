@@ -423,11 +423,11 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
     (planner.plan, planner.errors)
 }
 
-/// The nftables table when some instance is `no_accept`: keepalived 2.2.7 then uses nftables
-/// whether or not `nftables` (or `vrrp_iptables`) was given.
+/// The nftables table when some instance is `no_accept` or has VMACs: keepalived 2.2.7 then
+/// uses nftables whether or not `nftables` (or `vrrp_iptables`) was given.
 fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::firewall::FirewallPlan> {
     let blocking: Vec<&InstancePlan> = instances.iter().filter(|i| i.no_accept).collect();
-    if blocking.is_empty() {
+    if blocking.is_empty() && vmacs_wanted(config).is_empty() {
         return None;
     }
     let mut plan = super::firewall::FirewallPlan::from_globals(&config.global_defs);

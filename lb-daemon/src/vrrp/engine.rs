@@ -31,7 +31,7 @@ use super::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
         vmacs_wanted,
     },
-    firewall::{Blocked, Firewall},
+    firewall::{self, Blocked, Firewall},
     notify::{Notifier, NotifyScripts, Subject},
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
@@ -287,6 +287,7 @@ impl Engine {
             }
         }
         let mut vmacs = Vec::new();
+        let mut created_vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
                 let parent = netlink.link_by_name(&parent).await?;
@@ -323,6 +324,7 @@ impl Engine {
                     }
                     info!("(vmac) {name} created on {parent}");
                     vmacs.push(link.index);
+                    created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
             }
@@ -345,6 +347,12 @@ impl Engine {
                 "use_vmac or no_accept/strict specified, but no firewall configured"
             };
             info!("{why} - using nftables (table {})", firewall.table);
+        }
+        let firewall = firewall.map(Firewall::spawn);
+        if let Some(firewall) = &firewall
+            && !created_vmacs.is_empty()
+        {
+            firewall.vmacs(created_vmacs, !config.global_defs.disable_local_igmp).await;
         }
 
         let mut track = TrackStatus::default();
@@ -526,7 +534,7 @@ impl Engine {
             handoff: Handoff::default(),
             restore_conf,
             restore_ipv4,
-            firewall: firewall.map(Firewall::spawn),
+            firewall,
         })
     }
 

@@ -155,11 +155,25 @@ impl Family {
     }
 }
 
+/// A `use_vmac` interface, whose IGMP / MLD reports go out through its parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vmac {
+    /// Its name.
+    pub name: String,
+    /// Its parent's name.
+    pub parent: String,
+    /// Made for an IPv6 instance.
+    pub ipv6: bool,
+}
+
 /// What the tables hold, and the nft commands that change them.
 #[derive(Debug)]
 pub struct Tables {
     plan: FirewallPlan,
+    /// The tables made (replacing any left behind).
     created: Vec<Family>,
+    /// The tables whose VIP sets and chains are made.
+    with_vips: Vec<Family>,
     /// Each blocked address, with how many instances block it.
     blocked: HashMap<Blocked, usize>,
 }
@@ -167,7 +181,7 @@ pub struct Tables {
 impl Tables {
     /// No table yet.
     pub fn new(plan: FirewallPlan) -> Self {
-        Tables { plan, created: Vec::new(), blocked: HashMap::new() }
+        Tables { plan, created: Vec::new(), with_vips: Vec::new(), blocked: HashMap::new() }
     }
 
     /// The commands that block `entries` (making the tables they need first).
@@ -175,9 +189,10 @@ impl Tables {
         let mut commands = Vec::new();
         for entry in entries {
             let family = entry.family();
-            if !self.created.contains(&family) {
-                self.created.push(family);
-                commands.extend(self.create(family));
+            if !self.with_vips.contains(&family) {
+                self.with_vips.push(family);
+                commands.extend(self.table(family));
+                commands.extend(self.vips_part(family));
             }
             let count = self.blocked.entry(entry.clone()).or_insert(0);
             *count += 1;
@@ -205,6 +220,7 @@ impl Tables {
     /// The commands that delete the tables made so far.
     pub fn remove(&mut self) -> Vec<Value> {
         self.blocked.clear();
+        self.with_vips.clear();
         self.created
             .drain(..)
             .map(|family| json!({ "delete": { "table": { "family": family.name(), "name": self.plan.table } } }))
@@ -220,38 +236,120 @@ impl Tables {
         })
     }
 
-    /// The table of `family` as keepalived makes it, replacing one left behind.
-    fn create(&self, family: Family) -> Vec<Value> {
+    /// The commands that move what the VMACs send off them, as keepalived does at startup
+    /// (before any VIP): IGMP reports (IPv4 instances' VMACs, unless `igmp` is false:
+    /// `disable_local_igmp`) and MLD reports (IPv6 instances') are sent on the parent instead
+    /// (`dup to ... device oif map @vmac_map`), and router solicitations from IPv6 VMACs dropped.
+    pub fn vmacs(&mut self, vmacs: &[Vmac], igmp: bool) -> Vec<Value> {
+        let mut commands = Vec::new();
+        for family in [Family::Ip, Family::Ip6] {
+            let ours: Vec<&Vmac> =
+                vmacs.iter().filter(|v| v.ipv6 == (family == Family::Ip6) && (v.ipv6 || igmp)).collect();
+            if ours.is_empty() {
+                continue;
+            }
+            commands.extend(self.table(family));
+            let f = family.name();
+            let add = |kind: &str, body: Value| self.add(family, kind, body);
+            let pairs: Vec<Value> = ours.iter().map(|v| json!([v.name, v.parent])).collect();
+            commands.push(add(
+                "map",
+                json!({ "name": "vmac_map", "type": "iface_index", "map": "iface_index", "elem": pairs }),
+            ));
+            let macvlan = json!({ "match": { "op": "==", "left": { "meta": { "key": "oifkind" } },
+                                             "right": "macvlan" } });
+            let moved = if family == Family::Ip {
+                json!({ "match": { "op": "==", "left": self.payload("ip", "protocol"), "right": "igmp" } })
+            } else {
+                commands.push(add(
+                    "set",
+                    json!({ "name": "vmac_set", "type": "iface_index",
+                            "elem": ours.iter().map(|v| v.name.clone()).collect::<Vec<_>>() }),
+                ));
+                json!({ "match": { "op": "==", "left": self.payload("icmpv6", "type"),
+                                   "right": "mld2-listener-report" } })
+            };
+            commands.push(self.base_chain(family, "out", "output"));
+            let dup = json!({ "dup": { "addr": self.payload(f, "daddr"),
+                                       "dev": { "map": { "key": { "meta": { "key": "oif" } },
+                                                         "data": "@vmac_map" } } } });
+            commands.push(self.rule(
+                family,
+                "out",
+                vec![moved, macvlan.clone()],
+                vec![dup, json!({ "drop": null })],
+            ));
+            if family == Family::Ip6 {
+                let solicit = json!({ "match": { "op": "==", "left": self.payload("icmpv6", "type"),
+                                                 "right": "nd-router-solicit" } });
+                let on_vmac = json!({ "match": { "op": "==", "left": { "meta": { "key": "oif" } },
+                                                 "right": "@vmac_set" } });
+                commands.push(self.rule(
+                    family,
+                    "out",
+                    vec![solicit, macvlan, on_vmac],
+                    vec![json!({ "drop": null })],
+                ));
+            }
+        }
+        commands
+    }
+
+    /// `add KIND` in the table of `family`.
+    fn add(&self, family: Family, kind: &str, mut body: Value) -> Value {
+        body["family"] = json!(family.name());
+        if kind != "table" {
+            body["table"] = json!(self.plan.table);
+        }
+        json!({ "add": { kind: body } })
+    }
+
+    fn payload(&self, protocol: &str, field: &str) -> Value {
+        json!({ "payload": { "protocol": protocol, "field": field } })
+    }
+
+    fn base_chain(&self, family: Family, name: &str, hook: &str) -> Value {
+        self.add(
+            family,
+            "chain",
+            json!({ "name": name, "type": "filter", "hook": hook, "prio": self.plan.priority, "policy": "accept" }),
+        )
+    }
+
+    /// A rule of `matches`, then a counter with `nftables_counters`, then `statements`.
+    fn rule(&self, family: Family, chain: &str, matches: Vec<Value>, statements: Vec<Value>) -> Value {
+        let mut expr = matches;
+        if self.plan.counters {
+            expr.push(json!({ "counter": { "packets": 0, "bytes": 0 } }));
+        }
+        expr.extend(statements);
+        self.add(family, "rule", json!({ "chain": chain, "expr": expr }))
+    }
+
+    /// The table of `family`, made the first time (replacing one left behind).
+    fn table(&mut self, family: Family) -> Vec<Value> {
+        if self.created.contains(&family) {
+            return Vec::new();
+        }
+        self.created.push(family);
         let (f, table) = (family.name(), self.plan.table.as_str());
-        let add = |kind: &str, mut body: Value| {
-            body["family"] = json!(f);
-            if kind != "table" {
-                body["table"] = json!(table);
-            }
-            json!({ "add": { kind: body } })
-        };
-        let mut commands = vec![
-            add("table", json!({ "name": table })),
+        vec![
+            self.add(family, "table", json!({ "name": table })),
             json!({ "delete": { "table": { "family": f, "name": table } } }),
-            add("table", json!({ "name": table })),
-        ];
-        let base_chain = |name: &str, hook: &str| {
-            add(
-                "chain",
-                json!({ "name": name, "type": "filter", "hook": hook, "prio": self.plan.priority,
-                        "policy": "accept" }),
-            )
-        };
+            self.add(family, "table", json!({ "name": table })),
+        ]
+    }
+
+    /// The VIP sets and the chains that drop their traffic, as keepalived makes them.
+    fn vips_part(&self, family: Family) -> Vec<Value> {
+        let mut commands = Vec::new();
+        let add = |kind: &str, body: Value| self.add(family, kind, body);
+        let base_chain = |name: &str, hook: &str| self.base_chain(family, name, hook);
         let rule = |chain: &str, matched: Value, verdict: Value| {
-            let mut expr = vec![json!({ "match": { "op": "==", "left": matched[0], "right": matched[1] } })];
-            if self.plan.counters {
-                expr.push(json!({ "counter": { "packets": 0, "bytes": 0 } }));
-            }
-            expr.push(verdict);
-            add("rule", json!({ "chain": chain, "expr": expr }))
+            let matched = json!({ "match": { "op": "==", "left": matched[0], "right": matched[1] } });
+            self.rule(family, chain, vec![matched], vec![verdict])
         };
-        let payload =
-            |protocol: &str, field: &str| json!({ "payload": { "protocol": protocol, "field": field } });
+        let payload = |protocol: &str, field: &str| self.payload(protocol, field);
         let drop = json!({ "drop": null });
         match family {
             Family::Ip => {
@@ -344,6 +442,7 @@ pub async fn apply(commands: Vec<Value>) -> Result<(), FirewallError> {
 
 #[derive(Debug)]
 enum Request {
+    Vmacs(Vec<Vmac>, bool, tokio::sync::oneshot::Sender<()>),
     Block(Vec<Blocked>),
     Unblock(Vec<Blocked>),
     Close(tokio::sync::oneshot::Sender<()>),
@@ -362,21 +461,33 @@ impl Firewall {
         tokio::spawn(async move {
             let mut tables = Tables::new(plan);
             while let Some(request) = queue.recv().await {
-                let (commands, done) = match request {
-                    Request::Block(entries) => (tables.block(&entries), None),
-                    Request::Unblock(entries) => (tables.unblock(&entries), None),
-                    Request::Close(done) => (tables.remove(), Some(done)),
+                let (commands, done, last) = match request {
+                    Request::Vmacs(vmacs, igmp, done) => (tables.vmacs(&vmacs, igmp), Some(done), false),
+                    Request::Block(entries) => (tables.block(&entries), None, false),
+                    Request::Unblock(entries) => (tables.unblock(&entries), None, false),
+                    Request::Close(done) => (tables.remove(), Some(done), true),
                 };
                 if let Err(e) = apply(commands).await {
                     warn!("nftables: {}", super::addr::chain(&e));
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
+                }
+                if last {
                     return;
                 }
             }
         });
         Firewall { requests }
+    }
+
+    /// Moves the IGMP (unless not `igmp`) and MLD reports of `vmacs` to their parents; returns
+    /// once the rules are in place (before the VRRP sockets join their groups).
+    pub async fn vmacs(&self, vmacs: Vec<Vmac>, igmp: bool) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.requests.send(Request::Vmacs(vmacs, igmp, done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Drops traffic to and from `entries`.
@@ -480,5 +591,29 @@ mod tests {
         ));
         assert!(text.contains(r#""elem":["fd00::1"],"family":"ip6","name":"vips""#), "{text}");
         assert!(!text.contains(r#""family":"ip","#), "no IPv4 table without IPv4 VIPs: {text}");
+    }
+
+    #[test]
+    fn vmacs_send_their_reports_through_their_parents_and_the_vips_come_after() {
+        let mut tables = Tables::new(FirewallPlan { counters: false, ..plan() });
+        let vmac = |name: &str, ipv6| Vmac { name: name.into(), parent: "eth0".into(), ipv6 };
+        assert!(tables.vmacs(&[vmac("vrrp.1", false)], false).is_empty(), "disable_local_igmp");
+        let text = batch(tables.vmacs(&[vmac("vrrp.1", false), vmac("vrrp.2", true)], true)).to_string();
+        assert!(
+            text.contains(
+                r#""elem":[["vrrp.1","eth0"]],"family":"ip","map":"iface_index","name":"vmac_map""#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""right":"igmp""#) && text.contains(r#""right":"mld2-listener-report""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""data":"@vmac_map""#) && text.contains(r#""right":"@vmac_set""#), "{text}");
+        // The tables exist now: blocking adds the VIP part without replacing them.
+        let text = batch(tables.block(&[v4(100)])).to_string();
+        assert!(!text.contains(r#"{"delete":{"table""#), "{text}");
+        assert!(text.contains(r#""name":"vips""#), "{text}");
+        assert_eq!(tables.remove().len(), 2);
     }
 }
