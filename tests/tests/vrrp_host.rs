@@ -280,7 +280,7 @@ fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
     let r = lan(&mut lab, 75, 1);
     let conf = config(
         "r1",
-        "  max_auto_priority 3\n  min_auto_priority_delay 100000\n",
+        "  max_auto_priority 3\n  min_auto_priority_delay 300000\n",
         &[instance("VI_1", 75, 150, "0.2", &["10.75.0.100/24"], "  version 3\n")],
     );
     let w1 = VipWatch::start(&r[0], "r1", ip4(75, 100));
@@ -292,9 +292,9 @@ fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
     let child = nix::unistd::Pid::from_raw(pid);
     for expected in [2, 3, 3] {
         let lines = lbd.log().matches("A thread timer expired").count();
-        // Stopped for 0.5 s: the next advert timer runs far more than 0.1 s late.
+        // Stopped for 0.8 s: the next advert timer runs far more than 0.3 s late.
         nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP).unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(800));
         nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGCONT).unwrap_or_else(|e| panic!("{e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while lbd.log().matches("A thread timer expired").count() == lines
@@ -342,7 +342,8 @@ fn linkbeat_use_polling_sees_link_down_by_polling_every_second() {
     let log = lbd.log();
     assert!(log.contains("Linkbeat reports eth0 down") && log.contains("Linkbeat reports eth0 up"), "{log}");
     assert!(!log.contains("Netlink reports eth0"), "a netlink event was acted on:\n{log}");
-    assert!(delays.iter().all(|d| *d < Duration::from_millis(1_500)), "{delays:?}");
+    // A poll a second, and slack for a loaded machine.
+    assert!(delays.iter().all(|d| *d < Duration::from_millis(2_000)), "{delays:?}");
     // Five polls at random phases: not all within 150 ms of the event, as netlink would be.
     assert!(delays.iter().any(|d| *d > Duration::from_millis(150)), "{delays:?}");
 }
