@@ -1125,8 +1125,15 @@ impl Engine {
     async fn source_changed(&mut self, ifindex: u32, address: IpAddr, added: bool) {
         let following: Vec<usize> = (0..self.runners.len())
             .filter(|&i| {
-                let plan = &self.runners[i].plan;
-                plan.source_follows_interface && plan.base_interface.index == ifindex && address.is_ipv4()
+                let runner = &self.runners[i];
+                let plan = &runner.plan;
+                // Only what can change something: no netlink dump for every VIP renewal.
+                let relevant =
+                    if added { runner.no_source } else { runner.machine.params().source_address == address };
+                relevant
+                    && plan.source_follows_interface
+                    && plan.base_interface.index == ifindex
+                    && address.is_ipv4()
             })
             .collect();
         if following.is_empty() {
