@@ -9,22 +9,7 @@
 /// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
-    ("global_defs", "vrrp_iptables"),
     ("global_defs", "vrrp_ipsets"),
-    ("global_defs", "nftables"),
-    ("global_defs", "nftables_priority"),
-    ("global_defs", "nftables_ifindex"),
-    ("global_defs", "nftables_counters"),
-    ("global_defs", "vrrp_netlink_cmd_rcv_bufs"),
-    ("global_defs", "vrrp_netlink_cmd_rcv_bufs_force"),
-    ("global_defs", "vrrp_netlink_monitor_rcv_bufs"),
-    ("global_defs", "vrrp_netlink_monitor_rcv_bufs_force"),
-    ("global_defs", "vrrp_rx_bufs_policy"),
-    ("global_defs", "vrrp_rx_bufs_multiplier"),
-    ("global_defs", "vmac_addr_prefix"),
-    ("global_defs", "disable_local_igmp"),
-    ("global_defs", "max_auto_priority"),
-    ("global_defs", "min_auto_priority_delay"),
     ("global_defs", "enable_traps"),
     ("global_defs", "enable_snmp_vrrp"),
     ("global_defs", "enable_snmp_rfcv2"),
@@ -32,10 +17,7 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "enable_dbus"),
     ("global_defs", "dbus_service_name"),
     ("vrrp_instance", "vrf"),
-    ("vrrp_instance", "use_vmac_addr"),
     ("vrrp_instance", "use_ipvlan"),
-    ("vrrp_instance", "linkbeat_use_polling"),
-    ("vrrp_instance", "kernel_rx_buf_size"),
 ];
 
 /// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).

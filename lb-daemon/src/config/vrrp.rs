@@ -316,7 +316,14 @@ impl Parser {
                 }
             }
             "promote_secondaries" => v.promote_secondaries = true,
-            "linkbeat_use_polling" => v.linkbeat_use_polling = true,
+            "linkbeat_use_polling" => {
+                v.linkbeat_use_polling = true;
+                // keepalived 2.2.7's words.
+                self.d.warn(
+                    k.loc,
+                    format!("({name}) 'linkbeat_use_polling' in vrrp instance deprecated - use linkbeat_interfaces block"),
+                );
+            }
             "accept" => v.accept = Some(true),
             "no_accept" => v.accept = Some(false),
             "preempt" => v.preempt = true,

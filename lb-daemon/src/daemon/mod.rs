@@ -165,7 +165,15 @@ impl Daemon {
             // As keepalived: what was wrong was left out, the rest runs.
             warn!("the configuration has {errors} errors (above); running without what they concern");
         }
-        let netlink = Netlink::connect()?;
+        // vrrp_netlink_cmd_rcv_bufs: the VRRP child's command socket (VIPs, routes).
+        let cmd_rcvbuf = match role {
+            Role::Vrrp => crate::netlink::RcvBuf::from_keywords(
+                config.global_defs.vrrp_netlink_cmd_rcv_bufs,
+                config.global_defs.vrrp_netlink_cmd_rcv_bufs_force,
+            ),
+            Role::Checker | Role::Bfd => None,
+        };
+        let netlink = Netlink::connect_with(cmd_rcvbuf)?;
         let mut daemon = Self {
             role,
             channel,

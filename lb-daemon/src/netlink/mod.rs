@@ -39,6 +39,8 @@ pub struct Link {
     pub loopback: bool,
     /// Its hardware address (6 bytes on Ethernet; empty for devices without one).
     pub mac: Vec<u8>,
+    /// Its MTU.
+    pub mtu: u32,
 }
 
 impl Link {
@@ -51,11 +53,13 @@ impl Link {
             running: flags.contains(LinkFlags::Running),
             loopback: flags.contains(LinkFlags::Loopback),
             mac: Vec::new(),
+            mtu: 0,
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::Address(mac) => link.mac.clone_from(mac),
+                LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 _ => {}
             }
         }
@@ -101,7 +105,15 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a connection and spawns its I/O task on the current tokio runtime.
     pub fn connect() -> Result<Self, NetlinkError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        Self::connect_with(None)
+    }
+
+    /// [`Netlink::connect`], with the socket's receive buffer set to `rcvbuf` if given.
+    pub fn connect_with(rcvbuf: Option<RcvBuf>) -> Result<Self, NetlinkError> {
+        let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        if let Some(rcvbuf) = rcvbuf {
+            rcvbuf.apply(connection.socket_mut()).map_err(NetlinkError::Connect)?;
+        }
         tokio::spawn(connection);
         Ok(Self { handle })
     }
@@ -137,6 +149,43 @@ impl Netlink {
 
     pub(crate) fn handle(&self) -> &rtnetlink::Handle {
         &self.handle
+    }
+}
+
+/// The receive buffer of a netlink socket: keepalived's `vrrp_netlink_cmd_rcv_bufs` /
+/// `vrrp_netlink_monitor_rcv_bufs` and their `_force` (SO_RCVBUFFORCE, which may exceed
+/// `net.core.rmem_max`, rather than SO_RCVBUF). The kernel doubles the size for its own
+/// bookkeeping, as for any socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RcvBuf {
+    /// The size asked for, in bytes.
+    pub bytes: u32,
+    /// SO_RCVBUFFORCE.
+    pub force: bool,
+}
+
+impl RcvBuf {
+    /// The buffer of a `*_rcv_bufs BYTES` / `*_rcv_bufs_force [BOOL]` pair; none without a size
+    /// (or with 0: the system's default).
+    pub fn from_keywords(bytes: Option<u32>, force: Option<bool>) -> Option<Self> {
+        bytes.filter(|b| *b > 0).map(|bytes| RcvBuf { bytes, force: force.unwrap_or(false) })
+    }
+
+    /// Sets it on `socket`.
+    pub fn apply(self, socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+        let option = if self.force { libc::SO_RCVBUFFORCE } else { libc::SO_RCVBUF };
+        let value = libc::c_int::try_from(self.bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt on an open socket with a c_int value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const value).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 }
 

@@ -16,7 +16,7 @@ use rtnetlink::{
     sys::SocketAddr,
 };
 
-use super::{Link, NetlinkError, addr::local_address};
+use super::{Link, NetlinkError, RcvBuf, addr::local_address};
 
 /// A change to an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,9 +37,13 @@ struct Subscription {
 impl Subscription {
     /// Subscribes to `groups` of the current network namespace, spawning the connection's I/O
     /// task on the current tokio runtime.
-    fn open(groups: &[MulticastGroup]) -> Result<Self, NetlinkError> {
-        let (connection, _handle, messages) =
+    /// The socket's receive buffer is `rcvbuf` if given.
+    fn open(groups: &[MulticastGroup], rcvbuf: Option<RcvBuf>) -> Result<Self, NetlinkError> {
+        let (mut connection, _handle, messages) =
             rtnetlink::new_multicast_connection(groups).map_err(NetlinkError::Connect)?;
+        if let Some(rcvbuf) = rcvbuf {
+            rcvbuf.apply(connection.socket_mut()).map_err(NetlinkError::Connect)?;
+        }
         Ok(Self { messages, connection: tokio::spawn(connection) })
     }
 
@@ -61,9 +65,9 @@ pub struct LinkMonitor(Subscription);
 
 impl LinkMonitor {
     /// Subscribes to link events of the current network namespace, spawning the connection's
-    /// I/O task on the current tokio runtime.
-    pub fn open() -> Result<Self, NetlinkError> {
-        Subscription::open(&[MulticastGroup::Link]).map(Self)
+    /// I/O task on the current tokio runtime; the socket's receive buffer is `rcvbuf` if given.
+    pub fn open(rcvbuf: Option<RcvBuf>) -> Result<Self, NetlinkError> {
+        Subscription::open(&[MulticastGroup::Link], rcvbuf).map(Self)
     }
 
     /// The next change; `None` if the connection ended.
@@ -100,9 +104,10 @@ pub struct AddressMonitor(Subscription);
 
 impl AddressMonitor {
     /// Subscribes to address events of the current network namespace, spawning the
-    /// connection's I/O task on the current tokio runtime.
-    pub fn open() -> Result<Self, NetlinkError> {
-        Subscription::open(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr]).map(Self)
+    /// connection's I/O task on the current tokio runtime; the socket's receive buffer is
+    /// `rcvbuf` if given.
+    pub fn open(rcvbuf: Option<RcvBuf>) -> Result<Self, NetlinkError> {
+        Subscription::open(&[MulticastGroup::Ipv4Ifaddr, MulticastGroup::Ipv6Ifaddr], rcvbuf).map(Self)
     }
 
     /// The next change; `None` if the connection ended.

@@ -31,7 +31,16 @@ pub fn enable_ipv6_forwarding() -> io::Result<bool> {
 /// Sets `net.ipv4.conf.INTERFACE.KEY` to `value`. Returns what it was if that differed (so that
 /// it can be put back), `None` if it already was `value`.
 pub fn set_ipv4_conf(interface: &str, key: &str, value: &str) -> io::Result<Option<String>> {
-    let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/{key}"));
+    set(PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/{key}")), value)
+}
+
+/// Sets `net.ipv4.KEY` (e.g. `igmp_link_local_mcast_reports`) to `value`, returning what it was
+/// as [`set_ipv4_conf`] does.
+pub fn set_ipv4(key: &str, value: &str) -> io::Result<Option<String>> {
+    set(PathBuf::from(format!("/proc/sys/net/ipv4/{key}")), value)
+}
+
+fn set(path: PathBuf, value: &str) -> io::Result<Option<String>> {
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let current = fs::read_to_string(&path).map_err(with_path)?;
     let current = current.trim();

@@ -57,7 +57,8 @@ enum RenewRequest {
 impl Renewer {
     /// Starts the renewal thread (with a runtime and a netlink connection of its own); if that
     /// fails, a task on the current runtime using `netlink`.
-    pub fn spawn(netlink: Netlink) -> Self {
+    /// Its connection's receive buffer is `rcvbuf` if given (`vrrp_netlink_cmd_rcv_bufs`).
+    pub fn spawn(netlink: Netlink, rcvbuf: Option<crate::netlink::RcvBuf>) -> Self {
         let (requests, queue) = tokio::sync::mpsc::unbounded_channel();
         let (started, outcome) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("vip-leases".into()).spawn(move || {
@@ -69,7 +70,7 @@ impl Renewer {
                 }
             };
             runtime.block_on(async move {
-                match Netlink::connect() {
+                match Netlink::connect_with(rcvbuf) {
                     Ok(own) => {
                         let _ = started.send(Ok(()));
                         serve(own, queue).await;

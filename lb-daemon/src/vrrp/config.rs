@@ -193,6 +193,20 @@ pub struct InstancePlan {
     pub promote_secondaries: bool,
     /// Index of its sync group in [`Plan::groups`].
     pub group: Option<usize>,
+    /// Neither the address owner (priority 255) nor in accept mode (`no_accept`, or strict mode
+    /// without `accept`): while MASTER, traffic to and from its VIPs is dropped
+    /// ([`super::firewall`]).
+    pub no_accept: bool,
+    /// `kernel_rx_buf_size`, else what `vrrp_rx_bufs_policy` gives it (0: neither): its share
+    /// of its socket's receive buffer, which is the sum of its instances' shares.
+    pub rx_buf_size: u32,
+    /// IPv4 without `mcast_src_ip` / `unicast_src_ip`: the source is the interface's address,
+    /// and follows it when it goes (keepalived 2.2.7: another address of the interface, or FAULT
+    /// until one comes).
+    pub source_follows_interface: bool,
+    /// `dont_track_primary` without `nftables_ifindex`: its link-local VIPs are blocked by
+    /// interface name rather than index, as keepalived does.
+    pub link_local_by_name: bool,
 }
 
 /// A `vrrp_sync_group` with at least two instances that exist.
@@ -256,6 +270,11 @@ pub struct Plan {
     pub garp_pacing: super::addr::GarpPacing,
     /// `smtp_server` and the mail settings, when `smtp_alert` mails can be sent.
     pub smtp: Option<SmtpPlan>,
+    /// The nftables table of the `no_accept` instances, if there is one.
+    pub firewall: Option<super::firewall::FirewallPlan>,
+    /// The interfaces whose link state is polled rather than followed through netlink
+    /// (`linkbeat_use_polling`, `linkbeat_interfaces`).
+    pub linkbeat: Vec<String>,
 }
 
 /// Where `smtp_alert` mails go.
@@ -290,22 +309,73 @@ pub struct VmacWanted {
     pub ipv6: bool,
 }
 
-/// The `use_vmac` interfaces the configuration asks for.
+/// The `use_vmac` interfaces the configuration asks for: each instance's own, then those of
+/// `use_vmac_addr` ([`address_vmacs`]).
 pub fn vmacs_wanted(config: &Config) -> Vec<VmacWanted> {
-    config
-        .vrrp_instances
-        .iter()
-        .filter_map(|instance| {
-            let vmac = instance.use_vmac.as_ref()?;
-            let vrid = instance.virtual_router_id?;
-            let parent =
-                instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
-            let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
-            let ipv6 = instance.family() == Family::Inet6;
-            let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
-            Some(VmacWanted { name, parent, mac, ipv6 })
-        })
-        .collect()
+    address_vmacs(config).into_iter().map(|(_, _, wanted)| wanted).collect()
+}
+
+/// Every VMAC the configuration asks for, with the instance and the VIP interface it is for
+/// when it comes from `use_vmac_addr` (`None` for an instance's own `use_vmac`).
+///
+/// keepalived 2.2.7 (measured): `use_vmac_addr` gives each interface other than the instance's
+/// that a VIP or excluded VIP names with `dev` a macvlan of its own, with the instance's virtual
+/// MAC, named `PREFIX.VRID` (the prefix is `vmac_addr_prefix`, else `vmac_prefix`, else
+/// `vrrp`), or `PREFIX1.VRID`, `PREFIX2.VRID`... when that name is taken; the VIPs go on it.
+/// It does so with or without `use_vmac`.
+pub fn address_vmacs(config: &Config) -> Vec<(Option<String>, Option<String>, VmacWanted)> {
+    let mut wanted: Vec<(Option<String>, Option<String>, VmacWanted)> = Vec::new();
+    for instance in &config.vrrp_instances {
+        let (Some(vmac), Some(vrid)) = (instance.use_vmac.as_ref(), instance.virtual_router_id) else {
+            continue;
+        };
+        let Some(parent) =
+            instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())
+        else {
+            continue;
+        };
+        let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
+        let ipv6 = instance.family() == Family::Inet6;
+        let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
+        wanted.push((None, None, VmacWanted { name, parent, mac, ipv6 }));
+    }
+    let global = &config.global_defs;
+    let prefix = global.vmac_addr_prefix.as_deref().or(global.vmac_prefix.as_deref()).unwrap_or("vrrp");
+    for instance in config.vrrp_instances.iter().filter(|i| i.use_vmac_addr) {
+        let Some(vrid) = instance.virtual_router_id else { continue };
+        let own = instance.interface.clone().or_else(|| global.default_interface.clone());
+        let ipv6 = instance.family() == Family::Inet6;
+        let mac = instance
+            .use_vmac
+            .as_ref()
+            .and_then(|v| v.mac.as_deref())
+            .and_then(parse_mac)
+            .unwrap_or_else(|| virtual_mac(vrid, ipv6));
+        for dev in instance
+            .virtual_ipaddress
+            .iter()
+            .chain(&instance.virtual_ipaddress_excluded)
+            .filter_map(|e| e.dev.clone())
+        {
+            if own.as_deref() == Some(dev.as_str())
+                || wanted
+                    .iter()
+                    .any(|(i, d, _)| i.as_deref() == Some(&instance.name) && d.as_deref() == Some(&dev))
+            {
+                continue;
+            }
+            let name = (0..)
+                .map(|n| if n == 0 { format!("{prefix}.{vrid}") } else { format!("{prefix}{n}.{vrid}") })
+                .find(|name| !wanted.iter().any(|(_, _, w)| &w.name == name))
+                .unwrap_or_default();
+            wanted.push((
+                Some(instance.name.clone()),
+                Some(dev.clone()),
+                VmacWanted { name, parent: dev, mac, ipv6 },
+            ));
+        }
+    }
+    wanted
 }
 
 /// The name of a `use_vmac` interface without one of its own: `PREFIX.VRID`, the prefix being
@@ -348,7 +418,73 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
         }
     }
     planner.groups();
+    planner.plan.firewall = firewall_plan(config, &planner.plan.instances);
+    planner.plan.linkbeat = linkbeat(config, &planner.plan.instances);
     (planner.plan, planner.errors)
+}
+
+/// The nftables table when some instance is `no_accept` or has VMACs: keepalived 2.2.7 then
+/// uses nftables whether or not `nftables` (or `vrrp_iptables`) was given.
+fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::firewall::FirewallPlan> {
+    let blocking: Vec<&InstancePlan> = instances.iter().filter(|i| i.no_accept).collect();
+    if blocking.is_empty() && vmacs_wanted(config).is_empty() {
+        return None;
+    }
+    let mut plan = super::firewall::FirewallPlan::from_globals(&config.global_defs);
+    plan.link_local_by_name = blocking.iter().any(|i| i.link_local_by_name);
+    plan.link_local_by_index = blocking.iter().any(|i| !i.link_local_by_name);
+    Some(plan)
+}
+
+/// The interfaces linkbeat polls: those of `linkbeat_interfaces`, the interface of each instance
+/// with `linkbeat_use_polling` (keepalived's deprecated instance keyword), and with the global
+/// `linkbeat_use_polling` every interface an instance tracks.
+fn linkbeat(config: &Config, instances: &[InstancePlan]) -> Vec<String> {
+    let mut names: Vec<String> = config.linkbeat_interfaces.iter().map(|l| l.name.clone()).collect();
+    for plan in instances {
+        let configured = config.vrrp_instances.iter().find(|v| v.name == plan.name);
+        if configured.is_some_and(|v| v.linkbeat_use_polling) {
+            names.push(plan.base_interface.name.clone());
+        }
+        if config.global_defs.linkbeat_use_polling {
+            names.extend(plan.tracking.iter().filter_map(|t| match &t.object {
+                TrackedObject::Interface(name) => Some(name.clone()),
+                _ => None,
+            }));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// An instance's share of its socket's receive buffer, as keepalived 2.2.7 computes it (measured:
+/// `kernel_rx_buf_size`, else per `vrrp_rx_bufs_policy`: the interface's MTU or the advert's
+/// size, IP header included, times `vrrp_rx_bufs_multiplier` (3), or the size given; else 0).
+fn rx_buf_size(v: &VrrpInstance, global: &model::GlobalDefs, mtu: u32, params: &InstanceParams) -> u32 {
+    let saturate = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    if let Some(size) = v.kernel_rx_buf_size.filter(|s| *s > 0) {
+        return saturate(size);
+    }
+    let multiplier = u64::from(global.vrrp_rx_bufs_multiplier.unwrap_or(3));
+    match global.vrrp_rx_bufs_policy {
+        None => 0,
+        Some(model::RxBufsPolicy::Size(size)) => saturate(size),
+        Some(model::RxBufsPolicy::Mtu) => saturate(u64::from(mtu) * multiplier),
+        Some(model::RxBufsPolicy::Advert) => saturate(advert_size(params) * multiplier),
+    }
+}
+
+/// The size of an instance's advert with its IP header (and AH header).
+fn advert_size(params: &InstanceParams) -> u64 {
+    let (ip_header, addresses) = match &params.addresses {
+        AddressList::V4(a) => (20, 4 * a.len()),
+        AddressList::V6(a) => (40, 16 * a.len()),
+    };
+    let ah = if matches!(params.authentication, Authentication::Ah(_)) { 24 } else { 0 };
+    // VRRPv2 always carries 8 bytes of authentication data.
+    let auth_data = if params.version == Version::V2 { 8 } else { 0 };
+    u64::try_from(ip_header + ah + 8 + addresses + auth_data).unwrap_or(u64::MAX)
 }
 
 /// The gratuitous ARP / NA pauses: the global ones, and those of each `garp_group` for its
@@ -406,6 +542,7 @@ pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanErr
         running: false,
         loopback: false,
         mac: Vec::new(),
+        mtu: 0,
     });
     for entry in &config.static_ipaddress {
         let planned = match (&entry.dev, &default_link) {
@@ -519,13 +656,14 @@ impl Planner<'_> {
         }
 
         let vmac = v.use_vmac.as_ref().map(|_| {
-            let (name, mac) = vmacs_wanted(&Config {
+            let (name, mac) = address_vmacs(&Config {
                 vrrp_instances: vec![v.clone()],
                 global_defs: global.clone(),
                 ..Config::default()
             })
-            .pop()
-            .map(|wanted| (wanted.name, wanted.mac))
+            .into_iter()
+            .find(|(for_instance, _, _)| for_instance.is_none())
+            .map(|(_, _, wanted)| (wanted.name, wanted.mac))
             .unwrap_or_else(|| {
                 (vmac_name(self.config, vrid.get()), virtual_mac(vrid.get(), family == Family::Inet6))
             });
@@ -611,8 +749,27 @@ impl Planner<'_> {
         let vip_interface = vip_link.index;
         let mut vips = Vec::new();
         let mut advertised = Vec::new();
+        // use_vmac_addr: a VIP on another interface goes on that interface's VMAC.
+        let address_vmacs: Vec<(String, String)> = if v.use_vmac_addr {
+            address_vmacs(self.config)
+                .into_iter()
+                .filter_map(|(instance, dev, wanted)| match (instance, dev) {
+                    (Some(instance), Some(dev)) if instance == v.name => Some((dev, wanted.name)),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let on_vmac = |entry: &IpAddressEntry| -> IpAddressEntry {
+            let mut entry = entry.clone();
+            if let Some((_, vmac)) = address_vmacs.iter().find(|(dev, _)| entry.dev.as_ref() == Some(dev)) {
+                entry.dev = Some(vmac.clone());
+            }
+            entry
+        };
         for entry in &v.virtual_ipaddress {
-            let vip = self.vip(entry, vip_link)?;
+            let vip = self.vip(&on_vmac(entry), vip_link)?;
             if entry.address.addr.is_ipv4() == (family == Family::Inet) {
                 advertised.push(entry.address.addr);
             }
@@ -621,7 +778,7 @@ impl Planner<'_> {
         let excluded = v
             .virtual_ipaddress_excluded
             .iter()
-            .map(|entry| self.vip(entry, vip_link))
+            .map(|entry| self.vip(&on_vmac(entry), vip_link))
             .collect::<Result<Vec<_>, _>>()?;
         let addresses = match family {
             Family::Inet => AddressList::V4(
@@ -714,6 +871,7 @@ impl Planner<'_> {
             .down_timer_adverts
             .or(global.vrrp_down_timer_adverts)
             .unwrap_or(super::state::DOWN_TIMER_ADVERTS);
+        let rx_buf_size = rx_buf_size(v, global, interface.mtu, &params);
         // Catch what the state machine refuses now, with the instance's name.
         super::state::Instance::new(params.clone()).map_err(|e| e.to_string())?;
 
@@ -818,6 +976,11 @@ impl Planner<'_> {
                 .unwrap_or(false),
             promote_secondaries: v.promote_secondaries,
             group: None,
+            // keepalived: accept unless strict mode, and the owner always accepts.
+            no_accept: !v.accept.unwrap_or(!strict) && v.priority != super::packet::PRIORITY_OWNER,
+            link_local_by_name: v.dont_track_primary && !global.nftables_ifindex,
+            rx_buf_size,
+            source_follows_interface: configured.is_none() && family == Family::Inet,
         })
     }
 

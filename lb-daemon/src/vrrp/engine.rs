@@ -31,6 +31,7 @@ use super::{
         GroupPlan, HostView, InstancePlan, OldChecksum, Plan, SmtpPlan, Transport, VmacWanted, plan,
         vmacs_wanted,
     },
+    firewall::{self, Blocked, Firewall},
     notify::{Notifier, NotifyScripts, Subject},
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
@@ -42,7 +43,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, addr::Lifetime, sysctl, vmac::link_local_from_mac},
+    netlink::{Netlink, RcvBuf, addr::Lifetime, sysctl, vmac::link_local_from_mac},
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -71,7 +72,9 @@ pub async fn run(
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
-    super::sched::apply(&config.global_defs);
+    let real_time = super::sched::apply(&config.global_defs);
+    let current = if real_time { super::sched::rt_priority(&config.global_defs) } else { 0 };
+    let mut auto_priority = super::sched::AutoPriority::from_globals(&config.global_defs, current);
     engine.start().await;
     let mut timer = match Timer::new() {
         Ok(timer) => Some(timer),
@@ -108,6 +111,10 @@ pub async fn run(
                 }
             },
             () = sleep_until(deadline, timer.as_mut()) => {
+                // max_auto_priority: how late this wake-up is.
+                if let (Some(auto), Some(due)) = (&mut auto_priority, deadline) {
+                    auto.check(Instant::now().saturating_duration_since(due));
+                }
                 // Adverts that arrived before the timer is handled count: what the sockets
                 // still hold (without a system call unless their last readiness event said
                 // there is something to read).
@@ -159,6 +166,9 @@ struct Runner {
     lease_vips: Arc<[super::config::Vip]>,
     /// The next Notify is the first: log it with " (init)" as keepalived does.
     init: bool,
+    /// Its source followed the interface's address, which went with no other to replace it:
+    /// FAULT until one comes.
+    no_source: bool,
     /// The last reason an advert was dropped for a configuration mismatch, logged once.
     last_discard: Option<String>,
     /// `auth_type AH`: the sequence number of the adverts sent and accepted.
@@ -241,6 +251,10 @@ struct Engine {
     /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
     /// value), put back at the stop as keepalived does.
     restore_conf: Vec<(String, &'static str, String)>,
+    /// `net.ipv4` settings changed (`disable_local_igmp`), with their previous values.
+    restore_ipv4: Vec<(&'static str, String)>,
+    /// The nftables table of the `no_accept` instances.
+    firewall: Option<Firewall>,
 }
 
 /// One socket per interface, source and group: every instance there shares it.
@@ -261,7 +275,19 @@ impl Engine {
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
     ) -> Result<Self, VrrpError> {
+        // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
+        // sets it with or without use_vmac, and puts it back as it stops), before
+        // any socket joins a group.
+        let mut restore_ipv4 = Vec::new();
+        if config.global_defs.disable_local_igmp {
+            match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
+                Ok(Some(previous)) => restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(None) => {}
+                Err(e) => warn!("disable_local_igmp: {e}"),
+            }
+        }
         let mut vmacs = Vec::new();
+        let mut created_vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
                 let parent = netlink.link_by_name(&parent).await?;
@@ -298,6 +324,7 @@ impl Engine {
                     }
                     info!("(vmac) {name} created on {parent}");
                     vmacs.push(link.index);
+                    created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
             }
@@ -307,19 +334,48 @@ impl Engine {
         for problem in &problems {
             warn!("{problem}");
         }
-        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp } = plan;
+        let Plan { instances, groups, scripts, files, script_policy, garp_pacing, smtp, firewall, linkbeat } =
+            plan;
+        if let Some(firewall) = &firewall
+            && config.global_defs.nftables.is_none()
+        {
+            // keepalived's words when it picks nftables by itself; lbd has no iptables backend,
+            // so vrrp_iptables gets nftables too.
+            let why = if config.global_defs.vrrp_iptables.is_some() {
+                "vrrp_iptables specified, lbd has no iptables backend"
+            } else {
+                "use_vmac or no_accept/strict specified, but no firewall configured"
+            };
+            info!("{why} - using nftables (table {})", firewall.table);
+        }
+        let firewall = firewall.map(Firewall::spawn);
+        if let Some(firewall) = &firewall
+            && !created_vmacs.is_empty()
+        {
+            firewall.vmacs(created_vmacs, !config.global_defs.disable_local_igmp).await;
+        }
 
         let mut track = TrackStatus::default();
         for link in &host.links {
             track.interfaces.insert(link.name.clone(), link.up && link.running);
         }
-        let mut tasks = vec![track::spawn_links(updates.clone()).map_err(VrrpError::Netlink)?];
-        if instances
-            .iter()
-            .any(|i| i.tracking.iter().any(|t| matches!(t.object, TrackedObject::Address { .. })))
-        {
-            tasks.push(track::spawn_addresses(updates.clone()).map_err(VrrpError::Netlink)?);
+        let global = &config.global_defs;
+        let monitor_rcvbuf = RcvBuf::from_keywords(
+            global.vrrp_netlink_monitor_rcv_bufs,
+            global.vrrp_netlink_monitor_rcv_bufs_force,
+        );
+        let cmd_rcvbuf =
+            RcvBuf::from_keywords(global.vrrp_netlink_cmd_rcv_bufs, global.vrrp_netlink_cmd_rcv_bufs_force);
+        let mut tasks = vec![
+            track::spawn_links(updates.clone(), monitor_rcvbuf, linkbeat.clone())
+                .map_err(VrrpError::Netlink)?,
+        ];
+        if !linkbeat.is_empty() {
+            info!("Using MII-BMSR/ETHTOOL NIC polling thread(s)... ({})", linkbeat.join(", "));
+            tasks.push(track::spawn_linkbeat(linkbeat, updates.clone()));
         }
+        // Address events: track_src_ip, and a MASTER's VIP deleted by hand.
+        tasks.push(track::spawn_addresses(updates.clone(), monitor_rcvbuf).map_err(VrrpError::Netlink)?);
         track.addresses = host
             .addresses
             .iter()
@@ -400,12 +456,18 @@ impl Engine {
                 vips_installed: false,
                 lease_renewed: None,
                 init: true,
+                no_source: false,
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
                 extra_garp_at: None,
                 last_mail: None,
             });
+        }
+        // kernel_rx_buf_size / vrrp_rx_bufs_policy: a socket's buffer is the sum of its
+        // instances' shares, as keepalived sets it.
+        for (socket, (_, vrrp_socket)) in sockets.iter().enumerate() {
+            set_rx_buf(vrrp_socket, &runners, socket);
         }
         let mut group_runners = Vec::new();
         for mut group in groups {
@@ -460,7 +522,7 @@ impl Engine {
             plan_scripts: scripts.into_iter().map(|s| s.name).collect(),
             notifier: Notifier::spawn(&fifos(config, &script_policy)),
             garp: Gratuitous::spawn(garp_pacing),
-            renewer: Renewer::spawn(netlink.clone()),
+            renewer: Renewer::spawn(netlink.clone(), cmd_rcvbuf),
             smtp,
             no_email_faults: config.global_defs.no_email_faults,
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
@@ -471,6 +533,8 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
+            restore_ipv4,
+            firewall,
         })
     }
 
@@ -713,12 +777,13 @@ impl Engine {
 
     async fn track(&mut self, update: TrackUpdate) {
         match update {
-            TrackUpdate::Interface { name, up } => {
+            TrackUpdate::Interface { name, up, polled } => {
                 let before = self.track.interfaces.insert(name.clone(), up);
                 if before == Some(up) {
                     return;
                 }
-                info!("Netlink reports {name} {}", if up { "up" } else { "down" });
+                let by = if polled { "Linkbeat" } else { "Netlink" };
+                info!("{by} reports {name} {}", if up { "up" } else { "down" });
             }
             TrackUpdate::Script { index, ok } => {
                 let Some(script) = self.track.scripts.get_mut(index) else { return };
@@ -733,6 +798,10 @@ impl Engine {
                 *slot = value;
             }
             TrackUpdate::Address(change) => {
+                if !change.added {
+                    self.vip_removed(change.ifindex, change.addr).await;
+                }
+                self.source_changed(change.ifindex, change.addr, change.added).await;
                 let key = (change.ifindex, change.addr);
                 let changed = if change.added {
                     self.track.addresses.insert(key)
@@ -806,7 +875,7 @@ impl Engine {
             self.runners[i].evaluation.fault = evaluation.fault;
         }
         for i in 0..self.runners.len() {
-            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i) || self.runners[i].no_source;
             if fault == self.runners[i].fault {
                 continue;
             }
@@ -945,6 +1014,12 @@ impl Engine {
                 addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::add_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 info!("({}) setting VIPs.", runner.plan.name);
+                if runner.plan.no_accept
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) setting firewall drop rule", runner.plan.name);
+                    firewall.block(blocked(&runner.plan));
+                }
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
                 runner.extra_garp_at =
@@ -959,6 +1034,13 @@ impl Engine {
                 addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
+                if runner.plan.no_accept
+                    && runner.vips_installed
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) removing firewall drop rule", runner.plan.name);
+                    firewall.unblock(blocked(&runner.plan));
+                }
                 runner.vips_installed = false;
                 runner.lease_renewed = None;
                 runner.extra_garp_at = None;
@@ -995,6 +1077,131 @@ impl Engine {
                 }
                 reason => self.discarded(i, reason.to_string()),
             },
+        }
+    }
+
+    /// A VIP of a MASTER instance went from `ifindex` without lbd removing it (`ip addr del`):
+    /// [`Event::VipRemoved`], once the kernel confirms it is gone (the event may be that of an
+    /// earlier removal of lbd's own, since put back).
+    async fn vip_removed(&mut self, ifindex: u32, address: IpAddr) {
+        let owners: Vec<usize> = (0..self.runners.len())
+            .filter(|&i| {
+                let runner = &self.runners[i];
+                runner.vips_installed
+                    && runner.machine.state() == State::Master
+                    && runner
+                        .plan
+                        .vips
+                        .iter()
+                        .chain(&runner.plan.excluded)
+                        .any(|v| v.address.ifindex == ifindex && v.address.addr == address)
+            })
+            .collect();
+        if owners.is_empty() {
+            return;
+        }
+        match self.netlink.addresses(ifindex).await {
+            Ok(present) if present.iter().any(|a| a.addr == address) => return,
+            Ok(_) => {}
+            Err(e) => {
+                warn!("cannot check whether VIP {address} is still there: {}", chain(&e));
+                return;
+            }
+        }
+        let link = self.track_link_name(ifindex);
+        info!("Netlink reflector reports IP {address} removed from {link}");
+        let now = Instant::now();
+        for i in owners {
+            let actions = self.runners[i].machine.handle(Event::VipRemoved, now);
+            self.execute(i, actions).await;
+        }
+    }
+
+    /// An IPv4 address went from or came to `ifindex`: the instances whose source follows their
+    /// interface's address (no `mcast_src_ip` / `unicast_src_ip`) follow it as keepalived 2.2.7
+    /// does (measured): their source gone, they send from another address of the interface, or
+    /// without one go to FAULT ("Deassigned address"), until an address comes ("Assigned
+    /// address"; BACKUP, then MASTER from the new source).
+    async fn source_changed(&mut self, ifindex: u32, address: IpAddr, added: bool) {
+        let following: Vec<usize> = (0..self.runners.len())
+            .filter(|&i| {
+                let runner = &self.runners[i];
+                let plan = &runner.plan;
+                // Only what can change something: no netlink dump for every VIP renewal.
+                let relevant =
+                    if added { runner.no_source } else { runner.machine.params().source_address == address };
+                relevant
+                    && plan.source_follows_interface
+                    && plan.base_interface.index == ifindex
+                    && address.is_ipv4()
+            })
+            .collect();
+        if following.is_empty() {
+            return;
+        }
+        let present = match self.netlink.addresses(ifindex).await {
+            Ok(present) => present.into_iter().map(|a| a.addr).collect::<Vec<_>>(),
+            Err(e) => {
+                warn!("cannot read the addresses of interface {ifindex}: {}", chain(&e));
+                return;
+            }
+        };
+        let link = self.track_link_name(ifindex);
+        let mut reevaluate = false;
+        for i in following {
+            let runner = &self.runners[i];
+            let is_vip = |a: &IpAddr| {
+                runner.plan.vips.iter().chain(&runner.plan.excluded).any(|v| v.address.addr == *a)
+            };
+            let source = runner.machine.params().source_address;
+            let replacement = if added {
+                if !runner.no_source || is_vip(&address) || !present.contains(&address) {
+                    continue;
+                }
+                info!("Assigned address {address} for interface {link}");
+                Some(address)
+            } else {
+                if address != source || runner.no_source || present.contains(&address) {
+                    continue;
+                }
+                info!("Deassigned address {address} from interface {link}");
+                present.iter().copied().find(|a| a.is_ipv4() && !is_vip(a))
+            };
+            match replacement {
+                Some(new) => {
+                    self.switch_source(i, new);
+                    if self.runners[i].no_source {
+                        self.runners[i].no_source = false;
+                        reevaluate = true;
+                    }
+                }
+                None => {
+                    self.runners[i].no_source = true;
+                    reevaluate = true;
+                }
+            }
+        }
+        if reevaluate {
+            self.reevaluate().await;
+        }
+    }
+
+    /// Instance `i` (and those sharing its socket) sends from `source` now: a socket bound to
+    /// it replaces theirs.
+    fn switch_source(&mut self, i: usize, source: IpAddr) {
+        let index = self.runners[i].socket;
+        let mut key = self.sockets[index].0.clone();
+        key.source = source;
+        match open_socket(&self.runners[i].plan, &key) {
+            Ok(socket) => {
+                info!("({}) adverts now from {source}", self.runners[i].plan.name);
+                self.sockets[index] = (key, Arc::new(socket));
+                set_rx_buf(&self.sockets[index].1, &self.runners, index);
+                for runner in self.runners.iter_mut().filter(|r| r.socket == index) {
+                    runner.machine.set_source_address(source);
+                }
+            }
+            Err(e) => warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name),
         }
     }
 
@@ -1177,6 +1384,16 @@ impl Engine {
             }
         }
         self.notifier.close(STOP_NOTIFY_WAIT).await;
+        // keepalived deletes its tables as it stops; a reload's next engine makes them anew
+        // for the instances it keeps in MASTER.
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
+        for (key, previous) in &self.restore_ipv4 {
+            if let Err(e) = sysctl::set_ipv4(key, previous) {
+                warn!("cannot restore {key}: {e}");
+            }
+        }
         for (interface, key, previous) in &self.restore_conf {
             // A reload's next engine sets it again if its configuration still asks.
             if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
@@ -1192,6 +1409,11 @@ impl Engine {
         }
         info!("VRRP stopped");
     }
+}
+
+/// What instance `plan` blocks while MASTER: its VIPs, excluded ones included.
+fn blocked(plan: &InstancePlan) -> Vec<Blocked> {
+    plan.vips.iter().chain(&plan.excluded).map(|vip| Blocked::of(vip, plan.link_local_by_name)).collect()
 }
 
 /// `vrrp_startup_delay`: when the delay that began with the first VRRP engine of this process
@@ -1244,6 +1466,19 @@ pub(crate) async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netl
         host.addresses.insert(link.index, addresses.into_iter().map(|a| a.addr).collect());
     }
     Ok(host)
+}
+
+/// Sets the receive buffer of socket `index` to the sum of its instances' shares, if any.
+fn set_rx_buf(socket: &VrrpSocket, runners: &[Runner], index: usize) {
+    let bytes = runners
+        .iter()
+        .filter(|r| r.socket == index)
+        .fold(0u32, |sum, r| sum.saturating_add(r.plan.rx_buf_size));
+    if bytes > 0
+        && let Err(e) = socket.set_receive_buffer(bytes)
+    {
+        warn!("cannot set the receive buffer of a VRRP socket to {bytes} bytes: {e}");
+    }
 }
 
 fn open_socket(instance: &InstancePlan, key: &SocketKey) -> std::io::Result<VrrpSocket> {

@@ -15,7 +15,7 @@
 //! - [`config`]: keepalived's `vrrp_instance` / `vrrp_sync_group` / `vrrp_script` /
 //!   `track_file` model mapped onto what the runtime runs (pure, given the host's interfaces).
 //! - [`socket`] (raw VRRP sockets; [`ah`] signs and checks `auth_type AH`), [`garp`] (gratuitous ARP / unsolicited NA frames),
-//!   [`addr`] (VIPs on a kernel lease, virtual routes), [`track`] (interfaces, scripts, files →
+//!   [`addr`] (VIPs on a kernel lease, virtual routes), [`firewall`] (`no_accept` through nftables), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`), [`statics`] (`static_ipaddress`, `static_routes`).
 //! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
@@ -31,6 +31,7 @@ pub mod addr;
 pub mod ah;
 pub mod config;
 pub mod engine;
+pub mod firewall;
 pub mod garp;
 pub mod notify;
 pub mod packet;

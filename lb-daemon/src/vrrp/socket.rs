@@ -156,6 +156,12 @@ impl VrrpSocket {
         Ok(self)
     }
 
+    /// Sets the socket's receive buffer (SO_RCVBUF: the kernel doubles it, and caps it at
+    /// `net.core.rmem_max`), for `kernel_rx_buf_size` / `vrrp_rx_bufs_policy`.
+    pub fn set_receive_buffer(&self, bytes: u32) -> io::Result<()> {
+        self.fd.get_ref().set_recv_buffer_size(usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+
     /// The address adverts are sent from.
     pub fn source(&self) -> IpAddr {
         self.source

@@ -339,6 +339,11 @@ pub enum Event<'a> {
     /// Sync groups: another member left MASTER for BACKUP; a member in MASTER follows it (VIPs
     /// removed, no advert sent), as keepalived's `vrrp_sync_backup`.
     SyncBackup,
+    /// One of a MASTER's VIPs was deleted by someone else (`ip addr del`). keepalived 2.2.7
+    /// (measured) then sends priority 0, enters BACKUP removing its other VIPs, and its
+    /// Master_Down_Timer is Skew_Time, as for a priority-0 advert: alone, or above the other
+    /// routers, it is MASTER again a Skew_Time later, its VIPs all back.
+    VipRemoved,
 }
 
 /// Something the socket / address layer must do, in order.
@@ -566,6 +571,14 @@ impl Instance {
         &self.params
     }
 
+    /// The address adverts go from changed (no configured source: the interface's address
+    /// went and another took its place). Ignored if of the other family.
+    pub fn set_source_address(&mut self, source: IpAddr) {
+        if source.is_ipv4() == self.params.source_address.is_ipv4() {
+            self.params.source_address = source;
+        }
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state
@@ -678,6 +691,13 @@ impl Instance {
             Event::SyncBackup => {
                 if self.state == State::Master {
                     self.become_backup(now, &mut actions);
+                }
+            }
+            Event::VipRemoved => {
+                if self.state == State::Master {
+                    actions.push(Action::SendAdvert { priority: PRIORITY_STOP });
+                    self.become_backup(now, &mut actions);
+                    self.timer = Some(self.down_timer(now, self.skew_time()));
                 }
             }
         }

@@ -36,7 +36,7 @@ use super::{
     script::{Outcome, PreparedScript},
 };
 use crate::netlink::{
-    NetlinkError,
+    NetlinkError, RcvBuf,
     monitor::{AddressChange, AddressMonitor, LinkChange, LinkMonitor},
 };
 
@@ -243,6 +243,8 @@ pub enum TrackUpdate {
         name: String,
         /// IFF_UP and IFF_RUNNING.
         up: bool,
+        /// Read by linkbeat polling rather than told by a netlink event.
+        polled: bool,
     },
     /// A script run finished.
     Script {
@@ -351,16 +353,24 @@ pub fn spawn_file(
 }
 
 /// Reports link changes (up = IFF_UP and IFF_RUNNING) as keepalived's netlink reflector does.
-pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<()>, NetlinkError> {
-    let mut monitor = LinkMonitor::open()?;
+/// The subscription's receive buffer is `rcvbuf` if given (`vrrp_netlink_monitor_rcv_bufs`).
+/// Events of the interfaces in `polled` are left out: [`spawn_linkbeat`] reads those.
+pub fn spawn_links(
+    updates: UnboundedSender<TrackUpdate>,
+    rcvbuf: Option<RcvBuf>,
+    polled: Vec<String>,
+) -> Result<JoinHandle<()>, NetlinkError> {
+    let mut monitor = LinkMonitor::open(rcvbuf)?;
     Ok(tokio::spawn(async move {
         while let Some(change) = monitor.next().await {
-            let update = match change {
-                LinkChange::Updated(link) => {
-                    TrackUpdate::Interface { up: link.up && link.running, name: link.name }
-                }
-                LinkChange::Removed(link) => TrackUpdate::Interface { name: link.name, up: false },
+            let (name, up) = match change {
+                LinkChange::Updated(link) => (link.name, link.up && link.running),
+                LinkChange::Removed(link) => (link.name, false),
             };
+            if polled.contains(&name) {
+                continue;
+            }
+            let update = TrackUpdate::Interface { name, up, polled: false };
             if updates.send(update).is_err() {
                 return;
             }
@@ -368,9 +378,65 @@ pub fn spawn_links(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<(
     }))
 }
 
+/// keepalived's `POLLING_DELAY`: how often linkbeat polling reads an interface (measured with
+/// keepalived 2.2.7: FAULT came 6 to 948 ms after the link went down).
+pub const LINKBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Linkbeat polling (`linkbeat_use_polling`, `linkbeat_interfaces`): reads the link state of
+/// `interfaces` every [`LINKBEAT_INTERVAL`] and reports changes, instead of netlink events.
+/// The state is the interface's IFF_UP and IFF_RUNNING (keepalived's IOCTL method; on a veth
+/// its MII probe is not supported and ETHTOOL_GLINK reads the same carrier).
+pub fn spawn_linkbeat(interfaces: Vec<String>, updates: UnboundedSender<TrackUpdate>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last: HashMap<String, bool> = HashMap::new();
+        let mut ticker = tokio::time::interval(LINKBEAT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            for name in &interfaces {
+                let up = link_up(name);
+                if last.insert(name.clone(), up) == Some(up) {
+                    continue;
+                }
+                if updates.send(TrackUpdate::Interface { name: name.clone(), up, polled: true }).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Whether the interface `name` is up and running (SIOCGIFFLAGS); false if it does not exist.
+fn link_up(name: &str) -> bool {
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None) else {
+        return false;
+    };
+    // SAFETY: an all-zero ifreq is valid (a name of NULs, a zero union).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= request.ifr_name.len() {
+        return false;
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *to = from.cast_signed();
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of the ifreq it is given.
+    let rc = unsafe {
+        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&socket), libc::SIOCGIFFLAGS, &raw mut request)
+    };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: SIOCGIFFLAGS filled the union's flags.
+    let flags = i32::from(unsafe { request.ifr_ifru.ifru_flags });
+    flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+}
+
 /// Reports addresses added to and removed from interfaces (for `track_src_ip`).
-pub fn spawn_addresses(updates: UnboundedSender<TrackUpdate>) -> Result<JoinHandle<()>, NetlinkError> {
-    let mut monitor = AddressMonitor::open()?;
+pub fn spawn_addresses(
+    updates: UnboundedSender<TrackUpdate>,
+    rcvbuf: Option<RcvBuf>,
+) -> Result<JoinHandle<()>, NetlinkError> {
+    let mut monitor = AddressMonitor::open(rcvbuf)?;
     Ok(tokio::spawn(async move {
         while let Some(change) = monitor.next().await {
             if updates.send(TrackUpdate::Address(change)).is_err() {

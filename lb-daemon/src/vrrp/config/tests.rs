@@ -13,6 +13,7 @@ fn host() -> HostView {
         running: true,
         loopback: false,
         mac: vec![2, 0, 0, 0, 0, mac],
+        mtu: 1500,
     };
     HostView {
         links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
@@ -397,4 +398,83 @@ fn track_src_ip_tracks_a_configured_source_only() {
     assert_eq!(tracked(&configured), [(2, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11)), 0)]);
     // keepalived ignores the keyword when the source comes from the interface.
     assert_eq!(tracked(&only(&instance(""))), []);
+}
+
+#[test]
+fn no_accept_follows_strict_mode_accept_and_the_owner_and_brings_the_nftables_table() {
+    let no_accept = |global: &str, extra: &str| {
+        let (plan, errors) = planned(&format!("global_defs {{\n{global}}}\n{}", instance(extra)));
+        assert_eq!(plan.instances.len(), 1, "{errors:?}");
+        (plan.instances[0].no_accept, plan.firewall)
+    };
+    assert_eq!(no_accept("", ""), (false, None), "accept unless strict");
+    let (blocks, firewall) = no_accept(" vrrp_strict\n", " version 3\n");
+    assert!(blocks);
+    let firewall = firewall.unwrap_or_else(|| panic!("no table"));
+    assert_eq!((firewall.table.as_str(), firewall.priority, firewall.counters), ("keepalived", -1, false));
+    assert!(firewall.link_local_by_index && !firewall.link_local_by_name);
+    assert_eq!(no_accept(" vrrp_strict\n", " version 3\n accept\n"), (false, None));
+    assert_eq!(no_accept(" vrrp_strict\n", " version 3\n priority 255\n"), (false, None), "the owner");
+    let (blocks, firewall) = no_accept(
+        " nftables lbdtab\n nftables_priority 7\n nftables_counters\n",
+        " no_accept\n dont_track_primary\n",
+    );
+    let firewall = firewall.unwrap_or_else(|| panic!("no table"));
+    assert!(blocks && firewall.counters && firewall.link_local_by_name && !firewall.link_local_by_index);
+    assert_eq!((firewall.table.as_str(), firewall.priority), ("lbdtab", 7));
+    let (_, firewall) = no_accept(" nftables_ifindex\n", " no_accept\n dont_track_primary\n");
+    assert!(firewall.is_some_and(|f| f.link_local_by_index && !f.link_local_by_name));
+}
+
+#[test]
+fn an_instance_s_receive_buffer_share_follows_keepalived_s_policy() {
+    let share = |global: &str, extra: &str| {
+        let (plan, errors) = planned(&format!("global_defs {{\n{global}}}\n{}", instance(extra)));
+        assert_eq!(plan.instances.len(), 1, "{errors:?}");
+        plan.instances[0].rx_buf_size
+    };
+    assert_eq!(share("", ""), 0, "the system's default");
+    assert_eq!(share("", " kernel_rx_buf_size 50000\n"), 50_000);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n", ""), 4_500);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n vrrp_rx_bufs_multiplier 4\n", ""), 6_000);
+    // keepalived 2.2.7, measured: a VRRPv2 advert with one VIP is 40 bytes (20 of IP header).
+    assert_eq!(share(" vrrp_rx_bufs_policy ADVERT\n", ""), 120);
+    assert_eq!(share(" vrrp_rx_bufs_policy ADVERT\n", " version 3\n"), 96);
+    assert_eq!(share(" vrrp_rx_bufs_policy 100000\n", ""), 100_000);
+    assert_eq!(share(" vrrp_rx_bufs_policy MTU\n", " kernel_rx_buf_size 7\n"), 7, "the instance's own wins");
+}
+
+#[test]
+fn linkbeat_polls_the_interfaces_keepalived_polls() {
+    let polled = |top: &str, extra: &str| planned(&format!("{top}{}", instance(extra))).0.linkbeat;
+    assert!(polled("", "").is_empty());
+    assert_eq!(polled("", " linkbeat_use_polling\n"), ["eth0"]);
+    assert_eq!(polled("linkbeat_interfaces {\n eth1 ETHTOOL\n}\n", ""), ["eth1"]);
+    assert_eq!(
+        polled("linkbeat_use_polling\n", " track_interface {\n  eth1\n }\n"),
+        ["eth0", "eth1"],
+        "every tracked interface"
+    );
+}
+
+#[test]
+fn use_vmac_addr_wants_a_vmac_per_other_interface_named_as_keepalived() {
+    let names = |global: &str, extra: &str| {
+        let text = format!(
+            "global_defs {{\n{global}}}\nvrrp_instance VI_1 {{\n interface eth0\n virtual_router_id 51\n{extra}\
+             virtual_ipaddress {{\n  10.0.0.100/24\n  10.1.0.100/24 dev eth1\n  10.1.0.101/24 dev eth1\n }}\n}}\n"
+        );
+        let loaded = parse_str("t.conf", &text, &LoadOptions::default());
+        address_vmacs(&loaded.config)
+            .into_iter()
+            .map(|(instance, dev, w)| (instance, dev, w.name, w.parent))
+            .collect::<Vec<_>>()
+    };
+    let own = (None, None, "vrrp.51".to_owned(), "eth0".to_owned());
+    let for_eth1 =
+        |name: &str| (Some("VI_1".to_owned()), Some("eth1".to_owned()), name.to_owned(), "eth1".to_owned());
+    assert_eq!(names("", " use_vmac\n"), std::slice::from_ref(&own));
+    assert_eq!(names("", " use_vmac\n use_vmac_addr\n"), [own.clone(), for_eth1("vrrp1.51")]);
+    assert_eq!(names(" vmac_addr_prefix vadr\n", " use_vmac\n use_vmac_addr\n"), [own, for_eth1("vadr.51")]);
+    assert_eq!(names(" vmac_prefix v\n", " use_vmac_addr\n"), [for_eth1("v.51")]);
 }

@@ -1083,3 +1083,22 @@ fn a_startup_hold_runs_the_master_down_timer_from_its_end_owner_included() {
     late.hold_startup_until(at_ms(0));
     assert_eq!(late.handle(Event::Startup, at_ms(1)), takeover_actions(255));
 }
+
+#[test]
+fn a_master_whose_vip_was_deleted_sends_priority_zero_and_is_back_a_skew_time_later() {
+    let mut a = started(params(150, 1));
+    let down = deadline(&a);
+    assert_eq!(a.handle(Event::Timer, down), takeover_actions(150));
+    let t = down + Duration::from_millis(300);
+    assert_eq!(
+        a.handle(Event::VipRemoved, t),
+        [Action::SendAdvert { priority: 0 }, Action::RemoveVips, Action::Notify(State::Backup)]
+    );
+    assert_eq!(a.state(), State::Backup);
+    // keepalived 2.2.7: "Receive advertisement timeout" a Skew_Time later (alone on the LAN).
+    assert_eq!(deadline(&a), t + a.skew_time());
+    assert_eq!(a.handle(Event::Timer, t + a.skew_time()), takeover_actions(150));
+    // Nothing to do outside MASTER.
+    let mut b = started(params(100, 2));
+    assert!(b.handle(Event::VipRemoved, at_ms(10)).is_empty());
+}

@@ -1,0 +1,547 @@
+//! keepalived keywords about how the VRRP child uses its host, shown in namespaces with a
+//! running lbd: `nftables` / `no_accept` (the table keepalived 2.2.7 makes, compared rule for rule
+//! with a real keepalived's, and traffic to a non-accepting master's VIP dropped), and the
+//! receive buffers (`kernel_rx_buf_size`, `vrrp_rx_bufs_policy`, `vrrp_rx_bufs_multiplier`,
+//! `vrrp_netlink_cmd_rcv_bufs(_force)`, `vrrp_netlink_monitor_rcv_bufs(_force)`), read back from
+//! the sockets of a running lbd and of a real keepalived, and `max_auto_priority` /
+//! `min_auto_priority_delay` (the VRRP thread's real-time priority rising after the process was
+//! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
+//! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
+//! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
+//! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
+//! named as keepalived names it); and the advert source following the interface's address
+//! without `mcast_src_ip` / `unicast_src_ip`.
+
+mod vrrp_kit;
+
+use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    time::Duration,
+};
+
+use lb_tests::lab::{Lab, Netns, wait_until};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
+
+/// `tcpdump ARGS` in `ns`, once it listens.
+fn tcpdump(ns: &Netns, args: &[&str]) -> lb_tests::process::Proc {
+    let mut tcpdump = ns.spawn("tcpdump", "tcpdump", args);
+    wait_until(Duration::from_secs(5), "tcpdump to listen", || {
+        tcpdump.assert_running();
+        tcpdump.log().contains("listening on")
+    });
+    tcpdump
+}
+
+/// Whether one ping from `from` to `to` is answered within a second.
+fn pings(from: &Netns, to: &str) -> bool {
+    from.exec("ping", &["-c", "1", "-W", "1", to]).status.success()
+}
+
+/// `nft list ruleset` in `ns`, with counter values and handles blanked out.
+fn ruleset(ns: &Netns) -> String {
+    let out = ns.exec("nft", &["list", "ruleset"]);
+    assert!(out.status.success(), "nft list ruleset: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .map(|line| match line.find("counter packets") {
+            Some(at) => {
+                let rest = &line[at..];
+                let verdict = rest.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+                format!("{}counter {verdict}", &line[..at])
+            }
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The packets counted by the rule of `ns`'s `table ip keepalived` that drops `ip daddr @vips`.
+fn dropped_in(ns: &Netns) -> u64 {
+    let out = ns.exec("nft", &["list", "table", "ip", "keepalived"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("ip daddr @vips"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "packets").nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no counted drop rule in:\n{text}"))
+}
+
+/// An IPv4 instance and an IPv6 one (a global VIP and a link-local one), both VRRPv3.
+fn two_instances(subnet: u8, vrid: u8, accept: &str) -> Vec<String> {
+    vec![
+        instance(
+            "VI_4",
+            vrid,
+            150,
+            "0.2",
+            &[&format!("10.{subnet}.0.100/24"), &format!("10.{subnet}.0.101/24")],
+            &format!("  version 3\n{accept}"),
+        ),
+        instance(
+            "VI_6",
+            vrid + 1,
+            150,
+            "0.2",
+            &[&format!("fd00:{subnet}::100/64"), "fe80::77/64"],
+            &format!("  version 3\n{accept}"),
+        ),
+    ]
+}
+
+#[test]
+fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 71, 2);
+    let vip = ip4(71, 100);
+    let global = "  nftables\n  nftables_counters\n  vrrp_strict\n";
+    let w1 = VipWatch::start(&r[0], "r1", vip);
+    // vrrp_strict without accept: no_accept.
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd1", &config("r1", global, &two_instances(71, 71, "")));
+    // Nothing is made while BACKUP.
+    assert!(ruleset(&r[0]).trim().is_empty(), "a table before MASTER:\n{}", ruleset(&r[0]));
+    w1.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(5), "the VIPs in the drop set", || {
+        ruleset(&r[0]).contains("elements = { 10.71.0.100, 10.71.0.101 }")
+    });
+    assert!(pings(&r[1], "10.71.0.1"), "the primary address answers");
+    assert!(!pings(&r[1], "10.71.0.100"), "a no_accept master answered on its VIP:\n{}", ruleset(&r[0]));
+    assert!(dropped_in(&r[0]) >= 1, "{}", ruleset(&r[0]));
+    assert!(lbd.log().contains("(VI_4) setting firewall drop rule"), "{}", lbd.log());
+    // An orderly stop deletes the tables.
+    terminate(&mut lbd, "lbd1");
+    assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
+    w1.wait_for(false, Duration::from_secs(2));
+
+    // accept: no table, and the VIP answers.
+    let _lbd =
+        start_lbd(&mut lab, &r[0], "lbd2", &config("r1", global, &two_instances(71, 71, "  accept\n")));
+    w1.wait_for(true, Duration::from_secs(5));
+    assert!(pings(&r[1], "10.71.0.100"), "an accepting master did not answer on its VIP");
+    assert!(ruleset(&r[0]).trim().is_empty(), "a table with accept:\n{}", ruleset(&r[0]));
+}
+
+#[test]
+fn the_nftables_table_is_keepalived_s_rule_for_rule() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 72, 2);
+    // Both routers alone on their VRIDs (different ones), each becomes MASTER of both.
+    let global = "  nftables kvtab\n  nftables_priority -5\n  nftables_counters\n  vrrp_strict\n";
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", ip4(72, 100)), VipWatch::start(&r[1], "r2", ip4(72, 100)));
+    let mut keepalived =
+        start_keepalived(&lab, &r[0], "keepalived1", &config("r1", global, &two_instances(72, 72, "")));
+    let mut lbd = start_lbd(&mut lab, &r[1], "lbd2", &config("r2", global, &two_instances(72, 82, "")));
+    w1.wait_for(true, Duration::from_secs(10));
+    w2.wait_for(true, Duration::from_secs(10));
+    let complete = |ns: &Netns| {
+        let text = ruleset(ns);
+        text.contains("10.72.0.100") && text.contains("fd00:72::100") && text.contains("fe80::77")
+    };
+    wait_until(Duration::from_secs(5), "keepalived's and lbd's tables", || {
+        complete(&r[0]) && complete(&r[1])
+    });
+    let (theirs, ours) = (ruleset(&r[0]), ruleset(&r[1]));
+    eprintln!("keepalived 2.2.7:\n{theirs}");
+    assert_eq!(ours, theirs, "lbd's ruleset differs from keepalived's:\n{ours}");
+    assert!(theirs.contains("table ip6 kvtab") && theirs.contains("priority filter - 5"), "{theirs}");
+
+    terminate(&mut keepalived, "keepalived1");
+    terminate(&mut lbd, "lbd2");
+    assert_eq!(ruleset(&r[1]).trim(), ruleset(&r[0]).trim(), "after the stop");
+    assert!(ruleset(&r[1]).trim().is_empty());
+}
+
+/// A socket of a process, as getsockopt tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketInfo {
+    domain: i32,
+    protocol: i32,
+    rcvbuf: i32,
+}
+
+fn int_option(fd: &OwnedFd, option: i32) -> i32 {
+    let mut value: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: getsockopt of an int option into a c_int of the length given.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut len)
+    };
+    assert_eq!(rc, 0, "getsockopt {option}: {}", std::io::Error::last_os_error());
+    value
+}
+
+/// Every socket `pid` holds, through duplicates of its descriptors (pidfd_getfd, as root).
+fn sockets(pid: i32) -> Vec<SocketInfo> {
+    // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(pidfd >= 0, "pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor just returned to us, owned from here on.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(i32::try_from(pidfd).unwrap_or(-1)) };
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"));
+    for entry in entries.flatten() {
+        let is_socket =
+            std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        let Some(target) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: pidfd_getfd(pidfd, fd, 0) returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: a descriptor just returned to us, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) };
+        found.push(SocketInfo {
+            domain: int_option(&fd, libc::SO_DOMAIN),
+            protocol: int_option(&fd, libc::SO_PROTOCOL),
+            rcvbuf: int_option(&fd, libc::SO_RCVBUF),
+        });
+    }
+    found
+}
+
+/// The pid in the lab's pid file `LABEL-vrrp.pid`.
+fn vrrp_pid(lab: &Lab, label: &str) -> i32 {
+    let path = lab.dir().join(format!("{label}-vrrp.pid"));
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
+}
+
+/// The receive buffers of `pid`'s IPv4 VRRP sockets and its rtnetlink sockets.
+fn buffers(pid: i32) -> (Vec<i32>, Vec<i32>) {
+    let all = sockets(pid);
+    let of = |domain: i32, protocol: i32| -> Vec<i32> {
+        let mut sizes: Vec<i32> =
+            all.iter().filter(|s| s.domain == domain && s.protocol == protocol).map(|s| s.rcvbuf).collect();
+        sizes.sort_unstable();
+        sizes
+    };
+    (of(libc::AF_INET, 112), of(libc::AF_NETLINK, libc::NETLINK_ROUTE))
+}
+
+#[test]
+fn receive_buffers_are_set_as_keepalived_sets_them() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 74, 2);
+    // The command sockets' 5 MB is above net.core.rmem_max (4 MB here): only SO_RCVBUFFORCE
+    // gets it.
+    let global = "  vrrp_rx_bufs_policy MTU\n  vrrp_rx_bufs_multiplier 4\n  vrrp_netlink_cmd_rcv_bufs 5000000\n  \
+                  vrrp_netlink_cmd_rcv_bufs_force true\n  vrrp_netlink_monitor_rcv_bufs 400000\n";
+    let instances = |vrid: u8| {
+        [("VI_1", ""), ("VI_2", ""), ("VI_3", "  kernel_rx_buf_size 50000\n")]
+            .iter()
+            .zip(vrid..)
+            .map(|((name, extra), vrid)| {
+                instance(name, vrid, 100, "1", &[&format!("10.74.0.{}/24", 100 + vrid)], extra)
+            })
+            .collect::<Vec<_>>()
+    };
+    let _keepalived = start_keepalived(&lab, &r[0], "keepalived1", &config("r1", global, &instances(10)));
+    let lbd = start_lbd(&mut lab, &r[1], "lbd2", &config("r2", global, &instances(20)));
+    let (theirs_vrrp, theirs_netlink) = buffers(vrrp_pid(&lab, "keepalived1"));
+    let (ours_vrrp, ours_netlink) = buffers(vrrp_pid(&lab, "lbd2"));
+    eprintln!("keepalived: VRRP {theirs_vrrp:?}, rtnetlink {theirs_netlink:?}");
+    eprintln!("lbd: VRRP {ours_vrrp:?}, rtnetlink {ours_netlink:?}");
+    // The kernel doubles what is asked: MTU 1500 × 4 for VI_1 and VI_2, plus VI_3's 50000.
+    let expected = 2 * (1500 * 4 * 2 + 50_000);
+    // keepalived's receiving socket has it (its sending one has the minimum); lbd sends and
+    // receives on one socket.
+    assert_eq!(theirs_vrrp.last(), Some(&expected), "keepalived: {theirs_vrrp:?}");
+    assert_eq!(ours_vrrp, [expected], "lbd: {}", lbd.log());
+    // keepalived: one command socket (forced past rmem_max), one monitor socket.
+    assert_eq!(theirs_netlink, [800_000, 10_000_000]);
+    // lbd has more command connections (the VIP lease renewer has its own): each is sized.
+    assert!(ours_netlink.contains(&800_000) && ours_netlink.contains(&10_000_000), "{ours_netlink:?}");
+    assert!(ours_netlink.iter().all(|size| [800_000, 10_000_000].contains(size)), "{ours_netlink:?}");
+}
+
+/// The real-time priorities of `pid`'s threads that run SCHED_RR (from /proc/PID/task/*/stat).
+fn round_robin_priorities(pid: i32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{pid}: {e}"));
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // Fields 40 (rt_priority) and 41 (policy), counted from the state (field 3).
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let (Some(priority), Some(policy)) = (fields.get(37), fields.get(38)) else { continue };
+        if policy.parse::<i32>().ok() == Some(libc::SCHED_RR) {
+            found.push(priority.parse().unwrap_or(0));
+        }
+    }
+    found
+}
+
+#[test]
+fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 75, 1);
+    let conf = config(
+        "r1",
+        "  max_auto_priority 3\n  min_auto_priority_delay 300000\n",
+        &[instance("VI_1", 75, 150, "0.2", &["10.75.0.100/24"], "  version 3\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(75, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let pid = vrrp_pid(&lab, "lbd1");
+    // lbd's VRRP thread is real-time from the start, at 1.
+    assert_eq!(round_robin_priorities(pid), [1], "{}", lbd.log());
+    let child = nix::unistd::Pid::from_raw(pid);
+    for expected in [2, 3, 3] {
+        let lines = lbd.log().matches("A thread timer expired").count();
+        // Stopped for 0.8 s: the next advert timer runs far more than 0.3 s late.
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP).unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(800));
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGCONT).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while lbd.log().matches("A thread timer expired").count() == lines
+            || round_robin_priorities(pid) != [expected]
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no late timer seen or priority not {expected}: {:?}; log:\n{}",
+                round_robin_priorities(pid),
+                lbd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // One step per late timer, never past max_auto_priority.
+    assert!(lbd.log().contains("Set realtime priority 2") && lbd.log().contains("Set realtime priority 3"));
+    assert!(!lbd.log().contains("Set realtime priority 4"), "{}", lbd.log());
+}
+
+#[test]
+fn linkbeat_use_polling_sees_link_down_by_polling_every_second() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 76, 1);
+    let conf = config(
+        "r1",
+        "",
+        &[instance("VI_1", 76, 150, "0.2", &["10.76.0.100/24"], "  version 3\n  linkbeat_use_polling\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(76, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    // keepalived 2.2.7, measured the same way: FAULT 6, 11, 99, 197, 373 and 948 ms after the
+    // link went down (a poll a second); through netlink events it takes milliseconds.
+    let mut delays = Vec::new();
+    for offset in [130, 470, 820, 250, 610] {
+        std::thread::sleep(Duration::from_millis(offset));
+        let down = std::time::Instant::now();
+        r[0].ip(&["link", "set", "eth0", "down"]);
+        let gone = w1.wait_for(false, Duration::from_secs(3));
+        delays.push(gone.saturating_duration_since(down));
+        r[0].ip(&["link", "set", "eth0", "up"]);
+        w1.wait_for(true, Duration::from_secs(5));
+    }
+    eprintln!("link down to FAULT: {delays:?}");
+    let log = lbd.log();
+    assert!(log.contains("Linkbeat reports eth0 down") && log.contains("Linkbeat reports eth0 up"), "{log}");
+    assert!(!log.contains("Netlink reports eth0"), "a netlink event was acted on:\n{log}");
+    // A poll a second, and slack for a loaded machine.
+    assert!(delays.iter().all(|d| *d < Duration::from_millis(2_000)), "{delays:?}");
+    // Five polls at random phases: not all within 150 ms of the event, as netlink would be.
+    assert!(delays.iter().any(|d| *d > Duration::from_millis(150)), "{delays:?}");
+}
+
+#[test]
+fn a_vip_deleted_by_hand_makes_the_master_send_priority_zero_and_take_its_vips_back() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 77, 2);
+    let conf = config(
+        "r1",
+        "",
+        &[instance("VI_1", 77, 150, "0.2", &["10.77.0.100/24", "10.77.0.101/24"], "  version 3\n")],
+    );
+    let w1 = VipWatch::start(&r[0], "r1", ip4(77, 100));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let tcpdump = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "-v", "ip", "proto", "112"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!tcpdump.log().contains("prio 0"), "{}", tcpdump.log());
+    r[0].ip(&["addr", "del", "10.77.0.100/24", "dev", "eth0"]);
+    // keepalived 2.2.7, measured: "Netlink reflector reports IP 10.77.0.100 removed from eth0",
+    // "(VI_1) Entering BACKUP STATE", "(VI_1) sent 0 priority", "(VI_1) removing VIPs.", then
+    // "(VI_1) Receive advertisement timeout" and MASTER again, both VIPs set, within a second.
+    wait_until(Duration::from_secs(3), "MASTER again", || {
+        lbd.log().matches("Entering MASTER STATE").count() == 2
+    });
+    w1.wait_for(true, Duration::from_secs(2));
+    let other = r[0].ip(&["-br", "addr", "show", "dev", "eth0"]);
+    assert!(other.contains("10.77.0.101/24"), "{other}");
+    let log = lbd.log();
+    let at = |line: &str| log.find(line).unwrap_or_else(|| panic!("no {line:?} in:\n{log}"));
+    let reported = at("Netlink reflector reports IP 10.77.0.100 removed from eth0");
+    let backup = at("(VI_1) Entering BACKUP STATE\n");
+    let zero = at("(VI_1) sent 0 priority");
+    let master = log.rfind("(VI_1) Entering MASTER STATE").unwrap_or_default();
+    assert!(reported < backup && reported < zero && backup < master && zero < master, "{log}");
+    wait_until(Duration::from_secs(3), "the priority-0 advert on the wire", || {
+        tcpdump.log().contains("prio 0")
+    });
+}
+
+#[test]
+fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 78, 3);
+    let tcpdump = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "igmp"]);
+    let sysctl = |ns: &Netns| {
+        let out = ns.exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let conf = |id: &str, global: &str, vrid: u8| {
+        config(
+            id,
+            global,
+            &[instance("VI_1", vrid, 100, "0.2", &[&format!("10.78.0.{vrid}/24")], "  version 3\n")],
+        )
+    };
+    let mut quiet = start_lbd(&mut lab, &r[0], "lbd1", &conf("r1", "  disable_local_igmp\n", 101));
+    assert_eq!(sysctl(&r[0]), "0");
+    // Without the keyword, joining 224.0.0.18 is reported (the capture works).
+    let _loud = start_lbd(&mut lab, &r[2], "lbd3", &conf("r3", "", 103));
+    wait_until(Duration::from_secs(5), "r3's IGMP report", || tcpdump.log().contains("10.78.0.3 > "));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!tcpdump.log().contains("10.78.0.1 > "), "r1 reported its group:\n{}", tcpdump.log());
+    // keepalived puts the setting back as it stops.
+    terminate(&mut quiet, "lbd1");
+    assert_eq!(sysctl(&r[0]), "1");
+}
+
+#[test]
+fn use_vmac_addr_puts_other_interfaces_vips_on_vmacs_named_as_keepalived_names_them() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 79, 1);
+    // r1's second interface eth1 faces h (10.179.0.0/24).
+    let h = lab.netns("h");
+    lab.veth(&r[0], "eth1", &h, "eth0");
+    r[0].addr("eth1", "10.179.0.1/24");
+    h.addr("eth0", "10.179.0.2/24");
+    let conf = |global: &str| {
+        config(
+            "r1",
+            global,
+            &[instance(
+                "VI_1",
+                79,
+                150,
+                "0.2",
+                &["10.79.0.100/24", "10.179.0.100/24 dev eth1"],
+                "  version 3\n  use_vmac\n  use_vmac_addr\n",
+            )],
+        )
+    };
+    // keepalived 2.2.7, measured: vrrp.79 on eth0 and, for eth1's VIP, vadr.79 with
+    // vmac_addr_prefix vadr, else vrrp1.79 (vrrp.79 being taken), both with the virtual MAC.
+    for (global, name) in [("  vmac_addr_prefix vadr\n", "vadr.79"), ("", "vrrp1.79")] {
+        let arp = tcpdump(&h, &["-i", "eth0", "-e", "-nn", "-l", "arp"]);
+        let w1 = VipWatch::start(&r[0], "r1", "10.179.0.100".parse().unwrap_or(ip4(79, 100)));
+        let mut lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf(global));
+        w1.wait_for(true, Duration::from_secs(5));
+        let link = r[0].ip(&["-br", "link", "show", name]);
+        assert!(link.starts_with(&format!("{name}@eth1")) && link.contains("00:00:5e:00:01:4f"), "{link}");
+        let on_vmac = r[0].ip(&["-br", "addr", "show", "dev", name]);
+        assert!(on_vmac.contains("10.179.0.100/24"), "{on_vmac}\n{}", lbd.log());
+        assert!(r[0].ip(&["-br", "addr", "show", "dev", "vrrp.79"]).contains("10.79.0.100/24"));
+        // h reaches the VIP, announced from the virtual MAC.
+        h.ip(&["neigh", "flush", "dev", "eth0"]);
+        assert!(pings(&h, "10.179.0.100"), "{}", lbd.log());
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let announced = |log: &str| {
+            log.lines().any(|l| {
+                l.contains("00:00:5e:00:01:4f > ff:ff:ff:ff:ff:ff") && l.contains("tell 10.179.0.100")
+            }) && log.contains("Reply 10.179.0.100 is-at 00:00:5e:00:01:4f")
+        };
+        while !announced(&arp.log()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no gratuitous ARP or ARP reply from the VMAC:\n{}\nlbd:\n{}",
+                arp.log(),
+                lbd.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        terminate(&mut lbd, "lbd1");
+        assert!(r[0].try_ip(&["link", "show", name]).is_err(), "{name} left after the stop");
+        assert!(r[0].try_ip(&["link", "show", "vrrp.79"]).is_err(), "vrrp.79 left after the stop");
+    }
+}
+
+#[test]
+fn without_a_configured_source_adverts_follow_the_interface_s_address() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 80, 2);
+    let vip: std::net::IpAddr = "192.168.80.100".parse().unwrap_or(ip4(80, 100));
+    let conf = config("r1", "", &[instance("VI_1", 80, 150, "0.2", &["192.168.80.100/32"], "  version 3\n")]);
+    let w1 = VipWatch::start(&r[0], "r1", vip);
+    let adverts = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "ip", "proto", "112"]);
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(5));
+    let from = |source: &str| adverts.log().lines().any(|l| l.contains(&format!("IP {source} > 224.0.0.18")));
+    wait_until(Duration::from_secs(2), "adverts from 10.80.0.1", || from("10.80.0.1"));
+    // keepalived 2.2.7, measured: its only address gone, "Deassigned address" and FAULT (priority
+    // 0 sent, VIPs removed); an address added, "Assigned address", BACKUP, then MASTER from it.
+    r[0].ip(&["addr", "del", "10.80.0.1/24", "dev", "eth0"]);
+    w1.wait_for(false, Duration::from_secs(2));
+    wait_until(Duration::from_secs(2), "FAULT", || lbd.log().contains("(VI_1) Entering FAULT STATE"));
+    assert!(lbd.log().contains("Deassigned address 10.80.0.1 from interface eth0"), "{}", lbd.log());
+    r[0].ip(&["addr", "add", "10.80.0.9/24", "dev", "eth0"]);
+    w1.wait_for(true, Duration::from_secs(3));
+    assert!(lbd.log().contains("Assigned address 10.80.0.9 for interface eth0"), "{}", lbd.log());
+    wait_until(Duration::from_secs(2), "adverts from 10.80.0.9", || from("10.80.0.9"));
+    // Another address there: the source moves to it, without FAULT.
+    r[0].ip(&["addr", "add", "10.99.0.9/24", "dev", "eth0"]);
+    r[0].ip(&["addr", "del", "10.80.0.9/24", "dev", "eth0"]);
+    wait_until(Duration::from_secs(2), "adverts from 10.99.0.9", || from("10.99.0.9"));
+    w1.assert_steady(true, Duration::from_millis(600));
+    assert_eq!(lbd.log().matches("Entering FAULT STATE").count(), 1, "{}", lbd.log());
+}
+
+#[test]
+fn use_vmac_moves_igmp_and_mld_off_the_vmacs_in_keepalived_s_table() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 81, 1);
+    let conf = config(
+        "r1",
+        "  vrrp_strict\n",
+        &[
+            instance("VI_4", 81, 150, "0.2", &["10.81.0.100/24"], "  version 3\n  use_vmac\n"),
+            instance(
+                "VI_6",
+                82,
+                150,
+                "0.2",
+                &["fe80::82/64", "fd00:81::100/64"],
+                "  version 3\n  use_vmac\n",
+            ),
+        ],
+    );
+    let complete = |ns: &Netns| {
+        let text = ruleset(ns);
+        text.contains("10.81.0.100") && text.contains("fd00:81::100") && text.contains("fe80::82")
+    };
+    let w1 = VipWatch::start(&r[0], "r1", ip4(81, 100));
+    // keepalived 2.2.7 first, then lbd, in the same namespace: the same interface names.
+    let mut keepalived = start_keepalived(&lab, &r[0], "keepalived1", &conf);
+    w1.wait_for(true, Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "keepalived's table", || complete(&r[0]));
+    let theirs = ruleset(&r[0]);
+    terminate(&mut keepalived, "keepalived1");
+    w1.wait_for(false, Duration::from_secs(3));
+    assert!(ruleset(&r[0]).trim().is_empty(), "keepalived left:\n{}", ruleset(&r[0]));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
+    w1.wait_for(true, Duration::from_secs(10));
+    wait_until(Duration::from_secs(5), "lbd's table", || complete(&r[0]));
+    let ours = ruleset(&r[0]);
+    eprintln!("keepalived 2.2.7:\n{theirs}");
+    assert!(theirs.contains("dup to ip daddr device oif map @vmac_map drop"), "{theirs}");
+    assert!(theirs.contains("icmpv6 type nd-router-solicit"), "{theirs}");
+    assert_eq!(ours, theirs, "lbd's ruleset differs from keepalived's:\n{ours}\n{}", lbd.log());
+    terminate(&mut lbd, "lbd1");
+    assert!(ruleset(&r[0]).trim().is_empty(), "lbd left:\n{}", ruleset(&r[0]));
+}
