@@ -20,6 +20,8 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "time",
+    // VRRP system tests capture adverts and ARP with it.
+    "tcpdump",
     // `cargo xtask bench xdp`: the nftables DNAT baseline.
     "nftables",
     // The IPVS system test: a VM booting Debian's kernel (tests/src/vm.rs), ipvsadm in it.
