@@ -28,13 +28,14 @@ use crate::{
     sched, synproxy, toa,
 };
 
-/// Balances one IP packet whose headers are `h`.
+/// Balances one IP packet whose headers are `h`: the full path (`lb_xdp_full`), for what the
+/// entry point's flow cache did not send ([`cached`]).
 ///
 /// Flow first: a packet that is not a bare SYN is looked up in the connection table before
 /// the service table, so a packet of an established flow (either direction) costs one hash
 /// lookup, not two (three for a reply: the service and its port-0 wildcard missed first).
-/// What the fast path does not handle ([`Tracked::Other`]) takes the full path, which looks
-/// again.
+/// What [`tracked`] does not handle ([`Tracked::Other`]) goes on to the service lookup and
+/// [`original`], which look again.
 #[inline(always)]
 pub(crate) fn balance(
     ctx: &XdpContext,
@@ -115,7 +116,7 @@ fn icmp_error(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Glob
     }
 }
 
-/// What the connection table says about a packet, on the fast path.
+/// What the connection table says about a packet ([`tracked`]).
 enum Tracked {
     /// Forwarded or translated: the packet's outcome.
     Done(Outcome),
@@ -123,13 +124,14 @@ enum Tracked {
     Unknown,
     /// A reply of a SYN proxy flow: [`proxied_reply`] translates it, off this call chain.
     ProxiedReply,
-    /// An entry the fast path leaves to the full path: expired, or of a real server that is
-    /// gone (its service removed or recreated: the daemon clears a service's reals with it).
+    /// An entry `tracked` leaves to the service lookup and `original`: expired, or of a real
+    /// server that is gone (its service removed or recreated: the daemon clears a service's reals with it).
     Other,
 }
 
-/// The fast path: a packet of a live tracked flow, sent from its slot in the flow cache
-/// ([`cache`]) without a table lookup, else from its entry in the table (copied into its slot).
+/// A packet of a live tracked flow, on the full path: its entry in the connection table is
+/// updated (TCP state, `last_seen_ns`), copied into a slot of the flow cache ([`cache::offer`]:
+/// its flow's, which the entry point then serves, or scratch) and the packet sent from there.
 ///
 /// A flow is live while its real server's entry exists. That stands for its service too: the
 /// daemon never removes a service (or recreates it under a new id) without clearing its real
@@ -137,10 +139,9 @@ enum Tracked {
 /// (`dataplane::tables`). A flow scheduled by a port-0 service stays with it when a service for
 /// its port is added, as IPVS keeps a connection.
 ///
-/// One BPF-to-BPF call, and none inside for IPv4 NAT, FNAT, DR and replies (see
-/// [`send_known`]): inlined into the entry point, its locals made the entry's frame too large
-/// for the longest chain of frames (entry, `original`, `new_flow`, `sched::schedule`, a
-/// `bpf_loop` callback; 512 bytes in all).
+/// Not inlined: inlined into `lb_xdp_full`, its locals made that frame too large for the
+/// longest chain of frames (entry, `original`, `new_flow`, `sched::schedule`, a `bpf_loop`
+/// callback; 512 bytes in all). It calls `cache::forget` for packets that change state.
 ///
 /// The frame is read again from `ctx` (see [`send`]).
 #[inline(never)]
@@ -186,7 +187,7 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
     // Sent from the slot the entry is copied into (one kind of pointer for the verifier: with
     // a pointer into either map, it walked the rest twice and gave up).
     let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
-    match from_slot::<false>(ctx, frame, h, slot, false, stats) {
+    match from_slot::<false>(ctx, frame, h, slot, stats) {
         Some(outcome) => Tracked::Done(outcome),
         None => Tracked::Other,
     }
@@ -194,10 +195,10 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
 
 /// The entry point's fast path: a plain IPv4 TCP or UDP packet ([`Frame::plain_ipv4`]) of a
 /// flow in the flow cache, sent from its slot. `None` sends the packet down the full path
-/// (the tail call in `lb_xdp`), which looks at the slot again (and at everything else).
+/// (the tail call in `lb_xdp`), which does not read the cache.
 ///
 /// Inlined into the entry point, which is verified apart from the full path, with no
-/// BPF-to-BPF call for IPv4 NAT, FNAT, DR and replies (TUN makes one, `encap::push`).
+/// BPF-to-BPF call for any method (TUN encapsulates inline, [`encap::push4_untagged`]).
 #[inline(always)]
 pub(crate) fn cached(ctx: &XdpContext, stats: &mut GlobalStats) -> Option<Outcome> {
     let frame = &Frame::new(ctx.data(), ctx.data_end());
@@ -213,25 +214,25 @@ pub(crate) fn cached(ctx: &XdpContext, stats: &mut GlobalStats) -> Option<Outcom
         return None;
     }
     let slot = cache::lookup(&h, settings, clock::now_ns())?;
-    let outcome = from_slot::<true>(ctx, frame, &mut h, slot, true, stats)?;
+    let outcome = from_slot::<true>(ctx, frame, &mut h, slot, stats)?;
     stats.ipv4 += 1;
     Some(outcome)
 }
 
-/// Sends the packet `h` of the flow in `slot` (`hit`: found there, rather than just copied
-/// there by the full path). `None` if its real server is gone (its entry cleared): the slot
-/// is emptied, and the full path decides. `UNTAGGED`: `h` is [`Frame::plain_ipv4`]'s.
+/// Sends the packet `h` of the flow in `slot`. `UNTAGGED`: a cache hit of the entry point,
+/// `h` from [`Frame::plain_ipv4`]; else the full path's, the entry just copied into the slot.
+/// `None` if its real server is gone (its entry cleared): the slot is emptied, and the full
+/// path decides.
 #[inline(always)]
 fn from_slot<const UNTAGGED: bool>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
     slot: &mut FlowCacheSlot,
-    hit: bool,
     stats: &mut GlobalStats,
 ) -> Option<Outcome> {
     if slot.flow.direction == direction::REPLY {
-        stats.flow_cache_hits += u64::from(hit);
+        stats.flow_cache_hits += u64::from(UNTAGGED);
         let flow = &mut slot.flow;
         return Some(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
@@ -239,15 +240,16 @@ fn from_slot<const UNTAGGED: bool>(
         slot.key.proto = 0;
         return None;
     };
-    stats.flow_cache_hits += u64::from(hit);
+    stats.flow_cache_hits += u64::from(UNTAGGED);
     let flow = &slot.flow;
     stats.flow_hits += 1;
     count(frame, flow);
     Some(send_known::<UNTAGGED>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
 }
 
-/// [`send`] for the fast path: NAT, FNAT and DR of IPv4 inline, without a BPF-to-BPF call
-/// (about 12 ns each here), TUN with one (`encap::push`) unless `UNTAGGED`; IPv6 through `send`.
+/// [`send`] for a packet sent from a cache slot: NAT, FNAT and DR of IPv4 inline, without a
+/// BPF-to-BPF call (about 12 ns each here), TUN with one (`encap::push`) unless `UNTAGGED`;
+/// IPv6 and SYN proxy flows through `send`.
 #[inline(always)]
 fn send_known<const UNTAGGED: bool>(
     ctx: &XdpContext,
@@ -736,7 +738,7 @@ fn reply_lookup(ctx: &XdpContext, frame: &Frame, h: &mut Headers, stats: &mut Gl
 
 /// A reply of a SYN proxy flow (see [`synproxy::from_real`]): the real server's SYN-ACK ends
 /// here; anything later has its sequence number shifted, then goes as any reply. Called from
-/// the entry point: under `tracked`, the proxy's frames made the chain longer than 512 bytes.
+/// [`balance`]: under `tracked`, the proxy's frames made the chain longer than 512 bytes.
 /// It looks the flow up again: a BPF function cannot hand a map value pointer back to its caller.
 #[inline(never)]
 fn proxied_reply(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats) -> Outcome {

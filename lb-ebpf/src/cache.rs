@@ -127,7 +127,7 @@ pub(crate) fn offer(
     flow: &Flow,
     timeout_ns: u64,
 ) -> Option<&'static mut FlowCacheSlot> {
-    // The flow's own slot, else an empty one, else the one filled first.
+    // The flow's own slot, else an empty one, else the one that would serve for less long.
     let [a, b] = set(&h.key)?;
     let first = if holds(a, &h.key) {
         true

@@ -73,6 +73,20 @@ impl XdpTestRun {
             });
             return Self { ebpf, program: program.to_owned() };
         }
+        Self::load_alone_into(ebpf, program)
+    }
+
+    /// lbd's entry point alone, its program array left empty: every packet its flow cache does
+    /// not send meets a failed tail call.
+    pub fn lbd_entry_alone() -> Self {
+        crate::require_root();
+        let ebpf = EbpfLoader::new()
+            .load(lb_daemon::dataplane::xdp::OBJECT)
+            .unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+        Self::load_alone_into(ebpf, LB_XDP)
+    }
+
+    fn load_alone_into(mut ebpf: Ebpf, program: &str) -> Self {
         let xdp: &mut Xdp = ebpf
             .program_mut(program)
             .unwrap_or_else(|| panic!("no program {program} in the object"))

@@ -180,6 +180,7 @@ fn restarts_keep_a_long_transfer_flowing() {
     assert!(links_pinned(&t.pin_dir).is_empty());
     assert!(!t.pin_dir.join(lb_common::maps::CONNS).exists());
     assert!(!t.pin_dir.join(lb_common::maps::CONNS4).exists());
+    assert!(!t.pin_dir.join(lb_common::maps::PROGS).exists(), "the program array is unpinned too");
     assert!(!t.lb.ip(&["link", "show", "eth0"]).contains("xdp"), "detached");
     assert!(t.get("/").is_err(), "nothing forwards after an orderly stop");
 }

@@ -141,6 +141,31 @@ fn tcp6_tagged_cut() -> Vec<u8> {
 }
 
 #[test]
+fn without_its_full_path_the_entry_point_passes_what_its_cache_does_not_send() {
+    // The daemon fills the program array (pinned); should the tail call fail all the same, the
+    // kernel gets the packet, counted as not ready.
+    let mut lab = Lab::new();
+    let (lb, ifindex, _) = lb_tests::fixture::lb_namespace(&mut lab);
+    lb.enter(|| {
+        let udp =
+            Packet::udp("10.9.0.7:1000".parse().unwrap(), "10.0.0.99:53".parse().unwrap(), b"q").build();
+        for (mut program, full_path) in [(XdpTestRun::lbd(), true), (XdpTestRun::lbd_entry_alone(), false)] {
+            lb_tests::fixture::load_tables(&mut program);
+            let out = program.run_on(ifindex, &udp);
+            assert_eq!(out.action, XdpAction::Pass);
+            assert_eq!(out.output, udp, "untouched");
+            let stats = program.stats();
+            assert_eq!((stats.rx_packets, stats.pass), (1, 1), "{stats:?}");
+            assert_eq!(
+                (stats.pass_no_service, stats.pass_not_ready),
+                if full_path { (1, 0) } else { (0, 1) },
+                "full path {full_path}: {stats:?}"
+            );
+        }
+    });
+}
+
+#[test]
 fn test_run_verdicts_on_crafted_frames() {
     let program = XdpTestRun::lbd();
     let v4 = |s: &str| -> SocketAddr { s.parse().unwrap() };

@@ -776,13 +776,21 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
     ebpf.program_mut(name).ok_or(missing)?.try_into().map_err(|e| program_error("find", None, e))
 }
 
-/// Loads the load balancer's programs of `ebpf` into the kernel: the full path first, put in
-/// the program array that the entry point tail-calls, then the entry point (`lb_xdp`, the one
-/// to attach). The program array stays in `ebpf`: the kernel empties it when its last
-/// user-space reference (an fd or a pin) goes.
+/// Loads the load balancer's programs of `ebpf` into the kernel, both before either is used:
+/// the entry point (`lb_xdp`, the one to attach) and the full path, which then goes into the
+/// program array the entry point tail-calls. The program array stays in `ebpf`: the kernel
+/// empties it when its last user-space reference (an fd or a pin) goes.
+///
+/// On a restart the array is the pinned one: the entry point an earlier run left attached
+/// tail-calls this full path from here on, until [`XdpDataplane::attach`] swaps this entry
+/// point into the links, a moment later. Meanwhile the old entry point still serves hits from
+/// its own flow cache, which this full path does not update: a state change (FIN, RST) seen
+/// then reaches the old cache only when its slot expires (at most a second), as a change on
+/// another CPU does.
 ///
 /// Public for the tests and benchmarks, which load the object without the daemon.
 pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    lb_program(ebpf)?.load().map_err(|e| program_error("load", None, e))?;
     let full = xdp_program(ebpf, LB_XDP_FULL)?;
     full.load().map_err(|e| program_error("load", None, e))?;
     let fd = full
@@ -795,8 +803,7 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         .map_err(|e| program_error("take the fd of", None, e))?;
     let map = ebpf.map_mut(maps::PROGS).ok_or(DataplaneError::Missing { kind: "map", name: maps::PROGS })?;
     let mut progs = ProgramArray::try_from(map).map_err(|e| map_error(maps::PROGS, e))?;
-    progs.set(FULL_PATH, &fd, 0).map_err(|e| map_error(maps::PROGS, e))?;
-    lb_program(ebpf)?.load().map_err(|e| program_error("load", None, e))
+    progs.set(FULL_PATH, &fd, 0).map_err(|e| map_error(maps::PROGS, e))
 }
 
 fn attach(
