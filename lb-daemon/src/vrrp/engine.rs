@@ -257,6 +257,9 @@ struct Engine {
     firewall: Option<Firewall>,
 }
 
+/// How long a new MASTER waits for its firewall drop rule before adding its VIPs.
+const FIREWALL_WAIT: Duration = Duration::from_secs(1);
+
 /// One socket per interface, source and group: every instance there shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SocketKey {
@@ -1018,7 +1021,7 @@ impl Engine {
                     && let Some(firewall) = &self.firewall
                 {
                     info!("({}) setting firewall drop rule", runner.plan.name);
-                    firewall.block(blocked(&runner.plan));
+                    firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
                 }
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
