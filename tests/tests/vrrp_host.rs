@@ -105,7 +105,10 @@ fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
     assert!(pings(&r[1], "10.71.0.1"), "the primary address answers");
     assert!(!pings(&r[1], "10.71.0.100"), "a no_accept master answered on its VIP:\n{}", ruleset(&r[0]));
     assert!(dropped_in(&r[0]) >= 1, "{}", ruleset(&r[0]));
-    assert!(lbd.log().contains("(VI_4) setting firewall drop rule"), "{}", lbd.log());
+    // The rule before the addresses (keepalived's order): the VIP never answers unprotected.
+    let log = lbd.log();
+    let rule = log.find("(VI_4) setting firewall drop rule").unwrap_or_else(|| panic!("{log}"));
+    assert!(log.find("(VI_4) setting VIPs.").is_some_and(|vips| rule < vips), "{log}");
     // An orderly stop deletes the tables.
     terminate(&mut lbd, "lbd1");
     assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));

@@ -1010,6 +1010,15 @@ impl Engine {
             }
             Action::AddVips => {
                 let runner = &mut self.runners[i];
+                // keepalived 2.2.7 sets the drop rule before the addresses (vrrp_handle_accept_mode
+                // IPADDRESS_ADD): a non-accepting MASTER must not answer on its VIPs, not even
+                // for a moment.
+                if runner.plan.no_accept
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) setting firewall drop rule", runner.plan.name);
+                    firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
+                }
                 let lease = addr::lease(runner.machine.master_down_interval());
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease))
@@ -1017,12 +1026,6 @@ impl Engine {
                 addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::add_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 info!("({}) setting VIPs.", runner.plan.name);
-                if runner.plan.no_accept
-                    && let Some(firewall) = &self.firewall
-                {
-                    info!("({}) setting firewall drop rule", runner.plan.name);
-                    firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
-                }
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
                 runner.extra_garp_at =
