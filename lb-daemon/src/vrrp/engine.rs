@@ -62,13 +62,25 @@ pub async fn run(
     mut stop: watch::Receiver<Option<StopKind>>,
     bfd: watch::Receiver<crate::bfd::BfdStates>,
 ) -> Result<(), VrrpError> {
+    // Tables a reload's previous engine left, unless this one takes them over.
+    let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
     if config.vrrp_instances.is_empty() {
+        if let Some(table) = &left {
+            firewall::delete_tables(table).await;
+        }
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let mut engine = Engine::build(config, netlink, updates_tx).await?;
+    let built = Engine::build(config, netlink, updates_tx).await;
+    if let Some(table) = &left {
+        match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
+            Some(firewall) => firewall.adopt(),
+            None => firewall::delete_tables(table).await,
+        }
+    }
+    let mut engine = built?;
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
@@ -1381,6 +1393,13 @@ impl Engine {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        // A reload keeping a non-accepting MASTER keeps the tables: its VIPs stay protected
+        // until the next engine replaces them.
+        let keep_tables = kind == StopKind::Handoff
+            && self.runners.iter().any(|r| {
+                r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
+            });
+        handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;
         }
@@ -1393,7 +1412,7 @@ impl Engine {
         // keepalived deletes its tables as it stops; a reload's next engine makes them anew
         // for the instances it keeps in MASTER.
         if let Some(firewall) = self.firewall.take() {
-            firewall.close().await;
+            if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
         for (key, previous) in &self.restore_ipv4 {
             if let Err(e) = sysctl::set_ipv4(key, previous) {

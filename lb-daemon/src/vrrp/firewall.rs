@@ -204,6 +204,17 @@ impl Tables {
         self.stale = true;
     }
 
+    /// Takes over the tables a reload's previous engine left: the next change replaces them,
+    /// and the stop deletes them.
+    pub fn adopt(&mut self) {
+        for family in [Family::Ip, Family::Ip6] {
+            if !self.created.contains(&family) {
+                self.created.push(family);
+            }
+        }
+        self.stale = true;
+    }
+
     /// After a failure, the commands that make the tables anew (replacing what is left) with
     /// everything recorded so far.
     fn rebuild(&mut self) -> Vec<Value> {
@@ -216,8 +227,12 @@ impl Tables {
             commands.extend(self.vmacs(vmacs, *igmp));
         }
         // Even an empty table: it may hold what a rolled-back unblock left.
-        for &family in &old.created {
+        for &family in &old.with_vips {
             commands.extend(self.table(family));
+        }
+        for &family in old.created.iter().filter(|f| !self.created.contains(f)) {
+            // Nothing recorded needs it (an adopted table): no table, as before it was made.
+            commands.extend(delete_table(family, &self.plan.table));
         }
         for &family in &old.with_vips {
             if !self.with_vips.contains(&family) {
@@ -510,6 +525,8 @@ enum Request {
     Vmacs(Vec<Vmac>, bool, Done),
     Block(Vec<Blocked>, Done),
     Unblock(Vec<Blocked>),
+    /// Take over the tables a previous engine left.
+    Adopt,
     /// Delete the tables and end.
     Close(Done),
     /// End, leaving the tables to the next engine (a reload).
@@ -539,6 +556,10 @@ impl Firewall {
                     }
                     Some(Request::Block(entries, done)) => (tables.block(&entries), Some(done), false),
                     Some(Request::Unblock(entries)) => (tables.unblock(&entries), None, false),
+                    Some(Request::Adopt) => {
+                        tables.adopt();
+                        continue;
+                    }
                     Some(Request::Close(done)) => (tables.remove(), Some(done), true),
                     Some(Request::Leave(done)) => (Vec::new(), Some(done), true),
                     // Dropped: the engine is gone without a stop.
@@ -582,6 +603,11 @@ impl Firewall {
         {
             warn!("nftables: the drop rule is not set after {wait:?}, going on");
         }
+    }
+
+    /// Takes over the tables a reload's previous engine left (see [`Tables::adopt`]).
+    pub fn adopt(&self) {
+        let _ = self.requests.send(Request::Adopt);
     }
 
     /// Lets traffic to and from `entries` through again.
@@ -751,6 +777,24 @@ mod tests {
         assert!(!all.contains(r#""elem":["10.0.0.2"]"#), "{all}");
         let three = all.rfind(r#""elem":["10.0.0.3"]"#).expect("10.0.0.3 rebuilt, then unblocked");
         assert!(all[..three].ends_with(r#"{"delete":{"element":{"#), "{all}");
+    }
+
+    #[test]
+    fn adopted_tables_are_replaced_by_the_first_change_and_deleted_at_the_stop() {
+        let mut tables = Tables::new(plan());
+        tables.adopt();
+        let all = batch(tables.block(&[v4(1)])).to_string();
+        assert!(
+            all.starts_with(r#"{"nftables":[{"add":{"table":{"family":"ip","name":"kvtab"}}},{"delete""#)
+        );
+        assert!(all.contains(r#""elem":["10.0.0.1"]"#), "{all}");
+        // The ip6 table it may have left goes: nothing here needs it.
+        assert!(all.contains(r#"{"delete":{"table":{"family":"ip6","name":"kvtab"}}}"#), "{all}");
+        assert_eq!(tables.block(&[v4(2)]).len(), 1);
+        // Adopted but never changed: the stop still deletes both.
+        let mut tables = Tables::new(plan());
+        tables.adopt();
+        assert_eq!(batch(tables.remove()).to_string().matches(r#"{"delete":{"table""#).count(), 2);
     }
 
     #[test]
