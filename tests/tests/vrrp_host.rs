@@ -446,9 +446,20 @@ fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
     wait_until(Duration::from_secs(5), "r3's IGMP report", || tcpdump.log().contains("10.78.0.3 > "));
     std::thread::sleep(Duration::from_millis(500));
     assert!(!tcpdump.log().contains("10.78.0.1 > "), "r1 reported its group:\n{}", tcpdump.log());
+    // r1 did join the group: not reported, not missing.
+    let groups = r[0].ip(&["maddr", "show", "dev", "eth0"]);
+    assert!(groups.contains("224.0.0.18"), "r1 has not joined 224.0.0.18:\n{groups}");
     // keepalived puts the setting back as it stops.
     terminate(&mut quiet, "lbd1");
     assert_eq!(sysctl(&r[0]), "1");
+    // And when VRRP cannot start (no instance can run): put back at once.
+    let broken = conf("r1", "  disable_local_igmp\n", 101).replace("interface eth0", "interface nothere");
+    let conf_path = lab.write_file("broken.conf", &broken);
+    let pin = lab.bpffs().join("lbd");
+    let mut lbd = lb_tests::bins::spawn_lbd(&lab, &r[0], "broken", &conf_path, &pin, &[]);
+    wait_until(Duration::from_secs(10), "the VRRP error", || lbd.log().contains("no VRRP instance can run"));
+    assert_eq!(sysctl(&r[0]), "1", "{}", lbd.log());
+    lbd.kill();
 }
 
 #[test]

@@ -269,6 +269,24 @@ struct Engine {
     firewall: Option<Firewall>,
 }
 
+/// Puts back `net.ipv4` settings.
+fn restore_ipv4(settings: &[(&'static str, String)]) {
+    for (key, previous) in settings {
+        if let Err(e) = sysctl::set_ipv4(key, previous) {
+            warn!("cannot restore {key}: {e}");
+        }
+    }
+}
+
+/// The `net.ipv4` settings an engine being built has changed: put back if the build fails.
+struct Ipv4Restore(Vec<(&'static str, String)>);
+
+impl Drop for Ipv4Restore {
+    fn drop(&mut self) {
+        restore_ipv4(&self.0);
+    }
+}
+
 /// How long a new MASTER waits for its firewall drop rule before adding its VIPs.
 const FIREWALL_WAIT: Duration = Duration::from_secs(1);
 
@@ -293,10 +311,11 @@ impl Engine {
         // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
         // sets it with or without use_vmac, and puts it back as it stops), before
         // any socket joins a group.
-        let mut restore_ipv4 = Vec::new();
+        // Put back if the build fails (the next start would read 0 as the value to restore).
+        let mut restore_ipv4 = Ipv4Restore(Vec::new());
         if config.global_defs.disable_local_igmp {
             match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
-                Ok(Some(previous)) => restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(Some(previous)) => restore_ipv4.0.push(("igmp_link_local_mcast_reports", previous)),
                 Ok(None) => {}
                 Err(e) => warn!("disable_local_igmp: {e}"),
             }
@@ -548,7 +567,7 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
-            restore_ipv4,
+            restore_ipv4: std::mem::take(&mut restore_ipv4.0),
             firewall,
         })
     }
@@ -1414,11 +1433,7 @@ impl Engine {
         if let Some(firewall) = self.firewall.take() {
             if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
-        for (key, previous) in &self.restore_ipv4 {
-            if let Err(e) = sysctl::set_ipv4(key, previous) {
-                warn!("cannot restore {key}: {e}");
-            }
-        }
+        restore_ipv4(&self.restore_ipv4);
         for (interface, key, previous) in &self.restore_conf {
             // A reload's next engine sets it again if its configuration still asks.
             if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
