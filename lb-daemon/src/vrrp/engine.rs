@@ -269,6 +269,13 @@ struct Engine {
     firewall: Option<Firewall>,
 }
 
+/// The address adverts move to when theirs goes: an IPv4 address of the interface that is no
+/// instance's VIP, a primary one first.
+fn replacement_source(present: &[crate::netlink::addr::InstalledAddress], vips: &[IpAddr]) -> Option<IpAddr> {
+    let usable = || present.iter().filter(|a| a.addr.is_ipv4() && !vips.contains(&a.addr));
+    usable().find(|a| !a.secondary).or_else(|| usable().next()).map(|a| a.addr)
+}
+
 /// Puts back `net.ipv4` settings.
 fn restore_ipv4(settings: &[(&'static str, String)]) {
     for (key, previous) in settings {
@@ -1177,45 +1184,43 @@ impl Engine {
             return;
         }
         let present = match self.netlink.addresses(ifindex).await {
-            Ok(present) => present.into_iter().map(|a| a.addr).collect::<Vec<_>>(),
+            Ok(present) => present,
             Err(e) => {
                 warn!("cannot read the addresses of interface {ifindex}: {}", chain(&e));
                 return;
             }
         };
         let link = self.track_link_name(ifindex);
+        // Any instance's VIP (another's may be blocked by our own drop rules) is no source.
+        let vips: Vec<IpAddr> = self
+            .runners
+            .iter()
+            .flat_map(|r| r.plan.vips.iter().chain(&r.plan.excluded).map(|v| v.address.addr))
+            .collect();
+        let is_present = |a: IpAddr| present.iter().any(|p| p.addr == a);
         let mut reevaluate = false;
         for i in following {
             let runner = &self.runners[i];
-            let is_vip = |a: &IpAddr| {
-                runner.plan.vips.iter().chain(&runner.plan.excluded).any(|v| v.address.addr == *a)
-            };
             let source = runner.machine.params().source_address;
             let replacement = if added {
-                if !runner.no_source || is_vip(&address) || !present.contains(&address) {
+                if !runner.no_source || vips.contains(&address) || !is_present(address) {
                     continue;
                 }
                 info!("Assigned address {address} for interface {link}");
                 Some(address)
             } else {
-                if address != source || runner.no_source || present.contains(&address) {
+                if address != source || runner.no_source || is_present(address) {
                     continue;
                 }
                 info!("Deassigned address {address} from interface {link}");
-                present.iter().copied().find(|a| a.is_ipv4() && !is_vip(a))
+                replacement_source(&present, &vips)
             };
-            match replacement {
-                Some(new) => {
-                    self.switch_source(i, new);
-                    if self.runners[i].no_source {
-                        self.runners[i].no_source = false;
-                        reevaluate = true;
-                    }
-                }
-                None => {
-                    self.runners[i].no_source = true;
-                    reevaluate = true;
-                }
+            let switched = replacement.is_some_and(|new| self.switch_source(i, new));
+            // No address to send from (or no socket on it): FAULT, rather than adverts from an
+            // address that has gone.
+            if self.runners[i].no_source == switched {
+                self.runners[i].no_source = !switched;
+                reevaluate = true;
             }
         }
         if reevaluate {
@@ -1224,8 +1229,8 @@ impl Engine {
     }
 
     /// Instance `i` (and those sharing its socket) sends from `source` now: a socket bound to
-    /// it replaces theirs.
-    fn switch_source(&mut self, i: usize, source: IpAddr) {
+    /// it replaces theirs. False if it cannot be opened.
+    fn switch_source(&mut self, i: usize, source: IpAddr) -> bool {
         let index = self.runners[i].socket;
         let mut key = self.sockets[index].0.clone();
         key.source = source;
@@ -1237,8 +1242,12 @@ impl Engine {
                 for runner in self.runners.iter_mut().filter(|r| r.socket == index) {
                     runner.machine.set_source_address(source);
                 }
+                true
             }
-            Err(e) => warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name),
+            Err(e) => {
+                warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name);
+                false
+            }
         }
     }
 
@@ -1560,5 +1569,32 @@ fn poll_sockets(
 fn set_ipv4_conf(interface: &str, key: &str, value: &str) {
     if let Err(e) = sysctl::set_ipv4_conf(interface, key, value) {
         warn!("cannot set {key} of {interface} to {value}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::addr::InstalledAddress;
+
+    fn address(last: u8, secondary: bool) -> InstalledAddress {
+        InstalledAddress {
+            ifindex: 2,
+            addr: IpAddr::from([10, 0, 0, last]),
+            prefix_len: 24,
+            valid_left: None,
+            secondary,
+        }
+    }
+
+    #[test]
+    fn the_replacement_source_is_no_instance_s_vip_and_a_primary_address_first() {
+        let v6 = InstalledAddress { addr: "fd00::1".parse().unwrap(), ..address(0, false) };
+        // Another instance's VIP (10.0.0.100) came first; 10.0.0.7 is a secondary.
+        let present = [v6, address(100, false), address(7, true), address(8, false)];
+        let vips = [IpAddr::from([10, 0, 0, 100])];
+        assert_eq!(replacement_source(&present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
+        assert_eq!(replacement_source(&present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
+        assert_eq!(replacement_source(&present[..2], &vips), None);
     }
 }
