@@ -1589,7 +1589,8 @@ mod tests {
 
     #[test]
     fn the_replacement_source_is_no_instance_s_vip_and_a_primary_address_first() {
-        let v6 = InstalledAddress { addr: "fd00::1".parse().unwrap(), ..address(0, false) };
+        let v6 =
+            InstalledAddress { addr: IpAddr::from([0xfd00_u16, 0, 0, 0, 0, 0, 0, 1]), ..address(0, false) };
         // Another instance's VIP (10.0.0.100) came first; 10.0.0.7 is a secondary.
         let present = [v6, address(100, false), address(7, true), address(8, false)];
         let vips = [IpAddr::from([10, 0, 0, 100])];
