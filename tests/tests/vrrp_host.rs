@@ -105,7 +105,10 @@ fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
     assert!(pings(&r[1], "10.71.0.1"), "the primary address answers");
     assert!(!pings(&r[1], "10.71.0.100"), "a no_accept master answered on its VIP:\n{}", ruleset(&r[0]));
     assert!(dropped_in(&r[0]) >= 1, "{}", ruleset(&r[0]));
-    assert!(lbd.log().contains("(VI_4) setting firewall drop rule"), "{}", lbd.log());
+    // The rule before the addresses (keepalived's order): the VIP never answers unprotected.
+    let log = lbd.log();
+    let rule = log.find("(VI_4) setting firewall drop rule").unwrap_or_else(|| panic!("{log}"));
+    assert!(log.find("(VI_4) setting VIPs.").is_some_and(|vips| rule < vips), "{log}");
     // An orderly stop deletes the tables.
     terminate(&mut lbd, "lbd1");
     assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
@@ -117,6 +120,41 @@ fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
     w1.wait_for(true, Duration::from_secs(5));
     assert!(pings(&r[1], "10.71.0.100"), "an accepting master did not answer on its VIP");
     assert!(ruleset(&r[0]).trim().is_empty(), "a table with accept:\n{}", ruleset(&r[0]));
+}
+
+#[test]
+fn a_reload_leaves_a_kept_no_accept_master_s_drop_rule_in_place() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 72, 1);
+    let conf = |priority: u8| {
+        let v3 = "  version 3\n";
+        let blocks = [
+            instance("VI_4", 72, 150, "0.2", &["10.72.0.100/24"], v3),
+            instance("VI_5", 73, priority, "0.2", &["10.72.0.110/24"], v3),
+        ];
+        config("r1", "  nftables\n  vrrp_strict\n", &blocks)
+    };
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    let in_set = || {
+        let out = r[0].exec("nft", &["list", "set", "ip", "keepalived", "vips"]);
+        String::from_utf8_lossy(&out.stdout).contains("10.72.0.100")
+    };
+    wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set", in_set);
+    // VI_5 changes, VI_4 is kept in MASTER: its VIP stays blocked all through the reload.
+    lab.write_file("lbd.conf", &conf(140));
+    lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    let start = std::time::Instant::now();
+    let mut checks = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        assert!(in_set(), "VI_4's VIP unblocked during the reload:\n{}\n{}", ruleset(&r[0]), lbd.log());
+        checks += 1;
+    }
+    let log = lbd.log();
+    assert!(log.contains("(VI_4) kept in MASTER STATE across the reload"), "{log}");
+    assert!(checks > 10, "{checks}");
+    // The new engine took the tables over: its stop deletes them.
+    terminate(&mut lbd, "lbd");
+    assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
 }
 
 #[test]
@@ -408,9 +446,20 @@ fn disable_local_igmp_keeps_the_vrrp_group_join_off_the_wire_until_the_stop() {
     wait_until(Duration::from_secs(5), "r3's IGMP report", || tcpdump.log().contains("10.78.0.3 > "));
     std::thread::sleep(Duration::from_millis(500));
     assert!(!tcpdump.log().contains("10.78.0.1 > "), "r1 reported its group:\n{}", tcpdump.log());
+    // r1 did join the group: not reported, not missing.
+    let groups = r[0].ip(&["maddr", "show", "dev", "eth0"]);
+    assert!(groups.contains("224.0.0.18"), "r1 has not joined 224.0.0.18:\n{groups}");
     // keepalived puts the setting back as it stops.
     terminate(&mut quiet, "lbd1");
     assert_eq!(sysctl(&r[0]), "1");
+    // And when VRRP cannot start (no instance can run): put back at once.
+    let broken = conf("r1", "  disable_local_igmp\n", 101).replace("interface eth0", "interface nothere");
+    let conf_path = lab.write_file("broken.conf", &broken);
+    let pin = lab.bpffs().join("lbd");
+    let mut lbd = lb_tests::bins::spawn_lbd(&lab, &r[0], "broken", &conf_path, &pin, &[]);
+    wait_until(Duration::from_secs(10), "the VRRP error", || lbd.log().contains("no VRRP instance can run"));
+    assert_eq!(sysctl(&r[0]), "1", "{}", lbd.log());
+    lbd.kill();
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct InstalledAddress {
     pub prefix_len: u8,
     /// Seconds of validity left (`None`: forever).
     pub valid_left: Option<u32>,
+    /// A secondary address (another of the same subnet came first).
+    pub secondary: bool,
 }
 
 impl std::fmt::Display for InterfaceAddress {
@@ -183,6 +185,7 @@ impl Netlink {
                     addr: local_address(m)?,
                     prefix_len: m.header.prefix_len,
                     valid_left,
+                    secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
                 })
             })
             .collect())

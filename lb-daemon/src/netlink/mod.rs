@@ -73,6 +73,17 @@ pub enum NetlinkError {
     /// The rtnetlink socket could not be opened.
     #[error("opening an rtnetlink socket")]
     Connect(#[source] io::Error),
+    /// The receive buffer could not be set (keepalived only warns: the socket works without).
+    #[error("cannot set the netlink receive buffer to {bytes} bytes{}", if *force { " (forced)" } else { "" })]
+    RcvBuf {
+        /// The size asked for.
+        bytes: u32,
+        /// SO_RCVBUFFORCE.
+        force: bool,
+        /// setsockopt's error.
+        #[source]
+        source: io::Error,
+    },
     /// A request failed.
     #[error("{request}")]
     Request {
@@ -112,7 +123,7 @@ impl Netlink {
     pub fn connect_with(rcvbuf: Option<RcvBuf>) -> Result<Self, NetlinkError> {
         let (mut connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         if let Some(rcvbuf) = rcvbuf {
-            rcvbuf.apply(connection.socket_mut()).map_err(NetlinkError::Connect)?;
+            rcvbuf.apply_or_warn(connection.socket_mut());
         }
         tokio::spawn(connection);
         Ok(Self { handle })
@@ -171,8 +182,16 @@ impl RcvBuf {
         bytes.filter(|b| *b > 0).map(|bytes| RcvBuf { bytes, force: force.unwrap_or(false) })
     }
 
+    /// Sets it on `socket`, warning if it cannot: the socket works with the default size.
+    pub fn apply_or_warn(self, socket: &impl std::os::fd::AsRawFd) {
+        if let Err(e) = self.apply(socket) {
+            let source = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+            tracing::warn!("{e}: {source}");
+        }
+    }
+
     /// Sets it on `socket`.
-    pub fn apply(self, socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    pub fn apply(self, socket: &impl std::os::fd::AsRawFd) -> Result<(), NetlinkError> {
         let option = if self.force { libc::SO_RCVBUFFORCE } else { libc::SO_RCVBUF };
         let value = libc::c_int::try_from(self.bytes).unwrap_or(libc::c_int::MAX);
         // SAFETY: setsockopt on an open socket with a c_int value of the size given.
@@ -185,11 +204,33 @@ impl RcvBuf {
                 libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
             )
         };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(NetlinkError::RcvBuf {
+                bytes: self.bytes,
+                force: self.force,
+                source: io::Error::last_os_error(),
+            })
+        }
     }
 }
 
 /// Whether a failed request failed with `errno`.
 pub(crate) fn is_errno(error: &rtnetlink::Error, errno: i32) -> bool {
     matches!(error, rtnetlink::Error::NetlinkError(e) if e.raw_code() == -errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_buffer_that_cannot_be_set_is_its_own_error() {
+        // Not a socket: setsockopt fails.
+        let file = std::fs::File::open("/proc/self/stat").expect("a file");
+        let e = RcvBuf { bytes: 4096, force: true }.apply(&file).expect_err("not a socket");
+        assert!(matches!(e, NetlinkError::RcvBuf { bytes: 4096, force: true, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "cannot set the netlink receive buffer to 4096 bytes (forced)");
+    }
 }

@@ -42,7 +42,7 @@ impl Subscription {
         let (mut connection, _handle, messages) =
             rtnetlink::new_multicast_connection(groups).map_err(NetlinkError::Connect)?;
         if let Some(rcvbuf) = rcvbuf {
-            rcvbuf.apply(connection.socket_mut()).map_err(NetlinkError::Connect)?;
+            rcvbuf.apply_or_warn(connection.socket_mut());
         }
         Ok(Self { messages, connection: tokio::spawn(connection) })
     }

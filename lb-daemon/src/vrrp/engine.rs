@@ -62,13 +62,25 @@ pub async fn run(
     mut stop: watch::Receiver<Option<StopKind>>,
     bfd: watch::Receiver<crate::bfd::BfdStates>,
 ) -> Result<(), VrrpError> {
+    // Tables a reload's previous engine left, unless this one takes them over.
+    let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
     if config.vrrp_instances.is_empty() {
+        if let Some(table) = &left {
+            firewall::delete_tables(table).await;
+        }
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let mut engine = Engine::build(config, netlink, updates_tx).await?;
+    let built = Engine::build(config, netlink, updates_tx).await;
+    if let Some(table) = &left {
+        match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
+            Some(firewall) => firewall.adopt(),
+            None => firewall::delete_tables(table).await,
+        }
+    }
+    let mut engine = built?;
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
@@ -257,6 +269,34 @@ struct Engine {
     firewall: Option<Firewall>,
 }
 
+/// The address adverts move to when theirs goes: an IPv4 address of the interface that is no
+/// instance's VIP, a primary one first.
+fn replacement_source(present: &[crate::netlink::addr::InstalledAddress], vips: &[IpAddr]) -> Option<IpAddr> {
+    let usable = || present.iter().filter(|a| a.addr.is_ipv4() && !vips.contains(&a.addr));
+    usable().find(|a| !a.secondary).or_else(|| usable().next()).map(|a| a.addr)
+}
+
+/// Puts back `net.ipv4` settings.
+fn restore_ipv4(settings: &[(&'static str, String)]) {
+    for (key, previous) in settings {
+        if let Err(e) = sysctl::set_ipv4(key, previous) {
+            warn!("cannot restore {key}: {e}");
+        }
+    }
+}
+
+/// The `net.ipv4` settings an engine being built has changed: put back if the build fails.
+struct Ipv4Restore(Vec<(&'static str, String)>);
+
+impl Drop for Ipv4Restore {
+    fn drop(&mut self) {
+        restore_ipv4(&self.0);
+    }
+}
+
+/// How long a new MASTER waits for its firewall drop rule before adding its VIPs.
+const FIREWALL_WAIT: Duration = Duration::from_secs(1);
+
 /// One socket per interface, source and group: every instance there shares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SocketKey {
@@ -278,10 +318,11 @@ impl Engine {
         // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
         // sets it with or without use_vmac, and puts it back as it stops), before
         // any socket joins a group.
-        let mut restore_ipv4 = Vec::new();
+        // Put back if the build fails (the next start would read 0 as the value to restore).
+        let mut restore_ipv4 = Ipv4Restore(Vec::new());
         if config.global_defs.disable_local_igmp {
             match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
-                Ok(Some(previous)) => restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(Some(previous)) => restore_ipv4.0.push(("igmp_link_local_mcast_reports", previous)),
                 Ok(None) => {}
                 Err(e) => warn!("disable_local_igmp: {e}"),
             }
@@ -533,7 +574,7 @@ impl Engine {
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
-            restore_ipv4,
+            restore_ipv4: std::mem::take(&mut restore_ipv4.0),
             firewall,
         })
     }
@@ -1007,6 +1048,15 @@ impl Engine {
             }
             Action::AddVips => {
                 let runner = &mut self.runners[i];
+                // keepalived 2.2.7 sets the drop rule before the addresses (vrrp_handle_accept_mode
+                // IPADDRESS_ADD): a non-accepting MASTER must not answer on its VIPs, not even
+                // for a moment.
+                if runner.plan.no_accept
+                    && let Some(firewall) = &self.firewall
+                {
+                    info!("({}) setting firewall drop rule", runner.plan.name);
+                    firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
+                }
                 let lease = addr::lease(runner.machine.master_down_interval());
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.excluded, Lifetime::Lease(lease))
@@ -1014,12 +1064,6 @@ impl Engine {
                 addr::add_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::add_rules(&self.netlink, &runner.plan.name, &runner.plan.rules).await;
                 info!("({}) setting VIPs.", runner.plan.name);
-                if runner.plan.no_accept
-                    && let Some(firewall) = &self.firewall
-                {
-                    info!("({}) setting firewall drop rule", runner.plan.name);
-                    firewall.block(blocked(&runner.plan));
-                }
                 runner.vips_installed = true;
                 runner.lease_renewed = Some(Instant::now());
                 runner.extra_garp_at =
@@ -1140,45 +1184,43 @@ impl Engine {
             return;
         }
         let present = match self.netlink.addresses(ifindex).await {
-            Ok(present) => present.into_iter().map(|a| a.addr).collect::<Vec<_>>(),
+            Ok(present) => present,
             Err(e) => {
                 warn!("cannot read the addresses of interface {ifindex}: {}", chain(&e));
                 return;
             }
         };
         let link = self.track_link_name(ifindex);
+        // Any instance's VIP (another's may be blocked by our own drop rules) is no source.
+        let vips: Vec<IpAddr> = self
+            .runners
+            .iter()
+            .flat_map(|r| r.plan.vips.iter().chain(&r.plan.excluded).map(|v| v.address.addr))
+            .collect();
+        let is_present = |a: IpAddr| present.iter().any(|p| p.addr == a);
         let mut reevaluate = false;
         for i in following {
             let runner = &self.runners[i];
-            let is_vip = |a: &IpAddr| {
-                runner.plan.vips.iter().chain(&runner.plan.excluded).any(|v| v.address.addr == *a)
-            };
             let source = runner.machine.params().source_address;
             let replacement = if added {
-                if !runner.no_source || is_vip(&address) || !present.contains(&address) {
+                if !runner.no_source || vips.contains(&address) || !is_present(address) {
                     continue;
                 }
                 info!("Assigned address {address} for interface {link}");
                 Some(address)
             } else {
-                if address != source || runner.no_source || present.contains(&address) {
+                if address != source || runner.no_source || is_present(address) {
                     continue;
                 }
                 info!("Deassigned address {address} from interface {link}");
-                present.iter().copied().find(|a| a.is_ipv4() && !is_vip(a))
+                replacement_source(&present, &vips)
             };
-            match replacement {
-                Some(new) => {
-                    self.switch_source(i, new);
-                    if self.runners[i].no_source {
-                        self.runners[i].no_source = false;
-                        reevaluate = true;
-                    }
-                }
-                None => {
-                    self.runners[i].no_source = true;
-                    reevaluate = true;
-                }
+            let switched = replacement.is_some_and(|new| self.switch_source(i, new));
+            // No address to send from (or no socket on it): FAULT, rather than adverts from an
+            // address that has gone.
+            if self.runners[i].no_source == switched {
+                self.runners[i].no_source = !switched;
+                reevaluate = true;
             }
         }
         if reevaluate {
@@ -1187,8 +1229,8 @@ impl Engine {
     }
 
     /// Instance `i` (and those sharing its socket) sends from `source` now: a socket bound to
-    /// it replaces theirs.
-    fn switch_source(&mut self, i: usize, source: IpAddr) {
+    /// it replaces theirs. False if it cannot be opened.
+    fn switch_source(&mut self, i: usize, source: IpAddr) -> bool {
         let index = self.runners[i].socket;
         let mut key = self.sockets[index].0.clone();
         key.source = source;
@@ -1200,8 +1242,12 @@ impl Engine {
                 for runner in self.runners.iter_mut().filter(|r| r.socket == index) {
                     runner.machine.set_source_address(source);
                 }
+                true
             }
-            Err(e) => warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name),
+            Err(e) => {
+                warn!("({}) cannot send from {source}: {e}", self.runners[i].plan.name);
+                false
+            }
         }
     }
 
@@ -1375,6 +1421,13 @@ impl Engine {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        // A reload keeping a non-accepting MASTER keeps the tables: its VIPs stay protected
+        // until the next engine replaces them.
+        let keep_tables = kind == StopKind::Handoff
+            && self.runners.iter().any(|r| {
+                r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
+            });
+        handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;
         }
@@ -1387,13 +1440,9 @@ impl Engine {
         // keepalived deletes its tables as it stops; a reload's next engine makes them anew
         // for the instances it keeps in MASTER.
         if let Some(firewall) = self.firewall.take() {
-            firewall.close().await;
+            if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
-        for (key, previous) in &self.restore_ipv4 {
-            if let Err(e) = sysctl::set_ipv4(key, previous) {
-                warn!("cannot restore {key}: {e}");
-            }
-        }
+        restore_ipv4(&self.restore_ipv4);
         for (interface, key, previous) in &self.restore_conf {
             // A reload's next engine sets it again if its configuration still asks.
             if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
@@ -1520,5 +1569,33 @@ fn poll_sockets(
 fn set_ipv4_conf(interface: &str, key: &str, value: &str) {
     if let Err(e) = sysctl::set_ipv4_conf(interface, key, value) {
         warn!("cannot set {key} of {interface} to {value}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::addr::InstalledAddress;
+
+    fn address(last: u8, secondary: bool) -> InstalledAddress {
+        InstalledAddress {
+            ifindex: 2,
+            addr: IpAddr::from([10, 0, 0, last]),
+            prefix_len: 24,
+            valid_left: None,
+            secondary,
+        }
+    }
+
+    #[test]
+    fn the_replacement_source_is_no_instance_s_vip_and_a_primary_address_first() {
+        let v6 =
+            InstalledAddress { addr: IpAddr::from([0xfd00_u16, 0, 0, 0, 0, 0, 0, 1]), ..address(0, false) };
+        // Another instance's VIP (10.0.0.100) came first; 10.0.0.7 is a secondary.
+        let present = [v6, address(100, false), address(7, true), address(8, false)];
+        let vips = [IpAddr::from([10, 0, 0, 100])];
+        assert_eq!(replacement_source(&present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
+        assert_eq!(replacement_source(&present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
+        assert_eq!(replacement_source(&present[..2], &vips), None);
     }
 }

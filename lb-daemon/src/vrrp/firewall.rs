@@ -20,7 +20,8 @@
 //! - nothing exists until an instance first becomes MASTER ("setting firewall drop rule"): the
 //!   tables are then made and its VIPs (`virtual_ipaddress` and `virtual_ipaddress_excluded`)
 //!   added to the sets; leaving MASTER removes them ("removing firewall drop rule") and leaves
-//!   the empty tables; stopping deletes the tables.
+//!   the empty tables; stopping deletes the tables (a reload that keeps a non-accepting
+//!   MASTER leaves them to the next engine, which replaces them in its first transaction).
 //!
 //! lbd writes the same tables through the `nft` binary's JSON input (`nft -j -f -`), one
 //! transaction per change: [`Tables`] turns changes into commands (pure, unit-tested), and a
@@ -167,7 +168,11 @@ pub struct Vmac {
 }
 
 /// What the tables hold, and the nft commands that change them.
-#[derive(Debug)]
+///
+/// It records what was asked, not what nft did: after a failed transaction (which nft rolls
+/// back as a whole) [`Tables::failed`] marks the tables unknown, and the next change rebuilds
+/// them, with the VMAC rules and every address still blocked, in its transaction.
+#[derive(Debug, Clone)]
 pub struct Tables {
     plan: FirewallPlan,
     /// The tables made (replacing any left behind).
@@ -176,17 +181,75 @@ pub struct Tables {
     with_vips: Vec<Family>,
     /// Each blocked address, with how many instances block it.
     blocked: HashMap<Blocked, usize>,
+    /// The VMACs whose reports are moved, and `igmp`.
+    vmacs: Option<(Vec<Vmac>, bool)>,
+    /// A transaction failed: what nft holds is unknown.
+    stale: bool,
 }
 
 impl Tables {
     /// No table yet.
     pub fn new(plan: FirewallPlan) -> Self {
-        Tables { plan, created: Vec::new(), with_vips: Vec::new(), blocked: HashMap::new() }
+        Tables {
+            plan,
+            created: Vec::new(),
+            with_vips: Vec::new(),
+            blocked: HashMap::new(),
+            vmacs: None,
+            stale: false,
+        }
+    }
+
+    /// The last commands were refused (or nft did not run): the next change rebuilds the tables.
+    pub fn failed(&mut self) {
+        self.stale = true;
+    }
+
+    /// Takes over the tables a reload's previous engine left: the next change replaces them,
+    /// and the stop deletes them.
+    pub fn adopt(&mut self) {
+        for family in [Family::Ip, Family::Ip6] {
+            if !self.created.contains(&family) {
+                self.created.push(family);
+            }
+        }
+        self.stale = true;
+    }
+
+    /// After a failure, the commands that make the tables anew (replacing what is left) with
+    /// everything recorded so far.
+    fn rebuild(&mut self) -> Vec<Value> {
+        if !self.stale {
+            return Vec::new();
+        }
+        let old = std::mem::replace(self, Tables::new(self.plan.clone()));
+        let mut commands = Vec::new();
+        if let Some((vmacs, igmp)) = &old.vmacs {
+            commands.extend(self.vmacs(vmacs, *igmp));
+        }
+        // Even an empty table: it may hold what a rolled-back unblock left.
+        for &family in &old.with_vips {
+            commands.extend(self.table(family));
+        }
+        for &family in old.created.iter().filter(|f| !self.created.contains(f)) {
+            // Nothing recorded needs it (an adopted table): no table, as before it was made.
+            commands.extend(delete_table(family, &self.plan.table));
+        }
+        for &family in &old.with_vips {
+            if !self.with_vips.contains(&family) {
+                self.with_vips.push(family);
+                commands.extend(self.vips_part(family));
+            }
+        }
+        let entries: Vec<Blocked> = old.blocked.keys().cloned().collect();
+        commands.extend(self.block(&entries));
+        self.blocked = old.blocked;
+        commands
     }
 
     /// The commands that block `entries` (making the tables they need first).
     pub fn block(&mut self, entries: &[Blocked]) -> Vec<Value> {
-        let mut commands = Vec::new();
+        let mut commands = self.rebuild();
         for entry in entries {
             let family = entry.family();
             if !self.with_vips.contains(&family) {
@@ -205,7 +268,7 @@ impl Tables {
 
     /// The commands that unblock `entries` (an address another instance still blocks stays).
     pub fn unblock(&mut self, entries: &[Blocked]) -> Vec<Value> {
-        let mut commands = Vec::new();
+        let mut commands = self.rebuild();
         for entry in entries {
             let Some(count) = self.blocked.get_mut(entry) else { continue };
             *count -= 1;
@@ -217,14 +280,15 @@ impl Tables {
         commands
     }
 
-    /// The commands that delete the tables made so far.
+    /// The commands that delete the tables made so far (whether a failed transaction made them
+    /// or not).
     pub fn remove(&mut self) -> Vec<Value> {
         self.blocked.clear();
         self.with_vips.clear();
-        self.created
-            .drain(..)
-            .map(|family| json!({ "delete": { "table": { "family": family.name(), "name": self.plan.table } } }))
-            .collect()
+        self.vmacs = None;
+        self.stale = false;
+        let created = std::mem::take(&mut self.created);
+        created.into_iter().flat_map(|family| delete_table(family, &self.plan.table)).collect()
     }
 
     fn element(&self, entry: &Blocked) -> Value {
@@ -241,7 +305,8 @@ impl Tables {
     /// `disable_local_igmp`) and MLD reports (IPv6 instances') are sent on the parent instead
     /// (`dup to ... device oif map @vmac_map`), and router solicitations from IPv6 VMACs dropped.
     pub fn vmacs(&mut self, vmacs: &[Vmac], igmp: bool) -> Vec<Value> {
-        let mut commands = Vec::new();
+        let mut commands = self.rebuild();
+        self.vmacs = Some((vmacs.to_vec(), igmp));
         for family in [Family::Ip, Family::Ip6] {
             let ours: Vec<&Vmac> =
                 vmacs.iter().filter(|v| v.ipv6 == (family == Family::Ip6) && (v.ipv6 || igmp)).collect();
@@ -410,6 +475,20 @@ impl Tables {
     }
 }
 
+/// The commands that delete the table `name` of `family`, if it exists.
+fn delete_table(family: Family, name: &str) -> [Value; 2] {
+    let table = json!({ "family": family.name(), "name": name });
+    [json!({ "add": { "table": table } }), json!({ "delete": { "table": table } })]
+}
+
+/// Deletes the tables `name` (both families) that a previous engine left.
+pub async fn delete_tables(name: &str) {
+    let commands = [Family::Ip, Family::Ip6].into_iter().flat_map(|f| delete_table(f, name)).collect();
+    if let Err(e) = apply(commands).await {
+        warn!("nftables: {}", super::addr::chain(&e));
+    }
+}
+
 /// The batch nft reads for `commands`.
 pub fn batch(commands: Vec<Value>) -> Value {
     json!({ "nftables": commands })
@@ -440,35 +519,56 @@ pub async fn apply(commands: Vec<Value>) -> Result<(), FirewallError> {
     }
 }
 
+type Done = tokio::sync::oneshot::Sender<()>;
+
 #[derive(Debug)]
 enum Request {
-    Vmacs(Vec<Vmac>, bool, tokio::sync::oneshot::Sender<()>),
-    Block(Vec<Blocked>),
+    Vmacs(Vec<Vmac>, bool, Done),
+    Block(Vec<Blocked>, Done),
     Unblock(Vec<Blocked>),
-    Close(tokio::sync::oneshot::Sender<()>),
+    /// Take over the tables a previous engine left.
+    Adopt,
+    /// Delete the tables and end.
+    Close(Done),
+    /// End, leaving the tables to the next engine (a reload).
+    Leave(Done),
 }
 
 /// The tables of a running engine: changes are carried out in order by a task of their own.
+/// Dropped without [`Firewall::close`] or [`Firewall::leave`] (an engine that could not start),
+/// it deletes the tables it made.
 #[derive(Debug)]
 pub struct Firewall {
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    table: String,
 }
 
 impl Firewall {
     /// Starts the task on the current runtime.
     pub fn spawn(plan: FirewallPlan) -> Self {
         let (requests, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        let table = plan.table.clone();
         tokio::spawn(async move {
             let mut tables = Tables::new(plan);
-            while let Some(request) = queue.recv().await {
-                let (commands, done, last) = match request {
-                    Request::Vmacs(vmacs, igmp, done) => (tables.vmacs(&vmacs, igmp), Some(done), false),
-                    Request::Block(entries) => (tables.block(&entries), None, false),
-                    Request::Unblock(entries) => (tables.unblock(&entries), None, false),
-                    Request::Close(done) => (tables.remove(), Some(done), true),
+            loop {
+                let (commands, done, last) = match queue.recv().await {
+                    Some(Request::Vmacs(vmacs, igmp, done)) => {
+                        (tables.vmacs(&vmacs, igmp), Some(done), false)
+                    }
+                    Some(Request::Block(entries, done)) => (tables.block(&entries), Some(done), false),
+                    Some(Request::Unblock(entries)) => (tables.unblock(&entries), None, false),
+                    Some(Request::Adopt) => {
+                        tables.adopt();
+                        continue;
+                    }
+                    Some(Request::Close(done)) => (tables.remove(), Some(done), true),
+                    Some(Request::Leave(done)) => (Vec::new(), Some(done), true),
+                    // Dropped: the engine is gone without a stop.
+                    None => (tables.remove(), None, true),
                 };
                 if let Err(e) = apply(commands).await {
                     warn!("nftables: {}", super::addr::chain(&e));
+                    tables.failed();
                 }
                 if let Some(done) = done {
                     let _ = done.send(());
@@ -478,7 +578,12 @@ impl Firewall {
                 }
             }
         });
-        Firewall { requests }
+        Firewall { requests, table }
+    }
+
+    /// The tables' name.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// Moves the IGMP (unless not `igmp`) and MLD reports of `vmacs` to their parents; returns
@@ -490,9 +595,20 @@ impl Firewall {
         }
     }
 
-    /// Drops traffic to and from `entries`.
-    pub fn block(&self, entries: Vec<Blocked>) {
-        let _ = self.requests.send(Request::Block(entries));
+    /// Drops traffic to and from `entries`; returns once nft is done, or after `wait` (a hung
+    /// nft must not hold VRRP up).
+    pub async fn block(&self, entries: Vec<Blocked>, wait: std::time::Duration) {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if self.requests.send(Request::Block(entries, done)).is_ok()
+            && tokio::time::timeout(wait, finished).await.is_err()
+        {
+            warn!("nftables: the drop rule is not set after {wait:?}, going on");
+        }
+    }
+
+    /// Takes over the tables a reload's previous engine left (see [`Tables::adopt`]).
+    pub fn adopt(&self) {
+        let _ = self.requests.send(Request::Adopt);
     }
 
     /// Lets traffic to and from `entries` through again.
@@ -502,8 +618,19 @@ impl Firewall {
 
     /// Deletes the tables, once what was asked before is done.
     pub async fn close(self) {
+        self.end(Request::Close).await;
+    }
+
+    /// Ends once what was asked before is done, leaving the tables as they are: a reload's next
+    /// engine replaces them in its first transaction, its kept MASTERs staying protected until
+    /// then.
+    pub async fn leave(self) {
+        self.end(Request::Leave).await;
+    }
+
+    async fn end(self, request: fn(Done) -> Request) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.requests.send(Request::Close(done)).is_ok() {
+        if self.requests.send(request(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -560,7 +687,10 @@ mod tests {
         assert!(tables.unblock(&[v4(1)]).is_empty(), "not blocked any more");
         assert_eq!(
             tables.remove().iter().map(Value::to_string).collect::<Vec<_>>(),
-            [r#"{"delete":{"table":{"family":"ip","name":"kvtab"}}}"#]
+            [
+                r#"{"add":{"table":{"family":"ip","name":"kvtab"}}}"#,
+                r#"{"delete":{"table":{"family":"ip","name":"kvtab"}}}"#
+            ]
         );
         assert!(tables.remove().is_empty());
     }
@@ -614,6 +744,69 @@ mod tests {
         let text = batch(tables.block(&[v4(100)])).to_string();
         assert!(!text.contains(r#"{"delete":{"table""#), "{text}");
         assert!(text.contains(r#""name":"vips""#), "{text}");
-        assert_eq!(tables.remove().len(), 2);
+        assert_eq!(tables.remove().len(), 4);
+    }
+
+    #[test]
+    fn after_a_failed_transaction_the_next_change_rebuilds_everything() {
+        let mut tables = Tables::new(plan());
+        let vmac = Vmac { name: "vrrp.1".into(), parent: "eth0".into(), ipv6: false };
+        tables.vmacs(std::slice::from_ref(&vmac), true);
+        let first = tables.block(&[v4(1)]);
+        assert!(!first.iter().any(|c| c.to_string().contains(r#""delete""#)), "the table was made");
+        // nft refused the next one: rolled back, 10.0.0.2 is not in the set.
+        tables.block(&[v4(2)]);
+        tables.failed();
+        let text: Vec<String> = tables.block(&[v4(3)]).iter().map(Value::to_string).collect();
+        assert_eq!(text[1], r#"{"delete":{"table":{"family":"ip","name":"kvtab"}}}"#, "{text:?}");
+        let all = text.join("\n");
+        assert!(all.contains(r#""name":"vmac_map""#), "the VMAC rules again: {all}");
+        assert!(all.contains(r#"{"add":{"set":{"family":"ip","name":"vips""#), "{all}");
+        for last in 1..=3 {
+            assert!(all.contains(&format!(r#""elem":["10.0.0.{last}"]"#)), "10.0.0.{last}: {all}");
+        }
+        // Rebuilt: incremental again, with the counts kept.
+        assert_eq!(tables.block(&[v4(4)]).len(), 1);
+        assert!(tables.block(&[v4(1)]).is_empty());
+        assert!(tables.unblock(&[v4(1)]).is_empty());
+        // A failed unblock: the rebuilt table has neither it nor the one asked next.
+        assert_eq!(tables.unblock(&[v4(2)]).len(), 1);
+        tables.failed();
+        let all = batch(tables.unblock(&[v4(3)])).to_string();
+        assert!(all.contains(r#"{"delete":{"table""#), "{all}");
+        assert!(all.contains(r#""elem":["10.0.0.1"]"#) && all.contains(r#""elem":["10.0.0.4"]"#), "{all}");
+        assert!(!all.contains(r#""elem":["10.0.0.2"]"#), "{all}");
+        let three = all.rfind(r#""elem":["10.0.0.3"]"#).expect("10.0.0.3 rebuilt, then unblocked");
+        assert!(all[..three].ends_with(r#"{"delete":{"element":{"#), "{all}");
+    }
+
+    #[test]
+    fn adopted_tables_are_replaced_by_the_first_change_and_deleted_at_the_stop() {
+        let mut tables = Tables::new(plan());
+        tables.adopt();
+        let all = batch(tables.block(&[v4(1)])).to_string();
+        assert!(
+            all.starts_with(r#"{"nftables":[{"add":{"table":{"family":"ip","name":"kvtab"}}},{"delete""#)
+        );
+        assert!(all.contains(r#""elem":["10.0.0.1"]"#), "{all}");
+        // The ip6 table it may have left goes: nothing here needs it.
+        assert!(all.contains(r#"{"delete":{"table":{"family":"ip6","name":"kvtab"}}}"#), "{all}");
+        assert_eq!(tables.block(&[v4(2)]).len(), 1);
+        // Adopted but never changed: the stop still deletes both.
+        let mut tables = Tables::new(plan());
+        tables.adopt();
+        assert_eq!(batch(tables.remove()).to_string().matches(r#"{"delete":{"table""#).count(), 2);
+    }
+
+    #[test]
+    fn a_failed_unblock_of_the_last_address_still_replaces_the_table() {
+        let mut tables = Tables::new(plan());
+        tables.block(&[v4(1)]);
+        tables.unblock(&[v4(1)]);
+        tables.failed();
+        // Nothing left to block, but 10.0.0.1 may still be in the set nft kept.
+        let all = batch(tables.unblock(&[v4(9)])).to_string();
+        assert!(all.contains(r#"{"delete":{"table""#) && all.contains(r#""name":"vips""#), "{all}");
+        assert!(!all.contains(r#""elem""#), "{all}");
     }
 }

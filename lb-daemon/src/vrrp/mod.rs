@@ -87,6 +87,9 @@ pub struct Reload {
     /// The instances of the configuration being loaded: the others are deleted (their notify
     /// scripts get keepalived's FAULT, or DELETED with `notify_deleted`).
     pub next: std::collections::HashSet<String>,
+    /// The nftables tables the previous engine left for its kept MASTERs: the next engine
+    /// replaces them in its first transaction, or deletes them if it has none of that name.
+    pub firewall_table: Option<String>,
 }
 
 /// The [`Reload`] shared by the engine that stops and the one that starts.
