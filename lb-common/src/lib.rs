@@ -44,7 +44,8 @@ pub mod maps {
     /// from getrandom once and which outlives daemon restarts with the pin.
     pub const SYNPROXY_SECRET: &str = "LBD_SYNPROXY_SECRET";
     /// Program array: index [`crate::programs::FULL_PATH`] holds `lb_xdp_full`, which the entry
-    /// point `lb_xdp` tail-calls for every packet its flow cache does not send. Pinned, so that
+    /// point `lb_xdp` tail-calls for every packet its flow cache does not send, index
+    /// [`crate::programs::V6_PATH`] `lb_xdp_v6`, which `lb_xdp_full` tail-calls for IPv6. Pinned, so that
     /// the attached entry point still reaches it when the daemon is gone (the kernel empties a
     /// program array when the last user-space reference to it closes).
     pub const PROGS: &str = "LBD_PROGS";
@@ -81,6 +82,11 @@ pub mod programs {
     pub const LB_XDP_FULL: &str = "lb_xdp_full";
     /// Index of [`LB_XDP_FULL`] in [`crate::maps::PROGS`].
     pub const FULL_PATH: u32 = 0;
+    /// The full path for IPv6 packets, reached from [`LB_XDP_FULL`] by a tail call through
+    /// [`crate::maps::PROGS`] at index [`V6_PATH`]; never attached itself.
+    pub const LB_XDP_V6: &str = "lb_xdp_v6";
+    /// Index of [`LB_XDP_V6`] in [`crate::maps::PROGS`].
+    pub const V6_PATH: u32 = 1;
     /// XDP program for real servers behind a TUN service: strips the IPIP / IPv6-in-IPv6
     /// header (this kernel has no ipip module), so the inner packet reaches the VIP on lo.
     pub const DECAP_XDP: &str = "lb_decap";

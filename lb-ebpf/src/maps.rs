@@ -24,9 +24,10 @@ use crate::forward::{NextHop, REPLY_HOP_SLOTS};
 static LBD_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
 
 /// The full path (`lb_xdp_full`) at index `lb_common::programs::FULL_PATH`, which the entry
-/// point tail-calls; filled and pinned by the daemon.
+/// point tail-calls, and its IPv6 half (`lb_xdp_v6`) at `lb_common::programs::V6_PATH`; filled
+/// and pinned by the daemon.
 #[btf_map]
-pub(crate) static LBD_PROGS: ProgramArray<1> = ProgramArray::new();
+pub(crate) static LBD_PROGS: ProgramArray<2> = ProgramArray::new();
 
 /// Global settings, written by the daemon.
 #[btf_map]

@@ -147,6 +147,7 @@ fn xdp() -> anyhow::Result<()> {
     };
     let machine_before = machine();
     let table = run("per-packet")?;
+    let verifier = run("verifier")?;
     let section = format!(
         "## XDP program: cost per packet (BPF_PROG_TEST_RUN)\n\n\
          Command: `{command}` (tests/src/bin/lb-bench-xdp.rs, part `per-packet`: one repeat=1 call \
@@ -155,7 +156,10 @@ fn xdp() -> anyhow::Result<()> {
          run).\n\n\
          Machine: {machine_before}.\n\n{table}\n\
          Anchors from shared/notes (Katran, this machine): about 70 ns net per new TCP flow and 57 ns \
-         per established-flow packet. Goal: an established NAT or TUN packet at or under 40 ns net.\n",
+         per established-flow packet. Goal: an established NAT or TUN packet at or under 40 ns net.\n\n\
+         The verifier's budget (part `verifier`): instructions the kernel's verifier walked for each \
+         program as the daemon loads them (`verified_insns`; the limit is 1,000,000 per program, \
+         and a program near it may fail to load on another kernel or compiler):\n\n{verifier}",
     );
     record("xdp", &section)?;
     let machine_before = machine();

@@ -28,7 +28,7 @@ use lb_common::{
         Service, ServiceKey, ServiceStats, Settings, SynProxySecret, family,
     },
     maps::{self, GLOBAL_STATS},
-    programs::{FULL_PATH, LB_XDP, LB_XDP_FULL},
+    programs::{FULL_PATH, LB_XDP, LB_XDP_FULL, LB_XDP_V6, V6_PATH},
     stats::GlobalStats,
 };
 use tracing::{info, warn};
@@ -159,7 +159,9 @@ impl XdpDataplane {
                 .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string()));
             match adopted {
                 Ok(link) => {
-                    program.attach_to_link(link).map_err(|e| program_error("replace", Some(interface), e))?;
+                    program
+                        .attach_to_link(link)
+                        .map_err(|e| program_error("replace", LB_XDP, Some(interface), e))?;
                     let attachment = Attachment { interface: interface.to_owned(), mode: None };
                     self.attachments.push(attachment.clone());
                     return Ok(attachment);
@@ -185,8 +187,9 @@ impl XdpDataplane {
             },
         };
         let (used, id) = used;
-        let link =
-            program.take_link(id).map_err(|e| program_error("take the link of", Some(interface), e))?;
+        let link = program
+            .take_link(id)
+            .map_err(|e| program_error("take the link of", LB_XDP, Some(interface), e))?;
         match FdLink::try_from(link) {
             Ok(link) => {
                 link.pin(&pin).map_err(|e| DataplaneError::PinDirectory {
@@ -773,13 +776,14 @@ fn lb_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 
 fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
     let missing = DataplaneError::Missing { kind: "program", name };
-    ebpf.program_mut(name).ok_or(missing)?.try_into().map_err(|e| program_error("find", None, e))
+    ebpf.program_mut(name).ok_or(missing)?.try_into().map_err(|e| program_error("find", name, None, e))
 }
 
-/// Loads the load balancer's programs of `ebpf` into the kernel, both before either is used:
-/// the entry point (`lb_xdp`, the one to attach) and the full path, which then goes into the
-/// program array the entry point tail-calls. The program array stays in `ebpf`: the kernel
-/// empties it when its last user-space reference (an fd or a pin) goes.
+/// Loads the load balancer's programs of `ebpf` into the kernel, all before any is used: the
+/// entry point (`lb_xdp`, the one to attach), the full path and its IPv6 half, which then go
+/// into the program array they tail-call (the IPv6 half first, so that the full path finds it
+/// from its first packet). The program array stays in `ebpf`: the kernel empties it when its
+/// last user-space reference (an fd or a pin) goes.
 ///
 /// On a restart the array is the pinned one: the entry point an earlier run left attached
 /// tail-calls this full path from here on, until [`XdpDataplane::attach`] swaps this entry
@@ -788,22 +792,34 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 /// then reaches the old cache only when its slot expires (at most a second), as a change on
 /// another CPU does.
 ///
-/// Public for the tests and benchmarks, which load the object without the daemon.
+/// Public for the tests and benchmarks, which load the object without the daemon, and which
+/// may compare an older build's object, whose full path is one program: an object without
+/// `lb_xdp_v6` loads without it.
 pub fn load_programs(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    lb_program(ebpf)?.load().map_err(|e| program_error("load", None, e))?;
-    let full = xdp_program(ebpf, LB_XDP_FULL)?;
-    full.load().map_err(|e| program_error("load", None, e))?;
-    let fd = full
-        .fd()
-        .and_then(|fd| {
-            fd.try_clone().map_err(|io_error| {
-                ProgramError::SyscallError(aya::sys::SyscallError { call: "dup", io_error })
+    lb_program(ebpf)?.load().map_err(|e| program_error("load", LB_XDP, None, e))?;
+    let mut fds = Vec::with_capacity(2);
+    for (index, name) in [(V6_PATH, LB_XDP_V6), (FULL_PATH, LB_XDP_FULL)] {
+        if name == LB_XDP_V6 && ebpf.program(name).is_none() {
+            continue;
+        }
+        let program = xdp_program(ebpf, name)?;
+        program.load().map_err(|e| program_error("load", name, None, e))?;
+        let fd = program
+            .fd()
+            .and_then(|fd| {
+                fd.try_clone().map_err(|io_error| {
+                    ProgramError::SyscallError(aya::sys::SyscallError { call: "dup", io_error })
+                })
             })
-        })
-        .map_err(|e| program_error("take the fd of", None, e))?;
+            .map_err(|e| program_error("take the fd of", name, None, e))?;
+        fds.push((index, fd));
+    }
     let map = ebpf.map_mut(maps::PROGS).ok_or(DataplaneError::Missing { kind: "map", name: maps::PROGS })?;
     let mut progs = ProgramArray::try_from(map).map_err(|e| map_error(maps::PROGS, e))?;
-    progs.set(FULL_PATH, &fd, 0).map_err(|e| map_error(maps::PROGS, e))
+    for (index, fd) in &fds {
+        progs.set(*index, fd, 0).map_err(|e| map_error(maps::PROGS, e))?;
+    }
+    Ok(())
 }
 
 fn attach(
@@ -811,17 +827,18 @@ fn attach(
     interface: &str,
     mode: XdpMode,
 ) -> Result<(XdpMode, aya::programs::xdp::XdpLinkId), DataplaneError> {
-    let id = program.attach(interface, mode).map_err(|e| program_error("attach", Some(interface), e))?;
+    let id =
+        program.attach(interface, mode).map_err(|e| program_error("attach", LB_XDP, Some(interface), e))?;
     Ok((mode, id))
 }
 
-fn program_error(action: &'static str, interface: Option<&str>, e: ProgramError) -> DataplaneError {
-    DataplaneError::Program {
-        action,
-        program: LB_XDP,
-        interface: interface.map(str::to_owned),
-        source: Box::new(e),
-    }
+fn program_error(
+    action: &'static str,
+    program: &'static str,
+    interface: Option<&str>,
+    e: ProgramError,
+) -> DataplaneError {
+    DataplaneError::Program { action, program, interface: interface.map(str::to_owned), source: Box::new(e) }
 }
 
 /// An error and its causes on one line, for logs.

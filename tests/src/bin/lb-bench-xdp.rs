@@ -19,6 +19,9 @@
 //! The middle's own cost per packet is the difference of 1 / rate from the floor's; lbd's rate
 //! is also given relative to the stateless DNAT's, which normalizes away this machine's speed.
 //!
+//! `lb-bench-xdp verifier`: how much of the verifier's budget (1M instructions per program)
+//! each of lbd's programs takes as the daemon loads them.
+//!
 //! `LBD_BENCH_BASELINE_OBJECT=PATH` measures another build of lbd's object (main's, say) the
 //! same way in the same run, for a before / after comparison.
 
@@ -110,10 +113,43 @@ fn main() {
         Some("live") => live(baseline.as_deref()),
         Some("warm") => warm(),
         Some("new-flows") => new_flows(),
+        Some("verifier") => verifier(baseline.as_deref()),
         other => {
-            eprintln!("usage: lb-bench-xdp per-packet|live|warm|new-flows (got {other:?})");
+            eprintln!("usage: lb-bench-xdp per-packet|live|warm|new-flows|verifier (got {other:?})");
             std::process::exit(2);
         }
+    }
+}
+
+/// The verifier's budget: each of lbd's programs loaded as the daemon loads them, and the
+/// instructions the kernel's verifier walked for it (`verified_insns`), against its limit of
+/// 1,000,000 per program. A program near the limit fails to load on a kernel or compiler whose
+/// walk is a little longer, so the share left is a figure to keep, like a time.
+fn verifier(baseline: Option<&[u8]>) {
+    const LIMIT: f64 = 1_000_000.0;
+    let count = |object: &[u8]| -> Vec<(String, u32)> {
+        let mut lbd = XdpTestRun::load(object, LB_XDP);
+        let mut rows = Vec::new();
+        for (name, program) in lbd.ebpf_mut().programs() {
+            let Ok(info) = program.info() else { continue };
+            if let Some(insns) = info.verified_instruction_count() {
+                rows.push((name.to_owned(), insns));
+            }
+        }
+        rows.sort();
+        rows
+    };
+    let this = count(&this_object());
+    let before = baseline.map(count).unwrap_or_default();
+    println!("| program | verified instructions | share of the limit | baseline object |");
+    println!("| --- | --- | --- | --- |");
+    for (name, insns) in &this {
+        let base =
+            before.iter().find(|(n, _)| n == name).map_or_else(|| "-".to_owned(), |(_, b)| b.to_string());
+        println!("| `{name}` | {insns} | {:.1} % | {base} |", f64::from(*insns) / LIMIT * 100.0);
+    }
+    for (name, insns) in before.iter().filter(|(n, _)| !this.iter().any(|(t, _)| t == n)) {
+        println!("| `{name}` (baseline only) | - | - | {insns} |");
     }
 }
 
