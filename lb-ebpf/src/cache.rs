@@ -17,11 +17,14 @@
 //! - Only IPv4 TCP and UDP packets that change no flow state are served from a slot: TCP
 //!   without SYN, FIN or RST. Such a packet (on the full path) empties its flow's slot on this
 //!   CPU.
-//! - The full path ([`crate::balancer`]'s `tracked`) copies every packet's flow entry into
-//!   its slot and sends the packet from there; the slot keeps an established TCP flow, a UDP
-//!   flow, or a reply entry (NAT, FNAT), not a SYN proxy flow; it is left empty for anything
-//!   else (IPv6 packets, which the cache does not serve, use their slot this way and leave it
-//!   empty). A bare SYN that replaces a closed flow's entry empties its slot (the FIN or RST
+//! - The full path ([`crate::balancer`]'s `tracked`) copies every packet's flow entry into a
+//!   slot and sends the packet from there. A packet the entry point could have served keeps
+//!   its flow in its slot: an established TCP flow, a UDP flow, or a reply entry (NAT, FNAT),
+//!   not a SYN proxy flow. Anything else (IPv6, a frame the entry point does not parse, a
+//!   SYN proxy flow, a packet that changes state) goes through the scratch slot, which stays
+//!   empty, so that it evicts no flow; or through its flow's slot, if it has one, which it
+//!   empties. When both slots of a set hold flows, a new one takes the slot that serves
+//!   nothing (an expired or older-generation flow), else the one due soonest. A bare SYN that replaces a closed flow's entry empties its slot (the FIN or RST
 //!   emptied it if it came through this CPU); a flow whose real server is gone empties it.
 //!   Not every new flow: touching a cold slot made a new flow 1.3x dearer.
 //! - Not covered: a flow evicted from a full connection table while its slot serves, whose
@@ -55,12 +58,16 @@ use crate::{
 /// Slots per CPU (a power of two): 768 KiB of 96-byte slots, in sets of two.
 const SLOTS: u32 = 8192;
 
+/// The scratch slot, after the sets: where the full path sends a packet whose flow it does not
+/// keep in the cache from (IPv6, the SYN proxy, a tagged frame), so that it evicts no flow.
+const SCRATCH: u32 = SLOTS;
+
 /// How long a slot serves its flow before the full path looks the flow up again.
 const REFRESH_NS: u64 = 1_000_000_000;
 
 /// The flow cache, per CPU (not pinned: a restarted program starts with an empty one).
 #[btf_map]
-static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize }> = PerCpuArray::new();
+static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize + 1 }> = PerCpuArray::new();
 
 /// The set of `key` on this CPU: the two slots its flow may be in.
 ///
@@ -69,10 +76,15 @@ static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize }> = PerCpuAr
 /// the full path.
 #[inline(always)]
 fn set(key: &FlowKey) -> Option<[&'static mut FlowCacheSlot; 2]> {
-    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
-    let hash = mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto));
-    let first = hash & (SLOTS - 2);
+    let first = set_index(key);
     Some([per_cpu(&LBD_FLOW_CACHE, first)?, per_cpu(&LBD_FLOW_CACHE, first | 1)?])
+}
+
+/// The index of the first slot of `key`'s set.
+#[inline(always)]
+fn set_index(key: &FlowKey) -> u32 {
+    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
+    mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto)) & (SLOTS - 2)
 }
 
 /// The slot of `set` that holds `key`'s flow, if one does.
@@ -116,10 +128,11 @@ pub(crate) fn lookup(h: &Headers, settings: &Settings, now: u64) -> Option<&'sta
 }
 
 /// The full path's offer of the packet `h` of the flow entry `flow` (already updated for the
-/// packet): copied into the flow's slot, which the packet is then sent from. The slot keeps
-/// it for later packets if they may be sent from there (see the module's rules), else it is
-/// left empty. `timeout_ns`: the flow's timeout in its state. `None` only if the array lookup
-/// fails.
+/// packet): copied into a slot, which the packet is then sent from. A packet the entry point
+/// may serve later packets of ([`cacheable`]) goes into its flow's slot, which keeps it;
+/// any other into the scratch slot, which is left empty, or into its flow's slot if the flow
+/// has one, which is then emptied. `timeout_ns`: the flow's timeout in its state. `None` only
+/// if the array lookup fails.
 #[inline(always)]
 pub(crate) fn offer(
     h: &Headers,
@@ -127,32 +140,69 @@ pub(crate) fn offer(
     flow: &Flow,
     timeout_ns: u64,
 ) -> Option<&'static mut FlowCacheSlot> {
-    // The flow's own slot, else an empty one, else the one that would serve for less long.
-    let [a, b] = set(&h.key)?;
-    let first = if holds(a, &h.key) {
-        true
-    } else if holds(b, &h.key) {
-        false
-    } else if a.key.proto == 0 || b.key.proto == 0 {
-        a.key.proto == 0
+    // The entry's `last_seen_ns` is now: `tracked` has just stamped it.
+    let keep = cacheable(h, flow);
+    // The index is chosen first and looked up once: a slot pointer of one origin for the
+    // verifier, which otherwise walks the rest of the path once per origin.
+    let index = if h.key.family != family::IPV4 {
+        SCRATCH
     } else {
-        a.until_ns <= b.until_ns
+        let first = set_index(&h.key);
+        let a = per_cpu(&LBD_FLOW_CACHE, first)?;
+        let b = per_cpu(&LBD_FLOW_CACHE, first | 1)?;
+        // The flow's own slot; else, for a flow to keep, a slot that serves nothing, else
+        // the one that would serve for less long; else the scratch slot, so that a packet
+        // that is not to be kept evicts no flow that is.
+        let now = flow.last_seen_ns;
+        if holds(a, &h.key) {
+            first
+        } else if holds(b, &h.key) {
+            first | 1
+        } else if !keep {
+            SCRATCH
+        } else if !live(a, settings, now) {
+            first
+        } else if !live(b, settings, now) || b.until_ns <= a.until_ns {
+            first | 1
+        } else {
+            first
+        }
     };
-    let slot = if first { a } else { b };
-    let cacheable = h.key.family == family::IPV4
-        && flow.synproxy == 0
-        && stateless(h.tcp_flags)
-        && (h.key.proto == IPPROTO_UDP
-            || flow.direction == direction::REPLY
-            || flow.tcp_state == tcp_state::ESTABLISHED);
+    let slot = per_cpu(&LBD_FLOW_CACHE, index)?;
     slot.key = FlowKey4::of(&h.key);
-    if !cacheable {
+    if !keep {
         slot.key.proto = 0;
     }
     slot.generation = settings.generation;
     slot.until_ns = flow.last_seen_ns + core::cmp::min(REFRESH_NS, timeout_ns / 2);
     slot.flow = *flow;
     Some(slot)
+}
+
+/// Whether later packets of the flow entry `flow`, of which `h` is a packet, may be sent from
+/// the flow's slot by the entry point (see the module's rules): an untagged IPv4 packet
+/// without options (what [`crate::parse::Frame::plain_ipv4`] reads), of an established TCP
+/// flow, a UDP flow or a reply entry, not a SYN proxy flow, and not one that changes state.
+#[inline(always)]
+fn cacheable(h: &Headers, flow: &Flow) -> bool {
+    // The header offsets compared through an opaque value: compared directly, they would be
+    // known exactly on one branch and as a range on the other, and the verifier would walk
+    // the rest of the path twice (see `maps::opaque`).
+    let layout = crate::maps::opaque((h.l3 ^ crate::parse::ETH_HLEN) | (h.l4 ^ (h.l3 + 20)));
+    h.key.family == family::IPV4
+        && layout == 0
+        && flow.synproxy == 0
+        && stateless(h.tcp_flags)
+        && (h.key.proto == IPPROTO_UDP
+            || flow.direction == direction::REPLY
+            || flow.tcp_state == tcp_state::ESTABLISHED)
+}
+
+/// Whether `slot` would serve a packet at `now`: it holds a flow of the current generation
+/// that is not yet due for the full path.
+#[inline(always)]
+fn live(slot: &FlowCacheSlot, settings: &Settings, now: u64) -> bool {
+    slot.key.proto != 0 && slot.generation == settings.generation && slot.until_ns > now
 }
 
 /// Empties the slot of `key` (on this CPU): its flow's entry is being replaced, or its state
