@@ -24,7 +24,7 @@ use crate::{
     },
     mem,
     nat::{self, Rewrite},
-    parse::{Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{self, Frame, Headers, IPPROTO_TCP, IPPROTO_UDP, ParseError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     sched, synproxy, toa,
 };
 
@@ -187,22 +187,42 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
     // Sent from the slot the entry is copied into (one kind of pointer for the verifier: with
     // a pointer into either map, it walked the rest twice and gave up).
     let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
-    match from_slot::<false>(ctx, frame, h, slot, stats) {
+    match from_slot::<0>(ctx, frame, h, slot, stats) {
         Some(outcome) => Tracked::Done(outcome),
         None => Tracked::Other,
     }
 }
 
-/// The entry point's fast path: a plain IPv4 TCP or UDP packet ([`Frame::plain_ipv4`]) of a
-/// flow in the flow cache, sent from its slot. `None` sends the packet down the full path
-/// (the tail call in `lb_xdp`), which does not read the cache.
+/// The entry point's fast path: a plain IPv4 TCP or UDP packet ([`Frame::plain_ipv4`],
+/// untagged or after one VLAN tag) of a flow in the flow cache, sent from its slot. `None`
+/// sends the packet down the full path (the tail call in `lb_xdp`), which does not read the
+/// cache.
 ///
 /// Inlined into the entry point, which is verified apart from the full path, with no
-/// BPF-to-BPF call for any method (TUN encapsulates inline, [`encap::push4_untagged`]).
+/// BPF-to-BPF call for any method (TUN encapsulates inline, [`encap::push4_at`]), once per
+/// header layout: every offset is a constant.
 #[inline(always)]
 pub(crate) fn cached(ctx: &XdpContext, stats: &mut GlobalStats) -> Option<Outcome> {
     let frame = &Frame::new(ctx.data(), ctx.data_end());
-    let mut h = frame.plain_ipv4()?;
+    match frame.plain_ipv4::<{ parse::ETH_HLEN }>() {
+        Some(h) => cached_at::<{ parse::ETH_HLEN }>(ctx, frame, h, stats),
+        None => cached_at::<{ parse::ETH_HLEN + parse::VLAN_HLEN }>(
+            ctx,
+            frame,
+            frame.plain_ipv4::<{ parse::ETH_HLEN + parse::VLAN_HLEN }>()?,
+            stats,
+        ),
+    }
+}
+
+/// [`cached`] for a packet whose IP header is at `L3`.
+#[inline(always)]
+fn cached_at<const L3: usize>(
+    ctx: &XdpContext,
+    frame: &Frame,
+    mut h: Headers,
+    stats: &mut GlobalStats,
+) -> Option<Outcome> {
     // A SYN, FIN or RST is the full path's (which empties the flow's slot): not looked up
     // here, so that a new flow does not touch a cold slot (a cache and TLB miss, about a
     // third of a new flow's cost when tried).
@@ -214,25 +234,26 @@ pub(crate) fn cached(ctx: &XdpContext, stats: &mut GlobalStats) -> Option<Outcom
         return None;
     }
     let slot = cache::lookup(&h, settings, clock::now_ns())?;
-    let outcome = from_slot::<true>(ctx, frame, &mut h, slot, stats)?;
+    let outcome = from_slot::<L3>(ctx, frame, &mut h, slot, stats)?;
     stats.ipv4 += 1;
     Some(outcome)
 }
 
-/// Sends the packet `h` of the flow in `slot`. `UNTAGGED`: a cache hit of the entry point,
-/// `h` from [`Frame::plain_ipv4`]; else the full path's, the entry just copied into the slot.
-/// `None` if its real server is gone (its entry cleared): the slot is emptied, and the full
-/// path decides.
+/// Sends the packet `h` of the flow in `slot`. `FAST_L3`: a cache hit of the entry point, `h`
+/// from [`Frame::plain_ipv4`] with its IP header at `FAST_L3`; 0: the full path's, the entry
+/// just copied into the slot. `None` if its real server is gone (its entry cleared): the slot
+/// is emptied, and the full path decides.
 #[inline(always)]
-fn from_slot<const UNTAGGED: bool>(
+fn from_slot<const FAST_L3: usize>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
     slot: &mut FlowCacheSlot,
     stats: &mut GlobalStats,
 ) -> Option<Outcome> {
+    let hit = u64::from(FAST_L3 != 0);
     if slot.flow.direction == direction::REPLY {
-        stats.flow_cache_hits += u64::from(UNTAGGED);
+        stats.flow_cache_hits += hit;
         let flow = &mut slot.flow;
         return Some(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
@@ -240,18 +261,18 @@ fn from_slot<const UNTAGGED: bool>(
         slot.key.proto = 0;
         return None;
     };
-    stats.flow_cache_hits += u64::from(UNTAGGED);
+    stats.flow_cache_hits += hit;
     let flow = &slot.flow;
     stats.flow_hits += 1;
     count(frame, flow);
-    Some(send_known::<UNTAGGED>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
+    Some(send_known::<FAST_L3>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
 }
 
 /// [`send`] for a packet sent from a cache slot: NAT, FNAT and DR of IPv4 inline, without a
-/// BPF-to-BPF call (about 12 ns each here), TUN with one (`encap::push`) unless `UNTAGGED`;
+/// BPF-to-BPF call (about 12 ns each here), TUN with one (`encap::push`) unless `FAST_L3`;
 /// IPv6 and SYN proxy flows through `send`.
 #[inline(always)]
-fn send_known<const UNTAGGED: bool>(
+fn send_known<const FAST_L3: usize>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
@@ -274,7 +295,7 @@ fn send_known<const UNTAGGED: bool>(
             Ok(after_nat(forward::route_cached(ctx, frame, &hop)))
         }
         Some(Method::Dr) => Ok(after_l2(forward::route_cached(ctx, frame, &hop))),
-        Some(Method::Tun) => tunnel::<UNTAGGED>(ctx, h, &hop, real),
+        Some(Method::Tun) => tunnel::<FAST_L3>(ctx, h, &hop, real),
         None => Ok(Outcome::DropNoReal),
     }
 }
@@ -448,24 +469,23 @@ fn send(ctx: &XdpContext, h: &mut Headers, flow: &Flow) -> Result<Outcome, Parse
                 forward::route_cached(ctx, frame, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns));
             Ok(after_l2(next))
         }
-        Some(Method::Tun) => {
-            tunnel::<false>(ctx, h, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns), real)
-        }
+        Some(Method::Tun) => tunnel::<0>(ctx, h, &Hop::real(flow.real, real, h.l3, flow.last_seen_ns), real),
         None => Ok(Outcome::DropNoReal),
     }
 }
 
-/// TUN: encapsulates the packet towards `real` and sends it to `hop`. `UNTAGGED`: `h` is
-/// [`Frame::plain_ipv4`]'s, encapsulated inline ([`encap::push4_untagged`]).
+/// TUN: encapsulates the packet towards `real` and sends it to `hop`. `FAST_L3`: `h` is
+/// [`Frame::plain_ipv4`]'s, its IP header at `FAST_L3`, encapsulated inline
+/// ([`encap::push4_at`]).
 #[inline(always)]
-fn tunnel<const UNTAGGED: bool>(
+fn tunnel<const FAST_L3: usize>(
     ctx: &XdpContext,
     h: &Headers,
     hop: &Hop<'_>,
     real: &Real,
 ) -> Result<Outcome, ParseError> {
-    let pushed = if UNTAGGED {
-        encap::push4_untagged(ctx, real.tunnel_source[0], real.addr[0])
+    let pushed = if FAST_L3 != 0 {
+        encap::push4_at::<FAST_L3>(ctx, real.tunnel_source[0], real.addr[0])
     } else {
         encap::push(ctx, h.l3, h.key.family, &real.tunnel_source, &real.addr)
     };

@@ -8,10 +8,11 @@
 //! the verifier; the set's index (two slots) is a hash of the key that the program computes.
 //!
 //! Where: only the entry point `lb_xdp` serves from the cache, and only plain IPv4 frames
-//! (untagged, without IP options, TCP or UDP: [`crate::parse::Frame::plain_ipv4`]), with no
-//! BPF-to-BPF call ([`crate::balancer::cached`]); everything else, misses included, goes by
-//! tail call to `lb_xdp_full`, which fills the slots (a VLAN-tagged frame or one with options
-//! always takes the full path).
+//! (untagged or with one VLAN tag, without IP options, TCP or UDP:
+//! [`crate::parse::Frame::plain_ipv4`]), with no BPF-to-BPF call
+//! ([`crate::balancer::cached`]); everything else, misses included, goes by tail call to
+//! `lb_xdp_full`, which fills the slots (a frame with two tags or with IP options always
+//! takes the full path).
 //!
 //! Rules:
 //! - Only IPv4 TCP and UDP packets that change no flow state are served from a slot: TCP
@@ -51,7 +52,7 @@ use lb_common::lb::{Flow, FlowCacheSlot, FlowKey, FlowKey4, Settings, direction,
 
 use crate::{
     maps::per_cpu,
-    parse::{Headers, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{ETH_HLEN, Headers, IPPROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN},
     sched::mix,
 };
 
@@ -180,15 +181,16 @@ pub(crate) fn offer(
 }
 
 /// Whether later packets of the flow entry `flow`, of which `h` is a packet, may be sent from
-/// the flow's slot by the entry point (see the module's rules): an untagged IPv4 packet
-/// without options (what [`crate::parse::Frame::plain_ipv4`] reads), of an established TCP
+/// the flow's slot by the entry point (see the module's rules): an IPv4 packet without options,
+/// untagged or after one VLAN tag (what [`crate::parse::Frame::plain_ipv4`] reads), of an established TCP
 /// flow, a UDP flow or a reply entry, not a SYN proxy flow, and not one that changes state.
 #[inline(always)]
 fn cacheable(h: &Headers, flow: &Flow) -> bool {
     // The header offsets compared through an opaque value: compared directly, they would be
     // known exactly on one branch and as a range on the other, and the verifier would walk
     // the rest of the path twice (see `maps::opaque`).
-    let layout = crate::maps::opaque((h.l3 ^ crate::parse::ETH_HLEN) | (h.l4 ^ (h.l3 + 20)));
+    // 0 for an IP header after 14 or 18 bytes (untagged, or one tag) and without options.
+    let layout = crate::maps::opaque((h.l3.wrapping_sub(ETH_HLEN) & !VLAN_HLEN) | (h.l4 ^ (h.l3 + 20)));
     h.key.family == family::IPV4
         && layout == 0
         && flow.synproxy == 0

@@ -68,20 +68,20 @@ pub(crate) fn push(
     Ok(())
 }
 
-/// [`push`] for the entry point's fast path: an untagged IPv4 frame, inlined, at fixed
-/// offsets (no BPF-to-BPF call, the Ethernet header moved in seven unrolled words).
+/// [`push`] for the entry point's fast path: an IPv4 frame whose IP header is at `L3` (a
+/// constant), inlined (no BPF-to-BPF call, the link header moved in unrolled words).
 #[inline(always)]
-pub(crate) fn push4_untagged(ctx: &XdpContext, src: u32, dst: u32) -> Result<(), EncapError> {
+pub(crate) fn push4_at<const L3: usize>(ctx: &XdpContext, src: u32, dst: u32) -> Result<(), EncapError> {
     // Through `black_box`: with the constant offset, LLVM spilled the packet pointers as 32-bit
     // values to compute the length, which the verifier refuses (see `toa::insert`).
-    let inner_len = core::hint::black_box(ctx.data_end() - ctx.data()) - ETH_HLEN;
+    let inner_len = core::hint::black_box(ctx.data_end() - ctx.data()) - L3;
     // SAFETY: ctx is the program's context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -20) } != 0 {
         return Err(EncapError::Resize);
     }
     let frame = Frame::new(ctx.data(), ctx.data_end());
-    mem::move_link_header(&frame, 20, 0, ETH_HLEN)?;
-    outer4(&frame, ETH_HLEN, inner_len, src, dst)?;
+    mem::move_link_header(&frame, 20, 0, L3)?;
+    outer4(&frame, L3, inner_len, src, dst)?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use lb_common::lb::{FlowKey, family};
 /// Length of an Ethernet header without tags.
 pub(crate) const ETH_HLEN: usize = 14;
 /// Length of one 802.1Q / 802.1ad tag.
-const VLAN_HLEN: usize = 4;
+pub(crate) const VLAN_HLEN: usize = 4;
 /// At most this many stacked VLAN tags (QinQ) are skipped.
 const MAX_VLAN_TAGS: usize = 2;
 /// At most this many IPv6 extension headers are skipped.
@@ -133,32 +133,36 @@ impl Frame {
         Ok(unsafe { ptr.read_unaligned() })
     }
 
-    /// The headers of the frames the entry point's flow cache serves: an untagged IPv4
-    /// packet without options, not part of a fragmented packet, carrying TCP or UDP. Read
-    /// inline at fixed offsets; `None` for any other frame (left to [`Self::ether_type`] and
-    /// [`Self::ipv4`] on the full path, which also judge malformed ones).
+    /// The headers of the frames the entry point's flow cache serves: an IPv4 packet without
+    /// options at `L3` (14: untagged; 18: after one 802.1Q or 802.1ad tag), not part of a
+    /// fragmented packet, carrying TCP or UDP. Read inline at fixed offsets; `None` for any
+    /// other frame (left to [`Self::ether_type`] and [`Self::ipv4`] on the full path, which
+    /// also judge malformed ones).
     #[inline(always)]
-    pub(crate) fn plain_ipv4(&self) -> Option<Headers> {
-        const L3: usize = ETH_HLEN;
-        const L4: usize = L3 + 20;
-        // Ethernet, IPv4 and the first 8 bytes of the transport header: all UDP needs.
-        let ptr = self.ptr_at::<[u8; L4 + 8]>(0).ok()?.cast::<u8>();
-        // SAFETY: in bounds (ptr_at); even offsets (crate::mem).
-        let (ether_type, version_ihl, total_len, frag, proto, src, dst, sport, dport) = unsafe {
+    pub(crate) fn plain_ipv4<const L3: usize>(&self) -> Option<Headers> {
+        const { assert!(L3 == ETH_HLEN || L3 == ETH_HLEN + VLAN_HLEN) };
+        let l4 = L3 + 20;
+        // Ethernet, a tag, IPv4 and the first 8 bytes of the transport header: all UDP needs.
+        let ptr = self.ptr_at::<[u8; ETH_HLEN + VLAN_HLEN + 20 + 8]>(0).ok()?.cast::<u8>();
+        // SAFETY: in bounds (ptr_at; an untagged frame reads 4 bytes less); even offsets
+        // (crate::mem).
+        let (outer_type, ether_type, version_ihl, total_len, frag, proto, src, dst, sport, dport) = unsafe {
             (
                 crate::mem::load16(ptr.add(ETH_HLEN - 2)),
+                crate::mem::load16(ptr.add(L3 - 2)),
                 *ptr.add(L3),
                 crate::mem::load16(ptr.add(L3 + 2)),
                 crate::mem::load16(ptr.add(L3 + 6)),
                 *ptr.add(L3 + 9),
                 crate::mem::load32(ptr.add(L3 + 12)),
                 crate::mem::load32(ptr.add(L3 + 16)),
-                crate::mem::load16(ptr.add(L4)),
-                crate::mem::load16(ptr.add(L4 + 2)),
+                crate::mem::load16(ptr.add(l4)),
+                crate::mem::load16(ptr.add(l4 + 2)),
             )
         };
         // Compared in network order: 0x0800 and 0x3fff (MF and the offset) as they lie in memory.
-        if ether_type != ETH_P_IP.to_be()
+        if L3 != ETH_HLEN && outer_type != ETH_P_8021Q.to_be() && outer_type != ETH_P_8021AD.to_be()
+            || ether_type != ETH_P_IP.to_be()
             || version_ihl != 0x45
             || u16::from_be(total_len) < 20
             || frag & 0x3fffu16.to_be() != 0
@@ -167,7 +171,7 @@ impl Frame {
         }
         let tcp_flags = match proto {
             // The whole 20-byte header must be there: its checksum is rewritten.
-            IPPROTO_TCP => self.bytes::<20>(L4).ok()?[13],
+            IPPROTO_TCP => self.bytes::<20>(l4).ok()?[13],
             IPPROTO_UDP => 0,
             _ => return None,
         };
@@ -180,7 +184,7 @@ impl Frame {
             family: family::IPV4,
             pad: 0,
         };
-        Some(Headers { key, l3: L3, l4: L4, fragment: false, tcp_flags })
+        Some(Headers { key, l3: L3, l4, fragment: false, tcp_flags })
     }
 
     /// The network-layer protocol and the offset of its header, after up to

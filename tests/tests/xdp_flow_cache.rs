@@ -157,6 +157,51 @@ fn established_packets_from_the_cache_leave_as_the_full_path_sends_them() {
 }
 
 #[test]
+fn vlan_tagged_established_packets_are_sent_from_the_cache_as_the_full_path_sends_them() {
+    // The entry point also serves frames with one 802.1Q tag (a trunk port); two tags, or IP
+    // options, still take the full path every time.
+    with_program(|program, ifindex, lb_mac| {
+        let client = addr("10.9.1.8:41000");
+        let mut hits = 0;
+        for (vip, tags) in [
+            ("10.0.0.100:80", 1),
+            ("10.0.0.101:80", 1),
+            ("10.0.0.102:80", 1),
+            ("10.0.0.103:80", 1),
+            ("10.0.0.101:80", 2),
+        ] {
+            let vip = addr(vip);
+            let client = SocketAddr::new(client.ip(), client.port() + hits as u16 + tags);
+            let tag = |p: Packet| if tags == 1 { p.vlan(5) } else { p.vlan(5).vlan(6) };
+            assert_eq!(
+                program.run_on(ifindex, &tag(Packet::tcp_syn(client, vip)).build()).action,
+                XdpAction::Tx
+            );
+            let input = tag(ack(client, vip)).build();
+            // The handshake's ACK (and FNAT's next, after the TOA option) fill the slot.
+            let mut full = program.run_on(ifindex, &input);
+            if vip.port() == 80 && vip.ip() == addr("10.0.0.103:80").ip() {
+                full = program.run_on(ifindex, &input);
+            }
+            assert_eq!(full.action, XdpAction::Tx, "{vip}");
+            assert_eq!(full.output[12..14], [0x81, 0x00], "{vip}: still tagged");
+            if vip == addr("10.0.0.100:80") {
+                let nat = tag(ack(client, addr("10.0.0.11:8080")).macs(lb_mac, REAL1_MAC)).build();
+                assert_eq!(full.output, nat, "the full path's NAT rewrite");
+            }
+            for _ in 0..3 {
+                let out = program.run_on(ifindex, &input);
+                assert_eq!((out.action, &out.output), (XdpAction::Tx, &full.output), "{vip}, {tags} tags");
+            }
+            if tags == 1 {
+                hits += 3;
+            }
+            assert_eq!(program.stats().flow_cache_hits, hits, "{vip}, {tags} tags");
+        }
+    });
+}
+
+#[test]
 fn udp_flows_are_cached_too() {
     with_program(|program, ifindex, lb_mac| {
         // A NAT service for UDP 10.0.0.100:53, id 7, to real 1.
