@@ -6,7 +6,7 @@ use lb_common::lb::family;
 
 use crate::{
     csum, mem,
-    parse::{ETH_HLEN, Frame, ParseError},
+    parse::{Frame, ParseError},
 };
 
 /// IP protocol number of IPv4-in-IP.
