@@ -300,6 +300,24 @@ pub struct FlowCacheSlot {
     pub flow: Flow,
 }
 
+/// A slot of the XDP program's IPv6 flow cache (`LBD_FLOW_CACHE6`, per CPU, not pinned): as
+/// [`FlowCacheSlot`], with the whole key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheSlot6 {
+    /// The flow's key; protocol 0: an empty slot.
+    pub key: FlowKey,
+    /// The [`Settings::generation`] it was filled in: a slot of another one is a miss.
+    pub generation: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// Until when (the program's clock, ns) it serves packets before the full path looks
+    /// the flow up again.
+    pub until_ns: u64,
+    /// The flow's entry, as the full path last saw it.
+    pub flow: Flow,
+}
+
 /// [`Flow::synproxy`] values.
 pub mod synproxy_state {
     /// Not opened by the SYN proxy: nothing to shift.
@@ -476,6 +494,8 @@ mod pod {
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::FlowCacheSlot {}
     // SAFETY: see the module comment.
+    unsafe impl aya::Pod for super::FlowCacheSlot6 {}
+    // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::PersistKey {}
     // SAFETY: see the module comment.
     unsafe impl aya::Pod for super::Persist {}
@@ -514,6 +534,7 @@ mod tests {
         assert_eq!(size_of::<Settings>(), 4 * 4 + 2 * 2 + 4 + 4 + 4);
         assert_eq!(size_of::<FlowCacheSlot>(), 16 + 4 + 4 + 8 + size_of::<Flow>());
         assert_eq!(core::mem::offset_of!(FlowCacheSlot, flow), 32);
+        assert_eq!(size_of::<FlowCacheSlot6>(), 40 + 4 + 4 + 8 + size_of::<Flow>());
     }
 
     #[test]

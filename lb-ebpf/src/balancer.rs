@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     lb::{
-        Flow, FlowCacheSlot, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service, ServiceKey,
-        Settings, direction, family, service_flags, tcp_state,
+        Flow, FlowCacheSlot, FlowCacheSlot6, FlowKey, LocalAddr, MAX_LADDRS_PER_GROUP, Method, Real, Service,
+        ServiceKey, Settings, direction, family, service_flags, tcp_state,
     },
     stats::GlobalStats,
 };
@@ -36,8 +36,11 @@ use crate::{
 /// lookup, not two (three for a reply: the service and its port-0 wildcard missed first).
 /// What [`tracked`] does not handle ([`Tracked::Other`]) goes on to the service lookup and
 /// [`original`], which look again.
+///
+/// `V6`: the program is `lb_xdp_v6`, `h` an IPv6 packet's (whose flows go into the IPv6 flow
+/// cache); else `lb_xdp_full`, `h` an IPv4 packet's.
 #[inline(always)]
-pub(crate) fn balance(
+pub(crate) fn balance<const V6: bool>(
     ctx: &XdpContext,
     frame: &mut Frame,
     h: &mut Headers,
@@ -60,7 +63,12 @@ pub(crate) fn balance(
     }
     let bare_syn = h.key.proto == IPPROTO_TCP && h.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if !bare_syn {
-        match tracked(ctx, h, settings, stats) {
+        let tracked = if V6 {
+            tracked::<FlowCacheSlot6>(ctx, h, settings, stats)
+        } else {
+            tracked::<FlowCacheSlot>(ctx, h, settings, stats)
+        };
+        match tracked {
             Tracked::Done(outcome) => return outcome,
             Tracked::ProxiedReply => return proxied_reply(ctx, h, stats),
             Tracked::Unknown | Tracked::Other => {}
@@ -144,8 +152,14 @@ enum Tracked {
 /// callback; 512 bytes in all). It calls `cache::forget` for packets that change state.
 ///
 /// The frame is read again from `ctx` (see [`send`]).
+/// `S`: the flow cache of `h`'s family.
 #[inline(never)]
-fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut GlobalStats) -> Tracked {
+fn tracked<S: cache::Slot>(
+    ctx: &XdpContext,
+    h: &mut Headers,
+    settings: &Settings,
+    stats: &mut GlobalStats,
+) -> Tracked {
     let frame = &Frame::new(ctx.data(), ctx.data_end());
     let now = clock::now_ns();
     // The entry point sent what its flow cache held; a packet that changes its flow's state
@@ -186,8 +200,8 @@ fn tracked(ctx: &XdpContext, h: &mut Headers, settings: &Settings, stats: &mut G
     let timeout = timeout_ns(settings, h.key.proto, entry.tcp_state);
     // Sent from the slot the entry is copied into (one kind of pointer for the verifier: with
     // a pointer into either map, it walked the rest twice and gave up).
-    let Some(slot) = cache::offer(h, settings, entry, timeout) else { return Tracked::Other };
-    match from_slot::<0>(ctx, frame, h, slot, stats) {
+    let Some(slot) = cache::offer::<S>(h, settings, entry, timeout) else { return Tracked::Other };
+    match from_slot::<0, S>(ctx, frame, h, slot, stats) {
         Some(outcome) => Tracked::Done(outcome),
         None => Tracked::Other,
     }
@@ -233,36 +247,59 @@ fn cached_at<const L3: usize>(
     if settings.ready == 0 {
         return None;
     }
-    let slot = cache::lookup(&h, settings, clock::now_ns())?;
-    let outcome = from_slot::<L3>(ctx, frame, &mut h, slot, stats)?;
+    let slot = cache::lookup::<FlowCacheSlot>(&h, settings, clock::now_ns())?;
+    let outcome = from_slot::<L3, _>(ctx, frame, &mut h, slot, stats)?;
     stats.ipv4 += 1;
     Some(outcome)
 }
 
+/// `lb_xdp_v6`'s fast path: an IPv6 TCP or UDP packet, parsed, of a flow in the IPv6 flow
+/// cache, sent from its slot. `None`: the packet goes on to [`balance`].
+///
+/// Not inlined: in the entry's frame, its locals made the longest chain of frames (through
+/// `balance`) larger than 512 bytes.
+#[inline(never)]
+pub(crate) fn cached6(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats) -> Option<Outcome> {
+    let frame = &Frame::new(ctx.data(), ctx.data_end());
+    if h.fragment
+        || h.key.proto != IPPROTO_TCP && h.key.proto != IPPROTO_UDP
+        || !cache::stateless(h.tcp_flags)
+    {
+        return None;
+    }
+    let settings = LBD_SETTINGS.get(0)?;
+    if settings.ready == 0 {
+        return None;
+    }
+    let slot = cache::lookup::<FlowCacheSlot6>(h, settings, clock::now_ns())?;
+    let outcome = from_slot::<0, _>(ctx, frame, h, slot, stats)?;
+    stats.flow_cache_hits += 1;
+    Some(outcome)
+}
+
 /// Sends the packet `h` of the flow in `slot`. `FAST_L3`: a cache hit of the entry point, `h`
-/// from [`Frame::plain_ipv4`] with its IP header at `FAST_L3`; 0: the full path's, the entry
-/// just copied into the slot. `None` if its real server is gone (its entry cleared): the slot
-/// is emptied, and the full path decides.
+/// from [`Frame::plain_ipv4`] with its IP header at `FAST_L3`; 0: any other packet (the full
+/// path's, the entry just copied into the slot; or `lb_xdp_v6`'s cache hit). `None` if its
+/// real server is gone (its entry cleared): the slot is emptied, and the full path decides.
 #[inline(always)]
-fn from_slot<const FAST_L3: usize>(
+fn from_slot<const FAST_L3: usize, S: cache::Slot>(
     ctx: &XdpContext,
     frame: &Frame,
     h: &mut Headers,
-    slot: &mut FlowCacheSlot,
+    slot: &mut S,
     stats: &mut GlobalStats,
 ) -> Option<Outcome> {
     let hit = u64::from(FAST_L3 != 0);
-    if slot.flow.direction == direction::REPLY {
+    let (proto, flow) = slot.parts();
+    if flow.direction == direction::REPLY {
         stats.flow_cache_hits += hit;
-        let flow = &mut slot.flow;
         return Some(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
-    let Some(real) = sched::real_ref(slot.flow.real) else {
-        slot.key.proto = 0;
+    let Some(real) = sched::real_ref(flow.real) else {
+        *proto = 0;
         return None;
     };
     stats.flow_cache_hits += hit;
-    let flow = &slot.flow;
     stats.flow_hits += 1;
     count(frame, flow);
     Some(send_known::<FAST_L3>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))

@@ -7,7 +7,10 @@
 //! mitigation) was about half of an established packet's cost. An array lookup is inlined by
 //! the verifier; the set's index (two slots) is a hash of the key that the program computes.
 //!
-//! Where: only the entry point `lb_xdp` serves from the cache, and only plain IPv4 frames
+//! IPv6 flows have a cache of their own (`LBD_FLOW_CACHE6`, whole keys), which `lb_xdp_v6`
+//! reads after its parser, before its full path; the rules below hold for both.
+//!
+//! Where: only the entry point `lb_xdp` serves from the IPv4 cache, and only plain IPv4 frames
 //! (untagged or with one VLAN tag, without IP options, TCP or UDP:
 //! [`crate::parse::Frame::plain_ipv4`]), with no BPF-to-BPF call
 //! ([`crate::balancer::cached`]); everything else, misses included, goes by tail call to
@@ -48,7 +51,9 @@
 //! receive-side scaling; a slot is written only by the CPU that reads it.
 
 use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use lb_common::lb::{Flow, FlowCacheSlot, FlowKey, FlowKey4, Settings, direction, family, tcp_state};
+use lb_common::lb::{
+    Flow, FlowCacheSlot, FlowCacheSlot6, FlowKey, FlowKey4, Settings, direction, family, tcp_state,
+};
 
 use crate::{
     maps::per_cpu,
@@ -59,55 +64,146 @@ use crate::{
 /// Slots per CPU (a power of two): 768 KiB of 96-byte slots, in sets of two.
 const SLOTS: u32 = 8192;
 
-/// The scratch slot, after the sets: where the full path sends a packet whose flow it does not
-/// keep in the cache from (IPv6, the SYN proxy, a tagged frame), so that it evicts no flow.
-const SCRATCH: u32 = SLOTS;
+/// Slots of the IPv6 cache per CPU (a power of two): 480 KiB of 120-byte slots.
+const SLOTS6: u32 = 4096;
 
 /// How long a slot serves its flow before the full path looks the flow up again.
 const REFRESH_NS: u64 = 1_000_000_000;
 
-/// The flow cache, per CPU (not pinned: a restarted program starts with an empty one).
+/// The flow cache, per CPU (not pinned: a restarted program starts with an empty one). The
+/// slot after the sets is the scratch slot: where the full path sends a packet whose flow it
+/// does not keep in the cache from (a frame the entry point does not parse, the SYN proxy, a
+/// packet that changes state), so that it evicts no flow.
 #[btf_map]
 static LBD_FLOW_CACHE: PerCpuArray<FlowCacheSlot, { SLOTS as usize + 1 }> = PerCpuArray::new();
 
-/// The set of `key` on this CPU: the two slots its flow may be in.
-///
-/// Two-way: with one slot per hash, the flows whose hashes collide (about one in eight of 1024
-/// flows over 8192 slots) took each other's slot on every packet, and all of their packets
-/// the full path.
-#[inline(always)]
-fn set(key: &FlowKey) -> Option<[&'static mut FlowCacheSlot; 2]> {
-    let first = set_index(key);
-    Some([per_cpu(&LBD_FLOW_CACHE, first)?, per_cpu(&LBD_FLOW_CACHE, first | 1)?])
-}
+/// The IPv6 flow cache, per CPU, read by `lb_xdp_v6`; its last slot is its scratch slot.
+#[btf_map]
+static LBD_FLOW_CACHE6: PerCpuArray<FlowCacheSlot6, { SLOTS6 as usize + 1 }> = PerCpuArray::new();
 
-/// The index of the first slot of `key`'s set.
-#[inline(always)]
-fn set_index(key: &FlowKey) -> u32 {
-    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
-    mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto)) & (SLOTS - 2)
-}
+/// A slot of either cache: IPv4 ([`FlowCacheSlot`], a 16-byte key) or IPv6
+/// ([`FlowCacheSlot6`], the whole key).
+pub(crate) trait Slot: Sized + 'static {
+    /// Slots in sets; the scratch slot's index.
+    const SLOTS: u32;
+    /// This CPU's slot `index`.
+    fn at(index: u32) -> Option<&'static mut Self>;
+    /// The index of the first slot of `key`'s set.
+    fn set_index(key: &FlowKey) -> u32;
+    /// Whether the slot holds the flow of `key` (word by word: an array comparison would be a
+    /// call to a byte-at-a-time `bcmp`).
+    fn holds(&self, key: &FlowKey) -> bool;
+    /// Writes `key`.
+    fn put_key(&mut self, key: &FlowKey);
+    /// The key's protocol (0: empty) and the flow.
+    fn parts(&mut self) -> (&mut u8, &mut Flow);
+    /// The generation and expiry fields.
+    fn stamps(&mut self) -> (&mut u32, &mut u64);
 
-/// The slot of `set` that holds `key`'s flow, if one does.
-#[inline(always)]
-fn find(set: [&'static mut FlowCacheSlot; 2], key: &FlowKey) -> Option<&'static mut FlowCacheSlot> {
-    let [a, b] = set;
-    if holds(a, key) {
-        Some(a)
-    } else if holds(b, key) {
-        Some(b)
-    } else {
-        None
+    /// Writes `key`, with protocol 0 (an empty slot) unless `keep`.
+    #[inline(always)]
+    fn set_key(&mut self, key: &FlowKey, keep: bool) {
+        self.put_key(key);
+        if !keep {
+            *self.parts().0 = 0;
+        }
     }
 }
 
-/// Whether `slot` holds the flow of the IPv4 key `key` (word by word: an array comparison
-/// would be a call to a byte-at-a-time `bcmp`).
+/// [`Slot::parts`] and [`Slot::stamps`], for slot types with the same field names.
+macro_rules! slot_fields {
+    () => {
+        #[inline(always)]
+        fn parts(&mut self) -> (&mut u8, &mut Flow) {
+            (&mut self.key.proto, &mut self.flow)
+        }
+
+        #[inline(always)]
+        fn stamps(&mut self) -> (&mut u32, &mut u64) {
+            (&mut self.generation, &mut self.until_ns)
+        }
+    };
+}
+
+impl Slot for FlowCacheSlot {
+    const SLOTS: u32 = SLOTS;
+
+    #[inline(always)]
+    fn at(index: u32) -> Option<&'static mut Self> {
+        per_cpu(&LBD_FLOW_CACHE, index)
+    }
+
+    #[inline(always)]
+    fn set_index(key: &FlowKey) -> u32 {
+        let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
+        mix(mix(key.src[0], key.dst[0]), ports ^ u32::from(key.proto)) & (SLOTS - 2)
+    }
+
+    #[inline(always)]
+    fn holds(&self, key: &FlowKey) -> bool {
+        let k = &self.key;
+        let ports = u32::from(k.sport ^ key.sport) | u32::from(k.dport ^ key.dport) << 16;
+        (k.src ^ key.src[0]) | (k.dst ^ key.dst[0]) | ports | u32::from(k.proto ^ key.proto) == 0
+    }
+
+    #[inline(always)]
+    fn put_key(&mut self, key: &FlowKey) {
+        self.key = FlowKey4::of(key);
+    }
+
+    slot_fields!();
+}
+
+impl Slot for FlowCacheSlot6 {
+    const SLOTS: u32 = SLOTS6;
+
+    #[inline(always)]
+    fn at(index: u32) -> Option<&'static mut Self> {
+        per_cpu(&LBD_FLOW_CACHE6, index)
+    }
+
+    #[inline(always)]
+    fn set_index(key: &FlowKey) -> u32 {
+        let [s0, s1, s2, s3] = key.src;
+        let [d0, d1, d2, d3] = key.dst;
+        let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
+        let addrs = mix(mix(s0 ^ s1, s2 ^ s3), mix(d0 ^ d1, d2 ^ d3));
+        mix(addrs, ports ^ u32::from(key.proto)) & (SLOTS6 - 2)
+    }
+
+    #[inline(always)]
+    fn holds(&self, key: &FlowKey) -> bool {
+        let k = &self.key;
+        let mut diff = u32::from(k.sport ^ key.sport) | u32::from(k.dport ^ key.dport) << 16;
+        diff |= u32::from(k.proto ^ key.proto);
+        for i in 0..4 {
+            diff |= (k.src[i] ^ key.src[i]) | (k.dst[i] ^ key.dst[i]);
+        }
+        diff == 0
+    }
+
+    #[inline(always)]
+    fn put_key(&mut self, key: &FlowKey) {
+        self.key = *key;
+    }
+
+    slot_fields!();
+}
+
+/// The slot of `key`'s set on this CPU that holds its flow, if one does.
+///
+/// Sets of two slots: with one slot per hash, the flows whose hashes collide (about one in
+/// eight of 1024 flows over 8192 slots) took each other's slot on every packet, and all of
+/// their packets the full path.
 #[inline(always)]
-fn holds(slot: &FlowCacheSlot, key: &FlowKey) -> bool {
-    let k = &slot.key;
-    let ports = u32::from(k.sport ^ key.sport) | u32::from(k.dport ^ key.dport) << 16;
-    (k.src ^ key.src[0]) | (k.dst ^ key.dst[0]) | ports | u32::from(k.proto ^ key.proto) == 0
+fn find<S: Slot>(key: &FlowKey) -> Option<&'static mut S> {
+    let first = S::set_index(key);
+    let a = S::at(first)?;
+    if a.holds(key) {
+        return Some(a);
+    }
+    let b = S::at(first | 1)?;
+    if b.holds(key) { Some(b) } else { None }
 }
 
 /// Whether a packet with these TCP flags (0 for UDP) changes no flow state.
@@ -116,83 +212,91 @@ pub(crate) fn stateless(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
 }
 
-/// The slot that sends this IPv4 TCP or UDP packet, which changes no flow state
-/// ([`stateless`]), if there is one, stamped `now`.
+/// The slot that sends this TCP or UDP packet, which changes no flow state ([`stateless`]),
+/// if there is one, stamped `now`: an IPv4 one ([`FlowCacheSlot`]) for the entry point's
+/// plain frames, an IPv6 one for `lb_xdp_v6`.
 #[inline(always)]
-pub(crate) fn lookup(h: &Headers, settings: &Settings, now: u64) -> Option<&'static mut FlowCacheSlot> {
-    let slot = find(set(&h.key)?, &h.key)?;
-    if slot.generation != settings.generation || now >= slot.until_ns {
+pub(crate) fn lookup<S: Slot>(h: &Headers, settings: &Settings, now: u64) -> Option<&'static mut S> {
+    let slot = find::<S>(&h.key)?;
+    let (generation, until_ns) = slot.stamps();
+    if *generation != settings.generation || now >= *until_ns {
         return None;
     }
-    slot.flow.last_seen_ns = now;
+    slot.parts().1.last_seen_ns = now;
     Some(slot)
 }
 
 /// The full path's offer of the packet `h` of the flow entry `flow` (already updated for the
-/// packet): copied into a slot, which the packet is then sent from. A packet the entry point
-/// may serve later packets of ([`cacheable`]) goes into its flow's slot, which keeps it;
-/// any other into the scratch slot, which is left empty, or into its flow's slot if the flow
-/// has one, which is then emptied. `timeout_ns`: the flow's timeout in its state. `None` only
-/// if the array lookup fails.
+/// packet): copied into a slot of the cache of its family (`S`), which the packet is then
+/// sent from. A packet whose flow's later packets the cache may serve ([`cacheable`]) goes
+/// into its flow's slot, which keeps it; any other into the scratch slot, which is left empty,
+/// or into its flow's slot if the flow has one, which is then emptied. `timeout_ns`: the
+/// flow's timeout in its state. `None` only if the array lookup fails.
 #[inline(always)]
-pub(crate) fn offer(
+pub(crate) fn offer<S: Slot>(
     h: &Headers,
     settings: &Settings,
     flow: &Flow,
     timeout_ns: u64,
-) -> Option<&'static mut FlowCacheSlot> {
+) -> Option<&'static mut S> {
     // The entry's `last_seen_ns` is now: `tracked` has just stamped it.
+    let now = flow.last_seen_ns;
     let keep = cacheable(h, flow);
     // The index is chosen first and looked up once: a slot pointer of one origin for the
     // verifier, which otherwise walks the rest of the path once per origin.
-    let index = if h.key.family != family::IPV4 {
-        SCRATCH
-    } else {
-        let first = set_index(&h.key);
-        let a = per_cpu(&LBD_FLOW_CACHE, first)?;
-        let b = per_cpu(&LBD_FLOW_CACHE, first | 1)?;
-        // The flow's own slot; else, for a flow to keep, a slot that serves nothing, else
-        // the one that would serve for less long; else the scratch slot, so that a packet
-        // that is not to be kept evicts no flow that is.
-        let now = flow.last_seen_ns;
-        if holds(a, &h.key) {
-            first
-        } else if holds(b, &h.key) {
-            first | 1
-        } else if !keep {
-            SCRATCH
-        } else if !live(a, settings, now) {
-            first
-        } else if !live(b, settings, now) || b.until_ns <= a.until_ns {
-            first | 1
-        } else {
-            first
-        }
-    };
-    let slot = per_cpu(&LBD_FLOW_CACHE, index)?;
-    slot.key = FlowKey4::of(&h.key);
-    if !keep {
-        slot.key.proto = 0;
-    }
-    slot.generation = settings.generation;
-    slot.until_ns = flow.last_seen_ns + core::cmp::min(REFRESH_NS, timeout_ns / 2);
-    slot.flow = *flow;
+    let index = slot_index::<S>(&h.key, settings.generation, keep, now);
+    let slot = S::at(index)?;
+    slot.set_key(&h.key, keep);
+    let (generation, until_ns) = slot.stamps();
+    *generation = settings.generation;
+    *until_ns = now + core::cmp::min(REFRESH_NS, timeout_ns / 2);
+    *slot.parts().1 = *flow;
     Some(slot)
 }
 
+/// The slot [`offer`] fills for `key`: the flow's own slot; else, for a flow to `keep`, a slot
+/// that serves nothing at `now`, else the one that would serve for less long; else the scratch
+/// slot, so that a packet that is not to be kept evicts no flow that is.
+///
+/// Not inlined: with two slots of the IPv6 cache compared inline, `tracked`'s frame made the
+/// longest chain of frames larger than 512 bytes.
+#[inline(never)]
+fn slot_index<S: Slot>(key: &FlowKey, generation: u32, keep: bool, now: u64) -> u32 {
+    let first = S::set_index(key);
+    let (Some(a), Some(b)) = (S::at(first), S::at(first | 1)) else { return S::SLOTS };
+    if a.holds(key) {
+        first
+    } else if b.holds(key) {
+        first | 1
+    } else if !keep {
+        S::SLOTS
+    } else if !live(a, generation, now) {
+        first
+    } else if !live(b, generation, now) || *b.stamps().1 <= *a.stamps().1 {
+        first | 1
+    } else {
+        first
+    }
+}
+
 /// Whether later packets of the flow entry `flow`, of which `h` is a packet, may be sent from
-/// the flow's slot by the entry point (see the module's rules): an IPv4 packet without options,
-/// untagged or after one VLAN tag (what [`crate::parse::Frame::plain_ipv4`] reads), of an established TCP
-/// flow, a UDP flow or a reply entry, not a SYN proxy flow, and not one that changes state.
+/// the flow's slot (see the module's rules): of an established TCP flow, a UDP flow or a reply
+/// entry, not a SYN proxy flow, and not one that changes state; if IPv4, by the entry point,
+/// so an IPv4 packet without options, untagged or after one VLAN tag (what
+/// [`crate::parse::Frame::plain_ipv4`] reads). IPv6 packets are served by `lb_xdp_v6` after
+/// its parser, whatever their layout.
 #[inline(always)]
 fn cacheable(h: &Headers, flow: &Flow) -> bool {
     // The header offsets compared through an opaque value: compared directly, they would be
     // known exactly on one branch and as a range on the other, and the verifier would walk
     // the rest of the path twice (see `maps::opaque`).
     // 0 for an IP header after 14 or 18 bytes (untagged, or one tag) and without options.
-    let layout = crate::maps::opaque((h.l3.wrapping_sub(ETH_HLEN) & !VLAN_HLEN) | (h.l4 ^ (h.l3 + 20)));
-    h.key.family == family::IPV4
-        && layout == 0
+    let layout = if h.key.family == family::IPV4 {
+        crate::maps::opaque((h.l3.wrapping_sub(ETH_HLEN) & !VLAN_HLEN) | (h.l4 ^ (h.l3 + 20)))
+    } else {
+        0
+    };
+    layout == 0
         && flow.synproxy == 0
         && stateless(h.tcp_flags)
         && (h.key.proto == IPPROTO_UDP
@@ -203,19 +307,22 @@ fn cacheable(h: &Headers, flow: &Flow) -> bool {
 /// Whether `slot` would serve a packet at `now`: it holds a flow of the current generation
 /// that is not yet due for the full path.
 #[inline(always)]
-fn live(slot: &FlowCacheSlot, settings: &Settings, now: u64) -> bool {
-    slot.key.proto != 0 && slot.generation == settings.generation && slot.until_ns > now
+fn live<S: Slot>(slot: &mut S, generation: u32, now: u64) -> bool {
+    let proto = *slot.parts().0;
+    let (filled_in, until_ns) = slot.stamps();
+    proto != 0 && *filled_in == generation && *until_ns > now
 }
 
 /// Empties the slot of `key` (on this CPU): its flow's entry is being replaced, or its state
-/// changes. Not inlined: its two slot pointers made `new_flow`'s frame too large for the
-/// longest chain of frames.
+/// changes. Not inlined: its slot pointers made `new_flow`'s frame too large for the longest
+/// chain of frames.
 #[inline(never)]
 pub(crate) fn forget(key: &FlowKey) {
-    if key.family == family::IPV4
-        && let Some(set) = set(key)
-        && let Some(slot) = find(set, key)
-    {
+    if key.family == family::IPV4 {
+        if let Some(slot) = find::<FlowCacheSlot>(key) {
+            slot.key.proto = 0;
+        }
+    } else if let Some(slot) = find::<FlowCacheSlot6>(key) {
         slot.key.proto = 0;
     }
 }

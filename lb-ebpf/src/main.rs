@@ -119,6 +119,13 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     if let Some(outcome) = balancer::cached(&ctx, stats) {
         return finish(stats, outcome);
     }
+    // An untagged IPv6 frame goes straight to the IPv6 half of the full path (one tail call
+    // and one Ethernet parse fewer); everything else to the full path, which hands tagged IPv6
+    // on.
+    if Frame::new(ctx.data(), ctx.data_end()).untagged_ipv6() {
+        // SAFETY: a tail call only replaces this program with `lb_xdp_v6` on the same context.
+        unsafe { maps::LBD_PROGS.tail_call(&ctx, lb_common::programs::V6_PATH) };
+    }
     // SAFETY: a tail call only replaces this program with `lb_xdp_full` on the same context.
     unsafe { maps::LBD_PROGS.tail_call(&ctx, lb_common::programs::FULL_PATH) };
     // Only when the daemon has not put the full path in the program array: the kernel's.
@@ -172,11 +179,20 @@ fn full_path<const V6: bool>(ctx: &XdpContext) -> u32 {
         }
         Err(e) => Err(e),
     };
-    let outcome = match parsed {
-        // SAFETY: ipv4 / ipv6 returned Ok, so they wrote `headers`.
-        Ok(()) => balancer::balance(ctx, &mut frame, unsafe { headers.assume_init_mut() }, stats),
-        Err(_) => Outcome::DropMalformed,
-    };
+    if parsed.is_err() {
+        return finish(stats, Outcome::DropMalformed);
+    }
+    // SAFETY: ipv4 / ipv6 returned Ok, so they wrote `headers`.
+    let h = unsafe { headers.assume_init_mut() };
+    if V6 {
+        if let Some(outcome) = balancer::cached6(ctx, h, stats) {
+            return finish(stats, outcome);
+        }
+        // The packet is as it was, but the call may have resized it for the verifier, which
+        // forgets every packet pointer after one.
+        frame = Frame::new(ctx.data(), ctx.data_end());
+    }
+    let outcome = balancer::balance::<V6>(ctx, &mut frame, h, stats);
     finish(stats, outcome)
 }
 

@@ -187,6 +187,12 @@ impl Frame {
         Some(Headers { key, l3: L3, l4, fragment: false, tcp_flags })
     }
 
+    /// Whether the frame is untagged IPv6 (the entry point sends it straight to `lb_xdp_v6`).
+    #[inline(always)]
+    pub(crate) fn untagged_ipv6(&self) -> bool {
+        self.be16_at(ETH_HLEN - 2) == Ok(ETH_P_IPV6)
+    }
+
     /// The network-layer protocol and the offset of its header, after up to
     /// [`MAX_VLAN_TAGS`] VLAN tags.
     #[inline(always)]

@@ -202,6 +202,53 @@ fn vlan_tagged_established_packets_are_sent_from_the_cache_as_the_full_path_send
 }
 
 #[test]
+fn ipv6_established_packets_are_sent_from_the_ipv6_cache_as_the_full_path_sends_them() {
+    // `lb_xdp_v6` serves IPv6 flows from its own cache, after its parser: tagged frames and
+    // extension headers included.
+    with_program(|program, ifindex, _| {
+        let mut hits = 0;
+        for (i, (vip, tagged)) in
+            [("[2001:db8::100]:80", false), ("[2001:db8::103]:80", false), ("[2001:db8::100]:80", true)]
+                .into_iter()
+                .enumerate()
+        {
+            let vip = addr(vip);
+            let client = SocketAddr::new("2001:db8:9::7".parse().unwrap(), 42000 + i as u16);
+            let tag = |p: Packet| if tagged { p.vlan(5) } else { p };
+            assert_eq!(
+                program.run_on(ifindex, &tag(Packet::tcp_syn(client, vip)).build()).action,
+                XdpAction::Tx
+            );
+            let input = tag(ack(client, vip)).build();
+            // The handshake's ACK (and FNAT's next, after the TOA option) fill the slot.
+            let mut full = program.run_on(ifindex, &input);
+            if vip.ip() == addr("[2001:db8::103]:80").ip() {
+                full = program.run_on(ifindex, &input);
+            }
+            assert_eq!(full.action, XdpAction::Tx, "{vip}");
+            if !tagged {
+                lb_tests::packet::check_ipv6_tcp(&full.output).unwrap();
+            }
+            for _ in 0..3 {
+                let out = program.run_on(ifindex, &input);
+                assert_eq!((out.action, &out.output), (XdpAction::Tx, &full.output), "{vip}");
+            }
+            hits += 3;
+            assert_eq!(program.stats().flow_cache_hits, hits, "{vip}, tagged: {tagged}");
+        }
+        // A reply of the NAT flow: the first fills the reply entry's slot, the next are hits.
+        let client = SocketAddr::new("2001:db8:9::7".parse().unwrap(), 42000);
+        let reply = ack(addr("[2001:db8::11]:8080"), client).build();
+        let first = program.run_on(ifindex, &reply);
+        assert_eq!(first.action, XdpAction::Tx);
+        for _ in 0..2 {
+            assert_eq!(program.run_on(ifindex, &reply).output, first.output);
+        }
+        assert_eq!(program.stats().flow_cache_hits, hits + 2, "replies");
+    });
+}
+
+#[test]
 fn udp_flows_are_cached_too() {
     with_program(|program, ifindex, lb_mac| {
         // A NAT service for UDP 10.0.0.100:53, id 7, to real 1.

@@ -26,7 +26,7 @@
 //! same way in the same run, for a before / after comparison.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -342,22 +342,39 @@ fn sched_costs(program: &XdpTestRun, ifindex: u32, runs: u16, round: u8) -> Vec<
 /// uses clients of its own, so that its new flows are new.
 fn method_costs(program: &XdpTestRun, ifindex: u32, runs: u16, round: u8) -> Vec<(&'static str, f64, f64)> {
     let mut rows = Vec::new();
-    for (method, vip) in
-        [("NAT", "10.0.0.100"), ("DR", "10.0.0.101"), ("TUN", "10.0.0.102"), ("FNAT", "10.0.0.103")]
-    {
+    for (method, vip, vlan) in [
+        ("NAT", "10.0.0.100", None),
+        ("DR", "10.0.0.101", None),
+        ("TUN", "10.0.0.102", None),
+        ("FNAT", "10.0.0.103", None),
+        ("NAT, 802.1Q tag", "10.0.0.100", Some(5)),
+        ("NAT, IPv6", "2001:db8::100", None),
+        ("FNAT, IPv6", "2001:db8::103", None),
+    ] {
+        let vip = SocketAddr::new(vip.parse().expect("valid"), 80);
+        // Clients in 10.9.0.0/16 or 2001:db8:9::/64, whose route goes via the gateway.
+        let client = |net: u8| -> IpAddr {
+            match vip {
+                SocketAddr::V4(_) => [10, 9, net, round + 1].into(),
+                SocketAddr::V6(_) => [0x2001, 0xdb8, 9, 0, 0, 0, u16::from(net), u16::from(round) + 1].into(),
+            }
+        };
+        let frame = |p: Packet| match vlan {
+            Some(id) => p.vlan(id).build(),
+            None => p.build(),
+        };
         // New flows: a new client port every run.
         let mut new = Vec::new();
         for i in 0..runs {
-            let client = SocketAddr::new(format!("10.9.1.{}", round + 1).parse().expect("valid"), 1024 + i);
-            let out = program.run_on(ifindex, &Packet::tcp_syn(client, addr(&format!("{vip}:80"))).build());
+            let client = SocketAddr::new(client(1), 1024 + i);
+            let out = program.run_on(ifindex, &frame(Packet::tcp_syn(client, vip)));
             assert_eq!(out.action, XdpAction::Tx, "{method}: new flow not forwarded");
             new.push(out.duration);
         }
         // Established: ACKs of one flow.
-        let client = addr(&format!("10.9.2.{}:5000", round + 1));
-        let syn = Packet::tcp_syn(client, addr(&format!("{vip}:80"))).build();
-        program.run_on(ifindex, &syn);
-        let ack = Packet::tcp(client, addr(&format!("{vip}:80")), TcpFlags::ACK, b"payload").build();
+        let client = SocketAddr::new(client(2), 5000);
+        program.run_on(ifindex, &frame(Packet::tcp_syn(client, vip)));
+        let ack = frame(Packet::tcp(client, vip, TcpFlags::ACK, b"payload"));
         let established: Vec<_> = (0..runs)
             .map(|_| {
                 let out = program.run_on(ifindex, &ack);
