@@ -10,7 +10,8 @@
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
 //! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
 //! named as keepalived names it); and the advert source following the interface's address
-//! without `mcast_src_ip` / `unicast_src_ip`.
+//! without `mcast_src_ip` / `unicast_src_ip`; and a VRRP start that fails once its VMAC is made
+//! (no VMAC, table or setting left, lbd stopped).
 
 mod vrrp_kit;
 
@@ -593,4 +594,43 @@ fn use_vmac_moves_igmp_and_mld_off_the_vmacs_in_keepalived_s_table() {
     assert_eq!(ours, theirs, "lbd's ruleset differs from keepalived's:\n{ours}\n{}", lbd.log());
     terminate(&mut lbd, "lbd1");
     assert!(ruleset(&r[0]).trim().is_empty(), "lbd left:\n{}", ruleset(&r[0]));
+}
+
+#[test]
+fn a_vrrp_start_that_fails_after_its_vmac_is_made_leaves_nothing_behind_and_stops_lbd() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 83, 1);
+    // eth0 has no IPv4 address: the instance has no advert source, which lbd finds out only once
+    // it has made the VMAC (the interfaces are read again with it), set disable_local_igmp and
+    // installed the VMAC's nftables rules, and started its link and address monitors.
+    r[0].ip(&["addr", "flush", "dev", "eth0"]);
+    let sysctl = || {
+        let out = r[0].exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(sysctl(), "1");
+    let links = r[0].spawn("ip-monitor", "ip", &["monitor", "link"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let conf = config(
+        "r1",
+        "  disable_local_igmp\n",
+        &[instance("VI_1", 83, 150, "0.2", &["10.83.0.100/24"], "  version 3\n  use_vmac\n")],
+    );
+    let conf_path = lab.write_file("lbd1.conf", &conf);
+    let pin = lab.bpffs().join("lbd");
+    let mut lbd = lb_tests::bins::spawn_lbd(&lab, &r[0], "lbd1", &conf_path, &pin, &[]);
+    // As keepalived, whose VRRP child exits with a permanent error: lbd stops.
+    let status = lbd.wait(Duration::from_secs(15));
+    let log = lbd.log();
+    assert!(!status.success(), "lbd exited with {status:?}:\n{log}");
+    assert!(log.contains("no IPv4 address on eth0") && log.contains("no VRRP instance can run"), "{log}");
+    assert!(log.contains("(vmac) vrrp.83 created on eth0"), "{log}");
+    // The VMAC was there, and is gone.
+    assert!(links.log().contains("vrrp.83@eth0"), "no VMAC seen:\n{}", links.log());
+    assert!(r[0].try_ip(&["link", "show", "vrrp.83"]).is_err(), "vrrp.83 left behind:\n{log}");
+    assert!(ruleset(&r[0]).trim().is_empty(), "tables left behind:\n{}\n{log}", ruleset(&r[0]));
+    assert_eq!(sysctl(), "1", "igmp_link_local_mcast_reports not restored:\n{log}");
+    // No lbd process is left (the tasks it started went with it).
+    let pids = r[0].exec("pgrep", &["-f", &conf_path.display().to_string()]);
+    assert!(!pids.status.success(), "lbd processes left: {}", String::from_utf8_lossy(&pids.stdout));
 }

@@ -80,7 +80,13 @@ pub async fn run(
             None => firewall::delete_tables(table).await,
         }
     }
-    let mut engine = built?;
+    let mut engine = match built {
+        Ok(engine) => engine,
+        Err(e) => {
+            bfd.abort();
+            return Err(e);
+        }
+    };
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
@@ -285,12 +291,51 @@ fn restore_ipv4(settings: &[(&'static str, String)]) {
     }
 }
 
-/// The `net.ipv4` settings an engine being built has changed: put back if the build fails.
-struct Ipv4Restore(Vec<(&'static str, String)>);
+/// What an engine being built has made so far, all undone if the build fails: keepalived's
+/// VRRP child that cannot start leaves nothing behind (and the next start would otherwise read
+/// the changed settings as the ones to restore).
+///
+/// [`Unwind::undo`] undoes it all. Dropped without it (a panic, or the build's future dropped),
+/// the tasks still stop, the settings are still put back and the [`Firewall`]'s own task deletes
+/// its tables; only the VMACs stay, as removing them needs to wait for netlink. A build that
+/// succeeds moves everything into the [`Engine`], which undoes it as it stops.
+#[derive(Default)]
+struct Unwind {
+    /// `net.ipv4` settings changed, with their previous values.
+    restore_ipv4: Vec<(&'static str, String)>,
+    /// The use_vmac interfaces created.
+    vmacs: Vec<u32>,
+    /// The monitoring tasks started (links, addresses, scripts, files).
+    tasks: Vec<JoinHandle<()>>,
+    /// The nftables tables (the VMACs' IGMP / MLD rules).
+    firewall: Option<Firewall>,
+}
 
-impl Drop for Ipv4Restore {
+impl Unwind {
+    /// Stops the tasks, deletes the tables, puts the settings back and removes the VMACs.
+    async fn undo(mut self, netlink: &Netlink) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        for index in std::mem::take(&mut self.vmacs) {
+            match netlink.delete_link(index).await {
+                Ok(_) => info!("(vmac) interface {index} removed: VRRP did not start"),
+                Err(e) => warn!("cannot remove vmac interface {index}: {}", chain(&e)),
+            }
+        }
+    }
+}
+
+impl Drop for Unwind {
     fn drop(&mut self) {
-        restore_ipv4(&self.0);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
     }
 }
 
@@ -310,24 +355,40 @@ struct SocketKey {
 }
 
 impl Engine {
+    /// Builds the engine of `config`; if that fails part way, what was made is undone first
+    /// ([`Unwind`]).
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
     ) -> Result<Self, VrrpError> {
+        let mut made = Unwind::default();
+        match Self::build_with(config, &netlink, updates, &mut made).await {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                made.undo(&netlink).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Engine::build`], recording in `made` what it makes until the engine takes it.
+    async fn build_with(
+        config: &Config,
+        netlink: &Netlink,
+        updates: mpsc::UnboundedSender<TrackUpdate>,
+        made: &mut Unwind,
+    ) -> Result<Self, VrrpError> {
         // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
         // sets it with or without use_vmac, and puts it back as it stops), before
         // any socket joins a group.
-        // Put back if the build fails (the next start would read 0 as the value to restore).
-        let mut restore_ipv4 = Ipv4Restore(Vec::new());
         if config.global_defs.disable_local_igmp {
             match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
-                Ok(Some(previous)) => restore_ipv4.0.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(Some(previous)) => made.restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
                 Ok(None) => {}
                 Err(e) => warn!("disable_local_igmp: {e}"),
             }
         }
-        let mut vmacs = Vec::new();
         let mut created_vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
@@ -364,13 +425,13 @@ impl Engine {
                         set_ipv4_conf(interface, key, value);
                     }
                     info!("(vmac) {name} created on {parent}");
-                    vmacs.push(link.index);
+                    made.vmacs.push(link.index);
                     created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
             }
         }
-        let host = read_host(&netlink).await.map_err(VrrpError::Netlink)?;
+        let host = read_host(netlink).await.map_err(VrrpError::Netlink)?;
         let (plan, problems) = plan(config, &host);
         for problem in &problems {
             warn!("{problem}");
@@ -389,8 +450,8 @@ impl Engine {
             };
             info!("{why} - using nftables (table {})", firewall.table);
         }
-        let firewall = firewall.map(Firewall::spawn);
-        if let Some(firewall) = &firewall
+        made.firewall = firewall.map(Firewall::spawn);
+        if let Some(firewall) = &made.firewall
             && !created_vmacs.is_empty()
         {
             firewall.vmacs(created_vmacs, !config.global_defs.disable_local_igmp).await;
@@ -407,10 +468,11 @@ impl Engine {
         );
         let cmd_rcvbuf =
             RcvBuf::from_keywords(global.vrrp_netlink_cmd_rcv_bufs, global.vrrp_netlink_cmd_rcv_bufs_force);
-        let mut tasks = vec![
+        let tasks = &mut made.tasks;
+        tasks.push(
             track::spawn_links(updates.clone(), monitor_rcvbuf, linkbeat.clone())
                 .map_err(VrrpError::Netlink)?,
-        ];
+        );
         if !linkbeat.is_empty() {
             info!("Using MII-BMSR/ETHTOOL NIC polling thread(s)... ({})", linkbeat.join(", "));
             tasks.push(track::spawn_linkbeat(linkbeat, updates.clone()));
@@ -567,15 +629,15 @@ impl Engine {
             smtp,
             no_email_faults: config.global_defs.no_email_faults,
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
-            tasks,
-            vmacs,
+            tasks: std::mem::take(&mut made.tasks),
+            vmacs: std::mem::take(&mut made.vmacs),
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
-            restore_ipv4: std::mem::take(&mut restore_ipv4.0),
-            firewall,
+            restore_ipv4: std::mem::take(&mut made.restore_ipv4),
+            firewall: made.firewall.take(),
         })
     }
 

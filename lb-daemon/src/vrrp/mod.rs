@@ -196,6 +196,16 @@ impl VrrpTask {
         Ok(Self::spawn_after(config, netlink, handoff, bfd))
     }
 
+    /// Waits until the engine ends by itself, which it does only when it cannot start (having
+    /// undone what it had made) or panics; its result. The task is then over: drop it, do not
+    /// [`VrrpTask::stop`] it.
+    pub async fn ended(&mut self) -> Result<(), VrrpError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(VrrpError::Panicked(e.to_string())),
+        }
+    }
+
     /// The instances' state and counters, as the engine last published them.
     pub fn status(&self) -> &status::VrrpStatus {
         &self.status
