@@ -11,7 +11,8 @@
 //! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
 //! named as keepalived names it); and the advert source following the interface's address
 //! without `mcast_src_ip` / `unicast_src_ip`; and a VRRP start that fails once its VMAC is made
-//! (no VMAC, table or setting left, lbd stopped).
+//! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
+//! and VIPs never deleted, the VIP answering pings 10 ms apart throughout).
 
 mod vrrp_kit;
 
@@ -633,4 +634,76 @@ fn a_vrrp_start_that_fails_after_its_vmac_is_made_leaves_nothing_behind_and_stop
     // No lbd process is left (the tasks it started went with it).
     let pids = r[0].exec("pgrep", &["-f", &conf_path.display().to_string()]);
     assert!(!pids.status.success(), "lbd processes left: {}", String::from_utf8_lossy(&pids.stdout));
+}
+
+/// `/sys/class/net/NAME/ifindex` in `ns`.
+fn ifindex(ns: &Netns, name: &str) -> String {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{name}/ifindex")]);
+    assert!(out.status.success(), "no {name} in {}", ns.name());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 84, 2);
+    // VI_2 changes at each reload (so VRRP restarts); VI_1 and VI_6, with use_vmac, do not.
+    let conf = |priority: u8| {
+        config(
+            "r1",
+            "",
+            &[
+                instance("VI_1", 84, 150, "0.2", &["10.84.0.100/24"], "  version 3\n  use_vmac\n"),
+                instance("VI_2", 85, priority, "0.2", &["10.84.0.110/24"], "  version 3\n"),
+                instance("VI_6", 86, 150, "0.2", &["fd00:84::100/64"], "  version 3\n  use_vmac\n"),
+            ],
+        )
+    };
+    let w1 = VipWatch::start(&r[0], "r1", ip4(84, 100));
+    let w6 = VipWatch::start(&r[0], "r1-6", "fd00:84::100".parse().unwrap_or(ip4(84, 100)));
+    let lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    w6.wait_for(true, Duration::from_secs(5));
+    let vmacs = || (ifindex(&r[0], "vrrp.84"), ifindex(&r[0], "vrrp.86"));
+    let before = vmacs();
+    let monitor = r[0].spawn("ip-monitor", "ip", &["-o", "monitor", "link", "address"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pings(&r[1], "10.84.0.100"), "the VIP does not answer:\n{}", lbd.log());
+    // 10 ms apart, all through the reloads.
+    let mut ping = r[1].spawn("ping", "ping", &["-n", "-i", "0.01", "-c", "400", "10.84.0.100"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for (reload, priority) in [140, 150, 140, 150, 140].into_iter().enumerate() {
+        lab.write_file("lbd.conf", &conf(priority));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(5), "the reload", || {
+            let log = lbd.log();
+            log.matches("(VI_1) kept in MASTER STATE across the reload").count() > reload
+                && log.matches("(VI_6) kept in MASTER STATE across the reload").count() > reload
+        });
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let status = ping.wait(Duration::from_secs(10));
+    let (pinged, log, events) = (ping.log(), lbd.log(), monitor.log());
+    // Exact: neither VMAC nor their VIPs went at any moment (VI_2's VIP, on eth0, does).
+    let deleted: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("Deleted") && (l.contains("vrrp.8") || l.contains("10.84.0.100")))
+        .collect();
+    assert!(deleted.is_empty(), "deleted during the reloads: {deleted:#?}\n{log}");
+    assert!(events.contains("Deleted") && events.contains("10.84.0.110"), "no event seen:\n{events}");
+    assert_eq!(vmacs(), before, "a VMAC made anew:\n{events}");
+    // And the client saw no gap (400 pings, 10 ms apart: a loss beyond one is not noise).
+    let received = pinged
+        .lines()
+        .find_map(|l| l.split(", ").nth(1)?.strip_suffix(" received")?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no ping summary ({status:?}):\n{pinged}"));
+    assert!(received >= 399, "{received} of 400 pings answered:\n{pinged}\n{log}");
+    w1.assert_steady(true, Duration::from_millis(100));
+    w6.assert_steady(true, Duration::from_millis(100));
+    // The watchers (every 5 ms) saw each VIP arrive once and never leave.
+    for watch in [&w1, &w6] {
+        let changes: Vec<bool> =
+            watch.timeline().into_iter().map(|(_, holds)| holds).skip_while(|h| !h).collect();
+        assert_eq!(changes, [true], "{log}");
+    }
 }
