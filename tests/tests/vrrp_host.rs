@@ -10,7 +10,8 @@
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
 //! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
 //! named as keepalived names it); and the advert source following the interface's address
-//! without `mcast_src_ip` / `unicast_src_ip`; and a VRRP start that fails once its VMAC is made
+//! without `mcast_src_ip` / `unicast_src_ip` (IPv4, and IPv6's link-local address with a peer
+//! that never takes over); and a VRRP start that fails once its VMAC is made
 //! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
 //! and VIPs never deleted, the VIP answering pings 10 ms apart throughout).
 
@@ -706,4 +707,49 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
             watch.timeline().into_iter().map(|(_, holds)| holds).skip_while(|h| !h).collect();
         assert_eq!(changes, [true], "{log}");
     }
+}
+
+#[test]
+fn without_a_configured_source_ipv6_adverts_follow_the_interface_s_link_local_address() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 85, 2);
+    let vip: std::net::IpAddr = "fd00:85::100".parse().unwrap_or(ip4(85, 100));
+    let conf = |priority: u8| {
+        config("r", "", &[instance("VI_6", 85, priority, "0.2", &["fd00:85::100/64"], "  version 3\n")])
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let adverts = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "ip6", "proto", "112"]);
+    let first = r[0].link_local("eth0").to_string();
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
+    let _peer = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
+    w1.wait_for(true, Duration::from_secs(5));
+    let from = |source: &str| adverts.log().lines().any(|l| l.contains(&format!("IP6 {source} > ff02::12")));
+    wait_until(Duration::from_secs(2), "adverts from eth0's link-local address", || from(&first));
+    // Another link-local address, then the first one gone: the adverts move to it, and the peer
+    // keeps seeing its master (no FAULT, no takeover).
+    r[0].ip(&["addr", "add", "fe80::85:9/64", "dev", "eth0", "nodad"]);
+    r[0].ip(&["addr", "del", &format!("{first}/64"), "dev", "eth0"]);
+    wait_until(Duration::from_secs(2), "adverts from fe80::85:9", || from("fe80::85:9"));
+    w1.assert_steady(true, Duration::from_millis(800));
+    assert!(w2.timeline().iter().all(|(_, holds)| !holds), "r2 took over:\n{}", lbd.log());
+    let log = lbd.log();
+    assert!(log.contains(&format!("Deassigned address {first} from interface eth0")), "{log}");
+    assert!(log.contains("(VI_6) adverts now from fe80::85:9") && !log.contains("FAULT"), "{log}");
+    // No link-local address left: FAULT, and the peer takes over.
+    r[0].ip(&["addr", "del", "fe80::85:9/64", "dev", "eth0"]);
+    w2.wait_for(true, Duration::from_secs(3));
+    w1.wait_for(false, Duration::from_secs(2));
+    wait_until(Duration::from_secs(2), "FAULT", || lbd.log().contains("(VI_6) Entering FAULT STATE"));
+    // A new one, through duplicate address detection (about a second): taken once it is out of
+    // it (a socket cannot be bound to a tentative address), then MASTER again from it.
+    r[0].sysctl("net.ipv6.conf.eth0.accept_dad", "1");
+    r[0].ip(&["addr", "add", "fe80::85:10/64", "dev", "eth0"]);
+    let shown = r[0].ip(&["-6", "addr", "show", "dev", "eth0"]);
+    assert!(shown.contains("tentative"), "no duplicate address detection:\n{shown}");
+    w1.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(2), "adverts from fe80::85:10", || from("fe80::85:10"));
+    let log = lbd.log();
+    assert!(log.contains("Assigned address fe80::85:10 for interface eth0"), "{log}");
+    assert!(!log.contains("cannot send from"), "a tentative address was tried:\n{log}");
+    assert_eq!(log.matches("Entering FAULT STATE").count(), 1, "{log}");
 }

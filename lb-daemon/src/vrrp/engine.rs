@@ -275,11 +275,25 @@ struct Engine {
     firewall: Option<Firewall>,
 }
 
-/// The address adverts move to when theirs goes: an IPv4 address of the interface that is no
-/// instance's VIP, a primary one first.
-fn replacement_source(present: &[crate::netlink::addr::InstalledAddress], vips: &[IpAddr]) -> Option<IpAddr> {
-    let usable = || present.iter().filter(|a| a.addr.is_ipv4() && !vips.contains(&a.addr));
+/// The address adverts move to when `source` goes, among the interface's addresses
+/// `present`: of its family, no instance's VIP and usable as a source (RFC 5798 §5.1.2.1: an
+/// IPv6 link-local address, out of duplicate address detection); a primary IPv4 address first.
+fn replacement_source(
+    source: IpAddr,
+    present: &[crate::netlink::addr::InstalledAddress],
+    vips: &[IpAddr],
+) -> Option<IpAddr> {
+    let usable = || present.iter().filter(|a| usable_source(source, a) && !vips.contains(&a.addr));
     usable().find(|a| !a.secondary).or_else(|| usable().next()).map(|a| a.addr)
+}
+
+/// Whether adverts sent from `source` could be sent from `address` instead.
+fn usable_source(source: IpAddr, address: &crate::netlink::addr::InstalledAddress) -> bool {
+    match (source, address.addr) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => true,
+        (IpAddr::V6(_), IpAddr::V6(a6)) => a6.is_unicast_link_local() && !address.tentative,
+        _ => false,
+    }
 }
 
 /// Puts back `net.ipv4` settings.
@@ -1223,23 +1237,32 @@ impl Engine {
         }
     }
 
-    /// An IPv4 address went from or came to `ifindex`: the instances whose source follows their
+    /// An address went from or came to `ifindex`: the instances whose source follows their
     /// interface's address (no `mcast_src_ip` / `unicast_src_ip`) follow it as keepalived 2.2.7
-    /// does (measured): their source gone, they send from another address of the interface, or
-    /// without one go to FAULT ("Deassigned address"), until an address comes ("Assigned
-    /// address"; BACKUP, then MASTER from the new source).
+    /// does (measured with IPv4): their source gone, they send from another address of the
+    /// interface, or without one go to FAULT ("Deassigned address"), until an address comes
+    /// ("Assigned address"; BACKUP, then MASTER from the new source). IPv6 instances do the same
+    /// with the link-local addresses of their interface (the VMAC's with use_vmac); one in
+    /// duplicate address detection counts once the kernel says it is out of it (a second
+    /// RTM_NEWADDR).
     async fn source_changed(&mut self, ifindex: u32, address: IpAddr, added: bool) {
         let following: Vec<usize> = (0..self.runners.len())
             .filter(|&i| {
                 let runner = &self.runners[i];
                 let plan = &runner.plan;
+                let source = runner.machine.params().source_address;
                 // Only what can change something: no netlink dump for every VIP renewal.
-                let relevant =
-                    if added { runner.no_source } else { runner.machine.params().source_address == address };
+                let relevant = if added { runner.no_source } else { source == address };
+                // IPv4 sources are the base interface's addresses (with use_vmac too), IPv6 ones
+                // the link-local addresses of the interface the adverts go out of.
+                let interface = match source {
+                    IpAddr::V4(_) => plan.base_interface.index,
+                    IpAddr::V6(_) => plan.interface.index,
+                };
                 relevant
                     && plan.source_follows_interface
-                    && plan.base_interface.index == ifindex
-                    && address.is_ipv4()
+                    && interface == ifindex
+                    && address.is_ipv4() == source.is_ipv4()
             })
             .collect();
         if following.is_empty() {
@@ -1265,7 +1288,8 @@ impl Engine {
             let runner = &self.runners[i];
             let source = runner.machine.params().source_address;
             let replacement = if added {
-                if !runner.no_source || vips.contains(&address) || !is_present(address) {
+                let usable = present.iter().any(|p| p.addr == address && usable_source(source, p));
+                if !runner.no_source || vips.contains(&address) || !usable {
                     continue;
                 }
                 info!("Assigned address {address} for interface {link}");
@@ -1275,7 +1299,7 @@ impl Engine {
                     continue;
                 }
                 info!("Deassigned address {address} from interface {link}");
-                replacement_source(&present, &vips)
+                replacement_source(source, &present, &vips)
             };
             let switched = replacement.is_some_and(|new| self.switch_source(i, new));
             // No address to send from (or no socket on it): FAULT, rather than adverts from an
@@ -1646,6 +1670,7 @@ mod tests {
             prefix_len: 24,
             valid_left: None,
             secondary,
+            tentative: false,
         }
     }
 
@@ -1656,8 +1681,33 @@ mod tests {
         // Another instance's VIP (10.0.0.100) came first; 10.0.0.7 is a secondary.
         let present = [v6, address(100, false), address(7, true), address(8, false)];
         let vips = [IpAddr::from([10, 0, 0, 100])];
-        assert_eq!(replacement_source(&present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
-        assert_eq!(replacement_source(&present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
-        assert_eq!(replacement_source(&present[..2], &vips), None);
+        let source = IpAddr::from([10, 0, 0, 1]);
+        assert_eq!(replacement_source(source, &present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
+        assert_eq!(replacement_source(source, &present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
+        assert_eq!(replacement_source(source, &present[..2], &vips), None);
+    }
+
+    #[test]
+    fn an_ipv6_source_is_replaced_by_a_link_local_address_out_of_duplicate_address_detection() {
+        let v6 = |segments: [u16; 8], tentative: bool| InstalledAddress {
+            addr: IpAddr::from(segments),
+            prefix_len: 64,
+            tentative,
+            ..address(0, false)
+        };
+        let source = IpAddr::from([0xfe80_u16, 0, 0, 0, 0, 0, 0, 1]);
+        let global = v6([0xfd00, 0, 0, 0, 0, 0, 0, 9], false);
+        let vip = v6([0xfe80, 0, 0, 0, 0, 0, 0, 0x77], false);
+        let tentative = v6([0xfe80, 0, 0, 0, 0, 0, 0, 8], true);
+        let ready = v6([0xfe80, 0, 0, 0, 0, 0, 0, 9], false);
+        let vips = [vip.addr];
+        // Neither an IPv4 address, a global one, a VIP nor one in DAD.
+        let mut present = vec![address(8, false), global, vip, tentative];
+        assert_eq!(replacement_source(source, &present, &vips), None);
+        present.push(ready);
+        assert_eq!(
+            replacement_source(source, &present, &vips),
+            Some(IpAddr::from([0xfe80_u16, 0, 0, 0, 0, 0, 0, 9]))
+        );
     }
 }
