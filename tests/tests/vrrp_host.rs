@@ -13,7 +13,8 @@
 //! without `mcast_src_ip` / `unicast_src_ip` (IPv4, and IPv6's link-local address with a peer
 //! that never takes over); and a VRRP start that fails once its VMAC is made
 //! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
-//! and VIPs never deleted, the VIP answering pings 10 ms apart throughout).
+//! and VIPs never deleted, the VIP answering pings 10 ms apart throughout) and removing the
+//! VMACs the new configuration no longer has.
 
 mod vrrp_kit;
 
@@ -693,6 +694,8 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     assert!(deleted.is_empty(), "deleted during the reloads: {deleted:#?}\n{log}");
     assert!(events.contains("Deleted") && events.contains("10.84.0.110"), "no event seen:\n{events}");
     assert_eq!(vmacs(), before, "a VMAC made anew:\n{events}");
+    assert_eq!(log.matches("(vmac) vrrp.84 created on eth0").count(), 1, "{log}");
+    assert_eq!(log.matches("(vmac) vrrp.84 on eth0 already there").count(), 5, "{log}");
     // And the client saw no gap (400 pings, 10 ms apart: a loss beyond one is not noise).
     let received = pinged
         .lines()
@@ -752,4 +755,35 @@ fn without_a_configured_source_ipv6_adverts_follow_the_interface_s_link_local_ad
     assert!(log.contains("Assigned address fe80::85:10 for interface eth0"), "{log}");
     assert!(!log.contains("cannot send from"), "a tentative address was tried:\n{log}");
     assert_eq!(log.matches("Entering FAULT STATE").count(), 1, "{log}");
+}
+
+#[test]
+fn a_reload_removes_the_vmacs_of_instances_it_deletes_or_takes_use_vmac_from() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 86, 1);
+    let vmac = |vrid: u8| {
+        instance("VI_1", vrid, 150, "0.2", &[&format!("10.86.0.{vrid}/24")], "  version 3\n  use_vmac\n")
+            .replace("VI_1", &format!("VI_{vrid}"))
+    };
+    let plain = |vrid: u8| {
+        instance(&format!("VI_{vrid}"), vrid, 150, "0.2", &[&format!("10.86.0.{vrid}/24")], "  version 3\n")
+    };
+    let w1 = VipWatch::start(&r[0], "r1", ip4(86, 87));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &config("r1", "", &[vmac(86), vmac(87), vmac(88)]));
+    w1.wait_for(true, Duration::from_secs(5));
+    let kept = ifindex(&r[0], "vrrp.87");
+    // VI_86 deleted, VI_88 without use_vmac now, VI_87 unchanged.
+    lab.write_file("lbd.conf", &config("r1", "", &[vmac(87), plain(88)]));
+    lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(5), "the reload", || {
+        lbd.log().contains("(VI_87) kept in MASTER STATE across the reload")
+    });
+    wait_until(Duration::from_secs(3), "vrrp.86 and vrrp.88 removed", || {
+        r[0].try_ip(&["link", "show", "vrrp.86"]).is_err()
+            && r[0].try_ip(&["link", "show", "vrrp.88"]).is_err()
+    });
+    assert_eq!(ifindex(&r[0], "vrrp.87"), kept, "{}", lbd.log());
+    w1.assert_steady(true, Duration::from_millis(300));
+    terminate(&mut lbd, "lbd");
+    assert!(r[0].try_ip(&["link", "show", "vrrp.87"]).is_err(), "vrrp.87 left after the stop");
 }

@@ -258,7 +258,8 @@ struct Engine {
     /// state to the notify FIFOs.
     fifo_write_states: bool,
     tasks: Vec<JoinHandle<()>>,
-    vmacs: Vec<u32>,
+    /// The use_vmac interfaces (index, name).
+    vmacs: Vec<(u32, String)>,
     log_unknown_vrids: bool,
     /// `vrrp_startup_delay`: no instance becomes MASTER before then.
     startup_hold: Option<Instant>,
@@ -317,8 +318,8 @@ fn restore_ipv4(settings: &[(&'static str, String)]) {
 struct Unwind {
     /// `net.ipv4` settings changed, with their previous values.
     restore_ipv4: Vec<(&'static str, String)>,
-    /// The use_vmac interfaces created.
-    vmacs: Vec<u32>,
+    /// The use_vmac interfaces created (index, name).
+    vmacs: Vec<(u32, String)>,
     /// The monitoring tasks started (links, addresses, scripts, files).
     tasks: Vec<JoinHandle<()>>,
     /// The nftables tables (the VMACs' IGMP / MLD rules).
@@ -335,11 +336,8 @@ impl Unwind {
             firewall.close().await;
         }
         restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
-        for index in std::mem::take(&mut self.vmacs) {
-            match netlink.delete_link(index).await {
-                Ok(_) => info!("(vmac) interface {index} removed: VRRP did not start"),
-                Err(e) => warn!("cannot remove vmac interface {index}: {}", chain(&e)),
-            }
+        for (index, name) in std::mem::take(&mut self.vmacs) {
+            remove_vmac(netlink, index, &name).await;
         }
     }
 }
@@ -424,7 +422,7 @@ impl Engine {
             }
             .await;
             match created {
-                Ok(link) => {
+                Ok((link, created)) => {
                     // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for
                     // the VIPs, the macvlan answers only for its own addresses and hears the other
                     // routers although it has no address of its own.
@@ -438,8 +436,12 @@ impl Engine {
                     ] {
                         set_ipv4_conf(interface, key, value);
                     }
-                    info!("(vmac) {name} created on {parent}");
-                    made.vmacs.push(link.index);
+                    if created {
+                        info!("(vmac) {name} created on {parent}");
+                    } else {
+                        info!("(vmac) {name} on {parent} already there");
+                    }
+                    made.vmacs.push((link.index, name.clone()));
                     created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
@@ -1411,7 +1413,7 @@ impl Engine {
         let mut vips = Vec::new();
         for vip in runner.plan.vips.iter().chain(&runner.plan.excluded) {
             let ifindex = vip.address.ifindex;
-            if (!self.vmacs.contains(&ifindex) && !extra.all)
+            if (!self.vmacs.iter().any(|(index, _)| *index == ifindex) && !extra.all)
                 || (ifindex == runner.plan.vip_interface && !xmit_base)
                 || interfaces.contains(&ifindex)
             {
@@ -1440,6 +1442,7 @@ impl Engine {
     async fn stop(mut self, kind: StopKind) {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
+        let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
@@ -1535,14 +1538,26 @@ impl Engine {
                 warn!("cannot restore {key} on {interface}: {e}");
             }
         }
-        if kind == StopKind::Orderly {
-            for index in self.vmacs {
-                if let Err(e) = self.netlink.delete_link(index).await {
-                    warn!("cannot remove vmac interface {index}: {}", chain(&e));
+        // A reload leaves the next engine the VMACs it has too (their VIPs on them), and
+        // removes the others (their instances deleted, or without use_vmac now).
+        for (index, name) in self.vmacs {
+            match kind {
+                StopKind::Orderly => remove_vmac(&self.netlink, index, &name).await,
+                StopKind::Handoff if !next_vmacs.contains(&name) => {
+                    remove_vmac(&self.netlink, index, &name).await;
                 }
+                StopKind::Handoff | StopKind::KeepVips => {}
             }
         }
         info!("VRRP stopped");
+    }
+}
+
+/// Removes use_vmac interface `name` (index `index`), logged.
+async fn remove_vmac(netlink: &Netlink, index: u32, name: &str) {
+    match netlink.delete_link(index).await {
+        Ok(_) => info!("(vmac) {name} removed"),
+        Err(e) => warn!("cannot remove vmac interface {name}: {}", chain(&e)),
     }
 }
 

@@ -90,6 +90,10 @@ pub struct Reload {
     /// The nftables tables the previous engine left for its kept MASTERs: the next engine
     /// replaces them in its first transaction, or deletes them if it has none of that name.
     pub firewall_table: Option<String>,
+    /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
+    /// its others, and leaves these to the next engine, which finds them as they are (same
+    /// interface, its VIPs still on it).
+    pub next_vmacs: std::collections::HashSet<String>,
 }
 
 /// The [`Reload`] shared by the engine that stops and the one that starts.
@@ -187,6 +191,7 @@ impl VrrpTask {
                 }
             }
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
+            reload.next_vmacs = config::vmacs_wanted(&config).into_iter().map(|v| v.name).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
