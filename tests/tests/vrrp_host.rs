@@ -612,6 +612,7 @@ fn a_vrrp_start_that_fails_after_its_vmac_is_made_leaves_nothing_behind_and_stop
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(sysctl(), "1");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"]);
     let links = r[0].spawn("ip-monitor", "ip", &["monitor", "link"]);
     std::thread::sleep(Duration::from_millis(200));
     let conf = config(
@@ -633,9 +634,18 @@ fn a_vrrp_start_that_fails_after_its_vmac_is_made_leaves_nothing_behind_and_stop
     assert!(r[0].try_ip(&["link", "show", "vrrp.83"]).is_err(), "vrrp.83 left behind:\n{log}");
     assert!(ruleset(&r[0]).trim().is_empty(), "tables left behind:\n{}\n{log}", ruleset(&r[0]));
     assert_eq!(sysctl(), "1", "igmp_link_local_mcast_reports not restored:\n{log}");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"], "eth0's arp_ignore, arp_filter not restored");
     // No lbd process is left (the tasks it started went with it).
     let pids = r[0].exec("pgrep", &["-f", &conf_path.display().to_string()]);
     assert!(!pids.status.success(), "lbd processes left: {}", String::from_utf8_lossy(&pids.stdout));
+}
+
+/// `net.ipv4.conf.INTERFACE.arp_ignore` and `arp_filter` in `ns` (set while a VMAC is on it).
+fn arp_settings(ns: &Netns, interface: &str) -> [String; 2] {
+    ["arp_ignore", "arp_filter"].map(|key| {
+        let out = ns.exec("cat", &[&format!("/proc/sys/net/ipv4/conf/{interface}/{key}")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
 }
 
 /// `/sys/class/net/NAME/ifindex` in `ns`.
@@ -663,11 +673,19 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     };
     let w1 = VipWatch::start(&r[0], "r1", ip4(84, 100));
     let w6 = VipWatch::start(&r[0], "r1-6", "fd00:84::100".parse().unwrap_or(ip4(84, 100)));
-    let lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"]);
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
     w1.wait_for(true, Duration::from_secs(5));
     w6.wait_for(true, Duration::from_secs(5));
     let vmacs = || (ifindex(&r[0], "vrrp.84"), ifindex(&r[0], "vrrp.86"));
     let before = vmacs();
+    // The parent must not answer ARP for the VMACs' VIPs at any moment of the reloads.
+    assert_eq!(arp_settings(&r[0], "eth0"), ["1", "1"]);
+    let arp_ignore = r[0].spawn(
+        "arp-ignore",
+        "sh",
+        &["-c", "while :; do cat /proc/sys/net/ipv4/conf/eth0/arp_ignore; sleep 0.002; done"],
+    );
     let monitor = r[0].spawn("ip-monitor", "ip", &["-o", "monitor", "link", "address"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(pings(&r[1], "10.84.0.100"), "the VIP does not answer:\n{}", lbd.log());
@@ -704,12 +722,19 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     assert!(received >= 399, "{received} of 400 pings answered:\n{pinged}\n{log}");
     w1.assert_steady(true, Duration::from_millis(100));
     w6.assert_steady(true, Duration::from_millis(100));
+    let samples = arp_ignore.log();
+    assert!(samples.lines().count() > 500, "{samples}");
+    assert!(samples.lines().all(|l| l == "1"), "eth0's arp_ignore went back during a reload:\n{log}");
+    drop(arp_ignore);
     // The watchers (every 5 ms) saw each VIP arrive once and never leave.
     for watch in [&w1, &w6] {
         let changes: Vec<bool> =
             watch.timeline().into_iter().map(|(_, holds)| holds).skip_while(|h| !h).collect();
         assert_eq!(changes, [true], "{log}");
     }
+    // keepalived puts the parent's settings back as it stops.
+    terminate(&mut lbd, "lbd");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"], "eth0's arp_ignore, arp_filter not restored");
 }
 
 #[test]

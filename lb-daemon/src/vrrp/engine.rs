@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Handoff, StopKind, VrrpError,
+    ConfSetting, Handoff, StopKind, VrrpError,
     addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
@@ -64,16 +64,19 @@ pub async fn run(
 ) -> Result<(), VrrpError> {
     // Tables a reload's previous engine left, unless this one takes them over.
     let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
+    // Settings it left on the VMACs' interfaces: this one puts them back.
+    let inherited = handoff.lock().map(|mut h| std::mem::take(&mut h.vmac_parent_conf)).unwrap_or_default();
     if config.vrrp_instances.is_empty() {
         if let Some(table) = &left {
             firewall::delete_tables(table).await;
         }
+        restore_conf(&inherited);
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let built = Engine::build(config, netlink, updates_tx).await;
+    let built = Engine::build(config, netlink, updates_tx, inherited).await;
     if let Some(table) = &left {
         match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
             Some(firewall) => firewall.adopt(),
@@ -267,9 +270,10 @@ struct Engine {
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
     handoff: Handoff,
-    /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
-    /// value), put back at the stop as keepalived does.
-    restore_conf: Vec<(String, &'static str, String)>,
+    /// `net.ipv4.conf` settings changed for `promote_secondaries` and on the VMACs' parents
+    /// (`arp_ignore`, `arp_filter`), with their previous values, put back at the stop as
+    /// keepalived does.
+    restore_conf: Vec<ConfSetting>,
     /// `net.ipv4` settings changed (`disable_local_igmp`), with their previous values.
     restore_ipv4: Vec<(&'static str, String)>,
     /// The nftables table of the `no_accept` instances.
@@ -297,6 +301,15 @@ fn usable_source(source: IpAddr, address: &crate::netlink::addr::InstalledAddres
     }
 }
 
+/// Puts back `net.ipv4.conf` settings.
+fn restore_conf(settings: &[ConfSetting]) {
+    for (interface, key, previous) in settings {
+        if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
+            warn!("cannot restore {key} on {interface}: {e}");
+        }
+    }
+}
+
 /// Puts back `net.ipv4` settings.
 fn restore_ipv4(settings: &[(&'static str, String)]) {
     for (key, previous) in settings {
@@ -318,6 +331,8 @@ fn restore_ipv4(settings: &[(&'static str, String)]) {
 struct Unwind {
     /// `net.ipv4` settings changed, with their previous values.
     restore_ipv4: Vec<(&'static str, String)>,
+    /// `net.ipv4.conf` settings changed (the VMACs' parents'), with their previous values.
+    restore_conf: Vec<ConfSetting>,
     /// The use_vmac interfaces created (index, name).
     vmacs: Vec<(u32, String)>,
     /// The monitoring tasks started (links, addresses, scripts, files).
@@ -336,6 +351,7 @@ impl Unwind {
             firewall.close().await;
         }
         restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
         for (index, name) in std::mem::take(&mut self.vmacs) {
             remove_vmac(netlink, index, &name).await;
         }
@@ -348,6 +364,7 @@ impl Drop for Unwind {
             task.abort();
         }
         restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
     }
 }
 
@@ -368,13 +385,16 @@ struct SocketKey {
 
 impl Engine {
     /// Builds the engine of `config`; if that fails part way, what was made is undone first
-    /// ([`Unwind`]).
+    /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left on the VMACs'
+    /// interfaces, which this one puts back.
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
+        inherited: Vec<ConfSetting>,
     ) -> Result<Self, VrrpError> {
         let mut made = Unwind::default();
+        made.restore_conf = inherited;
         match Self::build_with(config, &netlink, updates, &mut made).await {
             Ok(engine) => Ok(engine),
             Err(e) => {
@@ -426,15 +446,22 @@ impl Engine {
                     // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for
                     // the VIPs, the macvlan answers only for its own addresses and hears the other
                     // routers although it has no address of its own.
-                    for (interface, key, value) in [
-                        (name.as_str(), "arp_ignore", "1"),
-                        (name.as_str(), "accept_local", "1"),
-                        (name.as_str(), "rp_filter", "0"),
-                        (name.as_str(), "promote_secondaries", "1"),
-                        (parent.as_str(), "arp_ignore", "1"),
-                        (parent.as_str(), "arp_filter", "1"),
+                    for (key, value) in [
+                        ("arp_ignore", "1"),
+                        ("accept_local", "1"),
+                        ("rp_filter", "0"),
+                        ("promote_secondaries", "1"),
                     ] {
-                        set_ipv4_conf(interface, key, value);
+                        set_ipv4_conf(&name, key, value);
+                    }
+                    // The parent's are put back as lbd stops, as keepalived does (the first
+                    // value seen is the one before lbd).
+                    for key in ["arp_ignore", "arp_filter"] {
+                        match sysctl::set_ipv4_conf(&parent, key, "1") {
+                            Ok(Some(previous)) => made.restore_conf.push((parent.clone(), key, previous)),
+                            Ok(None) => {}
+                            Err(e) => warn!("cannot set {key} of {parent} to 1: {e}"),
+                        }
                     }
                     if created {
                         info!("(vmac) {name} created on {parent}");
@@ -615,12 +642,12 @@ impl Engine {
         if runners.is_empty() {
             return Err(VrrpError::NoInstance);
         }
-        let mut restore_conf = Vec::new();
+        let mut restore_conf = std::mem::take(&mut made.restore_conf);
         for runner in runners.iter().filter(|r| r.plan.promote_secondaries) {
             // keepalived sets it on the instance's interface (`vrrp->ifp`: the macvlan with
             // use_vmac, where lbd has set it already).
             let interface = runner.plan.vmac.as_ref().map_or(&runner.plan.base_interface.name, |v| &v.name);
-            if restore_conf.iter().any(|(name, _, _)| name == interface) {
+            if restore_conf.iter().any(|(name, key, _)| name == interface && *key == "promote_secondaries") {
                 continue;
             }
             match sysctl::set_ipv4_conf(interface, "promote_secondaries", "1") {
@@ -1443,6 +1470,7 @@ impl Engine {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
         let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
+        let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
@@ -1532,11 +1560,24 @@ impl Engine {
             if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
         restore_ipv4(&self.restore_ipv4);
-        for (interface, key, previous) in &self.restore_conf {
-            // A reload's next engine sets it again if its configuration still asks.
-            if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
-                warn!("cannot restore {key} on {interface}: {e}");
-            }
+        // A reload's next engine sets them again if its configuration still asks, except the
+        // settings on the interfaces of the VMACs it keeps: those stay (their parents must not
+        // answer ARP for the VIPs on them) and it puts them back. -V leaves the VMACs, so those
+        // settings too.
+        let (kept, restored): (Vec<ConfSetting>, Vec<ConfSetting>) =
+            std::mem::take(&mut self.restore_conf).into_iter().partition(|(interface, key, _)| {
+                let vmac_parent = ["arp_ignore", "arp_filter"].contains(key);
+                match kind {
+                    StopKind::Handoff => vmac_parent && next_vmac_parents.contains(interface),
+                    StopKind::KeepVips => vmac_parent,
+                    StopKind::Orderly => false,
+                }
+            });
+        restore_conf(&restored);
+        if kind == StopKind::Handoff
+            && let Ok(mut shared) = self.handoff.lock()
+        {
+            shared.vmac_parent_conf = kept;
         }
         // A reload leaves the next engine the VMACs it has too (their VIPs on them), and
         // removes the others (their instances deleted, or without use_vmac now).

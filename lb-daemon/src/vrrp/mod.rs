@@ -94,7 +94,16 @@ pub struct Reload {
     /// its others, and leaves these to the next engine, which finds them as they are (same
     /// interface, its VIPs still on it).
     pub next_vmacs: std::collections::HashSet<String>,
+    /// The interfaces those VMACs are on.
+    pub next_vmac_parents: std::collections::HashSet<String>,
+    /// `net.ipv4.conf` settings the previous engine changed on those interfaces (`arp_ignore`,
+    /// `arp_filter`), left as they are through the reload, with their values before lbd: the
+    /// next engine puts them back as it stops.
+    pub vmac_parent_conf: Vec<ConfSetting>,
 }
+
+/// A `net.ipv4.conf.INTERFACE.KEY` setting lbd changed: (interface, key, the value before).
+pub type ConfSetting = (String, &'static str, String);
 
 /// The [`Reload`] shared by the engine that stops and the one that starts.
 pub type Handoff = std::sync::Arc<std::sync::Mutex<Reload>>;
@@ -191,7 +200,9 @@ impl VrrpTask {
                 }
             }
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
-            reload.next_vmacs = config::vmacs_wanted(&config).into_iter().map(|v| v.name).collect();
+            let wanted = config::vmacs_wanted(&config);
+            reload.next_vmac_parents = wanted.iter().map(|v| v.parent.clone()).collect();
+            reload.next_vmacs = wanted.into_iter().map(|v| v.name).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
