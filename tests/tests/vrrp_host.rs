@@ -740,17 +740,20 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
 #[test]
 fn without_a_configured_source_ipv6_adverts_follow_the_interface_s_link_local_address() {
     let mut lab = Lab::new();
-    let r = lan(&mut lab, 85, 2);
+    let r = lan(&mut lab, 85, 3);
     let vip: std::net::IpAddr = "fd00:85::100".parse().unwrap_or(ip4(85, 100));
     let conf = |priority: u8| {
         config("r", "", &[instance("VI_6", 85, priority, "0.2", &["fd00:85::100/64"], "  version 3\n")])
     };
     let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let w3 = VipWatch::start(&r[2], "r3", vip);
     let adverts = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "ip6", "proto", "112"]);
     let first = r[0].link_local("eth0").to_string();
     let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
-    let _peer = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
     w1.wait_for(true, Duration::from_secs(5));
+    // Two backups: another lbd and keepalived 2.2.7.
+    let _peer = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
+    let _keepalived = start_keepalived(&lab, &r[2], "keepalived3", &conf(50));
     let from = |source: &str| adverts.log().lines().any(|l| l.contains(&format!("IP6 {source} > ff02::12")));
     wait_until(Duration::from_secs(2), "adverts from eth0's link-local address", || from(&first));
     // Another link-local address, then the first one gone: the adverts move to it, and the peer
@@ -760,6 +763,7 @@ fn without_a_configured_source_ipv6_adverts_follow_the_interface_s_link_local_ad
     wait_until(Duration::from_secs(2), "adverts from fe80::85:9", || from("fe80::85:9"));
     w1.assert_steady(true, Duration::from_millis(800));
     assert!(w2.timeline().iter().all(|(_, holds)| !holds), "r2 took over:\n{}", lbd.log());
+    assert!(w3.timeline().iter().all(|(_, holds)| !holds), "keepalived took over:\n{}", lbd.log());
     let log = lbd.log();
     assert!(log.contains(&format!("Deassigned address {first} from interface eth0")), "{log}");
     assert!(log.contains("(VI_6) adverts now from fe80::85:9") && !log.contains("FAULT"), "{log}");
