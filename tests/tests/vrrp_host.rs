@@ -8,7 +8,7 @@
 //! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
 //! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
-//! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
+//! group, nor at a reload); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
 //! named as keepalived names it); and the advert source following the interface's address
 //! without `mcast_src_ip` / `unicast_src_ip` (IPv4, and IPv6's link-local address with a peer
 //! that never takes over); and a VRRP start that fails once its VMAC is made
@@ -648,6 +648,23 @@ fn arp_settings(ns: &Netns, interface: &str) -> [String; 2] {
     })
 }
 
+/// Two VRRPv3 instances for reload tests: VI_1 (VRID SUBNET, VIP 10.SUBNET.0.100, `extra`),
+/// which a reload keeps, and VI_2 (VRID SUBNET+1, VIP 10.SUBNET.0.110) at `priority`, which
+/// a reload changes when `priority` does (so VRRP restarts).
+fn kept_and_changing(subnet: u8, extra: &str, priority: u8) -> [String; 2] {
+    [
+        instance(
+            "VI_1",
+            subnet,
+            150,
+            "0.2",
+            &[&format!("10.{subnet}.0.100/24")],
+            &format!("  version 3\n{extra}"),
+        ),
+        instance("VI_2", subnet + 1, priority, "0.2", &[&format!("10.{subnet}.0.110/24")], "  version 3\n"),
+    ]
+}
+
 /// `/sys/class/net/NAME/ifindex` in `ns`.
 fn ifindex(ns: &Netns, name: &str) -> String {
     let out = ns.exec("cat", &[&format!("/sys/class/net/{name}/ifindex")]);
@@ -661,15 +678,9 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     let r = lan(&mut lab, 84, 2);
     // VI_2 changes at each reload (so VRRP restarts); VI_1 and VI_6, with use_vmac, do not.
     let conf = |priority: u8| {
-        config(
-            "r1",
-            "",
-            &[
-                instance("VI_1", 84, 150, "0.2", &["10.84.0.100/24"], "  version 3\n  use_vmac\n"),
-                instance("VI_2", 85, priority, "0.2", &["10.84.0.110/24"], "  version 3\n"),
-                instance("VI_6", 86, 150, "0.2", &["fd00:84::100/64"], "  version 3\n  use_vmac\n"),
-            ],
-        )
+        let [kept, changing] = kept_and_changing(84, "  use_vmac\n", priority);
+        let v6 = instance("VI_6", 86, 150, "0.2", &["fd00:84::100/64"], "  version 3\n  use_vmac\n");
+        config("r1", "", &[kept, changing, v6])
     };
     let w1 = VipWatch::start(&r[0], "r1", ip4(84, 100));
     let w6 = VipWatch::start(&r[0], "r1-6", "fd00:84::100".parse().unwrap_or(ip4(84, 100)));
@@ -815,4 +826,29 @@ fn a_reload_removes_the_vmacs_of_instances_it_deletes_or_takes_use_vmac_from() {
     w1.assert_steady(true, Duration::from_millis(300));
     terminate(&mut lbd, "lbd");
     assert!(r[0].try_ip(&["link", "show", "vrrp.87"]).is_err(), "vrrp.87 left after the stop");
+}
+
+#[test]
+fn disable_local_igmp_keeps_reloads_off_the_wire_too() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 87, 2);
+    let igmp = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "igmp"]);
+    let conf = |priority: u8| config("r1", "  disable_local_igmp\n", &kept_and_changing(87, "", priority));
+    let w1 = VipWatch::start(&r[0], "r1", ip4(87, 100));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    for (reload, priority) in [140, 150, 140].into_iter().enumerate() {
+        lab.write_file("lbd.conf", &conf(priority));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(5), "the reload", || {
+            lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count() > reload
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Neither a leave as the old engine's socket closes nor a join as the new one's opens.
+    assert!(!igmp.log().contains("10.87.0.1 > "), "r1 reported its group:\n{}", igmp.log());
+    // The last engine puts the setting back.
+    terminate(&mut lbd, "lbd");
+    let out = r[0].exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
 }

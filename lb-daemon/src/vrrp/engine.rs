@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    ConfSetting, Handoff, StopKind, VrrpError,
+    ConfSetting, Handoff, Ipv4Setting, StopKind, VrrpError,
     addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
@@ -64,13 +64,20 @@ pub async fn run(
 ) -> Result<(), VrrpError> {
     // Tables a reload's previous engine left, unless this one takes them over.
     let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
-    // Settings it left on the VMACs' interfaces: this one puts them back.
-    let inherited = handoff.lock().map(|mut h| std::mem::take(&mut h.vmac_parent_conf)).unwrap_or_default();
+    // Settings it left as they were: this one puts them back.
+    let inherited = handoff
+        .lock()
+        .map(|mut h| Inherited {
+            conf: std::mem::take(&mut h.vmac_parent_conf),
+            ipv4: std::mem::take(&mut h.ipv4_settings),
+        })
+        .unwrap_or_default();
     if config.vrrp_instances.is_empty() {
         if let Some(table) = &left {
             firewall::delete_tables(table).await;
         }
-        restore_conf(&inherited);
+        restore_conf(&inherited.conf);
+        restore_ipv4(&inherited.ipv4);
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
@@ -275,7 +282,7 @@ struct Engine {
     /// keepalived does.
     restore_conf: Vec<ConfSetting>,
     /// `net.ipv4` settings changed (`disable_local_igmp`), with their previous values.
-    restore_ipv4: Vec<(&'static str, String)>,
+    restore_ipv4: Vec<Ipv4Setting>,
     /// The nftables table of the `no_accept` instances.
     firewall: Option<Firewall>,
 }
@@ -301,6 +308,16 @@ fn usable_source(source: IpAddr, address: &crate::netlink::addr::InstalledAddres
     }
 }
 
+/// The settings a reload's previous engine left as they were, with their values before lbd
+/// ([`super::Reload`]).
+#[derive(Debug, Default)]
+struct Inherited {
+    /// On the interfaces of the VMACs it left.
+    conf: Vec<ConfSetting>,
+    /// `net.ipv4` ones.
+    ipv4: Vec<Ipv4Setting>,
+}
+
 /// Puts back `net.ipv4.conf` settings.
 fn restore_conf(settings: &[ConfSetting]) {
     for (interface, key, previous) in settings {
@@ -311,7 +328,7 @@ fn restore_conf(settings: &[ConfSetting]) {
 }
 
 /// Puts back `net.ipv4` settings.
-fn restore_ipv4(settings: &[(&'static str, String)]) {
+fn restore_ipv4(settings: &[Ipv4Setting]) {
     for (key, previous) in settings {
         if let Err(e) = sysctl::set_ipv4(key, previous) {
             warn!("cannot restore {key}: {e}");
@@ -330,7 +347,7 @@ fn restore_ipv4(settings: &[(&'static str, String)]) {
 #[derive(Default)]
 struct Unwind {
     /// `net.ipv4` settings changed, with their previous values.
-    restore_ipv4: Vec<(&'static str, String)>,
+    restore_ipv4: Vec<Ipv4Setting>,
     /// `net.ipv4.conf` settings changed (the VMACs' parents'), with their previous values.
     restore_conf: Vec<ConfSetting>,
     /// The use_vmac interfaces created (index, name).
@@ -385,16 +402,21 @@ struct SocketKey {
 
 impl Engine {
     /// Builds the engine of `config`; if that fails part way, what was made is undone first
-    /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left on the VMACs'
-    /// interfaces, which this one puts back.
+    /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left as they were,
+    /// which this one puts back.
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
-        inherited: Vec<ConfSetting>,
+        inherited: Inherited,
     ) -> Result<Self, VrrpError> {
         let mut made = Unwind::default();
-        made.restore_conf = inherited;
+        made.restore_conf = inherited.conf;
+        if config.global_defs.disable_local_igmp {
+            made.restore_ipv4 = inherited.ipv4;
+        } else {
+            restore_ipv4(&inherited.ipv4);
+        }
         match Self::build_with(config, &netlink, updates, &mut made).await {
             Ok(engine) => Ok(engine),
             Err(e) => {
@@ -1559,7 +1581,16 @@ impl Engine {
         if let Some(firewall) = self.firewall.take() {
             if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
-        restore_ipv4(&self.restore_ipv4);
+        // A reload's next engine has them (the sockets that close with this engine leave their
+        // groups unreported, and its own join unreported).
+        let ipv4 = std::mem::take(&mut self.restore_ipv4);
+        if kind == StopKind::Handoff {
+            if let Ok(mut shared) = self.handoff.lock() {
+                shared.ipv4_settings = ipv4;
+            }
+        } else {
+            restore_ipv4(&ipv4);
+        }
         // A reload's next engine sets them again if its configuration still asks, except the
         // settings on the interfaces of the VMACs it keeps: those stay (their parents must not
         // answer ARP for the VIPs on them) and it puts them back. -V leaves the VMACs, so those

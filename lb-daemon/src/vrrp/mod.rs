@@ -100,7 +100,15 @@ pub struct Reload {
     /// `arp_filter`), left as they are through the reload, with their values before lbd: the
     /// next engine puts them back as it stops.
     pub vmac_parent_conf: Vec<ConfSetting>,
+    /// `net.ipv4` settings the previous engine changed (`disable_local_igmp`), left as they are
+    /// through the reload (its sockets leave their groups unreported), with their values before
+    /// lbd: the next engine puts them back as it stops, or at once if its configuration no
+    /// longer asks for them.
+    pub ipv4_settings: Vec<Ipv4Setting>,
 }
+
+/// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
+pub type Ipv4Setting = (&'static str, String);
 
 /// A `net.ipv4.conf.INTERFACE.KEY` setting lbd changed: (interface, key, the value before).
 pub type ConfSetting = (String, &'static str, String);
