@@ -14,7 +14,8 @@
 //! that never takes over); and a VRRP start that fails once its VMAC is made
 //! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
 //! and VIPs never deleted, the VIP answering pings 10 ms apart throughout) and removing the
-//! VMACs the new configuration no longer has.
+//! VMACs the new configuration no longer has, and no IGMP / MLD report from a VMAC's virtual MAC
+//! as its sockets close and open again.
 
 mod vrrp_kit;
 
@@ -665,6 +666,41 @@ fn kept_and_changing(subnet: u8, extra: &str, priority: u8) -> [String; 2] {
     ]
 }
 
+/// [`kept_and_changing`] with use_vmac on VI_1, and VI_6 (VRID SUBNET+2, VIP
+/// fd00:SUBNET::100), an IPv6 instance with use_vmac that a reload keeps too.
+fn vmac_masters(subnet: u8, priority: u8) -> String {
+    let [kept, changing] = kept_and_changing(subnet, "  use_vmac\n", priority);
+    let v6 = instance(
+        "VI_6",
+        subnet + 2,
+        150,
+        "0.2",
+        &[&format!("fd00:{subnet}::100/64")],
+        "  version 3\n  use_vmac\n",
+    );
+    config("r1", "", &[kept, changing, v6])
+}
+
+/// Reloads `lbd` (label `lbd`) once per priority of `priorities` with `conf` of it, each time
+/// waiting until VI_1 is kept in MASTER, then `pause`.
+fn reload_keeping_vi_1(
+    lab: &Lab,
+    lbd: &lb_tests::process::Proc,
+    conf: impl Fn(u8) -> String,
+    priorities: &[u8],
+    pause: Duration,
+) {
+    let kept = lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count();
+    for (reload, &priority) in priorities.iter().enumerate() {
+        lab.write_file("lbd.conf", &conf(priority));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(5), "the reload", || {
+            lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count() > kept + reload
+        });
+        std::thread::sleep(pause);
+    }
+}
+
 /// `/sys/class/net/NAME/ifindex` in `ns`.
 fn ifindex(ns: &Netns, name: &str) -> String {
     let out = ns.exec("cat", &[&format!("/sys/class/net/{name}/ifindex")]);
@@ -677,11 +713,7 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 84, 2);
     // VI_2 changes at each reload (so VRRP restarts); VI_1 and VI_6, with use_vmac, do not.
-    let conf = |priority: u8| {
-        let [kept, changing] = kept_and_changing(84, "  use_vmac\n", priority);
-        let v6 = instance("VI_6", 86, 150, "0.2", &["fd00:84::100/64"], "  version 3\n  use_vmac\n");
-        config("r1", "", &[kept, changing, v6])
-    };
+    let conf = |priority: u8| vmac_masters(84, priority);
     let w1 = VipWatch::start(&r[0], "r1", ip4(84, 100));
     let w6 = VipWatch::start(&r[0], "r1-6", "fd00:84::100".parse().unwrap_or(ip4(84, 100)));
     assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"]);
@@ -703,18 +735,10 @@ fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
     // 10 ms apart, all through the reloads.
     let mut ping = r[1].spawn("ping", "ping", &["-n", "-i", "0.01", "-c", "400", "10.84.0.100"]);
     std::thread::sleep(Duration::from_millis(300));
-    for (reload, priority) in [140, 150, 140, 150, 140].into_iter().enumerate() {
-        lab.write_file("lbd.conf", &conf(priority));
-        lbd.signal(nix::sys::signal::Signal::SIGHUP);
-        wait_until(Duration::from_secs(5), "the reload", || {
-            let log = lbd.log();
-            log.matches("(VI_1) kept in MASTER STATE across the reload").count() > reload
-                && log.matches("(VI_6) kept in MASTER STATE across the reload").count() > reload
-        });
-        std::thread::sleep(Duration::from_millis(400));
-    }
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140, 150, 140], Duration::from_millis(400));
     let status = ping.wait(Duration::from_secs(10));
     let (pinged, log, events) = (ping.log(), lbd.log(), monitor.log());
+    assert_eq!(log.matches("(VI_6) kept in MASTER STATE across the reload").count(), 5, "{log}");
     // Exact: neither VMAC nor their VIPs went at any moment (VI_2's VIP, on eth0, does).
     let deleted: Vec<&str> = events
         .lines()
@@ -837,13 +861,7 @@ fn disable_local_igmp_keeps_reloads_off_the_wire_too() {
     let w1 = VipWatch::start(&r[0], "r1", ip4(87, 100));
     let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
     w1.wait_for(true, Duration::from_secs(5));
-    for (reload, priority) in [140, 150, 140].into_iter().enumerate() {
-        lab.write_file("lbd.conf", &conf(priority));
-        lbd.signal(nix::sys::signal::Signal::SIGHUP);
-        wait_until(Duration::from_secs(5), "the reload", || {
-            lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count() > reload
-        });
-    }
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140], Duration::ZERO);
     std::thread::sleep(Duration::from_millis(500));
     // Neither a leave as the old engine's socket closes nor a join as the new one's opens.
     assert!(!igmp.log().contains("10.87.0.1 > "), "r1 reported its group:\n{}", igmp.log());
@@ -851,4 +869,33 @@ fn disable_local_igmp_keeps_reloads_off_the_wire_too() {
     terminate(&mut lbd, "lbd");
     let out = r[0].exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn a_reload_sends_no_igmp_or_mld_report_from_a_kept_vmac() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 89, 2);
+    let conf = |priority: u8| vmac_masters(89, priority);
+    let w1 = VipWatch::start(&r[0], "r1", ip4(89, 100));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    // MLD reports carry a hop-by-hop header: "ip6", not "icmp6".
+    let reports = tcpdump(&r[1], &["-i", "eth0", "-e", "-nn", "-l", "igmp or ip6"]);
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140], Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = reports.log();
+    // keepalived's rules send them through the parent: from its MAC, never the virtual MAC (which
+    // would move the switches' entry for it) as the old sockets leave and the new ones join:
+    // IGMP for the IPv4 instance's VMAC, MLD for the IPv6 one's (the rules keepalived makes; the
+    // IPv4 VMAC's own link-local address is the kernel's business).
+    let from_vmac: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("00:00:5e:00:01:59 >") && l.contains("igmp"))
+                || (l.contains("00:00:5e:00:02:5b >") && l.contains("multicast listener"))
+        })
+        .collect();
+    assert!(from_vmac.is_empty(), "reports from a VMAC: {from_vmac:#?}\n{}", lbd.log());
+    assert!(log.contains("igmp v3 report"), "no report seen at all:\n{log}");
+    terminate(&mut lbd, "lbd");
 }

@@ -1562,10 +1562,13 @@ impl Engine {
         }
         // A reload keeping a non-accepting MASTER keeps the tables: its VIPs stay protected
         // until the next engine replaces them.
+        // So does one keeping VMACs: the rules that send their IGMP / MLD reports through their
+        // parents stay while this engine's sockets leave their groups, and until the next
+        // engine's first transaction replaces the tables.
         let keep_tables = kind == StopKind::Handoff
-            && self.runners.iter().any(|r| {
+            && (self.runners.iter().any(|r| {
                 r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
-            });
+            }) || self.vmacs.iter().any(|(_, name)| next_vmacs.contains(name)));
         handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;

@@ -21,7 +21,8 @@
 //!   tables are then made and its VIPs (`virtual_ipaddress` and `virtual_ipaddress_excluded`)
 //!   added to the sets; leaving MASTER removes them ("removing firewall drop rule") and leaves
 //!   the empty tables; stopping deletes the tables (a reload that keeps a non-accepting
-//!   MASTER leaves them to the next engine, which replaces them in its first transaction).
+//!   MASTER or a VMAC leaves them to the next engine, which replaces them in its first
+//!   transaction).
 //!
 //! lbd writes the same tables through the `nft` binary's JSON input (`nft -j -f -`), one
 //! transaction per change: [`Tables`] turns changes into commands (pure, unit-tested), and a

@@ -87,8 +87,9 @@ pub struct Reload {
     /// The instances of the configuration being loaded: the others are deleted (their notify
     /// scripts get keepalived's FAULT, or DELETED with `notify_deleted`).
     pub next: std::collections::HashSet<String>,
-    /// The nftables tables the previous engine left for its kept MASTERs: the next engine
-    /// replaces them in its first transaction, or deletes them if it has none of that name.
+    /// The nftables tables the previous engine left for its kept non-accepting MASTERs and its
+    /// kept VMACs: the next engine replaces them in its first transaction, or deletes them if
+    /// it has none of that name.
     pub firewall_table: Option<String>,
     /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
     /// its others, and leaves these to the next engine, which finds them as they are (same
