@@ -131,35 +131,43 @@ fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
 fn a_reload_leaves_a_kept_no_accept_master_s_drop_rule_in_place() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 72, 1);
-    let conf = |priority: u8| {
-        let v3 = "  version 3\n";
-        let blocks = [
-            instance("VI_4", 72, 150, "0.2", &["10.72.0.100/24"], v3),
-            instance("VI_5", 73, priority, "0.2", &["10.72.0.110/24"], v3),
-        ];
-        config("r1", "  nftables\n  vrrp_strict\n", &blocks)
-    };
-    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
-    let in_set = || {
-        let out = r[0].exec("nft", &["list", "set", "ip", "keepalived", "vips"]);
-        String::from_utf8_lossy(&out.stdout).contains("10.72.0.100")
-    };
-    wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set", in_set);
-    // VI_5 changes, VI_4 is kept in MASTER: its VIP stays blocked all through the reload.
-    lab.write_file("lbd.conf", &conf(140));
-    lbd.signal(nix::sys::signal::Signal::SIGHUP);
-    let start = std::time::Instant::now();
-    let mut checks = 0;
-    while start.elapsed() < Duration::from_secs(3) {
-        assert!(in_set(), "VI_4's VIP unblocked during the reload:\n{}\n{}", ruleset(&r[0]), lbd.log());
-        checks += 1;
+    // Without and with use_vmac (whose rules the tables have from the start).
+    for extra in ["", "  use_vmac\n"] {
+        let conf = |priority: u8| {
+            let v3 = "  version 3\n";
+            let blocks = [
+                instance("VI_4", 72, 150, "0.2", &["10.72.0.100/24"], &format!("{v3}{extra}")),
+                instance("VI_5", 73, priority, "0.2", &["10.72.0.110/24"], v3),
+            ];
+            config("r1", "  nftables\n  vrrp_strict\n", &blocks)
+        };
+        let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+        let in_set = || {
+            let out = r[0].exec("nft", &["list", "set", "ip", "keepalived", "vips"]);
+            String::from_utf8_lossy(&out.stdout).contains("10.72.0.100")
+        };
+        wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set", in_set);
+        // VI_5 changes, VI_4 is kept in MASTER: its VIP stays blocked all through the reload.
+        lab.write_file("lbd.conf", &conf(140));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        let start = std::time::Instant::now();
+        let mut checks = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            assert!(in_set(), "VI_4's VIP unblocked during the reload:\n{}\n{}", ruleset(&r[0]), lbd.log());
+            checks += 1;
+        }
+        let log = lbd.log();
+        assert!(log.contains("(VI_4) kept in MASTER STATE across the reload"), "{log}");
+        assert!(checks > 10, "{checks}");
+        // Blocked once: leaving MASTER (FAULT, the link down) unblocks it.
+        r[0].ip(&["link", "set", "eth0", "down"]);
+        wait_until(Duration::from_secs(3), "VI_4's VIP out of the drop set", || !in_set());
+        r[0].ip(&["link", "set", "eth0", "up"]);
+        wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set again", in_set);
+        // The new engine took the tables over: its stop deletes them.
+        terminate(&mut lbd, "lbd");
+        assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
     }
-    let log = lbd.log();
-    assert!(log.contains("(VI_4) kept in MASTER STATE across the reload"), "{log}");
-    assert!(checks > 10, "{checks}");
-    // The new engine took the tables over: its stop deletes them.
-    terminate(&mut lbd, "lbd");
-    assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
 }
 
 #[test]

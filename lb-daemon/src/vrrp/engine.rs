@@ -70,6 +70,7 @@ pub async fn run(
         .map(|mut h| Inherited {
             conf: std::mem::take(&mut h.vmac_parent_conf),
             ipv4: std::mem::take(&mut h.ipv4_settings),
+            masters: h.kept.iter().filter(|(_, s)| **s == State::Master).map(|(n, _)| n.clone()).collect(),
         })
         .unwrap_or_default();
     if config.vrrp_instances.is_empty() {
@@ -208,6 +209,9 @@ struct Runner {
     extra_garp_at: Option<Instant>,
     /// The state last mailed (`smtp_alert`).
     last_mail: Option<State>,
+    /// Its VIPs are in the firewall's drop sets (`no_accept`: from MASTER's VIPs being set,
+    /// or from the start for a MASTER a reload keeps, until they are removed).
+    firewall_blocked: bool,
 }
 
 impl Runner {
@@ -316,6 +320,9 @@ struct Inherited {
     conf: Vec<ConfSetting>,
     /// `net.ipv4` ones.
     ipv4: Vec<Ipv4Setting>,
+    /// The instances it kept in MASTER: those that do not accept have their VIPs blocked from
+    /// the first transaction on (their drop rule never lapses).
+    masters: std::collections::HashSet<String>,
 }
 
 /// Puts back `net.ipv4.conf` settings.
@@ -417,7 +424,7 @@ impl Engine {
         } else {
             restore_ipv4(&inherited.ipv4);
         }
-        match Self::build_with(config, &netlink, updates, &mut made).await {
+        match Self::build_with(config, &netlink, updates, &inherited.masters, &mut made).await {
             Ok(engine) => Ok(engine),
             Err(e) => {
                 made.undo(&netlink).await;
@@ -427,10 +434,12 @@ impl Engine {
     }
 
     /// [`Engine::build`], recording in `made` what it makes until the engine takes it.
+    /// `kept_masters`: the instances a reload keeps in MASTER.
     async fn build_with(
         config: &Config,
         netlink: &Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
+        kept_masters: &std::collections::HashSet<String>,
         made: &mut Unwind,
     ) -> Result<Self, VrrpError> {
         // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
@@ -516,10 +525,16 @@ impl Engine {
             info!("{why} - using nftables (table {})", firewall.table);
         }
         made.firewall = firewall.map(Firewall::spawn);
-        if let Some(firewall) = &made.firewall
-            && !created_vmacs.is_empty()
-        {
-            firewall.vmacs(created_vmacs, !config.global_defs.disable_local_igmp).await;
+        // The non-accepting MASTERs a reload keeps: blocked in the transaction that replaces the
+        // previous engine's tables, as they were there.
+        let pre_blocked =
+            |instance: &InstancePlan| instance.no_accept && kept_masters.contains(&instance.name);
+        if let Some(firewall) = &made.firewall {
+            let entries: Vec<Blocked> =
+                instances.iter().filter(|i| pre_blocked(i)).flat_map(blocked).collect();
+            if !created_vmacs.is_empty() || !entries.is_empty() {
+                firewall.start(created_vmacs, !config.global_defs.disable_local_igmp, entries).await;
+            }
         }
 
         let mut track = TrackStatus::default();
@@ -574,6 +589,8 @@ impl Engine {
         // Sync groups refer to instances by index: an instance that cannot run leaves a hole
         // that the groups must skip.
         let mut index_map = Vec::new();
+        // Blocked from the start, but not running after all: unblocked.
+        let mut left_out = Vec::new();
         for instance in instances {
             let source = instance.params.source_address;
             let group = match instance.transport {
@@ -596,6 +613,7 @@ impl Engine {
                             instance.name, instance.interface.name
                         );
                         index_map.push(None);
+                        left_out.push(instance);
                         continue;
                     }
                 },
@@ -605,6 +623,7 @@ impl Engine {
                 Err(e) => {
                     error!("({}) {e}", instance.name);
                     index_map.push(None);
+                    left_out.push(instance);
                     continue;
                 }
             };
@@ -612,6 +631,7 @@ impl Engine {
             let old_checksum =
                 matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             let lease_vips = instance.vips.iter().chain(&instance.excluded).cloned().collect();
+            let firewall_blocked = made.firewall.is_some() && pre_blocked(&instance);
             runners.push(Runner {
                 lease_name: Arc::from(instance.name.as_str()),
                 lease_vips,
@@ -630,7 +650,15 @@ impl Engine {
                 old_checksum,
                 extra_garp_at: None,
                 last_mail: None,
+                firewall_blocked,
             });
+        }
+        if let Some(firewall) = &made.firewall {
+            let entries: Vec<Blocked> =
+                left_out.iter().filter(|i| pre_blocked(i)).flat_map(blocked).collect();
+            if !entries.is_empty() {
+                firewall.unblock(entries);
+            }
         }
         // kernel_rx_buf_size / vrrp_rx_bufs_policy: a socket's buffer is the sum of its
         // instances' shares, as keepalived sets it.
@@ -1179,10 +1207,12 @@ impl Engine {
                 // IPADDRESS_ADD): a non-accepting MASTER must not answer on its VIPs, not even
                 // for a moment.
                 if runner.plan.no_accept
+                    && !runner.firewall_blocked
                     && let Some(firewall) = &self.firewall
                 {
                     info!("({}) setting firewall drop rule", runner.plan.name);
                     firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
+                    runner.firewall_blocked = true;
                 }
                 let lease = addr::lease(runner.machine.master_down_interval());
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
@@ -1205,12 +1235,12 @@ impl Engine {
                 addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
-                if runner.plan.no_accept
-                    && runner.vips_installed
+                if runner.firewall_blocked
                     && let Some(firewall) = &self.firewall
                 {
                     info!("({}) removing firewall drop rule", runner.plan.name);
                     firewall.unblock(blocked(&runner.plan));
+                    runner.firewall_blocked = false;
                 }
                 runner.vips_installed = false;
                 runner.lease_renewed = None;
