@@ -8,9 +8,14 @@
 //! stopped past the delay), and `linkbeat_use_polling` (link down seen by polling, about a
 //! second apart, not by netlink events); and a MASTER's VIP deleted by hand (`ip addr del`),
 //! answered as keepalived 2.2.7 answers it; `disable_local_igmp` (no IGMP report for the VRRP
-//! group); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
+//! group, nor at a reload); `use_vmac_addr` and `vmac_addr_prefix` (a VMAC for the VIPs of another interface,
 //! named as keepalived names it); and the advert source following the interface's address
-//! without `mcast_src_ip` / `unicast_src_ip`.
+//! without `mcast_src_ip` / `unicast_src_ip` (IPv4, and IPv6's link-local address with a peer
+//! that never takes over); and a VRRP start that fails once its VMAC is made
+//! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
+//! and VIPs never deleted, the VIP answering pings 10 ms apart throughout) and removing the
+//! VMACs the new configuration no longer has, and no IGMP / MLD report from a VMAC's virtual MAC
+//! as its sockets close and open again.
 
 mod vrrp_kit;
 
@@ -126,35 +131,43 @@ fn a_no_accept_master_drops_traffic_to_its_vips_and_accept_lets_it_through() {
 fn a_reload_leaves_a_kept_no_accept_master_s_drop_rule_in_place() {
     let mut lab = Lab::new();
     let r = lan(&mut lab, 72, 1);
-    let conf = |priority: u8| {
-        let v3 = "  version 3\n";
-        let blocks = [
-            instance("VI_4", 72, 150, "0.2", &["10.72.0.100/24"], v3),
-            instance("VI_5", 73, priority, "0.2", &["10.72.0.110/24"], v3),
-        ];
-        config("r1", "  nftables\n  vrrp_strict\n", &blocks)
-    };
-    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
-    let in_set = || {
-        let out = r[0].exec("nft", &["list", "set", "ip", "keepalived", "vips"]);
-        String::from_utf8_lossy(&out.stdout).contains("10.72.0.100")
-    };
-    wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set", in_set);
-    // VI_5 changes, VI_4 is kept in MASTER: its VIP stays blocked all through the reload.
-    lab.write_file("lbd.conf", &conf(140));
-    lbd.signal(nix::sys::signal::Signal::SIGHUP);
-    let start = std::time::Instant::now();
-    let mut checks = 0;
-    while start.elapsed() < Duration::from_secs(3) {
-        assert!(in_set(), "VI_4's VIP unblocked during the reload:\n{}\n{}", ruleset(&r[0]), lbd.log());
-        checks += 1;
+    // Without and with use_vmac (whose rules the tables have from the start).
+    for extra in ["", "  use_vmac\n"] {
+        let conf = |priority: u8| {
+            let v3 = "  version 3\n";
+            let blocks = [
+                instance("VI_4", 72, 150, "0.2", &["10.72.0.100/24"], &format!("{v3}{extra}")),
+                instance("VI_5", 73, priority, "0.2", &["10.72.0.110/24"], v3),
+            ];
+            config("r1", "  nftables\n  vrrp_strict\n", &blocks)
+        };
+        let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+        let in_set = || {
+            let out = r[0].exec("nft", &["list", "set", "ip", "keepalived", "vips"]);
+            String::from_utf8_lossy(&out.stdout).contains("10.72.0.100")
+        };
+        wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set", in_set);
+        // VI_5 changes, VI_4 is kept in MASTER: its VIP stays blocked all through the reload.
+        lab.write_file("lbd.conf", &conf(140));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        let start = std::time::Instant::now();
+        let mut checks = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            assert!(in_set(), "VI_4's VIP unblocked during the reload:\n{}\n{}", ruleset(&r[0]), lbd.log());
+            checks += 1;
+        }
+        let log = lbd.log();
+        assert!(log.contains("(VI_4) kept in MASTER STATE across the reload"), "{log}");
+        assert!(checks > 10, "{checks}");
+        // Blocked once: leaving MASTER (FAULT, the link down) unblocks it.
+        r[0].ip(&["link", "set", "eth0", "down"]);
+        wait_until(Duration::from_secs(3), "VI_4's VIP out of the drop set", || !in_set());
+        r[0].ip(&["link", "set", "eth0", "up"]);
+        wait_until(Duration::from_secs(5), "VI_4's VIP in the drop set again", in_set);
+        // The new engine took the tables over: its stop deletes them.
+        terminate(&mut lbd, "lbd");
+        assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
     }
-    let log = lbd.log();
-    assert!(log.contains("(VI_4) kept in MASTER STATE across the reload"), "{log}");
-    assert!(checks > 10, "{checks}");
-    // The new engine took the tables over: its stop deletes them.
-    terminate(&mut lbd, "lbd");
-    assert!(ruleset(&r[0]).trim().is_empty(), "tables left after the stop:\n{}", ruleset(&r[0]));
 }
 
 #[test]
@@ -593,4 +606,304 @@ fn use_vmac_moves_igmp_and_mld_off_the_vmacs_in_keepalived_s_table() {
     assert_eq!(ours, theirs, "lbd's ruleset differs from keepalived's:\n{ours}\n{}", lbd.log());
     terminate(&mut lbd, "lbd1");
     assert!(ruleset(&r[0]).trim().is_empty(), "lbd left:\n{}", ruleset(&r[0]));
+}
+
+#[test]
+fn a_vrrp_start_that_fails_after_its_vmac_is_made_leaves_nothing_behind_and_stops_lbd() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 83, 1);
+    // eth0 has no IPv4 address: the instance has no advert source, which lbd finds out only once
+    // it has made the VMAC (the interfaces are read again with it), set disable_local_igmp and
+    // installed the VMAC's nftables rules, and started its link and address monitors.
+    r[0].ip(&["addr", "flush", "dev", "eth0"]);
+    let sysctl = || {
+        let out = r[0].exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(sysctl(), "1");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"]);
+    let links = r[0].spawn("ip-monitor", "ip", &["monitor", "link"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let conf = config(
+        "r1",
+        "  disable_local_igmp\n",
+        &[instance("VI_1", 83, 150, "0.2", &["10.83.0.100/24"], "  version 3\n  use_vmac\n")],
+    );
+    let conf_path = lab.write_file("lbd1.conf", &conf);
+    let pin = lab.bpffs().join("lbd");
+    let mut lbd = lb_tests::bins::spawn_lbd(&lab, &r[0], "lbd1", &conf_path, &pin, &[]);
+    // As keepalived, whose VRRP child exits with a permanent error: lbd stops.
+    let status = lbd.wait(Duration::from_secs(15));
+    let log = lbd.log();
+    assert!(!status.success(), "lbd exited with {status:?}:\n{log}");
+    assert!(log.contains("no IPv4 address on eth0") && log.contains("no VRRP instance can run"), "{log}");
+    assert!(log.contains("(vmac) vrrp.83 created on eth0"), "{log}");
+    // The VMAC was there, and is gone.
+    assert!(links.log().contains("vrrp.83@eth0"), "no VMAC seen:\n{}", links.log());
+    assert!(r[0].try_ip(&["link", "show", "vrrp.83"]).is_err(), "vrrp.83 left behind:\n{log}");
+    assert!(ruleset(&r[0]).trim().is_empty(), "tables left behind:\n{}\n{log}", ruleset(&r[0]));
+    assert_eq!(sysctl(), "1", "igmp_link_local_mcast_reports not restored:\n{log}");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"], "eth0's arp_ignore, arp_filter not restored");
+    // No lbd process is left (the tasks it started went with it).
+    let pids = r[0].exec("pgrep", &["-f", &conf_path.display().to_string()]);
+    assert!(!pids.status.success(), "lbd processes left: {}", String::from_utf8_lossy(&pids.stdout));
+}
+
+/// `net.ipv4.conf.INTERFACE.arp_ignore` and `arp_filter` in `ns` (set while a VMAC is on it).
+fn arp_settings(ns: &Netns, interface: &str) -> [String; 2] {
+    ["arp_ignore", "arp_filter"].map(|key| {
+        let out = ns.exec("cat", &[&format!("/proc/sys/net/ipv4/conf/{interface}/{key}")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+/// Two VRRPv3 instances for reload tests: VI_1 (VRID SUBNET, VIP 10.SUBNET.0.100, `extra`),
+/// which a reload keeps, and VI_2 (VRID SUBNET+1, VIP 10.SUBNET.0.110) at `priority`, which
+/// a reload changes when `priority` does (so VRRP restarts).
+fn kept_and_changing(subnet: u8, extra: &str, priority: u8) -> [String; 2] {
+    [
+        instance(
+            "VI_1",
+            subnet,
+            150,
+            "0.2",
+            &[&format!("10.{subnet}.0.100/24")],
+            &format!("  version 3\n{extra}"),
+        ),
+        instance("VI_2", subnet + 1, priority, "0.2", &[&format!("10.{subnet}.0.110/24")], "  version 3\n"),
+    ]
+}
+
+/// [`kept_and_changing`] with use_vmac on VI_1, and VI_6 (VRID SUBNET+2, VIP
+/// fd00:SUBNET::100), an IPv6 instance with use_vmac that a reload keeps too.
+fn vmac_masters(subnet: u8, priority: u8) -> String {
+    let [kept, changing] = kept_and_changing(subnet, "  use_vmac\n", priority);
+    let v6 = instance(
+        "VI_6",
+        subnet + 2,
+        150,
+        "0.2",
+        &[&format!("fd00:{subnet}::100/64")],
+        "  version 3\n  use_vmac\n",
+    );
+    config("r1", "", &[kept, changing, v6])
+}
+
+/// Reloads `lbd` (label `lbd`) once per priority of `priorities` with `conf` of it, each time
+/// waiting until VI_1 is kept in MASTER, then `pause`.
+fn reload_keeping_vi_1(
+    lab: &Lab,
+    lbd: &lb_tests::process::Proc,
+    conf: impl Fn(u8) -> String,
+    priorities: &[u8],
+    pause: Duration,
+) {
+    let kept = lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count();
+    for (reload, &priority) in priorities.iter().enumerate() {
+        lab.write_file("lbd.conf", &conf(priority));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(5), "the reload", || {
+            lbd.log().matches("(VI_1) kept in MASTER STATE across the reload").count() > kept + reload
+        });
+        std::thread::sleep(pause);
+    }
+}
+
+/// `/sys/class/net/NAME/ifindex` in `ns`.
+fn ifindex(ns: &Netns, name: &str) -> String {
+    let out = ns.exec("cat", &[&format!("/sys/class/net/{name}/ifindex")]);
+    assert!(out.status.success(), "no {name} in {}", ns.name());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_reload_keeps_unchanged_use_vmac_masters_vmacs_and_vips_without_a_gap() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 84, 2);
+    // VI_2 changes at each reload (so VRRP restarts); VI_1 and VI_6, with use_vmac, do not.
+    let conf = |priority: u8| vmac_masters(84, priority);
+    let w1 = VipWatch::start(&r[0], "r1", ip4(84, 100));
+    let w6 = VipWatch::start(&r[0], "r1-6", "fd00:84::100".parse().unwrap_or(ip4(84, 100)));
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"]);
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    w6.wait_for(true, Duration::from_secs(5));
+    let vmacs = || (ifindex(&r[0], "vrrp.84"), ifindex(&r[0], "vrrp.86"));
+    let before = vmacs();
+    // The parent must not answer ARP for the VMACs' VIPs at any moment of the reloads.
+    assert_eq!(arp_settings(&r[0], "eth0"), ["1", "1"]);
+    let arp_ignore = r[0].spawn(
+        "arp-ignore",
+        "sh",
+        &["-c", "while :; do cat /proc/sys/net/ipv4/conf/eth0/arp_ignore; sleep 0.002; done"],
+    );
+    let monitor = r[0].spawn("ip-monitor", "ip", &["-o", "monitor", "link", "address"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pings(&r[1], "10.84.0.100"), "the VIP does not answer:\n{}", lbd.log());
+    // 10 ms apart, all through the reloads.
+    let mut ping = r[1].spawn("ping", "ping", &["-n", "-i", "0.01", "-c", "400", "10.84.0.100"]);
+    std::thread::sleep(Duration::from_millis(300));
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140, 150, 140], Duration::from_millis(400));
+    let status = ping.wait(Duration::from_secs(10));
+    let (pinged, log, events) = (ping.log(), lbd.log(), monitor.log());
+    assert_eq!(log.matches("(VI_6) kept in MASTER STATE across the reload").count(), 5, "{log}");
+    // Exact: neither VMAC nor their VIPs went at any moment (VI_2's VIP, on eth0, does).
+    let deleted: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("Deleted") && (l.contains("vrrp.8") || l.contains("10.84.0.100")))
+        .collect();
+    assert!(deleted.is_empty(), "deleted during the reloads: {deleted:#?}\n{log}");
+    assert!(events.contains("Deleted") && events.contains("10.84.0.110"), "no event seen:\n{events}");
+    assert_eq!(vmacs(), before, "a VMAC made anew:\n{events}");
+    assert_eq!(log.matches("(vmac) vrrp.84 created on eth0").count(), 1, "{log}");
+    assert_eq!(log.matches("(vmac) vrrp.84 on eth0 already there").count(), 5, "{log}");
+    // And the client saw no gap (400 pings, 10 ms apart: a loss beyond one is not noise).
+    let received = pinged
+        .lines()
+        .find_map(|l| l.split(", ").nth(1)?.strip_suffix(" received")?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no ping summary ({status:?}):\n{pinged}"));
+    assert!(received >= 399, "{received} of 400 pings answered:\n{pinged}\n{log}");
+    w1.assert_steady(true, Duration::from_millis(100));
+    w6.assert_steady(true, Duration::from_millis(100));
+    let samples = arp_ignore.log();
+    assert!(samples.lines().count() > 500, "{samples}");
+    assert!(samples.lines().all(|l| l == "1"), "eth0's arp_ignore went back during a reload:\n{log}");
+    drop(arp_ignore);
+    // The watchers (every 5 ms) saw each VIP arrive once and never leave.
+    for watch in [&w1, &w6] {
+        let changes: Vec<bool> =
+            watch.timeline().into_iter().map(|(_, holds)| holds).skip_while(|h| !h).collect();
+        assert_eq!(changes, [true], "{log}");
+    }
+    // keepalived puts the parent's settings back as it stops.
+    terminate(&mut lbd, "lbd");
+    assert_eq!(arp_settings(&r[0], "eth0"), ["0", "0"], "eth0's arp_ignore, arp_filter not restored");
+}
+
+#[test]
+fn without_a_configured_source_ipv6_adverts_follow_the_interface_s_link_local_address() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 85, 3);
+    let vip: std::net::IpAddr = "fd00:85::100".parse().unwrap_or(ip4(85, 100));
+    let conf = |priority: u8| {
+        config("r", "", &[instance("VI_6", 85, priority, "0.2", &["fd00:85::100/64"], "  version 3\n")])
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let w3 = VipWatch::start(&r[2], "r3", vip);
+    let adverts = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "ip6", "proto", "112"]);
+    let first = r[0].link_local("eth0").to_string();
+    let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    // Two backups: another lbd and keepalived 2.2.7.
+    let _peer = start_lbd(&mut lab, &r[1], "lbd2", &conf(100));
+    let _keepalived = start_keepalived(&lab, &r[2], "keepalived3", &conf(50));
+    let from = |source: &str| adverts.log().lines().any(|l| l.contains(&format!("IP6 {source} > ff02::12")));
+    wait_until(Duration::from_secs(2), "adverts from eth0's link-local address", || from(&first));
+    // Another link-local address, then the first one gone: the adverts move to it, and the peer
+    // keeps seeing its master (no FAULT, no takeover).
+    r[0].ip(&["addr", "add", "fe80::85:9/64", "dev", "eth0", "nodad"]);
+    r[0].ip(&["addr", "del", &format!("{first}/64"), "dev", "eth0"]);
+    wait_until(Duration::from_secs(2), "adverts from fe80::85:9", || from("fe80::85:9"));
+    w1.assert_steady(true, Duration::from_millis(800));
+    assert!(w2.timeline().iter().all(|(_, holds)| !holds), "r2 took over:\n{}", lbd.log());
+    assert!(w3.timeline().iter().all(|(_, holds)| !holds), "keepalived took over:\n{}", lbd.log());
+    let log = lbd.log();
+    assert!(log.contains(&format!("Deassigned address {first} from interface eth0")), "{log}");
+    assert!(log.contains("(VI_6) adverts now from fe80::85:9") && !log.contains("FAULT"), "{log}");
+    // No link-local address left: FAULT, and the peer takes over.
+    r[0].ip(&["addr", "del", "fe80::85:9/64", "dev", "eth0"]);
+    w2.wait_for(true, Duration::from_secs(3));
+    w1.wait_for(false, Duration::from_secs(2));
+    wait_until(Duration::from_secs(2), "FAULT", || lbd.log().contains("(VI_6) Entering FAULT STATE"));
+    // A new one, through duplicate address detection (about a second): taken once it is out of
+    // it (a socket cannot be bound to a tentative address), then MASTER again from it.
+    r[0].sysctl("net.ipv6.conf.eth0.accept_dad", "1");
+    r[0].ip(&["addr", "add", "fe80::85:10/64", "dev", "eth0"]);
+    let shown = r[0].ip(&["-6", "addr", "show", "dev", "eth0"]);
+    assert!(shown.contains("tentative"), "no duplicate address detection:\n{shown}");
+    w1.wait_for(true, Duration::from_secs(5));
+    wait_until(Duration::from_secs(2), "adverts from fe80::85:10", || from("fe80::85:10"));
+    let log = lbd.log();
+    assert!(log.contains("Assigned address fe80::85:10 for interface eth0"), "{log}");
+    assert!(!log.contains("cannot send from"), "a tentative address was tried:\n{log}");
+    assert_eq!(log.matches("Entering FAULT STATE").count(), 1, "{log}");
+}
+
+#[test]
+fn a_reload_removes_the_vmacs_of_instances_it_deletes_or_takes_use_vmac_from() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 86, 1);
+    let vmac = |vrid: u8| {
+        instance("VI_1", vrid, 150, "0.2", &[&format!("10.86.0.{vrid}/24")], "  version 3\n  use_vmac\n")
+            .replace("VI_1", &format!("VI_{vrid}"))
+    };
+    let plain = |vrid: u8| {
+        instance(&format!("VI_{vrid}"), vrid, 150, "0.2", &[&format!("10.86.0.{vrid}/24")], "  version 3\n")
+    };
+    let w1 = VipWatch::start(&r[0], "r1", ip4(86, 87));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &config("r1", "", &[vmac(86), vmac(87), vmac(88)]));
+    w1.wait_for(true, Duration::from_secs(5));
+    let kept = ifindex(&r[0], "vrrp.87");
+    // VI_86 deleted, VI_88 without use_vmac now, VI_87 unchanged.
+    lab.write_file("lbd.conf", &config("r1", "", &[vmac(87), plain(88)]));
+    lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(5), "the reload", || {
+        lbd.log().contains("(VI_87) kept in MASTER STATE across the reload")
+    });
+    wait_until(Duration::from_secs(3), "vrrp.86 and vrrp.88 removed", || {
+        r[0].try_ip(&["link", "show", "vrrp.86"]).is_err()
+            && r[0].try_ip(&["link", "show", "vrrp.88"]).is_err()
+    });
+    assert_eq!(ifindex(&r[0], "vrrp.87"), kept, "{}", lbd.log());
+    w1.assert_steady(true, Duration::from_millis(300));
+    terminate(&mut lbd, "lbd");
+    assert!(r[0].try_ip(&["link", "show", "vrrp.87"]).is_err(), "vrrp.87 left after the stop");
+}
+
+#[test]
+fn disable_local_igmp_keeps_reloads_off_the_wire_too() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 87, 2);
+    let igmp = tcpdump(&r[1], &["-i", "eth0", "-nn", "-l", "igmp"]);
+    let conf = |priority: u8| config("r1", "  disable_local_igmp\n", &kept_and_changing(87, "", priority));
+    let w1 = VipWatch::start(&r[0], "r1", ip4(87, 100));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140], Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    // Neither a leave as the old engine's socket closes nor a join as the new one's opens.
+    assert!(!igmp.log().contains("10.87.0.1 > "), "r1 reported its group:\n{}", igmp.log());
+    // The last engine puts the setting back.
+    terminate(&mut lbd, "lbd");
+    let out = r[0].exec("cat", &["/proc/sys/net/ipv4/igmp_link_local_mcast_reports"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+}
+
+#[test]
+fn a_reload_sends_no_igmp_or_mld_report_from_a_kept_vmac() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 89, 2);
+    let conf = |priority: u8| vmac_masters(89, priority);
+    let w1 = VipWatch::start(&r[0], "r1", ip4(89, 100));
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf(150));
+    w1.wait_for(true, Duration::from_secs(5));
+    // MLD reports carry a hop-by-hop header: "ip6", not "icmp6".
+    let reports = tcpdump(&r[1], &["-i", "eth0", "-e", "-nn", "-l", "igmp or ip6"]);
+    reload_keeping_vi_1(&lab, &lbd, conf, &[140, 150, 140], Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = reports.log();
+    // keepalived's rules send them through the parent: from its MAC, never the virtual MAC (which
+    // would move the switches' entry for it) as the old sockets leave and the new ones join:
+    // IGMP for the IPv4 instance's VMAC, MLD for the IPv6 one's (the rules keepalived makes; the
+    // IPv4 VMAC's own link-local address is the kernel's business).
+    let from_vmac: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            (l.contains("00:00:5e:00:01:59 >") && l.contains("igmp"))
+                || (l.contains("00:00:5e:00:02:5b >") && l.contains("multicast listener"))
+        })
+        .collect();
+    assert!(from_vmac.is_empty(), "reports from a VMAC: {from_vmac:#?}\n{}", lbd.log());
+    assert!(log.contains("igmp v3 report"), "no report seen at all:\n{log}");
+    terminate(&mut lbd, "lbd");
 }

@@ -332,6 +332,7 @@ impl Daemon {
         let mut connections_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         connections_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sync_next = tokio::time::Instant::now();
+        let mut failed = None;
         loop {
             let request = tokio::select! {
                 request = self.signals.next() => request,
@@ -408,6 +409,18 @@ impl Daemon {
                     }
                     continue;
                 }
+                ended = vrrp_ended(&mut self.vrrp) => {
+                    // VRRP could not start: the child stops, and lbd with it (a permanent
+                    // error), as keepalived's VRRP child does.
+                    self.vrrp = None;
+                    match ended {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
                 desired = checks_changed(&mut self.checks) => {
                     if let Some(dataplane) = &mut self.dataplane {
                         match dataplane.apply(&desired) {
@@ -436,7 +449,11 @@ impl Daemon {
                 Request::Json => self.write_dump(dump::Kind::Json).await,
             }
         }
-        self.stop().await
+        self.stop().await?;
+        match failed {
+            Some(e) => Err(anyhow::Error::new(e).context("VRRP could not start: stopping")),
+            None => Ok(()),
+        }
     }
 
     /// SIGHUP: reads the configuration again and applies what changed.
@@ -664,6 +681,14 @@ async fn recv_status(
 ) -> Option<status::SnapshotRequest> {
     match requests {
         Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The VRRP engine's end, if it runs and ends by itself ([`VrrpTask::ended`]).
+async fn vrrp_ended(vrrp: &mut Option<VrrpTask>) -> Result<(), crate::vrrp::VrrpError> {
+    match vrrp {
+        Some(vrrp) => vrrp.ended().await,
         None => std::future::pending().await,
     }
 }

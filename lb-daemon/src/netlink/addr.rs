@@ -99,6 +99,9 @@ pub struct InstalledAddress {
     pub valid_left: Option<u32>,
     /// A secondary address (another of the same subnet came first).
     pub secondary: bool,
+    /// An IPv6 address still in (or failed) duplicate address detection: nothing can be sent
+    /// from it yet.
+    pub tentative: bool,
 }
 
 impl std::fmt::Display for InterfaceAddress {
@@ -186,6 +189,10 @@ impl Netlink {
                     prefix_len: m.header.prefix_len,
                     valid_left,
                     secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
+                    tentative: m
+                        .header
+                        .flags
+                        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed),
                 })
             })
             .collect())

@@ -40,27 +40,28 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 impl Netlink {
-    /// Creates (or finds, if a previous run left it) the macvlan `name` on `parent` with `mac`,
-    /// in private mode as keepalived does, and brings it up. With `link_local` (an IPv6
-    /// instance's macvlan), the kernel generates no IPv6 address on it and it gets `link_local`.
+    /// Creates (or finds, if a previous run or a reload's previous engine left it) the macvlan
+    /// `name` on `parent` with `mac`, in private mode as keepalived does, and brings it up. With
+    /// `link_local` (an IPv6 instance's macvlan), the kernel generates no IPv6 address on it and
+    /// it gets `link_local`. Returns it, and whether it was created (rather than found).
     pub async fn create_vmac(
         &self,
         name: &str,
         parent: u32,
         mac: [u8; 6],
         link_local: Option<Ipv6Addr>,
-    ) -> Result<Link, NetlinkError> {
+    ) -> Result<(Link, bool), NetlinkError> {
         let builder = LinkMacVlan::new(name, parent, MacVlanMode::Private).address(mac.to_vec());
         // Down first when it needs IPv6 settings: the kernel adds its link-local address as the
         // interface comes up.
         let message = if link_local.is_some() { builder.build() } else { builder.up().build() };
-        match self.handle().link().add(message).execute().await {
-            Ok(()) => {}
-            Err(e) if is_errno(&e, libc::EEXIST) => {}
+        let created = match self.handle().link().add(message).execute().await {
+            Ok(()) => true,
+            Err(e) if is_errno(&e, libc::EEXIST) => false,
             Err(source) => {
                 return Err(NetlinkError::Request { request: format!("creating macvlan {name}"), source });
             }
-        }
+        };
         let link = self.link_by_name(name).await?;
         if link_local.is_some() {
             // IN6_ADDR_GEN_MODE_NONE.
@@ -81,7 +82,7 @@ impl Netlink {
             };
             self.add_address(&address, Lifetime::Forever).await?;
         }
-        Ok(link)
+        Ok((link, created))
     }
 
     /// Sets interface `index` up or down (`ip link set dev X up|down`).

@@ -200,9 +200,9 @@ pub struct InstancePlan {
     /// `kernel_rx_buf_size`, else what `vrrp_rx_bufs_policy` gives it (0: neither): its share
     /// of its socket's receive buffer, which is the sum of its instances' shares.
     pub rx_buf_size: u32,
-    /// IPv4 without `mcast_src_ip` / `unicast_src_ip`: the source is the interface's address,
-    /// and follows it when it goes (keepalived 2.2.7: another address of the interface, or FAULT
-    /// until one comes).
+    /// Without `mcast_src_ip` / `unicast_src_ip`: the source is the interface's address (IPv4)
+    /// or link-local address (IPv6), and follows it when it goes (keepalived 2.2.7: another
+    /// address of the interface, or FAULT until one comes).
     pub source_follows_interface: bool,
     /// `dont_track_primary` without `nftables_ifindex`: its link-local VIPs are blocked by
     /// interface name rather than index, as keepalived does.
@@ -980,7 +980,7 @@ impl Planner<'_> {
             no_accept: !v.accept.unwrap_or(!strict) && v.priority != super::packet::PRIORITY_OWNER,
             link_local_by_name: v.dont_track_primary && !global.nftables_ifindex,
             rx_buf_size,
-            source_follows_interface: configured.is_none() && family == Family::Inet,
+            source_follows_interface: configured.is_none(),
         })
     }
 

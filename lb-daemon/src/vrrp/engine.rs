@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Handoff, StopKind, VrrpError,
+    ConfSetting, Handoff, Ipv4Setting, StopKind, VrrpError,
     addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
@@ -64,23 +64,40 @@ pub async fn run(
 ) -> Result<(), VrrpError> {
     // Tables a reload's previous engine left, unless this one takes them over.
     let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
+    // Settings it left as they were: this one puts them back.
+    let inherited = handoff
+        .lock()
+        .map(|mut h| Inherited {
+            conf: std::mem::take(&mut h.vmac_parent_conf),
+            ipv4: std::mem::take(&mut h.ipv4_settings),
+            masters: h.kept.iter().filter(|(_, s)| **s == State::Master).map(|(n, _)| n.clone()).collect(),
+        })
+        .unwrap_or_default();
     if config.vrrp_instances.is_empty() {
         if let Some(table) = &left {
             firewall::delete_tables(table).await;
         }
+        restore_conf(&inherited.conf);
+        restore_ipv4(&inherited.ipv4);
         let _ = stop.wait_for(Option::is_some).await;
         return Ok(());
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let built = Engine::build(config, netlink, updates_tx).await;
+    let built = Engine::build(config, netlink, updates_tx, inherited).await;
     if let Some(table) = &left {
         match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
             Some(firewall) => firewall.adopt(),
             None => firewall::delete_tables(table).await,
         }
     }
-    let mut engine = built?;
+    let mut engine = match built {
+        Ok(engine) => engine,
+        Err(e) => {
+            bfd.abort();
+            return Err(e);
+        }
+    };
     engine.status = status;
     engine.handoff = handoff;
     engine.publish_instances();
@@ -192,6 +209,9 @@ struct Runner {
     extra_garp_at: Option<Instant>,
     /// The state last mailed (`smtp_alert`).
     last_mail: Option<State>,
+    /// Its VIPs are in the firewall's drop sets (`no_accept`: from MASTER's VIPs being set,
+    /// or from the start for a MASTER a reload keeps, until they are removed).
+    firewall_blocked: bool,
 }
 
 impl Runner {
@@ -252,7 +272,8 @@ struct Engine {
     /// state to the notify FIFOs.
     fifo_write_states: bool,
     tasks: Vec<JoinHandle<()>>,
-    vmacs: Vec<u32>,
+    /// The use_vmac interfaces (index, name).
+    vmacs: Vec<(u32, String)>,
     log_unknown_vrids: bool,
     /// `vrrp_startup_delay`: no instance becomes MASTER before then.
     startup_hold: Option<Instant>,
@@ -260,24 +281,61 @@ struct Engine {
     /// States handed over by the previous engine (a reload) and, at a hand-off stop, to the
     /// next.
     handoff: Handoff,
-    /// `net.ipv4.conf` settings changed for `promote_secondaries` (interface, key, previous
-    /// value), put back at the stop as keepalived does.
-    restore_conf: Vec<(String, &'static str, String)>,
+    /// `net.ipv4.conf` settings changed for `promote_secondaries` and on the VMACs' parents
+    /// (`arp_ignore`, `arp_filter`), with their previous values, put back at the stop as
+    /// keepalived does.
+    restore_conf: Vec<ConfSetting>,
     /// `net.ipv4` settings changed (`disable_local_igmp`), with their previous values.
-    restore_ipv4: Vec<(&'static str, String)>,
+    restore_ipv4: Vec<Ipv4Setting>,
     /// The nftables table of the `no_accept` instances.
     firewall: Option<Firewall>,
 }
 
-/// The address adverts move to when theirs goes: an IPv4 address of the interface that is no
-/// instance's VIP, a primary one first.
-fn replacement_source(present: &[crate::netlink::addr::InstalledAddress], vips: &[IpAddr]) -> Option<IpAddr> {
-    let usable = || present.iter().filter(|a| a.addr.is_ipv4() && !vips.contains(&a.addr));
+/// The address adverts move to when `source` goes, among the interface's addresses
+/// `present`: of its family, no instance's VIP and usable as a source (RFC 5798 §5.1.2.1: an
+/// IPv6 link-local address, out of duplicate address detection); a primary IPv4 address first.
+fn replacement_source(
+    source: IpAddr,
+    present: &[crate::netlink::addr::InstalledAddress],
+    vips: &[IpAddr],
+) -> Option<IpAddr> {
+    let usable = || present.iter().filter(|a| usable_source(source, a) && !vips.contains(&a.addr));
     usable().find(|a| !a.secondary).or_else(|| usable().next()).map(|a| a.addr)
 }
 
+/// Whether adverts sent from `source` could be sent from `address` instead.
+fn usable_source(source: IpAddr, address: &crate::netlink::addr::InstalledAddress) -> bool {
+    match (source, address.addr) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => true,
+        (IpAddr::V6(_), IpAddr::V6(a6)) => a6.is_unicast_link_local() && !address.tentative,
+        _ => false,
+    }
+}
+
+/// The settings a reload's previous engine left as they were, with their values before lbd
+/// ([`super::Reload`]).
+#[derive(Debug, Default)]
+struct Inherited {
+    /// On the interfaces of the VMACs it left.
+    conf: Vec<ConfSetting>,
+    /// `net.ipv4` ones.
+    ipv4: Vec<Ipv4Setting>,
+    /// The instances it kept in MASTER: those that do not accept have their VIPs blocked from
+    /// the first transaction on (their drop rule never lapses).
+    masters: std::collections::HashSet<String>,
+}
+
+/// Puts back `net.ipv4.conf` settings.
+fn restore_conf(settings: &[ConfSetting]) {
+    for (interface, key, previous) in settings {
+        if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
+            warn!("cannot restore {key} on {interface}: {e}");
+        }
+    }
+}
+
 /// Puts back `net.ipv4` settings.
-fn restore_ipv4(settings: &[(&'static str, String)]) {
+fn restore_ipv4(settings: &[Ipv4Setting]) {
     for (key, previous) in settings {
         if let Err(e) = sysctl::set_ipv4(key, previous) {
             warn!("cannot restore {key}: {e}");
@@ -285,12 +343,52 @@ fn restore_ipv4(settings: &[(&'static str, String)]) {
     }
 }
 
-/// The `net.ipv4` settings an engine being built has changed: put back if the build fails.
-struct Ipv4Restore(Vec<(&'static str, String)>);
+/// What an engine being built has made so far, all undone if the build fails: keepalived's
+/// VRRP child that cannot start leaves nothing behind (and the next start would otherwise read
+/// the changed settings as the ones to restore).
+///
+/// [`Unwind::undo`] undoes it all. Dropped without it (a panic, or the build's future dropped),
+/// the tasks still stop, the settings are still put back and the [`Firewall`]'s own task deletes
+/// its tables; only the VMACs stay, as removing them needs to wait for netlink. A build that
+/// succeeds moves everything into the [`Engine`], which undoes it as it stops.
+#[derive(Default)]
+struct Unwind {
+    /// `net.ipv4` settings changed, with their previous values.
+    restore_ipv4: Vec<Ipv4Setting>,
+    /// `net.ipv4.conf` settings changed (the VMACs' parents'), with their previous values.
+    restore_conf: Vec<ConfSetting>,
+    /// The use_vmac interfaces created (index, name).
+    vmacs: Vec<(u32, String)>,
+    /// The monitoring tasks started (links, addresses, scripts, files).
+    tasks: Vec<JoinHandle<()>>,
+    /// The nftables tables (the VMACs' IGMP / MLD rules).
+    firewall: Option<Firewall>,
+}
 
-impl Drop for Ipv4Restore {
+impl Unwind {
+    /// Stops the tasks, deletes the tables, puts the settings back and removes the VMACs.
+    async fn undo(mut self, netlink: &Netlink) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
+        for (index, name) in std::mem::take(&mut self.vmacs) {
+            remove_vmac(netlink, index, &name).await;
+        }
+    }
+}
+
+impl Drop for Unwind {
     fn drop(&mut self) {
-        restore_ipv4(&self.0);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
     }
 }
 
@@ -310,24 +408,50 @@ struct SocketKey {
 }
 
 impl Engine {
+    /// Builds the engine of `config`; if that fails part way, what was made is undone first
+    /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left as they were,
+    /// which this one puts back.
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
+        inherited: Inherited,
+    ) -> Result<Self, VrrpError> {
+        let mut made = Unwind::default();
+        made.restore_conf = inherited.conf;
+        if config.global_defs.disable_local_igmp {
+            made.restore_ipv4 = inherited.ipv4;
+        } else {
+            restore_ipv4(&inherited.ipv4);
+        }
+        match Self::build_with(config, &netlink, updates, &inherited.masters, &mut made).await {
+            Ok(engine) => Ok(engine),
+            Err(e) => {
+                made.undo(&netlink).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Engine::build`], recording in `made` what it makes until the engine takes it.
+    /// `kept_masters`: the instances a reload keeps in MASTER.
+    async fn build_with(
+        config: &Config,
+        netlink: &Netlink,
+        updates: mpsc::UnboundedSender<TrackUpdate>,
+        kept_masters: &std::collections::HashSet<String>,
+        made: &mut Unwind,
     ) -> Result<Self, VrrpError> {
         // disable_local_igmp: no IGMP reports for 224.0.0.0/24 while VRRP runs (keepalived 2.2.7
         // sets it with or without use_vmac, and puts it back as it stops), before
         // any socket joins a group.
-        // Put back if the build fails (the next start would read 0 as the value to restore).
-        let mut restore_ipv4 = Ipv4Restore(Vec::new());
         if config.global_defs.disable_local_igmp {
             match sysctl::set_ipv4("igmp_link_local_mcast_reports", "0") {
-                Ok(Some(previous)) => restore_ipv4.0.push(("igmp_link_local_mcast_reports", previous)),
+                Ok(Some(previous)) => made.restore_ipv4.push(("igmp_link_local_mcast_reports", previous)),
                 Ok(None) => {}
                 Err(e) => warn!("disable_local_igmp: {e}"),
             }
         }
-        let mut vmacs = Vec::new();
         let mut created_vmacs = Vec::new();
         for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
             let created = async {
@@ -349,28 +473,39 @@ impl Engine {
             }
             .await;
             match created {
-                Ok(link) => {
+                Ok((link, created)) => {
                     // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for
                     // the VIPs, the macvlan answers only for its own addresses and hears the other
                     // routers although it has no address of its own.
-                    for (interface, key, value) in [
-                        (name.as_str(), "arp_ignore", "1"),
-                        (name.as_str(), "accept_local", "1"),
-                        (name.as_str(), "rp_filter", "0"),
-                        (name.as_str(), "promote_secondaries", "1"),
-                        (parent.as_str(), "arp_ignore", "1"),
-                        (parent.as_str(), "arp_filter", "1"),
+                    for (key, value) in [
+                        ("arp_ignore", "1"),
+                        ("accept_local", "1"),
+                        ("rp_filter", "0"),
+                        ("promote_secondaries", "1"),
                     ] {
-                        set_ipv4_conf(interface, key, value);
+                        set_ipv4_conf(&name, key, value);
                     }
-                    info!("(vmac) {name} created on {parent}");
-                    vmacs.push(link.index);
+                    // The parent's are put back as lbd stops, as keepalived does (the first
+                    // value seen is the one before lbd).
+                    for key in ["arp_ignore", "arp_filter"] {
+                        match sysctl::set_ipv4_conf(&parent, key, "1") {
+                            Ok(Some(previous)) => made.restore_conf.push((parent.clone(), key, previous)),
+                            Ok(None) => {}
+                            Err(e) => warn!("cannot set {key} of {parent} to 1: {e}"),
+                        }
+                    }
+                    if created {
+                        info!("(vmac) {name} created on {parent}");
+                    } else {
+                        info!("(vmac) {name} on {parent} already there");
+                    }
+                    made.vmacs.push((link.index, name.clone()));
                     created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
             }
         }
-        let host = read_host(&netlink).await.map_err(VrrpError::Netlink)?;
+        let host = read_host(netlink).await.map_err(VrrpError::Netlink)?;
         let (plan, problems) = plan(config, &host);
         for problem in &problems {
             warn!("{problem}");
@@ -389,11 +524,17 @@ impl Engine {
             };
             info!("{why} - using nftables (table {})", firewall.table);
         }
-        let firewall = firewall.map(Firewall::spawn);
-        if let Some(firewall) = &firewall
-            && !created_vmacs.is_empty()
-        {
-            firewall.vmacs(created_vmacs, !config.global_defs.disable_local_igmp).await;
+        made.firewall = firewall.map(Firewall::spawn);
+        // The non-accepting MASTERs a reload keeps: blocked in the transaction that replaces the
+        // previous engine's tables, as they were there.
+        let pre_blocked =
+            |instance: &InstancePlan| instance.no_accept && kept_masters.contains(&instance.name);
+        if let Some(firewall) = &made.firewall {
+            let entries: Vec<Blocked> =
+                instances.iter().filter(|i| pre_blocked(i)).flat_map(blocked).collect();
+            if !created_vmacs.is_empty() || !entries.is_empty() {
+                firewall.start(created_vmacs, !config.global_defs.disable_local_igmp, entries).await;
+            }
         }
 
         let mut track = TrackStatus::default();
@@ -407,10 +548,11 @@ impl Engine {
         );
         let cmd_rcvbuf =
             RcvBuf::from_keywords(global.vrrp_netlink_cmd_rcv_bufs, global.vrrp_netlink_cmd_rcv_bufs_force);
-        let mut tasks = vec![
+        let tasks = &mut made.tasks;
+        tasks.push(
             track::spawn_links(updates.clone(), monitor_rcvbuf, linkbeat.clone())
                 .map_err(VrrpError::Netlink)?,
-        ];
+        );
         if !linkbeat.is_empty() {
             info!("Using MII-BMSR/ETHTOOL NIC polling thread(s)... ({})", linkbeat.join(", "));
             tasks.push(track::spawn_linkbeat(linkbeat, updates.clone()));
@@ -447,6 +589,8 @@ impl Engine {
         // Sync groups refer to instances by index: an instance that cannot run leaves a hole
         // that the groups must skip.
         let mut index_map = Vec::new();
+        // Blocked from the start, but not running after all: unblocked.
+        let mut left_out = Vec::new();
         for instance in instances {
             let source = instance.params.source_address;
             let group = match instance.transport {
@@ -469,6 +613,7 @@ impl Engine {
                             instance.name, instance.interface.name
                         );
                         index_map.push(None);
+                        left_out.push(instance);
                         continue;
                     }
                 },
@@ -478,6 +623,7 @@ impl Engine {
                 Err(e) => {
                     error!("({}) {e}", instance.name);
                     index_map.push(None);
+                    left_out.push(instance);
                     continue;
                 }
             };
@@ -485,6 +631,7 @@ impl Engine {
             let old_checksum =
                 matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             let lease_vips = instance.vips.iter().chain(&instance.excluded).cloned().collect();
+            let firewall_blocked = made.firewall.is_some() && pre_blocked(&instance);
             runners.push(Runner {
                 lease_name: Arc::from(instance.name.as_str()),
                 lease_vips,
@@ -503,7 +650,15 @@ impl Engine {
                 old_checksum,
                 extra_garp_at: None,
                 last_mail: None,
+                firewall_blocked,
             });
+        }
+        if let Some(firewall) = &made.firewall {
+            let entries: Vec<Blocked> =
+                left_out.iter().filter(|i| pre_blocked(i)).flat_map(blocked).collect();
+            if !entries.is_empty() {
+                firewall.unblock(entries);
+            }
         }
         // kernel_rx_buf_size / vrrp_rx_bufs_policy: a socket's buffer is the sum of its
         // instances' shares, as keepalived sets it.
@@ -537,12 +692,12 @@ impl Engine {
         if runners.is_empty() {
             return Err(VrrpError::NoInstance);
         }
-        let mut restore_conf = Vec::new();
+        let mut restore_conf = std::mem::take(&mut made.restore_conf);
         for runner in runners.iter().filter(|r| r.plan.promote_secondaries) {
             // keepalived sets it on the instance's interface (`vrrp->ifp`: the macvlan with
             // use_vmac, where lbd has set it already).
             let interface = runner.plan.vmac.as_ref().map_or(&runner.plan.base_interface.name, |v| &v.name);
-            if restore_conf.iter().any(|(name, _, _)| name == interface) {
+            if restore_conf.iter().any(|(name, key, _)| name == interface && *key == "promote_secondaries") {
                 continue;
             }
             match sysctl::set_ipv4_conf(interface, "promote_secondaries", "1") {
@@ -567,15 +722,15 @@ impl Engine {
             smtp,
             no_email_faults: config.global_defs.no_email_faults,
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
-            tasks,
-            vmacs,
+            tasks: std::mem::take(&mut made.tasks),
+            vmacs: std::mem::take(&mut made.vmacs),
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
             handoff: Handoff::default(),
             restore_conf,
-            restore_ipv4: std::mem::take(&mut restore_ipv4.0),
-            firewall,
+            restore_ipv4: std::mem::take(&mut made.restore_ipv4),
+            firewall: made.firewall.take(),
         })
     }
 
@@ -1052,10 +1207,12 @@ impl Engine {
                 // IPADDRESS_ADD): a non-accepting MASTER must not answer on its VIPs, not even
                 // for a moment.
                 if runner.plan.no_accept
+                    && !runner.firewall_blocked
                     && let Some(firewall) = &self.firewall
                 {
                     info!("({}) setting firewall drop rule", runner.plan.name);
                     firewall.block(blocked(&runner.plan), FIREWALL_WAIT).await;
+                    runner.firewall_blocked = true;
                 }
                 let lease = addr::lease(runner.machine.master_down_interval());
                 addr::add(&self.netlink, &runner.plan.name, &runner.plan.vips, Lifetime::Lease(lease)).await;
@@ -1078,12 +1235,12 @@ impl Engine {
                 addr::remove_routes(&self.netlink, &runner.plan.name, &runner.plan.routes).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.vips).await;
                 addr::remove(&self.netlink, &runner.plan.name, &runner.plan.excluded).await;
-                if runner.plan.no_accept
-                    && runner.vips_installed
+                if runner.firewall_blocked
                     && let Some(firewall) = &self.firewall
                 {
                     info!("({}) removing firewall drop rule", runner.plan.name);
                     firewall.unblock(blocked(&runner.plan));
+                    runner.firewall_blocked = false;
                 }
                 runner.vips_installed = false;
                 runner.lease_renewed = None;
@@ -1161,23 +1318,32 @@ impl Engine {
         }
     }
 
-    /// An IPv4 address went from or came to `ifindex`: the instances whose source follows their
+    /// An address went from or came to `ifindex`: the instances whose source follows their
     /// interface's address (no `mcast_src_ip` / `unicast_src_ip`) follow it as keepalived 2.2.7
-    /// does (measured): their source gone, they send from another address of the interface, or
-    /// without one go to FAULT ("Deassigned address"), until an address comes ("Assigned
-    /// address"; BACKUP, then MASTER from the new source).
+    /// does (measured with IPv4): their source gone, they send from another address of the
+    /// interface, or without one go to FAULT ("Deassigned address"), until an address comes
+    /// ("Assigned address"; BACKUP, then MASTER from the new source). IPv6 instances do the same
+    /// with the link-local addresses of their interface (the VMAC's with use_vmac); one in
+    /// duplicate address detection counts once the kernel says it is out of it (a second
+    /// RTM_NEWADDR).
     async fn source_changed(&mut self, ifindex: u32, address: IpAddr, added: bool) {
         let following: Vec<usize> = (0..self.runners.len())
             .filter(|&i| {
                 let runner = &self.runners[i];
                 let plan = &runner.plan;
+                let source = runner.machine.params().source_address;
                 // Only what can change something: no netlink dump for every VIP renewal.
-                let relevant =
-                    if added { runner.no_source } else { runner.machine.params().source_address == address };
+                let relevant = if added { runner.no_source } else { source == address };
+                // IPv4 sources are the base interface's addresses (with use_vmac too), IPv6 ones
+                // the link-local addresses of the interface the adverts go out of.
+                let interface = match source {
+                    IpAddr::V4(_) => plan.base_interface.index,
+                    IpAddr::V6(_) => plan.interface.index,
+                };
                 relevant
                     && plan.source_follows_interface
-                    && plan.base_interface.index == ifindex
-                    && address.is_ipv4()
+                    && interface == ifindex
+                    && address.is_ipv4() == source.is_ipv4()
             })
             .collect();
         if following.is_empty() {
@@ -1203,7 +1369,8 @@ impl Engine {
             let runner = &self.runners[i];
             let source = runner.machine.params().source_address;
             let replacement = if added {
-                if !runner.no_source || vips.contains(&address) || !is_present(address) {
+                let usable = present.iter().any(|p| p.addr == address && usable_source(source, p));
+                if !runner.no_source || vips.contains(&address) || !usable {
                     continue;
                 }
                 info!("Assigned address {address} for interface {link}");
@@ -1213,7 +1380,7 @@ impl Engine {
                     continue;
                 }
                 info!("Deassigned address {address} from interface {link}");
-                replacement_source(&present, &vips)
+                replacement_source(source, &present, &vips)
             };
             let switched = replacement.is_some_and(|new| self.switch_source(i, new));
             // No address to send from (or no socket on it): FAULT, rather than adverts from an
@@ -1325,7 +1492,7 @@ impl Engine {
         let mut vips = Vec::new();
         for vip in runner.plan.vips.iter().chain(&runner.plan.excluded) {
             let ifindex = vip.address.ifindex;
-            if (!self.vmacs.contains(&ifindex) && !extra.all)
+            if (!self.vmacs.iter().any(|(index, _)| *index == ifindex) && !extra.all)
                 || (ifindex == runner.plan.vip_interface && !xmit_base)
                 || interfaces.contains(&ifindex)
             {
@@ -1354,6 +1521,8 @@ impl Engine {
     async fn stop(mut self, kind: StopKind) {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
+        let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
+        let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
@@ -1423,10 +1592,13 @@ impl Engine {
         }
         // A reload keeping a non-accepting MASTER keeps the tables: its VIPs stay protected
         // until the next engine replaces them.
+        // So does one keeping VMACs: the rules that send their IGMP / MLD reports through their
+        // parents stay while this engine's sockets leave their groups, and until the next
+        // engine's first transaction replaces the tables.
         let keep_tables = kind == StopKind::Handoff
-            && self.runners.iter().any(|r| {
+            && (self.runners.iter().any(|r| {
                 r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
-            });
+            }) || self.vmacs.iter().any(|(_, name)| next_vmacs.contains(name)));
         handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;
@@ -1442,21 +1614,55 @@ impl Engine {
         if let Some(firewall) = self.firewall.take() {
             if keep_tables { firewall.leave().await } else { firewall.close().await }
         }
-        restore_ipv4(&self.restore_ipv4);
-        for (interface, key, previous) in &self.restore_conf {
-            // A reload's next engine sets it again if its configuration still asks.
-            if let Err(e) = sysctl::set_ipv4_conf(interface, key, previous) {
-                warn!("cannot restore {key} on {interface}: {e}");
+        // A reload's next engine has them (the sockets that close with this engine leave their
+        // groups unreported, and its own join unreported).
+        let ipv4 = std::mem::take(&mut self.restore_ipv4);
+        if kind == StopKind::Handoff {
+            if let Ok(mut shared) = self.handoff.lock() {
+                shared.ipv4_settings = ipv4;
             }
+        } else {
+            restore_ipv4(&ipv4);
         }
-        if kind == StopKind::Orderly {
-            for index in self.vmacs {
-                if let Err(e) = self.netlink.delete_link(index).await {
-                    warn!("cannot remove vmac interface {index}: {}", chain(&e));
+        // A reload's next engine sets them again if its configuration still asks, except the
+        // settings on the interfaces of the VMACs it keeps: those stay (their parents must not
+        // answer ARP for the VIPs on them) and it puts them back. -V leaves the VMACs, so those
+        // settings too.
+        let (kept, restored): (Vec<ConfSetting>, Vec<ConfSetting>) =
+            std::mem::take(&mut self.restore_conf).into_iter().partition(|(interface, key, _)| {
+                let vmac_parent = ["arp_ignore", "arp_filter"].contains(key);
+                match kind {
+                    StopKind::Handoff => vmac_parent && next_vmac_parents.contains(interface),
+                    StopKind::KeepVips => vmac_parent,
+                    StopKind::Orderly => false,
                 }
+            });
+        restore_conf(&restored);
+        if kind == StopKind::Handoff
+            && let Ok(mut shared) = self.handoff.lock()
+        {
+            shared.vmac_parent_conf = kept;
+        }
+        // A reload leaves the next engine the VMACs it has too (their VIPs on them), and
+        // removes the others (their instances deleted, or without use_vmac now).
+        for (index, name) in self.vmacs {
+            match kind {
+                StopKind::Orderly => remove_vmac(&self.netlink, index, &name).await,
+                StopKind::Handoff if !next_vmacs.contains(&name) => {
+                    remove_vmac(&self.netlink, index, &name).await;
+                }
+                StopKind::Handoff | StopKind::KeepVips => {}
             }
         }
         info!("VRRP stopped");
+    }
+}
+
+/// Removes use_vmac interface `name` (index `index`), logged.
+async fn remove_vmac(netlink: &Netlink, index: u32, name: &str) {
+    match netlink.delete_link(index).await {
+        Ok(_) => info!("(vmac) {name} removed"),
+        Err(e) => warn!("cannot remove vmac interface {name}: {}", chain(&e)),
     }
 }
 
@@ -1584,6 +1790,7 @@ mod tests {
             prefix_len: 24,
             valid_left: None,
             secondary,
+            tentative: false,
         }
     }
 
@@ -1594,8 +1801,33 @@ mod tests {
         // Another instance's VIP (10.0.0.100) came first; 10.0.0.7 is a secondary.
         let present = [v6, address(100, false), address(7, true), address(8, false)];
         let vips = [IpAddr::from([10, 0, 0, 100])];
-        assert_eq!(replacement_source(&present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
-        assert_eq!(replacement_source(&present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
-        assert_eq!(replacement_source(&present[..2], &vips), None);
+        let source = IpAddr::from([10, 0, 0, 1]);
+        assert_eq!(replacement_source(source, &present, &vips), Some(IpAddr::from([10, 0, 0, 8])));
+        assert_eq!(replacement_source(source, &present[..3], &vips), Some(IpAddr::from([10, 0, 0, 7])));
+        assert_eq!(replacement_source(source, &present[..2], &vips), None);
+    }
+
+    #[test]
+    fn an_ipv6_source_is_replaced_by_a_link_local_address_out_of_duplicate_address_detection() {
+        let v6 = |segments: [u16; 8], tentative: bool| InstalledAddress {
+            addr: IpAddr::from(segments),
+            prefix_len: 64,
+            tentative,
+            ..address(0, false)
+        };
+        let source = IpAddr::from([0xfe80_u16, 0, 0, 0, 0, 0, 0, 1]);
+        let global = v6([0xfd00, 0, 0, 0, 0, 0, 0, 9], false);
+        let vip = v6([0xfe80, 0, 0, 0, 0, 0, 0, 0x77], false);
+        let tentative = v6([0xfe80, 0, 0, 0, 0, 0, 0, 8], true);
+        let ready = v6([0xfe80, 0, 0, 0, 0, 0, 0, 9], false);
+        let vips = [vip.addr];
+        // Neither an IPv4 address, a global one, a VIP nor one in DAD.
+        let mut present = vec![address(8, false), global, vip, tentative];
+        assert_eq!(replacement_source(source, &present, &vips), None);
+        present.push(ready);
+        assert_eq!(
+            replacement_source(source, &present, &vips),
+            Some(IpAddr::from([0xfe80_u16, 0, 0, 0, 0, 0, 0, 9]))
+        );
     }
 }

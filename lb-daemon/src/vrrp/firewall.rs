@@ -21,7 +21,8 @@
 //!   tables are then made and its VIPs (`virtual_ipaddress` and `virtual_ipaddress_excluded`)
 //!   added to the sets; leaving MASTER removes them ("removing firewall drop rule") and leaves
 //!   the empty tables; stopping deletes the tables (a reload that keeps a non-accepting
-//!   MASTER leaves them to the next engine, which replaces them in its first transaction).
+//!   MASTER or a VMAC leaves them to the next engine, which replaces them in its first
+//!   transaction).
 //!
 //! lbd writes the same tables through the `nft` binary's JSON input (`nft -j -f -`), one
 //! transaction per change: [`Tables`] turns changes into commands (pure, unit-tested), and a
@@ -523,7 +524,8 @@ type Done = tokio::sync::oneshot::Sender<()>;
 
 #[derive(Debug)]
 enum Request {
-    Vmacs(Vec<Vmac>, bool, Done),
+    /// The VMACs' rules and what is blocked from the start, in one transaction.
+    Start(Vec<Vmac>, bool, Vec<Blocked>, Done),
     Block(Vec<Blocked>, Done),
     Unblock(Vec<Blocked>),
     /// Take over the tables a previous engine left.
@@ -552,8 +554,11 @@ impl Firewall {
             let mut tables = Tables::new(plan);
             loop {
                 let (commands, done, last) = match queue.recv().await {
-                    Some(Request::Vmacs(vmacs, igmp, done)) => {
-                        (tables.vmacs(&vmacs, igmp), Some(done), false)
+                    Some(Request::Start(vmacs, igmp, entries, done)) => {
+                        let mut commands =
+                            if vmacs.is_empty() { Vec::new() } else { tables.vmacs(&vmacs, igmp) };
+                        commands.extend(tables.block(&entries));
+                        (commands, Some(done), false)
                     }
                     Some(Request::Block(entries, done)) => (tables.block(&entries), Some(done), false),
                     Some(Request::Unblock(entries)) => (tables.unblock(&entries), None, false),
@@ -586,11 +591,14 @@ impl Firewall {
         &self.table
     }
 
-    /// Moves the IGMP (unless not `igmp`) and MLD reports of `vmacs` to their parents; returns
-    /// once the rules are in place (before the VRRP sockets join their groups).
-    pub async fn vmacs(&self, vmacs: Vec<Vmac>, igmp: bool) {
+    /// Moves the IGMP (unless not `igmp`) and MLD reports of `vmacs` to their parents and
+    /// drops traffic to and from `entries` (the VIPs of the non-accepting MASTERs a reload
+    /// keeps), in one transaction that replaces any tables left (a reload's previous engine's,
+    /// whose drop rules so stay in force); returns once it is done (before the VRRP sockets join
+    /// their groups).
+    pub async fn start(&self, vmacs: Vec<Vmac>, igmp: bool, entries: Vec<Blocked>) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.requests.send(Request::Vmacs(vmacs, igmp, done)).is_ok() {
+        if self.requests.send(Request::Start(vmacs, igmp, entries, done)).is_ok() {
             let _ = wait.await;
         }
     }

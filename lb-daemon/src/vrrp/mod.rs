@@ -87,10 +87,32 @@ pub struct Reload {
     /// The instances of the configuration being loaded: the others are deleted (their notify
     /// scripts get keepalived's FAULT, or DELETED with `notify_deleted`).
     pub next: std::collections::HashSet<String>,
-    /// The nftables tables the previous engine left for its kept MASTERs: the next engine
-    /// replaces them in its first transaction, or deletes them if it has none of that name.
+    /// The nftables tables the previous engine left for its kept non-accepting MASTERs and its
+    /// kept VMACs: the next engine replaces them in its first transaction, or deletes them if
+    /// it has none of that name.
     pub firewall_table: Option<String>,
+    /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
+    /// its others, and leaves these to the next engine, which finds them as they are (same
+    /// interface, its VIPs still on it).
+    pub next_vmacs: std::collections::HashSet<String>,
+    /// The interfaces those VMACs are on.
+    pub next_vmac_parents: std::collections::HashSet<String>,
+    /// `net.ipv4.conf` settings the previous engine changed on those interfaces (`arp_ignore`,
+    /// `arp_filter`), left as they are through the reload, with their values before lbd: the
+    /// next engine puts them back as it stops.
+    pub vmac_parent_conf: Vec<ConfSetting>,
+    /// `net.ipv4` settings the previous engine changed (`disable_local_igmp`), left as they are
+    /// through the reload (its sockets leave their groups unreported), with their values before
+    /// lbd: the next engine puts them back as it stops, or at once if its configuration no
+    /// longer asks for them.
+    pub ipv4_settings: Vec<Ipv4Setting>,
 }
+
+/// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
+pub type Ipv4Setting = (&'static str, String);
+
+/// A `net.ipv4.conf.INTERFACE.KEY` setting lbd changed: (interface, key, the value before).
+pub type ConfSetting = (String, &'static str, String);
 
 /// The [`Reload`] shared by the engine that stops and the one that starts.
 pub type Handoff = std::sync::Arc<std::sync::Mutex<Reload>>;
@@ -187,6 +209,9 @@ impl VrrpTask {
                 }
             }
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
+            let wanted = config::vmacs_wanted(&config);
+            reload.next_vmac_parents = wanted.iter().map(|v| v.parent.clone()).collect();
+            reload.next_vmacs = wanted.into_iter().map(|v| v.name).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
@@ -194,6 +219,16 @@ impl VrrpTask {
         let (netlink, handoff, bfd) = (self.netlink.clone(), self.handoff.clone(), self.bfd.clone());
         self.stop(StopKind::Handoff).await?;
         Ok(Self::spawn_after(config, netlink, handoff, bfd))
+    }
+
+    /// Waits until the engine ends by itself, which it does only when it cannot start (having
+    /// undone what it had made) or panics; its result. The task is then over: drop it, do not
+    /// [`VrrpTask::stop`] it.
+    pub async fn ended(&mut self) -> Result<(), VrrpError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(VrrpError::Panicked(e.to_string())),
+        }
     }
 
     /// The instances' state and counters, as the engine last published them.
