@@ -406,7 +406,8 @@ pub struct Settings {
     /// (the TOA option, as Alibaba's FNAT; `lbd_fnat_toa`).
     pub fnat_toa: u32,
     /// Bumped by the daemon on every apply that writes services or real servers: the XDP
-    /// program's flow cache ([`FlowCacheSlot`]) holds only slots of the current generation.
+    /// program's flow caches ([`FlowCacheSlot`], [`FlowCacheSlot6`]) serve only slots of the
+    /// current generation.
     pub generation: u32,
 }
 

@@ -43,11 +43,12 @@ pub mod maps {
     /// Array of one [`crate::lb::SynProxySecret`]: the SYN cookie key, which the daemon fills
     /// from getrandom once and which outlives daemon restarts with the pin.
     pub const SYNPROXY_SECRET: &str = "LBD_SYNPROXY_SECRET";
-    /// Program array: index [`crate::programs::FULL_PATH`] holds `lb_xdp_full`, which the entry
-    /// point `lb_xdp` tail-calls for every packet its flow cache does not send, index
-    /// [`crate::programs::V6_PATH`] `lb_xdp_v6`, which `lb_xdp_full` tail-calls for IPv6. Pinned, so that
-    /// the attached entry point still reaches it when the daemon is gone (the kernel empties a
-    /// program array when the last user-space reference to it closes).
+    /// Program array (8 entries, 2 used): index [`crate::programs::FULL_PATH`] holds
+    /// `lb_xdp_full`, which the entry point `lb_xdp` tail-calls for every packet its flow cache
+    /// does not send, index [`crate::programs::V6_PATH`] `lb_xdp_v6`, which both tail-call for
+    /// IPv6. Pinned, so that the attached entry point still reaches them when the daemon is
+    /// gone (the kernel empties a program array when the last user-space reference to it
+    /// closes).
     pub const PROGS: &str = "LBD_PROGS";
 
     /// Every map the daemon pins, by name. Pinned maps survive a daemon restart, and a
@@ -75,15 +76,16 @@ pub mod maps {
 /// Names of the programs in the object.
 pub mod programs {
     /// The load balancer's XDP entry point: sends what its flow cache holds, tail-calls
-    /// [`LB_XDP_FULL`] for the rest.
+    /// [`LB_XDP_V6`] for untagged IPv6 and [`LB_XDP_FULL`] for the rest.
     pub const LB_XDP: &str = "lb_xdp";
     /// The load balancer's full path, reached from [`LB_XDP`] by a tail call through
     /// [`crate::maps::PROGS`] at index [`FULL_PATH`]; never attached itself.
     pub const LB_XDP_FULL: &str = "lb_xdp_full";
     /// Index of [`LB_XDP_FULL`] in [`crate::maps::PROGS`].
     pub const FULL_PATH: u32 = 0;
-    /// The full path for IPv6 packets, reached from [`LB_XDP_FULL`] by a tail call through
-    /// [`crate::maps::PROGS`] at index [`V6_PATH`]; never attached itself.
+    /// The full path for IPv6 packets, with a flow cache of its own, reached from [`LB_XDP`]
+    /// or [`LB_XDP_FULL`] by a tail call through [`crate::maps::PROGS`] at index [`V6_PATH`];
+    /// never attached itself.
     pub const LB_XDP_V6: &str = "lb_xdp_v6";
     /// Index of [`LB_XDP_V6`] in [`crate::maps::PROGS`].
     pub const V6_PATH: u32 = 1;

@@ -28,8 +28,8 @@ use crate::{
     sched, synproxy, toa,
 };
 
-/// Balances one IP packet whose headers are `h`: the full path (`lb_xdp_full`), for what the
-/// entry point's flow cache did not send ([`cached`]).
+/// Balances one IP packet whose headers are `h`: the full path (`lb_xdp_full`, `lb_xdp_v6`),
+/// for what the flow caches did not send ([`cached`], [`cached6`]).
 ///
 /// Flow first: a packet that is not a bare SYN is looked up in the connection table before
 /// the service table, so a packet of an established flow (either direction) costs one hash
@@ -138,8 +138,9 @@ enum Tracked {
 }
 
 /// A packet of a live tracked flow, on the full path: its entry in the connection table is
-/// updated (TCP state, `last_seen_ns`), copied into a slot of the flow cache ([`cache::offer`]:
-/// its flow's, which the entry point then serves, or scratch) and the packet sent from there.
+/// updated (TCP state, `last_seen_ns`), copied into a slot of its family's flow cache
+/// ([`cache::offer`]: its flow's, which the entry point or `lb_xdp_v6` then serves, or
+/// scratch) and the packet sent from there.
 ///
 /// A flow is live while its real server's entry exists. That stands for its service too: the
 /// daemon never removes a service (or recreates it under a new id) without clearing its real

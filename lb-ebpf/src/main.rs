@@ -104,13 +104,14 @@ impl Outcome {
 }
 
 /// The load balancer, attached to every interface that carries virtual services: the entry
-/// point. It sends the packets of flows in its flow cache ([`balancer::cached`]) and
-/// tail-calls [`lb_xdp_full`] for everything else.
+/// point. It sends the IPv4 packets of flows in its flow cache ([`balancer::cached`]) and
+/// tail-calls [`lb_xdp_v6`] for untagged IPv6, [`lb_xdp_full`] for everything else.
 ///
-/// Two programs rather than one because the verifier walks each alone: with the cache's fast
-/// path ahead of the full path in one program, every way out of the fast path started another
-/// walk of the full path, past the verifier's limit of 1M instructions. A tail call costs a
-/// few nanoseconds on the packets the cache does not send; the cached ones make no call at all.
+/// Programs apart from the full path because the verifier walks each alone: with the cache's
+/// fast path ahead of the full path in one program, every way out of the fast path started
+/// another walk of the full path, past the verifier's limit of 1M instructions. A tail call
+/// costs a few nanoseconds on the packets the cache does not send; the cached ones make no
+/// call at all.
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     let Some(stats) = maps::global_stats() else { return xdp_action::XDP_PASS };
@@ -145,7 +146,9 @@ pub fn lb_xdp_full(ctx: XdpContext) -> u32 {
     full_path::<false>(&ctx)
 }
 
-/// The load balancer's full path for IPv6, reached from [`lb_xdp_full`] by a tail call.
+/// The load balancer's full path for IPv6, reached by a tail call from [`lb_xdp`] (untagged
+/// frames) or [`lb_xdp_full`] (tagged ones): the IPv6 flow cache ([`balancer::cached6`]),
+/// then the full path.
 #[xdp]
 pub fn lb_xdp_v6(ctx: XdpContext) -> u32 {
     full_path::<true>(&ctx)

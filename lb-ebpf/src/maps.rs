@@ -27,7 +27,11 @@ static LBD_STATS: PerCpuArray<GlobalStats, 1> = PerCpuArray::new();
 /// point tail-calls, and its IPv6 half (`lb_xdp_v6`) at `lb_common::programs::V6_PATH`; filled
 /// and pinned by the daemon.
 #[btf_map]
-pub(crate) static LBD_PROGS: ProgramArray<2> = ProgramArray::new();
+///
+/// Eight entries, of which two are used: room for later splits without changing the map's
+/// shape (a pinned array of another shape is replaced at an upgrade, see the daemon's
+/// `bridge_old_progs`).
+pub(crate) static LBD_PROGS: ProgramArray<8> = ProgramArray::new();
 
 /// Global settings, written by the daemon.
 #[btf_map]

@@ -76,6 +76,30 @@ impl XdpTestRun {
         Self::load_alone_into(ebpf, program)
     }
 
+    /// lbd's entry point and full path as an earlier build whose program array had `entries`
+    /// entries left them: the array pinned at `pin`, the full path at index 0, and no other
+    /// user-space reference to the array than the pin (that build's daemon has exited).
+    pub fn earlier_build(entries: u32, pin: &std::path::Path) -> Self {
+        use lb_common::{maps::PROGS, programs::LB_XDP_FULL};
+        crate::require_root();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(PROGS, entries)
+            .map_pin_path(PROGS, pin)
+            .load(lb_daemon::dataplane::xdp::OBJECT)
+            .unwrap_or_else(|e| panic!("loading the object: {e:?}"));
+        for name in [LB_XDP, LB_XDP_FULL] {
+            let xdp: &mut Xdp = ebpf.program_mut(name).expect("in the object").try_into().expect("XDP");
+            xdp.load()
+                .unwrap_or_else(|e| panic!("loading {name}: {}", lb_daemon::dataplane::xdp::error_chain(&e)));
+        }
+        let full: &Xdp = ebpf.program(LB_XDP_FULL).expect("loaded").try_into().expect("XDP");
+        let fd = full.fd().expect("loaded").try_clone().expect("dup");
+        let mut progs = aya::maps::ProgramArray::try_from(ebpf.take_map(PROGS).expect("program array"))
+            .expect("a program array");
+        progs.set(lb_common::programs::FULL_PATH, &fd, 0).expect("setting the full path");
+        Self { ebpf, program: LB_XDP.to_owned() }
+    }
+
     /// lbd's entry point alone, its program array left empty: every packet its flow cache does
     /// not send meets a failed tail call.
     pub fn lbd_entry_alone() -> Self {

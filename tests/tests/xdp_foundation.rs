@@ -224,3 +224,26 @@ fn test_run_verdicts_on_crafted_frames() {
     assert_eq!(stats.drop, 2);
     assert_eq!(stats.pass, 4);
 }
+
+#[test]
+fn an_upgrade_that_reshapes_the_program_array_keeps_the_old_entry_point_on_a_full_path() {
+    // An earlier build's entry point stays attached until the new daemon swaps its own into the
+    // links; meanwhile it tail-calls through the earlier, one-entry program array, which the
+    // new daemon unpins (another shape) and which the kernel would then empty.
+    let mut lab = Lab::new();
+    let pin_dir = lab.bpffs().join("lbd");
+    std::fs::create_dir_all(&pin_dir).unwrap();
+    let progs = pin_dir.join(lb_common::maps::PROGS);
+    let old = XdpTestRun::earlier_build(1, &progs);
+    let frame = Packet::tcp_syn("10.9.0.1:1000".parse().unwrap(), "10.0.0.100:80".parse().unwrap()).build();
+    old.run(&frame);
+    assert_eq!(old.stats().ipv4, 1, "the earlier build's full path");
+    let dataplane = lb_daemon::dataplane::xdp::XdpDataplane::load(&pin_dir).unwrap();
+    assert_eq!(aya::maps::MapInfo::from_pin(&progs).unwrap().max_entries(), 8, "the new array is pinned");
+    old.run(&frame);
+    let new = stats_via_aya(&pin_dir.join(GLOBAL_STATS));
+    // Not ready: the new daemon has applied no configuration yet.
+    assert_eq!((new.ipv4, new.pass_not_ready), (1, 1), "the new full path took the old entry point's packet");
+    assert_eq!(old.stats().ipv4, 1, "and the old one did not");
+    drop(dataplane);
+}

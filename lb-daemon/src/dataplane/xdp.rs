@@ -84,6 +84,10 @@ pub struct XdpDataplane {
     tables: Tables,
     /// The connection tables, for the connection sync (absent from old objects).
     conns: Option<Box<ConnMaps>>,
+    /// An earlier build's program array of another shape, unpinned, whose full path slot now
+    /// holds this build's full path (see [`bridge_old_progs`]); held until this dataplane goes.
+    #[expect(dead_code, reason = "held for its file descriptor only")]
+    old_progs: Option<Box<Map>>,
 }
 
 /// The load-balancing tables, if the object has them.
@@ -101,8 +105,9 @@ impl XdpDataplane {
         if bpffs::ensure(pin_dir)? {
             info!("mounted a bpffs on {}", pin_dir.display());
         }
-        for stale in drop_stale_pins(pin_dir)? {
-            warn!("{stale}; replaced by an empty map (its entries are lost, the other maps are kept)");
+        let stale = drop_stale_pins(pin_dir)?;
+        for dropped in &stale.dropped {
+            warn!("{dropped}; replaced by an empty map (its entries are lost, the other maps are kept)");
         }
         let mut loader = EbpfLoader::new();
         for &name in lb_common::maps::PINNED {
@@ -112,6 +117,10 @@ impl XdpDataplane {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         load_programs(&mut ebpf)?;
+        let old_progs = match stale.progs {
+            Some(old) => Some(Box::new(bridge_old_progs(&mut ebpf, old)?)),
+            None => None,
+        };
         if synproxy_secret(&mut ebpf)? {
             info!("wrote a new SYN cookie secret");
         }
@@ -134,7 +143,7 @@ impl XdpDataplane {
             }
             Err(missing) => Tables::Missing(missing),
         };
-        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables, conns })
+        Ok(Self { ebpf, pin_dir: pin_dir.to_path_buf(), attachments: Vec::new(), tables, conns, old_progs })
     }
 
     /// Uses `tunnel` rather than the kernel's routes to find TUN source addresses.
@@ -578,18 +587,29 @@ fn synproxy_secret(ebpf: &mut Ebpf) -> Result<bool, DataplaneError> {
     Ok(true)
 }
 
+/// What [`drop_stale_pins`] unpinned.
+struct Stale {
+    /// What was unpinned and why, for the log.
+    dropped: Vec<String>,
+    /// The program array, if it was of another shape: opened before it was unpinned.
+    progs: Option<MapData>,
+}
+
 /// Unpins the maps an earlier lbd left in `pin_dir` with another shape than this build's (key,
 /// value or entries: an upgrade that changed a table). The loader reuses a pinned map as it
 /// is, and the program would then fail verification, or read fields where they are not.
-/// Returns what was unpinned and why.
-fn drop_stale_pins(pin_dir: &Path) -> Result<Vec<String>, DataplaneError> {
+///
+/// The program array is opened before it is unpinned, and returned: the entry point an
+/// earlier build left attached tail-calls its full path through it, and the kernel empties a
+/// program array when its last user-space reference (here, the pin) goes.
+fn drop_stale_pins(pin_dir: &Path) -> Result<Stale, DataplaneError> {
     // A parse of its own (under a millisecond in a release build): aya 0.14's
     // `EbpfLoader::load` reuses a pin whatever its shape, so the check comes before the load,
     // and the loader takes only bytes, which it parses again (no parsed `Object`; a loaded
     // map's definition is private to aya).
     let object = aya_obj::Object::parse(OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(aya::EbpfError::from(e))))?;
-    let mut dropped = Vec::new();
+    let mut stale = Stale { dropped: Vec::new(), progs: None };
     for &name in lb_common::maps::PINNED {
         let path = pin_dir.join(name);
         let Some(def) = object.maps.get(name) else { continue };
@@ -610,13 +630,37 @@ fn drop_stale_pins(pin_dir: &Path) -> Result<Vec<String>, DataplaneError> {
             ),
             Err(e) => format!("unreadable ({e})"),
         };
+        if name == maps::PROGS {
+            match MapData::from_pin(&path) {
+                Ok(old) => stale.progs = Some(old),
+                Err(e) => warn!("{}: cannot open the earlier program array ({e})", path.display()),
+            }
+        }
         std::fs::remove_file(&path).map_err(|e| DataplaneError::PinDirectory {
             path: path.clone(),
             reason: format!("removing a stale pin: {e}"),
         })?;
-        dropped.push(format!("{}: pinned by an earlier lbd with {reason}", path.display()));
+        stale.dropped.push(format!("{}: pinned by an earlier lbd with {reason}", path.display()));
     }
-    Ok(dropped)
+    Ok(stale)
+}
+
+/// Puts this build's full path into an earlier build's program array `old` (index
+/// [`FULL_PATH`], where every build has had it), so that the entry point that build left
+/// attached keeps reaching a full path until [`XdpDataplane::attach`] swaps this build's entry
+/// point into its link: without it, every packet its flow cache did not send went to the
+/// kernel meanwhile, and for good if this build failed to attach. The new full path reaches
+/// the rest (`lb_xdp_v6`) through this build's own array.
+fn bridge_old_progs(ebpf: &mut Ebpf, old: MapData) -> Result<Map, DataplaneError> {
+    let full = xdp_program(ebpf, LB_XDP_FULL)?;
+    let fd = full.fd().map_err(|e| program_error("take the fd of", LB_XDP_FULL, None, e))?;
+    let mut old = Map::ProgramArray(old);
+    let mut array = ProgramArray::try_from(&mut old).map_err(|e| map_error(maps::PROGS, e))?;
+    array.set(FULL_PATH, fd, 0).map_err(|e| map_error(maps::PROGS, e))?;
+    info!(
+        "the earlier build's program array now leads to this build's full path until the links are swapped"
+    );
+    Ok(old)
 }
 
 /// The kernel's view of a map: its max_entries, after checking its key and value sizes.
@@ -785,8 +829,9 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 /// from its first packet). The program array stays in `ebpf`: the kernel empties it when its
 /// last user-space reference (an fd or a pin) goes.
 ///
-/// On a restart the array is the pinned one: the entry point an earlier run left attached
-/// tail-calls this full path from here on, until [`XdpDataplane::attach`] swaps this entry
+/// On a restart the array is the pinned one (or, after an upgrade that changed its shape, the
+/// earlier one gets this full path too: [`bridge_old_progs`]): the entry point an earlier run
+/// left attached tail-calls this full path from here on, until [`XdpDataplane::attach`] swaps this entry
 /// point into the links, a moment later. Meanwhile the old entry point still serves hits from
 /// its own flow cache, which this full path does not update: a state change (FIN, RST) seen
 /// then reaches the old cache only when its slot expires (at most a second), as a change on
