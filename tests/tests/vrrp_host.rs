@@ -15,7 +15,8 @@
 //! (no VMAC, table or setting left, lbd stopped); reloads keeping use_vmac masters (their VMACs
 //! and VIPs never deleted, the VIP answering pings 10 ms apart throughout) and removing the
 //! VMACs the new configuration no longer has, and no IGMP / MLD report from a VMAC's virtual MAC
-//! as its sockets close and open again.
+//! as its sockets close and open again; a reload whose new engine cannot start stopping the
+//! masters it kept as an orderly stop does (priority 0, VIPs and VMACs removed).
 
 mod vrrp_kit;
 
@@ -906,4 +907,81 @@ fn a_reload_sends_no_igmp_or_mld_report_from_a_kept_vmac() {
     assert!(from_vmac.is_empty(), "reports from a VMAC: {from_vmac:#?}\n{}", lbd.log());
     assert!(log.contains("igmp v3 report"), "no report seen at all:\n{log}");
     terminate(&mut lbd, "lbd");
+}
+
+/// A reload keeping `r1`'s VI_1 (MASTER, `extra`) whose new engine cannot start: lbd stops,
+/// and VI_1 stops as an orderly stop stops it (priority 0, its VIP gone at once), so `r2`'s
+/// backup takes over within its Skew_Time, not its Master_Down_Interval, and never both hold
+/// the VIP.
+fn a_failed_reload_releases_the_kept_master(subnet: u8, extra: &str) {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, subnet, 2);
+    let vip = ip4(subnet, 100);
+    // advert_int 1: Master_Down_Interval 3.6 s for the backup, Skew_Time 0.6 s.
+    let conf = |priority: u8| {
+        let blocks = [
+            instance(
+                "VI_1",
+                subnet,
+                150,
+                "1",
+                &[&format!("10.{subnet}.0.100/24")],
+                &format!("  version 3\n{extra}"),
+            ),
+            instance("VI_2", subnet + 1, priority, "1", &[&format!("10.{subnet}.0.110/24")], "  version 3\n"),
+        ];
+        config("r1", "", &blocks)
+    };
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let mut master = start_lbd(&mut lab, &r[0], "lbd1", &conf(150));
+    w1.wait_for(true, Duration::from_secs(8));
+    let backup_conf = config(
+        "r2",
+        "",
+        &[instance(
+            "VI_1",
+            subnet,
+            100,
+            "1",
+            &[&format!("10.{subnet}.0.100/24")],
+            &format!("  version 3\n{extra}"),
+        )],
+    );
+    let _backup = start_lbd(&mut lab, &r[1], "lbd2", &backup_conf);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(w1.holds() && !w2.holds(), "{}", master.log());
+    // eth0 renamed under the running lbd (its VIP stays on it): VI_1 is unchanged, so the
+    // reload keeps it, but the new engine finds no eth0 for any instance.
+    r[0].ip(&["link", "set", "eth0", "name", "eth9"]);
+    lab.write_file("lbd1.conf", &conf(140));
+    let reloaded = std::time::Instant::now();
+    master.signal(nix::sys::signal::Signal::SIGHUP);
+    let status = master.wait(Duration::from_secs(10));
+    let log = master.log();
+    assert!(!status.success(), "lbd exited with {status:?}:\n{log}");
+    assert!(log.contains("no VRRP instance can run"), "{log}");
+    let gone = w1.wait_for(false, Duration::from_secs(5));
+    let taken = w2.wait_for(true, Duration::from_secs(8));
+    let (gone, taken) = (gone.saturating_duration_since(reloaded), taken.saturating_duration_since(reloaded));
+    // At once, and in about the backup's Skew_Time (0.6 s), well under its 3.6 s.
+    assert!(gone < Duration::from_secs(1), "the VIP left after {}:\n{log}", vrrp_kit::ms(gone));
+    assert!(taken < Duration::from_millis(2000), "taken over after {}:\n{log}", vrrp_kit::ms(taken));
+    let both = vrrp_kit::longest_double_holding(&w1, &w2, std::time::Instant::now());
+    assert_eq!(both, Duration::ZERO, "both held the VIP:\n{log}");
+    assert!(log.contains("(VI_1) sent 0 priority"), "{log}");
+    if !extra.is_empty() {
+        assert!(r[0].try_ip(&["link", "show", &format!("vrrp.{subnet}")]).is_err(), "VMAC left:\n{log}");
+        // (eth0's arp_ignore / arp_filter cannot be put back: lbd knows them by the old name.)
+    }
+    assert!(ruleset(&r[0]).trim().is_empty(), "tables left behind:\n{}\n{log}", ruleset(&r[0]));
+}
+
+#[test]
+fn a_reload_that_cannot_start_stops_the_masters_it_kept_in_order() {
+    a_failed_reload_releases_the_kept_master(66, "");
+}
+
+#[test]
+fn a_reload_that_cannot_start_stops_the_use_vmac_masters_it_kept_in_order() {
+    a_failed_reload_releases_the_kept_master(68, "  use_vmac\n");
 }

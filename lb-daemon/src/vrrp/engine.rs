@@ -73,7 +73,12 @@ pub async fn run(
             masters: h.kept.iter().filter(|(_, s)| **s == State::Master).map(|(n, _)| n.clone()).collect(),
         })
         .unwrap_or_default();
+    // The MASTERs it kept, to stop in order if this engine cannot take them over.
+    let held = handoff.lock().map(|mut h| std::mem::take(&mut h.held)).unwrap_or_default();
     if config.vrrp_instances.is_empty() {
+        for (index, name) in release_held(&netlink, held).await {
+            remove_vmac(&netlink, index, &name).await;
+        }
         if let Some(table) = &left {
             firewall::delete_tables(table).await;
         }
@@ -84,13 +89,7 @@ pub async fn run(
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let built = Engine::build(config, netlink, updates_tx, inherited).await;
-    if let Some(table) = &left {
-        match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
-            Some(firewall) => firewall.adopt(),
-            None => firewall::delete_tables(table).await,
-        }
-    }
+    let built = Engine::build(config, netlink, updates_tx, inherited, held, left).await;
     let mut engine = match built {
         Ok(engine) => engine,
         Err(e) => {
@@ -363,22 +362,29 @@ struct Unwind {
     tasks: Vec<JoinHandle<()>>,
     /// The nftables tables (the VMACs' IGMP / MLD rules).
     firewall: Option<Firewall>,
+    /// The tables a reload's previous engine left.
+    left_table: Option<String>,
 }
 
 impl Unwind {
-    /// Stops the tasks, deletes the tables, puts the settings back and removes the VMACs.
+    /// Stops the tasks, removes the VMACs, deletes the tables and puts the settings back, in
+    /// an orderly stop's order (the VIPs, gone before, were never unprotected, nor the
+    /// parents answering ARP for them).
     async fn undo(mut self, netlink: &Netlink) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        if let Some(firewall) = self.firewall.take() {
-            firewall.close().await;
-        }
-        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
-        restore_conf(&std::mem::take(&mut self.restore_conf));
         for (index, name) in std::mem::take(&mut self.vmacs) {
             remove_vmac(netlink, index, &name).await;
         }
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
+        if let Some(table) = self.left_table.take() {
+            firewall::delete_tables(&table).await;
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
     }
 }
 
@@ -410,12 +416,16 @@ struct SocketKey {
 impl Engine {
     /// Builds the engine of `config`; if that fails part way, what was made is undone first
     /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left as they were,
-    /// which this one puts back.
+    /// which this one puts back; `held`: the MASTERs it kept, which this one stops in order
+    /// if it cannot take them over; `left`: the tables it left, which this one replaces or
+    /// deletes.
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
         inherited: Inherited,
+        held: Vec<Held>,
+        left: Option<String>,
     ) -> Result<Self, VrrpError> {
         let mut made = Unwind::default();
         made.restore_conf = inherited.conf;
@@ -425,8 +435,33 @@ impl Engine {
             restore_ipv4(&inherited.ipv4);
         }
         match Self::build_with(config, &netlink, updates, &inherited.masters, &mut made).await {
-            Ok(engine) => Ok(engine),
+            Ok(engine) => {
+                if let Some(table) = &left {
+                    match engine.firewall.as_ref().filter(|f| f.table() == table) {
+                        Some(firewall) => firewall.adopt(),
+                        None => firewall::delete_tables(table).await,
+                    }
+                }
+                // A kept MASTER this engine does not run after all (the host changed): stopped
+                // in order, as it would have been without the reload.
+                let (_taken, orphans): (Vec<Held>, Vec<Held>) =
+                    held.into_iter().partition(|h| engine.runners.iter().any(|r| r.plan.name == h.plan.name));
+                for (index, name) in release_held(&netlink, orphans).await {
+                    if !engine.vmacs.iter().any(|(i, _)| *i == index) {
+                        remove_vmac(&netlink, index, &name).await;
+                    }
+                }
+                Ok(engine)
+            }
             Err(e) => {
+                // keepalived's stop: the kept MASTERs' priority-0 adverts and VIPs first, then
+                // the VMACs (theirs too), the tables and the settings.
+                for vmac in release_held(&netlink, held).await {
+                    if !made.vmacs.iter().any(|(i, _)| *i == vmac.0) {
+                        made.vmacs.push(vmac);
+                    }
+                }
+                made.left_table = left;
                 made.undo(&netlink).await;
                 Err(e)
             }
@@ -1451,28 +1486,16 @@ impl Engine {
     }
 
     async fn send_advert(&mut self, i: usize, priority: u8) {
-        let sequence = self.runners[i].ah_sequence.next();
-        let runner = &self.runners[i];
-        let old_checksum = runner.old_checksum;
-        let advert = runner.machine.advert(priority);
-        let signing = match &runner.machine.params().authentication {
-            Authentication::Ah(key) => Some(AhSigning {
-                key,
-                sequence,
-                unicast: matches!(runner.plan.transport, Transport::Unicast { .. }),
-            }),
-            _ => None,
-        };
-        let socket = &self.sockets[runner.socket].1;
-        let destinations: Vec<IpAddr> = match &runner.plan.transport {
-            Transport::Multicast { group } => vec![*group],
-            Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
-        };
-        for destination in destinations {
-            if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
-                warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
-            }
-        }
+        let runner = &mut self.runners[i];
+        advertise(
+            &runner.plan,
+            &runner.machine,
+            &self.sockets[runner.socket].1,
+            &mut runner.ah_sequence,
+            runner.old_checksum,
+            priority,
+        )
+        .await;
     }
 
     /// `garp_extra_if`, checked as a MASTER sends an advert (as keepalived does): once its
@@ -1521,6 +1544,7 @@ impl Engine {
     async fn stop(mut self, kind: StopKind) {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
+        handoff.held.clear();
         let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
         let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
         let mut rest = Vec::new();
@@ -1529,8 +1553,25 @@ impl Engine {
             let name = &self.runners[i].plan.name;
             let kind = match handoff.kept.get_mut(name) {
                 Some(state) if kind == StopKind::Handoff => {
-                    // Silent: the next engine takes the instance over as it is.
-                    *state = self.runners[i].machine.state();
+                    // Silent: the next engine takes the instance over as it is (or stops it
+                    // in order if it cannot start).
+                    let runner = &self.runners[i];
+                    *state = runner.machine.state();
+                    if *state == State::Master && runner.vips_installed {
+                        let vmac = runner
+                            .plan
+                            .vmac
+                            .as_ref()
+                            .and_then(|v| self.vmacs.iter().find(|(_, name)| *name == v.name).cloned());
+                        handoff.held.push(Held {
+                            plan: runner.plan.clone(),
+                            machine: runner.machine.clone(),
+                            socket: self.sockets[runner.socket].1.clone(),
+                            ah_sequence: runner.ah_sequence,
+                            old_checksum: runner.old_checksum,
+                            vmac,
+                        });
+                    }
                     continue;
                 }
                 _ if kind == StopKind::Handoff => {
@@ -1664,6 +1705,69 @@ async fn remove_vmac(netlink: &Netlink, index: u32, name: &str) {
         Ok(_) => info!("(vmac) {name} removed"),
         Err(e) => warn!("cannot remove vmac interface {name}: {}", chain(&e)),
     }
+}
+
+/// Sends instance `plan`'s advert at `priority` from `socket` to its group or peers.
+async fn advertise(
+    plan: &InstancePlan,
+    machine: &Instance,
+    socket: &VrrpSocket,
+    ah_sequence: &mut ah::Sequence,
+    old_checksum: bool,
+    priority: u8,
+) {
+    let sequence = ah_sequence.next();
+    let advert = machine.advert(priority);
+    let signing = match &machine.params().authentication {
+        Authentication::Ah(key) => {
+            Some(AhSigning { key, sequence, unicast: matches!(plan.transport, Transport::Unicast { .. }) })
+        }
+        _ => None,
+    };
+    let destinations: Vec<IpAddr> = match &plan.transport {
+        Transport::Multicast { group } => vec![*group],
+        Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
+    };
+    for destination in destinations {
+        if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
+            warn!("({}) advert to {destination} not sent: {e}", plan.name);
+        }
+    }
+}
+
+/// A MASTER a reload keeps, as the engine that stopped left it (advertising no more, its VIPs
+/// still on their lease): what the next engine needs to stop it in order if it cannot start
+/// ([`release_held`]), as keepalived's stop would have.
+#[derive(Debug, Clone)]
+pub struct Held {
+    plan: InstancePlan,
+    machine: Instance,
+    socket: Arc<VrrpSocket>,
+    ah_sequence: ah::Sequence,
+    old_checksum: bool,
+    /// Its use_vmac interface (index, name), if it has one.
+    vmac: Option<(u32, String)>,
+}
+
+/// The MASTERs a reload kept, stopped as an orderly stop stops them, for a next engine that
+/// cannot start: every priority-0 advert first (the backups take over at once), then their
+/// VIPs, routes and rules go. Returns their VMACs, for the caller to remove next.
+async fn release_held(netlink: &Netlink, held: Vec<Held>) -> Vec<(u32, String)> {
+    let mut held = held;
+    for h in &mut held {
+        advertise(&h.plan, &h.machine, &h.socket, &mut h.ah_sequence, h.old_checksum, PRIORITY_STOP).await;
+        info!("({}) sent 0 priority", h.plan.name);
+    }
+    let mut vmacs = Vec::new();
+    for h in held {
+        info!("({}) removing VIPs.", h.plan.name);
+        addr::remove_rules(netlink, &h.plan.name, &h.plan.rules).await;
+        addr::remove_routes(netlink, &h.plan.name, &h.plan.routes).await;
+        addr::remove(netlink, &h.plan.name, &h.plan.vips).await;
+        addr::remove(netlink, &h.plan.name, &h.plan.excluded).await;
+        vmacs.extend(h.vmac);
+    }
+    vmacs
 }
 
 /// What instance `plan` blocks while MASTER: its VIPs, excluded ones included.

@@ -106,6 +106,10 @@ pub struct Reload {
     /// lbd: the next engine puts them back as it stops, or at once if its configuration no
     /// longer asks for them.
     pub ipv4_settings: Vec<Ipv4Setting>,
+    /// The instances the previous engine kept in MASTER, with their VIPs and advert sockets:
+    /// if the next engine cannot start, it sends their priority-0 adverts and removes their
+    /// VIPs (as an orderly stop does) rather than leaving the VIPs with nobody advertising.
+    pub held: Vec<engine::Held>,
 }
 
 /// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
