@@ -16,7 +16,8 @@
 //! and VIPs never deleted, the VIP answering pings 10 ms apart throughout) and removing the
 //! VMACs the new configuration no longer has, and no IGMP / MLD report from a VMAC's virtual MAC
 //! as its sockets close and open again; a reload whose new engine cannot start stopping the
-//! masters it kept as an orderly stop does (priority 0, VIPs and VMACs removed).
+//! masters it kept as an orderly stop does (priority 0, VIPs and VMACs removed), and one moving
+//! a use_vmac instance to another interface moving its VMAC (same name, new parent).
 
 mod vrrp_kit;
 
@@ -984,4 +985,40 @@ fn a_reload_that_cannot_start_stops_the_masters_it_kept_in_order() {
 #[test]
 fn a_reload_that_cannot_start_stops_the_use_vmac_masters_it_kept_in_order() {
     a_failed_reload_releases_the_kept_master(68, "  use_vmac\n");
+}
+
+#[test]
+fn a_reload_moving_a_use_vmac_instance_to_another_interface_moves_its_vmac() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 69, 2);
+    // A second LAN on eth1.
+    let switch = lab.netns("sw2");
+    for (i, router) in r.iter().enumerate() {
+        lab.plug(&switch, "br0", router, "eth1", &format!("q{}", i + 1));
+        router.addr("eth1", &format!("10.70.0.{}/24", i + 1));
+    }
+    let conf = |interface: &str, vip: &str| {
+        let block = instance("VI_1", 69, 150, "0.2", &[vip], "  version 3\n  use_vmac\n");
+        config("r1", "", &[block.replace("interface eth0", &format!("interface {interface}"))])
+    };
+    let parent = || {
+        let out = r[0].exec("ip", &["-o", "link", "show", "vrrp.69"]);
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap_or_default().to_owned()
+    };
+    let lbd = start_lbd(&mut lab, &r[0], "lbd", &conf("eth0", "10.69.0.100/24"));
+    wait_until(Duration::from_secs(5), "VI_1 on vrrp.69", || pings(&r[1], "10.69.0.100"));
+    assert_eq!(parent(), "vrrp.69@eth0:");
+    // The same VRID on eth1: vrrp.69 by name still, but on another parent.
+    let adverts = tcpdump(&r[1], &["-i", "eth1", "-e", "-nn", "-l", "ip", "proto", "112"]);
+    lab.write_file("lbd.conf", &conf("eth1", "10.70.0.100/24"));
+    lbd.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until(Duration::from_secs(5), "VI_1's VIP on eth1's LAN", || pings(&r[1], "10.70.0.100"));
+    let log = lbd.log();
+    assert_eq!(parent(), "vrrp.69@eth1:", "{log}");
+    wait_until(Duration::from_secs(3), "adverts from the VMAC on eth1", || {
+        adverts
+            .log()
+            .lines()
+            .any(|l| l.contains("00:00:5e:00:01:45 > 01:00:5e:00:00:12") && l.contains("10.70.0.1 >"))
+    });
 }

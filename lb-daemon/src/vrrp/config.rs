@@ -543,6 +543,7 @@ pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanErr
         loopback: false,
         mac: Vec::new(),
         mtu: 0,
+        parent: None,
     });
     for entry in &config.static_ipaddress {
         let planned = match (&entry.dev, &default_link) {

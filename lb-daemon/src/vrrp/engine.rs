@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    ConfSetting, Handoff, Ipv4Setting, StopKind, VrrpError,
+    ConfSetting, Handoff, Ipv4Setting, StopKind, VmacKey, VrrpError,
     addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
@@ -273,6 +273,8 @@ struct Engine {
     tasks: Vec<JoinHandle<()>>,
     /// The use_vmac interfaces (index, name).
     vmacs: Vec<(u32, String)>,
+    /// What they were made as (a reload's next engine keeps those it wants the same).
+    vmac_keys: Vec<VmacKey>,
     log_unknown_vrids: bool,
     /// `vrrp_startup_delay`: no instance becomes MASTER before then.
     startup_hold: Option<Instant>,
@@ -358,6 +360,8 @@ struct Unwind {
     restore_conf: Vec<ConfSetting>,
     /// The use_vmac interfaces created (index, name).
     vmacs: Vec<(u32, String)>,
+    /// What they were made as: (name, parent, MAC).
+    vmac_keys: Vec<VmacKey>,
     /// The monitoring tasks started (links, addresses, scripts, files).
     tasks: Vec<JoinHandle<()>>,
     /// The nftables tables (the VMACs' IGMP / MLD rules).
@@ -535,6 +539,7 @@ impl Engine {
                         info!("(vmac) {name} on {parent} already there");
                     }
                     made.vmacs.push((link.index, name.clone()));
+                    made.vmac_keys.push((name.clone(), parent.clone(), mac));
                     created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
@@ -759,6 +764,7 @@ impl Engine {
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
             tasks: std::mem::take(&mut made.tasks),
             vmacs: std::mem::take(&mut made.vmacs),
+            vmac_keys: std::mem::take(&mut made.vmac_keys),
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
@@ -1547,6 +1553,9 @@ impl Engine {
         handoff.held.clear();
         let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
         let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
+        // A VMAC the next engine wants as it is (same parent and MAC, not only the same name).
+        let vmac_keys = std::mem::take(&mut self.vmac_keys);
+        let kept_vmac = |name: &str| vmac_keys.iter().any(|key| key.0 == name && next_vmacs.contains(key));
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
@@ -1639,7 +1648,7 @@ impl Engine {
         let keep_tables = kind == StopKind::Handoff
             && (self.runners.iter().any(|r| {
                 r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
-            }) || self.vmacs.iter().any(|(_, name)| next_vmacs.contains(name)));
+            }) || self.vmacs.iter().any(|(_, name)| kept_vmac(name)));
         handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;
@@ -1689,7 +1698,7 @@ impl Engine {
         for (index, name) in self.vmacs {
             match kind {
                 StopKind::Orderly => remove_vmac(&self.netlink, index, &name).await,
-                StopKind::Handoff if !next_vmacs.contains(&name) => {
+                StopKind::Handoff if !kept_vmac(&name) => {
                     remove_vmac(&self.netlink, index, &name).await;
                 }
                 StopKind::Handoff | StopKind::KeepVips => {}

@@ -94,7 +94,9 @@ pub struct Reload {
     /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
     /// its others, and leaves these to the next engine, which finds them as they are (same
     /// interface, its VIPs still on it).
-    pub next_vmacs: std::collections::HashSet<String>,
+    /// Matched on their name, parent and MAC: one of the same name on another interface, or
+    /// of the other family, is made anew.
+    pub next_vmacs: std::collections::HashSet<VmacKey>,
     /// The interfaces those VMACs are on.
     pub next_vmac_parents: std::collections::HashSet<String>,
     /// `net.ipv4.conf` settings the previous engine changed on those interfaces (`arp_ignore`,
@@ -111,6 +113,9 @@ pub struct Reload {
     /// VIPs (as an orderly stop does) rather than leaving the VIPs with nobody advertising.
     pub held: Vec<engine::Held>,
 }
+
+/// A use_vmac interface as the configuration wants it: (name, parent's name, MAC).
+pub type VmacKey = (String, String, [u8; 6]);
 
 /// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
 pub type Ipv4Setting = (&'static str, String);
@@ -215,7 +220,7 @@ impl VrrpTask {
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
             let wanted = config::vmacs_wanted(&config);
             reload.next_vmac_parents = wanted.iter().map(|v| v.parent.clone()).collect();
-            reload.next_vmacs = wanted.into_iter().map(|v| v.name).collect();
+            reload.next_vmacs = wanted.into_iter().map(|v| (v.name, v.parent, v.mac)).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"

@@ -14,6 +14,7 @@ fn host() -> HostView {
         loopback: false,
         mac: vec![2, 0, 0, 0, 0, mac],
         mtu: 1500,
+        parent: None,
     };
     HostView {
         links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
