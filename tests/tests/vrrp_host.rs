@@ -17,7 +17,9 @@
 //! VMACs the new configuration no longer has, and no IGMP / MLD report from a VMAC's virtual MAC
 //! as its sockets close and open again; a reload whose new engine cannot start stopping the
 //! masters it kept as an orderly stop does (priority 0, VIPs and VMACs removed), and one moving
-//! a use_vmac instance to another interface moving its VMAC (same name, new parent).
+//! a use_vmac instance to another interface moving its VMAC (same name, new parent); an IPv6
+//! instance started while its only link-local address is in duplicate address detection (FAULT,
+//! then MASTER from it once DAD is over, lbd running all along).
 
 mod vrrp_kit;
 
@@ -1021,4 +1023,33 @@ fn a_reload_moving_a_use_vmac_instance_to_another_interface_moves_its_vmac() {
             .lines()
             .any(|l| l.contains("00:00:5e:00:01:45 > 01:00:5e:00:00:12") && l.contains("10.70.0.1 >"))
     });
+}
+
+#[test]
+fn an_ipv6_instance_whose_only_link_local_address_is_in_dad_waits_for_it() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 67, 1);
+    let vip: std::net::IpAddr = "fd00:67::100".parse().unwrap_or(ip4(67, 100));
+    let w = VipWatch::start(&r[0], "r1", vip);
+    // eth0's only link-local address, in duplicate address detection for about 3 s.
+    r[0].ip(&["-6", "addr", "flush", "dev", "eth0", "scope", "link"]);
+    r[0].sysctl("net.ipv6.conf.eth0.accept_dad", "1");
+    r[0].sysctl("net.ipv6.conf.eth0.dad_transmits", "3");
+    r[0].ip(&["-6", "addr", "add", "fe80::67:1/64", "dev", "eth0"]);
+    let tentative = || {
+        let out = r[0].exec("ip", &["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
+        String::from_utf8_lossy(&out.stdout).contains("tentative")
+    };
+    assert!(tentative(), "fe80::67:1 not tentative");
+    let conf = config("r1", "", &[instance("VI_6", 67, 150, "0.2", &["fd00:67::100/64"], "  version 3\n")]);
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf);
+    assert!(tentative(), "DAD over before lbd started: the test shows nothing");
+    // FAULT meanwhile (no VIP), MASTER from fe80::67:1 once DAD is over.
+    w.wait_for(true, Duration::from_secs(8));
+    let log = lbd.log();
+    assert!(!tentative(), "MASTER before DAD was over:\n{log}");
+    assert!(log.contains("(VI_6) fe80::67:1 is in duplicate address detection"), "{log}");
+    assert!(log.contains("(VI_6) adverts now from fe80::67:1"), "{log}");
+    lbd.assert_running();
+    terminate(&mut lbd, "lbd");
 }

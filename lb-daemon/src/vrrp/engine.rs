@@ -632,7 +632,13 @@ impl Engine {
         // Blocked from the start, but not running after all: unblocked.
         let mut left_out = Vec::new();
         for instance in instances {
-            let source = instance.params.source_address;
+            // A source still in duplicate address detection cannot be bound: a socket on the
+            // interface without one, until the address is usable (source_changed).
+            let source = if instance.source_pending {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                instance.params.source_address
+            };
             let group = match instance.transport {
                 Transport::Multicast { group } => Some(group),
                 Transport::Unicast { .. } => None,
@@ -672,6 +678,13 @@ impl Engine {
                 matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             let lease_vips = instance.vips.iter().chain(&instance.excluded).cloned().collect();
             let firewall_blocked = made.firewall.is_some() && pre_blocked(&instance);
+            let no_source = instance.source_pending;
+            if no_source {
+                info!(
+                    "({}) {} is in duplicate address detection: FAULT until it is usable",
+                    instance.name, instance.params.source_address
+                );
+            }
             runners.push(Runner {
                 lease_name: Arc::from(instance.name.as_str()),
                 lease_vips,
@@ -684,7 +697,7 @@ impl Engine {
                 vips_installed: false,
                 lease_renewed: None,
                 init: true,
-                no_source: false,
+                no_source,
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
@@ -811,7 +824,7 @@ impl Engine {
             self.runners[i].evaluation = evaluation;
         }
         for i in 0..self.runners.len() {
-            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i) || self.runners[i].no_source;
             let runner = &mut self.runners[i];
             runner.fault = fault;
             let mut actions = Vec::new();
@@ -1831,6 +1844,7 @@ pub(crate) async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netl
     let mut host = HostView { links, ..HostView::default() };
     for link in &host.links {
         let addresses = netlink.addresses(link.index).await?;
+        host.tentative.extend(addresses.iter().filter(|a| a.tentative).map(|a| (link.index, a.addr)));
         host.addresses.insert(link.index, addresses.into_iter().map(|a| a.addr).collect());
     }
     Ok(host)
