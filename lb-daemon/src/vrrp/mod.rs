@@ -240,6 +240,12 @@ impl VrrpTask {
         }
     }
 
+    /// Whether the engine has ended (by itself: it could not start, or panicked, unless it was
+    /// told to stop); then [`VrrpTask::ended`] returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// The instances' state and counters, as the engine last published them.
     pub fn status(&self) -> &status::VrrpStatus {
         &self.status
