@@ -100,6 +100,10 @@ pub enum NetlinkError {
     /// No interface has that name.
     #[error("no interface named {0}")]
     NoSuchLink(String),
+    /// An interface has the name a use_vmac interface needs, and sits on no parent: not one to
+    /// remove and make anew.
+    #[error("interface {0} is in the way of a use_vmac interface of that name (it has no parent)")]
+    NotAVmac(String),
     /// A sysctl could not be written.
     #[error("writing {path}")]
     Sysctl {

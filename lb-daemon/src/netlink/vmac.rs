@@ -63,6 +63,9 @@ impl Netlink {
                 let existing = self.link_by_name(name).await?;
                 if existing.parent == Some(parent) && existing.mac == mac {
                     false
+                } else if existing.parent.is_none() {
+                    // Not a device on a parent (not a VMAC lbd left): not lbd's to remove.
+                    return Err(NetlinkError::NotAVmac(name.to_owned()));
                 } else {
                     self.delete_link(existing.index).await?;
                     self.handle().link().add(message).execute().await.map_err(|source| {
