@@ -442,7 +442,15 @@ impl Daemon {
                     info!("received {signal}");
                     break;
                 }
-                Request::Reload => self.reload().await,
+                Request::Reload => {
+                    // An engine that failed as the signal came wins over it (it would have, had
+                    // it been seen first): lbd stops rather than starting VRRP afresh, without
+                    // what the failed engine held.
+                    if let Some(e) = self.reload().await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
                 Request::Data => self.write_dump(dump::Kind::Data).await,
                 Request::Stats => self.write_dump(dump::Kind::Stats).await,
                 Request::StatsClear => self.write_dump(dump::Kind::StatsClear).await,
@@ -456,16 +464,28 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: reads the configuration again and applies what changed.
-    pub async fn reload(&mut self) {
+    /// SIGHUP: reads the configuration again and applies what changed. Returns the VRRP
+    /// engine's failure if it had failed (it could not start) before the reload reached it: the
+    /// reload then leaves VRRP stopped.
+    pub async fn reload(&mut self) -> Option<crate::vrrp::VrrpError> {
         let started = Instant::now();
         self.reloads += 1;
         info!("Reloading ...");
-        self.reload_config().await;
+        if let Some(vrrp) = &mut self.vrrp
+            && vrrp.is_finished()
+        {
+            let ended = vrrp.ended().await;
+            self.vrrp = None;
+            if let Err(e) = ended {
+                return Some(e);
+            }
+        }
+        let failed = self.reload_config().await;
         info!("Reload finished in {} usec", started.elapsed().as_micros());
+        failed
     }
 
-    async fn reload_config(&mut self) {
+    async fn reload_config(&mut self) -> Option<crate::vrrp::VrrpError> {
         let config = match load(&self.args, true) {
             Ok((config, 0)) => config,
             Ok((_, errors)) => {
@@ -473,12 +493,12 @@ impl Daemon {
                 error!(
                     "Reload failed: {errors} errors in the configuration; the running configuration stays"
                 );
-                return;
+                return None;
             }
             Err(e) => {
                 self.reload_failures += 1;
                 error!("Reload failed: {}; the running configuration stays", error_chain(e.as_ref()));
-                return;
+                return None;
             }
         };
         if let Some(dataplane) = &mut self.dataplane {
@@ -505,14 +525,14 @@ impl Daemon {
         if let Some(statics) = &mut self.statics {
             statics.reload(&self.netlink, &config).await;
         }
+        let mut failed = None;
         if let Some(vrrp) = self.vrrp.take() {
-            self.vrrp = match vrrp.reload(config.clone()).await {
-                Ok(vrrp) => Some(vrrp),
-                Err(e) => {
-                    error!("{}", error_chain(&e));
-                    Some(VrrpTask::spawn(config.clone(), self.netlink.clone(), self.bfd_states.subscribe()))
-                }
-            };
+            // The running engine's failure (it could not start, or panicked) as the reload
+            // stopped it: lbd stops, as it would have had it been seen before the signal.
+            match vrrp.reload(config.clone()).await {
+                Ok(vrrp) => self.vrrp = Some(vrrp),
+                Err(e) => failed = Some(e),
+            }
         }
         if let Some(bfd) = self.bfd.take() {
             self.bfd = Some(if bfd.instances() == config.bfd_instances.as_slice() {
@@ -525,6 +545,7 @@ impl Daemon {
             });
         }
         self.config = config;
+        failed
     }
 
     async fn write_dump(&self, kind: dump::Kind) {

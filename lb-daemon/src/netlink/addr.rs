@@ -100,7 +100,7 @@ pub struct InstalledAddress {
     /// A secondary address (another of the same subnet came first).
     pub secondary: bool,
     /// An IPv6 address still in (or failed) duplicate address detection: nothing can be sent
-    /// from it yet.
+    /// from it yet. An optimistic one (RFC 4429, IFA_F_OPTIMISTIC) is usable at once.
     pub tentative: bool,
 }
 
@@ -189,14 +189,18 @@ impl Netlink {
                     prefix_len: m.header.prefix_len,
                     valid_left,
                     secondary: m.header.flags.contains(AddressHeaderFlags::Secondary),
-                    tentative: m
-                        .header
-                        .flags
-                        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed),
+                    tentative: unusable(m.header.flags),
                 })
             })
             .collect())
     }
+}
+
+/// Whether an address with `flags` is out of use: in duplicate address detection (unless
+/// optimistic, RFC 4429, which the kernel lets sockets use), or failed it.
+fn unusable(flags: AddressHeaderFlags) -> bool {
+    (flags.contains(AddressHeaderFlags::Tentative) && !flags.contains(AddressHeaderFlags::Optimistic))
+        || flags.contains(AddressHeaderFlags::Dadfailed)
 }
 
 /// The interface's own address in `message`: IFA_LOCAL, where IFA_ADDRESS may be a peer's.
@@ -215,6 +219,16 @@ pub(crate) fn local_address(message: &AddressMessage) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optimistic_addresses_are_usable_tentative_and_failed_ones_not() {
+        use AddressHeaderFlags as F;
+        assert!(!unusable(F::Permanent));
+        assert!(unusable(F::Tentative));
+        assert!(!unusable(F::Tentative | F::Optimistic));
+        assert!(unusable(F::Dadfailed | F::Tentative));
+        assert!(unusable(F::Dadfailed | F::Optimistic));
+    }
 
     #[test]
     fn lease_seconds_round_up_and_never_zero() {

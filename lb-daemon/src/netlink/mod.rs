@@ -41,6 +41,8 @@ pub struct Link {
     pub mac: Vec<u8>,
     /// Its MTU.
     pub mtu: u32,
+    /// The interface it sits on (IFLA_LINK: a macvlan's or VLAN's parent), if any.
+    pub parent: Option<u32>,
 }
 
 impl Link {
@@ -54,12 +56,14 @@ impl Link {
             loopback: flags.contains(LinkFlags::Loopback),
             mac: Vec::new(),
             mtu: 0,
+            parent: None,
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.name.clone_from(name),
                 LinkAttribute::Address(mac) => link.mac.clone_from(mac),
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::Link(parent) => link.parent = Some(*parent),
                 _ => {}
             }
         }
@@ -96,6 +100,10 @@ pub enum NetlinkError {
     /// No interface has that name.
     #[error("no interface named {0}")]
     NoSuchLink(String),
+    /// An interface has the name a use_vmac interface needs, and sits on no parent: not one to
+    /// remove and make anew.
+    #[error("interface {0} is in the way of a use_vmac interface of that name (it has no parent)")]
+    NotAVmac(String),
     /// A sysctl could not be written.
     #[error("writing {path}")]
     Sysctl {

@@ -41,7 +41,9 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
 
 impl Netlink {
     /// Creates (or finds, if a previous run or a reload's previous engine left it) the macvlan
-    /// `name` on `parent` with `mac`, in private mode as keepalived does, and brings it up. With
+    /// `name` on `parent` with `mac`, in private mode as keepalived does, and brings it up. An
+    /// interface `name` on another parent or with another MAC (an instance moved to another
+    /// interface, or to the other family) is removed and made anew. With
     /// `link_local` (an IPv6 instance's macvlan), the kernel generates no IPv6 address on it and
     /// it gets `link_local`. Returns it, and whether it was created (rather than found).
     pub async fn create_vmac(
@@ -55,9 +57,23 @@ impl Netlink {
         // Down first when it needs IPv6 settings: the kernel adds its link-local address as the
         // interface comes up.
         let message = if link_local.is_some() { builder.build() } else { builder.up().build() };
-        let created = match self.handle().link().add(message).execute().await {
+        let created = match self.handle().link().add(message.clone()).execute().await {
             Ok(()) => true,
-            Err(e) if is_errno(&e, libc::EEXIST) => false,
+            Err(e) if is_errno(&e, libc::EEXIST) => {
+                let existing = self.link_by_name(name).await?;
+                if existing.parent == Some(parent) && existing.mac == mac {
+                    false
+                } else if existing.parent.is_none() {
+                    // Not a device on a parent (not a VMAC lbd left): not lbd's to remove.
+                    return Err(NetlinkError::NotAVmac(name.to_owned()));
+                } else {
+                    self.delete_link(existing.index).await?;
+                    self.handle().link().add(message).execute().await.map_err(|source| {
+                        NetlinkError::Request { request: format!("creating macvlan {name} anew"), source }
+                    })?;
+                    true
+                }
+            }
             Err(source) => {
                 return Err(NetlinkError::Request { request: format!("creating macvlan {name}"), source });
             }

@@ -45,6 +45,9 @@ pub struct HostView {
     pub links: Vec<Link>,
     /// The addresses of each interface (by index), primary first as the kernel lists them.
     pub addresses: HashMap<u32, Vec<IpAddr>>,
+    /// Those of them (interface index, address) in duplicate address detection or failed it:
+    /// no source yet.
+    pub tentative: std::collections::HashSet<(u32, IpAddr)>,
 }
 
 impl HostView {
@@ -204,6 +207,10 @@ pub struct InstancePlan {
     /// or link-local address (IPv6), and follows it when it goes (keepalived 2.2.7: another
     /// address of the interface, or FAULT until one comes).
     pub source_follows_interface: bool,
+    /// Its source, an IPv6 link-local address, is still in duplicate address detection (and
+    /// none of the interface is out of it): the instance starts in FAULT, without a socket
+    /// bound to it, until the kernel says the address is usable.
+    pub source_pending: bool,
     /// `dont_track_primary` without `nftables_ifindex`: its link-local VIPs are blocked by
     /// interface name rather than index, as keepalived does.
     pub link_local_by_name: bool,
@@ -543,6 +550,7 @@ pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanErr
         loopback: false,
         mac: Vec::new(),
         mtu: 0,
+        parent: None,
     });
     for entry in &config.static_ipaddress {
         let planned = match (&entry.dev, &default_link) {
@@ -684,6 +692,7 @@ impl Planner<'_> {
         };
 
         let unicast = !v.unicast_peer.is_empty();
+        let mut source_pending = false;
         let base_addresses = self.host.addresses(base.index);
         let configured = match family {
             Family::Inet if !unicast => v.mcast_src_ip.or(v.unicast_src_ip),
@@ -704,14 +713,26 @@ impl Planner<'_> {
                 match configured {
                     Some(IpAddr::V6(a)) => IpAddr::V6(a),
                     Some(other) => return Err(format!("source address {other} is not IPv6")),
-                    // With use_vmac, the macvlan's own link-local address.
-                    None => self
-                        .host
-                        .addresses(interface.index)
-                        .iter()
-                        .copied()
-                        .find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)) && !self.is_vip(v, *a))
-                        .ok_or(format!("no IPv6 link-local address on {}", interface.name))?,
+                    // With use_vmac, the macvlan's own link-local address; one out of duplicate
+                    // address detection first, else one still in it (the instance then waits).
+                    None => {
+                        let candidates = || {
+                            self.host.addresses(interface.index).iter().copied().filter(|a| {
+                                matches!(a, IpAddr::V6(a6) if is_link_local(a6)) && !self.is_vip(v, *a)
+                            })
+                        };
+                        let tentative = |a: &IpAddr| self.host.tentative.contains(&(interface.index, *a));
+                        match candidates().find(|a| !tentative(a)) {
+                            Some(a) => a,
+                            None => {
+                                let a = candidates()
+                                    .next()
+                                    .ok_or(format!("no IPv6 link-local address on {}", interface.name))?;
+                                source_pending = true;
+                                a
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -981,6 +1002,7 @@ impl Planner<'_> {
             link_local_by_name: v.dont_track_primary && !global.nftables_ifindex,
             rx_buf_size,
             source_follows_interface: configured.is_none(),
+            source_pending,
         })
     }
 

@@ -24,7 +24,7 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    ConfSetting, Handoff, Ipv4Setting, StopKind, VrrpError,
+    ConfSetting, Handoff, Ipv4Setting, StopKind, VmacKey, VrrpError,
     addr::{self, Gratuitous, Renewer, chain},
     ah,
     config::{
@@ -73,7 +73,12 @@ pub async fn run(
             masters: h.kept.iter().filter(|(_, s)| **s == State::Master).map(|(n, _)| n.clone()).collect(),
         })
         .unwrap_or_default();
+    // The MASTERs it kept, to stop in order if this engine cannot take them over.
+    let held = handoff.lock().map(|mut h| std::mem::take(&mut h.held)).unwrap_or_default();
     if config.vrrp_instances.is_empty() {
+        for (index, name) in release_held(&netlink, held).await {
+            remove_vmac(&netlink, index, &name).await;
+        }
         if let Some(table) = &left {
             firewall::delete_tables(table).await;
         }
@@ -84,13 +89,7 @@ pub async fn run(
     }
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
     let bfd = track::spawn_bfd(bfd, updates_tx.clone());
-    let built = Engine::build(config, netlink, updates_tx, inherited).await;
-    if let Some(table) = &left {
-        match built.as_ref().ok().and_then(|e| e.firewall.as_ref()).filter(|f| f.table() == table) {
-            Some(firewall) => firewall.adopt(),
-            None => firewall::delete_tables(table).await,
-        }
-    }
+    let built = Engine::build(config, netlink, updates_tx, inherited, held, left).await;
     let mut engine = match built {
         Ok(engine) => engine,
         Err(e) => {
@@ -274,6 +273,8 @@ struct Engine {
     tasks: Vec<JoinHandle<()>>,
     /// The use_vmac interfaces (index, name).
     vmacs: Vec<(u32, String)>,
+    /// What they were made as (a reload's next engine keeps those it wants the same).
+    vmac_keys: Vec<VmacKey>,
     log_unknown_vrids: bool,
     /// `vrrp_startup_delay`: no instance becomes MASTER before then.
     startup_hold: Option<Instant>,
@@ -359,26 +360,35 @@ struct Unwind {
     restore_conf: Vec<ConfSetting>,
     /// The use_vmac interfaces created (index, name).
     vmacs: Vec<(u32, String)>,
+    /// What they were made as: (name, parent, MAC).
+    vmac_keys: Vec<VmacKey>,
     /// The monitoring tasks started (links, addresses, scripts, files).
     tasks: Vec<JoinHandle<()>>,
     /// The nftables tables (the VMACs' IGMP / MLD rules).
     firewall: Option<Firewall>,
+    /// The tables a reload's previous engine left.
+    left_table: Option<String>,
 }
 
 impl Unwind {
-    /// Stops the tasks, deletes the tables, puts the settings back and removes the VMACs.
+    /// Stops the tasks, removes the VMACs, deletes the tables and puts the settings back, in
+    /// an orderly stop's order (the VIPs, gone before, were never unprotected, nor the
+    /// parents answering ARP for them).
     async fn undo(mut self, netlink: &Netlink) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        if let Some(firewall) = self.firewall.take() {
-            firewall.close().await;
-        }
-        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
-        restore_conf(&std::mem::take(&mut self.restore_conf));
         for (index, name) in std::mem::take(&mut self.vmacs) {
             remove_vmac(netlink, index, &name).await;
         }
+        if let Some(firewall) = self.firewall.take() {
+            firewall.close().await;
+        }
+        if let Some(table) = self.left_table.take() {
+            firewall::delete_tables(&table).await;
+        }
+        restore_ipv4(&std::mem::take(&mut self.restore_ipv4));
+        restore_conf(&std::mem::take(&mut self.restore_conf));
     }
 }
 
@@ -410,12 +420,16 @@ struct SocketKey {
 impl Engine {
     /// Builds the engine of `config`; if that fails part way, what was made is undone first
     /// ([`Unwind`]). `inherited`: the settings a reload's previous engine left as they were,
-    /// which this one puts back.
+    /// which this one puts back; `held`: the MASTERs it kept, which this one stops in order
+    /// if it cannot take them over; `left`: the tables it left, which this one replaces or
+    /// deletes.
     async fn build(
         config: &Config,
         netlink: Netlink,
         updates: mpsc::UnboundedSender<TrackUpdate>,
         inherited: Inherited,
+        held: Vec<Held>,
+        left: Option<String>,
     ) -> Result<Self, VrrpError> {
         let mut made = Unwind::default();
         made.restore_conf = inherited.conf;
@@ -425,8 +439,33 @@ impl Engine {
             restore_ipv4(&inherited.ipv4);
         }
         match Self::build_with(config, &netlink, updates, &inherited.masters, &mut made).await {
-            Ok(engine) => Ok(engine),
+            Ok(engine) => {
+                if let Some(table) = &left {
+                    match engine.firewall.as_ref().filter(|f| f.table() == table) {
+                        Some(firewall) => firewall.adopt(),
+                        None => firewall::delete_tables(table).await,
+                    }
+                }
+                // A kept MASTER this engine does not run after all (the host changed): stopped
+                // in order, as it would have been without the reload.
+                let (_taken, orphans): (Vec<Held>, Vec<Held>) =
+                    held.into_iter().partition(|h| engine.runners.iter().any(|r| r.plan.name == h.plan.name));
+                for (index, name) in release_held(&netlink, orphans).await {
+                    if !engine.vmacs.iter().any(|(i, _)| *i == index) {
+                        remove_vmac(&netlink, index, &name).await;
+                    }
+                }
+                Ok(engine)
+            }
             Err(e) => {
+                // keepalived's stop: the kept MASTERs' priority-0 adverts and VIPs first, then
+                // the VMACs (theirs too), the tables and the settings.
+                for vmac in release_held(&netlink, held).await {
+                    if !made.vmacs.iter().any(|(i, _)| *i == vmac.0) {
+                        made.vmacs.push(vmac);
+                    }
+                }
+                made.left_table = left;
                 made.undo(&netlink).await;
                 Err(e)
             }
@@ -500,6 +539,7 @@ impl Engine {
                         info!("(vmac) {name} on {parent} already there");
                     }
                     made.vmacs.push((link.index, name.clone()));
+                    made.vmac_keys.push((name.clone(), parent.clone(), mac));
                     created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
                 }
                 Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
@@ -592,7 +632,13 @@ impl Engine {
         // Blocked from the start, but not running after all: unblocked.
         let mut left_out = Vec::new();
         for instance in instances {
-            let source = instance.params.source_address;
+            // A source still in duplicate address detection cannot be bound: a socket on the
+            // interface without one, until the address is usable (source_changed).
+            let source = if instance.source_pending {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                instance.params.source_address
+            };
             let group = match instance.transport {
                 Transport::Multicast { group } => Some(group),
                 Transport::Unicast { .. } => None,
@@ -632,6 +678,13 @@ impl Engine {
                 matches!(instance.transport, Transport::Unicast { old_checksum: OldChecksum::Always, .. });
             let lease_vips = instance.vips.iter().chain(&instance.excluded).cloned().collect();
             let firewall_blocked = made.firewall.is_some() && pre_blocked(&instance);
+            let no_source = instance.source_pending;
+            if no_source {
+                info!(
+                    "({}) {} is in duplicate address detection: FAULT until it is usable",
+                    instance.name, instance.params.source_address
+                );
+            }
             runners.push(Runner {
                 lease_name: Arc::from(instance.name.as_str()),
                 lease_vips,
@@ -644,7 +697,7 @@ impl Engine {
                 vips_installed: false,
                 lease_renewed: None,
                 init: true,
-                no_source: false,
+                no_source,
                 last_discard: None,
                 ah_sequence: ah::Sequence::default(),
                 old_checksum,
@@ -724,6 +777,7 @@ impl Engine {
             fifo_write_states: config.global_defs.fifo_write_vrrp_states_on_reload,
             tasks: std::mem::take(&mut made.tasks),
             vmacs: std::mem::take(&mut made.vmacs),
+            vmac_keys: std::mem::take(&mut made.vmac_keys),
             log_unknown_vrids: config.global_defs.log_unknown_vrids,
             startup_hold: startup_hold(config.global_defs.vrrp_startup_delay),
             status: VrrpStatus::default(),
@@ -770,7 +824,7 @@ impl Engine {
             self.runners[i].evaluation = evaluation;
         }
         for i in 0..self.runners.len() {
-            let fault = self.runners[i].evaluation.fault || self.group_fault(i);
+            let fault = self.runners[i].evaluation.fault || self.group_fault(i) || self.runners[i].no_source;
             let runner = &mut self.runners[i];
             runner.fault = fault;
             let mut actions = Vec::new();
@@ -1451,28 +1505,16 @@ impl Engine {
     }
 
     async fn send_advert(&mut self, i: usize, priority: u8) {
-        let sequence = self.runners[i].ah_sequence.next();
-        let runner = &self.runners[i];
-        let old_checksum = runner.old_checksum;
-        let advert = runner.machine.advert(priority);
-        let signing = match &runner.machine.params().authentication {
-            Authentication::Ah(key) => Some(AhSigning {
-                key,
-                sequence,
-                unicast: matches!(runner.plan.transport, Transport::Unicast { .. }),
-            }),
-            _ => None,
-        };
-        let socket = &self.sockets[runner.socket].1;
-        let destinations: Vec<IpAddr> = match &runner.plan.transport {
-            Transport::Multicast { group } => vec![*group],
-            Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
-        };
-        for destination in destinations {
-            if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
-                warn!("({}) advert to {destination} not sent: {e}", runner.plan.name);
-            }
-        }
+        let runner = &mut self.runners[i];
+        advertise(
+            &runner.plan,
+            &runner.machine,
+            &self.sockets[runner.socket].1,
+            &mut runner.ah_sequence,
+            runner.old_checksum,
+            priority,
+        )
+        .await;
     }
 
     /// `garp_extra_if`, checked as a MASTER sends an advert (as keepalived does): once its
@@ -1521,16 +1563,37 @@ impl Engine {
     async fn stop(mut self, kind: StopKind) {
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
+        handoff.held.clear();
         let next_vmacs = std::mem::take(&mut handoff.next_vmacs);
         let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
+        // A VMAC the next engine wants as it is (same parent and MAC, not only the same name).
+        let vmac_keys = std::mem::take(&mut self.vmac_keys);
+        let kept_vmac = |name: &str| vmac_keys.iter().any(|key| key.0 == name && next_vmacs.contains(key));
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
             let name = &self.runners[i].plan.name;
             let kind = match handoff.kept.get_mut(name) {
                 Some(state) if kind == StopKind::Handoff => {
-                    // Silent: the next engine takes the instance over as it is.
-                    *state = self.runners[i].machine.state();
+                    // Silent: the next engine takes the instance over as it is (or stops it
+                    // in order if it cannot start).
+                    let runner = &self.runners[i];
+                    *state = runner.machine.state();
+                    if *state == State::Master && runner.vips_installed {
+                        let vmac = runner
+                            .plan
+                            .vmac
+                            .as_ref()
+                            .and_then(|v| self.vmacs.iter().find(|(_, name)| *name == v.name).cloned());
+                        handoff.held.push(Held {
+                            plan: runner.plan.clone(),
+                            machine: runner.machine.clone(),
+                            socket: self.sockets[runner.socket].1.clone(),
+                            ah_sequence: runner.ah_sequence,
+                            old_checksum: runner.old_checksum,
+                            vmac,
+                        });
+                    }
                     continue;
                 }
                 _ if kind == StopKind::Handoff => {
@@ -1598,7 +1661,7 @@ impl Engine {
         let keep_tables = kind == StopKind::Handoff
             && (self.runners.iter().any(|r| {
                 r.plan.no_accept && r.vips_installed && handoff.kept.get(&r.plan.name) == Some(&State::Master)
-            }) || self.vmacs.iter().any(|(_, name)| next_vmacs.contains(name)));
+            }) || self.vmacs.iter().any(|(_, name)| kept_vmac(name)));
         handoff.firewall_table = self.firewall.as_ref().filter(|_| keep_tables).map(|f| f.table().to_owned());
         if let Ok(mut shared) = self.handoff.lock() {
             *shared = handoff;
@@ -1648,7 +1711,7 @@ impl Engine {
         for (index, name) in self.vmacs {
             match kind {
                 StopKind::Orderly => remove_vmac(&self.netlink, index, &name).await,
-                StopKind::Handoff if !next_vmacs.contains(&name) => {
+                StopKind::Handoff if !kept_vmac(&name) => {
                     remove_vmac(&self.netlink, index, &name).await;
                 }
                 StopKind::Handoff | StopKind::KeepVips => {}
@@ -1664,6 +1727,69 @@ async fn remove_vmac(netlink: &Netlink, index: u32, name: &str) {
         Ok(_) => info!("(vmac) {name} removed"),
         Err(e) => warn!("cannot remove vmac interface {name}: {}", chain(&e)),
     }
+}
+
+/// Sends instance `plan`'s advert at `priority` from `socket` to its group or peers.
+async fn advertise(
+    plan: &InstancePlan,
+    machine: &Instance,
+    socket: &VrrpSocket,
+    ah_sequence: &mut ah::Sequence,
+    old_checksum: bool,
+    priority: u8,
+) {
+    let sequence = ah_sequence.next();
+    let advert = machine.advert(priority);
+    let signing = match &machine.params().authentication {
+        Authentication::Ah(key) => {
+            Some(AhSigning { key, sequence, unicast: matches!(plan.transport, Transport::Unicast { .. }) })
+        }
+        _ => None,
+    };
+    let destinations: Vec<IpAddr> = match &plan.transport {
+        Transport::Multicast { group } => vec![*group],
+        Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
+    };
+    for destination in destinations {
+        if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
+            warn!("({}) advert to {destination} not sent: {e}", plan.name);
+        }
+    }
+}
+
+/// A MASTER a reload keeps, as the engine that stopped left it (advertising no more, its VIPs
+/// still on their lease): what the next engine needs to stop it in order if it cannot start
+/// ([`release_held`]), as keepalived's stop would have.
+#[derive(Debug, Clone)]
+pub struct Held {
+    plan: InstancePlan,
+    machine: Instance,
+    socket: Arc<VrrpSocket>,
+    ah_sequence: ah::Sequence,
+    old_checksum: bool,
+    /// Its use_vmac interface (index, name), if it has one.
+    vmac: Option<(u32, String)>,
+}
+
+/// The MASTERs a reload kept, stopped as an orderly stop stops them, for a next engine that
+/// cannot start: every priority-0 advert first (the backups take over at once), then their
+/// VIPs, routes and rules go. Returns their VMACs, for the caller to remove next.
+async fn release_held(netlink: &Netlink, held: Vec<Held>) -> Vec<(u32, String)> {
+    let mut held = held;
+    for h in &mut held {
+        advertise(&h.plan, &h.machine, &h.socket, &mut h.ah_sequence, h.old_checksum, PRIORITY_STOP).await;
+        info!("({}) sent 0 priority", h.plan.name);
+    }
+    let mut vmacs = Vec::new();
+    for h in held {
+        info!("({}) removing VIPs.", h.plan.name);
+        addr::remove_rules(netlink, &h.plan.name, &h.plan.rules).await;
+        addr::remove_routes(netlink, &h.plan.name, &h.plan.routes).await;
+        addr::remove(netlink, &h.plan.name, &h.plan.vips).await;
+        addr::remove(netlink, &h.plan.name, &h.plan.excluded).await;
+        vmacs.extend(h.vmac);
+    }
+    vmacs
 }
 
 /// What instance `plan` blocks while MASTER: its VIPs, excluded ones included.
@@ -1718,6 +1844,7 @@ pub(crate) async fn read_host(netlink: &Netlink) -> Result<HostView, crate::netl
     let mut host = HostView { links, ..HostView::default() };
     for link in &host.links {
         let addresses = netlink.addresses(link.index).await?;
+        host.tentative.extend(addresses.iter().filter(|a| a.tentative).map(|a| (link.index, a.addr)));
         host.addresses.insert(link.index, addresses.into_iter().map(|a| a.addr).collect());
     }
     Ok(host)

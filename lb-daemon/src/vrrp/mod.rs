@@ -94,7 +94,9 @@ pub struct Reload {
     /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
     /// its others, and leaves these to the next engine, which finds them as they are (same
     /// interface, its VIPs still on it).
-    pub next_vmacs: std::collections::HashSet<String>,
+    /// Matched on their name, parent and MAC: one of the same name on another interface, or
+    /// of the other family, is made anew.
+    pub next_vmacs: std::collections::HashSet<VmacKey>,
     /// The interfaces those VMACs are on.
     pub next_vmac_parents: std::collections::HashSet<String>,
     /// `net.ipv4.conf` settings the previous engine changed on those interfaces (`arp_ignore`,
@@ -106,7 +108,14 @@ pub struct Reload {
     /// lbd: the next engine puts them back as it stops, or at once if its configuration no
     /// longer asks for them.
     pub ipv4_settings: Vec<Ipv4Setting>,
+    /// The instances the previous engine kept in MASTER, with their VIPs and advert sockets:
+    /// if the next engine cannot start, it sends their priority-0 adverts and removes their
+    /// VIPs (as an orderly stop does) rather than leaving the VIPs with nobody advertising.
+    pub held: Vec<engine::Held>,
 }
+
+/// A use_vmac interface as the configuration wants it: (name, parent's name, MAC).
+pub type VmacKey = (String, String, [u8; 6]);
 
 /// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
 pub type Ipv4Setting = (&'static str, String);
@@ -211,7 +220,7 @@ impl VrrpTask {
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
             let wanted = config::vmacs_wanted(&config);
             reload.next_vmac_parents = wanted.iter().map(|v| v.parent.clone()).collect();
-            reload.next_vmacs = wanted.into_iter().map(|v| v.name).collect();
+            reload.next_vmacs = wanted.into_iter().map(|v| (v.name, v.parent, v.mac)).collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
@@ -229,6 +238,12 @@ impl VrrpTask {
             Ok(result) => result,
             Err(e) => Err(VrrpError::Panicked(e.to_string())),
         }
+    }
+
+    /// Whether the engine has ended (by itself: it could not start, or panicked, unless it was
+    /// told to stop); then [`VrrpTask::ended`] returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// The instances' state and counters, as the engine last published them.

@@ -14,6 +14,7 @@ fn host() -> HostView {
         loopback: false,
         mac: vec![2, 0, 0, 0, 0, mac],
         mtu: 1500,
+        parent: None,
     };
     HostView {
         links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
@@ -31,6 +32,7 @@ fn host() -> HostView {
         ]
         .into_iter()
         .collect(),
+        tentative: Default::default(),
     }
 }
 
@@ -111,6 +113,28 @@ fn ipv6_instances_use_the_link_local_source_and_ff02_12() {
     assert_eq!(plan.params.version, Version::V3, "IPv6 is always v3");
     assert_eq!(plan.params.source_address, IpAddr::V6("fe80::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)));
     assert_eq!(plan.transport, Transport::Multicast { group: IpAddr::V6(VRRP_MCAST_GROUP_V6) });
+}
+
+#[test]
+fn an_ipv6_source_in_duplicate_address_detection_is_a_last_resort_and_pending() {
+    let text = "vrrp_instance V6 {\n interface eth0\n virtual_router_id 53\n\
+                virtual_ipaddress {\n  fd53::1/64\n }\n}\n";
+    let loaded =
+        parse_str("test.conf", text, &LoadOptions { config_id: Some("t".into()), ..LoadOptions::default() });
+    let tentative = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+    let usable = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9));
+    let mut host = host();
+    host.tentative.insert((2, tentative));
+    // The only one: taken, pending.
+    let (plan_, errors) = plan(&loaded.config, &host);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(plan_.instances[0].params.source_address, tentative);
+    assert!(plan_.instances[0].source_pending);
+    // A usable one after it comes first.
+    host.addresses.entry(2).or_default().push(usable);
+    let (plan_, _) = plan(&loaded.config, &host);
+    assert_eq!(plan_.instances[0].params.source_address, usable);
+    assert!(!plan_.instances[0].source_pending);
 }
 
 #[test]
