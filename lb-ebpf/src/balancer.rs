@@ -251,6 +251,7 @@ fn cached_at<const L3: usize>(
     let slot = cache::lookup::<FlowCacheSlot>(&h, settings, clock::now_ns())?;
     let outcome = from_slot::<L3, _>(ctx, frame, &mut h, slot, stats)?;
     stats.ipv4 += 1;
+    stats.flow_cache_hits += 1;
     Some(outcome)
 }
 
@@ -278,10 +279,11 @@ pub(crate) fn cached6(ctx: &XdpContext, h: &mut Headers, stats: &mut GlobalStats
     Some(outcome)
 }
 
-/// Sends the packet `h` of the flow in `slot`. `FAST_L3`: a cache hit of the entry point, `h`
-/// from [`Frame::plain_ipv4`] with its IP header at `FAST_L3`; 0: any other packet (the full
+/// Sends the packet `h` of the flow in `slot`. `FAST_L3`: `h` is the entry point's, from
+/// [`Frame::plain_ipv4`] with its IP header at `FAST_L3`; 0: any other packet (the full
 /// path's, the entry just copied into the slot; or `lb_xdp_v6`'s cache hit). `None` if its
 /// real server is gone (its entry cleared): the slot is emptied, and the full path decides.
+/// A cache hit is counted by the caller, on `Some`.
 #[inline(always)]
 fn from_slot<const FAST_L3: usize, S: cache::Slot>(
     ctx: &XdpContext,
@@ -290,17 +292,14 @@ fn from_slot<const FAST_L3: usize, S: cache::Slot>(
     slot: &mut S,
     stats: &mut GlobalStats,
 ) -> Option<Outcome> {
-    let hit = u64::from(FAST_L3 != 0);
     let (proto, flow) = slot.parts();
     if flow.direction == direction::REPLY {
-        stats.flow_cache_hits += hit;
         return Some(translate_reply(ctx, frame, h, flow, stats).unwrap_or(Outcome::DropMalformed));
     }
     let Some(real) = sched::real_ref(flow.real) else {
         *proto = 0;
         return None;
     };
-    stats.flow_cache_hits += hit;
     stats.flow_hits += 1;
     count(frame, flow);
     Some(send_known::<FAST_L3>(ctx, frame, h, flow, real).unwrap_or(Outcome::DropMalformed))
