@@ -1084,3 +1084,40 @@ fn an_ipv6_instance_whose_only_link_local_address_is_in_dad_waits_for_it() {
     lbd.assert_running();
     terminate(&mut lbd, "lbd");
 }
+
+#[test]
+fn a_reload_switching_a_use_vmac_instance_between_ipv4_and_ipv6_remakes_its_vmac_with_the_family_s_mac() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 82, 2);
+    r[1].addr("eth0", "fd00:82::2/64");
+    let conf = |vip: &str| {
+        config("r1", "", &[instance("VI_1", 82, 150, "0.2", &[vip], "  version 3\n  use_vmac\n")])
+    };
+    // vrrp.82's MAC: 00:00:5e:00:01:52 for IPv4, 00:00:5e:00:02:52 for IPv6 (VRID 82 = 0x52).
+    let mac = || {
+        let out = r[0].exec("ip", &["-o", "link", "show", "vrrp.82"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap_or_default().to_owned()
+    };
+    let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf("10.82.0.100/24"));
+    wait_until(Duration::from_secs(5), "the IPv4 VIP on vrrp.82", || pings(&r[1], "10.82.0.100"));
+    assert_eq!(mac(), "00:00:5e:00:01:52", "{}", lbd.log());
+    for (vip, address, family_mac, filter) in [
+        ("fd00:82::100/64", "fd00:82::100", "00:00:5e:00:02:52", ["ip6", "proto", "112"]),
+        ("10.82.0.100/24", "10.82.0.100", "00:00:5e:00:01:52", ["ip", "proto", "112"]),
+    ] {
+        let adverts = tcpdump(&r[1], &["-i", "eth0", "-e", "-nn", "-l", filter[0], filter[1], filter[2]]);
+        lab.write_file("lbd.conf", &conf(vip));
+        lbd.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(Duration::from_secs(5), "the VIP of the other family", || pings(&r[1], address));
+        let log = lbd.log();
+        assert_eq!(mac(), family_mac, "{log}");
+        wait_until(Duration::from_secs(3), "adverts from the family's VMAC", || {
+            adverts.log().contains(&format!(" {family_mac} > "))
+        });
+        let other = if address.contains(':') { "10.82.0.100" } else { "fd00:82::100" };
+        assert!(!pings(&r[1], other), "the old family's VIP {other} still answers:\n{log}");
+    }
+    terminate(&mut lbd, "lbd");
+    assert!(r[0].try_ip(&["link", "show", "vrrp.82"]).is_err(), "vrrp.82 left after the stop");
+}
