@@ -59,7 +59,8 @@ fn checks() -> anyhow::Result<()> {
          The baseline is keepalived 2.2.7's own checker process on the same servers in the same \
          run: it refuses to run without IPVS, which this kernel lacks, so tests/bench/ipvs-shim.c \
          (LD_PRELOAD) answers its IPVS socket options as an empty IPVS table would; its CPU \
-         includes the same kernel handshake work as lbd's. keepalived and lbd take turns over \
+         includes the same kernel handshake work as lbd's (this kernel accounts CPU by tick, so the \
+         softirq work of both ends of a probe's handshake is charged to the checker that connects). keepalived and lbd take turns over \
          several rounds (who goes first alternates) and the ratio is the median of the rounds', \
          shown with its range and the load average. Goal: at most half its CPU per check, under 64 MB RSS at 10,000 \
          servers. `LBD_BENCH_CHECKS=detect` runs the detection part \

@@ -58,8 +58,8 @@ fn orchestrate() -> anyhow::Result<()> {
     let ns = bench_netns(&mut lab, "checks");
     let me = std::env::current_exe()?;
     match std::env::var("LBD_BENCH_CHECKS").as_deref() {
-        Ok("detect") => return detection(&lab, &ns, &me),
-        Ok("baseline") => return baseline(&mut lab, &me),
+        Ok("detect") => return detection(&lab, &ns, &me).map(drop),
+        Ok("baseline") => return baseline(&mut lab, &me).map(drop),
         _ => {}
     }
     let mut server = start_server(&ns, &me);
@@ -67,7 +67,7 @@ fn orchestrate() -> anyhow::Result<()> {
         "| checkers (delay_loop 1) | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS | reals up at the end |"
     );
     println!("| --- | --- | --- | --- | --- | --- |");
-    let mut floor = None;
+    let (mut floor, mut rss_all_tcp) = (None, f64::NAN);
     for (label, tcp, http) in [
         (format!("{TCP_REALS} TCP_CHECK"), TCP_REALS, 0),
         (format!("{HTTP_REALS} HTTP_GET"), 0, HTTP_REALS),
@@ -93,6 +93,9 @@ fn orchestrate() -> anyhow::Result<()> {
             tcp + http
         );
         floor = floor.or(Some((value("floor_user_us"), value("floor_sys_us"))));
+        if (tcp, http) == (TCP_REALS, 0) {
+            rss_all_tcp = rss;
+        }
     }
     let (user, sys) = floor.unwrap_or((f64::NAN, f64::NAN));
     println!(
@@ -113,8 +116,19 @@ fn orchestrate() -> anyhow::Result<()> {
         .collect();
     println!("Server namespace after the runs: {}.", counters.join(", "));
     server.kill();
-    baseline(&mut lab, &me)?;
-    detection(&lab, &ns, &me)?;
+    let (ratio, low, high) = baseline(&mut lab, &me)?;
+    let [refused, silent] = detection(&lab, &ns, &me)?;
+    // The issue's goals, judged on this run's numbers.
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    println!(
+        "\nGoals, this run: CPU per TCP check at most half keepalived's: {} (median ratio {ratio:.2}, rounds \
+         {low:.2} to {high:.2}); under 64 MB RSS at {TCP_REALS} TCP_CHECK servers: {} ({rss_all_tcp:.1} MiB); \
+         detection within delay_loop + connect_timeout (2 s): {} (lbd's worst: {refused:.3} s refused, \
+         {silent:.3} s SYNs dropped).",
+        verdict(ratio <= 0.5),
+        verdict(rss_all_tcp * 1.048_576 < 64.0),
+        verdict(refused < 2.0 && silent < 2.0),
+    );
     Ok(())
 }
 
@@ -146,7 +160,8 @@ const DETECTIONS: usize = 20;
 /// connect_timeout 1, retry 0) at the same time; its listener is closed at a random moment and
 /// opened again, `DETECTIONS` times. Both report through their output, read by this process
 /// every millisecond: the time from the close to the line saying the real server is down.
-fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
+/// Returns lbd's worst detection time for each failure (refused, silent), NaN if one was missed.
+fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<[f64; 2]> {
     let shim = ipvs_shim(lab)?;
     let conf = lab.write_file("keepalived-detect.conf", &detect_config());
     let main_pid = lab.dir().join("keepalived-detect.pid").display().to_string();
@@ -258,7 +273,15 @@ fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<()> {
         );
     }
     println!("\nGoal: detection within one delay_loop plus connect_timeout (2 s) of the failure.");
-    Ok(())
+    // lbd's rows are the second of each failure's pair; a missed failure makes its worst NaN.
+    let worst = |row: usize| {
+        rows.get(row).map_or(f64::NAN, |(_, all)| {
+            all.iter()
+                .copied()
+                .fold(0.0, |a: f64, t| if a.is_nan() || t.is_nan() { f64::NAN } else { a.max(t) })
+        })
+    };
+    Ok([worst(1), worst(3)])
 }
 
 /// Runs one nft command in `ns`.
@@ -340,13 +363,14 @@ fn median_and_range(values: &[f64]) -> (f64, f64, f64) {
 
 /// keepalived's checker and lbd's on the same `BASELINE_REALS` TCP_CHECK servers, taking turns
 /// for `ROUNDS` rounds (who goes first alternates, so that a load rising or falling over the run
-/// weighs on both alike); prints each round, the median ratio and its range.
+/// weighs on both alike); prints each round, the median ratio and its range, and returns those
+/// (median, lowest, highest).
 ///
 /// Each measurement has a namespace and a server of its own: in a namespace used before,
 /// keepalived's checker ran at about 100 probes a second and 1 ms of CPU per probe from its
 /// second round on (lbd's did not change), so that the ratio said more about the namespace's
 /// history than about the checkers.
-fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
+fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
     let shim = ipvs_shim(lab)?;
     let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
     let mut rounds = Vec::new();
@@ -414,7 +438,7 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
         rss(|r| r.2.rss_mib),
         lbd_up
     );
-    Ok(())
+    Ok((ratio, low, high))
 }
 
 /// One round of keepalived's checker on `conf`: what it costs, and the failed checks it logged.
