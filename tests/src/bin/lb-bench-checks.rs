@@ -32,6 +32,8 @@ const SECONDS: u64 = 10;
 const BASELINE_REALS: usize = 1_000;
 const BASELINE_SECONDS: u64 = 10;
 const ROUNDS: usize = 5;
+/// Rounds of each of the main table's sets against keepalived.
+const SET_ROUNDS: usize = 2;
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
@@ -60,6 +62,7 @@ fn orchestrate() -> anyhow::Result<()> {
     match std::env::var("LBD_BENCH_CHECKS").as_deref() {
         Ok("detect") => return detection(&lab, &ns, &me).map(drop),
         Ok("baseline") => return baseline(&mut lab, &me).map(drop),
+        Ok("sets") => return same_sets(&mut lab, &me),
         _ => {}
     }
     let mut server = start_server(&ns, &me);
@@ -117,6 +120,7 @@ fn orchestrate() -> anyhow::Result<()> {
     println!("Server namespace after the runs: {}.", counters.join(", "));
     server.kill();
     let (ratio, low, high) = baseline(&mut lab, &me)?;
+    same_sets(&mut lab, &me)?;
     let [refused, silent] = detection(&lab, &ns, &me)?;
     // The issue's goals, judged on this run's numbers.
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -387,7 +391,7 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
                 failed += f;
                 k = Some(m);
             } else {
-                let (m, up) = measure_lbd(&ns, me)?;
+                let (m, up) = measure_lbd(&ns, me, BASELINE_REALS, 0)?;
                 lbd_up.push(up);
                 l = Some(m);
             }
@@ -441,6 +445,63 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
     Ok((ratio, low, high))
 }
 
+/// keepalived's checker and lbd's on the main table's sets (10,000 TCP_CHECK, 1,000 HTTP_GET),
+/// `SET_ROUNDS` rounds each, taking turns (who goes first alternates), each measurement in a fresh
+/// namespace with its own server: CPU per probe and RSS side by side.
+fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
+    let shim = ipvs_shim(lab)?;
+    println!(
+        "\nThe main table's sets, keepalived's checker and lbd's taking turns for {SET_ROUNDS} rounds (a fresh \
+         namespace and server for each, {BASELINE_SECONDS} s once probing steadily):\n"
+    );
+    println!(
+        "| set | round | load average (1 min) | keepalived probes/s | keepalived CPU per probe | keepalived RSS \
+         (parent + checker) | lbd probes/s | lbd CPU per probe | lbd RSS | ratio lbd / keepalived |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let sets =
+        [(format!("{TCP_REALS} TCP_CHECK"), TCP_REALS, 0), (format!("{HTTP_REALS} HTTP_GET"), 0, HTTP_REALS)];
+    for (set, (label, tcp, http)) in sets.into_iter().enumerate() {
+        let conf = lab.write_file(&format!("keepalived-set{set}.conf"), &config(tcp, http));
+        for round in 0..SET_ROUNDS {
+            let load = load_average();
+            let (mut k, mut l) = (None, None);
+            for keepalived_turn in [round % 2 == 0, round % 2 == 1] {
+                let ns =
+                    bench_netns(lab, &format!("set{set}{round}{}", if keepalived_turn { "k" } else { "l" }));
+                let _server = start_server(&ns, me);
+                if keepalived_turn {
+                    k = Some(measure_keepalived(lab, &ns, &shim, &conf, 100 + set * 10 + round)?);
+                } else {
+                    l = Some(measure_lbd(&ns, me, tcp, http)?);
+                }
+            }
+            let (Some((k, failed)), Some((l, up))) = (k, l) else {
+                anyhow::bail!("{label}: nothing measured")
+            };
+            println!(
+                "| {label} | {} | {load:.2} | {:.0} | {:.1} µs | {:.1} MiB | {:.0} | {:.1} µs | {:.1} MiB | {:.2} |",
+                round + 1,
+                k.rate,
+                k.total(),
+                k.rss_mib,
+                l.rate,
+                l.total(),
+                l.rss_mib,
+                l.total() / k.total()
+            );
+            if failed > 0 || up < (tcp + http) as f64 {
+                println!(
+                    "\n({label}, round {}: keepalived logged {failed} failed checks; lbd had {up} of {} up.)\n",
+                    round + 1,
+                    tcp + http
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One round of keepalived's checker on `conf`: what it costs, and the failed checks it logged.
 fn measure_keepalived(
     lab: &Lab,
@@ -471,13 +532,30 @@ fn measure_keepalived(
     let read_pid =
         |path: &Path| -> anyhow::Result<u32> { Ok(std::fs::read_to_string(path)?.trim().parse()?) };
     let (main, checker) = (read_pid(&pid("main"))?, read_pid(&pid("checkers"))?);
-    std::thread::sleep(Duration::from_secs(3));
+    // keepalived activates its checkers one by one after "Startup complete" (10,000 take about
+    // 30 s here, with no probe made meanwhile), then probes them all at once and waits about 15 s
+    // before probing steadily: measure once all are active and it has probed in each of 3
+    // seconds in a row.
+    let reals = std::fs::read_to_string(conf)?.matches("real_server").count();
+    wait_until(Duration::from_secs(180), "keepalived to activate every checker", || {
+        keepalived.assert_running();
+        keepalived.log().matches("Activating healthchecker for service").count() >= reals
+    });
+    let (mut last, mut busy_seconds, waiting) = (active_opens(ns), 0, Instant::now());
+    while busy_seconds < 3 {
+        anyhow::ensure!(waiting.elapsed() < Duration::from_secs(120), "keepalived's checker does not probe");
+        std::thread::sleep(Duration::from_secs(1));
+        let now = active_opens(ns);
+        busy_seconds = if now > last { busy_seconds + 1 } else { 0 };
+        last = now;
+    }
     let (opens, cpu, started) = (active_opens(ns), proc_cpu(checker)?, Instant::now());
     std::thread::sleep(Duration::from_secs(BASELINE_SECONDS));
     let (opens_after, cpu_after) = (active_opens(ns), proc_cpu(checker)?);
     let elapsed = started.elapsed().as_secs_f64();
     let rss_mib = proc_rss_mib(main) + proc_rss_mib(checker);
-    let failed = keepalived.log().matches("TCP_CHECK on service").count();
+    // "TCP_CHECK on service ... failed", "HTTP_CHECK on service ... failed ...".
+    let failed = keepalived.log().matches("_CHECK on service").count();
     keepalived.kill();
     let measured = Measured {
         rate: (opens_after - opens) as f64 / elapsed,
@@ -488,11 +566,11 @@ fn measure_keepalived(
     Ok((measured, failed))
 }
 
-/// One round of lbd's checker (`check::Runner` in a process of its own): what it costs, and the
-/// real servers up at the end.
-fn measure_lbd(ns: &Netns, me: &Path) -> anyhow::Result<(Measured, f64)> {
-    let out =
-        ns.exec(me, &["check", &BASELINE_REALS.to_string(), "0", &BASELINE_SECONDS.to_string(), "nofloor"]);
+/// One round of lbd's checker (`check::Runner` in a process of its own) on `tcp` TCP_CHECK and
+/// `http` HTTP_GET real servers: what it costs, and the real servers up at the end.
+fn measure_lbd(ns: &Netns, me: &Path, tcp: usize, http: usize) -> anyhow::Result<(Measured, f64)> {
+    let out = ns
+        .exec(me, &["check", &tcp.to_string(), &http.to_string(), &BASELINE_SECONDS.to_string(), "nofloor"]);
     anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let value = |key: &str| -> f64 {
