@@ -155,6 +155,17 @@ fn ipvlan() {
             )],
         )
     };
+    // Without an address on the ipvlan (nor on eth0) the instance has no advert source, which
+    // lbd finds out once the ipvlan is made: it removes it again and stops.
+    let no_source = lab.write_file("nosource.conf", &conf("r1", 150, "").replace(" /24", ""));
+    let pin = lab.bpffs().join("lbd");
+    let mut failed = bins::spawn_lbd(&lab, &r[0], "nosource", &no_source, &pin, &[]);
+    let status = failed.wait(SLOW);
+    let log = failed.log();
+    assert!(!status.success() && log.contains("(ipvlan) ipv61 created on eth0"), "{status:?}:\n{log}");
+    assert!(log.contains("no IPv4 address on eth0"), "{log}");
+    assert!(r[0].try_ip(&["link", "show", "ipv61"]).is_err(), "the ipvlan outlived a failed start:\n{log}");
+
     let mut a = start_lbd(&mut lab, &r[0], "lbd1", &conf("r1", 150, "10.61.0.11"));
     let mut b = start_lbd(&mut lab, &r[1], "lbd2", &conf("r2", 100, "10.61.0.12"));
     wait_holds(&r[0], "r1", vip, true);
@@ -186,6 +197,33 @@ fn ipvlan() {
     let neighbour = r[2].ip(&["neigh", "show", "10.61.0.100"]);
     let mac = r[0].mac("eth0").iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     assert!(neighbour.contains(&mac), "{neighbour}");
+
+    // A reload that adds an instance with an ipvlan keeps the unchanged MASTER's (the same
+    // interface, its VIP still on it); the next one, deleting that instance, removes its ipvlan.
+    let kept = link(&r[0], "ipv61");
+    let other = instance(
+        "VI_2",
+        64,
+        150,
+        "1",
+        &["10.61.0.164/24"],
+        "  version 3\n  use_ipvlan ipv64 10.61.0.21/24\n",
+    );
+    let reload = |configs: &[String], times: usize| {
+        lab.write_file("lbd1.conf", &config("r1", "", configs));
+        a.signal(nix::sys::signal::Signal::SIGHUP);
+        wait_until(SLOW, "the reload", || {
+            a.log().matches("(VI_1) kept in MASTER STATE across the reload").count() == times
+        });
+    };
+    let only_vi_1 = conf("r1", 150, "10.61.0.11");
+    let vi_1 = only_vi_1[only_vi_1.find("vrrp_instance").unwrap()..].to_owned();
+    reload(&[vi_1.clone(), other], 1);
+    wait_until(SLOW, "ipv64", || r[0].try_ip(&["link", "show", "ipv64"]).is_ok());
+    reload(&[vi_1], 2);
+    wait_until(SLOW, "ipv64 to go", || r[0].try_ip(&["link", "show", "ipv64"]).is_err());
+    assert_eq!(link(&r[0], "ipv61").lines().next(), kept.lines().next(), "the ipvlan was made anew");
+    assert!(holds(&r[0], vip) && !holds(&r[1], vip), "{}", a.log());
 
     // SIGTERM: the VIP moves to r2's ipvlan, and r1's ipvlan goes with lbd.
     stop(&mut a, "lbd1");
