@@ -738,7 +738,8 @@ impl Planner<'_> {
                 mac: <[u8; 6]>::try_from(base.mac.as_slice()).unwrap_or_default(),
                 ipvlan: true,
                 parent: base.index,
-                xmit_base: false,
+                // keepalived 2.2.7 sends through the parent with vmac_xmit_base, VMAC or ipvlan.
+                xmit_base: v.vmac_xmit_base,
             })
         });
         let ipvlan_address = ipvlan.and_then(|w| w.ipvlan).and_then(|w| w.address).map(|a| a.addr);
