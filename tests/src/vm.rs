@@ -7,7 +7,8 @@
 //! unchanged. See `shared/notes/ipvs-vm.md`.
 //!
 //! The image (uncompressed `vmlinux`, initramfs) is built once and cached under
-//! `target/vm/<kernel version>/`; each run gets a directory under `target/vm/runs/` shared
+//! `target/vm/<kernel version>/`, with the list of modules it has (an image without every module
+//! of [`MODULES`] is built anew); each run gets a directory under `target/vm/runs/` shared
 //! read-write with the guest, holding the command, its output and its exit status.
 
 use std::{
@@ -37,10 +38,16 @@ const MODULES: &[&str] = &[
     "veth",
     "dummy",
     "bridge",
+    // VRRP's use_ipvlan and vrf (this machine's kernel has neither).
+    "ipvlan",
+    "vrf",
     "virtio_pci",
     "9pnet_virtio",
     "9p",
 ];
+
+/// The file beside a cached image naming the modules of [`MODULES`] it was built with.
+const MODULES_LIST: &str = "modules.list";
 
 /// The guest's /init: modules, the host's root over 9p, the command chrooted into it, power off.
 const INIT: &str = r#"#!/bin/busybox sh
@@ -138,14 +145,15 @@ fn kernel_version() -> String {
 }
 
 impl Image {
-    /// The cached image, built first if there is none.
+    /// The cached image, built first if there is none with every module of [`MODULES`].
     pub fn get() -> Self {
         let base = target_dir().join("vm");
-        // Any cached image will do: the apt lookup is only needed to build one.
+        // Any cached image with the modules will do: the apt lookup is only needed to build one.
         if let Ok(entries) = fs::read_dir(&base) {
             for entry in entries.flatten() {
                 let image = Self::at(&entry.path());
-                if image.vmlinux.is_file() && image.initramfs.is_file() {
+                let listed = fs::read_to_string(entry.path().join(MODULES_LIST)).unwrap_or_default();
+                if image.vmlinux.is_file() && image.initramfs.is_file() && listed == MODULES.join("\n") {
                     return image;
                 }
             }
@@ -176,6 +184,7 @@ impl Image {
         extract_vmlinux(&root.join(format!("boot/vmlinuz-{version}")), &image.vmlinux);
         let modules = root.join(format!("lib/modules/{version}"));
         fs::write(&image.initramfs, initramfs(&modules)).expect("writing the initramfs");
+        fs::write(dir.join(MODULES_LIST), MODULES.join("\n")).expect("writing the module list");
         let _ = fs::remove_dir_all(&work);
         image
     }
@@ -253,6 +262,23 @@ impl Image {
         let _ = fs::remove_dir_all(&dir);
         run
     }
+}
+
+/// Runs the test `name` of the running test binary in a VM, where `LBD_IN_VM` is set (the test
+/// then does its part there), for at most `timeout`, and fails unless it passed there: a VM that
+/// cannot boot (no qemu, no kernel package) fails too, with what it said.
+pub fn run_test_in_vm(name: &str, timeout: Duration) {
+    crate::require_root();
+    let image = Image::get();
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let script = format!(
+        "export LBD_IN_VM=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexec {} --exact {name} --nocapture --test-threads=1\n",
+        exe.display()
+    );
+    let run = image.run(&script, timeout);
+    println!("VM run: {:.1} s; in the VM:\n{}", run.elapsed.as_secs_f64(), run.output);
+    assert_eq!(run.status, Some(0), "in the VM:\n{}\nconsole:\n{}", run.output, run.console);
+    assert!(run.output.contains("test result: ok. 1 passed"), "{}", run.output);
 }
 
 /// The uncompressed kernel inside a bzImage: its XZ payload (what the kernel's

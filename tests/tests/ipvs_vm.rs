@@ -15,7 +15,6 @@ use std::time::Duration;
 use lb_tests::{
     bins,
     lab::{Lab, LbHosts, answers, wait_until},
-    vm::Image,
 };
 
 const CONFIG: &str = "\
@@ -53,17 +52,10 @@ fn nat_through_ipvs_and_a_failed_check_takes_the_real_out() {
     if std::env::var_os("LBD_IN_VM").is_some() {
         return in_vm();
     }
-    lb_tests::require_root();
-    let image = Image::get();
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let script = format!(
-        "export LBD_IN_VM=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexec {} --exact nat_through_ipvs_and_a_failed_check_takes_the_real_out --nocapture --test-threads=1\n",
-        exe.display()
+    lb_tests::vm::run_test_in_vm(
+        "nat_through_ipvs_and_a_failed_check_takes_the_real_out",
+        Duration::from_secs(900),
     );
-    let run = image.run(&script, Duration::from_secs(900));
-    println!("VM run: {:.1} s; in the VM:\n{}", run.elapsed.as_secs_f64(), run.output);
-    assert_eq!(run.status, Some(0), "in the VM:\n{}\nconsole:\n{}", run.output, run.console);
-    assert!(run.output.contains("test result: ok. 1 passed"), "{}", run.output);
 }
 
 fn ipvsadm(lb: &lb_tests::lab::Netns) -> String {

@@ -24,7 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     // `cargo xtask bench xdp`: the nftables DNAT baseline.
     "nftables",
-    // The IPVS system test: a VM booting Debian's kernel (tests/src/vm.rs), ipvsadm in it.
+    // The VM system tests (IPVS, VRRP use_ipvlan / vrf): a VM booting Debian's kernel
+    // (tests/src/vm.rs), ipvsadm in it.
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",

@@ -62,6 +62,33 @@ fn vrrp(cfg: &mut Config, src: &SourceMap, d: &mut Diagnostics) {
         if v.virtual_router_id.is_none() {
             d.error(here, format!("({}) the virtual router id must be set", v.name));
         }
+        // keepalived's vrf handler: a VRF only for an instance without an interface.
+        if v.vrf.is_some() && v.interface.is_some() {
+            d.warn(kw("vrf"), format!("({}) Cannot specify VRF interface and interface - ignoring", v.name));
+            v.vrf = None;
+        }
+        // keepalived sets up a VMAC when both are given.
+        if v.use_ipvlan.is_some() && v.use_vmac.is_some() {
+            d.warn(
+                kw("use_ipvlan"),
+                format!("({}) use_vmac already specified - ignoring use_ipvlan", v.name),
+            );
+            v.use_ipvlan = None;
+        }
+        let family = v.family();
+        if let Some(ipvlan) = v.use_ipvlan.as_mut()
+            && let Some(address) = ipvlan.address
+            && address.addr.is_ipv4() != (family == Family::Inet)
+        {
+            d.error(
+                kw("use_ipvlan"),
+                format!(
+                    "({}) ipvlan address[{}] MUST match vrrp instance family !!! Skipping...",
+                    v.name, address.addr
+                ),
+            );
+            ipvlan.address = None;
+        }
         if v.interface.is_none() && v.unicast_peer.is_empty() && v.vrf.is_none() {
             d.warn(here, format!("({}) no interface specified - using default_interface", v.name));
         }

@@ -6,7 +6,7 @@
 //! - addresses, including VIPs held on a lease ([`addr`]);
 //! - next hops kept resolved for the data plane ([`neigh`]);
 //! - routes ([`route`]), policy rules ([`rule`]), link events ([`monitor`]), and VRRP
-//!   virtual-MAC interfaces ([`vmac`]);
+//!   virtual-MAC interfaces and ipvlans ([`vmac`]);
 //! - Linux IPVS's virtual services and real servers over generic netlink ([`ipvs`], its own
 //!   blocking socket).
 
@@ -22,7 +22,7 @@ pub mod vmac;
 use std::io;
 
 use futures::TryStreamExt as _;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 
 /// A network interface of the current network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,10 @@ pub struct Link {
     pub mtu: u32,
     /// The interface it sits on (IFLA_LINK: a macvlan's or VLAN's parent), if any.
     pub parent: Option<u32>,
+    /// The device it is enslaved to (IFLA_MASTER: a VRF, a bridge), if any.
+    pub controller: Option<u32>,
+    /// Its kind (IFLA_INFO_KIND: `macvlan`, `ipvlan`, `vrf`...), if it has one.
+    pub kind: Option<String>,
 }
 
 impl Link {
@@ -57,6 +61,8 @@ impl Link {
             mac: Vec::new(),
             mtu: 0,
             parent: None,
+            controller: None,
+            kind: None,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -64,6 +70,13 @@ impl Link {
                 LinkAttribute::Address(mac) => link.mac.clone_from(mac),
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::Link(parent) => link.parent = Some(*parent),
+                LinkAttribute::Controller(controller) => link.controller = Some(*controller),
+                LinkAttribute::LinkInfo(infos) => {
+                    link.kind = infos.iter().find_map(|info| match info {
+                        LinkInfo::Kind(kind) => Some(kind.to_string()),
+                        _ => None,
+                    });
+                }
                 _ => {}
             }
         }
@@ -104,6 +117,10 @@ pub enum NetlinkError {
     /// remove and make anew.
     #[error("interface {0} is in the way of a use_vmac interface of that name (it has no parent)")]
     NotAVmac(String),
+    /// An interface has the name a use_ipvlan interface needs, and is not an ipvlan: not one to
+    /// remove and make anew.
+    #[error("interface {0} is in the way of a use_ipvlan interface of that name (it is not an ipvlan)")]
+    NotAnIpvlan(String),
     /// A sysctl could not be written.
     #[error("writing {path}")]
     Sysctl {

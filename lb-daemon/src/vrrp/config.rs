@@ -29,7 +29,7 @@ use crate::{
         addr::{InterfaceAddress, Scope},
         route::{RTPROT_KEEPALIVED, Route, RouteKind},
         rule::Rule,
-        vmac::virtual_mac,
+        vmac::{IpvlanFlag, virtual_mac},
     },
 };
 
@@ -103,13 +103,15 @@ pub enum OldChecksum {
     Never,
 }
 
-/// A `use_vmac` interface.
+/// A `use_vmac` interface (or `use_ipvlan` one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmacPlan {
     /// Its name (`vrrp.VRID` unless configured).
     pub name: String,
-    /// Its MAC (the RFC 5798 virtual router MAC unless configured).
+    /// Its MAC (the RFC 5798 virtual router MAC unless configured; an ipvlan's parent's).
     pub mac: [u8; 6],
+    /// `use_ipvlan`: an ipvlan, not a macvlan.
+    pub ipvlan: bool,
     /// The interface it sits on.
     pub parent: u32,
     /// `vmac_xmit_base`: adverts leave through the parent, not the macvlan.
@@ -303,17 +305,52 @@ pub struct SmtpPlan {
     pub router_id: String,
 }
 
-/// A `use_vmac` interface the configuration asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A `use_vmac` (or `use_ipvlan`) interface the configuration asks for. A reload keeps one
+/// the next configuration wants the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VmacWanted {
     /// Its name (`vrrp.VRID` unless configured).
     pub name: String,
     /// The name of the interface it sits on.
     pub parent: String,
-    /// Its MAC.
+    /// Its MAC (an ipvlan has its parent's: all zeros here).
     pub mac: [u8; 6],
-    /// For an IPv6 instance: it needs a link-local address of its own.
+    /// For an IPv6 instance: it needs a link-local address of its own (a macvlan).
     pub ipv6: bool,
+    /// `use_ipvlan`: an ipvlan rather than a macvlan.
+    pub ipvlan: Option<IpvlanWanted>,
+}
+
+/// What `use_ipvlan` asks of its ipvlan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpvlanWanted {
+    /// `bridge`, `private` or `vepa`.
+    pub flag: IpvlanFlag,
+    /// The address put on it (keepalived also sends the instance's adverts from it, unless
+    /// another source is configured).
+    pub address: Option<model::IpPrefix>,
+}
+
+/// The `use_ipvlan` interface of `instance`, if it has one and can: keepalived names it as a
+/// VMAC (`vrrp.VRID` unless named) and ignores `use_ipvlan` next to `use_vmac`.
+fn ipvlan_wanted(config: &Config, instance: &VrrpInstance) -> Option<VmacWanted> {
+    let (Some(ipvlan), Some(vrid)) = (instance.use_ipvlan.as_ref(), instance.virtual_router_id) else {
+        return None;
+    };
+    if instance.use_vmac.is_some() {
+        return None;
+    }
+    let parent = instance.interface.clone().or_else(|| config.global_defs.default_interface.clone())?;
+    Some(VmacWanted {
+        name: ipvlan.name.clone().unwrap_or_else(|| vmac_name(config, vrid)),
+        parent,
+        mac: [0; 6],
+        ipv6: instance.family() == Family::Inet6,
+        ipvlan: Some(IpvlanWanted {
+            flag: ipvlan.mode.as_deref().and_then(IpvlanFlag::parse).unwrap_or_default(),
+            address: ipvlan.address,
+        }),
+    })
 }
 
 /// The `use_vmac` interfaces the configuration asks for: each instance's own, then those of
@@ -344,7 +381,10 @@ pub fn address_vmacs(config: &Config) -> Vec<(Option<String>, Option<String>, Vm
         let name = vmac.name.clone().unwrap_or_else(|| vmac_name(config, vrid));
         let ipv6 = instance.family() == Family::Inet6;
         let mac = vmac.mac.as_deref().and_then(parse_mac).unwrap_or_else(|| virtual_mac(vrid, ipv6));
-        wanted.push((None, None, VmacWanted { name, parent, mac, ipv6 }));
+        wanted.push((None, None, VmacWanted { name, parent, mac, ipv6, ipvlan: None }));
+    }
+    for instance in &config.vrrp_instances {
+        wanted.extend(ipvlan_wanted(config, instance).map(|ipvlan| (None, None, ipvlan)));
     }
     let global = &config.global_defs;
     let prefix = global.vmac_addr_prefix.as_deref().or(global.vmac_prefix.as_deref()).unwrap_or("vrrp");
@@ -378,7 +418,7 @@ pub fn address_vmacs(config: &Config) -> Vec<(Option<String>, Option<String>, Vm
             wanted.push((
                 Some(instance.name.clone()),
                 Some(dev.clone()),
-                VmacWanted { name, parent: dev, mac, ipv6 },
+                VmacWanted { name, parent: dev, mac, ipv6, ipvlan: None },
             ));
         }
     }
@@ -434,7 +474,8 @@ pub fn plan(config: &Config, host: &HostView) -> (Plan, Vec<PlanError>) {
 /// uses nftables whether or not `nftables` (or `vrrp_iptables`) was given.
 fn firewall_plan(config: &Config, instances: &[InstancePlan]) -> Option<super::firewall::FirewallPlan> {
     let blocking: Vec<&InstancePlan> = instances.iter().filter(|i| i.no_accept).collect();
-    if blocking.is_empty() && vmacs_wanted(config).is_empty() {
+    // keepalived's VMAC rules (IGMP / MLD) are for macvlans only, not ipvlans.
+    if blocking.is_empty() && vmacs_wanted(config).iter().all(|w| w.ipvlan.is_some()) {
         return None;
     }
     let mut plan = super::firewall::FirewallPlan::from_globals(&config.global_defs);
@@ -551,6 +592,8 @@ pub fn static_plan(config: &Config, host: &HostView) -> (StaticPlan, Vec<PlanErr
         mac: Vec::new(),
         mtu: 0,
         parent: None,
+        controller: None,
+        kind: None,
     });
     for entry in &config.static_ipaddress {
         let planned = match (&entry.dev, &default_link) {
@@ -644,8 +687,18 @@ impl Planner<'_> {
     fn instance(&mut self, v: &VrrpInstance, group: Option<&VrrpSyncGroup>) -> Result<InstancePlan, String> {
         let global = &self.config.global_defs;
         let vrid = v.virtual_router_id.and_then(Vrid::new).ok_or("no virtual_router_id")?;
-        let interface_name =
-            v.interface.clone().or_else(|| global.default_interface.clone()).ok_or("no interface")?;
+        // keepalived's `vrf` (an instance without an interface): its advert sockets are bound
+        // to the VRF device, so that they send and hear through the VRF's table and interfaces.
+        let in_vrf = v.interface.is_none() && v.vrf.is_some();
+        if in_vrf && v.unicast_peer.is_empty() {
+            return Err("vrf without an interface needs unicast_peer (multicast needs an interface)".into());
+        }
+        let interface_name = v
+            .interface
+            .clone()
+            .or_else(|| v.vrf.clone())
+            .or_else(|| global.default_interface.clone())
+            .ok_or("no interface")?;
         let base =
             self.host.link(&interface_name).ok_or(format!("interface {interface_name} not found"))?.clone();
         let family = v.family();
@@ -675,13 +728,30 @@ impl Planner<'_> {
             .unwrap_or_else(|| {
                 (vmac_name(self.config, vrid.get()), virtual_mac(vrid.get(), family == Family::Inet6))
             });
-            VmacPlan { name, mac, parent: base.index, xmit_base: v.vmac_xmit_base }
+            VmacPlan { name, mac, ipvlan: false, parent: base.index, xmit_base: v.vmac_xmit_base }
         });
+        // use_ipvlan: adverts and VIPs on the ipvlan, which has the parent's MAC.
+        let ipvlan = ipvlan_wanted(self.config, v);
+        let vmac = vmac.or_else(|| {
+            ipvlan.as_ref().map(|wanted| VmacPlan {
+                name: wanted.name.clone(),
+                mac: <[u8; 6]>::try_from(base.mac.as_slice()).unwrap_or_default(),
+                ipvlan: true,
+                parent: base.index,
+                // keepalived 2.2.7 sends through the parent with vmac_xmit_base, VMAC or ipvlan.
+                xmit_base: v.vmac_xmit_base,
+            })
+        });
+        let ipvlan_address = ipvlan.and_then(|w| w.ipvlan).and_then(|w| w.address).map(|a| a.addr);
         let vmac_link = match &vmac {
             Some(plan) => Some(
                 self.host
                     .link(&plan.name)
-                    .ok_or(format!("use_vmac interface {} not found", plan.name))?
+                    .ok_or(format!(
+                        "{} interface {} not found",
+                        if plan.ipvlan { "use_ipvlan" } else { "use_vmac" },
+                        plan.name
+                    ))?
                     .clone(),
             ),
             None => None,
@@ -694,11 +764,13 @@ impl Planner<'_> {
         let unicast = !v.unicast_peer.is_empty();
         let mut source_pending = false;
         let base_addresses = self.host.addresses(base.index);
+        // keepalived: the use_ipvlan address is the source unless another one is configured.
         let configured = match family {
             Family::Inet if !unicast => v.mcast_src_ip.or(v.unicast_src_ip),
             Family::Inet6 if !unicast => v.mcast_src_ip,
             _ => v.unicast_src_ip,
-        };
+        }
+        .or(ipvlan_address);
         let source = match family {
             Family::Inet => match configured {
                 Some(IpAddr::V4(a)) => IpAddr::V4(a),
@@ -766,7 +838,13 @@ impl Planner<'_> {
             Transport::Multicast { group }
         };
 
-        let vip_link = vmac_link.as_ref().unwrap_or(&base);
+        // keepalived: without an interface, VIPs without `dev` go on the default interface (lbd:
+        // on the VRF device when there is no default interface).
+        let default_link = in_vrf
+            .then(|| self.host.link(global.default_interface.as_deref().unwrap_or("eth0")))
+            .flatten()
+            .cloned();
+        let vip_link = vmac_link.as_ref().or(default_link.as_ref()).unwrap_or(&base);
         let vip_interface = vip_link.index;
         let mut vips = Vec::new();
         let mut advertised = Vec::new();

@@ -43,7 +43,12 @@ use super::{
 };
 use crate::{
     config::Config,
-    netlink::{Netlink, RcvBuf, addr::Lifetime, sysctl, vmac::link_local_from_mac},
+    netlink::{
+        Netlink, NetlinkError, RcvBuf,
+        addr::{InterfaceAddress, Lifetime, Scope},
+        sysctl,
+        vmac::link_local_from_mac,
+    },
 };
 
 /// How long an orderly stop waits for the notify scripts it queued.
@@ -492,58 +497,47 @@ impl Engine {
             }
         }
         let mut created_vmacs = Vec::new();
-        for VmacWanted { name, parent, mac, ipv6 } in vmacs_wanted(config) {
-            let created = async {
-                let parent = netlink.link_by_name(&parent).await?;
-                // keepalived (vrrp_vmac.c) gives an IPv6 macvlan the parent's link-local address,
-                // or makes one from the parent's MAC.
-                let link_local = if ipv6 {
-                    let existing =
-                        netlink.addresses(parent.index).await?.into_iter().find_map(|a| match a.addr {
-                            IpAddr::V6(a6) if a6.is_unicast_link_local() => Some(a6),
-                            _ => None,
-                        });
-                    let mac = <[u8; 6]>::try_from(parent.mac.as_slice()).unwrap_or_default();
-                    Some(existing.unwrap_or_else(|| link_local_from_mac(mac)))
-                } else {
-                    None
-                };
-                netlink.create_vmac(&name, parent.index, mac, link_local).await
-            }
-            .await;
-            match created {
-                Ok((link, created)) => {
-                    // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for
-                    // the VIPs, the macvlan answers only for its own addresses and hears the other
-                    // routers although it has no address of its own.
-                    for (key, value) in [
-                        ("arp_ignore", "1"),
-                        ("accept_local", "1"),
-                        ("rp_filter", "0"),
-                        ("promote_secondaries", "1"),
-                    ] {
-                        set_ipv4_conf(&name, key, value);
-                    }
-                    // The parent's are put back as lbd stops, as keepalived does (the first
-                    // value seen is the one before lbd).
-                    for key in ["arp_ignore", "arp_filter"] {
-                        match sysctl::set_ipv4_conf(&parent, key, "1") {
-                            Ok(Some(previous)) => made.restore_conf.push((parent.clone(), key, previous)),
-                            Ok(None) => {}
-                            Err(e) => warn!("cannot set {key} of {parent} to 1: {e}"),
-                        }
-                    }
-                    if created {
-                        info!("(vmac) {name} created on {parent}");
-                    } else {
-                        info!("(vmac) {name} on {parent} already there");
-                    }
-                    made.vmacs.push((link.index, name.clone()));
-                    made.vmac_keys.push((name.clone(), parent.clone(), mac));
-                    created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
+        for wanted in vmacs_wanted(config) {
+            let VmacWanted { name, parent, ipv6, ref ipvlan, .. } = wanted.clone();
+            let created = make_vmac(netlink, &wanted).await;
+            let (what, tag) = if ipvlan.is_some() { ("use_ipvlan", "ipvlan") } else { ("use_vmac", "vmac") };
+            let (link, created) = match created {
+                Ok(made) => made,
+                Err(e) => {
+                    error!("cannot create {what} interface {name}: {}", chain(&e));
+                    continue;
                 }
-                Err(e) => error!("cannot create use_vmac interface {name}: {}", chain(&e)),
+            };
+            if created {
+                info!("({tag}) {name} created on {parent}");
+            } else {
+                info!("({tag}) {name} on {parent} already there");
             }
+            made.vmacs.push((link.index, name.clone()));
+            made.vmac_keys.push(wanted);
+            // keepalived changes no setting for an ipvlan: it shares its parent's MAC, and the
+            // kernel gives it the frames of its own addresses.
+            if ipvlan.is_some() {
+                continue;
+            }
+            // keepalived's settings (vrrp_if_config.c): the parent must not answer ARP for the
+            // VIPs, the macvlan answers only for its own addresses and hears the other routers
+            // although it has no address of its own.
+            for (key, value) in
+                [("arp_ignore", "1"), ("accept_local", "1"), ("rp_filter", "0"), ("promote_secondaries", "1")]
+            {
+                set_ipv4_conf(&name, key, value);
+            }
+            // The parent's are put back as lbd stops, as keepalived does (the first value seen
+            // is the one before lbd).
+            for key in ["arp_ignore", "arp_filter"] {
+                match sysctl::set_ipv4_conf(&parent, key, "1") {
+                    Ok(Some(previous)) => made.restore_conf.push((parent.clone(), key, previous)),
+                    Ok(None) => {}
+                    Err(e) => warn!("cannot set {key} of {parent} to 1: {e}"),
+                }
+            }
+            created_vmacs.push(firewall::Vmac { name: name.clone(), parent: parent.clone(), ipv6 });
         }
         let host = read_host(netlink).await.map_err(VrrpError::Netlink)?;
         let (plan, problems) = plan(config, &host);
@@ -1568,7 +1562,7 @@ impl Engine {
         let next_vmac_parents = std::mem::take(&mut handoff.next_vmac_parents);
         // A VMAC the next engine wants as it is (same parent and MAC, not only the same name).
         let vmac_keys = std::mem::take(&mut self.vmac_keys);
-        let kept_vmac = |name: &str| vmac_keys.iter().any(|key| key.0 == name && next_vmacs.contains(key));
+        let kept_vmac = |name: &str| vmac_keys.iter().any(|key| key.name == name && next_vmacs.contains(key));
         let mut rest = Vec::new();
         let mut deleted = Vec::new();
         for i in 0..self.runners.len() {
@@ -1719,6 +1713,52 @@ impl Engine {
         }
         info!("VRRP stopped");
     }
+}
+
+/// Makes (or finds) the use_vmac macvlan or use_ipvlan ipvlan `wanted`, in its parent's VRF if
+/// the parent is in one (keepalived's IFLA_MASTER), with the ipvlan's address on it.
+async fn make_vmac(
+    netlink: &Netlink,
+    wanted: &VmacWanted,
+) -> Result<(crate::netlink::Link, bool), NetlinkError> {
+    let parent = netlink.link_by_name(&wanted.parent).await?;
+    let vrf = match parent.controller {
+        Some(controller) => netlink
+            .links()
+            .await?
+            .into_iter()
+            .find(|l| l.index == controller && l.kind.as_deref() == Some("vrf"))
+            .map(|l| l.index),
+        None => None,
+    };
+    if let Some(ipvlan) = &wanted.ipvlan {
+        let (link, created) = netlink.create_ipvlan(&wanted.name, parent.index, ipvlan.flag, vrf).await?;
+        if let Some(address) = ipvlan.address {
+            let address = InterfaceAddress {
+                ifindex: link.index,
+                addr: address.addr,
+                prefix_len: address.len,
+                broadcast: None,
+                scope: Scope::Global,
+                label: None,
+            };
+            netlink.add_address(&address, Lifetime::Forever).await?;
+        }
+        return Ok((link, created));
+    }
+    // keepalived (vrrp_vmac.c) gives an IPv6 macvlan the parent's link-local address, or makes
+    // one from the parent's MAC.
+    let link_local = if wanted.ipv6 {
+        let existing = netlink.addresses(parent.index).await?.into_iter().find_map(|a| match a.addr {
+            IpAddr::V6(a6) if a6.is_unicast_link_local() => Some(a6),
+            _ => None,
+        });
+        let mac = <[u8; 6]>::try_from(parent.mac.as_slice()).unwrap_or_default();
+        Some(existing.unwrap_or_else(|| link_local_from_mac(mac)))
+    } else {
+        None
+    };
+    netlink.create_vmac(&wanted.name, parent.index, wanted.mac, vrf, link_local).await
 }
 
 /// Removes use_vmac interface `name` (index `index`), logged.

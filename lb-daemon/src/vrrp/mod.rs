@@ -94,8 +94,8 @@ pub struct Reload {
     /// The use_vmac interfaces the configuration being loaded has: the previous engine removes
     /// its others, and leaves these to the next engine, which finds them as they are (same
     /// interface, its VIPs still on it).
-    /// Matched on their name, parent and MAC: one of the same name on another interface, or
-    /// of the other family, is made anew.
+    /// Matched on their name, parent, MAC, family and ipvlan settings: one of the same name on
+    /// another interface, of the other family, or another kind, is made anew.
     pub next_vmacs: std::collections::HashSet<VmacKey>,
     /// The interfaces those VMACs are on.
     pub next_vmac_parents: std::collections::HashSet<String>,
@@ -114,8 +114,9 @@ pub struct Reload {
     pub held: Vec<engine::Held>,
 }
 
-/// A use_vmac interface as the configuration wants it: (name, parent's name, MAC).
-pub type VmacKey = (String, String, [u8; 6]);
+/// A use_vmac (or use_ipvlan) interface as the configuration wants it: its name, parent, MAC,
+/// family and ipvlan settings.
+pub type VmacKey = config::VmacWanted;
 
 /// A `net.ipv4.KEY` setting lbd changed: (key, the value before).
 pub type Ipv4Setting = (&'static str, String);
@@ -220,7 +221,7 @@ impl VrrpTask {
             reload.next = config.vrrp_instances.iter().map(|i| i.name.clone()).collect();
             let wanted = config::vmacs_wanted(&config);
             reload.next_vmac_parents = wanted.iter().map(|v| v.parent.clone()).collect();
-            reload.next_vmacs = wanted.into_iter().map(|v| (v.name, v.parent, v.mac)).collect();
+            reload.next_vmacs = wanted.into_iter().collect();
         }
         tracing::info!(
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"

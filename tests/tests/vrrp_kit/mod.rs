@@ -206,7 +206,8 @@ impl Drop for VipWatch {
     }
 }
 
-async fn holds(netlink: &Netlink, vip: IpAddr) -> bool {
+/// Whether the namespace of `netlink` holds `vip`, on any interface.
+pub async fn holds(netlink: &Netlink, vip: IpAddr) -> bool {
     let Ok(links) = netlink.links().await else { return false };
     for link in links {
         if let Ok(addresses) = netlink.addresses(link.index).await

@@ -15,9 +15,17 @@ fn host() -> HostView {
         mac: vec![2, 0, 0, 0, 0, mac],
         mtu: 1500,
         parent: None,
+        controller: None,
+        kind: None,
     };
     HostView {
-        links: vec![link(2, "eth0", 1), link(3, "eth1", 2), link(4, "vrrp.51", 3), link(5, "v6mac", 4)],
+        links: vec![
+            link(2, "eth0", 1),
+            link(3, "eth1", 2),
+            link(4, "vrrp.51", 3),
+            link(5, "v6mac", 4),
+            link(6, "blue", 5),
+        ],
         addresses: [
             (
                 2,
@@ -206,7 +214,8 @@ fn use_vmac_puts_vips_and_adverts_on_the_macvlan() {
             name: "vrrp.51".into(),
             parent: "eth0".into(),
             mac: [0, 0, 0x5e, 0, 1, 51],
-            ipv6: false
+            ipv6: false,
+            ipvlan: None,
         }]
     );
     let plan = only(config);
@@ -237,7 +246,13 @@ fn ipv6_use_vmac_has_the_v6_mac_and_sends_from_the_macvlan_link_local() {
     let loaded = parse_str("t.conf", config, &LoadOptions::default());
     assert_eq!(
         vmacs_wanted(&loaded.config),
-        [VmacWanted { name: "v6mac".into(), parent: "eth0".into(), mac: [0, 0, 0x5e, 0, 2, 52], ipv6: true }]
+        [VmacWanted {
+            name: "v6mac".into(),
+            parent: "eth0".into(),
+            mac: [0, 0, 0x5e, 0, 2, 52],
+            ipv6: true,
+            ipvlan: None,
+        }]
     );
     let plan = only(config);
     assert_eq!(plan.interface.name, "v6mac");
@@ -248,6 +263,84 @@ fn ipv6_use_vmac_has_the_v6_mac_and_sends_from_the_macvlan_link_local() {
         IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2)),
         "the macvlan's link-local"
     );
+}
+
+#[test]
+fn use_ipvlan_puts_vips_and_adverts_on_the_ipvlan_which_sends_from_its_address() {
+    let config = instance(" use_ipvlan 10.0.0.9/24 private\n");
+    let loaded = parse_str("t.conf", &config, &LoadOptions::default());
+    assert!(loaded.is_clean(), "{:?}", loaded.diagnostics);
+    let flag = IpvlanFlag::Private;
+    let address = Some(model::IpPrefix { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), len: 24 });
+    assert_eq!(
+        vmacs_wanted(&loaded.config),
+        [VmacWanted {
+            name: "vrrp.51".into(),
+            parent: "eth0".into(),
+            mac: [0; 6],
+            ipv6: false,
+            ipvlan: Some(IpvlanWanted { flag, address }),
+        }]
+    );
+    let (plan, errors) = planned(&config);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(plan.firewall.is_none(), "keepalived's VMAC firewall rules are not for ipvlans");
+    let plan = &plan.instances[0];
+    assert_eq!(plan.interface.name, "vrrp.51");
+    assert_eq!(plan.vips[0].address.ifindex, 4);
+    let vmac = plan.vmac.as_ref().map(|v| (v.ipvlan, v.mac, v.xmit_base));
+    assert_eq!(vmac, Some((true, [2, 0, 0, 0, 0, 1], false)), "an ipvlan with its parent's MAC");
+    assert_eq!(plan.params.source_address, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), "the ipvlan's address");
+    // A name of its own, bridge by default; mcast_src_ip wins over the ipvlan's address.
+    let named = instance(" use_ipvlan v6mac\n mcast_src_ip 10.0.0.1\n");
+    let loaded = parse_str("t.conf", &named, &LoadOptions::default());
+    let wanted = vmacs_wanted(&loaded.config);
+    assert_eq!(wanted[0].name, "v6mac");
+    assert_eq!(wanted[0].ipvlan, Some(IpvlanWanted { flag: IpvlanFlag::Bridge, address: None }));
+    let plan = only(&named);
+    assert_eq!(
+        (plan.interface.index, plan.params.source_address),
+        (5, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+    );
+}
+
+#[test]
+fn use_ipvlan_gives_way_to_use_vmac_and_drops_an_address_of_the_other_family() {
+    let both = parse_str("t.conf", &instance(" use_vmac\n use_ipvlan\n"), &LoadOptions::default());
+    let wanted = vmacs_wanted(&both.config);
+    assert_eq!(wanted.len(), 1);
+    assert!(wanted[0].ipvlan.is_none(), "{wanted:?}");
+    assert!(
+        both.diagnostics.iter().any(|d| d.to_string().contains("ignoring use_ipvlan")),
+        "{:?}",
+        both.diagnostics
+    );
+    let v6 = parse_str("t.conf", &instance(" use_ipvlan 2001:db8::9/64\n"), &LoadOptions::default());
+    assert_eq!(vmacs_wanted(&v6.config)[0].ipvlan.and_then(|i| i.address), None);
+    assert!(v6.diagnostics.iter().any(|d| d.to_string().contains("MUST match")), "{:?}", v6.diagnostics);
+}
+
+#[test]
+fn vrf_without_an_interface_binds_to_the_vrf_device_for_unicast_only() {
+    let unicast = "vrrp_instance U {\n vrf blue\n virtual_router_id 9\n unicast_src_ip 10.0.0.1\n \
+                   unicast_peer {\n  10.0.0.2\n }\n virtual_ipaddress {\n  10.0.0.9/24 dev eth0\n }\n}\n";
+    let plan = only(unicast);
+    assert_eq!(plan.interface.name, "blue", "the advert socket's device");
+    assert_eq!(plan.vips[0].address.ifindex, 2);
+    // Multicast needs an interface.
+    let multicast = unicast.replace(" unicast_peer {\n  10.0.0.2\n }\n", "");
+    let (plan, errors) = planned(&multicast);
+    assert!(plan.instances.is_empty());
+    assert!(errors[0].message.contains("needs unicast_peer"), "{errors:?}");
+    // keepalived ignores vrf next to an interface.
+    let loaded = parse_str("t.conf", &instance(" vrf blue\n"), &LoadOptions::default());
+    assert_eq!(loaded.config.vrrp_instances[0].vrf, None);
+    assert!(
+        loaded.diagnostics.iter().any(|d| d.to_string().contains("Cannot specify VRF")),
+        "{:?}",
+        loaded.diagnostics
+    );
+    assert_eq!(only(&instance(" vrf blue\n")).interface.name, "eth0");
 }
 
 #[test]
