@@ -16,6 +16,7 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 use lb_tests::{
     bins,
     lab::{Lab, LbHosts, Netns, answers, wait_until},
+    pages::{Answer, Pages},
     process::Proc,
 };
 use nix::sys::signal::Signal;
@@ -207,19 +208,20 @@ fn checkers_take_a_dead_real_server_out_and_bring_it_back() {
     lbd.assert_running();
 }
 
+/// Virtual server `vip`:80 (delay_loop 1, rr, NAT) with the three reals on 8080, each checked
+/// by `check`.
+fn same_check_vs(vip: &str, check: &str) -> String {
+    let reals = (1..=3)
+        .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n        {check}\n    }}\n"))
+        .collect::<String>();
+    format!(
+        "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{reals}}}\n"
+    )
+}
+
 /// SMTP_CHECK, DNS_CHECK and UDP_CHECK against lbt-services, and PING_CHECK against the host.
 fn protocol_config() -> String {
-    let reals = |check: &str| {
-        (1..=3)
-            .map(|i| format!("    real_server 10.31.0.1{i} 8080 {{\n        {check}\n    }}\n"))
-            .collect::<String>()
-    };
-    let vs = |vip: &str, check: &str| {
-        format!(
-            "virtual_server {vip} 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{}}}\n",
-            reals(check)
-        )
-    };
+    let vs = same_check_vs;
     [
         vs(
             "10.40.0.110",
@@ -433,4 +435,151 @@ fn regex_sorry_server_inhibit_ha_suspend_and_smtp_alert() {
     let mail = "Subject: [lbt-extras] Virtualserver [10.40.0.122]:tcp:80 - UP";
     wait_until(Duration::from_secs(5), "the quorum mail", || sink.log().contains(mail));
     lbd.assert_running();
+}
+
+/// Polls `condition` every 5 ms for up to `limit`: how long it took to hold, if it did.
+fn time_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// TCP_CHECK (.100) and HTTP_GET (.101) on the three reals, delay_loop 1, connect_timeout 1,
+/// retry 0.
+fn timing_config() -> String {
+    let vs = same_check_vs;
+    [
+        vs("10.40.0.100", "TCP_CHECK {\n connect_timeout 1\n retry 0\n }"),
+        vs("10.40.0.101", "HTTP_GET {\n url {\n path /\n }\n connect_timeout 1\n retry 0\n }"),
+    ]
+    .concat()
+}
+
+/// The bound: a failed real leaves the data plane within one delay_loop plus
+/// connect_timeout of its failure, for a refused connection (its web server killed) and a
+/// silent host (its namespace drops the checks' SYNs), for TCP_CHECK and HTTP_GET. Timed from
+/// the failure to lbd's removal line, then checked through the VIP.
+#[test]
+fn detection_within_delay_loop_plus_connect_timeout() {
+    /// delay_loop 1 + connect_timeout 1 + 0.5 s.
+    const BOUND: Duration = Duration::from_millis(2500);
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals: hosts, _switch } = topology(&mut lab);
+    let mut reals = Vec::new();
+    for (i, ns) in hosts.into_iter().enumerate() {
+        let server = ns.spawn("web", bins::web(), &[&format!("r{}", i + 1), "0.0.0.0:8080"]);
+        reals.push((ns, server));
+    }
+    let lbd = start_lbd(&mut lab, &lb, &timing_config());
+    std::thread::sleep(Duration::from_secs(2));
+    let all = set(&["r1", "r2", "r3"]);
+    for vip in ["10.40.0.100", "10.40.0.101"] {
+        assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} at start\n{}", lbd.log());
+    }
+    let removed = |real: &str, log: &str| {
+        ["100", "101"].map(|vip| {
+            log.contains(&format!(
+                "Removing service [10.31.0.1{real}]:tcp:8080 from VS [10.40.0.{vip}]:tcp:80"
+            ))
+        })
+    };
+    let mut times = Vec::new();
+    // r2's web server is killed (refused), then r3's SYNs are dropped (r2 stays dead).
+    for (real, silent, left) in [("2", false, ["r1", "r3"].as_slice()), ("3", true, ["r1"].as_slice())] {
+        let mark = lbd.log().len();
+        let index = if real == "2" { 1 } else { 2 };
+        if silent {
+            let out = reals[index].0.exec(
+                "nft",
+                &["add table inet silent { chain input { type filter hook input priority 0; tcp dport 8080 drop; }; }"],
+            );
+            assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            reals[index].1.kill();
+        }
+        let mut seen = [None, None];
+        let started = std::time::Instant::now();
+        time_until(BOUND * 2, || {
+            let now = removed(real, &since(&lbd, mark));
+            for (slot, gone) in seen.iter_mut().zip(now) {
+                if gone && slot.is_none() {
+                    *slot = Some(started.elapsed());
+                }
+            }
+            seen.iter().all(Option::is_some)
+        });
+        let failure = if silent { "SYNs dropped" } else { "refused" };
+        for (checker, time) in ["TCP_CHECK", "HTTP_GET"].iter().zip(seen) {
+            let time =
+                time.unwrap_or_else(|| panic!("{checker}, {failure}: r{real} never removed\n{}", lbd.log()));
+            assert!(
+                time <= BOUND,
+                "{checker}, {failure}: r{real} removed after {time:?} > {BOUND:?}\n{}",
+                lbd.log()
+            );
+            times.push(format!("{checker} {failure} {time:?}"));
+        }
+        for vip in ["10.40.0.100", "10.40.0.101"] {
+            assert_eq!(answers(&client, vip, 9, &lbd), set(left), "{vip}: r{real} gone ({failure})");
+        }
+    }
+    eprintln!("detection times: {times:?}");
+}
+
+/// A digest genhash prints for a chunked page keeps the real server up: HTTP_GET hashes the
+/// page as genhash does (the chunk sizes included). A digest of the decoded body, which is not
+/// what keepalived hashes, takes its real out.
+#[test]
+fn a_genhash_digest_of_a_chunked_page_keeps_the_real_up() {
+    let mut lab = Lab::new();
+    let Topology { client, lb, reals: hosts, _switch } = topology(&mut lab);
+    let chunked =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n-world\n\r\n0\r\n\r\n";
+    let servers: Vec<Pages> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let name = format!("r{}\n", i + 1);
+            let root = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}", name.len());
+            Pages::serve(
+                ns,
+                "0.0.0.0:8081".parse().unwrap(),
+                vec![("/", Answer::Close(root.into_bytes())), ("/chunked", Answer::Close(chunked.to_vec()))],
+            )
+        })
+        .collect();
+    // The digest, by lbd's genhash and by keepalived's, from the load balancer.
+    let ours = lb.exec(bins::workspace_bin("genhash"), &["-s", "10.31.0.11", "-p", "8081", "-u", "/chunked"]);
+    let theirs = lb.exec("/usr/bin/genhash", &["-s", "10.31.0.11", "-p", "8081", "-u", "/chunked"]);
+    let digest = String::from_utf8_lossy(&ours.stdout).trim().to_owned();
+    assert_eq!(digest, String::from_utf8_lossy(&theirs.stdout).trim(), "both genhash agree");
+    let decoded = lb_daemon::genhash::hex(&lb_daemon::genhash::body_digest(b"hello-world\n"));
+    assert_ne!(digest, decoded);
+    let real = |i: u32, digest: &str| {
+        format!(
+            "    real_server 10.31.0.1{i} 8081 {{\n        HTTP_GET {{\n url {{\n path /chunked\n digest {digest}\n }}\n connect_timeout 1\n retry 0\n }}\n    }}\n"
+        )
+    };
+    let config = format!(
+        "virtual_server 10.40.0.105 80 {{\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n{}{}{}}}\n",
+        real(1, &digest),
+        real(2, &decoded),
+        real(3, &digest)
+    );
+    let lbd = start_lbd(&mut lab, &lb, &config);
+    let removed = "Removing service [10.31.0.12]:tcp:8081 from VS [10.40.0.105]:tcp:80";
+    wait_until(DETECTION, "HTTP_GET to take out the real with the decoded body's digest", || {
+        lbd.log().contains(removed)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(lbd.log().contains("MD5 digest error"), "{}", lbd.log());
+    assert!(!lbd.log().contains("Removing service [10.31.0.11]"), "{}", lbd.log());
+    assert!(!lbd.log().contains("Removing service [10.31.0.13]"), "{}", lbd.log());
+    assert_eq!(answers(&client, "10.40.0.105", 9, &lbd), set(&["r1", "r3"]), "{}", lbd.log());
+    drop(servers);
 }
