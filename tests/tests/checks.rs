@@ -250,6 +250,11 @@ fn protocol_config() -> String {
         ),
         vs("10.40.0.112", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n }"),
         vs("10.40.0.113", "PING_CHECK {\n connect_timeout 1\n retry 0\n }"),
+        // A host block is a checker of its own: every real also checks r2's SMTP server.
+        vs(
+            "10.40.0.114",
+            "SMTP_CHECK {\n connect_port 25\n connect_timeout 1\n retry 0\n host {\n connect_ip 10.31.0.12\n }\n }",
+        ),
     ]
     .concat()
 }
@@ -290,6 +295,13 @@ fn smtp_dns_udp_and_ping_checkers_follow_their_servers() {
     for vip in &vips[..3] {
         assert_eq!(answers(&client, vip, 12, &lbd), set(&["r1", "r3"]), "{vip} with r2's services dead");
     }
+    // SMTP_CHECK's host block: r1 and r3 fail their second check (r2's SMTP server) too.
+    wait_until(DETECTION, "SMTP host checks to take every real out of .114", || {
+        let log = since(&lbd, mark);
+        (1..=3).all(|i| {
+            log.contains(&format!("Removing service [10.31.0.1{i}]:tcp:8080 from VS [10.40.0.114]:tcp:80"))
+        })
+    });
     assert!(!since(&lbd, mark).contains("VS [10.40.0.113]"), "r2 still answers pings:\n{}", lbd.log());
     let mark = lbd.log().len();
     services[1] = reals[1].spawn("services-again", bins::services(), &["r2"]);
@@ -302,6 +314,13 @@ fn smtp_dns_udp_and_ping_checkers_follow_their_servers() {
     for vip in &vips[..3] {
         assert_eq!(answers(&client, vip, 9, &lbd), all, "{vip} after r2 recovered");
     }
+    wait_until(DETECTION, "SMTP host checks to bring the reals back to .114", || {
+        let log = since(&lbd, mark);
+        (1..=3).all(|i| {
+            log.contains(&format!("Adding service [10.31.0.1{i}]:tcp:8080 to VS [10.40.0.114]:tcp:80"))
+        })
+    });
+    assert_eq!(answers(&client, "10.40.0.114", 9, &lbd), all, ".114 after r2 recovered");
 
     // r2's link goes down: PING_CHECK takes it out too; it comes back with the link.
     let mark = lbd.log().len();
