@@ -3,6 +3,7 @@
 //! - [`lab`]: a [`lab::Lab`] owns uniquely named network namespaces, the veth pairs and bridges
 //!   between them, bpffs mounts and the processes started inside; dropping it (also while a test
 //!   panics) removes all of it. Nothing is ever created in the root namespace.
+//! - [`pages`]: a web server of canned answers (odd pages for genhash and HTTP_GET).
 //! - [`process`]: a process running inside a namespace, to signal, wait for and kill.
 //! - [`packet`]: frames built with pnet_packet (Ethernet, 802.1Q, IPv4/IPv6, TCP/UDP/ICMP).
 //! - [`xdp`]: runs an XDP program on one frame with BPF_PROG_TEST_RUN.
@@ -16,6 +17,7 @@ pub mod bins;
 pub mod fixture;
 pub mod lab;
 pub mod packet;
+pub mod pages;
 pub mod process;
 pub mod vm;
 pub mod xdp;

@@ -35,7 +35,7 @@ fn usage() -> ExitCode {
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (mut server, mut port, mut url, mut vhost) = (None, None, None, None);
+    let (mut server, mut port, mut url, mut vhost, mut fwmark) = (None, None, None, None, None);
     let (mut verbose, mut ssl, mut sni, mut protocol, mut timeout) =
         (false, false, false, Protocol::default(), 5u64);
     while let Some(arg) = args.next() {
@@ -54,7 +54,14 @@ fn main() -> ExitCode {
             "-u" | "--url" => url = value(),
             "-V" | "--use-virtualhost" => vhost = value(),
             "-m" | "--fwmark" => {
-                let _ = value();
+                let text = value().unwrap_or_default();
+                match parse_mark(&text) {
+                    Some(mark) => fwmark = Some(mark),
+                    None => {
+                        eprintln!("invalid fwmark '{text}'");
+                        return usage();
+                    }
+                }
             }
             "-P" | "--protocol" => match value().as_deref().and_then(Protocol::parse) {
                 Some(p) => protocol = p,
@@ -72,18 +79,27 @@ fn main() -> ExitCode {
         eprintln!("genhash: server address {server} is not an IP address");
         return usage();
     };
-    let addr = SocketAddr::new(ip, port);
-    print!(
-        "{}",
-        genhash::run(
-            &addr,
-            &url,
-            vhost.as_deref(),
-            protocol,
-            verbose,
-            Duration::from_secs(timeout),
-            ssl.then_some(sni)
-        )
-    );
+    let query = genhash::Query {
+        server: SocketAddr::new(ip, port),
+        url: &url,
+        virtualhost: vhost.as_deref(),
+        protocol,
+        timeout: Duration::from_secs(timeout),
+        tls: ssl.then_some(sni),
+        fwmark,
+    };
+    let output = genhash::run(&query, verbose);
+    print!("{}", output.stdout);
+    eprint!("{}", output.stderr);
     ExitCode::SUCCESS
+}
+
+/// `-m`: a decimal mark; keepalived 2.2.7 keeps the low 32 bits of a larger number
+/// (observed: `-m 99999999999` marks packets 0x4876e7ff) and refuses hex and signs.
+fn parse_mark(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Truncation intended: keepalived's mark is the low 32 bits.
+    text.parse::<u64>().ok().map(|m| m as u32)
 }

@@ -1,7 +1,11 @@
-//! `HTTP_GET`: each `url` is fetched on its own connection; the status must be in the url's
-//! `status_code` ranges (default 200-299) and the body's MD5 must equal its `digest`, computed
-//! as genhash computes it ([`crate::genhash::body_digest`]), and its `regex` must match the body
-//! (must not, with `regex_no_match`), starting between `regex_min_offset` and `regex_max_offset`.
+//! `HTTP_GET`: each `url` is fetched on its own connection, read until the server closes it
+//! (as keepalived: a server that keeps the connection open fails the check by timing out), and
+//! read as keepalived and genhash read it ([`crate::genhash::page`]: no header end in the
+//! first 4095 bytes fails; the body is not decoded, so a chunked body is hashed with its chunk
+//! sizes; bytes past `Content-Length` are not hashed). The status must be in the url's
+//! `status_code` ranges (default 200-299), the body's MD5 must equal its `digest`, and its
+//! `regex` must match the body (must not, with `regex_no_match`), starting between
+//! `regex_min_offset` and `regex_max_offset`.
 //! keepalived's regexes are PCRE2's; lbd's are the `regex` crate's, the same syntax for what
 //! health pages use (no look-around, no back-references), with keepalived's `regex_options`
 //! mapped to the crate's flags.
@@ -10,11 +14,7 @@
 //! User-Agent, and a Host header of the url's, the checker's, the real server's or the virtual
 //! server's `virtualhost`, else `IP:PORT`. SSL_GET ([`super::ssl`]) sends the same over TLS.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::{Request, Version};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::{CheckError, Endpoint, Probe};
 use crate::{
@@ -183,66 +183,74 @@ impl HttpProbe {
     /// Fetches `url` over `io` and judges the answer.
     pub async fn check_url<S>(&self, io: S, url: &UrlCheck) -> Result<(), CheckError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
-        let (status, body) = get(io, self.request(url)?).await?;
-        if !url.status.iter().any(|r| (r.from..=r.to).contains(&status)) {
-            return Err(CheckError::Status { path: url.path.clone(), status });
-        }
-        if let Some(want) = &url.digest {
-            let got = genhash::hex(&genhash::body_digest(&body));
-            if &got != want {
-                return Err(CheckError::Digest { path: url.path.clone(), got, want: want.clone() });
-            }
-        }
-        if let Some(regex) = &url.regex
-            && !regex.passes(&body)
-        {
-            return Err(CheckError::Regex {
-                path: url.path.clone(),
-                pattern: regex.regex.as_str().to_owned(),
-                matched: regex.no_match,
-            });
-        }
-        Ok(())
+        let raw = get(io, &self.request(url)).await?;
+        judge(&raw, url)
     }
 
     /// keepalived's request for `url` (the same bytes as genhash's).
-    fn request(&self, url: &UrlCheck) -> Result<Request<Empty<Bytes>>, CheckError> {
-        let mut builder = Request::get(url.path.as_str())
-            .version(if self.protocol == HttpProtocol::V1_1 { Version::HTTP_11 } else { Version::HTTP_10 })
-            .header("User-Agent", "KeepAliveClient");
-        if self.protocol != HttpProtocol::V1_0 {
-            builder = builder.header("Connection", "close");
-        }
-        builder
-            .header("Host", url.host.as_str())
-            .body(Empty::new())
-            .map_err(|e| CheckError::Http(e.to_string()))
+    fn request(&self, url: &UrlCheck) -> String {
+        let protocol = match self.protocol {
+            HttpProtocol::V1_0 => genhash::Protocol::Http10,
+            HttpProtocol::V1_0C => genhash::Protocol::Http10Close,
+            HttpProtocol::V1_1 => genhash::Protocol::Http11,
+        };
+        genhash::request_to(&url.path, &url.host, protocol)
     }
 }
 
-/// Sends `request` on a fresh HTTP/1 connection over `io`; the status and the whole body.
-async fn get<S>(io: S, request: Request<Empty<Bytes>>) -> Result<(u16, Bytes), CheckError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let http = |e: hyper::Error| CheckError::Http(e.to_string());
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(http)?;
-    // The connection task ends with the server's close, or is aborted when the body is in.
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let result = async {
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(http)?.to_bytes();
-        Ok((status, body))
+/// Judges the response `raw` to `url` as keepalived 2.2.7 does.
+pub fn judge(raw: &[u8], url: &UrlCheck) -> Result<(), CheckError> {
+    let Some(page) = genhash::page(raw) else {
+        return Err(CheckError::Http(format!("no data received url({})", url.path)));
+    };
+    if !url.status.iter().any(|r| (r.from..=r.to).contains(&page.status)) {
+        return Err(CheckError::Status { path: url.path.clone(), status: page.status });
     }
-    .await;
-    driver.abort();
-    result
+    if let Some(want) = &url.digest {
+        let got = genhash::hex(&genhash::body_digest(page.hashed));
+        if &got != want {
+            return Err(CheckError::Digest { path: url.path.clone(), got, want: want.clone() });
+        }
+    }
+    if let Some(regex) = &url.regex
+        && !regex.passes(page.body)
+    {
+        return Err(CheckError::Regex {
+            path: url.path.clone(),
+            pattern: regex.regex.as_str().to_owned(),
+            matched: regex.no_match,
+        });
+    }
+    Ok(())
+}
+
+/// The most lbd reads of one answer: a health page larger than this fails the check
+/// (keepalived streams any size; lbd keeps the page to hash and match it).
+pub const MAX_PAGE: usize = 64 << 20;
+
+/// Sends `request` over `io` and reads the answer until the server closes the connection.
+/// A TLS server closing without close_notify still ends the answer, as it does for keepalived.
+async fn get<S>(mut io: S, request: &str) -> Result<Vec<u8>, CheckError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    io.write_all(request.as_bytes()).await?;
+    io.flush().await?;
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match io.read(&mut buf).await {
+            Ok(0) => return Ok(raw),
+            Ok(n) if raw.len() + n > MAX_PAGE => {
+                return Err(CheckError::Http(format!("answer larger than {MAX_PAGE} bytes")));
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => return Ok(raw),
+            Err(e) => return Err(CheckError::Io(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +315,72 @@ mod tests {
         let (addr, _requests) = server("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n").await?;
         let probe = HttpProbe::new(endpoint(addr), &check(vec![Url::default()]), [None, None])?;
         assert!(matches!(probe.probe().await, Err(CheckError::Status { status: 503, .. })));
+        Ok(())
+    }
+
+    /// keepalived 2.2.7's HTTP_GET verdicts (observed: `/usr/sbin/keepalived -C` with the IPVS
+    /// shim, retry 0, one real server per case, against a server sending these bytes then
+    /// closing).
+    #[test]
+    fn verdicts_match_keepalived_on_odd_pages() {
+        let url = |digest: &[u8], status: Option<u16>| UrlCheck {
+            path: "/".into(),
+            host: "h".into(),
+            digest: Some(genhash::hex(&genhash::body_digest(digest))),
+            status: vec![
+                status.map_or(StatusRange { from: 200, to: 299 }, |s| StatusRange { from: s, to: s }),
+            ],
+            regex: None,
+        };
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n-world\n\r\n0\r\n\r\n";
+        assert!(judge(chunked, &url(b"5\r\nhello\r\n7\r\n-world\n\r\n0\r\n\r\n", None)).is_ok());
+        assert!(matches!(judge(chunked, &url(b"hello-world\n", None)), Err(CheckError::Digest { .. })));
+        let extra = b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhelloEXTRA-BYTES\n";
+        assert!(judge(extra, &url(b"hello", None)).is_ok());
+        assert!(matches!(judge(extra, &url(b"helloEXTRA-BYTES\n", None)), Err(CheckError::Digest { .. })));
+        let close = b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nno length here\n";
+        assert!(judge(close, &url(b"no length here\n", None)).is_ok());
+        let not_found = b"HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\n\r\nnot found\n";
+        assert!(matches!(
+            judge(not_found, &url(b"not found\n", None)),
+            Err(CheckError::Status { status: 404, .. })
+        ));
+        assert!(judge(not_found, &url(b"not found\n", Some(404))).is_ok());
+        let short = b"HTTP/1.0 200 OK\r\nContent-Length: 50\r\n\r\nshortbody\n";
+        assert!(judge(short, &url(b"shortbody\n", None)).is_ok());
+        let lf = b"HTTP/1.0 200 OK\nContent-Length: 6\n\nlfbody";
+        assert!(matches!(judge(lf, &url(b"lfbody", None)), Err(CheckError::Http(_))));
+        let no_status = b"garbage\r\n\r\nbody\n";
+        assert!(matches!(judge(no_status, &url(b"body\n", None)), Err(CheckError::Status { status: 0, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_reset_after_the_body_fails_and_a_server_that_keeps_the_connection_times_out()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello").await;
+                n += 1;
+                if n == 1 {
+                    // A reset: keepalived fails the check ("Read error with").
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                } else {
+                    // Kept open: keepalived waits for the close ("Timeout HTTP read").
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        });
+        let url = Url { path: Some("/".into()), ..Url::default() };
+        let probe = HttpProbe::new(endpoint(addr), &check(vec![url]), [None, None])?;
+        assert!(matches!(probe.probe().await, Err(CheckError::Io(_))));
+        let kept = tokio::time::timeout(Duration::from_millis(500), probe.probe()).await;
+        assert!(kept.is_err(), "the probe waits for the server's close");
         Ok(())
     }
 

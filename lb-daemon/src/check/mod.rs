@@ -269,6 +269,57 @@ impl Health {
     }
 }
 
+/// The checkers of `rs` as keepalived 2.2.7 runs them: each `host { }` block of an SMTP_CHECK
+/// is a checker of its own on the same real server ("The SMTP_CHECK host block is deprecated.
+/// Please define additional checkers."), with the host's options over the SMTP_CHECK's. The
+/// SMTP_CHECK's own connection is checked too when it names one (`connect_ip`, `connect_port`
+/// or `connect_timeout`); otherwise the first host takes its place. (keepalived copies the
+/// SMTP_CHECK's options as they are where the host block starts; lbd takes them all.)
+pub fn expanded_checkers(rs: &RealServer) -> Vec<std::borrow::Cow<'_, Checker>> {
+    use std::borrow::Cow;
+    let mut out = Vec::with_capacity(rs.checkers.len());
+    for checker in &rs.checkers {
+        let Checker::SmtpCheck(smtp) = checker else {
+            out.push(Cow::Borrowed(checker));
+            continue;
+        };
+        if smtp.hosts.is_empty() {
+            out.push(Cow::Borrowed(checker));
+            continue;
+        }
+        let main = &smtp.conn;
+        if main.connect_ip.is_some() || main.connect_port.is_some() || main.connect_timeout.is_some() {
+            let mut alone = (**smtp).clone();
+            alone.hosts.clear();
+            out.push(Cow::Owned(Checker::SmtpCheck(Box::new(alone))));
+        }
+        for host in &smtp.hosts {
+            let conn = CheckCommon {
+                connect_ip: host.connect_ip.or(main.connect_ip),
+                connect_port: host.connect_port.or(main.connect_port),
+                bindto: host.bindto.or(main.bindto),
+                bind_port: host.bind_port.or(main.bind_port),
+                bind_if: host.bind_if.clone().or_else(|| main.bind_if.clone()),
+                connect_timeout: host.connect_timeout.or(main.connect_timeout),
+                fwmark: host.fwmark.or(main.fwmark),
+                retry: host.retry.or(main.retry),
+                delay_before_retry: host.delay_before_retry.or(main.delay_before_retry),
+                warmup: host.warmup.or(main.warmup),
+                delay_loop: host.delay_loop.or(main.delay_loop),
+                alpha: host.alpha.or(main.alpha),
+                log_all_failures: host.log_all_failures.or(main.log_all_failures),
+            };
+            let one = crate::config::model::SmtpCheck {
+                conn,
+                helo_name: smtp.helo_name.clone(),
+                hosts: Vec::new(),
+            };
+            out.push(Cow::Owned(Checker::SmtpCheck(Box::new(one))));
+        }
+    }
+    out
+}
+
 /// Whether `config` has any checker at all.
 pub fn has_checkers(config: &Config) -> bool {
     config.virtual_servers.iter().flat_map(|vs| &vs.real_servers).any(|rs| !rs.checkers.is_empty())
@@ -278,4 +329,150 @@ pub fn has_checkers(config: &Config) -> bool {
 pub fn random_u64() -> u64 {
     use std::hash::BuildHasher as _;
     std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// The first virtual server of `text` (protocol, scheduler and method set).
+    fn vs(text: &str) -> VirtualServer {
+        let loaded = crate::config::parse_str("t.conf", text, &Default::default());
+        loaded
+            .config
+            .virtual_servers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no virtual server in {text}"))
+    }
+
+    fn service(vs_extra: &str, rs: &str, rs_extra: &str, checker: &str) -> VirtualServer {
+        vs(&format!(
+            "virtual_server 10.0.0.1 80 {{\n protocol TCP\n lb_algo rr\n lb_kind NAT\n{vs_extra}\n \
+             real_server {rs} {{\n{rs_extra}\n{checker}\n }}\n}}\n"
+        ))
+    }
+
+    fn timing_of(vs: &VirtualServer) -> state::Timing {
+        let rs = &vs.real_servers[0];
+        checker_timing(&rs.checkers[0], vs, rs)
+    }
+
+    #[test]
+    fn checker_timing_has_keepalived_defaults_per_kind() {
+        let t = |checker: &str| timing_of(&service("", "10.1.0.1 8080", "", checker));
+        let http = t("HTTP_GET {\n url {\n path /\n }\n }");
+        assert_eq!((http.retry, http.delay_before_retry), (1, 3 * SEC));
+        assert_eq!((http.delay_loop, http.warmup, http.connect_timeout), (60 * SEC, 60 * SEC, 5 * SEC));
+        assert!(!http.alpha);
+        let ssl = t("SSL_GET {\n url {\n path /\n }\n }");
+        assert_eq!((ssl.retry, ssl.delay_before_retry), (1, 3 * SEC));
+        for other in ["TCP_CHECK {\n }", "SMTP_CHECK {\n }", "UDP_CHECK {\n }", "PING_CHECK {\n }"] {
+            let timing = t(other);
+            assert_eq!((timing.retry, timing.delay_before_retry), (1, SEC), "{other}");
+        }
+        let misc = t("MISC_CHECK {\n misc_path /bin/true\n }");
+        assert_eq!((misc.retry, misc.delay_before_retry), (0, SEC));
+        let dns = t("DNS_CHECK {\n delay_loop 7\n }");
+        assert_eq!((dns.retry, dns.delay_before_retry, dns.delay_loop), (3, 7 * SEC, 7 * SEC));
+        let file = timing_of(&vs(
+            "track_file f {\n file /tmp/lbd-no-such-file\n}\nvirtual_server 10.0.0.1 80 {\n protocol TCP\n \
+             lb_algo rr\n lb_kind NAT\n delay_loop 9\n real_server 10.1.0.1 8080 {\n FILE_CHECK {\n track_file f\n }\n }\n}\n",
+        ));
+        assert_eq!((file.delay_loop, file.warmup, file.retry), (SEC, Duration::ZERO, 0));
+    }
+
+    #[test]
+    fn checker_timing_takes_the_checker_then_the_real_then_the_virtual_server() {
+        let checker = "TCP_CHECK {\n retry 4\n }";
+        let t = timing_of(&service(
+            " delay_loop 5\n retry 9\n delay_before_retry 8\n connect_timeout 7\n alpha",
+            "10.1.0.1 8080",
+            " retry 6\n delay_before_retry 2",
+            checker,
+        ));
+        assert_eq!(t.retry, 4, "the checker's");
+        assert_eq!(t.delay_before_retry, 2 * SEC, "the real's");
+        assert_eq!(
+            (t.delay_loop, t.warmup, t.connect_timeout),
+            (5 * SEC, 5 * SEC, 7 * SEC),
+            "the virtual server's"
+        );
+        assert!(t.alpha, "the virtual server's alpha");
+        let t = timing_of(&service(" alpha", "10.1.0.1 8080", "", "TCP_CHECK {\n alpha no\n warmup 0\n }"));
+        assert!(!t.alpha, "the checker's alpha wins");
+        assert_eq!(t.warmup, Duration::ZERO);
+    }
+
+    #[test]
+    fn endpoint_falls_back_from_the_checker_to_the_real_and_the_virtual_server() {
+        let ep = |vs: &VirtualServer| {
+            let rs = &vs.real_servers[0];
+            Endpoint::new(rs.checkers[0].common().unwrap_or_else(|| unreachable!()), vs, rs)
+        };
+        // The real server's address and port, keepalived's 5 s.
+        let plain = ep(&service("", "10.1.0.1 8080", "", "TCP_CHECK {\n }"));
+        assert_eq!(
+            plain,
+            Endpoint {
+                addr: "10.1.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
+                bind: None,
+                fwmark: None,
+                timeout: 5 * SEC,
+                udp: false,
+            }
+        );
+        assert_eq!(plain.to_string(), "[10.1.0.1]:tcp:8080");
+        // connect_ip / connect_port: the check goes elsewhere; bindto and bind_port; fwmark.
+        let moved = ep(&service(
+            " connect_timeout 3",
+            "10.1.0.1 8080",
+            "",
+            "TCP_CHECK {\n connect_ip 10.2.0.9\n connect_port 9000\n bindto 10.0.0.5\n bind_port 4000\n fwmark 7\n }",
+        ));
+        assert_eq!(moved.addr, "10.2.0.9:9000".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(moved.bind, Some("10.0.0.5:4000".parse().unwrap_or_else(|_| unreachable!())));
+        assert_eq!((moved.fwmark, moved.timeout), (Some(7), 3 * SEC));
+        // A real without a port takes the virtual server's; bind_port alone binds to any
+        // address of the family; the checker's connect_timeout beats the real's.
+        let v6 = vs("virtual_server 2001:db8::1 443 {\n protocol UDP\n lb_algo rr\n lb_kind NAT\n \
+                     real_server 2001:db8::2 {\n connect_timeout 4\n UDP_CHECK {\n bind_port 5000\n connect_timeout 2\n }\n }\n}\n");
+        let e = ep(&v6);
+        assert_eq!(e.addr, "[2001:db8::2]:443".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(e.bind, Some("[::]:5000".parse().unwrap_or_else(|_| unreachable!())));
+        assert_eq!((e.timeout, e.udp), (2 * SEC, true));
+    }
+
+    #[test]
+    fn smtp_host_blocks_are_checkers_of_their_own() {
+        let smtp = |body: &str| {
+            let vs =
+                service("", "10.1.0.1 25", "", &format!("SMTP_CHECK {{\n helo_name h.example\n{body}\n }}"));
+            let rs = &vs.real_servers[0];
+            expanded_checkers(rs)
+                .iter()
+                .map(|c| {
+                    let Checker::SmtpCheck(s) = c.as_ref() else { panic!("{c:?}") };
+                    assert!(s.hosts.is_empty());
+                    assert_eq!(s.helo_name.as_deref(), Some("h.example"));
+                    (Endpoint::new(&s.conn, &vs, rs).addr.to_string(), s.conn.fwmark)
+                })
+                .collect::<Vec<_>>()
+        };
+        // No host: the SMTP_CHECK alone.
+        assert_eq!(smtp(""), [("10.1.0.1:25".to_owned(), None)]);
+        // Hosts and no connection of its own: the hosts replace it; the SMTP_CHECK's options
+        // carry over.
+        assert_eq!(
+            smtp(" fwmark 3\n host {\n connect_ip 10.1.0.7\n }\n host {\n connect_port 2525\n fwmark 4\n }"),
+            [("10.1.0.7:25".to_owned(), Some(3)), ("10.1.0.1:2525".to_owned(), Some(4))]
+        );
+        // Its own connection too: checked as well as each host.
+        assert_eq!(
+            smtp(" connect_port 587\n host {\n connect_ip 10.1.0.7\n }"),
+            [("10.1.0.1:587".to_owned(), None), ("10.1.0.7:587".to_owned(), None)]
+        );
+    }
 }

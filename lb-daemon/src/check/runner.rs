@@ -366,7 +366,7 @@ impl Runner {
             let mut reals = Vec::new();
             for (r, rs) in vs.real_servers.iter().enumerate() {
                 let mut checkers_up = Vec::new();
-                for checker in &rs.checkers {
+                for checker in super::expanded_checkers(rs).iter().map(AsRef::as_ref) {
                     if let Checker::BfdCheck(b) = checker {
                         let id = checker_key(vs, rs, checker);
                         let names = (real_name(vs, rs), service_name(vs));
@@ -425,6 +425,11 @@ impl Runner {
                         probes: probes.clone(),
                         gauge,
                         suspend: suspend_address(vs).zip(local.clone()),
+                        log_all_failures: checker
+                            .common()
+                            .and_then(|c| c.log_all_failures)
+                            .or(config.global_defs.checker_log_all_failures)
+                            .unwrap_or(false),
                     };
                     match task.loop_target() {
                         Some((addr, limit)) => looped.push(tcp_loop::Entry { addr, limit, checker: task }),
@@ -578,6 +583,9 @@ struct CheckerTask {
     gauge: Arc<Gauge>,
     /// `ha_suspend`: the address that must be local, and the host's addresses.
     suspend: Option<(IpAddr, LocalAddresses)>,
+    /// `log_all_failures` (or global `checker_log_all_failures`): every failed probe of an up
+    /// checker is logged, retries included, not only the one that takes it down.
+    log_all_failures: bool,
 }
 
 impl CheckerTask {
@@ -656,6 +664,10 @@ impl tcp_loop::Scheduled for CheckerTask {
         let (rs, vs) = &self.names;
         let probe = match &result {
             Ok(probe) => *probe,
+            Err(e) if self.log_all_failures && self.state.is_up() => {
+                info!("{}", self.prober.describe(false, rs, vs, Some(e)));
+                Probe::Down
+            }
             Err(e) => {
                 debug!("{}", self.prober.describe(false, rs, vs, Some(e)));
                 Probe::Down
@@ -750,7 +762,8 @@ impl Collector {
                     Some(((v, r, c), change)) => {
                         let Some(service) = self.services.get_mut(v) else { continue };
                         let events = service.on_change(r, c, change);
-                        let kind = self.config.virtual_servers[v].real_servers[r].checkers.get(c).map(Checker::keyword);
+                        let rs = &self.config.virtual_servers[v].real_servers[r];
+                        let kind = super::expanded_checkers(rs).get(c).map(|c| c.keyword());
                         for event in events {
                             self.handle_event(v, event, kind);
                         }

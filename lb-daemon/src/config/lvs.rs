@@ -500,7 +500,11 @@ impl Parser {
             ("connect_port", true) => c.connect_port = self.port(k, 1),
             ("bindto", true) => c.bindto = self.ip(k, 1),
             ("bind_port", true) => c.bind_port = self.port(k, 1),
-            ("bind_if", true) => c.bind_if = self.string(k, 1),
+            ("bind_if", true) => {
+                // Every checker block with connection options has it (schema::PARSED_NOT_RUN).
+                self.d.parsed_unsupported(k.loc, "bind_if");
+                c.bind_if = self.string(k, 1);
+            }
             ("connect_timeout", true) => {
                 c.connect_timeout = self.timer(k, 1, TIMER_MIN, TIMER_MAX);
             }
@@ -536,7 +540,10 @@ impl Parser {
                 }
             }
             "enable_sni" => h.enable_sni = true,
-            "fast_recovery" => h.fast_recovery = self.opt_bool(k, 1),
+            "fast_recovery" => {
+                self.d.parsed_unsupported(k.loc, "fast_recovery");
+                h.fast_recovery = self.opt_bool(k, 1);
+            }
             "url" => {
                 let mut u = Url::default();
                 self.block(k, |p, x| p.url_keyword(&mut u, ctx, &x));

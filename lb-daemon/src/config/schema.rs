@@ -6,8 +6,11 @@
 //! supported yet" notice and kept in [`super::model::Config::unsupported`]; if not it is
 //! keepalived's `Unknown keyword`. A unit test checks every keyword of the TSV against the parser.
 
-/// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
-/// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
+/// Keywords the parser models (they round-trip through `--dump-conf`) but nothing acts on yet:
+/// each gets a "parsed, not supported yet" notice at its `file:line`. The checkers' `bind_if`
+/// (keepalived binds the check's socket to the interface, for link-local addresses) and
+/// `fast_recovery` (keepalived checks again at once, not after delay_loop, while a checker is
+/// down with no failure known) are among them.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
     ("global_defs", "enable_traps"),
@@ -16,6 +19,16 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "enable_snmp_rfcv3"),
     ("global_defs", "enable_dbus"),
     ("global_defs", "dbus_service_name"),
+    ("DNS_CHECK", "bind_if"),
+    ("HTTP_GET", "bind_if"),
+    ("HTTP_GET", "fast_recovery"),
+    ("PING_CHECK", "bind_if"),
+    ("SMTP_CHECK", "bind_if"),
+    ("SMTP_CHECK > host", "bind_if"),
+    ("SSL_GET", "bind_if"),
+    ("SSL_GET", "fast_recovery"),
+    ("TCP_CHECK", "bind_if"),
+    ("UDP_CHECK", "bind_if"),
 ];
 
 /// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).

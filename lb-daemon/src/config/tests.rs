@@ -691,6 +691,25 @@ fn keywords_parsed_but_not_run_get_a_notice_with_their_line() {
 }
 
 #[test]
+fn checker_bind_if_and_fast_recovery_get_a_notice_with_their_line() {
+    let l = parse(
+        "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server 10.1.0.1 80 {\n    HTTP_GET {\n      bind_if eth0\n      \
+         fast_recovery\n      url {\n        path /\n      }\n    }\n    SMTP_CHECK {\n      host {\n        \
+         connect_ip 10.1.0.2\n        bind_if eth1\n      }\n    }\n  }\n}\n",
+    );
+    assert!(l.is_clean(), "{:?}", l.diagnostics);
+    let notices: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notices,
+        [
+            "t.conf:7:7: notice: keyword 'bind_if' is parsed, not supported yet: ignored",
+            "t.conf:8:7: notice: keyword 'fast_recovery' is parsed, not supported yet: ignored",
+            "t.conf:16:9: notice: keyword 'bind_if' is parsed, not supported yet: ignored",
+        ],
+    );
+}
+
+#[test]
 fn lvs_sync_daemon_interface_of_an_instance_becomes_lvs_sync_daemon() {
     let instance = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_router_id 42\n  \
                     lvs_sync_daemon_interface eth1\n  virtual_ipaddress {\n    10.0.0.1\n  }\n}\n";

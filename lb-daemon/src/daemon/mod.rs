@@ -130,6 +130,8 @@ pub struct Daemon {
     config: Config,
     netlink: Netlink,
     dataplane: Option<AnyDataplane>,
+    /// The checkers' last state when applying it failed, tried again on a timer.
+    apply_retry: crate::dataplane::retry::ApplyRetry,
     /// The real servers' next hops the XDP data plane needs resolved.
     neighbours: neighbours::Neighbours,
     checks: Option<check::Runner>,
@@ -182,6 +184,7 @@ impl Daemon {
             config,
             netlink,
             dataplane: None,
+            apply_retry: crate::dataplane::retry::ApplyRetry::default(),
             neighbours: neighbours::Neighbours::default(),
             checks: None,
             interfaces: Vec::new(),
@@ -423,9 +426,23 @@ impl Daemon {
                 }
                 desired = checks_changed(&mut self.checks) => {
                     if let Some(dataplane) = &mut self.dataplane {
-                        match dataplane.apply(&desired) {
+                        match self.apply_retry.apply(dataplane, desired, std::time::Instant::now()) {
                             Ok(report) => info!("data plane: {report:?}"),
-                            Err(e) => error!("applying the checkers' changes: {}", error_chain(&e)),
+                            Err(e) => error!(
+                                "applying the checkers' changes: {} (retrying in {:?})",
+                                error_chain(&e),
+                                self.apply_retry.due().map(|at| at.saturating_duration_since(std::time::Instant::now()))
+                            ),
+                        }
+                    }
+                    continue;
+                }
+                () = apply_due(&self.apply_retry) => {
+                    if let Some(dataplane) = &mut self.dataplane {
+                        match self.apply_retry.retry(dataplane, std::time::Instant::now()) {
+                            Some(Ok(report)) => info!("data plane (retried): {report:?}"),
+                            Some(Err(e)) => error!("applying the checkers' changes again: {}", error_chain(&e)),
+                            None => {}
                         }
                     }
                     continue;
@@ -515,8 +532,12 @@ impl Daemon {
                 ));
             }
             let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
-            if let Err(e) = apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
-                error!("Reload: {}", error_chain(e.as_ref()));
+            match apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
+                Ok(()) => self.apply_retry.settled(),
+                Err(e) => {
+                    error!("Reload: {} (retrying)", error_chain(e.as_ref()));
+                    self.apply_retry.failed(desired, std::time::Instant::now());
+                }
             }
             if let AnyDataplane::Xdp(_) = dataplane {
                 self.neighbours.sync(&self.netlink, &crate::lvs::desired_state(&config).0).await;
@@ -710,6 +731,14 @@ async fn recv_status(
 async fn vrrp_ended(vrrp: &mut Option<VrrpTask>) -> Result<(), crate::vrrp::VrrpError> {
     match vrrp {
         Some(vrrp) => vrrp.ended().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When a failed apply is due to be tried again (never, if none failed).
+async fn apply_due(retry: &crate::dataplane::retry::ApplyRetry) {
+    match retry.due() {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
 }

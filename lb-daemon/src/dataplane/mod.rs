@@ -20,6 +20,7 @@ pub mod conns;
 pub mod fake;
 pub mod ipvs;
 pub mod maglev;
+pub mod retry;
 pub mod sched;
 pub mod tables;
 pub mod xdp;
