@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "time",
     // VRRP system tests capture adverts and ARP with it.
     "tcpdump",
+    // The D-Bus system test (`enable_dbus`) starts a private bus of its own.
+    "dbus-daemon",
     // `cargo xtask bench xdp`: the nftables DNAT baseline.
     "nftables",
     // The IPVS system test: a VM booting Debian's kernel (tests/src/vm.rs), ipvsadm in it.
