@@ -658,4 +658,6 @@ fn vrrp_runs_on_without_a_bus_or_without_its_name() {
     client.runtime.block_on(client.connection.release_name(SERVICE)).expect("releasing the name");
     let path = instance_path("eth0", 51, "IPv4");
     wait_state(&client, SERVICE, &path, (2, "Master"), Duration::from_secs(5));
+    wait_logged(&r2, "Acquired the name org.keepalived.Vrrp1", Duration::from_secs(5));
+    r2.assert_running();
 }

@@ -343,7 +343,8 @@ async fn serve(
         }
     };
     info!("Acquired DBus bus {}", settings.service_name);
-    let mut service = Service { connection, settings, requests, instances: BTreeMap::new(), started: false };
+    let mut service =
+        Service { connection, settings, requests, instances: BTreeMap::new(), started: false, queued: None };
     service.register_vrrp().await;
     // keepalived registers its instances' objects before VrrpStarted, then signals their
     // states, then asks for the name: wait (a little) for the engine's instances and their
@@ -413,6 +414,18 @@ struct Service {
     instances: BTreeMap<String, Known>,
     /// `VrrpStarted` has gone: changes are signalled.
     started: bool,
+    /// Waiting for the name, queued behind another owner: logs when it comes.
+    queued: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Logs when the name lbd is queued for comes to it (the objects are there already).
+async fn announce_acquired(connection: Connection, name: String) {
+    use futures::StreamExt as _;
+    let Ok(bus) = zbus::fdo::DBusProxy::new(&connection).await else { return };
+    let Ok(mut acquired) = bus.receive_name_acquired_with_args(&[(0, name.as_str())]).await else { return };
+    if acquired.next().await.is_some() {
+        info!("Acquired the name {name} on the system bus");
+    }
 }
 
 impl Service {
@@ -424,7 +437,7 @@ impl Service {
         }
     }
 
-    async fn request_name(&self) {
+    async fn request_name(&mut self) {
         let name = self.settings.service_name.as_str();
         // No flags, as keepalived's G_BUS_NAME_OWNER_FLAGS_NONE: a name another process owns
         // is waited for in the bus's queue, and not given up to another asking for it (zbus's
@@ -433,10 +446,13 @@ impl Service {
             Ok(RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner) => {
                 info!("Acquired the name {name} on the system bus");
             }
-            Ok(RequestNameReply::InQueue | RequestNameReply::Exists) => error!(
-                "DBus: the name {name} is owned by another process: queued for it; VRRP runs on, its objects reachable at {} only",
-                self.connection.unique_name().map_or_else(|| "?".to_owned(), ToString::to_string)
-            ),
+            Ok(RequestNameReply::InQueue | RequestNameReply::Exists) => {
+                error!(
+                    "DBus: the name {name} is owned by another process: queued for it; VRRP runs on, its objects reachable at {} only",
+                    self.connection.unique_name().map_or_else(|| "?".to_owned(), ToString::to_string)
+                );
+                self.queued = Some(tokio::spawn(announce_acquired(self.connection.clone(), name.to_owned())));
+            }
             Err(e) => error!("DBus: cannot own the name {name}: {e}; VRRP runs on without it"),
         }
     }
@@ -578,6 +594,9 @@ impl Service {
             }
         }
         self.emit_vrrp(Signal::Stopped).await;
+        if let Some(queued) = self.queued.take() {
+            queued.abort();
+        }
         if let Err(e) = self.connection.release_name(self.settings.service_name.as_str()).await {
             // Not owned (queued, or never granted): nothing to release.
             tracing::debug!("releasing {}: {e}", self.settings.service_name);
