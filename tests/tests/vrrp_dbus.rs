@@ -24,7 +24,7 @@ use lb_tests::{
     process::Proc,
 };
 use nix::sys::signal::Signal;
-use vrrp_kit::{VipWatch, config, instance, ip4, lan};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, spawn_keepalived_env};
 use zbus::zvariant::Value;
 
 const SERVICE: &str = "org.keepalived.Vrrp1";
@@ -660,4 +660,65 @@ fn vrrp_runs_on_without_a_bus_or_without_its_name() {
     wait_state(&client, SERVICE, &path, (2, "Master"), Duration::from_secs(5));
     wait_logged(&r2, "Acquired the name org.keepalived.Vrrp1", Duration::from_secs(5));
     r2.assert_running();
+}
+
+#[test]
+fn keepalived_and_lbd_send_the_same_signals_at_the_same_moments() {
+    let (mut lab, bus, r, client) = on_a_bus(75, 2);
+    let env = bus.env();
+    // keepalived on r1 with VRIDs 51, 52 (then 53); lbd on r2 with 61, 62 (then 63), under
+    // another name: the same story, told by each on its own objects.
+    let text = |base: u8, last: u8, names: &[(&str, u8)], extra: &str| {
+        let blocks: Vec<String> = names
+            .iter()
+            .map(|(name, offset)| {
+                let vip = format!("10.75.0.{}/24", last + offset);
+                instance(name, base + offset, 150, "1", &[&vip], "")
+            })
+            .collect();
+        config("r", &format!("  enable_dbus\n{extra}"), &blocks)
+    };
+    let first = [("VI_A", 1), ("VI_B", 2)];
+    let second = [("VI_A", 1), ("VI_C", 3)];
+    let other = format!("  dbus_service_name {OTHER_SERVICE}\n");
+    let mut keepalived =
+        spawn_keepalived_env(&lab, &r[0], "keepalived", &text(50, 100, &first, ""), &[&env], &["-P"]);
+    let mut lbd = start_lbd(&mut lab, &r[1], "lbd", &text(60, 110, &first, &other), &[&env]);
+    let path = |vrid: u8| instance_path("eth0", vrid, "IPv4");
+    for (service, base) in [(SERVICE, 50), (OTHER_SERVICE, 60)] {
+        for offset in [1, 2] {
+            wait_state(&client, service, &path(base + offset), (2, "Master"), Duration::from_secs(15));
+        }
+    }
+    let senders =
+        [client.owner(SERVICE).expect("keepalived's name"), client.owner(OTHER_SERVICE).expect("lbd's name")];
+
+    lab.write_file("keepalived.conf", &text(50, 100, &second, ""));
+    lab.write_file("lbd.conf", &text(60, 110, &second, &other));
+    for (service, base) in [(SERVICE, 50), (OTHER_SERVICE, 60)] {
+        client.call(service, VRRP_PATH, VRRP_IFACE, "ReloadConfig").expect("ReloadConfig");
+        wait_state(&client, service, &path(base + 3), (2, "Master"), Duration::from_secs(15));
+    }
+    for (process, label) in [(&mut keepalived, "keepalived"), (&mut lbd, "lbd")] {
+        process.signal(Signal::SIGTERM);
+        let status = process.wait(Duration::from_secs(15));
+        assert!(status.success(), "{label} exited with {status:?}:\n{}", process.log());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Each one's signals, object by object (VRIDs made relative), in order.
+    let seen = client.seen();
+    let story = |sender: &str, base: u8| -> BTreeMap<String, Vec<(String, Option<u32>)>> {
+        let mut story: BTreeMap<String, Vec<(String, Option<u32>)>> = BTreeMap::new();
+        for s in seen.iter().filter(|s| s.sender == sender) {
+            let object = (1..=3).fold(s.path.clone(), |p, offset| {
+                p.replace(&format!("/{}/", base + offset), &format!("/VRID+{offset}/"))
+            });
+            story.entry(object).or_default().push((s.member.clone(), s.status));
+        }
+        story
+    };
+    let (theirs, ours) = (story(&senders[0], 50), story(&senders[1], 60));
+    assert!(theirs.len() == 4, "keepalived's signals: {theirs:#?}");
+    assert_eq!(ours, theirs, "lbd's signals (left) and keepalived's (right)");
 }
