@@ -555,6 +555,17 @@ fn failover_changes_state_with_a_signal_and_send_garp_sends_one_round() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(garps(&tcpdump.log()), 1, "SendGarp sent:\n{}", tcpdump.log());
     assert!(r2.log().contains("Sending garps on VI_4 on DBus request"), "{}", r2.log());
+
+    // Its interface down: FAULT, signalled, and read as (3, "Fault").
+    r[1].ip(&["link", "set", "eth0", "down"]);
+    wait_state(&client, OTHER_SERVICE, &path, (3, "Fault"), Duration::from_secs(10));
+    let changes: Vec<u32> = client
+        .seen()
+        .iter()
+        .filter(|s| s.sender == r2_owner && s.path == path)
+        .filter_map(|s| s.status)
+        .collect();
+    assert_eq!(changes.last(), Some(&3), "r2's VrrpStatusChange signals: {changes:?}");
     r2.assert_running();
 }
 
@@ -692,6 +703,22 @@ fn keepalived_and_lbd_send_the_same_signals_at_the_same_moments() {
     }
     let senders =
         [client.owner(SERVICE).expect("keepalived's name"), client.owner(OTHER_SERVICE).expect("lbd's name")];
+    // The live objects too: the same tree, the same members.
+    let relative = |tree: BTreeMap<String, Vec<String>>, base: u8| -> BTreeMap<String, Vec<String>> {
+        tree.into_iter()
+            .map(|(p, i)| {
+                ((1..=2).fold(p, |p, o| p.replace(&format!("/{}", base + o), &format!("/VRID+{o}"))), i)
+            })
+            .collect()
+    };
+    assert_eq!(relative(client.tree(OTHER_SERVICE), 60), relative(client.tree(SERVICE), 50));
+    for (ours, theirs) in [(VRRP_PATH.to_owned(), VRRP_PATH.to_owned()), (path(61), path(51))] {
+        assert_eq!(
+            members(&client.introspect(OTHER_SERVICE, &ours)),
+            members(&client.introspect(SERVICE, &theirs)),
+            "{ours}"
+        );
+    }
 
     lab.write_file("keepalived.conf", &text(50, 100, &second, ""));
     lab.write_file("lbd.conf", &text(60, 110, &second, &other));
