@@ -151,6 +151,11 @@ impl Client {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The `VrrpStatusChange` arguments `sender` sent on `path`, in order.
+    fn statuses(&self, sender: &str, path: &str) -> Vec<u32> {
+        self.seen().iter().filter(|s| s.sender == sender && s.path == path).filter_map(|s| s.status).collect()
+    }
+
     /// Calls `method` with no argument; the error's text if it fails.
     fn call(
         &self,
@@ -512,12 +517,7 @@ fn failover_changes_state_with_a_signal_and_send_garp_sends_one_round() {
     let killed = Instant::now();
     r1.kill();
     wait_state(&client, OTHER_SERVICE, &path, (2, "Master"), Duration::from_secs(10));
-    let changes: Vec<u32> = client
-        .seen()
-        .iter()
-        .filter(|s| s.sender == r2_owner && s.path == path)
-        .filter_map(|s| s.status)
-        .collect();
+    let changes = client.statuses(&r2_owner, &path);
     assert_eq!(changes.last(), Some(&2), "r2's VrrpStatusChange signals: {changes:?}");
     assert!(changes.contains(&1), "r2 never said BACKUP: {changes:?}");
     println!("r2 MASTER over D-Bus {:?} after the kill", killed.elapsed());
@@ -559,12 +559,7 @@ fn failover_changes_state_with_a_signal_and_send_garp_sends_one_round() {
     // Its interface down: FAULT, signalled, and read as (3, "Fault").
     r[1].ip(&["link", "set", "eth0", "down"]);
     wait_state(&client, OTHER_SERVICE, &path, (3, "Fault"), Duration::from_secs(10));
-    let changes: Vec<u32> = client
-        .seen()
-        .iter()
-        .filter(|s| s.sender == r2_owner && s.path == path)
-        .filter_map(|s| s.status)
-        .collect();
+    let changes = client.statuses(&r2_owner, &path);
     assert_eq!(changes.last(), Some(&3), "r2's VrrpStatusChange signals: {changes:?}");
     r2.assert_running();
 }
