@@ -642,11 +642,13 @@ fn vrrp_runs_on_without_a_bus_or_without_its_name() {
     let mut lab = Lab::new();
     let bus = Bus::start(&lab);
     let r = lan(&mut lab, 74, 2);
-    let one = |vip: &str| config("r", "  enable_dbus\n", &[instance("VI_4", 51, 150, "1", &[vip], "")]);
+    // Two VRIDs: the routers do not meet in one group.
+    let one =
+        |vrid: u8, vip: &str| config("r", "  enable_dbus\n", &[instance("VI_4", vrid, 150, "1", &[vip], "")]);
 
     // No bus at that address: an error, and VRRP runs.
     let nowhere = format!("DBUS_SYSTEM_BUS_ADDRESS=unix:path={}", lab.dir().join("no-bus").display());
-    let mut r1 = start_lbd(&mut lab, &r[0], "r1", &one("10.74.0.100/24"), &[&nowhere]);
+    let mut r1 = start_lbd(&mut lab, &r[0], "r1", &one(51, "10.74.0.100/24"), &[&nowhere]);
     VipWatch::start(&r[0], "r1", ip4(74, 100)).wait_for(true, Duration::from_secs(10));
     assert!(r1.log().contains("cannot connect to the system bus"), "{}", r1.log());
     r1.assert_running();
@@ -656,13 +658,13 @@ fn vrrp_runs_on_without_a_bus_or_without_its_name() {
     let reply = client.runtime.block_on(client.connection.request_name(SERVICE));
     assert!(reply.is_ok(), "the test could not own {SERVICE}: {reply:?}");
     let env = bus.env();
-    let mut r2 = start_lbd(&mut lab, &r[1], "r2", &one("10.74.0.102/24"), &[&env]);
+    let mut r2 = start_lbd(&mut lab, &r[1], "r2", &one(52, "10.74.0.102/24"), &[&env]);
     VipWatch::start(&r[1], "r2", ip4(74, 102)).wait_for(true, Duration::from_secs(10));
     wait_logged(&r2, "is owned by another process", Duration::from_secs(5));
     r2.assert_running();
     // Once the name is free, lbd has it, and serves its objects under it.
     client.runtime.block_on(client.connection.release_name(SERVICE)).expect("releasing the name");
-    let path = instance_path("eth0", 51, "IPv4");
+    let path = instance_path("eth0", 52, "IPv4");
     wait_state(&client, SERVICE, &path, (2, "Master"), Duration::from_secs(5));
     wait_logged(&r2, "Acquired the name org.keepalived.Vrrp1", Duration::from_secs(5));
     r2.assert_running();
