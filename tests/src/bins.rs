@@ -47,12 +47,26 @@ pub fn spawn_lbd(
     pin_dir: &std::path::Path,
     extra: &[&str],
 ) -> crate::process::Proc {
+    spawn_lbd_env(lab, ns, label, config, pin_dir, &[], extra)
+}
+
+/// [`spawn_lbd`] with more environment variables (`NAME=VALUE`).
+pub fn spawn_lbd_env(
+    lab: &crate::lab::Lab,
+    ns: &crate::lab::Netns,
+    label: &str,
+    config: &std::path::Path,
+    pin_dir: &std::path::Path,
+    env: &[&str],
+    extra: &[&str],
+) -> crate::process::Proc {
     let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
     let (config, pin_dir) = (config.display().to_string(), pin_dir.display().to_string());
     let (main, vrrp, checkers, bfd) = (pid("main"), pid("vrrp"), pid("checkers"), pid("bfd"));
     let (tmpdir, lbd) = (format!("TMPDIR={}", lab.dir().display()), lbd().display().to_string());
-    let mut args = vec![
-        &*tmpdir,
+    let mut args = vec![&*tmpdir];
+    args.extend_from_slice(env);
+    args.extend([
         &*lbd,
         "-n",
         "-l",
@@ -68,7 +82,7 @@ pub fn spawn_lbd(
         &checkers,
         "-b",
         &bfd,
-    ];
+    ]);
     args.extend_from_slice(extra);
     ns.spawn(label, "env", &args)
 }

@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "time",
     // VRRP system tests capture adverts and ARP with it.
     "tcpdump",
+    // The D-Bus system test (`enable_dbus`) starts a private bus of its own.
+    "dbus-daemon",
     // `cargo xtask bench xdp`: the nftables DNAT baseline.
     "nftables",
     // The VM system tests (IPVS, VRRP use_ipvlan / vrf): a VM booting Debian's kernel

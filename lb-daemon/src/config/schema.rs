@@ -17,8 +17,6 @@ pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "enable_snmp_vrrp"),
     ("global_defs", "enable_snmp_rfcv2"),
     ("global_defs", "enable_snmp_rfcv3"),
-    ("global_defs", "enable_dbus"),
-    ("global_defs", "dbus_service_name"),
     ("DNS_CHECK", "bind_if"),
     ("HTTP_GET", "bind_if"),
     ("HTTP_GET", "fast_recovery"),

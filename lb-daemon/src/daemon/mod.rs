@@ -61,7 +61,11 @@ use crate::{
         xdp::{XdpDataplane, error_chain},
     },
     netlink::{Netlink, sysctl},
-    vrrp::{StopKind, VrrpTask, statics::Statics},
+    vrrp::{
+        Command, StopKind, VrrpTask,
+        dbus::{self, Dbus},
+        statics::Statics,
+    },
 };
 use control::{Channel, ChildReport, ParentMessage};
 use pidfile::PidFile;
@@ -139,6 +143,8 @@ pub struct Daemon {
     /// `lvs_sync_daemon` (checker child, XDP data plane).
     sync: Option<crate::sync::SyncDaemon>,
     vrrp: Option<VrrpTask>,
+    /// The VRRP child's D-Bus interface (`enable_dbus`).
+    dbus: Option<Dbus>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
     /// The BFD child's sessions.
@@ -190,6 +196,7 @@ impl Daemon {
             interfaces: Vec::new(),
             sync: None,
             vrrp: None,
+            dbus: None,
             statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
@@ -203,7 +210,11 @@ impl Daemon {
             Role::Vrrp => {
                 daemon.statics = Some(Statics::install(&daemon.netlink, &daemon.config).await);
                 let bfd = daemon.bfd_states.subscribe();
-                daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd));
+                daemon.dbus =
+                    dbus::Settings::of(&daemon.config, daemon.args.namespace.as_deref()).map(Dbus::start);
+                let events = daemon.dbus.as_ref().map(Dbus::events);
+                daemon.vrrp =
+                    Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd, events));
             }
             Role::Bfd => daemon.bfd = Some(BfdTask::spawn(&daemon.config)),
         }
@@ -424,6 +435,13 @@ impl Daemon {
                         }
                     }
                 }
+                request = dbus_request(&mut self.dbus) => {
+                    if let Some(e) = self.dbus_request(request).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    continue;
+                }
                 desired = checks_changed(&mut self.checks) => {
                     if let Some(dataplane) = &mut self.dataplane {
                         match self.apply_retry.apply(dataplane, desired, std::time::Instant::now()) {
@@ -479,6 +497,43 @@ impl Daemon {
             Some(e) => Err(anyhow::Error::new(e).context("VRRP could not start: stopping")),
             None => Ok(()),
         }
+    }
+
+    /// Carries out a D-Bus caller's request; a reload's VRRP failure, as [`Daemon::reload`].
+    async fn dbus_request(&mut self, request: dbus::Request) -> Option<crate::vrrp::VrrpError> {
+        match request {
+            dbus::Request::PrintData { done } => {
+                info!("Printing VRRP data on DBus request");
+                self.write_dump(dump::Kind::Data).await;
+                let _ = done.send(());
+            }
+            dbus::Request::PrintStats { clear, done } => {
+                if clear {
+                    info!("Printing and clearing VRRP stats on DBus request");
+                    self.write_dump(dump::Kind::StatsClear).await;
+                } else {
+                    info!("Printing VRRP stats on DBus request");
+                    self.write_dump(dump::Kind::Stats).await;
+                }
+                let _ = done.send(());
+            }
+            dbus::Request::SendGarp { instance, done } => match &self.vrrp {
+                Some(vrrp) => vrrp.command(Command::SendGratuitous { instance, done }),
+                None => {
+                    let _ = done.send(false);
+                }
+            },
+            // keepalived's VRRP child sends its parent SIGHUP: every child reloads.
+            dbus::Request::ReloadConfig => match (&self.channel, nix::unistd::getppid()) {
+                (Some(_), parent) if parent.as_raw() > 1 => {
+                    if let Err(e) = nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGHUP) {
+                        error!("DBus ReloadConfig: signalling the parent: {e}");
+                    }
+                }
+                _ => return self.reload().await,
+            },
+        }
+        None
     }
 
     /// SIGHUP: reads the configuration again and applies what changed. Returns the VRRP
@@ -565,6 +620,17 @@ impl Daemon {
                 BfdTask::spawn(&config)
             });
         }
+        if self.role == Role::Vrrp
+            && dbus::Settings::of(&config, self.args.namespace.as_deref()).as_ref()
+                != self.dbus.as_ref().map(Dbus::settings)
+        {
+            warn!(
+                "enable_dbus / dbus_service_name / the D-Bus paths changed: they take effect at the next start"
+            );
+        }
+        if let Some(dbus) = &self.dbus {
+            dbus.reloaded(&config);
+        }
         self.config = config;
         failed
     }
@@ -600,6 +666,9 @@ impl Daemon {
             && let Err(e) = vrrp.stop(kind).await
         {
             error!("{}", error_chain(&e));
+        }
+        if let Some(dbus) = self.dbus {
+            dbus.stop().await;
         }
         if let Some(statics) = self.statics
             && !self.args.dont_release_vrrp
@@ -723,6 +792,14 @@ async fn recv_status(
 ) -> Option<status::SnapshotRequest> {
     match requests {
         Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next D-Bus request, if the interface runs.
+async fn dbus_request(dbus: &mut Option<Dbus>) -> dbus::Request {
+    match dbus {
+        Some(dbus) => dbus.request().await,
         None => std::future::pending().await,
     }
 }

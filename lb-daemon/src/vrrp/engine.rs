@@ -66,6 +66,7 @@ pub async fn run(
     handoff: Handoff,
     mut stop: watch::Receiver<Option<StopKind>>,
     bfd: watch::Receiver<crate::bfd::BfdStates>,
+    mut commands: mpsc::UnboundedReceiver<super::Command>,
 ) -> Result<(), VrrpError> {
     // Tables a reload's previous engine left, unless this one takes them over.
     let left = handoff.lock().ok().and_then(|mut h| h.firewall_table.take());
@@ -165,6 +166,7 @@ pub async fn run(
                 engine.timers().await;
             }
             Some(update) = updates.recv() => engine.track(update).await,
+            Some(command) = commands.recv() => engine.command(command),
         }
     };
     bfd.abort();
@@ -797,6 +799,10 @@ impl Engine {
                         super::packet::Version::V2 => 2,
                         super::packet::Version::V3 => 3,
                     },
+                    family: match params.addresses.family() {
+                        super::packet::AddressFamily::Ipv4 => 4,
+                        super::packet::AddressFamily::Ipv6 => 6,
+                    },
                     state: r.machine.state().keepalived_name(),
                     base_priority: params.priority,
                     effective_priority: r.machine.effective_priority(),
@@ -838,6 +844,7 @@ impl Engine {
                 info!("({}) kept in MASTER STATE across the reload", runner.plan.name);
                 actions.extend(runner.machine.resume_master(now));
                 self.status.update(i, |s| s.state = State::Master.keepalived_name());
+                self.status.announce(i);
                 // fifo_write_vrrp_states_on_reload: the others say their state as they start.
                 if self.fifo_write_states {
                     let runner = &self.runners[i];
@@ -1223,6 +1230,7 @@ impl Engine {
                 s.effective_priority = priority;
                 s.last_transition = epoch_now();
             });
+            self.status.announce(i);
         }
         for action in actions {
             self.act(i, action).await;
@@ -1509,6 +1517,27 @@ impl Engine {
             priority,
         )
         .await;
+    }
+
+    /// Carries out an operator's command (the D-Bus interface's).
+    fn command(&mut self, command: super::Command) {
+        match command {
+            super::Command::SendGratuitous { instance, done } => {
+                let Some(runner) = self.runners.iter().find(|r| r.plan.name == instance) else {
+                    let _ = done.send(false);
+                    return;
+                };
+                info!("Sending garps on {instance} on DBus request");
+                // keepalived's vrrp_send_link_update(vrrp, 1): one round, only while the VIPs
+                // are set (MASTER); otherwise nothing, and still a success.
+                if runner.vips_installed {
+                    let vips: Vec<_> =
+                        runner.plan.vips.iter().chain(&runner.plan.excluded).cloned().collect();
+                    self.garp.send(&runner.plan.name, &vips, 1);
+                }
+                let _ = done.send(true);
+            }
+        }
     }
 
     /// `garp_extra_if`, checked as a MASTER sends an advert (as keepalived does): once its

@@ -18,6 +18,8 @@
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`firewall`] (`no_accept` through nftables), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`), [`statics`] (`static_ipaddress`, `static_routes`).
+//! - [`dbus`]: keepalived's D-Bus interface (`enable_dbus`), fed by the engine's
+//!   [`status::StatusEvent`]s; what it is asked to do comes back as [`Command`]s.
 //! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
 //!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
@@ -30,6 +32,7 @@
 pub mod addr;
 pub mod ah;
 pub mod config;
+pub mod dbus;
 pub mod engine;
 pub mod firewall;
 pub mod garp;
@@ -65,6 +68,20 @@ pub enum StopKind {
     /// are deleted as keepalived does (priority-0 advert, VIPs removed, notify FAULT or, with
     /// `notify_deleted`, DELETED; no notify_stop).
     Handoff,
+}
+
+/// What an operator asks of the running engine ([`VrrpTask::command`]).
+#[derive(Debug)]
+pub enum Command {
+    /// One round of gratuitous ARPs / unsolicited NAs for the VIPs of `instance`, if it holds
+    /// them (keepalived's D-Bus `SendGarp`). `done` gets whether the instance exists.
+    #[doc(alias = "SendGarp")]
+    SendGratuitous {
+        /// The instance's name.
+        instance: String,
+        /// Answered once the frames are queued.
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
 }
 
 /// The part of the configuration VRRP runs from: everything but the virtual servers.
@@ -152,17 +169,23 @@ pub struct VrrpTask {
     netlink: crate::netlink::Netlink,
     handoff: Handoff,
     bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    /// Where the engine's changes of state go (the D-Bus interface), kept across reloads.
+    events: Option<status::StatusEvents>,
 }
 
 impl VrrpTask {
     /// Runs the VRRP instances of `config` on the current tokio runtime; `bfd` gives the BFD
     /// sessions' states for `track_bfd`.
+    /// `events`, if given, gets every engine's instances and changes of state, this one's and
+    /// those of the engines reloads start.
     pub fn spawn(
         config: crate::config::Config,
         netlink: crate::netlink::Netlink,
         bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
+        events: Option<status::StatusEvents>,
     ) -> Self {
-        Self::spawn_after(config, netlink, Handoff::default(), bfd)
+        Self::spawn_after(config, netlink, Handoff::default(), bfd, events)
     }
 
     fn spawn_after(
@@ -170,22 +193,38 @@ impl VrrpTask {
         netlink: crate::netlink::Netlink,
         handoff: Handoff,
         bfd: tokio::sync::watch::Receiver<crate::bfd::BfdStates>,
+        events: Option<status::StatusEvents>,
     ) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(None);
-        let status = status::VrrpStatus::default();
+        let (commands, engine_commands) = tokio::sync::mpsc::unbounded_channel();
+        let status = status::VrrpStatus::with_events(events.clone());
         let engine_status = status.clone();
         let (engine_config, engine_netlink, engine_handoff, engine_bfd) =
             (config.clone(), netlink.clone(), handoff.clone(), bfd.clone());
         let task = tokio::spawn(async move {
-            let result =
-                run(&engine_config, engine_netlink, engine_status, engine_handoff, stopped, engine_bfd).await;
+            let result = run(
+                &engine_config,
+                engine_netlink,
+                engine_status,
+                engine_handoff,
+                stopped,
+                engine_bfd,
+                engine_commands,
+            )
+            .await;
             if let Err(e) = &result {
                 // Said now, not only when the daemon stops.
                 tracing::error!("VRRP: {}", addr::chain(e));
             }
             result
         });
-        VrrpTask { stop, task, status, config, netlink, handoff, bfd }
+        VrrpTask { stop, task, status, config, netlink, handoff, bfd, commands, events }
+    }
+
+    /// Passes `command` to the engine. An engine that has ended drops it (its `done` then
+    /// reads as closed).
+    pub fn command(&self, command: Command) {
+        let _ = self.commands.send(command);
     }
 
     /// Reloads with `config`: nothing happens when VRRP's part of the configuration is the same
@@ -227,8 +266,9 @@ impl VrrpTask {
             "VRRP configuration changed: restarting VRRP; instances keeping their state: {kept:?}"
         );
         let (netlink, handoff, bfd) = (self.netlink.clone(), self.handoff.clone(), self.bfd.clone());
+        let events = self.events.clone();
         self.stop(StopKind::Handoff).await?;
-        Ok(Self::spawn_after(config, netlink, handoff, bfd))
+        Ok(Self::spawn_after(config, netlink, handoff, bfd, events))
     }
 
     /// Waits until the engine ends by itself, which it does only when it cannot start (having

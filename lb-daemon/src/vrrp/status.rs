@@ -3,6 +3,8 @@
 //!
 //! The engine updates an instance's entry in place when it changes state, sends or receives an
 //! advert; readers take a snapshot. The counters are keepalived's `keepalived.stats` ones.
+//! A reader that must see every change of state as it happens (the D-Bus interface,
+//! [`super::dbus`]) subscribes with [`VrrpStatus::with_events`] and gets [`StatusEvent`]s.
 
 use std::{
     sync::{Arc, Mutex},
@@ -22,6 +24,9 @@ pub struct InstanceStatus {
     pub vrid: u8,
     /// 2 or 3.
     pub version: u8,
+    /// 4 (IPv4) or 6 (IPv6): the family of its addresses.
+    #[serde(default)]
+    pub family: u8,
     /// `INIT`, `BACKUP`, `MASTER` or `FAULT`, as keepalived names them.
     #[serde(deserialize_with = "state_name")]
     pub state: StateName,
@@ -67,11 +72,48 @@ pub struct InstanceStats {
     pub pri_zero_sent: u64,
 }
 
+/// What the engine tells a subscriber ([`VrrpStatus::with_events`]), in the order it happens.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatusEvent {
+    /// The engine's instances, as it built them (at its start, and at a reload's new engine).
+    Instances(Vec<InstanceStatus>),
+    /// Instance `name` entered `state`.
+    State {
+        /// The instance.
+        name: String,
+        /// Its new state, as keepalived names it.
+        state: StateName,
+    },
+}
+
+/// The sending end a subscriber hands the engine.
+pub type StatusEvents = tokio::sync::mpsc::UnboundedSender<StatusEvent>;
+
 /// The instances' status, shared between the engine (writer) and the daemon (readers).
 #[derive(Clone, Debug, Default)]
-pub struct VrrpStatus(Arc<Mutex<Vec<InstanceStatus>>>);
+pub struct VrrpStatus(Arc<Mutex<Vec<InstanceStatus>>>, Option<StatusEvents>);
 
 impl VrrpStatus {
+    /// A status whose changes of instances and of state are also sent to `events`.
+    pub fn with_events(events: Option<StatusEvents>) -> Self {
+        VrrpStatus(Arc::default(), events)
+    }
+
+    /// Tells the subscriber, if any (one that has gone is not an error: the engine runs on).
+    fn send(&self, event: StatusEvent) {
+        if let Some(events) = &self.1 {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Tells the subscriber that instance `i` entered the state its entry now holds.
+    pub(crate) fn announce(&self, i: usize) {
+        let entry = self.0.lock().ok().and_then(|v| v.get(i).map(|e| (e.name.clone(), e.state)));
+        if let Some((name, state)) = entry {
+            self.send(StatusEvent::State { name, state });
+        }
+    }
+
     /// A snapshot of every instance.
     pub fn snapshot(&self) -> Vec<InstanceStatus> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
@@ -80,8 +122,9 @@ impl VrrpStatus {
     /// Replaces the list (the engine, once its instances are built).
     pub(crate) fn set(&self, instances: Vec<InstanceStatus>) {
         if let Ok(mut v) = self.0.lock() {
-            *v = instances;
+            v.clone_from(&instances);
         }
+        self.send(StatusEvent::Instances(instances));
     }
 
     /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).

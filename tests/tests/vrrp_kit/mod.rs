@@ -91,10 +91,23 @@ pub fn start_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str) -> Pro
 /// Spawns a real keepalived in `ns` with `config`, logging to its console in detail, its pid
 /// files in the lab's directory, and `flags` (`-P`: VRRP only).
 pub fn spawn_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str, flags: &[&str]) -> Proc {
+    spawn_keepalived_env(lab, ns, label, config, &[], flags)
+}
+
+/// [`spawn_keepalived`] with more environment variables (`NAME=VALUE`).
+pub fn spawn_keepalived_env(
+    lab: &Lab,
+    ns: &Netns,
+    label: &str,
+    config: &str,
+    env: &[&str],
+    flags: &[&str],
+) -> Proc {
     let conf = lab.write_file(&format!("{label}.conf"), config);
     let pid = |what: &str| lab.dir().join(format!("{label}-{what}.pid")).display().to_string();
     let (main, vrrp, check, bfd) = (pid("main"), pid("vrrp"), pid("check"), pid("bfd"));
-    let mut args = vec!["-n", "-l", "-D", "-G"];
+    let mut args = env.to_vec();
+    args.extend(["keepalived", "-n", "-l", "-D", "-G"]);
     args.extend_from_slice(flags);
     args.extend([
         "-f",
@@ -108,7 +121,7 @@ pub fn spawn_keepalived(lab: &Lab, ns: &Netns, label: &str, config: &str, flags:
         "-b",
         &bfd,
     ]);
-    ns.spawn(label, "keepalived", &args)
+    ns.spawn(label, "env", &args)
 }
 
 /// Sends SIGTERM and waits for a clean exit.
