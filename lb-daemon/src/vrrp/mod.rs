@@ -18,6 +18,8 @@
 //!   [`addr`] (VIPs on a kernel lease, virtual routes), [`firewall`] (`no_accept` through nftables), [`track`] (interfaces, scripts, files →
 //!   FAULT and priority), [`script`] and [`notify`] (notify scripts as keepalived runs them),
 //!   [`smtp`] (`smtp_alert`), [`statics`] (`static_ipaddress`, `static_routes`).
+//! - [`standby`]: a second sender of a MASTER's adverts, off the engine thread's CPU, for when
+//!   that CPU is stopped.
 //! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
 //!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
@@ -39,6 +41,7 @@ pub mod sched;
 pub mod script;
 pub mod smtp;
 pub mod socket;
+pub mod standby;
 pub mod state;
 pub mod statics;
 pub mod status;
