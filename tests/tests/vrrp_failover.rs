@@ -1,6 +1,7 @@
 //! lbd's VRRP between namespaces on a bridge (VRRPv3, advert_int 0.2 s): election by priority,
 //! failover on kill -9 (and the VIP lease that clears the dead master), SIGTERM (priority 0 →
-//! Skew_Time) and link down, preemption, nopreempt and preempt_delay. Measured times are
+//! Skew_Time) and link down, preemption, nopreempt and preempt_delay, a master whose VRRP thread
+//! alone stalls (its standby sender keeps the backup quiet, for a while). Measured times are
 //! printed (`--nocapture`) and checked against RFC 5798's formulas with some slack for a loaded
 //! machine.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use lb_tests::lab::Lab;
 use vrrp_kit::{
     ADVERT, ADVERT_TEXT, SLACK, VipWatch, config, instance, ip4, lan, longest_double_holding, master_down,
-    ms, skew, start_lbd, start_lbd_with, terminate,
+    ms, skew, start_lbd, start_lbd_with, terminate, vrrp_pid,
 };
 
 fn conf(priority: u8, subnet: u8, extra: &str) -> String {
@@ -211,4 +212,71 @@ fn a_machine_wide_pause_is_no_reason_to_fail_over() {
     let log = b.log();
     assert_eq!(log.matches("Entering MASTER STATE").count(), 0, "{log}");
     assert!(log.contains("(VI_1) Master_Down_Timer handled"), "{log}");
+}
+
+/// Stops thread `tid` alone for `period`, the rest of its process running on (as a virtual CPU
+/// its host stops while the other runs): ptrace seizes and interrupts it, then lets it go.
+fn stall_thread(tid: i32, period: Duration) {
+    let null = std::ptr::null_mut::<libc::c_void>();
+    let check = |rc: libc::c_long, what: &str| {
+        assert_eq!(rc, 0, "{what} of thread {tid}: {}", std::io::Error::last_os_error());
+    };
+    // SAFETY: ptrace requests on a thread id, with null addr and data as these requests take.
+    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) }, "PTRACE_SEIZE");
+    // SAFETY: as above.
+    check(unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) }, "PTRACE_INTERRUPT");
+    let mut status = 0;
+    // SAFETY: waits for the tracee's stop into a local status.
+    let waited = unsafe { libc::waitpid(tid, &raw mut status, libc::__WALL) };
+    assert_eq!(waited, tid, "waiting for thread {tid} to stop: {}", std::io::Error::last_os_error());
+    std::thread::sleep(period);
+    // SAFETY: as above; detaching resumes the thread.
+    check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, null, null) }, "PTRACE_DETACH");
+}
+
+#[test]
+fn a_master_whose_vrrp_thread_stalls_keeps_its_backup_quiet_for_three_adverts() {
+    let mut lab = Lab::new();
+    let r = lan(&mut lab, 88, 2);
+    let vip = ip4(88, 100);
+    let (w1, w2) = (VipWatch::start(&r[0], "r1", vip), VipWatch::start(&r[1], "r2", vip));
+    let a = start_lbd(&mut lab, &r[0], "lbd1", &conf(150, 88, ""));
+    let b = start_lbd(&mut lab, &r[1], "lbd2", &conf(100, 88, ""));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.assert_steady(false, Duration::from_millis(500));
+    // The VRRP child's main thread runs the engine; its standby sender is another thread.
+    let engine = vrrp_pid(&lab, "lbd1");
+
+    // 1 s: longer than the backup's Master_Down_Interval (721.9 ms), shorter than what the
+    // standby bridges (three adverts, half an interval late then one interval apart, before it).
+    stall_thread(engine, Duration::from_secs(1));
+    w2.assert_steady(false, Duration::from_secs(1));
+    assert!(w1.holds(), "r1 lost the VIP");
+    let (a_log, b_log) = (a.log(), b.log());
+    assert_eq!(b_log.matches("Entering MASTER STATE").count(), 0, "{b_log}");
+    assert!(a_log.contains("(VI_1) advert sent by the standby sender"), "{a_log}");
+    assert!(
+        a_log.contains("(VI_1) advert sent") && a_log.contains("ms late (this daemon did not run)"),
+        "{a_log}"
+    );
+
+    // 3 s: a thread stuck for good is not hidden: the backup takes over once the standby has
+    // sent its three, and r1 preempts back when it runs again.
+    let stalled = Instant::now();
+    let stall = std::thread::spawn(move || stall_thread(engine, Duration::from_secs(3)));
+    let taken = w2.wait_for(true, Duration::from_secs(3)).saturating_duration_since(stalled);
+    eprintln!("VRRP thread stuck: r2 holds the VIP after {}", ms(taken));
+    // The last of the engine's adverts went out at most an interval before the stall; the
+    // standby's three follow the next due time by half an interval, then one interval apart.
+    let bridged = ADVERT / 2 + ADVERT * 2;
+    assert!(
+        taken >= bridged + master_down(100),
+        "the standby did not bridge the stall: {}; r1's log:\n{}",
+        ms(taken),
+        a.log()
+    );
+    assert!(taken <= ADVERT + bridged + master_down(100) + SLACK, "takeover took {}", ms(taken));
+    stall.join().unwrap_or_else(|_| panic!("stalling the VRRP thread failed"));
+    w1.wait_for(true, Duration::from_secs(5));
+    w2.wait_for(false, Duration::from_secs(1));
 }

@@ -29,7 +29,7 @@ use std::{
 };
 
 use lb_tests::lab::{Lab, Netns, wait_until};
-use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate};
+use vrrp_kit::{VipWatch, config, instance, ip4, lan, start_keepalived, start_lbd, terminate, vrrp_pid};
 
 /// `tcpdump ARGS` in `ns`, once it listens.
 fn tcpdump(ns: &Netns, args: &[&str]) -> lb_tests::process::Proc {
@@ -256,15 +256,6 @@ fn sockets(pid: i32) -> Vec<SocketInfo> {
     found
 }
 
-/// The pid in the lab's pid file `LABEL-vrrp.pid`.
-fn vrrp_pid(lab: &Lab, label: &str) -> i32 {
-    let path = lab.dir().join(format!("{label}-vrrp.pid"));
-    std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
-}
-
 /// The receive buffers of `pid`'s IPv4 VRRP sockets and its rtnetlink sockets.
 fn buffers(pid: i32) -> (Vec<i32>, Vec<i32>) {
     let all = sockets(pid);
@@ -313,19 +304,23 @@ fn receive_buffers_are_set_as_keepalived_sets_them() {
     assert!(ours_netlink.iter().all(|size| [800_000, 10_000_000].contains(size)), "{ours_netlink:?}");
 }
 
-/// The real-time priorities of `pid`'s threads that run SCHED_RR (from /proc/PID/task/*/stat).
-fn round_robin_priorities(pid: i32) -> Vec<u32> {
+/// The real-time priorities of `pid`'s threads that run SCHED_RR (from /proc/PID/task/*/stat),
+/// by thread name, sorted.
+fn round_robin_priorities(pid: i32) -> Vec<(String, u32)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{pid}: {e}"));
     let mut found = Vec::new();
     for task in tasks.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let name =
+            stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("", |(name, _)| name);
         // Fields 40 (rt_priority) and 41 (policy), counted from the state (field 3).
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
         let (Some(priority), Some(policy)) = (fields.get(37), fields.get(38)) else { continue };
         if policy.parse::<i32>().ok() == Some(libc::SCHED_RR) {
-            found.push(priority.parse().unwrap_or(0));
+            found.push((name.to_owned(), priority.parse().unwrap_or(0)));
         }
     }
+    found.sort();
     found
 }
 
@@ -342,8 +337,15 @@ fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
     let lbd = start_lbd(&mut lab, &r[0], "lbd1", &conf);
     w1.wait_for(true, Duration::from_secs(5));
     let pid = vrrp_pid(&lab, "lbd1");
-    // lbd's VRRP thread is real-time from the start, at 1.
-    assert_eq!(round_robin_priorities(pid), [1], "{}", lbd.log());
+    // lbd's VRRP thread is real-time from the start, at 1, and so is its standby sender, which
+    // stays there (it sleeps but when the VRRP thread is late).
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned();
+    let threads = |main: u32| {
+        let mut threads = vec![(name.clone(), main), ("vrrp-standby".to_owned(), 1)];
+        threads.sort();
+        threads
+    };
+    assert_eq!(round_robin_priorities(pid), threads(1), "{}", lbd.log());
     let child = nix::unistd::Pid::from_raw(pid);
     for expected in [2, 3, 3] {
         let lines = lbd.log().matches("A thread timer expired").count();
@@ -353,7 +355,7 @@ fn max_auto_priority_raises_the_vrrp_thread_after_a_late_timer() {
         nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGCONT).unwrap_or_else(|e| panic!("{e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while lbd.log().matches("A thread timer expired").count() == lines
-            || round_robin_priorities(pid) != [expected]
+            || round_robin_priorities(pid) != threads(expected)
         {
             assert!(
                 std::time::Instant::now() < deadline,

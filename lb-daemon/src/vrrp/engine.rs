@@ -36,6 +36,7 @@ use super::{
     packet::{PRIORITY_STOP, VRRP_TTL},
     smtp,
     socket::{AhSigning, Received, VrrpSocket},
+    standby::{self, Standby},
     state::{self, Action, Authentication, DiscardReason, Event, Instance, State},
     status::{InstanceStatus, VrrpStatus, epoch_now},
     timer::Timer,
@@ -109,6 +110,9 @@ pub async fn run(
     let real_time = super::sched::apply(&config.global_defs);
     let current = if real_time { super::sched::rt_priority(&config.global_defs) } else { 0 };
     let mut auto_priority = super::sched::AutoPriority::from_globals(&config.global_defs, current);
+    engine.standby = Standby::spawn(engine.runners.len(), real_time.then_some(current))
+        .inspect_err(|e| warn!("VRRP adverts without a standby sender: {e}"))
+        .ok();
     engine.start().await;
     let mut timer = match Timer::new() {
         Ok(timer) => Some(timer),
@@ -297,6 +301,8 @@ struct Engine {
     restore_ipv4: Vec<Ipv4Setting>,
     /// The nftables table of the `no_accept` instances.
     firewall: Option<Firewall>,
+    /// The second sender of the MASTERs' adverts (none if its thread could not start).
+    standby: Option<Standby>,
 }
 
 /// The address adverts move to when `source` goes, among the interface's addresses
@@ -781,6 +787,7 @@ impl Engine {
             restore_conf,
             restore_ipv4: std::mem::take(&mut made.restore_ipv4),
             firewall: made.firewall.take(),
+            standby: None,
         })
     }
 
@@ -1198,6 +1205,12 @@ impl Engine {
     /// [`Engine::execute`], logging `line` (what led to the change of state) before the new
     /// state but after the takeover's VIPs or the stop's priority-0 advert.
     async fn execute_then(&mut self, i: usize, actions: Vec<Action>, line: Option<String>) {
+        // Before anything of a step-down goes out: no standby advert may follow it.
+        if self.runners[i].machine.state() != State::Master
+            && let Some(standby) = &mut self.standby
+        {
+            standby.clear(i);
+        }
         let state = actions.iter().find_map(|a| if let Action::Notify(s) = a { Some(*s) } else { None });
         let mut actions = actions.into_iter().peekable();
         // keepalived logs the new state before what it does about it, but the failover waits
@@ -1241,7 +1254,13 @@ impl Engine {
     async fn act(&mut self, i: usize, action: Action) {
         match action {
             Action::SendAdvert { priority } => {
+                if priority == PRIORITY_STOP
+                    && let Some(standby) = &mut self.standby
+                {
+                    standby.clear(i);
+                }
                 self.send_advert(i, priority).await;
+                self.publish_standby(i, priority);
                 self.status.update(i, |s| {
                     s.stats.advert_sent += 1;
                     s.stats.pri_zero_sent += u64::from(priority == 0);
@@ -1540,6 +1559,26 @@ impl Engine {
         }
     }
 
+    /// Gives the standby sender the advert a MASTER just sent and when its next one is due
+    /// (not for `auth_type AH`: each advert has its own sequence number).
+    fn publish_standby(&mut self, i: usize, priority: u8) {
+        let runner = &self.runners[i];
+        let (Some(standby), Some(due)) = (&mut self.standby, runner.machine.next_advert()) else { return };
+        if priority == PRIORITY_STOP
+            || matches!(runner.machine.params().authentication, Authentication::Ah(_))
+        {
+            return;
+        }
+        let advert = standby::Advert {
+            name: runner.lease_name.clone(),
+            advert: runner.machine.advert(priority),
+            socket: self.sockets[runner.socket].1.clone(),
+            destinations: destinations(&runner.plan),
+            old_checksum: runner.old_checksum,
+        };
+        standby.publish(i, advert, due, runner.machine.params().advert_interval);
+    }
+
     /// `garp_extra_if`, checked as a MASTER sends an advert (as keepalived does): once its
     /// interval has gone by, one gratuitous ARP / NA on each interface of its VIPs, for the first
     /// VIP there, skipping interfaces lbd did not create (use_vmac) unless `all`, and its own
@@ -1584,6 +1623,11 @@ impl Engine {
     }
 
     async fn stop(mut self, kind: StopKind) {
+        // Before any priority-0 advert, and for -V and a reload's silent stop too: nothing of
+        // this engine is sent from now on.
+        if let Some(mut standby) = self.standby.take() {
+            standby.stop();
+        }
         let now = Instant::now();
         let mut handoff = self.handoff.lock().map(|h| h.clone()).unwrap_or_default();
         handoff.held.clear();
@@ -1815,14 +1859,18 @@ async fn advertise(
         }
         _ => None,
     };
-    let destinations: Vec<IpAddr> = match &plan.transport {
-        Transport::Multicast { group } => vec![*group],
-        Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
-    };
-    for destination in destinations {
+    for destination in destinations(plan) {
         if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
             warn!("({}) advert to {destination} not sent: {e}", plan.name);
         }
+    }
+}
+
+/// Where instance `plan`'s adverts go: its group, or its unicast peers.
+fn destinations(plan: &InstancePlan) -> Vec<IpAddr> {
+    match &plan.transport {
+        Transport::Multicast { group } => vec![*group],
+        Transport::Unicast { peers, .. } => peers.iter().map(|p| p.address).collect(),
     }
 }
 

@@ -20,6 +20,8 @@
 //!   [`smtp`] (`smtp_alert`), [`statics`] (`static_ipaddress`, `static_routes`).
 //! - [`dbus`]: keepalived's D-Bus interface (`enable_dbus`), fed by the engine's
 //!   [`status::StatusEvent`]s; what it is asked to do comes back as [`Command`]s.
+//! - [`standby`]: a second sender of a MASTER's adverts, off the engine thread's CPU, for when
+//!   that CPU is stopped.
 //! - [`engine`]: the task that ties them together; [`run`] is the daemon's entry point; its
 //!   deadlines wait on a [`timer::Timer`] (a timerfd, to the nanosecond).
 //!
@@ -42,6 +44,7 @@ pub mod sched;
 pub mod script;
 pub mod smtp;
 pub mod socket;
+pub mod standby;
 pub mod state;
 pub mod statics;
 pub mod status;

@@ -104,7 +104,7 @@ pub fn rt_priority(global: &GlobalDefs) -> u32 {
     global.vrrp_rt_priority.unwrap_or(DEFAULT_RT_PRIORITY)
 }
 
-fn set_round_robin(priority: u32) -> std::io::Result<()> {
+pub(super) fn set_round_robin(priority: u32) -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: i32::try_from(priority).map_err(|_| std::io::ErrorKind::InvalidInput)?,
     };

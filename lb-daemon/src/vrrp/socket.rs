@@ -176,6 +176,17 @@ impl VrrpSocket {
         ah: Option<AhSigning<'_>>,
         old_checksum: bool,
     ) -> io::Result<()> {
+        self.send_now(advert, destination, ah, old_checksum)
+    }
+
+    /// [`VrrpSocket::send`] from any thread, runtime or not: one non-blocking `sendto`.
+    pub fn send_now(
+        &self,
+        advert: &VrrpAdvert,
+        destination: IpAddr,
+        ah: Option<AhSigning<'_>>,
+        old_checksum: bool,
+    ) -> io::Result<()> {
         let summed =
             if old_checksum && destination.is_ipv4() { VRRP_MCAST_GROUP_V4.into() } else { destination };
         let pseudo = PseudoHeader::from_addresses(self.source, summed).ok_or_else(|| {

@@ -651,6 +651,11 @@ impl Instance {
         [self.timer].into_iter().chain(garps).flatten().min()
     }
 
+    /// When a MASTER's next advert is due (its Adver_Timer); `None` in the other states.
+    pub fn next_advert(&self) -> Option<Instant> {
+        self.timer.filter(|_| self.state == State::Master)
+    }
+
     /// The advert to send for [`Action::SendAdvert`] with `priority`.
     pub fn advert(&self, priority: u8) -> VrrpAdvert {
         VrrpAdvert {

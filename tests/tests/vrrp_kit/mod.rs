@@ -71,6 +71,16 @@ pub fn start_lbd_with(lab: &mut Lab, ns: &Netns, label: &str, config: &str, extr
     lbd
 }
 
+/// The pid of the VRRP child of the daemon started as `label` (keepalived's or lbd's `-r` file):
+/// its main thread runs VRRP.
+pub fn vrrp_pid(lab: &Lab, label: &str) -> i32 {
+    let path = lab.dir().join(format!("{label}-vrrp.pid"));
+    fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {}", path.display()))
+}
+
 /// Waits for the first "Entering ... STATE" line, panicking with the log if it does not come.
 fn wait_started(process: &mut Proc, label: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -1102,3 +1102,17 @@ fn a_master_whose_vip_was_deleted_sends_priority_zero_and_is_back_a_skew_time_la
     let mut b = started(params(100, 2));
     assert!(b.handle(Event::VipRemoved, at_ms(10)).is_empty());
 }
+
+#[test]
+fn next_advert_is_a_masters_adver_timer_only() {
+    let mut vr = started(params(150, 1));
+    assert_eq!(vr.state(), State::Backup);
+    assert!(vr.next_deadline().is_some());
+    assert_eq!(vr.next_advert(), None, "a backup's timer is its Master_Down_Timer");
+    let down = deadline(&vr);
+    assert_eq!(vr.handle(Event::Timer, down), takeover_actions(150));
+    assert_eq!(vr.next_advert(), Some(down + Duration::from_secs(1)));
+    let actions = vr.handle(Event::Shutdown, down + Duration::from_millis(10));
+    assert_eq!(actions.first(), Some(&Action::SendAdvert { priority: PRIORITY_STOP }));
+    assert_eq!(vr.next_advert(), None, "stopped");
+}
