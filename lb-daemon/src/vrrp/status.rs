@@ -35,6 +35,19 @@ pub struct InstanceStatus {
     pub last_transition: f64,
     /// Counters.
     pub stats: InstanceStats,
+    /// The index of the interface adverts go out of (the VMAC's with use_vmac).
+    #[serde(default)]
+    pub ifindex: u32,
+    /// That interface's MAC address.
+    #[serde(default)]
+    pub mac: Vec<u8>,
+    /// The address adverts go from (RFC 2787's `vrrpOperPrimaryIpAddr`).
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
+    /// The current master's address: ours while MASTER, else the sender of the last advert
+    /// accepted (RFC 2787's `vrrpOperMasterIpAddr`); none before one is known.
+    #[serde(default)]
+    pub master_address: Option<std::net::IpAddr>,
 }
 
 /// A state's name. (An alias, so that serde does not take the field for one it could borrow
@@ -68,25 +81,48 @@ pub struct InstanceStats {
 }
 
 /// The instances' status, shared between the engine (writer) and the daemon (readers).
-#[derive(Clone, Debug, Default)]
-pub struct VrrpStatus(Arc<Mutex<Vec<InstanceStatus>>>);
+#[derive(Clone, Debug)]
+pub struct VrrpStatus {
+    instances: Arc<Mutex<Vec<InstanceStatus>>>,
+    /// Bumped at every state change, so that a reader (the SNMP agent's traps) waits for one
+    /// rather than polling.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for VrrpStatus {
+    fn default() -> Self {
+        Self { instances: Arc::default(), changes: Arc::new(tokio::sync::watch::Sender::new(0)) }
+    }
+}
 
 impl VrrpStatus {
     /// A snapshot of every instance.
     pub fn snapshot(&self) -> Vec<InstanceStatus> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        self.instances.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A receiver that sees a new value whenever an instance changes state (or the list is
+    /// replaced).
+    pub fn state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Replaces the list (the engine, once its instances are built).
     pub(crate) fn set(&self, instances: Vec<InstanceStatus>) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.instances.lock() {
             *v = instances;
         }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Tells the readers of [`VrrpStatus::state_changes`] that a state changed.
+    pub(crate) fn state_changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).
     pub fn clear_stats(&self) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.instances.lock() {
             for i in v.iter_mut() {
                 i.stats = InstanceStats::default();
             }
@@ -95,7 +131,7 @@ impl VrrpStatus {
 
     /// Changes instance `i`.
     pub(crate) fn update(&self, i: usize, change: impl FnOnce(&mut InstanceStatus)) {
-        if let Ok(mut v) = self.0.lock()
+        if let Ok(mut v) = self.instances.lock()
             && let Some(entry) = v.get_mut(i)
         {
             change(entry);
