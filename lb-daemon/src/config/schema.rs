@@ -10,10 +10,6 @@
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
-    ("global_defs", "enable_traps"),
-    ("global_defs", "enable_snmp_vrrp"),
-    ("global_defs", "enable_snmp_rfcv2"),
-    ("global_defs", "enable_snmp_rfcv3"),
     ("global_defs", "enable_dbus"),
     ("global_defs", "dbus_service_name"),
     ("vrrp_instance", "vrf"),

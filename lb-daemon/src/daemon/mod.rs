@@ -137,6 +137,8 @@ pub struct Daemon {
     /// `lvs_sync_daemon` (checker child, XDP data plane).
     sync: Option<crate::sync::SyncDaemon>,
     vrrp: Option<VrrpTask>,
+    /// The VRRP child's AgentX subagent (`enable_snmp_vrrp`, `enable_snmp_rfcv2/3`, `-x`).
+    snmp: Option<crate::snmp::SnmpAgent>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
     /// The BFD child's sessions.
@@ -187,6 +189,7 @@ impl Daemon {
             interfaces: Vec::new(),
             sync: None,
             vrrp: None,
+            snmp: None,
             statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
@@ -200,7 +203,9 @@ impl Daemon {
             Role::Vrrp => {
                 daemon.statics = Some(Statics::install(&daemon.netlink, &daemon.config).await);
                 let bfd = daemon.bfd_states.subscribe();
-                daemon.vrrp = Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd));
+                let vrrp = VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd);
+                daemon.snmp = start_snmp(&daemon.args, &daemon.config, &vrrp);
+                daemon.vrrp = Some(vrrp);
             }
             Role::Bfd => daemon.bfd = Some(BfdTask::spawn(&daemon.config)),
         }
@@ -530,7 +535,17 @@ impl Daemon {
             // The running engine's failure (it could not start, or panicked) as the reload
             // stopped it: lbd stops, as it would have had it been seen before the signal.
             match vrrp.reload(config.clone()).await {
-                Ok(vrrp) => self.vrrp = Some(vrrp),
+                Ok(vrrp) => {
+                    // The agent answers from the new engine (its parts and socket stay those
+                    // it started with, as keepalived's).
+                    if let Some(snmp) = &self.snmp {
+                        snmp.follow(crate::snmp::agent::Source {
+                            config: std::sync::Arc::new(config.clone()),
+                            status: vrrp.status().clone(),
+                        });
+                    }
+                    self.vrrp = Some(vrrp);
+                }
                 Err(e) => failed = Some(e),
             }
         }
@@ -579,6 +594,10 @@ impl Daemon {
             && let Err(e) = vrrp.stop(kind).await
         {
             error!("{}", error_chain(&e));
+        }
+        if let Some(snmp) = self.snmp {
+            // After VRRP: its notifications say each instance is shut down.
+            snmp.stop().await;
         }
         if let Some(statics) = self.statics
             && !self.args.dont_release_vrrp
@@ -707,6 +726,30 @@ async fn recv_status(
 }
 
 /// The VRRP engine's end, if it runs and ends by itself ([`VrrpTask::ended`]).
+/// The VRRP child's AgentX subagent, if SNMP is enabled (`enable_snmp_vrrp`,
+/// `enable_snmp_rfcv2`, `enable_snmp_rfcv3`, or `-x` for all), on `-A` / `snmp_socket`.
+fn start_snmp(args: &Args, config: &Config, vrrp: &VrrpTask) -> Option<crate::snmp::SnmpAgent> {
+    let parts = crate::snmp::mib::Parts::of(&config.global_defs, args.snmp);
+    if !parts.any() {
+        return None;
+    }
+    let address = match crate::snmp::MasterAddress::of(
+        args.snmp_agent_socket.as_deref(),
+        config.global_defs.snmp_socket.as_deref(),
+    ) {
+        Ok(address) => address,
+        Err(e) => {
+            error!("SNMP: {e}");
+            return None;
+        }
+    };
+    let source = crate::snmp::agent::Source {
+        config: std::sync::Arc::new(config.clone()),
+        status: vrrp.status().clone(),
+    };
+    Some(crate::snmp::SnmpAgent::spawn(address, parts, source))
+}
+
 async fn vrrp_ended(vrrp: &mut Option<VrrpTask>) -> Result<(), crate::vrrp::VrrpError> {
     match vrrp {
         Some(vrrp) => vrrp.ended().await,

@@ -23,7 +23,10 @@ use super::{
     },
     mib::{self, Input, Mib, Parts},
 };
-use crate::{config::Config, vrrp::status::VrrpStatus};
+use crate::{
+    config::Config,
+    vrrp::status::{InstanceStatus, VrrpStatus},
+};
 
 /// How long to wait before connecting again.
 pub const RETRY: Duration = Duration::from_secs(1);
@@ -112,7 +115,9 @@ async fn run(
     mut source: watch::Receiver<Source>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let started = tokio::time::Instant::now();
+    // One for the agent's life: what it has seen of the instances outlives a connection, so
+    // that a reconnection sends the changes made meanwhile, and only those.
+    let mut session = Session::new(parts, tokio::time::Instant::now());
     let mut failures = 0u32;
     loop {
         if *stopped.borrow() {
@@ -121,7 +126,7 @@ async fn run(
         let result = match connect(&address).await {
             Ok(stream) => {
                 failures = 0;
-                Session::new(parts, started).run(stream, &mut source, &mut stopped).await
+                session.run(stream, &mut source, &mut stopped).await
             }
             Err(e) => Err(SessionError::Connect(e)),
         };
@@ -149,8 +154,10 @@ struct Session {
     packet_id: u32,
     /// The Register PDUs sent, by packet id, until answered.
     registering: HashMap<u32, Oid>,
-    /// Instance name → (transitions, state) when last seen: a change sends its notifications.
-    seen: HashMap<String, (u64, &'static str)>,
+    /// The last engine state change notified ([`crate::vrrp::status::StateChange::seq`]).
+    last_seq: u64,
+    /// Instance name → the state last notified.
+    notified: HashMap<String, &'static str>,
 }
 
 /// Reads PDUs off the stream into a channel; ends on EOF or a malformed PDU.
@@ -187,7 +194,8 @@ impl Session {
             session_id: 0,
             packet_id: 0,
             registering: HashMap::new(),
-            seen: HashMap::new(),
+            last_seq: 0,
+            notified: HashMap::new(),
         }
     }
 
@@ -201,11 +209,13 @@ impl Session {
     }
 
     async fn run(
-        mut self,
+        &mut self,
         stream: Box<dyn Stream>,
         source: &mut watch::Receiver<Source>,
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
+        self.session_id = 0;
+        self.registering.clear();
         let (rd, mut wr) = tokio::io::split(stream);
         let (tx, mut rx) = mpsc::channel(16);
         let reader = tokio::spawn(read_pdus(rd, tx));
@@ -255,7 +265,6 @@ impl Session {
         let mut current = source.borrow_and_update().clone();
         let mut changes = current.status.state_changes();
         changes.mark_changed();
-        let mut first = true;
         loop {
             tokio::select! {
                 pdu = rx.recv() => {
@@ -273,13 +282,17 @@ impl Session {
                         changes = watch::channel(0).1;
                         continue;
                     }
-                    for notify in self.state_changes(&current, first) {
+                    for notify in self.state_changes(&current) {
                         wr.write_all(&notify.encode()).await?;
                     }
-                    first = false;
                 }
                 _ = source.changed() => {
-                    current = source.borrow_and_update().clone();
+                    let next = source.borrow_and_update().clone();
+                    // A reload that kept the engine keeps its changes; a new engine counts afresh.
+                    if !next.status.same(&current.status) {
+                        self.last_seq = 0;
+                    }
+                    current = next;
                     changes = current.status.state_changes();
                     changes.mark_changed();
                 }
@@ -296,17 +309,21 @@ impl Session {
         }
     }
 
-    fn mib(&self, source: &Source) -> (Mib, Vec<crate::vrrp::status::InstanceStatus>) {
+    /// What the tables and notifications are built from.
+    fn input<'a>(
+        &self,
+        source: &'a Source,
+        instances: &'a [InstanceStatus],
+        router_id: &'a str,
+    ) -> Input<'a> {
+        Input { config: &source.config, instances, router_id, version: VERSION, uptime: self.uptime() }
+    }
+
+    /// The objects, as of now.
+    fn mib(&self, source: &Source) -> Mib {
         let instances = source.status.snapshot();
         let router_id = router_id(&source.config);
-        let input = Input {
-            config: &source.config,
-            instances: &instances,
-            router_id: &router_id,
-            version: VERSION,
-            uptime: self.uptime(),
-        };
-        (Mib::build(self.parts, &input), instances)
+        Mib::build(self.parts, &self.input(source, &instances, &router_id))
     }
 
     /// The answer to a PDU from the master, if it wants one.
@@ -326,7 +343,7 @@ impl Session {
                 return None;
             }
             Body::Get { ranges, .. } => {
-                let (mib, _) = self.mib(source);
+                let mib = self.mib(source);
                 (
                     0,
                     0,
@@ -334,11 +351,11 @@ impl Session {
                 )
             }
             Body::GetNext { ranges, .. } => {
-                let (mib, _) = self.mib(source);
+                let mib = self.mib(source);
                 (0, 0, ranges.iter().map(|r| mib.next(r)).collect())
             }
             Body::GetBulk { non_repeaters, max_repetitions, ranges, .. } => {
-                let (mib, _) = self.mib(source);
+                let mib = self.mib(source);
                 (0, 0, bulk(&mib, usize::from(non_repeaters), usize::from(max_repetitions), ranges))
             }
             // Every object is read-only (RFC 2741 §7.2.4.1: the error goes on the first varbind).
@@ -356,31 +373,25 @@ impl Session {
         })
     }
 
-    /// The notifications for the instances whose state changed since last seen (`first`: the
-    /// session just opened, nothing is sent for the states found).
-    fn state_changes(&mut self, source: &Source, first: bool) -> Vec<Pdu> {
-        let instances = source.status.snapshot();
-        let mut changed = Vec::new();
-        for (i, s) in instances.iter().enumerate() {
-            let now = (s.transitions, s.state);
-            let before = self.seen.insert(s.name.clone(), now);
-            if !first && before.is_some_and(|b| b != now) || !first && before.is_none() && s.transitions > 0 {
-                changed.push(i);
+    /// The notifications of the engine's state changes not notified yet, each with the state
+    /// it entered then (even if it has left it since), in order.
+    fn state_changes(&mut self, source: &Source) -> Vec<Pdu> {
+        let changes = source.status.changes_since(self.last_seq);
+        let Some(last) = changes.last() else { return Vec::new() };
+        self.last_seq = last.seq;
+        let mut instances = source.status.snapshot();
+        let router_id = router_id(&source.config);
+        let mut traps = Vec::new();
+        for change in changes {
+            let Some(instance) = instances.get_mut(change.index) else { continue };
+            instance.state = change.state;
+            debug!("SNMP: ({}) state change {} to {}", instance.name, change.seq, change.state);
+            self.notified.insert(instance.name.clone(), change.state);
+            if self.parts.traps {
+                let input = self.input(source, &instances, &router_id);
+                traps.extend(mib::state_change_traps(self.parts, &input, change.index));
             }
         }
-        if !self.parts.traps || changed.is_empty() {
-            return Vec::new();
-        }
-        let router_id = router_id(&source.config);
-        let input = Input {
-            config: &source.config,
-            instances: &instances,
-            router_id: &router_id,
-            version: VERSION,
-            uptime: 0,
-        };
-        let traps: Vec<Vec<VarBind>> =
-            changed.into_iter().flat_map(|i| mib::state_change_traps(self.parts, &input, i)).collect();
         traps.into_iter().map(|t| self.notify(t)).collect()
     }
 
@@ -390,17 +401,13 @@ impl Session {
             return Vec::new();
         }
         let mut instances = source.status.snapshot();
+        // Those whose stop the engine published have said so already.
+        instances.retain(|s| self.notified.get(&s.name).is_none_or(|state| *state != "STOP"));
         for s in &mut instances {
             s.state = "STOP";
         }
         let router_id = router_id(&source.config);
-        let input = Input {
-            config: &source.config,
-            instances: &instances,
-            router_id: &router_id,
-            version: VERSION,
-            uptime: 0,
-        };
+        let input = self.input(source, &instances, &router_id);
         let parts = Parts { rfcv2: false, rfcv3: false, ..self.parts };
         let traps: Vec<Vec<VarBind>> =
             (0..instances.len()).flat_map(|i| mib::state_change_traps(parts, &input, i)).collect();
@@ -453,9 +460,9 @@ fn bulk(mib: &Mib, non_repeaters: usize, max_repetitions: usize, ranges: Vec<Sea
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::vrrp::status::InstanceStatus;
 
     fn source() -> Source {
         let text = "vrrp_instance VI_1 {\n interface d0\n virtual_router_id 51\n priority 150\n \
@@ -490,9 +497,8 @@ mod tests {
         let (_source_tx, mut source_rx) = watch::channel(source);
         let (stop, mut stopped) = watch::channel(false);
         let session = tokio::spawn(async move {
-            Session::new(parts(), tokio::time::Instant::now())
-                .run(Box::new(ours), &mut source_rx, &mut stopped)
-                .await
+            let mut session = Session::new(parts(), tokio::time::Instant::now());
+            session.run(Box::new(ours), &mut source_rx, &mut stopped).await
         });
         async fn recv(s: &mut tokio::net::UnixStream) -> Pdu {
             let mut h = [0u8; HEADER_LEN];
@@ -546,24 +552,38 @@ mod tests {
         master.write_all(&test_set.encode()).await.unwrap();
         let refused = recv(&mut master).await;
         assert!(matches!(refused.body, Body::Response { error: error_status::NOT_WRITABLE, index: 1, .. }));
-        // The engine takes over: keepalived's notification, then the RFCs'.
+        // The engine enters BACKUP, then at once MASTER: keepalived's notification of each, in
+        // order, then the RFCs' of the takeover.
+        status.state_changed(0, "BACKUP");
         status.update(0, |s| {
             s.state = "MASTER";
             s.transitions += 1;
             s.stats.become_master += 1;
             s.source_address = Some("10.9.0.1".parse().unwrap());
         });
-        status.state_changed();
+        status.state_changed(0, "MASTER");
         let mut traps = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let pdu = recv(&mut master).await;
             let Body::Notify { varbinds, .. } = pdu.body else { panic!("not a Notify: {pdu:?}") };
             assert_eq!(varbinds[0].name, Oid::new(mib::SYS_UP_TIME));
-            traps.push(format!("{:?}", varbinds[1].value));
+            traps.push(format!("{:?} {:?}", varbinds[1].value, varbinds.get(3).map(|v| &v.value)));
         }
-        assert!(traps[0].contains(".1.3.6.1.4.1.9586.100.5.2.10.0.2"), "{traps:?}");
-        assert!(traps[1].contains(".1.3.6.1.2.1.68.0.1"), "{traps:?}");
-        assert!(traps[2].contains(".1.3.6.1.2.1.207.0.1"), "{traps:?}");
+        assert!(
+            traps[0].contains(".1.3.6.1.4.1.9586.100.5.2.10.0.2") && traps[0].ends_with("Some(Integer(1))"),
+            "{traps:?}"
+        );
+        assert!(
+            traps[1].contains(".1.3.6.1.4.1.9586.100.5.2.10.0.2") && traps[1].ends_with("Some(Integer(2))"),
+            "{traps:?}"
+        );
+        assert!(traps[2].contains(".1.3.6.1.2.1.68.0.1"), "{traps:?}");
+        assert!(traps[3].contains(".1.3.6.1.2.1.207.0.1"), "{traps:?}");
+        // The engine stops (its STOP published), then the daemon stops the agent: one
+        // notification of shutdown(5), then the Close.
+        status.update(0, |s| s.state = "STOP");
+        status.state_changed(0, "STOP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
         stop.send(true).unwrap();
         let shutdown = recv(&mut master).await;
         let Body::Notify { varbinds, .. } = shutdown.body else { panic!("not a Notify: {shutdown:?}") };

@@ -294,7 +294,7 @@ impl Pdu {
         } else {
             u32::from_le_bytes(raw)
         };
-        if len as usize > MAX_PAYLOAD || len % 4 != 0 {
+        if len as usize > MAX_PAYLOAD || !len.is_multiple_of(4) {
             return Err(AgentxError::PayloadLength(len));
         }
         Ok(Some(len as usize))
@@ -574,7 +574,7 @@ impl Writer {
     fn octets(&mut self, b: &[u8]) {
         self.u32(u32::try_from(b.len()).unwrap_or(u32::MAX));
         self.bytes(b);
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
     }
@@ -605,6 +605,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -662,6 +662,7 @@ pub fn state_change_traps(parts: Parts, input: &Input<'_>, index: usize) -> Vec<
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
     use crate::vrrp::status::InstanceStats;
@@ -738,7 +739,7 @@ mod tests {
             .map(|l| l.trim_end().to_string())
             // keepalived's Timeticks print their value after the ticks.
             .map(|l| match l.find("Timeticks: (") {
-                Some(at) => l[..at].to_string() + &l[at..].split_inclusive(')').next().unwrap_or(""),
+                Some(at) => l[..at].to_string() + l[at..].split_inclusive(')').next().unwrap_or(""),
                 None => l,
             })
             .collect();

@@ -1248,7 +1248,7 @@ impl Engine {
                 s.effective_priority = priority;
                 s.last_transition = epoch_now();
             });
-            self.status.state_changed();
+            self.status.state_changed(i, state.keepalived_name());
         }
         for action in actions {
             self.act(i, action).await;

@@ -80,18 +80,38 @@ pub struct InstanceStats {
     pub pri_zero_sent: u64,
 }
 
+/// One state change, as the engine made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// Its number, from 1, in this engine's life.
+    pub seq: u64,
+    /// The instance's position in the list.
+    pub index: usize,
+    /// The state it entered.
+    pub state: StateName,
+}
+
+/// How many state changes are kept for readers that have not caught up.
+const HISTORY: usize = 256;
+
 /// The instances' status, shared between the engine (writer) and the daemon (readers).
 #[derive(Clone, Debug)]
 pub struct VrrpStatus {
     instances: Arc<Mutex<Vec<InstanceStatus>>>,
-    /// Bumped at every state change, so that a reader (the SNMP agent's traps) waits for one
-    /// rather than polling.
+    /// The last [`HISTORY`] state changes, so that a reader (the SNMP agent's notifications)
+    /// sees each, even several between two looks.
+    history: Arc<Mutex<std::collections::VecDeque<StateChange>>>,
+    /// The last change's `seq`, so that a reader waits for one rather than polling.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for VrrpStatus {
     fn default() -> Self {
-        Self { instances: Arc::default(), changes: Arc::new(tokio::sync::watch::Sender::new(0)) }
+        Self {
+            instances: Arc::default(),
+            history: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
     }
 }
 
@@ -101,10 +121,19 @@ impl VrrpStatus {
         self.instances.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// A receiver that sees a new value whenever an instance changes state (or the list is
-    /// replaced).
+    /// A receiver that sees the last change's `seq` whenever an instance changes state.
     pub fn state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Whether `other` is this very status (the same engine's), not a copy of its values.
+    pub fn same(&self, other: &VrrpStatus) -> bool {
+        Arc::ptr_eq(&self.instances, &other.instances)
+    }
+
+    /// The state changes after `seq` that are still kept, oldest first.
+    pub fn changes_since(&self, seq: u64) -> Vec<StateChange> {
+        self.history.lock().map(|h| h.iter().filter(|c| c.seq > seq).cloned().collect()).unwrap_or_default()
     }
 
     /// Replaces the list (the engine, once its instances are built).
@@ -112,12 +141,19 @@ impl VrrpStatus {
         if let Ok(mut v) = self.instances.lock() {
             *v = instances;
         }
-        self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Tells the readers of [`VrrpStatus::state_changes`] that a state changed.
-    pub(crate) fn state_changed(&self) {
-        self.changes.send_modify(|n| *n += 1);
+    /// Records that instance `index` entered `state` (its entry already says so), and tells
+    /// the readers of [`VrrpStatus::state_changes`].
+    pub(crate) fn state_changed(&self, index: usize, state: StateName) {
+        let Ok(mut history) = self.history.lock() else { return };
+        let seq = history.back().map_or(1, |c| c.seq + 1);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(StateChange { seq, index, state });
+        drop(history);
+        self.changes.send_replace(seq);
     }
 
     /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).
