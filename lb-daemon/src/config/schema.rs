@@ -6,12 +6,15 @@
 //! supported yet" notice and kept in [`super::model::Config::unsupported`]; if not it is
 //! keepalived's `Unknown keyword`. A unit test checks every keyword of the TSV against the parser.
 
-/// Keywords of the VRRP child the parser models (they round-trip through `--dump-conf`) but
+/// Keywords the parser models (they round-trip through `--dump-conf`) but
 /// nothing acts on yet: each gets a "parsed, not supported yet" notice at its `file:line`.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
     ("global_defs", "enable_dbus"),
     ("global_defs", "dbus_service_name"),
+    // The checker child's KEEPALIVED-MIB part (virtualServerTable, realServerTable): the
+    // VRRP child's SNMP (lb-daemon/src/snmp) does not serve it yet.
+    ("global_defs", "enable_snmp_checker"),
     ("vrrp_instance", "vrf"),
     ("vrrp_instance", "use_ipvlan"),
 ];
