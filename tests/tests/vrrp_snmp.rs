@@ -52,10 +52,19 @@ fn require_net_snmp() {
 /// namespace's loopback) and an snmptrapd it sends its notifications to.
 struct Snmp {
     ns: Netns,
+    dir: PathBuf,
+    snmpd_conf: PathBuf,
     socket: PathBuf,
     traps: PathBuf,
-    _snmpd: Proc,
+    snmpd: Proc,
     _trapd: Proc,
+}
+
+/// snmpd in the foreground, its persistent files in `dir`, no MIB files read.
+fn spawn_snmpd(ns: &Netns, dir: &Path, conf: &Path) -> Proc {
+    let persistent = format!("SNMP_PERSISTENT_DIR={}", dir.display());
+    let conf = conf.display().to_string();
+    ns.spawn("snmpd", "env", &[&persistent, "snmpd", "-f", "-m", "", "-Lo", "-C", "-c", &conf])
 }
 
 impl Snmp {
@@ -75,8 +84,7 @@ impl Snmp {
         );
         let trapd_conf = lab.write_file(&format!("{label}-snmptrapd.conf"), "disableAuthorization yes\n");
         let persistent = format!("SNMP_PERSISTENT_DIR={}", dir.display());
-        let (traps_s, trapd_conf_s, snmpd_conf_s) =
-            (traps.display().to_string(), trapd_conf.display().to_string(), snmpd_conf.display().to_string());
+        let (traps_s, trapd_conf_s) = (traps.display().to_string(), trapd_conf.display().to_string());
         // -On: numeric OIDs in the trap log; -m "": no MIB files read.
         let trapd = ns.spawn(
             "snmptrapd",
@@ -96,16 +104,18 @@ impl Snmp {
                 "udp:127.0.0.1:1162",
             ],
         );
-        let snmpd = ns.spawn(
-            "snmpd",
-            "env",
-            &[&persistent, "snmpd", "-f", "-m", "", "-Lo", "-C", "-c", &snmpd_conf_s],
-        );
+        let snmpd = spawn_snmpd(ns, &dir, &snmpd_conf);
         wait_until(Duration::from_secs(10), "snmpd's AgentX socket", || socket.exists());
         wait_until(Duration::from_secs(10), "snmptrapd to start", || {
             std::fs::read_to_string(&traps).is_ok_and(|t| t.contains("NET-SNMP version"))
         });
-        Self { ns: ns.clone(), socket, traps, _snmpd: snmpd, _trapd: trapd }
+        Self { ns: ns.clone(), dir, snmpd_conf, socket, traps, snmpd, _trapd: trapd }
+    }
+
+    /// Kills snmpd and starts it again (its AgentX sessions are gone).
+    fn restart_snmpd(&mut self) {
+        self.snmpd.kill();
+        self.snmpd = spawn_snmpd(&self.ns, &self.dir, &self.snmpd_conf);
     }
 
     /// `snmp_socket` for it.
@@ -115,10 +125,19 @@ impl Snmp {
 
     /// `snmpwalk -On` of `subtree`: its lines.
     fn walk(&self, subtree: &str) -> Vec<String> {
-        let out =
-            self.ns.exec("snmpwalk", &["-m", "", "-On", "-v2c", "-c", "public", "127.0.0.1:1161", subtree]);
-        assert!(out.status.success(), "snmpwalk {subtree}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end().to_string()).collect()
+        self.try_walk(subtree).unwrap_or_else(|e| panic!("snmpwalk {subtree}: {e}"))
+    }
+
+    /// As [`Snmp::walk`], or snmpwalk's error (snmpd not answering).
+    fn try_walk(&self, subtree: &str) -> Result<Vec<String>, String> {
+        let out = self.ns.exec(
+            "snmpwalk",
+            &["-m", "", "-On", "-v2c", "-c", "public", "-t", "1", "-r", "0", "127.0.0.1:1161", subtree],
+        );
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_end().to_string()).collect())
     }
 
     /// The value of `oid` in a walk of `subtree`, if it is there.
@@ -129,11 +148,9 @@ impl Snmp {
 
     /// Waits until `oid` reads `value`.
     fn wait_value(&self, subtree: &str, oid: &str, value: &str, timeout: Duration) {
-        let mut last = None;
-        wait_until(timeout, &format!("{oid} = {value}"), || {
-            last = self.value(subtree, oid);
-            last.as_deref() == Some(value)
-        });
+        // snmpd may be restarting: a walk that fails is tried again.
+        let line = format!("{oid} = {value}");
+        wait_until(timeout, &line, || self.try_walk(subtree).is_ok_and(|lines| lines.contains(&line)));
     }
 
     /// The notifications received, one line each.
@@ -203,6 +220,11 @@ fn snmpwalk_shows_the_instance_and_its_state_changes_send_traps() {
         in_order(&snmp.state_changes("VI_1"), &[2])
             && snmp.traps().iter().any(|l| l.contains(V3_NEW_MASTER) && l.contains(&v3(3)))
     });
+
+    // snmpd restarts: lbd opens a new session and registers again.
+    let mut snmp = snmp;
+    snmp.restart_snmpd();
+    snmp.wait_value(KEEPALIVED_VRRP, &entry(2), "STRING: \"VI_1\"", Duration::from_secs(10));
 
     // A higher-priority peer: r1 goes back to BACKUP, and says so.
     let mut lbd2 = start_lbd(&mut lab, &r[1], "lbd2", &config("r2", "", &[vi(200)]));
