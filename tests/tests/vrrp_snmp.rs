@@ -255,6 +255,16 @@ fn snmpwalk_shows_the_instance_and_its_state_changes_send_traps() {
     eprintln!("notifications received:\n{notifications}");
 }
 
+/// The notifications in snmptrapd's log, each as its varbinds after `sysUpTime.0`.
+fn notifications(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| l.strip_prefix(".1.3.6.1.2.1.1.3.0 = "))
+        .filter_map(|l| l.split_once('\t').map(|(_, rest)| rest.trim_end().to_string()))
+        // snmpd's own coldStart.
+        .filter(|l| !l.contains(".1.3.6.1.6.3.1.1.5.1"))
+        .collect()
+}
+
 /// The lines of a walk with what differs between two daemons' runs blanked: up times and
 /// counters, and keepalived's version string.
 fn comparable(lines: Vec<String>) -> Vec<String> {
@@ -319,10 +329,26 @@ fn lbd_answers_the_oids_keepalived_answers() {
         snmp.walk(KEEPALIVED_VRRP).iter().all(|l| !l.starts_with(&format!("{KEEPALIVED_VRRP}.")))
     });
 
+    std::thread::sleep(Duration::from_millis(300));
+    let keepalived_traps = notifications(&snmp.traps());
+
     let mut lbd = start_lbd(&mut lab, &r[0], "lbd", &conf);
     both_master("lbd");
     let ours = walk_all();
     terminate(&mut lbd, "lbd");
+    std::thread::sleep(Duration::from_millis(300));
+    let lbd_traps: Vec<String> =
+        notifications(&snmp.traps()).into_iter().skip(keepalived_traps.len()).collect();
+    assert!(keepalived_traps.len() >= 9, "keepalived sent too few notifications: {keepalived_traps:#?}");
+    eprintln!("{} notifications each, e.g. {:?}", lbd_traps.len(), lbd_traps.first());
+    // The same notifications, from start to stop (their order between instances aside).
+    let (mut theirs_sorted, mut ours_sorted) = (keepalived_traps.clone(), lbd_traps.clone());
+    theirs_sorted.sort();
+    ours_sorted.sort();
+    assert_eq!(
+        ours_sorted, theirs_sorted,
+        "keepalived sent:\n{keepalived_traps:#?}\nlbd sent:\n{lbd_traps:#?}"
+    );
 
     // What keepalived 2.2.7 gets wrong, which lbd does not copy (lb-daemon/src/snmp/mib.rs):
     // - vrrpAddressAdvertising: notAdvertised(2) for the addresses of every instance after the

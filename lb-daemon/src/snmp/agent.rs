@@ -158,6 +158,8 @@ struct Session {
     last_seq: u64,
     /// Instance name → the state last notified.
     notified: HashMap<String, &'static str>,
+    /// Sync group name → the state last notified.
+    groups_notified: HashMap<String, &'static str>,
 }
 
 /// Reads PDUs off the stream into a channel; ends on EOF or a malformed PDU.
@@ -196,6 +198,7 @@ impl Session {
             registering: HashMap::new(),
             last_seq: 0,
             notified: HashMap::new(),
+            groups_notified: HashMap::new(),
         }
     }
 
@@ -391,6 +394,13 @@ impl Session {
                 let input = self.input(source, &instances, &router_id);
                 traps.extend(mib::state_change_traps(self.parts, &input, change.index));
             }
+            let input = self.input(source, &instances, &router_id);
+            traps.extend(mib::group_state_changes(
+                self.parts,
+                &input,
+                change.index,
+                &mut self.groups_notified,
+            ));
         }
         traps.into_iter().map(|t| self.notify(t)).collect()
     }

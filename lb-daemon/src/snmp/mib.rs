@@ -300,11 +300,7 @@ impl Mib {
             if members.is_empty() {
                 continue;
             }
-            // The group's state: its members', FAULT or BACKUP winning over MASTER.
-            let state = ["FAULT", "BACKUP", "INIT", "MASTER"]
-                .into_iter()
-                .find(|s| members.iter().any(|m| m.status.state == *s))
-                .unwrap_or("INIT");
+            let state = group_state(members.iter().map(|m| m.status.state));
             let e = |col: u32| -> Vec<u32> { [&vrrp[..], &[1, 1, col, gi]].concat() };
             self.put(&e(2), &[], Value::string(&group.name));
             self.put(&e(3), &[], Value::Integer(keepalived_state(state)));
@@ -622,6 +618,57 @@ impl Mib {
     }
 }
 
+/// A sync group's state from its members': FAULT, BACKUP or INIT winning over MASTER (the
+/// group is MASTER once every member is), STOP once every member has stopped.
+fn group_state<'a>(members: impl Iterator<Item = &'a str> + Clone) -> &'static str {
+    if members.clone().all(|s| s == "STOP") {
+        return "STOP";
+    }
+    ["FAULT", "BACKUP", "INIT", "MASTER"]
+        .into_iter()
+        .find(|s| members.clone().any(|m| m == *s))
+        .unwrap_or("INIT")
+}
+
+/// The sync groups whose state instance `index` changing changed, with their new state, and
+/// the notification each sends (keepalived's `vrrpSyncGroupStateChange`: the group's name and
+/// state, without their index, and routerId). `notified` holds each group's state as last
+/// notified, and is updated.
+pub fn group_state_changes(
+    parts: Parts,
+    input: &Input<'_>,
+    index: usize,
+    notified: &mut std::collections::HashMap<String, &'static str>,
+) -> Vec<Vec<VarBind>> {
+    let mut out = Vec::new();
+    let Some(changed) = input.instances.get(index) else { return out };
+    for group in input.config.vrrp_sync_groups.iter().filter(|g| g.group.contains(&changed.name)) {
+        let states: Vec<&str> = group
+            .group
+            .iter()
+            .filter_map(|name| input.instances.iter().find(|i| &i.name == name).map(|i| i.state))
+            .collect();
+        let state = group_state(states.iter().copied());
+        if notified.insert(group.name.clone(), state) == Some(state) || !parts.keepalived || !parts.traps {
+            continue;
+        }
+        let entry: Vec<u32> = [KEEPALIVED, &[2, 1, 1]].concat();
+        out.push(vec![
+            VarBind {
+                name: Oid::new(SNMP_TRAP_OID),
+                value: Value::ObjectIdentifier(Oid([KEEPALIVED, &[2, 10, 0, 1]].concat())),
+            },
+            VarBind { name: Oid([&entry[..], &[2]].concat()), value: Value::string(&group.name) },
+            VarBind {
+                name: Oid([&entry[..], &[3]].concat()),
+                value: Value::Integer(keepalived_state(state)),
+            },
+            VarBind { name: Oid([KEEPALIVED, &[1, 2, 0]].concat()), value: Value::string(input.router_id) },
+        ]);
+    }
+    out
+}
+
 /// vrrpv3StatisticsNewMasterReason: notMaster(0), priority(1) for an owner, else
 /// masterNoResponse(3), as keepalived reports a takeover after Master_Down_Interval.
 fn new_master_reason(s: &InstanceStatus) -> i32 {
@@ -811,6 +858,47 @@ mod tests {
             mib.next(&SearchRange { start: Oid::new(&[1, 3, 7]), include: false, end: Oid::default() });
         assert_eq!(last.value, Value::EndOfMibView);
         assert_eq!(mib.get(&Oid::new(&[1, 3])), Value::NoSuchObject);
+    }
+
+    #[test]
+    fn a_sync_group_notifies_when_its_state_changes() {
+        let vi = |name: &str, vrid: u8| {
+            format!(
+                "vrrp_instance {name} {{\n interface d0\n virtual_router_id {vrid}\n virtual_ipaddress {{\n  10.9.0.{vrid}\n }}\n}}\n"
+            )
+        };
+        let text = format!(
+            "{}{}vrrp_sync_group G1 {{\n group {{\n  VI_1\n  VI_2\n }}\n}}\n",
+            vi("VI_1", 51),
+            vi("VI_2", 52)
+        );
+        let loaded = crate::config::parse_str("g.conf", &text, &crate::config::LoadOptions::default());
+        assert_eq!(loaded.config.vrrp_sync_groups.len(), 1, "{:?}", loaded.diagnostics);
+        let mut instances = [
+            status("VI_1", 51, 2, 150, "10.9.0.1".parse().unwrap()),
+            status("VI_2", 52, 2, 150, "10.9.0.1".parse().unwrap()),
+        ];
+        instances[1].state = "BACKUP";
+        let parts = Parts { keepalived: true, traps: true, ..Parts::default() };
+        let mut notified = std::collections::HashMap::new();
+        let input =
+            Input { config: &loaded.config, instances: &instances, router_id: "r", version: "v", uptime: 0 };
+        // VI_1 is MASTER, VI_2 still BACKUP: the group is BACKUP.
+        let traps = group_state_changes(parts, &input, 0, &mut notified);
+        assert_eq!(traps.len(), 1);
+        assert_eq!(
+            traps[0][0].value,
+            Value::ObjectIdentifier(Oid::new(&[1, 3, 6, 1, 4, 1, 9586, 100, 5, 2, 10, 0, 1]))
+        );
+        assert_eq!(traps[0][1].value, Value::string("G1"));
+        assert_eq!(traps[0][2].value, Value::Integer(1));
+        // Nothing new for the group: nothing sent.
+        assert!(group_state_changes(parts, &input, 0, &mut notified).is_empty());
+        instances[1].state = "MASTER";
+        let input =
+            Input { config: &loaded.config, instances: &instances, router_id: "r", version: "v", uptime: 0 };
+        let traps = group_state_changes(parts, &input, 1, &mut notified);
+        assert_eq!(traps[0][2].value, Value::Integer(2));
     }
 
     #[test]
