@@ -154,11 +154,12 @@ pub struct Args {
     #[arg(short = 'a', long = "address-monitoring")]
     pub address_monitoring: bool,
 
-    /// Enable the SNMP subsystem (not supported by lbd: use --status-listen's /metrics).
+    /// Enable the SNMP subsystem: every MIB (KEEPALIVED-MIB's VRRP part, RFC 2787, RFC 6527),
+    /// served by an AgentX subagent in the VRRP child.
     #[arg(short = 'x', long = "snmp")]
     pub snmp: bool,
 
-    /// Socket of the SNMP master agent (accepted, unused).
+    /// Socket of the SNMP master agent (as `snmp_socket`: `unix:PATH`, `tcp:HOST:PORT`).
     #[arg(short = 'A', long = "snmp-agent-socket", value_name = "FILE")]
     pub snmp_agent_socket: Option<PathBuf>,
 

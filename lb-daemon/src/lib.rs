@@ -10,6 +10,7 @@
 //! - [`lvs`] turns the configuration's virtual servers into the data plane's desired state.
 //! - [`daemon`] is the program operators run: start, signals, reload, dumps, stop.
 //! - [`config`] reads keepalived.conf (and lbd's TOML model) into a typed model, with diagnostics.
+//! - [`snmp`] is the AgentX subagent serving keepalived's and the RFCs' VRRP MIBs.
 //! - [`vrrp`] is the VRRP engine: packet codec, sans-IO state machine, and (later) sockets.
 
 pub mod bfd;
@@ -21,6 +22,7 @@ pub mod dataplane;
 pub mod genhash;
 pub mod lvs;
 pub mod netlink;
+pub mod snmp;
 pub mod sync;
 #[cfg(test)]
 mod test_rng;

@@ -16,7 +16,7 @@ use lb_daemon::{
     },
     dataplane::xdp::error_chain,
 };
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -63,9 +63,6 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     logging::init(&args, None);
-    if args.snmp || args.snmp_agent_socket.is_some() {
-        warn!("SNMP is not supported by lbd; --status-listen serves Prometheus /metrics instead");
-    }
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -32,6 +32,11 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "ipvsadm",
+    // The SNMP system tests (tests/tests/vrrp_snmp.rs): the AgentX master agent, snmpwalk and
+    // the trap receiver.
+    "snmpd",
+    "snmp",
+    "snmptrapd",
 ];
 
 /// bpf-linker built against LLVM 22 (what rustc nightly 1.97 emits).

@@ -67,7 +67,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Unsupported {
-    /// Path of keywords, e.g. `global_defs > enable_snmp_vrrp`.
+    /// Path of keywords, e.g. `global_defs > enable_dbus`.
     pub path: String,
     /// The arguments as written.
     pub args: Vec<String>,

@@ -145,6 +145,8 @@ pub struct Daemon {
     vrrp: Option<VrrpTask>,
     /// The VRRP child's D-Bus interface (`enable_dbus`).
     dbus: Option<Dbus>,
+    /// The VRRP child's AgentX subagent (`enable_snmp_vrrp`, `enable_snmp_rfcv2/3`, `-x`).
+    snmp: Option<crate::snmp::SnmpAgent>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
     /// The BFD child's sessions.
@@ -197,6 +199,7 @@ impl Daemon {
             sync: None,
             vrrp: None,
             dbus: None,
+            snmp: None,
             statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
@@ -213,8 +216,9 @@ impl Daemon {
                 daemon.dbus =
                     dbus::Settings::of(&daemon.config, daemon.args.namespace.as_deref()).map(Dbus::start);
                 let events = daemon.dbus.as_ref().map(Dbus::events);
-                daemon.vrrp =
-                    Some(VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd, events));
+                let vrrp = VrrpTask::spawn(daemon.config.clone(), daemon.netlink.clone(), bfd, events);
+                daemon.snmp = start_snmp(&daemon.args, &daemon.config, &vrrp);
+                daemon.vrrp = Some(vrrp);
             }
             Role::Bfd => daemon.bfd = Some(BfdTask::spawn(&daemon.config)),
         }
@@ -606,7 +610,17 @@ impl Daemon {
             // The running engine's failure (it could not start, or panicked) as the reload
             // stopped it: lbd stops, as it would have had it been seen before the signal.
             match vrrp.reload(config.clone()).await {
-                Ok(vrrp) => self.vrrp = Some(vrrp),
+                Ok(vrrp) => {
+                    // The agent answers from the new engine (its parts and socket stay those
+                    // it started with, as keepalived's).
+                    if let Some(snmp) = &self.snmp {
+                        snmp.follow(crate::snmp::agent::Source {
+                            config: std::sync::Arc::new(config.clone()),
+                            status: vrrp.status().clone(),
+                        });
+                    }
+                    self.vrrp = Some(vrrp);
+                }
                 Err(e) => failed = Some(e),
             }
         }
@@ -666,6 +680,10 @@ impl Daemon {
             && let Err(e) = vrrp.stop(kind).await
         {
             error!("{}", error_chain(&e));
+        }
+        if let Some(snmp) = self.snmp {
+            // After VRRP: its notifications say each instance is shut down.
+            snmp.stop().await;
         }
         if let Some(dbus) = self.dbus {
             dbus.stop().await;
@@ -802,6 +820,30 @@ async fn dbus_request(dbus: &mut Option<Dbus>) -> dbus::Request {
         Some(dbus) => dbus.request().await,
         None => std::future::pending().await,
     }
+}
+
+/// The VRRP child's AgentX subagent, if SNMP is enabled (`enable_snmp_vrrp`,
+/// `enable_snmp_rfcv2`, `enable_snmp_rfcv3`, or `-x` for all), on `-A` / `snmp_socket`.
+fn start_snmp(args: &Args, config: &Config, vrrp: &VrrpTask) -> Option<crate::snmp::SnmpAgent> {
+    let parts = crate::snmp::mib::Parts::of(&config.global_defs, args.snmp);
+    if !parts.any() {
+        return None;
+    }
+    let address = match crate::snmp::MasterAddress::of(
+        args.snmp_agent_socket.as_deref(),
+        config.global_defs.snmp_socket.as_deref(),
+    ) {
+        Ok(address) => address,
+        Err(e) => {
+            error!("SNMP: {e}");
+            return None;
+        }
+    };
+    let source = crate::snmp::agent::Source {
+        config: std::sync::Arc::new(config.clone()),
+        status: vrrp.status().clone(),
+    };
+    Some(crate::snmp::SnmpAgent::spawn(address, parts, source))
 }
 
 /// The VRRP engine's end, if it runs and ends by itself ([`VrrpTask::ended`]).

@@ -814,6 +814,14 @@ impl Engine {
                     base_priority: params.priority,
                     effective_priority: r.machine.effective_priority(),
                     last_transition: epoch_now(),
+                    ifindex: r.plan.interface.index,
+                    mac: r
+                        .plan
+                        .vmac
+                        .as_ref()
+                        .map_or_else(|| r.plan.interface.mac.clone(), |v| v.mac.to_vec()),
+                    source_address: Some(params.source_address),
+                    master_address: (r.machine.state() == State::Master).then_some(params.source_address),
                     ..InstanceStatus::default()
                 }
             })
@@ -1007,12 +1015,16 @@ impl Engine {
             let ours = runner.machine.effective_priority();
             let actions =
                 self.runners[i].machine.handle(Event::AdvertReceived { from: received.source, advert }, now);
+            let new = self.runners[i].machine.state();
             self.status.update(i, |s| {
                 s.stats.advert_rcvd += 1;
                 s.stats.pri_zero_rcvd += u64::from(advert.priority == 0);
+                // Outside MASTER, an advert accepted comes from the master.
+                if new != State::Master && advert.priority != 0 {
+                    s.master_address = Some(received.source);
+                }
             });
             let runner = &self.runners[i];
-            let new = runner.machine.state();
             if old == State::Master && new == State::Backup {
                 info!(
                     "({}) Master received advert from {} with higher priority {}, ours {ours}",
@@ -1232,8 +1244,15 @@ impl Engine {
             let suffix = if init && state == State::Backup { " (init)" } else { "" };
             info!("({}) Entering {state} STATE{suffix}", runner.plan.name);
             let priority = runner.machine.effective_priority();
+            let source = runner.machine.params().source_address;
             self.status.update(i, |s| {
                 s.transitions += 1;
+                s.source_address = Some(source);
+                if state == State::Master {
+                    s.master_address = Some(source);
+                } else if s.master_address == Some(source) {
+                    s.master_address = None;
+                }
                 if state == State::Master {
                     s.stats.become_master += 1;
                 } else if s.state == State::Master.keepalived_name() {
@@ -1244,6 +1263,7 @@ impl Engine {
                 s.last_transition = epoch_now();
             });
             self.status.announce(i);
+            self.status.state_changed(i, state.keepalived_name());
         }
         for action in actions {
             self.act(i, action).await;

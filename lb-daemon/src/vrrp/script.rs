@@ -196,7 +196,7 @@ impl PreparedScript {
 }
 
 /// `program` if it names a file, else its first match on `PATH`.
-fn resolve_program(program: &str) -> Option<PathBuf> {
+pub(crate) fn resolve_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         let path = PathBuf::from(program);
         return path.is_file().then_some(path);

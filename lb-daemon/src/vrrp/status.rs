@@ -40,6 +40,19 @@ pub struct InstanceStatus {
     pub last_transition: f64,
     /// Counters.
     pub stats: InstanceStats,
+    /// The index of the interface adverts go out of (the VMAC's with use_vmac).
+    #[serde(default)]
+    pub ifindex: u32,
+    /// That interface's MAC address.
+    #[serde(default)]
+    pub mac: Vec<u8>,
+    /// The address adverts go from (RFC 2787's `vrrpOperPrimaryIpAddr`).
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
+    /// The current master's address: ours while MASTER, else the sender of the last advert
+    /// accepted (RFC 2787's `vrrpOperMasterIpAddr`); none before one is known.
+    #[serde(default)]
+    pub master_address: Option<std::net::IpAddr>,
 }
 
 /// A state's name. (An alias, so that serde does not take the field for one it could borrow
@@ -89,26 +102,61 @@ pub enum StatusEvent {
 /// The sending end a subscriber hands the engine.
 pub type StatusEvents = tokio::sync::mpsc::UnboundedSender<StatusEvent>;
 
+/// One state change, as the engine made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// Its number, from 1, in this engine's life.
+    pub seq: u64,
+    /// The instance's position in the list.
+    pub index: usize,
+    /// The state it entered.
+    pub state: StateName,
+}
+
+/// How many state changes are kept for readers that have not caught up.
+const HISTORY: usize = 256;
+
 /// The instances' status, shared between the engine (writer) and the daemon (readers).
-#[derive(Clone, Debug, Default)]
-pub struct VrrpStatus(Arc<Mutex<Vec<InstanceStatus>>>, Option<StatusEvents>);
+#[derive(Clone, Debug)]
+pub struct VrrpStatus {
+    instances: Arc<Mutex<Vec<InstanceStatus>>>,
+    /// The last [`HISTORY`] state changes, so that a reader (the SNMP agent's notifications)
+    /// sees each, even several between two looks.
+    history: Arc<Mutex<std::collections::VecDeque<StateChange>>>,
+    /// The last change's `seq`, so that a reader waits for one rather than polling.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// A subscriber (the D-Bus interface), told of the instances and their state changes in
+    /// order.
+    events: Option<StatusEvents>,
+}
+
+impl Default for VrrpStatus {
+    fn default() -> Self {
+        Self {
+            instances: Arc::default(),
+            history: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            events: None,
+        }
+    }
+}
 
 impl VrrpStatus {
     /// A status whose changes of instances and of state are also sent to `events`.
     pub fn with_events(events: Option<StatusEvents>) -> Self {
-        VrrpStatus(Arc::default(), events)
+        VrrpStatus { events, ..Self::default() }
     }
 
     /// Tells the subscriber, if any (one that has gone is not an error: the engine runs on).
     fn send(&self, event: StatusEvent) {
-        if let Some(events) = &self.1 {
+        if let Some(events) = &self.events {
             let _ = events.send(event);
         }
     }
 
     /// Tells the subscriber that instance `i` entered the state its entry now holds.
     pub(crate) fn announce(&self, i: usize) {
-        let entry = self.0.lock().ok().and_then(|v| v.get(i).map(|e| (e.name.clone(), e.state)));
+        let entry = self.instances.lock().ok().and_then(|v| v.get(i).map(|e| (e.name.clone(), e.state)));
         if let Some((name, state)) = entry {
             self.send(StatusEvent::State { name, state });
         }
@@ -116,20 +164,48 @@ impl VrrpStatus {
 
     /// A snapshot of every instance.
     pub fn snapshot(&self) -> Vec<InstanceStatus> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        self.instances.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A receiver that sees the last change's `seq` whenever an instance changes state.
+    pub fn state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `other` is this very status (the same engine's), not a copy of its values.
+    pub fn same(&self, other: &VrrpStatus) -> bool {
+        Arc::ptr_eq(&self.instances, &other.instances)
+    }
+
+    /// The state changes after `seq` that are still kept, oldest first.
+    pub fn changes_since(&self, seq: u64) -> Vec<StateChange> {
+        self.history.lock().map(|h| h.iter().filter(|c| c.seq > seq).cloned().collect()).unwrap_or_default()
     }
 
     /// Replaces the list (the engine, once its instances are built).
     pub(crate) fn set(&self, instances: Vec<InstanceStatus>) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.instances.lock() {
             v.clone_from(&instances);
         }
         self.send(StatusEvent::Instances(instances));
     }
 
+    /// Records that instance `index` entered `state` (its entry already says so), and tells
+    /// the readers of [`VrrpStatus::state_changes`].
+    pub(crate) fn state_changed(&self, index: usize, state: StateName) {
+        let Ok(mut history) = self.history.lock() else { return };
+        let seq = history.back().map_or(1, |c| c.seq + 1);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(StateChange { seq, index, state });
+        drop(history);
+        self.changes.send_replace(seq);
+    }
+
     /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).
     pub fn clear_stats(&self) {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.instances.lock() {
             for i in v.iter_mut() {
                 i.stats = InstanceStats::default();
             }
@@ -138,7 +214,7 @@ impl VrrpStatus {
 
     /// Changes instance `i`.
     pub(crate) fn update(&self, i: usize, change: impl FnOnce(&mut InstanceStatus)) {
-        if let Ok(mut v) = self.0.lock()
+        if let Ok(mut v) = self.instances.lock()
             && let Some(entry) = v.get_mut(i)
         {
             change(entry);
