@@ -110,9 +110,10 @@ pub async fn run(
     let real_time = super::sched::apply(&config.global_defs);
     let current = if real_time { super::sched::rt_priority(&config.global_defs) } else { 0 };
     let mut auto_priority = super::sched::AutoPriority::from_globals(&config.global_defs, current);
-    engine.standby = Standby::spawn(engine.runners.len(), real_time.then_some(current))
-        .inspect_err(|e| warn!("VRRP adverts without a standby sender: {e}"))
-        .ok();
+    engine.standby =
+        Standby::spawn(engine.runners.len(), real_time.then_some(current), config.global_defs.vrrp_priority)
+            .inspect_err(|e| warn!("VRRP adverts without a standby sender: {e}"))
+            .ok();
     engine.start().await;
     let mut timer = match Timer::new() {
         Ok(timer) => Some(timer),

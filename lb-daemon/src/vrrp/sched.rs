@@ -33,13 +33,7 @@ pub const DEFAULT_RT_PRIORITY: u32 = 1;
 /// Applies `vrrp_priority` and real-time scheduling to the calling thread; whether it is
 /// real-time.
 pub fn apply(global: &GlobalDefs) -> bool {
-    if let Some(nice) = global.vrrp_priority {
-        // SAFETY: setpriority on the calling thread (who = 0), no pointers.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-        if rc != 0 {
-            warn!("cannot set vrrp_priority {nice}: {}", std::io::Error::last_os_error());
-        }
-    }
+    set_nice(global.vrrp_priority);
     let priority = rt_priority(global);
     match set_round_robin(priority) {
         Ok(()) => {
@@ -49,6 +43,19 @@ pub fn apply(global: &GlobalDefs) -> bool {
         Err(e) => {
             warn!("cannot use real-time scheduling for VRRP (priority {priority}): {e}");
             false
+        }
+    }
+}
+
+/// Applies `vrrp_priority` (a nice value), if set, to the calling thread: the VRRP thread, and
+/// its standby sender (a thread started by a `SCHED_RR` thread with `SCHED_RESET_ON_FORK` starts
+/// at nice 0).
+pub(super) fn set_nice(nice: Option<i32>) {
+    if let Some(nice) = nice {
+        // SAFETY: setpriority on the calling thread (who = 0), no pointers.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            warn!("cannot set vrrp_priority {nice}: {}", std::io::Error::last_os_error());
         }
     }
 }

@@ -162,17 +162,18 @@ pub struct Standby {
 
 impl Standby {
     /// Starts the thread for `instances` instances, at `SCHED_RR` priority `rt_priority` if given
-    /// (the engine's).
-    pub fn spawn(instances: usize, rt_priority: Option<u32>) -> io::Result<Self> {
+    /// and nice `nice` (`vrrp_priority`) if given: the engine's.
+    pub fn spawn(instances: usize, rt_priority: Option<u32>, nice: Option<i32>) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::new(instances)),
             wake: Condvar::new(),
             engine_cpu: AtomicI32::new(-1),
         });
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("vrrp-standby".into())
-            .spawn(move || run(&thread_shared, rt_priority))?;
+        let thread = std::thread::Builder::new().name("vrrp-standby".into()).spawn(move || {
+            super::sched::set_nice(nice);
+            run(&thread_shared, rt_priority);
+        })?;
         Ok(Standby { shared, published: vec![false; instances], thread: Some(thread) })
     }
 
