@@ -122,8 +122,8 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     // the VIP cannot come before 6.41 s.
     let conf = config(
         "r1",
-        "  vrrp_startup_delay 3\n",
-        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "  use_ipvlan\n")],
+        "  vrrp_startup_delay 3\n  enable_snmp_checker\n",
+        &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "")],
     );
     let w1 = VipWatch::start(&r[0], "r1", vip);
     let started = Instant::now();
@@ -135,7 +135,7 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
     // A keyword lbd parses but does not act on is named with its line and column.
     assert!(
-        lbd.log().contains("lbd1.conf:11:3: notice: keyword 'use_ipvlan' is parsed, not supported yet"),
+        lbd.log().contains("lbd1.conf:4:3: notice: keyword 'enable_snmp_checker' is parsed, not supported yet"),
         "{}",
         lbd.log()
     );
