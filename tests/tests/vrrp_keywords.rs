@@ -135,7 +135,8 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
     // A keyword lbd parses but does not act on is named with its line and column.
     assert!(
-        lbd.log().contains("lbd1.conf:4:3: notice: keyword 'enable_snmp_checker' is parsed, not supported yet"),
+        lbd.log()
+            .contains("lbd1.conf:4:3: notice: keyword 'enable_snmp_checker' is parsed, not supported yet"),
         "{}",
         lbd.log()
     );
