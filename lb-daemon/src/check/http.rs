@@ -239,14 +239,15 @@ where
     io.write_all(request.as_bytes()).await?;
     io.flush().await?;
     let mut raw = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        match io.read(&mut buf).await {
+        // Read straight into the page, 16 KiB of room at a time.
+        raw.reserve(16 * 1024);
+        match io.read_buf(&mut raw).await {
             Ok(0) => return Ok(raw),
-            Ok(n) if raw.len() + n > MAX_PAGE => {
+            Ok(_) if raw.len() > MAX_PAGE => {
                 return Err(CheckError::Http(format!("answer larger than {MAX_PAGE} bytes")));
             }
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => return Ok(raw),
             Err(e) => return Err(CheckError::Io(e)),
         }

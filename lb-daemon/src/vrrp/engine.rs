@@ -33,7 +33,7 @@ use super::{
     },
     firewall::{self, Blocked, Firewall},
     notify::{Notifier, NotifyScripts, Subject},
-    packet::{PRIORITY_STOP, VRRP_TTL},
+    packet::{PRIORITY_STOP, VRRP_TTL, VrrpAdvert},
     smtp,
     socket::{AhSigning, Received, VrrpSocket},
     standby::{self, Standby},
@@ -1280,8 +1280,8 @@ impl Engine {
                 {
                     standby.clear(i);
                 }
-                self.send_advert(i, priority).await;
-                self.publish_standby(i, priority);
+                let sent = self.send_advert(i, priority).await;
+                self.publish_standby(i, priority, sent);
                 self.status.update(i, |s| {
                     s.stats.advert_sent += 1;
                     s.stats.pri_zero_sent += u64::from(priority == 0);
@@ -1546,7 +1546,7 @@ impl Engine {
         }
     }
 
-    async fn send_advert(&mut self, i: usize, priority: u8) {
+    async fn send_advert(&mut self, i: usize, priority: u8) -> Sent {
         let runner = &mut self.runners[i];
         advertise(
             &runner.plan,
@@ -1556,7 +1556,7 @@ impl Engine {
             runner.old_checksum,
             priority,
         )
-        .await;
+        .await
     }
 
     /// Carries out an operator's command (the D-Bus interface's).
@@ -1580,9 +1580,9 @@ impl Engine {
         }
     }
 
-    /// Gives the standby sender the advert a MASTER just sent and when its next one is due
+    /// Gives the standby sender the advert a MASTER just `sent` and when its next one is due
     /// (not for `auth_type AH`: each advert has its own sequence number).
-    fn publish_standby(&mut self, i: usize, priority: u8) {
+    fn publish_standby(&mut self, i: usize, priority: u8, sent: Sent) {
         let runner = &self.runners[i];
         let (Some(standby), Some(due)) = (&mut self.standby, runner.machine.next_advert()) else { return };
         if priority == PRIORITY_STOP
@@ -1592,9 +1592,9 @@ impl Engine {
         }
         let advert = standby::Advert {
             name: runner.lease_name.clone(),
-            advert: runner.machine.advert(priority),
+            advert: sent.advert,
             socket: self.sockets[runner.socket].1.clone(),
-            destinations: destinations(&runner.plan),
+            destinations: sent.destinations,
             old_checksum: runner.old_checksum,
         };
         standby.publish(i, advert, due, runner.machine.params().advert_interval);
@@ -1863,7 +1863,14 @@ async fn remove_vmac(netlink: &Netlink, index: u32, name: &str) {
     }
 }
 
-/// Sends instance `plan`'s advert at `priority` from `socket` to its group or peers.
+/// An advert as [`advertise`] sent it, and where.
+struct Sent {
+    advert: VrrpAdvert,
+    destinations: Vec<IpAddr>,
+}
+
+/// Sends instance `plan`'s advert at `priority` from `socket` to its group or peers; what it
+/// sent (the standby sender keeps it).
 async fn advertise(
     plan: &InstancePlan,
     machine: &Instance,
@@ -1871,7 +1878,7 @@ async fn advertise(
     ah_sequence: &mut ah::Sequence,
     old_checksum: bool,
     priority: u8,
-) {
+) -> Sent {
     let sequence = ah_sequence.next();
     let advert = machine.advert(priority);
     let signing = match &machine.params().authentication {
@@ -1880,11 +1887,13 @@ async fn advertise(
         }
         _ => None,
     };
-    for destination in destinations(plan) {
+    let destinations = destinations(plan);
+    for &destination in &destinations {
         if let Err(e) = socket.send(&advert, destination, signing, old_checksum).await {
             warn!("({}) advert to {destination} not sent: {e}", plan.name);
         }
     }
+    Sent { advert, destinations }
 }
 
 /// Where instance `plan`'s adverts go: its group, or its unicast peers.
