@@ -190,7 +190,7 @@ impl HttpProbe {
     }
 
     /// keepalived's request for `url` (the same bytes as genhash's).
-    fn request(&self, url: &UrlCheck) -> String {
+    pub fn request(&self, url: &UrlCheck) -> String {
         let protocol = match self.protocol {
             HttpProtocol::V1_0 => genhash::Protocol::Http10,
             HttpProtocol::V1_0C => genhash::Protocol::Http10Close,

@@ -26,13 +26,13 @@ pub mod file;
 pub mod http;
 pub mod misc;
 pub mod ping;
+pub mod probe_loop;
 pub mod runner;
 pub mod service;
 pub mod smtp;
 pub mod ssl;
 pub mod state;
 pub mod tcp;
-pub mod tcp_loop;
 pub mod udp;
 
 pub use runner::{CheckerHealth, Runner};

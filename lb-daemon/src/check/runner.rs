@@ -34,11 +34,10 @@ use super::{
     file::FileProbe,
     http::HttpProbe,
     misc::MiscProbe,
-    real_name,
+    probe_loop, real_name,
     service::{Event, RealSpec, ServiceState, Sorry, Thresholds},
     service_name,
     state::{Change, CheckerState, Probe},
-    tcp_loop,
 };
 use crate::{
     bfd::BfdStates,
@@ -355,7 +354,7 @@ impl Runner {
         let mut tasks = Vec::new();
         let mut services = Vec::new();
         let mut checkers = Vec::new();
-        // Plain TCP_CHECKs, probed by one loop.
+        // Plain TCP_CHECKs and HTTP_GETs, probed by one loop.
         let mut looped = Vec::new();
         let local = config.virtual_servers.iter().any(|vs| suspend_address(vs).is_some()).then(|| {
             let (rx, task) = watch_local_addresses();
@@ -432,7 +431,9 @@ impl Runner {
                             .unwrap_or(false),
                     };
                     match task.loop_target() {
-                        Some((addr, limit)) => looped.push(tcp_loop::Entry { addr, limit, checker: task }),
+                        Some((addr, limit, gets)) => {
+                            looped.push(probe_loop::Entry { addr, limit, gets, checker: task });
+                        }
                         None => tasks.push(tokio::spawn(task.run())),
                     }
                 }
@@ -451,7 +452,7 @@ impl Runner {
             services.push(ServiceState::new(reals, vs.quorum, vs.hysteresis, sorry));
         }
         if !looped.is_empty() {
-            tasks.push(tokio::spawn(tcp_loop::run(looped)));
+            tasks.push(tokio::spawn(probe_loop::run(looped)));
         }
         let smtp = crate::vrrp::config::smtp_plan(&config);
         let connection_keys = connection_keys(&config);
@@ -604,7 +605,7 @@ impl CheckerTask {
                 Ok(result) => result,
                 Err(_) => Err(CheckError::Timeout(limit)),
             };
-            if !tcp_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
+            if !probe_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
                 return;
             }
         }
@@ -631,20 +632,28 @@ impl CheckerTask {
         self.gauge.suspended.store(false, Ordering::Relaxed);
     }
 
-    /// Where the probe loop connects and its time limit, for a plain TCP_CHECK (no `bindto`,
-    /// `bind_port`, `fwmark` or `ha_suspend`), which [`tcp_loop`](super::tcp_loop) runs;
-    /// `None` for any other checker, which runs as a task of its own.
-    fn loop_target(&self) -> Option<(std::net::SocketAddr, Duration)> {
+    /// Where the probe loop connects, its time limit and what it fetches, for a plain
+    /// TCP_CHECK or HTTP_GET (no `bindto`, `bind_port`, `fwmark` or `ha_suspend`; an HTTP_GET
+    /// with at least one url), which [`probe_loop`](super::probe_loop) runs; `None` for any
+    /// other checker, which runs as a task of its own.
+    fn loop_target(&self) -> Option<(std::net::SocketAddr, Duration, Vec<probe_loop::Get>)> {
+        let plain = |ep: &super::Endpoint| ep.bind.is_none() && ep.fwmark.is_none() && self.suspend.is_none();
+        let limit = self.state.timing().connect_timeout;
         match &self.prober {
-            Prober::Tcp(ep) if ep.bind.is_none() && ep.fwmark.is_none() && self.suspend.is_none() => {
-                Some((ep.addr, self.state.timing().connect_timeout))
+            Prober::Tcp(ep) if plain(ep) => Some((ep.addr, limit, Vec::new())),
+            Prober::Http(h) if plain(&h.ep) && !h.urls.is_empty() => {
+                let get = |u: &super::http::UrlCheck| probe_loop::Get {
+                    request: h.request(u).into_bytes(),
+                    url: u.clone(),
+                };
+                Some((h.ep.addr, limit, h.urls.iter().map(get).collect()))
             }
             _ => None,
         }
     }
 }
 
-impl tcp_loop::Scheduled for CheckerTask {
+impl probe_loop::Scheduled for CheckerTask {
     fn due(&self) -> std::time::Instant {
         self.state.next_probe()
     }

@@ -1,21 +1,28 @@
-//! The TCP_CHECK probe loop: one task probes the real servers of every plain TCP_CHECK (no
-//! `bindto`, `bind_port`, `fwmark` or `ha_suspend`; those run as tasks of their own with
-//! [`super::tcp::probe`]).
+//! The probe loop: one task probes the real servers of every plain TCP_CHECK and HTTP_GET (no
+//! `bindto`, `bind_port`, `fwmark` or `ha_suspend`, and for HTTP_GET at least one `url`; the
+//! others run as tasks of their own: [`super::tcp::probe`], [`super::http::HttpProbe::probe`]).
 //!
-//! A TCP_CHECK is a connect and a reset. Run as one task and one socket per probe, most of its
-//! cost besides the kernel's handshake is bookkeeping: a socket created and freed, registered
-//! with epoll and removed, its options set, a timer and a wakeup. Here:
+//! A TCP_CHECK is a connect and a reset; an HTTP_GET a connect, a request and the answer read
+//! until the server closes. Run as one task and one socket per probe, most of their cost
+//! besides the kernel's TCP work is bookkeeping: a socket created and freed, registered with
+//! epoll and removed, its options set, a timer, a task woken per step. Here:
 //! - sockets are reused: `connect(AF_UNSPEC)` ends a connection with a reset (no TIME_WAIT
-//!   behind, as SO_LINGER 0 and close would) and leaves the socket ready for the next connect;
-//!   each socket is registered once, edge-triggered, with the loop's own epoll instance, which
-//!   tokio watches as one file descriptor;
+//!   behind, as SO_LINGER 0 and close would; an HTTP server has closed its end by then) and
+//!   leaves the socket ready for the next connect; each socket is registered once,
+//!   edge-triggered, with the loop's own epoll instance, which tokio watches as one file
+//!   descriptor;
 //! - a second `connect` right after the first tells whether the handshake is already over (it
 //!   is on loopback and fast links): `0` up, `ECONNREFUSED` down, `EALREADY` still going, and
-//!   only then does the probe wait for epoll, until its `connect_timeout`;
+//!   only then does the probe wait for epoll;
+//! - an HTTP_GET sends its request as soon as it is connected and reads the answer into a
+//!   buffer the socket keeps from probe to probe, judged as [`super::http::judge`] judges it;
+//! - `connect_timeout` bounds the connect, and then each wait for the answer, as keepalived's
+//!   does (a server that keeps sending slowly is not cut off);
 //! - probes due within [`SLACK`] of one another run in one wakeup (at most [`PER_TURN`] at a
 //!   time, then the other tasks run).
 //!
-//! Per probe that completes at once: three system calls (connect, connect, disconnect).
+//! Per TCP_CHECK that completes at once: three system calls (connect, connect, disconnect);
+//! per HTTP_GET, three more (send, and two reads: the page, then the close).
 
 use std::{
     cmp::Reverse,
@@ -30,7 +37,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::error;
 
-use super::{CheckError, Probe};
+use super::{
+    CheckError, Probe,
+    http::{MAX_PAGE, UrlCheck, judge},
+};
 
 /// Probes due this close to the one that woke the loop run in the same wakeup.
 pub const SLACK: Duration = Duration::from_millis(5);
@@ -41,6 +51,10 @@ const PER_TURN: usize = 256;
 const IDLE_SOCKETS: usize = 256;
 /// Events read from the epoll instance at a time.
 const EVENTS: usize = 256;
+/// Room added to a page buffer before each read.
+const READ_ROOM: usize = 16 * 1024;
+/// A page buffer larger than this after a probe is freed (a big page does not stay).
+const KEPT_BUFFER: usize = 64 * 1024;
 
 /// A checker the loop probes for: its schedule and what it makes of a probe's result.
 pub trait Scheduled {
@@ -51,13 +65,25 @@ pub trait Scheduled {
     fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Instant) -> bool;
 }
 
-/// One checker of the loop: where it connects, its time limit, and the checker.
+/// One url an HTTP_GET fetches: the request's bytes and how the answer is judged.
+#[derive(Debug, Clone)]
+pub struct Get {
+    /// The request, sent as it is.
+    pub request: Vec<u8>,
+    /// The url.
+    pub url: UrlCheck,
+}
+
+/// One checker of the loop: where it connects, its time limit, what it fetches, the checker.
 #[derive(Debug)]
 pub struct Entry<C> {
     /// The real server's address.
     pub addr: SocketAddr,
     /// `connect_timeout`.
     pub limit: Duration,
+    /// An HTTP_GET's urls, fetched in turn, each on a connection of its own; none for a
+    /// TCP_CHECK.
+    pub gets: Vec<Get>,
     /// The checker.
     pub checker: C,
 }
@@ -77,10 +103,11 @@ impl Epoll {
         Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    /// Watches `fd` for the end of its connects (writable, error or hangup), edge-triggered.
+    /// Watches `fd` for the end of its connects and for its answers (writable, readable, error
+    /// or hangup), edge-triggered.
     fn add(&self, fd: RawFd, token: usize) -> io::Result<()> {
-        let mut event =
-            libc::epoll_event { events: (libc::EPOLLOUT | libc::EPOLLET) as u32, u64: token as u64 };
+        let events = libc::EPOLLOUT | libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        let mut event = libc::epoll_event { events: events as u32, u64: token as u64 };
         // SAFETY: both descriptors are open; the kernel copies the event.
         if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
             return Err(io::Error::last_os_error());
@@ -139,13 +166,49 @@ fn connect(socket: &Socket, addr: &SockAddr) -> Connect {
     }
 }
 
-/// A probe waiting for its socket's event.
+/// Reads what `socket` has into `page`'s spare room: the bytes read, 0 at the end.
+fn read_into(socket: &Socket, page: &mut Vec<u8>) -> io::Result<usize> {
+    page.reserve(READ_ROOM);
+    let n = socket.recv(page.spare_capacity_mut())?;
+    // SAFETY: recv initialised the first n bytes of the spare capacity.
+    unsafe { page.set_len(page.len() + n) };
+    Ok(n)
+}
+
+/// What a probe in flight waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Its connect to end.
+    Connecting,
+    /// Room to send the rest of its request (the bytes sent so far).
+    Sending(usize),
+    /// The answer, until the server closes.
+    Reading,
+}
+
+/// A probe waiting for its socket's events.
 #[derive(Debug, Clone, Copy)]
 struct Flight {
     checker: usize,
     started: Instant,
-    /// Tells this probe's deadline from a former probe's on the same socket.
+    /// The url being fetched (an HTTP_GET's).
+    url: usize,
+    stage: Stage,
+    /// When the wait of this stage ends.
+    deadline: Instant,
+    /// Whether `deadlines` has this stage's deadline (pushed only once the probe waits).
+    armed: bool,
+    /// Tells this stage's deadline from a former one's on the same socket.
     seq: u64,
+}
+
+impl Flight {
+    /// Moves on to `stage`, with its own deadline.
+    fn enter(&mut self, stage: Stage, deadline: Instant) {
+        self.stage = stage;
+        self.deadline = deadline;
+        self.armed = false;
+    }
 }
 
 /// A socket and the probe it runs.
@@ -154,6 +217,8 @@ struct Slot {
     socket: Option<Socket>,
     v6: bool,
     flight: Option<Flight>,
+    /// The answer read so far (kept from probe to probe for its room).
+    page: Vec<u8>,
 }
 
 /// The loop's sockets, by token.
@@ -178,7 +243,7 @@ impl Sockets {
         let socket = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
         let token = self.vacant.pop().unwrap_or(self.slots.len());
         self.epoll.add(socket.as_raw_fd(), token)?;
-        let slot = Slot { socket: Some(socket), v6, flight: None };
+        let slot = Slot { socket: Some(socket), v6, flight: None, page: Vec::new() };
         match self.slots.get_mut(token) {
             Some(s) => *s = slot,
             None => self.slots.push(slot),
@@ -190,6 +255,10 @@ impl Sockets {
     fn give_back(&mut self, token: usize, reuse: bool) {
         let Some(slot) = self.slots.get_mut(token) else { return };
         slot.flight = None;
+        slot.page.clear();
+        if slot.page.capacity() > KEPT_BUFFER {
+            slot.page = Vec::new();
+        }
         let idle = &mut self.idle[usize::from(slot.v6)];
         let kept =
             reuse && idle.len() < IDLE_SOCKETS && slot.socket.as_ref().is_some_and(|s| disconnect(s).is_ok());
@@ -226,7 +295,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
     let epoll = match registered {
         Ok(epoll) => epoll,
         Err(e) => {
-            error!("TCP_CHECK probe loop: epoll: {e}; {} checkers do not run", entries.len());
+            error!("probe loop: epoll: {e}; {} checkers do not run", entries.len());
             return;
         }
     };
@@ -239,7 +308,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
             epoll: Epoll(match epoll.get_ref().0.try_clone() {
                 Ok(fd) => fd,
                 Err(e) => {
-                    error!("TCP_CHECK probe loop: {e}");
+                    error!("probe loop: {e}");
                     return;
                 }
             }),
@@ -271,7 +340,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
                 // Cleared before the next turn reads the events: a later event wakes us again.
                 Ok(mut guard) => guard.clear_ready(),
                 Err(e) => {
-                    error!("TCP_CHECK probe loop: {e}");
+                    error!("probe loop: {e}");
                     return;
                 }
             },
@@ -280,18 +349,26 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
     }
 }
 
+/// What the steps of a probe came to.
+enum Step {
+    /// It waits for its socket.
+    Wait,
+    /// It ended.
+    Done(Result<Probe, CheckError>),
+}
+
 impl<C: Scheduled> Loop<C> {
     /// Finishes the probes that ended or timed out and starts those due; `false` when the
     /// checkers stopped listening.
     fn turn(&mut self, now: Instant) -> bool {
         loop {
             if let Err(e) = self.sockets.epoll.ready(&mut self.tokens) {
-                error!("TCP_CHECK probe loop: epoll_wait: {e}");
+                error!("probe loop: epoll_wait: {e}");
                 break;
             }
             let tokens = std::mem::take(&mut self.tokens);
             for &token in &tokens {
-                if !self.on_event(token) {
+                if !self.advance(token) {
                     return false;
                 }
             }
@@ -307,11 +384,11 @@ impl<C: Scheduled> Loop<C> {
             }
             self.deadlines.pop();
             let Some(flight) = self.sockets.slots.get(token).and_then(|s| s.flight) else { continue };
-            if flight.seq != seq {
+            if !flight.armed || flight.seq != seq {
                 continue;
             }
             let limit = self.entries[flight.checker].limit;
-            // A connect that did not end in time: the socket is closed, not reused.
+            // A probe that did not end in time: the socket is closed, not reused.
             if !self.finish(flight.checker, (token, false), Err(CheckError::Timeout(limit)), flight.started) {
                 return false;
             }
@@ -335,7 +412,7 @@ impl<C: Scheduled> Loop<C> {
         self.due.peek().is_some_and(|Reverse((due, _))| *due <= now)
     }
 
-    /// Starts entry `i`'s probe; finishes it at once if the connect ends at once.
+    /// Starts entry `i`'s probe and takes it as far as it goes at once.
     fn start(&mut self, i: usize) -> bool {
         let started = Instant::now();
         let token = match self.sockets.take(&self.entries[i].addr) {
@@ -343,33 +420,96 @@ impl<C: Scheduled> Loop<C> {
             Err(e) => return self.record(i, Err(CheckError::Connect(e)), started),
         };
         let Some(socket) = self.sockets.slots[token].socket.as_ref() else { return true };
-        let addr = &self.addrs[i];
-        let now = match connect(socket, addr) {
-            Connect::Pending => connect(socket, addr),
-            done => done,
-        };
-        match now {
-            Connect::Up => self.finish(i, (token, true), Ok(Probe::Up), started),
-            Connect::Failed(e) => self.finish(i, (token, true), Err(CheckError::Connect(e)), started),
-            Connect::Pending => {
-                self.seq += 1;
-                self.sockets.slots[token].flight = Some(Flight { checker: i, started, seq: self.seq });
-                self.deadlines.push(Reverse((started + self.entries[i].limit, token, self.seq)));
-                true
-            }
+        // The first connect starts the handshake; `advance` asks again at once.
+        if let Connect::Failed(e) = connect(socket, &self.addrs[i]) {
+            return self.finish(i, (token, true), Err(CheckError::Connect(e)), started);
         }
+        let deadline = started + self.entries[i].limit;
+        self.sockets.slots[token].flight = Some(Flight {
+            checker: i,
+            started,
+            url: 0,
+            stage: Stage::Connecting,
+            deadline,
+            armed: false,
+            seq: 0,
+        });
+        self.advance(token)
     }
 
-    /// An event on socket `token`: finishes its probe if its connect ended.
-    fn on_event(&mut self, token: usize) -> bool {
-        let Some(slot) = self.sockets.slots.get(token) else { return true };
-        // Events of a socket between probes (its reset) or of a probe already timed out.
-        let (Some(flight), Some(socket)) = (slot.flight, slot.socket.as_ref()) else { return true };
-        match connect(socket, &self.addrs[flight.checker]) {
-            Connect::Pending => true,
-            Connect::Up => self.finish(flight.checker, (token, true), Ok(Probe::Up), flight.started),
-            Connect::Failed(e) => {
-                self.finish(flight.checker, (token, true), Err(CheckError::Connect(e)), flight.started)
+    /// Takes the probe on socket `token` as far as its socket lets it (after an event, or at
+    /// its start); `false` when the checkers stopped listening.
+    fn advance(&mut self, token: usize) -> bool {
+        let step = loop {
+            let Some(slot) = self.sockets.slots.get_mut(token) else { return true };
+            // Events of a socket between probes (its reset) or of a probe already timed out.
+            let (Some(flight), Some(socket)) = (slot.flight.as_mut(), slot.socket.as_ref()) else {
+                return true;
+            };
+            let entry = &self.entries[flight.checker];
+            let addr = &self.addrs[flight.checker];
+            match flight.stage {
+                Stage::Connecting => match connect(socket, addr) {
+                    Connect::Pending => break Step::Wait,
+                    Connect::Failed(e) => break Step::Done(Err(CheckError::Connect(e))),
+                    Connect::Up if entry.gets.is_empty() => break Step::Done(Ok(Probe::Up)),
+                    Connect::Up => flight.enter(Stage::Sending(0), Instant::now() + entry.limit),
+                },
+                Stage::Sending(sent) => {
+                    let request = &entry.gets[flight.url].request;
+                    match socket.send_with_flags(&request[sent..], libc::MSG_NOSIGNAL) {
+                        Ok(n) if sent + n >= request.len() => {
+                            // The answer comes with an event of its own.
+                            flight.enter(Stage::Reading, Instant::now() + entry.limit);
+                            break Step::Wait;
+                        }
+                        Ok(n) => flight.stage = Stage::Sending(sent + n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Step::Wait,
+                        Err(e) => break Step::Done(Err(CheckError::Io(e))),
+                    }
+                }
+                Stage::Reading => match read_into(socket, &mut slot.page) {
+                    Ok(0) => match judge(&slot.page, &entry.gets[flight.url].url) {
+                        Err(e) => break Step::Done(Err(e)),
+                        Ok(()) if flight.url + 1 == entry.gets.len() => break Step::Done(Ok(Probe::Up)),
+                        Ok(()) => {
+                            // The next url, on a new connection of the same socket.
+                            flight.url += 1;
+                            slot.page.clear();
+                            if let Err(e) = disconnect(socket) {
+                                break Step::Done(Err(CheckError::Io(e)));
+                            }
+                            if let Connect::Failed(e) = connect(socket, addr) {
+                                break Step::Done(Err(CheckError::Connect(e)));
+                            }
+                            flight.enter(Stage::Connecting, Instant::now() + entry.limit);
+                        }
+                    },
+                    Ok(_) if slot.page.len() > MAX_PAGE => {
+                        break Step::Done(Err(CheckError::Http(format!(
+                            "answer larger than {MAX_PAGE} bytes"
+                        ))));
+                    }
+                    // Each wait for more of the answer has its own connect_timeout.
+                    Ok(_) => flight.enter(Stage::Reading, Instant::now() + entry.limit),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Step::Wait,
+                    Err(e) => break Step::Done(Err(CheckError::Io(e))),
+                },
+            }
+        };
+        let Some(flight) = self.sockets.slots[token].flight.as_mut() else { return true };
+        match step {
+            Step::Wait => {
+                if !flight.armed {
+                    self.seq += 1;
+                    (flight.armed, flight.seq) = (true, self.seq);
+                    self.deadlines.push(Reverse((flight.deadline, token, self.seq)));
+                }
+                true
+            }
+            Step::Done(result) => {
+                let (i, started) = (flight.checker, flight.started);
+                self.finish(i, (token, true), result, started)
             }
         }
     }
@@ -433,7 +573,7 @@ mod tests {
     ) -> (Entry<Probes>, tokio::sync::mpsc::UnboundedReceiver<Vec<bool>>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let checker = Probes { want, done: Some(tx), ..Probes::default() };
-        (Entry { addr, limit: Duration::from_millis(300), checker }, rx)
+        (Entry { addr, limit: Duration::from_millis(300), gets: Vec::new(), checker }, rx)
     }
 
     #[tokio::test]
@@ -469,6 +609,96 @@ mod tests {
         task.abort();
         assert_eq!(results, Some(vec![false, false]));
         assert!(started.elapsed() >= Duration::from_millis(600), "two probes of 300 ms each");
+        Ok(())
+    }
+
+    /// How a test server answers its n-th connection: parts of the response, each with the
+    /// pause after it.
+    type Answer = fn(usize) -> Vec<(&'static [u8], Duration)>;
+
+    /// An HTTP server on loopback: each connection reads the request, then `answer` writes
+    /// the response in parts (bytes, pause after them) and closes. Returns the address and the
+    /// requests it got.
+    fn http_server(answer: Answer) -> io::Result<(SocketAddr, std::sync::mpsc::Receiver<String>)> {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut request = Vec::new();
+                    let mut buf = [0; 1024];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => request.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let _ = tx.send(String::from_utf8_lossy(&request).into_owned());
+                    for (bytes, pause) in answer(n) {
+                        if stream.write_all(bytes).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(pause);
+                    }
+                });
+            }
+        });
+        Ok((addr, rx))
+    }
+
+    fn get(path: &str, body: Option<&[u8]>) -> Get {
+        let url = UrlCheck {
+            path: path.into(),
+            host: "h".into(),
+            digest: body.map(|b| crate::genhash::hex(&crate::genhash::body_digest(b))),
+            status: vec![crate::config::model::StatusRange { from: 200, to: 299 }],
+            regex: None,
+        };
+        Get { request: format!("GET {path} HTTP/1.0\r\nHost: h\r\n\r\n").into_bytes(), url }
+    }
+
+    const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+
+    #[tokio::test]
+    async fn an_http_get_fetches_each_url_and_judges_the_page() -> Result<(), Box<dyn std::error::Error>> {
+        let (addr, requests) = http_server(|_| vec![(PAGE, Duration::ZERO)])?;
+        // Both urls pass; then the second one's digest is wrong.
+        let (mut good, mut good_done) = entry(addr, 3);
+        good.gets = vec![get("/a", Some(b"ok\n")), get("/b", None)];
+        let (mut bad, mut bad_done) = entry(addr, 3);
+        bad.gets = vec![get("/a", Some(b"ok\n")), get("/c", Some(b"other"))];
+        let task = tokio::spawn(run(vec![good, bad]));
+        let wait = Duration::from_secs(5);
+        assert_eq!(tokio::time::timeout(wait, good_done.recv()).await?, Some(vec![true; 3]));
+        assert_eq!(tokio::time::timeout(wait, bad_done.recv()).await?, Some(vec![false; 3]));
+        task.abort();
+        let got: Vec<String> = requests.try_iter().collect();
+        for path in ["/a", "/b", "/c"] {
+            let line = format!("GET {path} HTTP/1.0\r\n");
+            assert!(got.iter().any(|r| r.starts_with(&line)), "{path} requested: {got:?}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn connect_timeout_bounds_each_wait_for_the_answer_not_the_whole_answer()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Connection 0 sends its page in three parts 200 ms apart (600 ms in all, each wait
+        // under the 300 ms limit); connection 1 stalls 500 ms mid-answer.
+        let (addr, _requests) = http_server(|n| {
+            let pause = Duration::from_millis(if n == 0 { 200 } else { 500 });
+            vec![(&PAGE[..10], pause), (&PAGE[10..20], pause), (&PAGE[20..], Duration::ZERO)]
+        })?;
+        let (mut e, mut done) = entry(addr, 2);
+        e.gets = vec![get("/", Some(b"ok\n"))];
+        let task = tokio::spawn(run(vec![e]));
+        let results = tokio::time::timeout(Duration::from_secs(5), done.recv()).await?;
+        task.abort();
+        assert_eq!(results, Some(vec![true, false]));
         Ok(())
     }
 }
