@@ -19,7 +19,8 @@
 //! - `connect_timeout` bounds the connect, and then each wait for the answer, as keepalived's
 //!   does (a server that keeps sending slowly is not cut off);
 //! - probes due within [`SLACK`] of one another run in one wakeup (at most [`PER_TURN`] at a
-//!   time, then the other tasks run).
+//!   time, then the other tasks run), and the events of the probes a turn left waiting gather
+//!   for [`GATHER`] before the loop reads them, so that one wakeup ends many probes.
 //!
 //! Per TCP_CHECK that completes at once: three system calls (connect, connect, disconnect);
 //! per HTTP_GET, three more (send, and two reads: the page, then the close).
@@ -44,6 +45,10 @@ use super::{
 
 /// Probes due this close to the one that woke the loop run in the same wakeup.
 pub const SLACK: Duration = Duration::from_millis(5);
+/// After a turn that left probes waiting (a connect under way, a request sent), the loop lets
+/// their events gather this long before it looks again: one wakeup then takes the answers of a
+/// whole turn's probes, not one wakeup each. (Detection is that much later, at most.)
+const GATHER: Duration = Duration::from_millis(1);
 /// Probes started in one turn at most: a loop behind its schedule (a starved process) lets the
 /// runtime's other tasks (the other checkers) run between turns.
 const PER_TURN: usize = 256;
@@ -284,6 +289,8 @@ struct Loop<C> {
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     seq: u64,
     tokens: Vec<usize>,
+    /// Waits begun (deadlines armed) since the loop last let events gather.
+    new_waits: usize,
 }
 
 /// Runs `entries`' probes until the checkers stop listening (or the task is aborted).
@@ -319,6 +326,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
         deadlines: BinaryHeap::new(),
         seq: 0,
         tokens: Vec::with_capacity(EVENTS),
+        new_waits: 0,
     };
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
@@ -328,6 +336,10 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
         }
         if this.behind(Instant::now()) {
             tokio::task::yield_now().await;
+            continue;
+        }
+        if std::mem::take(&mut this.new_waits) > 0 {
+            tokio::time::sleep(GATHER).await;
             continue;
         }
         let due = this.due.peek().map(|Reverse((at, _))| *at);
@@ -504,6 +516,7 @@ impl<C: Scheduled> Loop<C> {
                     self.seq += 1;
                     (flight.armed, flight.seq) = (true, self.seq);
                     self.deadlines.push(Reverse((flight.deadline, token, self.seq)));
+                    self.new_waits += 1;
                 }
                 true
             }

@@ -3,7 +3,8 @@
 //! 127.2.0.0/16 port 81 (a 3-byte page, for HTTP_GET with a digest); a checker process runs
 //! `lb_daemon::check::Runner` on a generated configuration at delay_loop 1 and reports its
 //! CPU time per probe and its RSS. The floor, measured in the same run by the same process, is
-//! a bare sequential tokio connect-and-close to the same addresses.
+//! the kernel's part of a probe: one blocking socket connected (and for HTTP the page fetched)
+//! and reset, to the same addresses one after the other.
 //!
 //! The baseline, in the same run against the same server: keepalived 2.2.7's checker process
 //! (`/usr/sbin/keepalived -C`) and lbd's on the same 1,000 TCP_CHECK servers, taking turns for
@@ -102,8 +103,8 @@ fn orchestrate() -> anyhow::Result<()> {
     }
     let (user, sys) = floor.unwrap_or((f64::NAN, f64::NAN));
     println!(
-        "\nFloor (same run, same process): a bare sequential tokio connect-and-close to the same \
-         addresses costs {:.1} µs of CPU ({user:.1} user + {sys:.1} system).",
+        "\nFloor (same run, same process): a bare blocking connect and reset to the same addresses, one \
+         after the other, costs {:.1} µs of CPU ({user:.1} user + {sys:.1} system).",
         user + sys
     );
     // Connections the server's listen queues could not take (SYNs dropped, retried by the
@@ -391,7 +392,7 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
                 failed += f;
                 k = Some(m);
             } else {
-                let (m, up) = measure_lbd(&ns, me, BASELINE_REALS, 0)?;
+                let (m, up, _) = measure_lbd(&ns, me, BASELINE_REALS, 0, false)?;
                 lbd_up.push(up);
                 l = Some(m);
             }
@@ -452,13 +453,17 @@ fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
     let shim = ipvs_shim(lab)?;
     println!(
         "\nThe main table's sets, keepalived's checker and lbd's taking turns for {SET_ROUNDS} rounds (a fresh \
-         namespace and server for each, {BASELINE_SECONDS} s once probing steadily):\n"
+         namespace and server for each, {BASELINE_SECONDS} s once probing steadily). The floor is the \
+         kernel's part of a probe, both ends of it, measured in lbd's process after its round: one blocking \
+         socket connected, (HTTP) the request sent and the page read, and reset, to the same addresses one \
+         after the other; what a checker spends above it is its own:\n"
     );
     println!(
         "| set | round | load average (1 min) | keepalived probes/s | keepalived CPU per probe | keepalived RSS \
-         (parent + checker) | lbd probes/s | lbd CPU per probe | lbd RSS | ratio lbd / keepalived |"
+         (parent + checker) | lbd probes/s | lbd CPU per probe | lbd RSS | ratio lbd / keepalived | floor | \
+         above the floor, lbd / keepalived |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let sets =
         [(format!("{TCP_REALS} TCP_CHECK"), TCP_REALS, 0), (format!("{HTTP_REALS} HTTP_GET"), 0, HTTP_REALS)];
     for (set, (label, tcp, http)) in sets.into_iter().enumerate() {
@@ -473,14 +478,15 @@ fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
                 if keepalived_turn {
                     k = Some(measure_keepalived(lab, &ns, &shim, &conf, 100 + set * 10 + round)?);
                 } else {
-                    l = Some(measure_lbd(&ns, me, tcp, http)?);
+                    l = Some(measure_lbd(&ns, me, tcp, http, true)?);
                 }
             }
-            let (Some((k, failed)), Some((l, up))) = (k, l) else {
+            let (Some((k, failed)), Some((l, up, floor))) = (k, l) else {
                 anyhow::bail!("{label}: nothing measured")
             };
             println!(
-                "| {label} | {} | {load:.2} | {:.0} | {:.1} µs | {:.1} MiB | {:.0} | {:.1} µs | {:.1} MiB | {:.2} |",
+                "| {label} | {} | {load:.2} | {:.0} | {:.1} µs | {:.1} MiB | {:.0} | {:.1} µs | {:.1} MiB | {:.2} | \
+                 {floor:.1} µs | {:.1} / {:.1} µs |",
                 round + 1,
                 k.rate,
                 k.total(),
@@ -488,7 +494,9 @@ fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
                 l.rate,
                 l.total(),
                 l.rss_mib,
-                l.total() / k.total()
+                l.total() / k.total(),
+                l.total() - floor,
+                k.total() - floor,
             );
             if failed > 0 || up < (tcp + http) as f64 {
                 println!(
@@ -567,10 +575,18 @@ fn measure_keepalived(
 }
 
 /// One round of lbd's checker (`check::Runner` in a process of its own) on `tcp` TCP_CHECK and
-/// `http` HTTP_GET real servers: what it costs, and the real servers up at the end.
-fn measure_lbd(ns: &Netns, me: &Path, tcp: usize, http: usize) -> anyhow::Result<(Measured, f64)> {
-    let out = ns
-        .exec(me, &["check", &tcp.to_string(), &http.to_string(), &BASELINE_SECONDS.to_string(), "nofloor"]);
+/// `http` HTTP_GET real servers: what it costs, the real servers up at the end, and with
+/// `floor` the floor's CPU per probe in µs (NaN without).
+fn measure_lbd(
+    ns: &Netns,
+    me: &Path,
+    tcp: usize,
+    http: usize,
+    floor: bool,
+) -> anyhow::Result<(Measured, f64, f64)> {
+    let floor = if floor { "floor" } else { "nofloor" };
+    let out =
+        ns.exec(me, &["check", &tcp.to_string(), &http.to_string(), &BASELINE_SECONDS.to_string(), floor]);
     anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let value = |key: &str| -> f64 {
@@ -582,7 +598,7 @@ fn measure_lbd(ns: &Netns, me: &Path, tcp: usize, http: usize) -> anyhow::Result
         sys: value("sys_s_per_s"),
         rss_mib: value("rss_mib"),
     };
-    Ok((measured, value("reals_up")))
+    Ok((measured, value("reals_up"), value("floor_user_us") + value("floor_sys_us")))
 }
 
 /// Builds tests/bench/ipvs-shim.c into the lab's directory (once) and returns its path.
@@ -718,6 +734,36 @@ fn status_rss_mib(path: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// `n` bare probes of the floor, TCP_CHECKs or (`http`) HTTP_GETs of the bench's page: one
+/// blocking socket, connected, reset by `connect(AF_UNSPEC)` and connected again.
+fn floor_probes(n: usize, http: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    let request = b"GET / HTTP/1.0\r\nHost: h\r\n\r\n";
+    let mut page = [0u8; 4096];
+    for i in 0..n {
+        let addr = if http { (real(2, i % HTTP_REALS), 81) } else { (real(1, i % TCP_REALS), 80) };
+        socket.connect(&SocketAddr::from(addr).into())?;
+        if http {
+            socket.send(request)?;
+            while (&socket).read(&mut page)? > 0 {}
+        }
+        // SAFETY: connect reads the AF_UNSPEC address we own.
+        let rc = unsafe {
+            libc::connect(
+                socket.as_raw_fd(),
+                &unspec,
+                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Runs the checkers of `tcp` + `http` real servers for `seconds` after a warm-up and prints
 /// `key value` lines; then, with `floor`, the floor.
 fn check(tcp: usize, http: usize, seconds: u64, floor: bool) -> anyhow::Result<()> {
@@ -741,11 +787,14 @@ fn check(tcp: usize, http: usize, seconds: u64, floor: bool) -> anyhow::Result<(
         if !floor {
             return;
         }
-        // The floor: bare connects to the same addresses, one after the other.
-        let n = 5000;
+        // The floor: the kernel's part of a probe, as cheap as a checker can make it: one
+        // blocking socket connected, (for HTTP) a request sent and the page read to the
+        // server's close, and reset, to the same addresses one after the other.
+        let n = 20_000;
         let cpu = cpu_seconds();
-        for i in 0..n {
-            let _ = tokio::net::TcpStream::connect(SocketAddr::from((real(1, i % TCP_REALS), 80))).await;
+        if let Err(e) = floor_probes(n, tcp == 0) {
+            eprintln!("floor: {e}");
+            return;
         }
         let now = cpu_seconds();
         println!("floor_user_us {}", (now.0 - cpu.0) / n as f64 * 1e6);
