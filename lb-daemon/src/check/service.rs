@@ -210,6 +210,22 @@ impl ServiceState {
         self.reals.get(real).is_some_and(Real::alive)
     }
 
+    /// What the SNMP agent shows of it ([`super::status`]).
+    pub fn status(&self) -> super::status::ServiceStatus {
+        super::status::ServiceStatus {
+            reals: self
+                .reals
+                .iter()
+                .map(|r| super::status::RealStatus {
+                    alive: r.alive(),
+                    weight: r.weight,
+                    failed_checks: u32::try_from(r.up.iter().filter(|u| !**u).count()).unwrap_or(u32::MAX),
+                })
+                .collect(),
+            quorum_up: self.quorum_up,
+        }
+    }
+
     /// How the data plane treats each real server, in order.
     pub fn verdicts(&self) -> Vec<RealVerdict> {
         let sorry = self.sorry_active();
