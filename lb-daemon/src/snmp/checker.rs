@@ -11,8 +11,9 @@
 //!   is one (keepalived's index 1 of its virtual server);
 //! - lvsSyncDaemon (6): whether `lvs_sync_daemon` runs, its interface and instance;
 //! - the notifications (5) realServerStateChange and virtualServerQuorumStateChange, the latter
-//!   also once per virtual server when the checkers start and, as shutdown(3), at an orderly
-//!   stop; and, when the VRRP child does not serve them, the global scalars (`.9586.100.5.1`).
+//!   also once per virtual server when the checkers start; at an orderly stop, as keepalived,
+//!   each alive real server's death, then each quorum as shutdown(3);
+//! - and, when the VRRP child does not serve them, the global scalars (`.9586.100.5.1`).
 //!
 //! The values follow a walk of keepalived 2.2.7's checker with the same configuration (it ran
 //! under `tests/bench/ipvs-shim.c`, this kernel having no IPVS: `testdata/keepalived-check-walk.txt`,
@@ -508,18 +509,24 @@ impl Served for CheckerSource {
             .collect()
     }
 
-    /// keepalived's shutdown notifications: each virtual server's quorum, shutdown(3).
+    /// keepalived's shutdown notifications, for each virtual server: each alive real server
+    /// taken out (realServerStateChange, dead), then its quorum, shutdown(3).
     fn shutdown(&self, _memory: &mut CheckerMemory, _uptime: u32) -> Vec<Vec<VarBind>> {
         if !self.traps {
             return Vec::new();
         }
         let router_id = agent::router_id(&self.config);
-        self.config
-            .virtual_servers
-            .iter()
-            .zip(self.status.snapshot())
-            .map(|(vs, status)| quorum_trap(vs, 3, &status, &router_id))
-            .collect()
+        let mut out = Vec::new();
+        for (vs, mut status) in self.config.virtual_servers.iter().zip(self.status.snapshot()) {
+            for r in 0..status.reals.len() {
+                if status.reals[r].alive {
+                    status.reals[r].alive = false;
+                    out.extend(real_server_trap(vs, r, &status, &router_id));
+                }
+            }
+            out.push(quorum_trap(vs, 3, &status, &router_id));
+        }
+        out
     }
 }
 
@@ -626,10 +633,12 @@ mod tests {
         assert_eq!(quorum[7], ".1.3.6.1.4.1.9586.100.5.3.3.1.22 = Gauge32: 2");
         // Sent once: nothing new.
         assert!(source.notifications(&mut memory, 0).is_empty());
-        // At stop: shutdown(3) for each virtual server; the group's names it.
+        // At stop: the alive real servers taken out, then shutdown(3) for each virtual server
+        // (the first has none alive left); the group's names it.
         let stop = source.shutdown(&mut memory, 0);
-        assert_eq!(stop.len(), 2);
-        let group = render(&stop[1]);
+        assert_eq!(stop.len(), 3);
+        assert_eq!(render(&stop[1])[4], ".1.3.6.1.4.1.9586.100.5.3.4.1.6 = INTEGER: 2");
+        let group = render(&stop[2]);
         assert_eq!(group[2], ".1.3.6.1.4.1.9586.100.5.3.3.1.3 = STRING: \"G1\"");
         assert_eq!(group[4], ".1.3.6.1.4.1.9586.100.5.3.3.1.23 = INTEGER: 3");
     }
