@@ -149,6 +149,8 @@ pub struct Daemon {
     snmp: Option<crate::snmp::SnmpAgent>,
     /// The checker child's AgentX subagent (`enable_snmp_checker`, `-x`).
     snmp_checker: Option<crate::snmp::SnmpAgent<crate::snmp::checker::CheckerSource>>,
+    /// The data plane's counters as last read, for the checker child's agent.
+    snmp_counters: tokio::sync::watch::Sender<Vec<crate::dataplane::ServiceCounters>>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
     /// The BFD child's sessions.
@@ -203,6 +205,7 @@ impl Daemon {
             dbus: None,
             snmp: None,
             snmp_checker: None,
+            snmp_counters: tokio::sync::watch::Sender::new(Vec::new()),
             statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
@@ -291,7 +294,8 @@ impl Daemon {
             AnyDataplane::Ipvs(_) => {}
         }
         self.dataplane = Some(dataplane);
-        self.snmp_checker = start_snmp_checker(&self.args, &self.config, &checks);
+        self.snmp_checker =
+            start_snmp_checker(&self.args, &self.config, &checks, self.snmp_counters.subscribe());
         self.checks = Some(checks);
         Ok(())
     }
@@ -389,12 +393,18 @@ impl Daemon {
                     continue;
                 }
                 _ = connections_tick.tick() => {
-                    // uthreshold / lthreshold: the checkers weigh the reals' open connections.
+                    // uthreshold / lthreshold: the checkers weigh the reals' open connections;
+                    // the checker child's SNMP agent serves the counters.
                     if let (Some(checks), Some(dataplane)) = (&self.checks, &self.dataplane)
-                        && checks.wants_connections()
+                        && (checks.wants_connections() || self.snmp_checker.is_some())
                     {
                         match dataplane.service_stats() {
-                            Ok(stats) => checks.connections(&stats),
+                            Ok(stats) => {
+                                checks.connections(&stats);
+                                if self.snmp_checker.is_some() {
+                                    self.snmp_counters.send_replace(stats);
+                                }
+                            }
                             Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
                         }
                     }
@@ -595,7 +605,8 @@ impl Daemon {
                 ));
             }
             if let (Some(snmp), Some(checks)) = (&self.snmp_checker, &self.checks)
-                && let Some(source) = checker_source(&self.args, &config, checks)
+                && let Some(source) =
+                    checker_source(&self.args, &config, checks, self.snmp_counters.subscribe())
             {
                 // The agent answers from the new configuration and checkers.
                 snmp.follow(source);
@@ -871,6 +882,7 @@ fn checker_source(
     args: &Args,
     config: &Config,
     checks: &check::Runner,
+    counters: crate::snmp::checker::Counters,
 ) -> Option<crate::snmp::checker::CheckerSource> {
     if !(args.snmp || config.global_defs.enable_snmp_checker) {
         return None;
@@ -882,6 +894,7 @@ fn checker_source(
         status: checks.status().clone(),
         traps: config.global_defs.enable_traps,
         globals: !vrrp_serves_globals,
+        counters,
     })
 }
 
@@ -891,8 +904,9 @@ fn start_snmp_checker(
     args: &Args,
     config: &Config,
     checks: &check::Runner,
+    counters: crate::snmp::checker::Counters,
 ) -> Option<crate::snmp::SnmpAgent<crate::snmp::checker::CheckerSource>> {
-    let source = checker_source(args, config, checks)?;
+    let source = checker_source(args, config, checks, counters)?;
     let address = snmp_address(args, config)?;
     Some(crate::snmp::SnmpAgent::spawn(address, source))
 }

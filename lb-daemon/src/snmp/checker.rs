@@ -19,13 +19,15 @@
 //! under `tests/bench/ipvs-shim.c`, this kernel having no IPVS: `testdata/keepalived-check-walk.txt`,
 //! and the live comparison of `tests/tests/check_snmp.rs`).
 //!
-//! **Left out**: the columns keepalived reads from IPVS's counters — virtualServerStats*
-//! and virtualServerRate* (columns 27-36 and 38-50) and realServerStats* and realServerRate*
-//! (14-39). lbd's XDP data plane counts per real server, but those counters live in the
-//! daemon's data plane, not in the checkers' state this agent reads; until they are handed to
-//! it, the columns are absent rather than served as zeros that would look like an idle service.
-//! The tunnel columns (virtualServerTunnel*, realServerTunnel*, for `lvs_method TUN` with a
-//! tunnel type) and `lvsTimeouts` (7) are not served either.
+//! The columns keepalived reads from IPVS's counters come from lbd's data plane's own
+//! counters, which the daemon hands over every second ([`Counters`]), summed over a group's
+//! services: connections scheduled (virtualServerStatsConns / Conns64, realServerStatsConns),
+//! packets and bytes from clients (…StatsInPkts / InPkts64, …StatsInBytes) and a real server's
+//! open connections (realServerStatsActiveConns). **Left out**, the data plane not counting
+//! them: the reply direction (…OutPkts, …OutBytes), inactive and persistent connections, and
+//! the rates (virtualServerRate*, realServerRate*): absent rather than zeros that would look
+//! like an idle service. The tunnel columns (virtualServerTunnel*, realServerTunnel*, for
+//! `lvs_method TUN` with a tunnel type) and `lvsTimeouts` (7) are not served either.
 
 use std::net::IpAddr;
 
@@ -42,6 +44,7 @@ use crate::{
             Family, LbAlgo, LbKind, LvsMethod, Protocol, RealServer, VirtualServer, VsAddress, VsgEntry,
         },
     },
+    dataplane::ServiceCounters,
 };
 
 /// `keepalived.check`: the checker's subtree.
@@ -62,6 +65,63 @@ pub struct CheckerSource {
     pub traps: bool,
     /// Whether this agent serves the global scalars (the VRRP child does not).
     pub globals: bool,
+    /// The data plane's counters, as the daemon last read them.
+    pub counters: Counters,
+}
+
+/// The data plane's counters, handed from the daemon to the agent.
+pub type Counters = tokio::sync::watch::Receiver<Vec<ServiceCounters>>;
+
+/// One virtual server's or real server's counters, summed over the data plane's services.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    packets: u64,
+    bytes: u64,
+    conns: u64,
+    active: u64,
+}
+
+impl Sums {
+    fn add(&mut self, c: &crate::dataplane::Counters) {
+        self.packets = self.packets.wrapping_add(c.packets);
+        self.bytes = self.bytes.wrapping_add(c.bytes);
+        self.conns = self.conns.wrapping_add(c.new_conns);
+        self.active = self.active.wrapping_add(c.active_conns);
+    }
+}
+
+/// The counters of virtual server `vs` (over its services) and of its real servers (`sorry`
+/// first if it has one, then in configuration order).
+fn sums(config: &Config, vs: &VirtualServer, counters: &[ServiceCounters]) -> (Sums, Vec<Sums>) {
+    let services = crate::lvs::service_addresses(config, vs);
+    let mut total = Sums::default();
+    let sorry = vs.sorry_server.as_ref();
+    let mut reals = vec![Sums::default(); vs.real_servers.len() + usize::from(sorry.is_some())];
+    let first = usize::from(sorry.is_some());
+    for service in counters.iter().filter(|c| services.contains(&c.service)) {
+        total.add(&service.counters);
+        for real in &service.reals {
+            let at = if real.sorry {
+                sorry.is_some().then_some(0)
+            } else {
+                vs.real_servers
+                    .iter()
+                    .position(|rs| {
+                        rs.address == real.addr && rs.port.unwrap_or(service.service.port) == real.port
+                    })
+                    .map(|r| r + first)
+            };
+            if let Some(slot) = at.and_then(|i| reals.get_mut(i)) {
+                slot.add(&real.counters);
+            }
+        }
+    }
+    (total, reals)
+}
+
+/// An SNMP Counter32 / Gauge32 of a 64-bit count: its low 32 bits (as IPVS's 32-bit counters wrap).
+fn low32(n: u64) -> u32 {
+    (n & u64::from(u32::MAX)) as u32
 }
 
 /// What the checker child's agent remembers of its notifications.
@@ -143,8 +203,15 @@ fn vs_port(vs: &VirtualServer) -> u16 {
     }
 }
 
-/// Builds the checker's objects (and the global scalars, if `source.globals`).
-pub fn build(source: &CheckerSource, services: &[ServiceStatus], router_id: &str, uptime: u32) -> Mib {
+/// Builds the checker's objects (and the global scalars, if `source.globals`) from the
+/// checkers' `services` and the data plane's `counters`.
+pub fn build(
+    source: &CheckerSource,
+    services: &[ServiceStatus],
+    counters: &[ServiceCounters],
+    router_id: &str,
+    uptime: u32,
+) -> Mib {
     let mut mib = Mib::default();
     let config = &*source.config;
     if source.globals {
@@ -153,8 +220,11 @@ pub fn build(source: &CheckerSource, services: &[ServiceStatus], router_id: &str
     }
     groups(&mut mib, config);
     for ((vs, status), v) in config.virtual_servers.iter().zip(services).zip(1u32..) {
+        let (total, reals) = sums(config, vs, counters);
         virtual_server(&mut mib, config, vs, status, v);
+        virtual_server_counters(&mut mib, total, v);
         real_servers(&mut mib, vs, status, v);
+        real_server_counters(&mut mib, &reals, v);
     }
     let sync = config.global_defs.lvs_sync_daemon.as_ref();
     mib.put(CHECK, &[6, 1, 0], truth(sync.is_some()));
@@ -283,9 +353,8 @@ fn virtual_server(mib: &mut Mib, config: &Config, vs: &VirtualServer, status: &S
         mib.put(CHECK, &e(25), command(script));
     }
     mib.put(CHECK, &e(26), Value::Gauge32(vs.hysteresis));
-    // 27-36: IPVS's counters and rates (see the module's documentation).
+    // 27-36 and 38-50: the counters and rates ([`virtual_server_counters`]).
     mib.put(CHECK, &e(37), truth(vs.ops));
-    // 38-50: IPVS's 64-bit counters and rates.
     if let Some(prefix) = granularity6 {
         mib.put(CHECK, &e(51), Value::Gauge32(prefix));
     }
@@ -311,6 +380,30 @@ fn virtual_server(mib: &mut Mib, config: &Config, vs: &VirtualServer, status: &S
     );
     if let Some(name) = &vs.snmp_name {
         mib.put(CHECK, &e(71), Value::string(name));
+    }
+}
+
+/// virtualServerStatsConns, InPkts, InBytes, Conns64, InPkts64 (see the module's
+/// documentation for those left out).
+fn virtual_server_counters(mib: &mut Mib, total: Sums, v: u32) {
+    let e = |col: u32| [3, 1, col, v];
+    mib.put(CHECK, &e(27), Value::Gauge32(low32(total.conns)));
+    mib.put(CHECK, &e(28), Value::Counter32(low32(total.packets)));
+    mib.put(CHECK, &e(30), Value::Counter64(total.bytes));
+    mib.put(CHECK, &e(38), Value::Counter64(total.conns));
+    mib.put(CHECK, &e(39), Value::Counter64(total.packets));
+}
+
+/// realServerStatsConns, ActiveConns, InPkts, InBytes, Conns64, InPkts64.
+fn real_server_counters(mib: &mut Mib, reals: &[Sums], v: u32) {
+    for (sums, r) in reals.iter().zip(1u32..) {
+        let e = |col: u32| [4, 1, col, v, r];
+        mib.put(CHECK, &e(14), Value::Gauge32(low32(sums.conns)));
+        mib.put(CHECK, &e(15), Value::Gauge32(low32(sums.active)));
+        mib.put(CHECK, &e(18), Value::Counter32(low32(sums.packets)));
+        mib.put(CHECK, &e(20), Value::Counter64(sums.bytes));
+        mib.put(CHECK, &e(27), Value::Counter64(sums.conns));
+        mib.put(CHECK, &e(28), Value::Counter64(sums.packets));
     }
 }
 
@@ -357,7 +450,7 @@ fn real_servers(mib: &mut Mib, vs: &VirtualServer, status: &ServiceStatus, v: u3
             mib.put(CHECK, &e(12), command(script));
         }
         mib.put(CHECK, &e(13), Value::Gauge32(real.failed_checks));
-        // 14-39: IPVS's counters and rates (see the module's documentation).
+        // 14-39: the counters and rates ([`real_server_counters`]).
         if let Some(kind) = forwarding(rs.lvs_method.as_ref().or(vs.lvs_method.as_ref())) {
             mib.put(CHECK, &e(40), Value::Integer(kind));
         }
@@ -476,7 +569,8 @@ impl Served for CheckerSource {
     }
 
     fn mib(&self, uptime: u32) -> Mib {
-        build(self, &self.status.snapshot(), &agent::router_id(&self.config), uptime)
+        let counters = self.counters.borrow().clone();
+        build(self, &self.status.snapshot(), &counters, &agent::router_id(&self.config), uptime)
     }
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -530,6 +624,12 @@ impl Served for CheckerSource {
     }
 }
 
+/// The virtualServerEntry columns keepalived fills from IPVS that lbd leaves out.
+pub const LEFT_OUT_VS: &[u32] = &[29, 31, 32, 33, 34, 35, 36, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50];
+/// The realServerEntry columns keepalived fills from IPVS that lbd leaves out.
+pub const LEFT_OUT_RS: &[u32] =
+    &[16, 17, 19, 21, 22, 23, 24, 25, 26, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,6 +650,7 @@ mod tests {
             status: CheckStatus::default(),
             traps: true,
             globals: false,
+            counters: tokio::sync::watch::channel(Vec::new()).1,
         }
     }
 
@@ -569,7 +670,7 @@ mod tests {
     /// with the same type and value, and nothing more, the IPVS counters (left out) aside.
     #[test]
     fn matches_keepalived_walk() {
-        let mib = build(&source(), &services(), "SNMPCHK", 0);
+        let mib = build(&source(), &services(), &[], "SNMPCHK", 0);
         let ours: Vec<String> = mib
             .iter()
             .map(|(o, v)| format!("{o} = {}", crate::snmp::mib::render(v)).trim_end().to_string())
@@ -579,6 +680,7 @@ mod tests {
             .map(|l| l.trim_end().to_string())
             .filter(|l| !ipvs_counter(l))
             .collect();
+        // With no traffic, the counters served are keepalived's zeros.
         let missing: Vec<_> = theirs.iter().filter(|l| !ours.contains(l)).collect();
         let extra: Vec<_> = ours.iter().filter(|l| !theirs.contains(l)).collect();
         assert!(missing.is_empty() && extra.is_empty(), "missing: {missing:#?}\nextra: {extra:#?}");
@@ -591,8 +693,44 @@ mod tests {
         let col = |prefix: &str| -> Option<u32> {
             line.strip_prefix(prefix.trim_end_matches('0'))?.split('.').next()?.parse().ok()
         };
-        col(&vs).is_some_and(|c| (27..=36).contains(&c) || (38..=50).contains(&c))
-            || col(&rs).is_some_and(|c| (14..=39).contains(&c))
+        col(&vs).is_some_and(|c| LEFT_OUT_VS.contains(&c))
+            || col(&rs).is_some_and(|c| LEFT_OUT_RS.contains(&c))
+    }
+
+    /// The data plane's counters for the first virtual server: its real servers' connections
+    /// and packets, summed into the virtual server's.
+    #[test]
+    fn counters_from_the_data_plane() {
+        use crate::dataplane::{Counters as C, RealCounters, ServiceAddr};
+        let source = source();
+        let service = ServiceAddr {
+            vip: IpAddr::from([10, 77, 0, 100]),
+            port: 80,
+            protocol: crate::dataplane::Protocol::Tcp,
+        };
+        let real = |last: u8, n: u64| RealCounters {
+            addr: IpAddr::from([10, 77, 1, last]),
+            port: 8080,
+            sorry: false,
+            weight: 1,
+            counters: C { packets: 10 * n, bytes: 600 * n, new_conns: n, active_conns: 1 },
+        };
+        let counters = [ServiceCounters {
+            service,
+            counters: C { packets: 40, bytes: 2400, new_conns: 4, active_conns: 2 },
+            no_real: 0,
+            reals: vec![real(1, 3), real(2, 1)],
+        }];
+        let mib = build(&source, &services(), &counters, "r", 0);
+        let get = |suffix: &[u32]| mib.get(&Oid::new(CHECK).child(suffix));
+        assert_eq!(get(&[3, 1, 27, 1]), Value::Gauge32(4));
+        assert_eq!(get(&[3, 1, 30, 1]), Value::Counter64(2400));
+        assert_eq!(get(&[3, 1, 27, 2]), Value::Gauge32(0));
+        assert_eq!(get(&[4, 1, 14, 1, 1]), Value::Gauge32(3));
+        assert_eq!(get(&[4, 1, 15, 1, 2]), Value::Gauge32(1));
+        assert_eq!(get(&[4, 1, 28, 1, 2]), Value::Counter64(10));
+        // The reply direction is not counted: left out.
+        assert_eq!(get(&[4, 1, 19, 1, 1]), Value::NoSuchObject);
     }
 
     #[test]
