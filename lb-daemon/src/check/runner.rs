@@ -9,7 +9,8 @@
 //! for `uthreshold` / `lthreshold`. A third comes from the BFD child through the daemon: the
 //! sessions' states, which `BFD_CHECK` checkers follow (a real server is down while its
 //! session is; an alpha checker starts down until the session is reported up). [`Runner::checkers`] reports each checker's verdict, probe
-//! count and last probe's duration.
+//! count and last probe's duration, and [`Runner::status`] each virtual server's real servers
+//! and quorum with the history of their changes (for the SNMP agent).
 
 use std::{
     collections::{HashMap, HashSet},

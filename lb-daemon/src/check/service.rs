@@ -277,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn the_status_counts_failing_checkers_and_keeps_the_weight() {
+        use crate::check::status::RealStatus;
+        let (mut s, _) = ServiceState::new(vec![real(3, true, 2), real(1, false, 1)], 2, 0, Sorry::None);
+        s.on_change(0, 0, Change::Down);
+        s.on_change(0, 1, Change::Down);
+        s.on_change(1, 0, Change::Up { weight: Some(5) });
+        let status = s.status();
+        assert_eq!(
+            status.reals,
+            [
+                RealStatus { alive: false, weight: 3, failed_checks: 2 },
+                RealStatus { alive: true, weight: 5, failed_checks: 0 }
+            ]
+        );
+        assert!(status.quorum_up, "5 >= 2");
+        assert_eq!(status.reals_up(), 1);
+    }
+
+    #[test]
     fn inhibit_on_failure_keeps_a_dead_real_with_weight_zero() {
         let (mut s, _) = ServiceState::new(vec![real(3, true, 1), real(1, false, 1)], 1, 0, Sorry::None);
         s.on_change(0, 0, Change::Down);
