@@ -887,8 +887,10 @@ fn checker_source(
     if !(args.snmp || config.global_defs.enable_snmp_checker) {
         return None;
     }
-    let vrrp_serves_globals =
-        (args.snmp || config.global_defs.enable_snmp_vrrp) && !config.vrrp_instances.is_empty();
+    // The VRRP child serves them if it runs (not `-C`, some instance) with its KEEPALIVED-MIB part.
+    let vrrp_serves_globals = (args.snmp || config.global_defs.enable_snmp_vrrp)
+        && !args.check_only
+        && !config.vrrp_instances.is_empty();
     Some(crate::snmp::checker::CheckerSource {
         config: std::sync::Arc::new(config.clone()),
         status: checks.status().clone(),
