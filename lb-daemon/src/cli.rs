@@ -154,8 +154,8 @@ pub struct Args {
     #[arg(short = 'a', long = "address-monitoring")]
     pub address_monitoring: bool,
 
-    /// Enable the SNMP subsystem: every MIB (KEEPALIVED-MIB's VRRP part, RFC 2787, RFC 6527),
-    /// served by an AgentX subagent in the VRRP child.
+    /// Enable the SNMP subsystem: every MIB (KEEPALIVED-MIB's VRRP and checker parts, RFC 2787,
+    /// RFC 6527), served by AgentX subagents in the VRRP and checker children.
     #[arg(short = 'x', long = "snmp")]
     pub snmp: bool,
 

@@ -118,3 +118,22 @@ pub fn services() -> PathBuf {
 pub fn udp_echo() -> PathBuf {
     workspace_bin("lbt-udp-echo")
 }
+
+/// Builds `tests/bench/ipvs-shim.c` into `dir` (once) and returns its path: an `LD_PRELOAD`
+/// library that answers keepalived's IPVS socket options as a kernel with an empty IPVS table
+/// would, so that keepalived's checker runs on a kernel without IPVS (baselines only).
+pub fn ipvs_shim(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let shim = dir.join("ipvs-shim.so");
+    if shim.exists() {
+        return Ok(shim);
+    }
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ipvs-shim.c");
+    let out = std::process::Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(source)
+        .arg("-ldl")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "cc ipvs-shim.c: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(shim)
+}

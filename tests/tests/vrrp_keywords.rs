@@ -122,7 +122,7 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     // the VIP cannot come before 6.41 s.
     let conf = config(
         "r1",
-        "  vrrp_startup_delay 3\n  enable_snmp_checker\n",
+        "  vrrp_startup_delay 3\n  vrrp_ipsets keepalived\n",
         &[instance("VI_1", 97, 150, "1", &["10.97.0.100/24"], "")],
     );
     let w1 = VipWatch::start(&r[0], "r1", vip);
@@ -135,8 +135,7 @@ fn vrrp_startup_delay_holds_the_takeover_back() {
     assert!(lbd.log().contains("(VI_1) Entering BACKUP STATE (init)"), "{}", lbd.log());
     // A keyword lbd parses but does not act on is named with its line and column.
     assert!(
-        lbd.log()
-            .contains("lbd1.conf:4:3: notice: keyword 'enable_snmp_checker' is parsed, not supported yet"),
+        lbd.log().contains("lbd1.conf:4:3: notice: keyword 'vrrp_ipsets' is parsed, not supported yet"),
         "{}",
         lbd.log()
     );

@@ -7,7 +7,8 @@
 //! - one file per checker, each an async probe of one real server;
 //! - [`alert`]: `smtp_alert` mails;
 //! - [`runner`]: the tokio tasks that run the probes and hand the data plane a new
-//!   [`DesiredState`](crate::dataplane::DesiredState) whenever a real server's state changes.
+//!   [`DesiredState`](crate::dataplane::DesiredState) whenever a real server's state changes;
+//! - [`status`]: what the runner publishes of its virtual servers for the SNMP agent.
 
 use std::{
     collections::HashMap,
@@ -32,6 +33,7 @@ pub mod service;
 pub mod smtp;
 pub mod ssl;
 pub mod state;
+pub mod status;
 pub mod tcp;
 pub mod udp;
 

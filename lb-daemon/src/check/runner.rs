@@ -9,7 +9,8 @@
 //! for `uthreshold` / `lthreshold`. A third comes from the BFD child through the daemon: the
 //! sessions' states, which `BFD_CHECK` checkers follow (a real server is down while its
 //! session is; an alpha checker starts down until the session is reported up). [`Runner::checkers`] reports each checker's verdict, probe
-//! count and last probe's duration.
+//! count and last probe's duration, and [`Runner::status`] each virtual server's real servers
+//! and quorum with the history of their changes (for the SNMP agent).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,6 +39,7 @@ use super::{
     service::{Event, RealSpec, ServiceState, Sorry, Thresholds},
     service_name,
     state::{Change, CheckerState, Probe},
+    status::{ChangeKind, CheckStatus},
 };
 use crate::{
     bfd::BfdStates,
@@ -295,6 +297,7 @@ pub struct Runner {
     verdicts: Verdicts,
     checkers: Vec<Listed>,
     connections: Option<mpsc::UnboundedSender<Vec<ServiceCounters>>>,
+    status: CheckStatus,
 }
 
 /// A new checker's first verdict recorded and its entry listed (for `/status`): its gauge,
@@ -456,16 +459,26 @@ impl Runner {
         }
         let smtp = crate::vrrp::config::smtp_plan(&config);
         let connection_keys = connection_keys(&config);
+        let status = CheckStatus::default();
         let mut collector = Collector {
             services: services.iter().map(|(s, _)| s.clone()).collect(),
             config,
             policy,
             smtp,
             connection_keys,
+            status: status.clone(),
         };
+        status.set(collector.services.iter().map(ServiceState::status).collect());
         for (v, (_, event)) in services.into_iter().enumerate() {
-            if let Some(event) = event {
-                collector.handle_event(v, event, None);
+            match event {
+                Some(event) => collector.handle_event(v, event, None),
+                // As keepalived's checker at start: each virtual server's quorum state, once
+                // (a quorum lost at start is published by its event).
+                None => {
+                    if let Some(service) = collector.services.get(v) {
+                        status.publish(v, ChangeKind::Quorum(service.quorum_up()), service.status());
+                    }
+                }
             }
         }
         let (connections, connections_rx) = if collector.connection_keys.is_empty() {
@@ -479,7 +492,12 @@ impl Runner {
         tasks.push(tokio::spawn(async move {
             collector.run(report_rx, connections_rx, desired_tx, stop_rx).await
         }));
-        Runner { desired, tasks, probes, stop: Some(stop_tx), verdicts, checkers, connections }
+        Runner { desired, tasks, probes, stop: Some(stop_tx), verdicts, checkers, connections, status }
+    }
+
+    /// What the checkers publish of their virtual servers (for the SNMP agent).
+    pub fn status(&self) -> &CheckStatus {
+        &self.status
     }
 
     /// Stops the checkers; virtual servers with `omega` run the `notify_down` scripts of their
@@ -753,6 +771,8 @@ struct Collector {
     smtp: Option<SmtpPlan>,
     /// See [`connection_keys`].
     connection_keys: HashMap<(ServiceAddr, IpAddr, u16), (usize, usize)>,
+    /// Where the real servers' and quorums' changes are published.
+    status: CheckStatus,
 }
 
 impl Collector {
@@ -775,6 +795,10 @@ impl Collector {
                         let kind = super::expanded_checkers(rs).get(c).map(|c| c.keyword());
                         for event in events {
                             self.handle_event(v, event, kind);
+                        }
+                        // A failing checker of a real server already dead changes no verdict.
+                        if let Some(service) = self.services.get(v) {
+                            self.status.set_service(v, service.status());
                         }
                     }
                     None => {
@@ -862,6 +886,19 @@ impl Collector {
     /// Logs `event` of virtual server `v` as keepalived does, mails it (`smtp_alert`) and runs
     /// its script; `kind` is the keyword of the checker behind a real server's change.
     fn handle_event(&self, v: usize, event: Event, kind: Option<&str>) {
+        let published = match event {
+            Event::RealUp(r) => Some(ChangeKind::Real(r, true)),
+            Event::RealDown(r) => Some(ChangeKind::Real(r, false)),
+            Event::QuorumGained(_) => Some(ChangeKind::Quorum(true)),
+            Event::QuorumLost(_) => Some(ChangeKind::Quorum(false)),
+            Event::Weight(..) | Event::Overloaded(_) | Event::Unloaded(_) => None,
+        };
+        if let Some(service) = self.services.get(v) {
+            match published {
+                Some(kind) => self.status.publish(v, kind, service.status()),
+                None => self.status.set_service(v, service.status()),
+            }
+        }
         let (config, policy) = (&*self.config, &self.policy);
         let vs = &config.virtual_servers[v];
         let vs_name = service_name(vs);

@@ -210,6 +210,22 @@ impl ServiceState {
         self.reals.get(real).is_some_and(Real::alive)
     }
 
+    /// What the SNMP agent shows of it ([`super::status`]).
+    pub fn status(&self) -> super::status::ServiceStatus {
+        super::status::ServiceStatus {
+            reals: self
+                .reals
+                .iter()
+                .map(|r| super::status::RealStatus {
+                    alive: r.alive(),
+                    weight: r.weight,
+                    failed_checks: u32::try_from(r.up.iter().filter(|u| !**u).count()).unwrap_or(u32::MAX),
+                })
+                .collect(),
+            quorum_up: self.quorum_up,
+        }
+    }
+
     /// How the data plane treats each real server, in order.
     pub fn verdicts(&self) -> Vec<RealVerdict> {
         let sorry = self.sorry_active();
@@ -258,6 +274,25 @@ mod tests {
         assert_eq!(s.on_change(0, 0, Change::Up { weight: None }), vec![Event::RealUp(0)]);
         assert_eq!(s.verdicts()[0], RealVerdict::In { weight: 1 });
         assert!(s.alive(1), "a real without checkers stays alive");
+    }
+
+    #[test]
+    fn the_status_counts_failing_checkers_and_keeps_the_weight() {
+        use crate::check::status::RealStatus;
+        let (mut s, _) = ServiceState::new(vec![real(3, true, 2), real(1, false, 1)], 2, 0, Sorry::None);
+        s.on_change(0, 0, Change::Down);
+        s.on_change(0, 1, Change::Down);
+        s.on_change(1, 0, Change::Up { weight: Some(5) });
+        let status = s.status();
+        assert_eq!(
+            status.reals,
+            [
+                RealStatus { alive: false, weight: 3, failed_checks: 2 },
+                RealStatus { alive: true, weight: 5, failed_checks: 0 }
+            ]
+        );
+        assert!(status.quorum_up, "5 >= 2");
+        assert_eq!(status.reals_up(), 1);
     }
 
     #[test]

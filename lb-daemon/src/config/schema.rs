@@ -13,9 +13,6 @@
 /// down with no failure known) are among them.
 pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
     ("global_defs", "vrrp_ipsets"),
-    // The checker child's KEEPALIVED-MIB part (virtualServerTable, realServerTable): the
-    // VRRP child's SNMP (lb-daemon/src/snmp) does not serve it yet.
-    ("global_defs", "enable_snmp_checker"),
     ("DNS_CHECK", "bind_if"),
     ("HTTP_GET", "bind_if"),
     ("HTTP_GET", "fast_recovery"),

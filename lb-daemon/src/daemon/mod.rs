@@ -147,6 +147,10 @@ pub struct Daemon {
     dbus: Option<Dbus>,
     /// The VRRP child's AgentX subagent (`enable_snmp_vrrp`, `enable_snmp_rfcv2/3`, `-x`).
     snmp: Option<crate::snmp::SnmpAgent>,
+    /// The checker child's AgentX subagent (`enable_snmp_checker`, `-x`).
+    snmp_checker: Option<crate::snmp::SnmpAgent<crate::snmp::checker::CheckerSource>>,
+    /// The data plane's counters as last read, for the checker child's agent.
+    snmp_counters: tokio::sync::watch::Sender<Vec<crate::dataplane::ServiceCounters>>,
     /// The VRRP child's `static_ipaddress` / `static_routes`.
     statics: Option<Statics>,
     /// The BFD child's sessions.
@@ -200,6 +204,8 @@ impl Daemon {
             vrrp: None,
             dbus: None,
             snmp: None,
+            snmp_checker: None,
+            snmp_counters: tokio::sync::watch::Sender::new(Vec::new()),
             statics: None,
             bfd: None,
             bfd_states: tokio::sync::watch::Sender::new(BfdStates::new()),
@@ -288,6 +294,8 @@ impl Daemon {
             AnyDataplane::Ipvs(_) => {}
         }
         self.dataplane = Some(dataplane);
+        self.snmp_checker =
+            start_snmp_checker(&self.args, &self.config, &checks, self.snmp_counters.subscribe());
         self.checks = Some(checks);
         Ok(())
     }
@@ -385,12 +393,18 @@ impl Daemon {
                     continue;
                 }
                 _ = connections_tick.tick() => {
-                    // uthreshold / lthreshold: the checkers weigh the reals' open connections.
+                    // uthreshold / lthreshold: the checkers weigh the reals' open connections;
+                    // the checker child's SNMP agent serves the counters.
                     if let (Some(checks), Some(dataplane)) = (&self.checks, &self.dataplane)
-                        && checks.wants_connections()
+                        && (checks.wants_connections() || self.snmp_checker.is_some())
                     {
                         match dataplane.service_stats() {
-                            Ok(stats) => checks.connections(&stats),
+                            Ok(stats) => {
+                                checks.connections(&stats);
+                                if self.snmp_checker.is_some() {
+                                    self.snmp_counters.send_replace(stats);
+                                }
+                            }
                             Err(e) => warn!("reading the connection counts: {}", error_chain(&e)),
                         }
                     }
@@ -590,6 +604,13 @@ impl Daemon {
                     &self.bfd_states.subscribe(),
                 ));
             }
+            if let (Some(snmp), Some(checks)) = (&self.snmp_checker, &self.checks)
+                && let Some(source) =
+                    checker_source(&self.args, &config, checks, self.snmp_counters.subscribe())
+            {
+                // The agent answers from the new configuration and checkers.
+                snmp.follow(source);
+            }
             let desired = self.checks.as_ref().map(check::Runner::desired).unwrap_or_default();
             match apply_virtual_servers(&config, &desired, &self.interfaces, dataplane) {
                 Ok(()) => self.apply_retry.settled(),
@@ -617,6 +638,7 @@ impl Daemon {
                         snmp.follow(crate::snmp::agent::Source {
                             config: std::sync::Arc::new(config.clone()),
                             status: vrrp.status().clone(),
+                            parts: snmp.current().parts,
                         });
                     }
                     self.vrrp = Some(vrrp);
@@ -696,6 +718,10 @@ impl Daemon {
         if let Some(bfd) = self.bfd {
             // The peers see the sessions go AdminDown rather than time out.
             bfd.stop(true).await;
+        }
+        if let Some(snmp) = self.snmp_checker {
+            // Before the checkers: each virtual server's quorum notification says shutdown.
+            snmp.stop().await;
         }
         if let Some(checks) = self.checks {
             // omega: the virtual servers' down scripts, before the data plane goes.
@@ -822,6 +848,17 @@ async fn dbus_request(dbus: &mut Option<Dbus>) -> dbus::Request {
     }
 }
 
+/// The master agent's address: `-A`, else `snmp_socket`, else net-snmp's default (`None`,
+/// said, if it is unusable).
+fn snmp_address(args: &Args, config: &Config) -> Option<crate::snmp::MasterAddress> {
+    crate::snmp::MasterAddress::of(
+        args.snmp_agent_socket.as_deref(),
+        config.global_defs.snmp_socket.as_deref(),
+    )
+    .map_err(|e| error!("SNMP: {e}"))
+    .ok()
+}
+
 /// The VRRP child's AgentX subagent, if SNMP is enabled (`enable_snmp_vrrp`,
 /// `enable_snmp_rfcv2`, `enable_snmp_rfcv3`, or `-x` for all), on `-A` / `snmp_socket`.
 fn start_snmp(args: &Args, config: &Config, vrrp: &VrrpTask) -> Option<crate::snmp::SnmpAgent> {
@@ -829,21 +866,51 @@ fn start_snmp(args: &Args, config: &Config, vrrp: &VrrpTask) -> Option<crate::sn
     if !parts.any() {
         return None;
     }
-    let address = match crate::snmp::MasterAddress::of(
-        args.snmp_agent_socket.as_deref(),
-        config.global_defs.snmp_socket.as_deref(),
-    ) {
-        Ok(address) => address,
-        Err(e) => {
-            error!("SNMP: {e}");
-            return None;
-        }
-    };
+    let address = snmp_address(args, config)?;
     let source = crate::snmp::agent::Source {
         config: std::sync::Arc::new(config.clone()),
         status: vrrp.status().clone(),
+        parts,
     };
-    Some(crate::snmp::SnmpAgent::spawn(address, parts, source))
+    Some(crate::snmp::SnmpAgent::spawn(address, source))
+}
+
+/// What the checker child's agent serves, if `enable_snmp_checker` (or `-x`) is on: the
+/// checkers' part of KEEPALIVED-MIB, and the global scalars when the VRRP child does not
+/// serve them (as keepalived's checker).
+fn checker_source(
+    args: &Args,
+    config: &Config,
+    checks: &check::Runner,
+    counters: crate::snmp::checker::Counters,
+) -> Option<crate::snmp::checker::CheckerSource> {
+    if !(args.snmp || config.global_defs.enable_snmp_checker) {
+        return None;
+    }
+    // The VRRP child serves them if it runs (not `-C`, some instance) with its KEEPALIVED-MIB part.
+    let vrrp_serves_globals = (args.snmp || config.global_defs.enable_snmp_vrrp)
+        && !args.check_only
+        && !config.vrrp_instances.is_empty();
+    Some(crate::snmp::checker::CheckerSource {
+        config: std::sync::Arc::new(config.clone()),
+        status: checks.status().clone(),
+        traps: config.global_defs.enable_traps,
+        globals: !vrrp_serves_globals,
+        counters,
+    })
+}
+
+/// The checker child's AgentX subagent, if `enable_snmp_checker` (or `-x`) is on, on `-A` /
+/// `snmp_socket`.
+fn start_snmp_checker(
+    args: &Args,
+    config: &Config,
+    checks: &check::Runner,
+    counters: crate::snmp::checker::Counters,
+) -> Option<crate::snmp::SnmpAgent<crate::snmp::checker::CheckerSource>> {
+    let source = checker_source(args, config, checks, counters)?;
+    let address = snmp_address(args, config)?;
+    Some(crate::snmp::SnmpAgent::spawn(address, source))
 }
 
 /// The VRRP engine's end, if it runs and ends by itself ([`VrrpTask::ended`]).

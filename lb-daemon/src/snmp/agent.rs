@@ -1,5 +1,7 @@
-//! The AgentX subagent task of the VRRP child: the connection to the master agent, the
-//! requests it answers and the notifications it sends.
+//! The AgentX subagent task, of the VRRP child and of the checker child: the connection to the
+//! master agent, the requests it answers and the notifications it sends. What it serves comes
+//! from a [`Served`] source: the VRRP engine's [`Source`], or the checkers'
+//! [`super::checker::CheckerSource`].
 //!
 //! The connection is retried every [`RETRY`] while the master is away (snmpd started after
 //! lbd, or restarted), as net-snmp's subagents do. A reader task turns the byte stream into
@@ -38,41 +40,77 @@ const TIMEOUT: u8 = 5;
 /// keepalived's registration priority (net-snmp's default, 127).
 const PRIORITY: u8 = 127;
 
-/// What the agent answers from: the configuration and the engine's status, replaced on a
-/// reload.
+/// What an agent serves: the objects, and the notifications of what changed.
+pub trait Served: Clone + Send + Sync + 'static {
+    /// What a session remembers of the notifications it sent; it outlives a connection, so
+    /// that a reconnection sends the changes made meanwhile, and only those.
+    type Memory: Default + Send;
+
+    /// The subtrees to register with the master agent.
+    fn subtrees(&self) -> Vec<Oid>;
+
+    /// The session's description in its Open PDU.
+    fn description(&self) -> String;
+
+    /// The objects as of now; `uptime` is in hundredths of a second since the agent started.
+    fn mib(&self, uptime: u32) -> Mib;
+
+    /// Wakes the session when there may be notifications to send.
+    fn changes(&self) -> watch::Receiver<u64>;
+
+    /// Whether `other` (a reload's source) carries on from this one: if not, what the session
+    /// remembers starts afresh.
+    fn carries_on(&self, other: &Self) -> bool;
+
+    /// The notifications not sent yet, each as its varbinds after `sysUpTime.0`.
+    fn notifications(&self, memory: &mut Self::Memory, uptime: u32) -> Vec<Vec<VarBind>>;
+
+    /// The notifications an orderly stop sends.
+    fn shutdown(&self, memory: &mut Self::Memory, uptime: u32) -> Vec<Vec<VarBind>>;
+}
+
+/// What the VRRP child's agent answers from: the configuration and the engine's status,
+/// replaced on a reload.
 #[derive(Debug, Clone)]
 pub struct Source {
     /// The running configuration.
     pub config: Arc<Config>,
     /// The VRRP engine's published instances.
     pub status: VrrpStatus,
+    /// The MIBs served.
+    pub parts: Parts,
 }
 
 /// The running agent.
 #[derive(Debug)]
-pub struct SnmpAgent {
-    source: watch::Sender<Source>,
+pub struct SnmpAgent<S: Served = Source> {
+    source: watch::Sender<S>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-impl SnmpAgent {
-    /// Starts the agent for `parts` on the current runtime, connecting to `address`.
-    pub fn spawn(address: MasterAddress, parts: Parts, source: Source) -> Self {
+impl<S: Served> SnmpAgent<S> {
+    /// Starts the agent on the current runtime, connecting to `address`.
+    pub fn spawn(address: MasterAddress, source: S) -> Self {
+        info!("SNMP: AgentX subagent for {:?}, master agent at {address}", source.subtrees());
         let (source_tx, source_rx) = watch::channel(source);
         let (stop, stopped) = watch::channel(false);
-        info!("SNMP: AgentX subagent for {:?}, master agent at {address}", parts.subtrees());
-        let task = tokio::spawn(run(address, parts, source_rx, stopped));
+        let task = tokio::spawn(run(address, source_rx, stopped));
         Self { source: source_tx, stop, task }
     }
 
+    /// What it answers from now.
+    pub fn current(&self) -> S {
+        self.source.borrow().clone()
+    }
+
     /// A reload: answers from `source` from now on.
-    pub fn follow(&self, source: Source) {
+    pub fn follow(&self, source: S) {
         self.source.send_replace(source);
     }
 
-    /// Sends keepalived's shutdown notifications (with `enable_traps`), closes the session and
-    /// waits for the task to end.
+    /// Sends the shutdown notifications (with `enable_traps`), closes the session and waits
+    /// for the task to end.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         // A master that does not read cannot hold the daemon's stop for long.
@@ -109,15 +147,14 @@ async fn connect(address: &MasterAddress) -> std::io::Result<Box<dyn Stream>> {
     })
 }
 
-async fn run(
+async fn run<S: Served>(
     address: MasterAddress,
-    parts: Parts,
-    mut source: watch::Receiver<Source>,
+    mut source: watch::Receiver<S>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    // One for the agent's life: what it has seen of the instances outlives a connection, so
-    // that a reconnection sends the changes made meanwhile, and only those.
-    let mut session = Session::new(parts, tokio::time::Instant::now());
+    // One for the agent's life: what it has seen outlives a connection, so that a
+    // reconnection sends the changes made meanwhile, and only those.
+    let mut session = Session::<S>::new(tokio::time::Instant::now());
     let mut failures = 0u32;
     loop {
         if *stopped.borrow() {
@@ -147,19 +184,14 @@ async fn run(
 }
 
 /// One connection's session.
-struct Session {
-    parts: Parts,
+struct Session<S: Served> {
     started: tokio::time::Instant,
     session_id: u32,
     packet_id: u32,
     /// The Register PDUs sent, by packet id, until answered.
     registering: HashMap<u32, Oid>,
-    /// The last engine state change notified ([`crate::vrrp::status::StateChange::seq`]).
-    last_seq: u64,
-    /// Instance name → the state last notified.
-    notified: HashMap<String, &'static str>,
-    /// Sync group name → the state last notified.
-    groups_notified: HashMap<String, &'static str>,
+    /// What the source's notifications remember.
+    memory: S::Memory,
 }
 
 /// Reads PDUs off the stream into a channel; ends on EOF or a malformed PDU.
@@ -188,17 +220,14 @@ async fn read_pdus(mut rd: impl AsyncRead + Unpin, tx: mpsc::Sender<Result<Pdu, 
     }
 }
 
-impl Session {
-    fn new(parts: Parts, started: tokio::time::Instant) -> Self {
+impl<S: Served> Session<S> {
+    fn new(started: tokio::time::Instant) -> Self {
         Self {
-            parts,
             started,
             session_id: 0,
             packet_id: 0,
             registering: HashMap::new(),
-            last_seq: 0,
-            notified: HashMap::new(),
-            groups_notified: HashMap::new(),
+            memory: S::Memory::default(),
         }
     }
 
@@ -214,7 +243,7 @@ impl Session {
     async fn run(
         &mut self,
         stream: Box<dyn Stream>,
-        source: &mut watch::Receiver<Source>,
+        source: &mut watch::Receiver<S>,
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         self.session_id = 0;
@@ -231,17 +260,17 @@ impl Session {
         &mut self,
         wr: &mut (impl AsyncWrite + Unpin),
         rx: &mut mpsc::Receiver<Result<Pdu, SessionError>>,
-        source: &mut watch::Receiver<Source>,
+        source: &mut watch::Receiver<S>,
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
+        let mut current = source.borrow_and_update().clone();
         // Open (RFC 2741 §7.1.1): the master's Response carries the session id.
         let open = Pdu {
             header: self.header(),
             body: Body::Open {
                 timeout: TIMEOUT,
                 id: Oid::new(mib::KEEPALIVED),
-                description: format!("lbd {} (keepalived-compatible VRRP)", env!("CARGO_PKG_VERSION"))
-                    .into_bytes(),
+                description: current.description().into_bytes(),
             },
         };
         wr.write_all(&open.encode()).await?;
@@ -257,7 +286,7 @@ impl Session {
                 break;
             }
         }
-        for subtree in self.parts.subtrees() {
+        for subtree in current.subtrees() {
             let header = self.header();
             self.registering.insert(header.packet_id, subtree.clone());
             let register =
@@ -265,8 +294,7 @@ impl Session {
             wr.write_all(&Pdu { header, body: register }.encode()).await?;
         }
         info!("SNMP: AgentX session {} open", self.session_id);
-        let mut current = source.borrow_and_update().clone();
-        let mut changes = current.status.state_changes();
+        let mut changes = current.changes();
         changes.mark_changed();
         loop {
             tokio::select! {
@@ -285,23 +313,25 @@ impl Session {
                         changes = watch::channel(0).1;
                         continue;
                     }
-                    for notify in self.state_changes(&current) {
-                        wr.write_all(&notify.encode()).await?;
+                    let uptime = self.uptime();
+                    for trap in current.notifications(&mut self.memory, uptime) {
+                        wr.write_all(&self.notify(trap).encode()).await?;
                     }
                 }
                 _ = source.changed() => {
                     let next = source.borrow_and_update().clone();
                     // A reload that kept the engine keeps its changes; a new engine counts afresh.
-                    if !next.status.same(&current.status) {
-                        self.last_seq = 0;
+                    if !current.carries_on(&next) {
+                        self.memory = S::Memory::default();
                     }
                     current = next;
-                    changes = current.status.state_changes();
+                    changes = current.changes();
                     changes.mark_changed();
                 }
                 _ = stopped.changed() => {
-                    for notify in self.shutdown(&current) {
-                        wr.write_all(&notify.encode()).await?;
+                    let uptime = self.uptime();
+                    for trap in current.shutdown(&mut self.memory, uptime) {
+                        wr.write_all(&self.notify(trap).encode()).await?;
                     }
                     let close = Pdu { header: self.header(), body: Body::Close { reason: close_reason::SHUTDOWN } };
                     wr.write_all(&close.encode()).await?;
@@ -312,25 +342,8 @@ impl Session {
         }
     }
 
-    /// What the tables and notifications are built from.
-    fn input<'a>(
-        &self,
-        source: &'a Source,
-        instances: &'a [InstanceStatus],
-        router_id: &'a str,
-    ) -> Input<'a> {
-        Input { config: &source.config, instances, router_id, version: VERSION, uptime: self.uptime() }
-    }
-
-    /// The objects, as of now.
-    fn mib(&self, source: &Source) -> Mib {
-        let instances = source.status.snapshot();
-        let router_id = router_id(&source.config);
-        Mib::build(self.parts, &self.input(source, &instances, &router_id))
-    }
-
     /// The answer to a PDU from the master, if it wants one.
-    fn answer(&mut self, pdu: Pdu, source: &Source) -> Option<Pdu> {
+    fn answer(&mut self, pdu: Pdu, source: &S) -> Option<Pdu> {
         let (error, index, varbinds) = match pdu.body {
             Body::Response { error, .. } => {
                 if let Some(subtree) = self.registering.remove(&pdu.header.packet_id) {
@@ -346,7 +359,7 @@ impl Session {
                 return None;
             }
             Body::Get { ranges, .. } => {
-                let mib = self.mib(source);
+                let mib = source.mib(self.uptime());
                 (
                     0,
                     0,
@@ -354,11 +367,11 @@ impl Session {
                 )
             }
             Body::GetNext { ranges, .. } => {
-                let mib = self.mib(source);
+                let mib = source.mib(self.uptime());
                 (0, 0, ranges.iter().map(|r| mib.next(r)).collect())
             }
             Body::GetBulk { non_repeaters, max_repetitions, ranges, .. } => {
-                let mib = self.mib(source);
+                let mib = source.mib(self.uptime());
                 (0, 0, bulk(&mib, usize::from(non_repeaters), usize::from(max_repetitions), ranges))
             }
             // Every object is read-only (RFC 2741 §7.2.4.1: the error goes on the first varbind).
@@ -376,54 +389,6 @@ impl Session {
         })
     }
 
-    /// The notifications of the engine's state changes not notified yet, each with the state
-    /// it entered then (even if it has left it since), in order.
-    fn state_changes(&mut self, source: &Source) -> Vec<Pdu> {
-        let changes = source.status.changes_since(self.last_seq);
-        let Some(last) = changes.last() else { return Vec::new() };
-        self.last_seq = last.seq;
-        let mut instances = source.status.snapshot();
-        let router_id = router_id(&source.config);
-        let mut traps = Vec::new();
-        for change in changes {
-            let Some(instance) = instances.get_mut(change.index) else { continue };
-            instance.state = change.state;
-            debug!("SNMP: ({}) state change {} to {}", instance.name, change.seq, change.state);
-            self.notified.insert(instance.name.clone(), change.state);
-            if self.parts.traps {
-                let input = self.input(source, &instances, &router_id);
-                traps.extend(mib::state_change_traps(self.parts, &input, change.index));
-            }
-            let input = self.input(source, &instances, &router_id);
-            traps.extend(mib::group_state_changes(
-                self.parts,
-                &input,
-                change.index,
-                &mut self.groups_notified,
-            ));
-        }
-        traps.into_iter().map(|t| self.notify(t)).collect()
-    }
-
-    /// keepalived's shutdown notifications: each instance's state change to shutdown.
-    fn shutdown(&mut self, source: &Source) -> Vec<Pdu> {
-        if !self.parts.traps || !self.parts.keepalived {
-            return Vec::new();
-        }
-        let mut instances = source.status.snapshot();
-        // Those whose stop the engine published have said so already.
-        instances.retain(|s| self.notified.get(&s.name).is_none_or(|state| *state != "STOP"));
-        for s in &mut instances {
-            s.state = "STOP";
-        }
-        let router_id = router_id(&source.config);
-        let input = self.input(source, &instances, &router_id);
-        let parts = Parts { rfcv2: false, rfcv3: false, ..self.parts };
-        let traps: Vec<Vec<VarBind>> =
-            (0..instances.len()).flat_map(|i| mib::state_change_traps(parts, &input, i)).collect();
-        traps.into_iter().map(|t| self.notify(t)).collect()
-    }
-
     fn notify(&mut self, trap: Vec<VarBind>) -> Pdu {
         let mut varbinds =
             vec![VarBind { name: Oid::new(mib::SYS_UP_TIME), value: Value::TimeTicks(self.uptime()) }];
@@ -432,11 +397,100 @@ impl Session {
     }
 }
 
+/// What the VRRP child's agent remembers of its notifications.
+#[derive(Debug, Default)]
+pub struct VrrpMemory {
+    /// The last engine state change notified ([`crate::vrrp::status::StateChange::seq`]).
+    last_seq: u64,
+    /// Instance name → the state last notified.
+    notified: HashMap<String, &'static str>,
+    /// Sync group name → the state last notified.
+    groups_notified: HashMap<String, &'static str>,
+}
+
+impl Source {
+    /// What the tables and notifications are built from.
+    fn input<'a>(&'a self, instances: &'a [InstanceStatus], router_id: &'a str, uptime: u32) -> Input<'a> {
+        Input { config: &self.config, instances, router_id, version: VERSION, uptime }
+    }
+}
+
+impl Served for Source {
+    type Memory = VrrpMemory;
+
+    fn subtrees(&self) -> Vec<Oid> {
+        self.parts.subtrees()
+    }
+
+    fn description(&self) -> String {
+        format!("lbd {} (keepalived-compatible VRRP)", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn mib(&self, uptime: u32) -> Mib {
+        let instances = self.status.snapshot();
+        let router_id = router_id(&self.config);
+        Mib::build(self.parts, &self.input(&instances, &router_id, uptime))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.status.state_changes()
+    }
+
+    fn carries_on(&self, other: &Self) -> bool {
+        self.status.same(&other.status)
+    }
+
+    /// The notifications of the engine's state changes not notified yet, each with the state
+    /// it entered then (even if it has left it since), in order.
+    fn notifications(&self, memory: &mut VrrpMemory, uptime: u32) -> Vec<Vec<VarBind>> {
+        let changes = self.status.changes_since(memory.last_seq);
+        let Some(last) = changes.last() else { return Vec::new() };
+        memory.last_seq = last.seq;
+        let mut instances = self.status.snapshot();
+        let router_id = router_id(&self.config);
+        let mut traps = Vec::new();
+        for change in changes {
+            let Some(instance) = instances.get_mut(change.index) else { continue };
+            instance.state = change.state;
+            debug!("SNMP: ({}) state change {} to {}", instance.name, change.seq, change.state);
+            memory.notified.insert(instance.name.clone(), change.state);
+            let input = self.input(&instances, &router_id, uptime);
+            if self.parts.traps {
+                traps.extend(mib::state_change_traps(self.parts, &input, change.index));
+            }
+            traps.extend(mib::group_state_changes(
+                self.parts,
+                &input,
+                change.index,
+                &mut memory.groups_notified,
+            ));
+        }
+        traps
+    }
+
+    /// keepalived's shutdown notifications: each instance's state change to shutdown.
+    fn shutdown(&self, memory: &mut VrrpMemory, uptime: u32) -> Vec<Vec<VarBind>> {
+        if !self.parts.traps || !self.parts.keepalived {
+            return Vec::new();
+        }
+        let mut instances = self.status.snapshot();
+        // Those whose stop the engine published have said so already.
+        instances.retain(|s| memory.notified.get(&s.name).is_none_or(|state| *state != "STOP"));
+        for s in &mut instances {
+            s.state = "STOP";
+        }
+        let router_id = router_id(&self.config);
+        let input = self.input(&instances, &router_id, uptime);
+        let parts = Parts { rfcv2: false, rfcv3: false, ..self.parts };
+        (0..instances.len()).flat_map(|i| mib::state_change_traps(parts, &input, i)).collect()
+    }
+}
+
 /// `version.0`: keepalived's version line, naming lbd.
-const VERSION: &str = concat!("Keepalived v2.2.7 (lbd ", env!("CARGO_PKG_VERSION"), ")");
+pub const VERSION: &str = concat!("Keepalived v2.2.7 (lbd ", env!("CARGO_PKG_VERSION"), ")");
 
 /// `routerId.0`: `router_id`, else the host name (as keepalived).
-fn router_id(config: &Config) -> String {
+pub fn router_id(config: &Config) -> String {
     config.global_defs.router_id.clone().unwrap_or_else(|| {
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
     })
@@ -444,7 +498,12 @@ fn router_id(config: &Config) -> String {
 
 /// GetBulk (RFC 2741 §7.2.3.3): the first `non_repeaters` ranges once, then the others
 /// `max_repetitions` times, interleaved, each continuing from its last answer.
-fn bulk(mib: &Mib, non_repeaters: usize, max_repetitions: usize, ranges: Vec<SearchRange>) -> Vec<VarBind> {
+pub(super) fn bulk(
+    mib: &Mib,
+    non_repeaters: usize,
+    max_repetitions: usize,
+    ranges: Vec<SearchRange>,
+) -> Vec<VarBind> {
     let split = non_repeaters.min(ranges.len());
     let mut out: Vec<VarBind> = ranges[..split].iter().map(|r| mib.next(r)).collect();
     let mut repeaters: Vec<SearchRange> = ranges[split..].to_vec();
@@ -490,7 +549,7 @@ mod tests {
             ifindex: 3,
             ..InstanceStatus::default()
         }]);
-        Source { config: Arc::new(loaded.config), status }
+        Source { config: Arc::new(loaded.config), status, parts: parts() }
     }
 
     fn parts() -> Parts {
@@ -507,7 +566,7 @@ mod tests {
         let (_source_tx, mut source_rx) = watch::channel(source);
         let (stop, mut stopped) = watch::channel(false);
         let session = tokio::spawn(async move {
-            let mut session = Session::new(parts(), tokio::time::Instant::now());
+            let mut session = Session::<Source>::new(tokio::time::Instant::now());
             session.run(Box::new(ours), &mut source_rx, &mut stopped).await
         });
         async fn recv(s: &mut tokio::net::UnixStream) -> Pdu {

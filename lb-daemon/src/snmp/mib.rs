@@ -110,7 +110,7 @@ pub struct Mib(BTreeMap<Oid, Value>);
 const TRUE: i32 = 1;
 const FALSE: i32 = 2;
 
-fn truth(b: bool) -> Value {
+pub(super) fn truth(b: bool) -> Value {
     Value::Integer(if b { TRUE } else { FALSE })
 }
 
@@ -135,7 +135,7 @@ fn rfc_state(name: &str) -> i32 {
     }
 }
 
-fn address_bytes(a: IpAddr) -> Vec<u8> {
+pub(super) fn address_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
@@ -143,7 +143,7 @@ fn address_bytes(a: IpAddr) -> Vec<u8> {
 }
 
 /// InetAddressType: ipv4(1), ipv6(2).
-fn address_type(a: IpAddr) -> i32 {
+pub(super) fn address_type(a: IpAddr) -> i32 {
     if a.is_ipv4() { 1 } else { 2 }
 }
 
@@ -160,7 +160,7 @@ fn scope(word: Option<&str>) -> i32 {
 /// A script as keepalived shows it (its `cmd_str`): the program resolved to its real path, and
 /// every word in single quotes (`'/usr/bin/true' 'arg'`). This is the one place the tables
 /// read the file system.
-fn command(script: &model::Script) -> Value {
+pub(super) fn command(script: &model::Script) -> Value {
     let mut words = script.argv.iter();
     let program = words.next().map(|p| {
         crate::vrrp::script::resolve_program(p)
@@ -249,11 +249,12 @@ impl Mib {
         mib
     }
 
-    fn put(&mut self, base: &[u32], suffix: &[u32], value: Value) {
+    pub(super) fn put(&mut self, base: &[u32], suffix: &[u32], value: Value) {
         self.0.insert(Oid::new(base).child(suffix), value);
     }
 
-    fn global(&mut self, input: &Input<'_>, parts: Parts) {
+    /// KEEPALIVED-MIB's global scalars (`.9586.100.5.1`).
+    pub(super) fn global(&mut self, input: &Input<'_>, parts: Parts) {
         let g = &input.config.global_defs;
         let k = |s: &[u32]| -> Vec<u32> { [KEEPALIVED, &[1], s].concat() };
         self.put(&k(&[1, 0]), &[], Value::string(input.version));
@@ -733,6 +734,27 @@ pub fn state_change_traps(parts: Parts, input: &Input<'_>, index: usize) -> Vec<
 }
 
 #[cfg(test)]
+/// Renders a value as `snmpwalk -On` does.
+pub(super) fn render(v: &Value) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X} ")).collect::<String>();
+    match v {
+        Value::Integer(i) => format!("INTEGER: {i}"),
+        Value::OctetString(b) if b.is_empty() => "\"\"".into(),
+        Value::OctetString(b) if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') => {
+            format!("STRING: \"{}\"", String::from_utf8_lossy(b))
+        }
+        Value::OctetString(b) => format!("Hex-STRING: {}", hex(b)),
+        Value::IpAddress(a) => format!("IpAddress: {}", Ipv4Addr::from(*a)),
+        Value::Counter32(c) => format!("Counter32: {c}"),
+        Value::Gauge32(g) => format!("Gauge32: {g}"),
+        Value::Counter64(c) => format!("Counter64: {c}"),
+        Value::TimeTicks(t) => format!("Timeticks: ({t})"),
+        Value::ObjectIdentifier(o) => format!("OID: {o}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
@@ -766,25 +788,6 @@ mod tests {
         }
     }
 
-    /// Renders a value as `snmpwalk -On` does.
-    fn render(v: &Value) -> String {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X} ")).collect::<String>();
-        match v {
-            Value::Integer(i) => format!("INTEGER: {i}"),
-            Value::OctetString(b) if b.is_empty() => "\"\"".into(),
-            Value::OctetString(b) if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') => {
-                format!("STRING: \"{}\"", String::from_utf8_lossy(b))
-            }
-            Value::OctetString(b) => format!("Hex-STRING: {}", hex(b)),
-            Value::IpAddress(a) => format!("IpAddress: {}", Ipv4Addr::from(*a)),
-            Value::Counter32(c) => format!("Counter32: {c}"),
-            Value::Gauge32(g) => format!("Gauge32: {g}"),
-            Value::Counter64(c) => format!("Counter64: {c}"),
-            Value::TimeTicks(t) => format!("Timeticks: ({t})"),
-            other => format!("{other:?}"),
-        }
-    }
-
     /// Every OID keepalived 2.2.7 served for the walk's configuration (both instances MASTER)
     /// is served with the same type and value, and nothing more, times and counters aside.
     #[test]
@@ -803,7 +806,7 @@ mod tests {
         };
         let parts = Parts { keepalived: true, rfcv2: true, rfcv3: true, traps: true };
         let mib = Mib::build(parts, &input);
-        let ours: Vec<String> = mib.iter().map(|(o, v)| format!("{o} = {}", render(v))).collect();
+        let ours: Vec<String> = mib.iter().map(|(o, v)| format!("{o} = {}", super::render(v))).collect();
         let walk = include_str!("testdata/keepalived-walk.txt");
         let theirs: Vec<String> = walk
             .lines()

@@ -1,20 +1,24 @@
 //! SNMP, as keepalived serves it: an AgentX subagent (RFC 2741) that connects to a master
 //! agent (net-snmp's snmpd) on `snmp_socket` and answers for KEEPALIVED-MIB's VRRP part,
-//! VRRP-MIB (RFC 2787) and VRRPv3-MIB (RFC 6527), and sends their notifications when an
-//! instance changes state (`enable_traps`).
+//! VRRP-MIB (RFC 2787) and VRRPv3-MIB (RFC 6527) in the VRRP child, and for KEEPALIVED-MIB's
+//! checker part in the checker child, and sends their notifications (`enable_traps`).
 //!
 //! - [`agentx`]: the PDU codec (no I/O);
-//! - [`mib`]: the objects and notifications, a pure function of the configuration and the
-//!   VRRP engine's published [`crate::vrrp::status::VrrpStatus`] snapshot;
-//! - [`agent`]: the task in the VRRP child that holds the connection: it opens a session,
+//! - [`mib`]: the VRRP child's objects and notifications, a pure function of the
+//!   configuration and the VRRP engine's published [`crate::vrrp::status::VrrpStatus`]
+//!   snapshot;
+//! - [`checker`]: the checker child's (`enable_snmp_checker`), a pure function of the
+//!   configuration and the checkers' published [`crate::check::status::CheckStatus`];
+//! - [`agent`]: the task that holds the connection, in either child: it opens a session,
 //!   registers the subtrees, answers Get / GetNext / GetBulk from a table built afresh for
 //!   each request, refuses sets, and reconnects when the master goes away.
 //!
-//! The VRRP engine knows nothing of SNMP: it publishes its instances' state, and wakes the
-//! agent's trap loop through [`crate::vrrp::status::VrrpStatus::state_changes`].
+//! Neither the VRRP engine nor the checkers know anything of SNMP: they publish their state,
+//! and wake the agent's trap loop through a `watch` channel.
 
 pub mod agent;
 pub mod agentx;
+pub mod checker;
 pub mod mib;
 
 pub use agent::SnmpAgent;

@@ -167,7 +167,7 @@ const DETECTIONS: usize = 20;
 /// every millisecond: the time from the close to the line saying the real server is down.
 /// Returns lbd's worst detection time for each failure (refused, silent), NaN if one was missed.
 fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<[f64; 2]> {
-    let shim = ipvs_shim(lab)?;
+    let shim = lb_tests::bins::ipvs_shim(lab.dir())?;
     let conf = lab.write_file("keepalived-detect.conf", &detect_config());
     let main_pid = lab.dir().join("keepalived-detect.pid").display().to_string();
     let checker_pid = lab.dir().join("keepalived-detect-checkers.pid").display().to_string();
@@ -376,7 +376,7 @@ fn median_and_range(values: &[f64]) -> (f64, f64, f64) {
 /// second round on (lbd's did not change), so that the ratio said more about the namespace's
 /// history than about the checkers.
 fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
-    let shim = ipvs_shim(lab)?;
+    let shim = lb_tests::bins::ipvs_shim(lab.dir())?;
     let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
     let mut rounds = Vec::new();
     let mut failed = 0;
@@ -450,7 +450,7 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
 /// `SET_ROUNDS` rounds each, taking turns (who goes first alternates), each measurement in a fresh
 /// namespace with its own server: CPU per probe and RSS side by side.
 fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
-    let shim = ipvs_shim(lab)?;
+    let shim = lb_tests::bins::ipvs_shim(lab.dir())?;
     println!(
         "\nThe main table's sets, keepalived's checker and lbd's taking turns for {SET_ROUNDS} rounds (a fresh \
          namespace and server for each, {BASELINE_SECONDS} s once probing steadily). The floor is the \
@@ -599,23 +599,6 @@ fn measure_lbd(
         rss_mib: value("rss_mib"),
     };
     Ok((measured, value("reals_up"), value("floor_user_us") + value("floor_sys_us")))
-}
-
-/// Builds tests/bench/ipvs-shim.c into the lab's directory (once) and returns its path.
-fn ipvs_shim(lab: &Lab) -> anyhow::Result<std::path::PathBuf> {
-    let shim = lab.dir().join("ipvs-shim.so");
-    if shim.exists() {
-        return Ok(shim);
-    }
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ipvs-shim.c");
-    let out = std::process::Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-o"])
-        .arg(&shim)
-        .arg(source)
-        .arg("-ldl")
-        .output()?;
-    anyhow::ensure!(out.status.success(), "cc ipvs-shim.c: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(shim)
 }
 
 /// The namespace's TCP active opens so far (connects, one per TCP_CHECK probe).

@@ -1,0 +1,189 @@
+//! What the checkers publish of their virtual servers for readers outside the runner (the
+//! checker child's SNMP agent): each virtual server's real servers (alive, weight, failing
+//! checkers) and quorum, and a numbered history of the changes, so that a reader that was away
+//! (the SNMP master agent restarting) can catch up on what it missed.
+//!
+//! The runner's collecting task writes it ([`CheckStatus::publish`]); readers take
+//! [`CheckStatus::snapshot`] and [`CheckStatus::changes_since`], woken by
+//! [`CheckStatus::changed`].
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::watch;
+
+/// How many changes are kept for readers that were away.
+const HISTORY: usize = 1024;
+
+/// One real server as the checkers see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RealStatus {
+    /// No checker of it fails.
+    pub alive: bool,
+    /// Its weight (the configured one, or the last `misc_dynamic` one).
+    pub weight: u32,
+    /// How many of its checkers fail.
+    pub failed_checks: u32,
+}
+
+/// One virtual server as the checkers see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// Its real servers, in configuration order.
+    pub reals: Vec<RealStatus>,
+    /// Whether its quorum is met.
+    pub quorum_up: bool,
+}
+
+impl ServiceStatus {
+    /// How many of its real servers are alive.
+    pub fn reals_up(&self) -> u32 {
+        u32::try_from(self.reals.iter().filter(|r| r.alive).count()).unwrap_or(u32::MAX)
+    }
+}
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Real server `.0` became alive (`true`) or died.
+    Real(usize, bool),
+    /// The quorum was met (`true`) or lost; also published once per virtual server at start,
+    /// as keepalived notifies each virtual server's quorum state when its checker starts.
+    Quorum(bool),
+}
+
+/// One change of virtual server `service`, with the virtual server as it was just after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// Its number, from 1, increasing.
+    pub seq: u64,
+    /// The virtual server (index in the configuration).
+    pub service: usize,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The virtual server just after the change.
+    pub after: ServiceStatus,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    services: Vec<ServiceStatus>,
+    history: VecDeque<StatusChange>,
+}
+
+/// The checkers' published state, shared between the runner and its readers.
+#[derive(Debug, Clone)]
+pub struct CheckStatus {
+    inner: Arc<Mutex<Inner>>,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for CheckStatus {
+    fn default() -> Self {
+        Self { inner: Arc::default(), changes: watch::Sender::new(0) }
+    }
+}
+
+impl CheckStatus {
+    /// Every virtual server, in configuration order.
+    pub fn snapshot(&self) -> Vec<ServiceStatus> {
+        self.inner.lock().map(|i| i.services.clone()).unwrap_or_default()
+    }
+
+    /// A receiver that sees the last change's `seq` whenever something changes.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `other` is this very status (the same runner's), not a copy of its values.
+    pub fn same(&self, other: &CheckStatus) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The changes after `seq` that are still kept, oldest first.
+    pub fn changes_since(&self, seq: u64) -> Vec<StatusChange> {
+        self.inner
+            .lock()
+            .map(|i| i.history.iter().filter(|c| c.seq > seq).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Replaces every virtual server's state (no change recorded).
+    pub(crate) fn set(&self, services: Vec<ServiceStatus>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.services = services;
+        }
+    }
+
+    /// Sets virtual server `service` to `after` without recording a change (a weight).
+    pub(crate) fn set_service(&self, service: usize, after: ServiceStatus) {
+        if let Ok(mut inner) = self.inner.lock()
+            && let Some(slot) = inner.services.get_mut(service)
+        {
+            *slot = after;
+        }
+    }
+
+    /// Sets virtual server `service` to `after` and records `kind`, waking the readers.
+    pub(crate) fn publish(&self, service: usize, kind: ChangeKind, after: ServiceStatus) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        if let Some(slot) = inner.services.get_mut(service) {
+            *slot = after.clone();
+        }
+        let seq = inner.history.back().map_or(1, |c| c.seq + 1);
+        if inner.history.len() == HISTORY {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(StatusChange { seq, service, kind, after });
+        drop(inner);
+        self.changes.send_replace(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(alive: &[bool]) -> ServiceStatus {
+        ServiceStatus {
+            reals: alive
+                .iter()
+                .map(|&a| RealStatus { alive: a, weight: 1, failed_checks: u32::from(!a) })
+                .collect(),
+            quorum_up: alive.iter().any(|&a| a),
+        }
+    }
+
+    #[test]
+    fn readers_catch_up_on_what_they_missed() {
+        let status = CheckStatus::default();
+        status.set(vec![service(&[true, true])]);
+        let mut woken = status.changed();
+        status.publish(0, ChangeKind::Real(1, false), service(&[true, false]));
+        status.publish(0, ChangeKind::Real(0, false), service(&[false, false]));
+        status.publish(0, ChangeKind::Quorum(false), service(&[false, false]));
+        assert!(woken.has_changed().unwrap_or(false));
+        assert_eq!(*woken.borrow_and_update(), 3);
+        let all = status.changes_since(0);
+        assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(all[0].after.reals_up(), 1);
+        assert_eq!(status.changes_since(2).len(), 1);
+        assert_eq!(status.snapshot(), [service(&[false, false])]);
+        assert!(status.same(&status.clone()));
+        assert!(!status.same(&CheckStatus::default()));
+    }
+
+    #[test]
+    fn the_history_is_bounded() {
+        let status = CheckStatus::default();
+        status.set(vec![service(&[true])]);
+        for i in 0..HISTORY + 10 {
+            status.publish(0, ChangeKind::Real(0, i % 2 == 0), service(&[i % 2 == 0]));
+        }
+        let kept = status.changes_since(0);
+        assert_eq!(kept.len(), HISTORY);
+        assert_eq!(kept[0].seq, 11);
+    }
+}
