@@ -632,11 +632,16 @@ impl CheckerTask {
     }
 
     /// Where the probe loop connects and its time limit, for a plain TCP_CHECK (no `bindto`,
-    /// `bind_port`, `fwmark` or `ha_suspend`), which [`tcp_loop`](super::tcp_loop) runs;
-    /// `None` for any other checker, which runs as a task of its own.
+    /// `bind_port`, `bind_if`, `fwmark` or `ha_suspend`), which [`tcp_loop`](super::tcp_loop)
+    /// runs; `None` for any other checker, which runs as a task of its own.
     fn loop_target(&self) -> Option<(std::net::SocketAddr, Duration)> {
         match &self.prober {
-            Prober::Tcp(ep) if ep.bind.is_none() && ep.fwmark.is_none() && self.suspend.is_none() => {
+            Prober::Tcp(ep)
+                if ep.bind.is_none()
+                    && ep.fwmark.is_none()
+                    && ep.device.is_none()
+                    && self.suspend.is_none() =>
+            {
                 Some((ep.addr, self.state.timing().connect_timeout))
             }
             _ => None,

@@ -78,7 +78,7 @@ mod tests {
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(2), udp: false }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(2), udp: false }
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! `TCP_CHECK`: a TCP connection to the real server succeeds (then is closed).
 //!
 //! [`connect`] is also how HTTP_GET, SSL_GET and SMTP_CHECK connect: from `bindto`:`bind_port`,
-//! with `fwmark` as the socket's mark.
+//! with `fwmark` as the socket's mark, bound to the `bind_if` interface (SO_BINDTODEVICE, set
+//! before the bind as keepalived does: a link-local `bindto` or destination needs it).
 
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -14,6 +15,7 @@ pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
     if let Some(mark) = ep.fwmark {
         socket2::SockRef::from(&socket).set_mark(mark).map_err(CheckError::Connect)?;
     }
+    super::bind_device(socket2::SockRef::from(&socket), ep)?;
     if let Some(bind) = ep.bind {
         if bind.port() != 0 {
             socket.set_reuseaddr(true).map_err(CheckError::Connect)?;
@@ -44,7 +46,7 @@ mod tests {
     use super::*;
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(1), udp: false }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(1), udp: false }
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The TCP_CHECK probe loop: one task probes the real servers of every plain TCP_CHECK (no
-//! `bindto`, `bind_port`, `fwmark` or `ha_suspend`; those run as tasks of their own with
-//! [`super::tcp::probe`]).
+//! `bindto`, `bind_port`, `bind_if`, `fwmark` or `ha_suspend`; those run as tasks of their own
+//! with [`super::tcp::probe`]: the loop's reused sockets carry no per-checker option).
 //!
 //! A TCP_CHECK is a connect and a reset. Run as one task and one socket per probe, most of its
 //! cost besides the kernel's handshake is bookkeeping: a socket created and freed, registered
