@@ -33,6 +33,7 @@ pub mod ssl;
 pub mod state;
 pub mod tcp;
 pub mod tcp_loop;
+pub mod timed;
 pub mod udp;
 
 pub use runner::{CheckerHealth, Runner};

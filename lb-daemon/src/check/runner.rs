@@ -114,22 +114,25 @@ impl Prober {
         })
     }
 
-    /// The time a probe may take.
-    fn limit(&self, connect_timeout: Duration) -> Duration {
+    /// The time a probe may take: none for the checkers that talk (HTTP_GET, SSL_GET,
+    /// SMTP_CHECK), whose every step has its own limit ([`super::timed`]).
+    fn limit(&self, connect_timeout: Duration) -> Option<Duration> {
         match self {
-            Prober::Misc(m) => m.timeout + Duration::from_secs(1),
-            _ => connect_timeout,
+            Prober::Misc(m) => Some(m.timeout + Duration::from_secs(1)),
+            Prober::Http(_) | Prober::Ssl(..) | Prober::Smtp(..) => None,
+            _ => Some(connect_timeout),
         }
     }
 
     /// One probe. Each kind's future is boxed on its own, so a probe in flight holds only its
     /// own kind's state: a TCP_CHECK's connect is a few hundred bytes, an SSL_GET's handshake
     /// several kilobytes (one future for all kinds would be the size of the largest).
-    fn probe(&self) -> ProbeFuture<'_> {
+    /// `url` is the url an HTTP_GET or SSL_GET fetches ([`CheckerState::url`]).
+    fn probe(&self, url: usize) -> ProbeFuture<'_> {
         match self {
             Prober::Tcp(ep) => Box::pin(super::tcp::probe(ep)),
-            Prober::Http(h) => Box::pin(h.probe()),
-            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, *sni)),
+            Prober::Http(h) => Box::pin(h.probe(url)),
+            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, url, *sni)),
             Prober::Smtp(ep, helo) => Box::pin(super::smtp::probe(ep, helo)),
             Prober::Dns(d) => Box::pin(d.probe()),
             Prober::Misc(m) => Box::pin(m.probe()),
@@ -411,6 +414,12 @@ impl Runner {
                         Some(&up) => CheckerState::resume(timing, now.into_std(), jitter, up),
                         None => CheckerState::new(timing, now.into_std(), jitter),
                     };
+                    let state = match checker {
+                        Checker::HttpGet(h) | Checker::SslGet(h) => {
+                            state.with_urls(h.urls.len(), h.fast_recovery.unwrap_or(false))
+                        }
+                        _ => state,
+                    };
                     checkers_up.push(state.is_up());
                     let names = (real_name(vs, rs), service_name(vs));
                     let gauge =
@@ -600,9 +609,12 @@ impl CheckerTask {
             let started = std::time::Instant::now();
             // Boxed (by kind): the task holds a pointer, not room for the largest checker's
             // probe, which keeps 10,000 idle TCP checkers small.
-            let result = match tokio::time::timeout(limit, self.prober.probe()).await {
-                Ok(result) => result,
-                Err(_) => Err(CheckError::Timeout(limit)),
+            let probe = self.prober.probe(self.state.url());
+            let result = match limit {
+                Some(limit) => {
+                    tokio::time::timeout(limit, probe).await.unwrap_or(Err(CheckError::Timeout(limit)))
+                }
+                None => probe.await,
             };
             if !tcp_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
                 return;

@@ -6,7 +6,7 @@
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{CheckError, Endpoint, Probe};
+use super::{CheckError, Endpoint, Probe, timed::Timed};
 
 /// Connects to `ep` as keepalived's checkers do (the caller bounds the time).
 pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
@@ -26,6 +26,15 @@ pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
     // Close with a RST-free FIN; nodelay keeps request/response checks to one round trip.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Connects to `ep` within its `connect_timeout`, and gives each later read and write of the
+/// connection as long ([`Timed`]): keepalived's limits for the checkers that talk.
+pub async fn connect_timed(ep: &Endpoint) -> Result<Timed<TcpStream>, CheckError> {
+    let stream = tokio::time::timeout(ep.timeout, connect(ep))
+        .await
+        .map_err(|_| CheckError::Timeout(ep.timeout))??;
+    Ok(Timed::new(stream, ep.timeout))
 }
 
 /// One TCP_CHECK probe.
