@@ -75,7 +75,7 @@ fn logged(lbd: &Proc, up: bool, real: &str, port: u16, vip: &str) -> bool {
 }
 
 /// bind_if with a link-local real server: the checks that leave by via-b (TCP_CHECK, HTTP_GET,
-/// PING_CHECK, each alpha) bring fe80::2 up; the same TCP_CHECK bound to via-a takes it down;
+/// PING_CHECK, UDP_CHECK, each alpha) bring fe80::2 up; the same TCP_CHECK bound to via-a takes it down;
 /// an interface that does not exist fails every probe with keepalived's message; a link-local
 /// real server without bind_if is keepalived's configuration error, with its line.
 #[test]
@@ -83,6 +83,7 @@ fn bind_if_sends_the_probe_by_the_named_interface() {
     let mut lab = Lab::new();
     let (lb, real) = topology(&mut lab);
     let mut web = real.spawn("web", bins::web(), &["r6", "[::]:8081"]);
+    let _echo = real.spawn("echo", bins::udp_echo(), &["r6", "[::]:5353"]);
     wait_until(Duration::from_secs(5), "the web server", || {
         web.assert_running();
         web.log().contains("listening")
@@ -108,13 +109,24 @@ fn bind_if_sends_the_probe_by_the_named_interface() {
         vs("2001:db8:52::13", 1, "fe80::2", 8081, &format!("PING_CHECK {{\n{}}}", ll("alpha", "via-b"))),
         vs("2001:db8:52::14", 1, "fe80::2", 8081, &format!("TCP_CHECK {{\n{}}}", ll("", "nosuch0"))),
         vs("2001:db8:52::15", 1, "fe80::2", 8081, "TCP_CHECK {\n        connect_timeout 1\n    }"),
+        // The echo server's answer, "r6\n", starts 72 36.
+        vs(
+            "2001:db8:52::16",
+            1,
+            "fe80::2",
+            8081,
+            &format!(
+                "UDP_CHECK {{\n{}        connect_port 5353\n        require_reply 7236\n}}",
+                ll("alpha", "via-b")
+            ),
+        ),
     ]
     .concat();
     let lbd = start_lbd(&mut lab, &lb, &config);
     let up = |vip: &str| logged(&lbd, true, "fe80::2", 8081, vip);
     let down = |vip: &str| logged(&lbd, false, "fe80::2", 8081, vip);
     wait_until(Duration::from_secs(6), "the checks by via-b to bring fe80::2 up", || {
-        ["2001:db8:52::10", "2001:db8:52::12", "2001:db8:52::13"].iter().all(|vip| up(vip))
+        ["2001:db8:52::10", "2001:db8:52::12", "2001:db8:52::13", "2001:db8:52::16"].iter().all(|vip| up(vip))
     });
     wait_until(Duration::from_secs(6), "the checks by via-a and nosuch0 to take fe80::2 down", || {
         down("2001:db8:52::11") && down("2001:db8:52::14")
@@ -138,7 +150,7 @@ fn bind_if_sends_the_probe_by_the_named_interface() {
     assert!(!up("2001:db8:52::15") && !down("2001:db8:52::15"), "no checker for it:\n{log}");
     // A few more cycles: the verdicts hold.
     std::thread::sleep(Duration::from_secs(3));
-    for vip in ["2001:db8:52::10", "2001:db8:52::12", "2001:db8:52::13"] {
+    for vip in ["2001:db8:52::10", "2001:db8:52::12", "2001:db8:52::13", "2001:db8:52::16"] {
         assert!(!down(vip), "{vip}: fe80::2 stays up by via-b\n{}", lbd.log());
     }
     for vip in ["2001:db8:52::11", "2001:db8:52::14"] {
