@@ -416,6 +416,16 @@ mod tests {
         );
     }
 
+    /// keepalived 2.2.7, observed (alpha, retry 0, nothing listening): a TCP_CHECK reports its
+    /// first failure (log line, notify_down), an HTTP_GET does not: it is down already.
+    #[test]
+    fn an_alpha_url_checker_reports_no_first_failure() {
+        assert_eq!(url_run(1, false, timing(0, true), &[false, false]), [(0, None, 6), (0, None, 6)]);
+        let now = Instant::now();
+        let mut tcp = CheckerState::new(timing(0, true), now, 0.0);
+        assert_eq!(tcp.on_probe(Probe::Down, now), Some(Change::Down));
+    }
+
     #[test]
     fn fast_recovery_checks_every_url_at_once_at_start_and_after_a_recovery() {
         // alpha: down at start, every url checked at once until the first complete pass.
