@@ -14,7 +14,8 @@
 //! apart; once it passes, every url is checked again from the first before the checker comes
 //! up (so even a single url needs two passes, `delay_loop` apart). With `fast_recovery` those
 //! passes follow one another at once, at start and after a recovery, whenever the checker is
-//! down with no failed url known.
+//! down with no failed url known. A checker already down counts no retries, and an alpha
+//! checker's first failure is no change (keepalived logs nothing and runs no notify_down).
 
 use std::time::{Duration, Instant};
 
