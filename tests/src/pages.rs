@@ -1,6 +1,7 @@
 //! A web server of canned answers inside a namespace: each path gets fixed bytes, then the
-//! connection is closed, reset or held open, for the tests of odd pages (chunked bodies, bytes
-//! past Content-Length, resets) against lbd's and keepalived's genhash and HTTP_GET.
+//! connection is closed, reset or held open, or the answer comes in pieces with pauses between
+//! them, for the tests of odd pages (chunked bodies, bytes past Content-Length, resets, slow
+//! and stalling servers) against lbd's and keepalived's genhash and HTTP_GET.
 
 use std::{
     collections::HashMap,
@@ -24,6 +25,8 @@ pub enum Answer {
     Reset(Vec<u8>),
     /// Sends the bytes, then holds the connection open until the server stops.
     Hold(Vec<u8>),
+    /// Sends each piece after the pause before it, then closes the connection.
+    Pieces(Vec<(Duration, Vec<u8>)>),
 }
 
 /// A running server; it stops when dropped.
@@ -96,6 +99,14 @@ fn answer(mut stream: TcpStream, pages: &HashMap<String, Answer>, stop: &AtomicB
             let _ = stream.write_all(bytes);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Answer::Pieces(pieces) => {
+            for (pause, bytes) in pieces {
+                std::thread::sleep(*pause);
+                if stream.write_all(bytes).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -250,10 +250,13 @@ fn protocol_config() -> String {
         ),
         vs("10.40.0.112", "UDP_CHECK {\n connect_port 53\n connect_timeout 1\n retry 0\n }"),
         vs("10.40.0.113", "PING_CHECK {\n connect_timeout 1\n retry 0\n }"),
-        // A host block is a checker of its own: every real also checks r2's SMTP server.
+        // A host block is a checker of its own: every real also checks r2's SMTP server. As in
+        // keepalived 2.2.7 a host takes none of the SMTP_CHECK's connection options: it names
+        // its port and connect_timeout itself (checks_keepalived.rs has the rest).
         vs(
             "10.40.0.114",
-            "SMTP_CHECK {\n connect_port 25\n connect_timeout 1\n retry 0\n host {\n connect_ip 10.31.0.12\n }\n }",
+            "SMTP_CHECK {\n connect_port 25\n connect_timeout 1\n retry 0\n host {\n connect_ip 10.31.0.12\n \
+             connect_port 25\n connect_timeout 1\n }\n }",
         ),
     ]
     .concat()

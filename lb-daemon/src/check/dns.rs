@@ -87,7 +87,7 @@ mod tests {
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(2), udp: true }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(2), udp: true }
     }
 
     #[tokio::test]

@@ -133,7 +133,7 @@ pub struct HttpProbe {
     pub ep: Endpoint,
     /// HTTP version.
     pub protocol: HttpProtocol,
-    /// The urls, all of which must pass.
+    /// The urls, all of which must pass (one per probe).
     pub urls: Vec<UrlCheck>,
 }
 
@@ -171,12 +171,18 @@ impl HttpProbe {
         })
     }
 
-    /// One probe over plain TCP.
-    pub async fn probe(&self) -> Result<Probe, CheckError> {
-        for url in &self.urls {
-            let stream = super::tcp::connect(&self.ep).await?;
-            self.check_url(stream, url).await?;
-        }
+    /// The url of index `url` (keepalived checks one url per probe,
+    /// [`CheckerState::with_urls`](super::state::CheckerState::with_urls)).
+    pub fn url(&self, url: usize) -> Result<&UrlCheck, CheckError> {
+        self.urls.get(url).ok_or_else(|| CheckError::Unusable(format!("no url {url}")))
+    }
+
+    /// One probe of url `url` over plain TCP: the connect, and each read and write after it, may
+    /// take `connect_timeout` ([`super::timed`]).
+    pub async fn probe(&self, url: usize) -> Result<Probe, CheckError> {
+        let url = self.url(url)?;
+        let stream = super::tcp::connect_timed(&self.ep).await?;
+        self.check_url(stream, url).await?;
         Ok(Probe::Up)
     }
 
@@ -285,7 +291,7 @@ mod tests {
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(2), udp: false }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(2), udp: false }
     }
 
     #[tokio::test]
@@ -295,19 +301,19 @@ mod tests {
         let digest = genhash::hex(&genhash::body_digest(b"hello"));
         let good = Url { path: Some("/x".into()), digest: Some(digest.to_uppercase()), ..Url::default() };
         let probe = HttpProbe::new(endpoint(addr), &check(vec![good]), [None, None])?;
-        assert!(matches!(probe.probe().await, Ok(Probe::Up)));
+        assert!(matches!(probe.probe(0).await, Ok(Probe::Up)));
         let request = requests.recv().await.unwrap_or_default();
         let expected = genhash::request("/x", &addr, None, genhash::Protocol::Http10);
         assert_eq!(request.to_ascii_lowercase(), expected.to_ascii_lowercase());
 
         let bad = Url { path: Some("/".into()), digest: Some("00".repeat(16)), ..Url::default() };
         let probe = HttpProbe::new(endpoint(addr), &check(vec![bad]), [None, Some("vs.example")])?;
-        assert!(matches!(probe.probe().await, Err(CheckError::Digest { .. })));
+        assert!(matches!(probe.probe(0).await, Err(CheckError::Digest { .. })));
         assert!(requests.recv().await.unwrap_or_default().contains("vs.example"));
 
         let teapot = Url { status_code: vec![StatusRange { from: 418, to: 418 }], ..Url::default() };
         let probe = HttpProbe::new(endpoint(addr), &check(vec![teapot]), [None, None])?;
-        assert!(matches!(probe.probe().await, Err(CheckError::Status { status: 200, .. })));
+        assert!(matches!(probe.probe(0).await, Err(CheckError::Status { status: 200, .. })));
         Ok(())
     }
 
@@ -315,7 +321,7 @@ mod tests {
     async fn a_server_error_fails_the_default_status_range() -> Result<(), Box<dyn std::error::Error>> {
         let (addr, _requests) = server("HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n").await?;
         let probe = HttpProbe::new(endpoint(addr), &check(vec![Url::default()]), [None, None])?;
-        assert!(matches!(probe.probe().await, Err(CheckError::Status { status: 503, .. })));
+        assert!(matches!(probe.probe(0).await, Err(CheckError::Status { status: 503, .. })));
         Ok(())
     }
 
@@ -379,8 +385,8 @@ mod tests {
         });
         let url = Url { path: Some("/".into()), ..Url::default() };
         let probe = HttpProbe::new(endpoint(addr), &check(vec![url]), [None, None])?;
-        assert!(matches!(probe.probe().await, Err(CheckError::Io(_))));
-        let kept = tokio::time::timeout(Duration::from_millis(500), probe.probe()).await;
+        assert!(matches!(probe.probe(0).await, Err(CheckError::Io(_))));
+        let kept = tokio::time::timeout(Duration::from_millis(500), probe.probe(0)).await;
         assert!(kept.is_err(), "the probe waits for the server's close");
         Ok(())
     }
@@ -436,9 +442,9 @@ mod tests {
             ..Url::default()
         };
         let probe = HttpProbe::new(endpoint(addr), &check(vec![url(false)]), [None, None])?;
-        assert!(matches!(probe.probe().await, Err(CheckError::Regex { matched: false, .. })));
+        assert!(matches!(probe.probe(0).await, Err(CheckError::Regex { matched: false, .. })));
         let probe = HttpProbe::new(endpoint(addr), &check(vec![url(true)]), [None, None])?;
-        assert!(matches!(probe.probe().await, Ok(Probe::Up)));
+        assert!(matches!(probe.probe(0).await, Ok(Probe::Up)));
         Ok(())
     }
 }

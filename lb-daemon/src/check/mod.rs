@@ -35,6 +35,7 @@ pub mod ssl;
 pub mod state;
 pub mod status;
 pub mod tcp;
+pub mod timed;
 pub mod udp;
 
 pub use runner::{CheckerHealth, Runner};
@@ -113,6 +114,64 @@ pub enum CheckError {
     /// The checker cannot run (missing configuration or unsupported).
     #[error("{0}")]
     Unusable(String),
+    /// `bind_if` names no interface of this host (keepalived's words).
+    #[error("Checker can't bind to device {device}: {source}")]
+    Device {
+        /// The interface.
+        device: Device,
+        /// Why SO_BINDTODEVICE failed.
+        source: std::io::Error,
+    },
+}
+
+/// A checker's `bind_if`: the interface its sockets are bound to (SO_BINDTODEVICE), at most
+/// 15 bytes as the kernel's names. Kept inline so that an [`Endpoint`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Device {
+    name: [u8; 15],
+    len: u8,
+}
+
+impl Device {
+    /// The interface `name`, if it fits a kernel interface name (1 to 15 bytes, no NUL).
+    pub fn new(name: &str) -> Option<Self> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() > 15 || bytes.contains(&0) {
+            return None;
+        }
+        let mut out = Device { name: [0; 15], len: bytes.len() as u8 };
+        out.name[..bytes.len()].copy_from_slice(bytes);
+        Some(out)
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.name[..usize::from(self.len)]
+    }
+
+    /// Binds `socket` to the interface, as keepalived does before binding and connecting.
+    pub fn bind(&self, socket: socket2::SockRef<'_>) -> Result<(), CheckError> {
+        socket
+            .bind_device(Some(self.as_bytes()))
+            .map_err(|source| CheckError::Device { device: *self, source })
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Device({self})")
+    }
+}
+
+/// Binds `socket` to `ep`'s device (`bind_if`), if it has one.
+pub fn bind_device(socket: socket2::SockRef<'_>, ep: &Endpoint) -> Result<(), CheckError> {
+    ep.device.map_or(Ok(()), |d| d.bind(socket))
 }
 
 /// Where a connecting checker connects, and how.
@@ -124,6 +183,8 @@ pub struct Endpoint {
     pub bind: Option<SocketAddr>,
     /// `fwmark` (SO_MARK) on the checker's sockets.
     pub fwmark: Option<u32>,
+    /// `bind_if` (SO_BINDTODEVICE) on the checker's sockets.
+    pub device: Option<Device>,
     /// The whole probe's time limit.
     pub timeout: Duration,
     /// TCP or UDP, for log lines.
@@ -148,6 +209,8 @@ impl Endpoint {
             addr: SocketAddr::new(ip, port),
             bind,
             fwmark: conn.fwmark,
+            // The parser refuses names that do not fit.
+            device: conn.bind_if.as_deref().and_then(Device::new),
             timeout: timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             udp: vs.protocol == Some(ConfigProtocol::Udp),
         }
@@ -273,10 +336,13 @@ impl Health {
 
 /// The checkers of `rs` as keepalived 2.2.7 runs them: each `host { }` block of an SMTP_CHECK
 /// is a checker of its own on the same real server ("The SMTP_CHECK host block is deprecated.
-/// Please define additional checkers."), with the host's options over the SMTP_CHECK's. The
-/// SMTP_CHECK's own connection is checked too when it names one (`connect_ip`, `connect_port`
-/// or `connect_timeout`); otherwise the first host takes its place. (keepalived copies the
-/// SMTP_CHECK's options as they are where the host block starts; lbd takes them all.)
+/// Please define additional checkers."). As keepalived 2.2.7 builds them (observed with
+/// `keepalived -C -d`): a host has only its own connection options (its `connect_ip` and
+/// `connect_port`, else the real server's; no `bindto`, `bind_if` or `fwmark` of the
+/// SMTP_CHECK) and its own `connect_timeout`, else none at all (0 s, so that its check
+/// always fails); its timing options and `helo_name` are the SMTP_CHECK's (the parser puts
+/// timing options written in a host there). The SMTP_CHECK's own connection is checked too
+/// when any connection option is set outside the hosts; otherwise the hosts replace it.
 pub fn expanded_checkers(rs: &RealServer) -> Vec<std::borrow::Cow<'_, Checker>> {
     use std::borrow::Cow;
     let mut out = Vec::with_capacity(rs.checkers.len());
@@ -290,26 +356,21 @@ pub fn expanded_checkers(rs: &RealServer) -> Vec<std::borrow::Cow<'_, Checker>> 
             continue;
         }
         let main = &smtp.conn;
-        if main.connect_ip.is_some() || main.connect_port.is_some() || main.connect_timeout.is_some() {
+        if crate::config::lvs::smtp_has_own_connection(main) {
             let mut alone = (**smtp).clone();
             alone.hosts.clear();
             out.push(Cow::Owned(Checker::SmtpCheck(Box::new(alone))));
         }
         for host in &smtp.hosts {
             let conn = CheckCommon {
-                connect_ip: host.connect_ip.or(main.connect_ip),
-                connect_port: host.connect_port.or(main.connect_port),
-                bindto: host.bindto.or(main.bindto),
-                bind_port: host.bind_port.or(main.bind_port),
-                bind_if: host.bind_if.clone().or_else(|| main.bind_if.clone()),
-                connect_timeout: host.connect_timeout.or(main.connect_timeout),
-                fwmark: host.fwmark.or(main.fwmark),
-                retry: host.retry.or(main.retry),
-                delay_before_retry: host.delay_before_retry.or(main.delay_before_retry),
-                warmup: host.warmup.or(main.warmup),
-                delay_loop: host.delay_loop.or(main.delay_loop),
-                alpha: host.alpha.or(main.alpha),
-                log_all_failures: host.log_all_failures.or(main.log_all_failures),
+                connect_ip: host.connect_ip,
+                connect_port: host.connect_port,
+                bindto: host.bindto,
+                bind_port: host.bind_port,
+                bind_if: host.bind_if.clone(),
+                connect_timeout: Some(host.connect_timeout.unwrap_or(Duration::ZERO)),
+                fwmark: host.fwmark,
+                ..main.clone()
             };
             let one = crate::config::model::SmtpCheck {
                 conn,
@@ -422,6 +483,7 @@ mod tests {
                 addr: "10.1.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
                 bind: None,
                 fwmark: None,
+                device: None,
                 timeout: 5 * SEC,
                 udp: false,
             }
@@ -450,8 +512,12 @@ mod tests {
     #[test]
     fn smtp_host_blocks_are_checkers_of_their_own() {
         let smtp = |body: &str| {
-            let vs =
-                service("", "10.1.0.1 25", "", &format!("SMTP_CHECK {{\n helo_name h.example\n{body}\n }}"));
+            let vs = service(
+                " connect_timeout 7",
+                "10.1.0.1 25",
+                "",
+                &format!("SMTP_CHECK {{\n helo_name h.example\n{body}\n }}"),
+            );
             let rs = &vs.real_servers[0];
             expanded_checkers(rs)
                 .iter()
@@ -459,22 +525,29 @@ mod tests {
                     let Checker::SmtpCheck(s) = c.as_ref() else { panic!("{c:?}") };
                     assert!(s.hosts.is_empty());
                     assert_eq!(s.helo_name.as_deref(), Some("h.example"));
-                    (Endpoint::new(&s.conn, &vs, rs).addr.to_string(), s.conn.fwmark)
+                    let ep = Endpoint::new(&s.conn, &vs, rs);
+                    let timing = checker_timing(c, &vs, rs);
+                    (ep.addr.to_string(), ep.fwmark, ep.timeout.as_secs(), timing.retry)
                 })
                 .collect::<Vec<_>>()
         };
-        // No host: the SMTP_CHECK alone.
-        assert_eq!(smtp(""), [("10.1.0.1:25".to_owned(), None)]);
-        // Hosts and no connection of its own: the hosts replace it; the SMTP_CHECK's options
-        // carry over.
+        // No host: the SMTP_CHECK alone, with the virtual server's connect_timeout.
+        assert_eq!(smtp(""), [("10.1.0.1:25".to_owned(), None, 7, 1)]);
+        // Hosts and no connection of its own: the hosts replace it. They take none of its
+        // connection options (fwmark, connect_timeout: 0 without their own) but its retry,
+        // wherever written.
         assert_eq!(
-            smtp(" fwmark 3\n host {\n connect_ip 10.1.0.7\n }\n host {\n connect_port 2525\n fwmark 4\n }"),
-            [("10.1.0.7:25".to_owned(), Some(3)), ("10.1.0.1:2525".to_owned(), Some(4))]
+            smtp(
+                " retry 3\n host {\n connect_ip 10.1.0.7\n }\n host {\n connect_port 2525\n connect_timeout 2\n }"
+            ),
+            [("10.1.0.7:25".to_owned(), None, 0, 3), ("10.1.0.1:2525".to_owned(), None, 2, 3)]
         );
-        // Its own connection too: checked as well as each host.
+        // Its own connection too (any connection option): checked as well as each host.
         assert_eq!(
-            smtp(" connect_port 587\n host {\n connect_ip 10.1.0.7\n }"),
-            [("10.1.0.1:587".to_owned(), None), ("10.1.0.7:587".to_owned(), None)]
+            smtp(
+                " fwmark 4\n host {\n connect_ip 10.1.0.7\n retry 5\n connect_timeout 1\n }\n connect_port 587"
+            ),
+            [("10.1.0.1:587".to_owned(), Some(4), 7, 5), ("10.1.0.7:25".to_owned(), None, 1, 5)]
         );
     }
 }

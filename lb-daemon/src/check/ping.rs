@@ -1,6 +1,6 @@
 //! `PING_CHECK`: an ICMP (or ICMPv6) echo request to the real server must be answered. The
-//! echo goes through a raw socket (lbd runs as root), marked with `fwmark`; replies from other
-//! hosts or to other requests are skipped.
+//! echo goes through a raw socket (lbd runs as root), marked with `fwmark` and bound to the
+//! `bind_if` interface; replies from other hosts or to other requests are skipped.
 
 use std::{
     io,
@@ -61,6 +61,7 @@ pub async fn probe(ep: &Endpoint) -> Result<Probe, CheckError> {
     if let Some(mark) = ep.fwmark {
         socket.set_mark(mark).map_err(CheckError::Connect)?;
     }
+    super::bind_device(socket2::SockRef::from(&socket), ep)?;
     if let Some(bind) = ep.bind {
         socket.bind(&SockAddr::from(SocketAddr::new(bind.ip(), 0))).map_err(CheckError::Connect)?;
     }
@@ -116,6 +117,7 @@ mod tests {
             addr: "127.0.0.1:0".parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             bind: None,
             fwmark: None,
+            device: None,
             timeout: std::time::Duration::from_secs(1),
             udp: false,
         };

@@ -1,6 +1,7 @@
 //! The probe loop: one task probes the real servers of every plain TCP_CHECK and HTTP_GET (no
-//! `bindto`, `bind_port`, `fwmark` or `ha_suspend`, and for HTTP_GET at least one `url`; the
-//! others run as tasks of their own: [`super::tcp::probe`], [`super::http::HttpProbe::probe`]).
+//! `bindto`, `bind_port`, `bind_if`, `fwmark` or `ha_suspend`: the loop's reused sockets carry
+//! no per-checker option; the others run as tasks of their own: [`super::tcp::probe`],
+//! [`super::http::HttpProbe::probe`]).
 //!
 //! A TCP_CHECK is a connect and a reset; an HTTP_GET a connect, a request and the answer read
 //! until the server closes. Run as one task and one socket per probe, most of their cost
@@ -65,6 +66,11 @@ const KEPT_BUFFER: usize = 64 * 1024;
 pub trait Scheduled {
     /// When its next probe is due.
     fn due(&self) -> Instant;
+    /// The url its next probe fetches, for an HTTP_GET (keepalived fetches one per probe,
+    /// [`CheckerState::url`](super::state::CheckerState::url)).
+    fn url(&self) -> usize {
+        0
+    }
     /// Records the result of a probe that ran from `started` to `ended`; `false` stops the loop
     /// (nobody listens any more).
     fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Instant) -> bool;
@@ -86,8 +92,7 @@ pub struct Entry<C> {
     pub addr: SocketAddr,
     /// `connect_timeout`.
     pub limit: Duration,
-    /// An HTTP_GET's urls, fetched in turn, each on a connection of its own; none for a
-    /// TCP_CHECK.
+    /// An HTTP_GET's urls (a probe fetches the one its checker names); none for a TCP_CHECK.
     pub gets: Vec<Get>,
     /// The checker.
     pub checker: C,
@@ -427,6 +432,10 @@ impl<C: Scheduled> Loop<C> {
     /// Starts entry `i`'s probe and takes it as far as it goes at once.
     fn start(&mut self, i: usize) -> bool {
         let started = Instant::now();
+        let url = self.entries[i].checker.url();
+        if url >= self.entries[i].gets.len().max(1) {
+            return self.record(i, Err(CheckError::Unusable(format!("no url {url}"))), started);
+        }
         let token = match self.sockets.take(&self.entries[i].addr) {
             Ok(token) => token,
             Err(e) => return self.record(i, Err(CheckError::Connect(e)), started),
@@ -440,7 +449,7 @@ impl<C: Scheduled> Loop<C> {
         self.sockets.slots[token].flight = Some(Flight {
             checker: i,
             started,
-            url: 0,
+            url,
             stage: Stage::Connecting,
             deadline,
             armed: false,
@@ -481,22 +490,10 @@ impl<C: Scheduled> Loop<C> {
                     }
                 }
                 Stage::Reading => match read_into(socket, &mut slot.page) {
-                    Ok(0) => match judge(&slot.page, &entry.gets[flight.url].url) {
-                        Err(e) => break Step::Done(Err(e)),
-                        Ok(()) if flight.url + 1 == entry.gets.len() => break Step::Done(Ok(Probe::Up)),
-                        Ok(()) => {
-                            // The next url, on a new connection of the same socket.
-                            flight.url += 1;
-                            slot.page.clear();
-                            if let Err(e) = disconnect(socket) {
-                                break Step::Done(Err(CheckError::Io(e)));
-                            }
-                            if let Connect::Failed(e) = connect(socket, addr) {
-                                break Step::Done(Err(CheckError::Connect(e)));
-                            }
-                            flight.enter(Stage::Connecting, Instant::now() + entry.limit);
-                        }
-                    },
+                    Ok(0) => {
+                        let url = &entry.gets[flight.url].url;
+                        break Step::Done(judge(&slot.page, url).map(|()| Probe::Up));
+                    }
                     Ok(_) if slot.page.len() > MAX_PAGE => {
                         break Step::Done(Err(CheckError::Http(format!(
                             "answer larger than {MAX_PAGE} bytes"
@@ -560,12 +557,18 @@ mod tests {
         next: Option<Instant>,
         results: Vec<bool>,
         want: usize,
+        /// Its urls, fetched in turn.
+        urls: usize,
         done: Option<tokio::sync::mpsc::UnboundedSender<Vec<bool>>>,
     }
 
     impl Scheduled for Probes {
         fn due(&self) -> Instant {
             self.next.unwrap_or_else(Instant::now)
+        }
+
+        fn url(&self) -> usize {
+            self.results.len() % self.urls.max(1)
         }
 
         fn record(&mut self, result: Result<Probe, CheckError>, _: Instant, ended: Instant) -> bool {
@@ -677,17 +680,19 @@ mod tests {
     const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
     #[tokio::test]
-    async fn an_http_get_fetches_each_url_and_judges_the_page() -> Result<(), Box<dyn std::error::Error>> {
+    async fn an_http_get_fetches_the_url_its_checker_names_and_judges_the_page()
+    -> Result<(), Box<dyn std::error::Error>> {
         let (addr, requests) = http_server(|_| vec![(PAGE, Duration::ZERO)])?;
-        // Both urls pass; then the second one's digest is wrong.
+        // A probe fetches the url its checker names (here each in turn): both urls pass; then
+        // the second one's digest is wrong.
         let (mut good, mut good_done) = entry(addr, 3);
-        good.gets = vec![get("/a", Some(b"ok\n")), get("/b", None)];
+        (good.gets, good.checker.urls) = (vec![get("/a", Some(b"ok\n")), get("/b", None)], 2);
         let (mut bad, mut bad_done) = entry(addr, 3);
-        bad.gets = vec![get("/a", Some(b"ok\n")), get("/c", Some(b"other"))];
+        (bad.gets, bad.checker.urls) = (vec![get("/a", Some(b"ok\n")), get("/c", Some(b"other"))], 2);
         let task = tokio::spawn(run(vec![good, bad]));
         let wait = Duration::from_secs(5);
         assert_eq!(tokio::time::timeout(wait, good_done.recv()).await?, Some(vec![true; 3]));
-        assert_eq!(tokio::time::timeout(wait, bad_done.recv()).await?, Some(vec![false; 3]));
+        assert_eq!(tokio::time::timeout(wait, bad_done.recv()).await?, Some(vec![true, false, true]));
         task.abort();
         let got: Vec<String> = requests.try_iter().collect();
         for path in ["/a", "/b", "/c"] {

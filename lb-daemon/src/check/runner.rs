@@ -115,22 +115,25 @@ impl Prober {
         })
     }
 
-    /// The time a probe may take.
-    fn limit(&self, connect_timeout: Duration) -> Duration {
+    /// The time a probe may take: none for the checkers that talk (HTTP_GET, SSL_GET,
+    /// SMTP_CHECK), whose every step has its own limit ([`super::timed`]).
+    fn limit(&self, connect_timeout: Duration) -> Option<Duration> {
         match self {
-            Prober::Misc(m) => m.timeout + Duration::from_secs(1),
-            _ => connect_timeout,
+            Prober::Misc(m) => Some(m.timeout + Duration::from_secs(1)),
+            Prober::Http(_) | Prober::Ssl(..) | Prober::Smtp(..) => None,
+            _ => Some(connect_timeout),
         }
     }
 
     /// One probe. Each kind's future is boxed on its own, so a probe in flight holds only its
     /// own kind's state: a TCP_CHECK's connect is a few hundred bytes, an SSL_GET's handshake
     /// several kilobytes (one future for all kinds would be the size of the largest).
-    fn probe(&self) -> ProbeFuture<'_> {
+    /// `url` is the url an HTTP_GET or SSL_GET fetches ([`CheckerState::url`]).
+    fn probe(&self, url: usize) -> ProbeFuture<'_> {
         match self {
             Prober::Tcp(ep) => Box::pin(super::tcp::probe(ep)),
-            Prober::Http(h) => Box::pin(h.probe()),
-            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, *sni)),
+            Prober::Http(h) => Box::pin(h.probe(url)),
+            Prober::Ssl(h, sni) => Box::pin(super::ssl::probe(h, url, *sni)),
             Prober::Smtp(ep, helo) => Box::pin(super::smtp::probe(ep, helo)),
             Prober::Dns(d) => Box::pin(d.probe()),
             Prober::Misc(m) => Box::pin(m.probe()),
@@ -413,6 +416,12 @@ impl Runner {
                         Some(&up) => CheckerState::resume(timing, now.into_std(), jitter, up),
                         None => CheckerState::new(timing, now.into_std(), jitter),
                     };
+                    let state = match checker {
+                        Checker::HttpGet(h) | Checker::SslGet(h) => {
+                            state.with_urls(h.urls.len(), h.fast_recovery.unwrap_or(false))
+                        }
+                        _ => state,
+                    };
                     checkers_up.push(state.is_up());
                     let names = (real_name(vs, rs), service_name(vs));
                     let gauge =
@@ -619,9 +628,12 @@ impl CheckerTask {
             let started = std::time::Instant::now();
             // Boxed (by kind): the task holds a pointer, not room for the largest checker's
             // probe, which keeps 10,000 idle TCP checkers small.
-            let result = match tokio::time::timeout(limit, self.prober.probe()).await {
-                Ok(result) => result,
-                Err(_) => Err(CheckError::Timeout(limit)),
+            let probe = self.prober.probe(self.state.url());
+            let result = match limit {
+                Some(limit) => {
+                    tokio::time::timeout(limit, probe).await.unwrap_or(Err(CheckError::Timeout(limit)))
+                }
+                None => probe.await,
             };
             if !probe_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
                 return;
@@ -651,11 +663,13 @@ impl CheckerTask {
     }
 
     /// Where the probe loop connects, its time limit and what it fetches, for a plain
-    /// TCP_CHECK or HTTP_GET (no `bindto`, `bind_port`, `fwmark` or `ha_suspend`; an HTTP_GET
-    /// with at least one url), which [`probe_loop`](super::probe_loop) runs; `None` for any
-    /// other checker, which runs as a task of its own.
+    /// TCP_CHECK or HTTP_GET (no `bindto`, `bind_port`, `bind_if`, `fwmark` or `ha_suspend`; an
+    /// HTTP_GET with at least one url), which [`probe_loop`](super::probe_loop) runs; `None`
+    /// for any other checker, which runs as a task of its own.
     fn loop_target(&self) -> Option<(std::net::SocketAddr, Duration, Vec<probe_loop::Get>)> {
-        let plain = |ep: &super::Endpoint| ep.bind.is_none() && ep.fwmark.is_none() && self.suspend.is_none();
+        let plain = |ep: &super::Endpoint| {
+            ep.bind.is_none() && ep.fwmark.is_none() && ep.device.is_none() && self.suspend.is_none()
+        };
         let limit = self.state.timing().connect_timeout;
         match &self.prober {
             Prober::Tcp(ep) if plain(ep) => Some((ep.addr, limit, Vec::new())),
@@ -674,6 +688,10 @@ impl CheckerTask {
 impl probe_loop::Scheduled for CheckerTask {
     fn due(&self) -> std::time::Instant {
         self.state.next_probe()
+    }
+
+    fn url(&self) -> usize {
+        self.state.url()
     }
 
     /// Records a probe's result (gauges, verdict, log line) and reports a change of verdict;

@@ -1,5 +1,6 @@
 //! `SMTP_CHECK`: the server's banner is 2xx, `HELO helo_name` is answered 2xx, then `QUIT`.
-//! Multi-line replies (`250-...`) are read to their last line.
+//! Multi-line replies (`250-...`) are read to their last line. The connect, and each read and
+//! write, may take `connect_timeout` ([`super::timed`]), as keepalived's.
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
@@ -10,7 +11,7 @@ pub const DEFAULT_HELO: &str = "smtpchecker.keepalived.org";
 
 /// One SMTP_CHECK probe.
 pub async fn probe(ep: &Endpoint, helo: &str) -> Result<Probe, CheckError> {
-    let stream = super::tcp::connect(ep).await?;
+    let stream = super::tcp::connect_timed(ep).await?;
     let mut stream = BufReader::new(stream);
     expect_2xx(&mut stream, "banner").await?;
     stream.get_mut().write_all(format!("HELO {helo}\r\n").as_bytes()).await?;
@@ -78,7 +79,7 @@ mod tests {
     }
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(2), udp: false }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(2), udp: false }
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use super::{CheckError, Endpoint, Probe, http::HttpProbe};
+use super::{CheckError, Endpoint, Probe, http::HttpProbe, timed::Timed};
 
 /// Accepts any certificate; signatures are still checked against the certificate presented.
 #[derive(Debug)]
@@ -80,20 +80,20 @@ pub fn server_name(host: Option<&str>, ip: std::net::IpAddr) -> Result<ServerNam
 
 /// Opens a TLS session over `tcp`, with `sni` as server name if given.
 pub async fn handshake(
-    tcp: TcpStream,
+    tcp: Timed<TcpStream>,
     ep: &Endpoint,
     sni: Option<&str>,
-) -> Result<TlsStream<TcpStream>, CheckError> {
+) -> Result<TlsStream<Timed<TcpStream>>, CheckError> {
     let name = server_name(sni, ep.addr.ip())?;
     TlsConnector::from(client_config()?).connect(name, tcp).await.map_err(|e| CheckError::Tls(e.to_string()))
 }
 
-/// One SSL_GET probe: every url over its own TLS connection.
-pub async fn probe(check: &HttpProbe, sni: bool) -> Result<Probe, CheckError> {
-    for url in &check.urls {
-        let tcp = super::tcp::connect(&check.ep).await?;
-        let tls = handshake(tcp, &check.ep, sni.then_some(url.host.as_str())).await?;
-        check.check_url(tls, url).await?;
-    }
+/// One SSL_GET probe of url `url`, over a TLS connection of its own; each read and write,
+/// the handshake's included, may take `connect_timeout` ([`super::timed`]).
+pub async fn probe(check: &HttpProbe, url: usize, sni: bool) -> Result<Probe, CheckError> {
+    let url = check.url(url)?;
+    let tcp = super::tcp::connect_timed(&check.ep).await?;
+    let tls = handshake(tcp, &check.ep, sni.then_some(url.host.as_str())).await?;
+    check.check_url(tls, url).await?;
     Ok(Probe::Up)
 }

@@ -1,11 +1,12 @@
 //! `TCP_CHECK`: a TCP connection to the real server succeeds (then is closed).
 //!
 //! [`connect`] is also how HTTP_GET, SSL_GET and SMTP_CHECK connect: from `bindto`:`bind_port`,
-//! with `fwmark` as the socket's mark.
+//! with `fwmark` as the socket's mark, bound to the `bind_if` interface (SO_BINDTODEVICE, set
+//! before the bind as keepalived does: a link-local `bindto` or destination needs it).
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{CheckError, Endpoint, Probe};
+use super::{CheckError, Endpoint, Probe, timed::Timed};
 
 /// Connects to `ep` as keepalived's checkers do (the caller bounds the time).
 pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
@@ -14,6 +15,7 @@ pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
     if let Some(mark) = ep.fwmark {
         socket2::SockRef::from(&socket).set_mark(mark).map_err(CheckError::Connect)?;
     }
+    super::bind_device(socket2::SockRef::from(&socket), ep)?;
     if let Some(bind) = ep.bind {
         if bind.port() != 0 {
             socket.set_reuseaddr(true).map_err(CheckError::Connect)?;
@@ -24,6 +26,15 @@ pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
     // Close with a RST-free FIN; nodelay keeps request/response checks to one round trip.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Connects to `ep` within its `connect_timeout`, and gives each later read and write of the
+/// connection as long ([`Timed`]): keepalived's limits for the checkers that talk.
+pub async fn connect_timed(ep: &Endpoint) -> Result<Timed<TcpStream>, CheckError> {
+    let stream = tokio::time::timeout(ep.timeout, connect(ep))
+        .await
+        .map_err(|_| CheckError::Timeout(ep.timeout))??;
+    Ok(Timed::new(stream, ep.timeout))
 }
 
 /// One TCP_CHECK probe.
@@ -44,7 +55,7 @@ mod tests {
     use super::*;
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_secs(1), udp: false }
+        Endpoint { addr, bind: None, fwmark: None, device: None, timeout: Duration::from_secs(1), udp: false }
     }
 
     #[tokio::test]

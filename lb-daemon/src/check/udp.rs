@@ -4,8 +4,8 @@
 //! matches any nibble); without it, the check fails only if an ICMP error (port unreachable)
 //! comes back.
 //!
-//! [`socket`] is also DNS_CHECK's socket: bound to `bindto`:`bind_port`, marked with `fwmark`,
-//! connected so that ICMP errors are reported.
+//! [`socket`] is also DNS_CHECK's socket: bound to `bindto`:`bind_port` and to the `bind_if`
+//! interface, marked with `fwmark`, connected so that ICMP errors are reported.
 
 use tokio::net::UdpSocket;
 
@@ -21,6 +21,7 @@ pub async fn socket(ep: &Endpoint) -> Result<UdpSocket, CheckError> {
     if let Some(mark) = ep.fwmark {
         s.set_mark(mark).map_err(CheckError::Connect)?;
     }
+    super::bind_device(socket2::SockRef::from(&s), ep)?;
     if let Some(bind) = ep.bind {
         s.set_reuse_address(true).map_err(CheckError::Connect)?;
         s.bind(&bind.into()).map_err(CheckError::Connect)?;
@@ -84,7 +85,14 @@ mod tests {
     use super::*;
 
     fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
-        Endpoint { addr, bind: None, fwmark: None, timeout: Duration::from_millis(500), udp: true }
+        Endpoint {
+            addr,
+            bind: None,
+            fwmark: None,
+            device: None,
+            timeout: Duration::from_millis(500),
+            udp: true,
+        }
     }
 
     #[test]

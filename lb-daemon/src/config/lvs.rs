@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use super::{lexer::Line, model::*, parser::Parser};
+use super::{error::Severity, lexer::Line, model::*, parser::Parser};
 
 /// Longest checker timer keepalived accepts (`read_timer` with TIMER_MAXIMUM, in seconds).
 const TIMER_MAX: f64 = 4_294.967_295;
@@ -323,7 +323,7 @@ impl Parser {
                 self.block(k, |p, c| p.http_keyword(&mut h, ctx, &c));
                 if h.urls.is_empty() {
                     self.d.warn(k.loc, format!("{ctx} has no url specified - ignoring checker"));
-                } else {
+                } else if self.conn_usable(&h.conn, rs.address, k) {
                     rs.checkers.push(if ssl {
                         Checker::SslGet(Box::new(h))
                     } else {
@@ -340,6 +340,9 @@ impl Parser {
                         p.other(ctx, &x);
                     }
                 });
+                if !self.conn_usable(&c, rs.address, k) {
+                    return;
+                }
                 rs.checkers.push(if ctx == "TCP_CHECK" {
                     Checker::TcpCheck(c)
                 } else {
@@ -352,13 +355,27 @@ impl Parser {
                 self.block(k, |p, x| match x.w(0) {
                     "helo_name" => s.helo_name = p.string(&x, 1),
                     "host" => {
+                        // keepalived 2.2.7: a host starts from no connection options at all
+                        // (not the SMTP_CHECK's), and its other options (retry, delay_loop,
+                        // alpha, ...) are the SMTP_CHECK's own, as if written there.
                         let mut h = CheckCommon::default();
                         p.block(&x, |q, y| {
-                            if !q.common_keyword(&mut h, &y, true) {
+                            let own = CONNECTION_KEYWORDS.contains(&y.w(0));
+                            if !q.common_keyword(if own { &mut h } else { &mut s.conn }, &y, true) {
                                 q.other("SMTP_CHECK > host", &y);
                             }
                         });
-                        s.hosts.push(h);
+                        if h.connect_timeout.is_none() {
+                            p.d.push(
+                                Severity::Notice,
+                                x.loc,
+                                "SMTP_CHECK host without connect_timeout: as in keepalived 2.2.7 its \
+                                 timeout is 0 (not the SMTP_CHECK's), so its check always fails",
+                            );
+                        }
+                        if p.conn_usable(&h, rs.address, &x) {
+                            s.hosts.push(h);
+                        }
                     }
                     _ => {
                         if !p.common_keyword(&mut s.conn, &x, true) {
@@ -366,6 +383,12 @@ impl Parser {
                         }
                     }
                 });
+                // The SMTP_CHECK's own connection is a checker unless hosts replace it.
+                if (s.hosts.is_empty() || smtp_has_own_connection(&s.conn))
+                    && !self.conn_usable(&s.conn, rs.address, k)
+                {
+                    return;
+                }
                 rs.checkers.push(Checker::SmtpCheck(Box::new(s)));
             }
             "DNS_CHECK" => {
@@ -389,6 +412,9 @@ impl Parser {
                         }
                     }
                 });
+                if !self.conn_usable(&d.conn, rs.address, k) {
+                    return;
+                }
                 rs.checkers.push(Checker::DnsCheck(Box::new(d)));
             }
             "MISC_CHECK" => {
@@ -454,6 +480,9 @@ impl Parser {
                         }
                     }
                 });
+                if !self.conn_usable(&u.conn, rs.address, k) {
+                    return;
+                }
                 rs.checkers.push(Checker::UdpCheck(Box::new(u)));
             }
             "FILE_CHECK" => {
@@ -501,9 +530,14 @@ impl Parser {
             ("bindto", true) => c.bindto = self.ip(k, 1),
             ("bind_port", true) => c.bind_port = self.port(k, 1),
             ("bind_if", true) => {
-                // Every checker block with connection options has it (schema::PARSED_NOT_RUN).
-                self.d.parsed_unsupported(k.loc, "bind_if");
-                c.bind_if = self.string(k, 1);
+                if let Some(name) = self.string(k, 1) {
+                    // IFNAMSIZ less the NUL, as keepalived.
+                    if name.len() > 15 {
+                        self.d.error(k.loc_of(1), format!("Interface name {name} is too long - ignoring"));
+                    } else {
+                        c.bind_if = Some(name);
+                    }
+                }
             }
             ("connect_timeout", true) => {
                 c.connect_timeout = self.timer(k, 1, TIMER_MIN, TIMER_MAX);
@@ -516,6 +550,22 @@ impl Parser {
             ("alpha", _) => c.alpha = self.opt_bool(k, 1),
             ("log_all_failures", _) => c.log_all_failures = self.opt_bool(k, 1),
             _ => return false,
+        }
+        true
+    }
+
+    /// keepalived's `check_conn_opts`: a checker connecting to a link-local IPv6 address (its
+    /// `connect_ip`, else the real server's) needs `bind_if` to say on which link; without
+    /// one it is an error at the checker's line and the checker is ignored.
+    fn conn_usable(&mut self, c: &CheckCommon, real: IpAddr, k: &Line) -> bool {
+        let dst = c.connect_ip.unwrap_or(real);
+        let link_local = matches!(dst, IpAddr::V6(a) if a.is_unicast_link_local());
+        if link_local && c.bind_if.is_none() {
+            self.d.error(
+                k.loc,
+                format!("Checker link local address {dst} requires a bind_if - ignoring {}", k.w(0)),
+            );
+            return false;
         }
         true
     }
@@ -540,10 +590,7 @@ impl Parser {
                 }
             }
             "enable_sni" => h.enable_sni = true,
-            "fast_recovery" => {
-                self.d.parsed_unsupported(k.loc, "fast_recovery");
-                h.fast_recovery = self.opt_bool(k, 1);
-            }
+            "fast_recovery" => h.fast_recovery = self.opt_bool(k, 1),
             "url" => {
                 let mut u = Url::default();
                 self.block(k, |p, x| p.url_keyword(&mut u, ctx, &x));
@@ -638,6 +685,22 @@ fn parse_hex(s: &str, wildcard: bool) -> Result<Vec<u8>, ()> {
         }
     }
     Ok(out)
+}
+
+/// The checker keywords that are connection options (the others are timing options).
+const CONNECTION_KEYWORDS: &[&str] =
+    &["connect_ip", "connect_port", "bindto", "bind_port", "bind_if", "connect_timeout", "fwmark"];
+
+/// Whether an SMTP_CHECK with `host` blocks also checks its own connection: keepalived 2.2.7
+/// keeps it when any connection option is set outside the hosts.
+pub fn smtp_has_own_connection(c: &CheckCommon) -> bool {
+    c.connect_ip.is_some()
+        || c.connect_port.is_some()
+        || c.bindto.is_some()
+        || c.bind_port.is_some()
+        || c.bind_if.is_some()
+        || c.fwmark.is_some()
+        || c.connect_timeout.is_some()
 }
 
 /// True when `a` and `b` are the same address family.

@@ -7,23 +7,8 @@
 //! keepalived's `Unknown keyword`. A unit test checks every keyword of the TSV against the parser.
 
 /// Keywords the parser models (they round-trip through `--dump-conf`) but nothing acts on yet:
-/// each gets a "parsed, not supported yet" notice at its `file:line`. The checkers' `bind_if`
-/// (keepalived binds the check's socket to the interface, for link-local addresses) and
-/// `fast_recovery` (keepalived checks again at once, not after delay_loop, while a checker is
-/// down with no failure known) are among them.
-pub const PARSED_NOT_RUN: &[(&str, &str)] = &[
-    ("global_defs", "vrrp_ipsets"),
-    ("DNS_CHECK", "bind_if"),
-    ("HTTP_GET", "bind_if"),
-    ("HTTP_GET", "fast_recovery"),
-    ("PING_CHECK", "bind_if"),
-    ("SMTP_CHECK", "bind_if"),
-    ("SMTP_CHECK > host", "bind_if"),
-    ("SSL_GET", "bind_if"),
-    ("SSL_GET", "fast_recovery"),
-    ("TCP_CHECK", "bind_if"),
-    ("UDP_CHECK", "bind_if"),
-];
+/// each gets a "parsed, not supported yet" notice at its `file:line`.
+pub const PARSED_NOT_RUN: &[(&str, &str)] = &[("global_defs", "vrrp_ipsets")];
 
 /// Whether `keyword` of `block` is parsed but not acted on ([`PARSED_NOT_RUN`]).
 pub fn parsed_not_run(block: &str, keyword: &str) -> bool {

@@ -2,7 +2,10 @@
 //! file:line they must report, includes, conditionals, definitions, sequences, and the
 //! coverage of every keyword keepalived 2.2.7 knows.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{
     host::{self, Host},
@@ -687,22 +690,104 @@ fn keywords_parsed_but_not_run_get_a_notice_with_their_line() {
     assert_eq!(notices, ["t.conf:2:3: notice: keyword 'vrrp_ipsets' is parsed, not supported yet: ignored",],);
 }
 
+/// Every diagnostic of `l`, as printed.
+fn problems(l: &Loaded) -> Vec<String> {
+    l.diagnostics.iter().map(ToString::to_string).collect()
+}
+
+/// A virtual server (of `real`'s family) with one real server `real` whose body is `body`.
+fn one_real(real: &str, body: &str) -> String {
+    let vip = if real.contains(':') { "2001:db8::1" } else { "10.0.0.1" };
+    format!(
+        "virtual_server {vip} 80 {{\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server {real} 80 {{\n{body}  }}\n}}\n"
+    )
+}
+
 #[test]
-fn checker_bind_if_and_fast_recovery_get_a_notice_with_their_line() {
-    let l = parse(
-        "virtual_server 10.0.0.1 80 {\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server 10.1.0.1 80 {\n    HTTP_GET {\n      bind_if eth0\n      \
-         fast_recovery\n      url {\n        path /\n      }\n    }\n    SMTP_CHECK {\n      host {\n        \
-         connect_ip 10.1.0.2\n        bind_if eth1\n      }\n    }\n  }\n}\n",
-    );
-    assert!(l.is_clean(), "{:?}", l.diagnostics);
-    let notices: Vec<String> = l.diagnostics.iter().map(ToString::to_string).collect();
+fn checker_bind_if_and_fast_recovery_are_kept_without_a_notice() {
+    let l = parse(&one_real(
+        "10.1.0.1",
+        "    HTTP_GET {\n      bind_if eth0\n      fast_recovery\n      url {\n        path /\n      }\n    }\n    \
+         SMTP_CHECK {\n      host {\n        connect_ip 10.1.0.2\n        bind_if eth1\n        connect_timeout 2\n      }\n    }\n",
+    ));
+    assert!(l.is_clean() && l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let checkers = &l.config.virtual_servers[0].real_servers[0].checkers;
+    let Checker::HttpGet(h) = &checkers[0] else { panic!("{checkers:?}") };
+    assert_eq!((h.conn.bind_if.as_deref(), h.fast_recovery), (Some("eth0"), Some(true)));
+    let Checker::SmtpCheck(s) = &checkers[1] else { panic!("{checkers:?}") };
+    assert_eq!(s.hosts[0].bind_if.as_deref(), Some("eth1"));
+}
+
+#[test]
+fn a_bind_if_longer_than_an_interface_name_is_an_error_at_its_line() {
+    let l = parse(&one_real("10.1.0.1", "    TCP_CHECK {\n      bind_if abcdefghijklmnop\n    }\n"));
+    assert_eq!(problems(&l), ["t.conf:7:15: error: Interface name abcdefghijklmnop is too long - ignoring"],);
+    let checkers = &l.config.virtual_servers[0].real_servers[0].checkers;
+    assert!(matches!(&checkers[0], Checker::TcpCheck(c) if c.bind_if.is_none()));
+    // Fifteen bytes fit.
+    let l = parse(&one_real("10.1.0.1", "    TCP_CHECK {\n      bind_if abcdefghijklmno\n    }\n"));
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+}
+
+#[test]
+fn a_link_local_destination_without_bind_if_drops_the_checker() {
+    // The real server's address, or connect_ip: keepalived's check_conn_opts.
+    let l = parse(&one_real(
+        "fe80::2",
+        "    TCP_CHECK {\n    }\n    UDP_CHECK {\n      bind_if eth0\n    }\n    \
+         HTTP_GET {\n      url {\n        path /\n      }\n    }\n",
+    ));
     assert_eq!(
-        notices,
+        problems(&l),
         [
-            "t.conf:7:7: notice: keyword 'bind_if' is parsed, not supported yet: ignored",
-            "t.conf:8:7: notice: keyword 'fast_recovery' is parsed, not supported yet: ignored",
-            "t.conf:16:9: notice: keyword 'bind_if' is parsed, not supported yet: ignored",
+            "t.conf:6:5: error: Checker link local address fe80::2 requires a bind_if - ignoring TCP_CHECK",
+            "t.conf:11:5: error: Checker link local address fe80::2 requires a bind_if - ignoring HTTP_GET",
         ],
+    );
+    let checkers = &l.config.virtual_servers[0].real_servers[0].checkers;
+    assert!(matches!(checkers.as_slice(), [Checker::UdpCheck(_)]), "{checkers:?}");
+    let l = parse(&one_real("10.1.0.1", "    DNS_CHECK {\n      connect_ip fe80::9\n    }\n"));
+    assert!(l.config.virtual_servers[0].real_servers[0].checkers.is_empty());
+    // A link-local bindto alone is the kernel's business (it refuses the bind without bind_if).
+    let l = parse(&one_real("2001:db8::5", "    TCP_CHECK {\n      bindto fe80::1\n    }\n"));
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+}
+
+/// keepalived 2.2.7 (`keepalived -C -d` on the configuration below, with the IPVS shim): a
+/// host block starts from no connection options (its own connect_ip/port, else the real
+/// server's; no bindto, fwmark or connect_timeout of the SMTP_CHECK, before or after it), and
+/// the timing options written inside a host are the SMTP_CHECK's, the last one written wins.
+#[test]
+fn smtp_host_blocks_take_connection_options_of_their_own_and_give_timing_options_to_the_check() {
+    let l = parse(&one_real(
+        "10.1.0.1",
+        "    SMTP_CHECK {\n      connect_timeout 3\n      fwmark 5\n      retry 4\n      host {\n        \
+         connect_ip 10.1.0.2\n      }\n      host {\n        connect_ip 10.1.0.3\n        retry 7\n        \
+         delay_loop 11\n        alpha\n        connect_timeout 2\n      }\n    }\n",
+    ));
+    assert_eq!(
+        problems(&l),
+        [
+            "t.conf:10:7: notice: SMTP_CHECK host without connect_timeout: as in keepalived 2.2.7 its timeout is 0 \
+          (not the SMTP_CHECK's), so its check always fails"
+        ],
+    );
+    let checkers = &l.config.virtual_servers[0].real_servers[0].checkers;
+    let Checker::SmtpCheck(s) = &checkers[0] else { panic!("{checkers:?}") };
+    assert_eq!(
+        (s.conn.retry, s.conn.delay_loop, s.conn.alpha),
+        (Some(7), Some(Duration::from_secs(11)), Some(true))
+    );
+    assert_eq!(s.conn.fwmark, Some(5));
+    assert_eq!(s.hosts.len(), 2);
+    assert_eq!(s.hosts[0], CheckCommon { connect_ip: "10.1.0.2".parse().ok(), ..CheckCommon::default() });
+    assert_eq!(
+        s.hosts[1],
+        CheckCommon {
+            connect_ip: "10.1.0.3".parse().ok(),
+            connect_timeout: Some(Duration::from_secs(2)),
+            ..CheckCommon::default()
+        }
     );
 }
 
