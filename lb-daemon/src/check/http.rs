@@ -1,4 +1,6 @@
-//! `HTTP_GET`: each `url` is fetched on its own connection, read until the server closes it
+//! `HTTP_GET`: a probe fetches one `url` (keepalived's cycle over the urls,
+//! [`CheckerState::with_urls`](super::state::CheckerState::with_urls)) on a connection of its
+//! own, and reads the answer until the server closes it
 //! (as keepalived: a server that keeps the connection open fails the check by timing out), and
 //! read as keepalived and genhash read it ([`crate::genhash::page`]: no header end in the
 //! first 4095 bytes fails; the body is not decoded, so a chunked body is hashed with its chunk

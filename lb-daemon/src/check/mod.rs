@@ -185,7 +185,8 @@ pub struct Endpoint {
     pub fwmark: Option<u32>,
     /// `bind_if` (SO_BINDTODEVICE) on the checker's sockets.
     pub device: Option<Device>,
-    /// The whole probe's time limit.
+    /// `connect_timeout`: the whole probe's time limit, except for the checkers that talk
+    /// (HTTP_GET, SSL_GET, SMTP_CHECK), where it limits the connect and each read and write.
     pub timeout: Duration,
     /// TCP or UDP, for log lines.
     pub udp: bool,

@@ -251,12 +251,15 @@ impl Sockets {
         }
         let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
         let socket = Socket::new(domain, Type::STREAM.nonblocking(), None)?;
-        let token = self.vacant.pop().unwrap_or(self.slots.len());
+        let token = self.vacant.last().copied().unwrap_or(self.slots.len());
         self.epoll.add(socket.as_raw_fd(), token)?;
-        let slot = Slot { socket: Some(socket), v6, flight: None, page: Vec::new() };
         match self.slots.get_mut(token) {
-            Some(s) => *s = slot,
-            None => self.slots.push(slot),
+            Some(slot) => {
+                self.vacant.pop();
+                // The page buffer stays with the token.
+                (slot.socket, slot.v6, slot.flight) = (Some(socket), v6, None);
+            }
+            None => self.slots.push(Slot { socket: Some(socket), v6, flight: None, page: Vec::new() }),
         }
         Ok(token)
     }
@@ -296,6 +299,10 @@ struct Loop<C> {
     tokens: Vec<usize>,
     /// Waits begun (deadlines armed) since the loop last let events gather.
     new_waits: usize,
+    /// Whether the turn is starting probes: the next probes of those that end meanwhile wait
+    /// in `again` until it is over.
+    starting: bool,
+    again: Vec<Reverse<(Instant, usize)>>,
 }
 
 /// Runs `entries`' probes until the checkers stop listening (or the task is aborted).
@@ -332,6 +339,8 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
         seq: 0,
         tokens: Vec::with_capacity(EVENTS),
         new_waits: 0,
+        starting: false,
+        again: Vec::new(),
     };
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
@@ -348,7 +357,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
             continue;
         }
         let due = this.due.peek().map(|Reverse((at, _))| *at);
-        let deadline = this.deadlines.peek().map(|Reverse((at, ..))| *at);
+        let deadline = this.next_deadline();
         let next = due.into_iter().chain(deadline).min();
         let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         sleep.as_mut().reset(tokio::time::Instant::from_std(next));
@@ -410,18 +419,38 @@ impl<C: Scheduled> Loop<C> {
                 return false;
             }
         }
+        // A probe that ends at once and is due again at once (a refused connect while
+        // fast_recovery retries) waits for the next turn: no checker probes twice in one.
+        self.starting = true;
+        let mut going = true;
         for _ in 0..PER_TURN {
             match self.due.peek() {
                 Some(&Reverse((due, i))) if due <= now + SLACK => {
                     self.due.pop();
                     if !self.start(i) {
-                        return false;
+                        going = false;
+                        break;
                     }
                 }
                 _ => break,
             }
         }
-        true
+        self.starting = false;
+        self.due.extend(self.again.drain(..));
+        going
+    }
+
+    /// The first deadline of a probe still waiting (the stale ones before it are dropped: they
+    /// would wake the loop for nothing).
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, token, seq))) = self.deadlines.peek() {
+            let flight = self.sockets.slots.get(token).and_then(|s| s.flight);
+            if flight.is_some_and(|f| f.armed && f.seq == seq) {
+                return Some(at);
+            }
+            self.deadlines.pop();
+        }
+        None
     }
 
     /// Whether probes are due already (a turn started [`PER_TURN`] and left some).
@@ -484,7 +513,8 @@ impl<C: Scheduled> Loop<C> {
                             flight.enter(Stage::Reading, Instant::now() + entry.limit);
                             break Step::Wait;
                         }
-                        Ok(n) => flight.stage = Stage::Sending(sent + n),
+                        // Each wait for room to send has its own connect_timeout.
+                        Ok(n) => flight.enter(Stage::Sending(sent + n), Instant::now() + entry.limit),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Step::Wait,
                         Err(e) => break Step::Done(Err(CheckError::Io(e))),
                     }
@@ -542,7 +572,12 @@ impl<C: Scheduled> Loop<C> {
         if !checker.record(result, started, Instant::now()) {
             return false;
         }
-        self.due.push(Reverse((checker.due(), i)));
+        let next = Reverse((checker.due(), i));
+        if self.starting {
+            self.again.push(next)
+        } else {
+            self.due.push(next)
+        }
         true
     }
 }

@@ -1,5 +1,6 @@
-//! The checkers at work: one tokio task per checker probes its real server on the schedule of
-//! its [`CheckerState`]; a collecting task applies their changes to each virtual server's
+//! The checkers at work: each checker probes its real server on the schedule of its
+//! [`CheckerState`], the plain TCP_CHECKs and HTTP_GETs together in one
+//! [`probe_loop`](super::probe_loop), the others as a tokio task each; a collecting task applies their changes to each virtual server's
 //! [`ServiceState`], logs, mails and runs the scripts as keepalived does, and publishes a new
 //! [`DesiredState`] whenever what the data plane should forward changes.
 //!
@@ -480,12 +481,12 @@ impl Runner {
         status.set(collector.services.iter().map(ServiceState::status).collect());
         for (v, (_, event)) in services.into_iter().enumerate() {
             match event {
-                Some(event) => collector.handle_event(v, event, None),
+                Some(event) => collector.handle_events(v, [event], None),
                 // As keepalived's checker at start: each virtual server's quorum state, once
                 // (a quorum lost at start is published by its event).
                 None => {
                     if let Some(service) = collector.services.get(v) {
-                        status.publish(v, ChangeKind::Quorum(service.quorum_up()), service.status());
+                        collector.publish(v, &[ChangeKind::Quorum(service.quorum_up())]);
                     }
                 }
             }
@@ -811,13 +812,9 @@ impl Collector {
                         let events = service.on_change(r, c, change);
                         let rs = &self.config.virtual_servers[v].real_servers[r];
                         let kind = super::expanded_checkers(rs).get(c).map(|c| c.keyword());
-                        for event in events {
-                            self.handle_event(v, event, kind);
-                        }
-                        // A failing checker of a real server already dead changes no verdict.
-                        if let Some(service) = self.services.get(v) {
-                            self.status.set_service(v, service.status());
-                        }
+                        // Published even without events: a failing checker of a real server
+                        // already dead changes no verdict, but its count of failing checkers.
+                        self.handle_events(v, events, kind);
                     }
                     None => {
                         reporting = false;
@@ -858,7 +855,7 @@ impl Collector {
         }
         for ((v, r), count) in active {
             if let Some(event) = self.services.get_mut(v).and_then(|s| s.on_connections(r, count)) {
-                self.handle_event(v, event, None);
+                self.handle_events(v, [event], None);
             }
         }
     }
@@ -901,22 +898,38 @@ impl Collector {
         crate::lvs::desired_state_with(&self.config, &health).0
     }
 
+    /// Handles `events` of virtual server `v` ([`Collector::handle_event`]), then publishes
+    /// the virtual server and its changes.
+    fn handle_events(&self, v: usize, events: impl IntoIterator<Item = Event>, kind: Option<&str>) {
+        let mut changes = Vec::new();
+        for event in events {
+            changes.extend(match event {
+                Event::RealUp(r) => Some(ChangeKind::Real(r, true)),
+                Event::RealDown(r) => Some(ChangeKind::Real(r, false)),
+                Event::QuorumGained(_) => Some(ChangeKind::Quorum(true)),
+                Event::QuorumLost(_) => Some(ChangeKind::Quorum(false)),
+                Event::Weight(..) | Event::Overloaded(_) | Event::Unloaded(_) => None,
+            });
+            self.handle_event(v, event, kind);
+        }
+        self.publish(v, &changes);
+    }
+
+    /// Publishes virtual server `v` as it is now (one copy, whatever the number of changes),
+    /// then its `changes`.
+    fn publish(&self, v: usize, changes: &[ChangeKind]) {
+        let Some(service) = self.services.get(v) else { return };
+        let now = service.status();
+        let up = now.reals_up();
+        self.status.set_service(v, now);
+        for &change in changes {
+            self.status.publish(v, change, up);
+        }
+    }
+
     /// Logs `event` of virtual server `v` as keepalived does, mails it (`smtp_alert`) and runs
     /// its script; `kind` is the keyword of the checker behind a real server's change.
     fn handle_event(&self, v: usize, event: Event, kind: Option<&str>) {
-        let published = match event {
-            Event::RealUp(r) => Some(ChangeKind::Real(r, true)),
-            Event::RealDown(r) => Some(ChangeKind::Real(r, false)),
-            Event::QuorumGained(_) => Some(ChangeKind::Quorum(true)),
-            Event::QuorumLost(_) => Some(ChangeKind::Quorum(false)),
-            Event::Weight(..) | Event::Overloaded(_) | Event::Unloaded(_) => None,
-        };
-        if let Some(service) = self.services.get(v) {
-            match published {
-                Some(kind) => self.status.publish(v, kind, service.status()),
-                None => self.status.set_service(v, service.status()),
-            }
-        }
         let (config, policy) = (&*self.config, &self.policy);
         let vs = &config.virtual_servers[v];
         let vs_name = service_name(vs);

@@ -14,7 +14,8 @@
 //! apart; once it passes, every url is checked again from the first before the checker comes
 //! up (so even a single url needs two passes, `delay_loop` apart). With `fast_recovery` those
 //! passes follow one another at once, at start and after a recovery, whenever the checker is
-//! down with no failed url known. A checker already down counts no retries, and an alpha
+//! down with no failed url known; a failed probe there waits `delay_before_retry` (keepalived
+//! retries at once, a tight loop against a server that refuses at once). A checker already down counts no retries, and an alpha
 //! checker's first failure is no change (keepalived logs nothing and runs no notify_down).
 
 use std::time::{Duration, Instant};
@@ -243,7 +244,9 @@ impl CheckerState {
             }
             if urls.failed.is_some() { t.delay_before_retry.max(t.delay_loop) } else { t.delay_before_retry }
         };
-        let fast = urls.fast_recovery && (!self.has_run || (!self.up && urls.failed.is_none()));
+        // Only a pass moves on at once: a url that keeps failing while the checker is down (and
+        // no url is marked failed) waits delay_before_retry, not a spin of refused connects.
+        let fast = urls.fast_recovery && (!self.has_run || (passed && !self.up && urls.failed.is_none()));
         self.next = if fast { now } else { now + delay };
         self.urls = Some(urls);
         change
@@ -445,8 +448,9 @@ mod tests {
             [(0, None, 0), (1, Some(Change::Down), 6), (1, None, 6), (1, None, 0), (0, None, 0), (1, UP, 6)]
         );
         // A failure during the recovery pass (already down, no failed url known): no retry
-        // counted, the url retried at once with fast_recovery, after delay_before_retry
-        // without.
+        // counted, the url retried after delay_before_retry, with fast_recovery too (keepalived
+        // 2.2.7 retries it at once there: against a server that refuses at once, a tight
+        // loop; lbd does not follow it in that).
         let t = timing(0, false);
         let probes = [true, true, false, true, false, true, true];
         assert_eq!(
@@ -456,7 +460,7 @@ mod tests {
                 (1, None, 6),
                 (0, Some(Change::Down), 6),
                 (0, None, 0),
-                (0, None, 0),
+                (0, None, 1),
                 (0, None, 0),
                 (1, UP, 6)
             ]

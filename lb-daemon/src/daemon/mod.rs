@@ -887,10 +887,11 @@ fn checker_source(
     if !(args.snmp || config.global_defs.enable_snmp_checker) {
         return None;
     }
-    // The VRRP child serves them if it runs (not `-C`, some instance) with its KEEPALIVED-MIB part.
-    let vrrp_serves_globals = (args.snmp || config.global_defs.enable_snmp_vrrp)
+    // The VRRP child serves them if it runs (not `-C`; some instance, or `--all`) with its
+    // KEEPALIVED-MIB part.
+    let vrrp_serves_globals = crate::snmp::mib::Parts::of(&config.global_defs, args.snmp).keepalived
         && !args.check_only
-        && !config.vrrp_instances.is_empty();
+        && (args.all || !config.vrrp_instances.is_empty());
     Some(crate::snmp::checker::CheckerSource {
         config: std::sync::Arc::new(config.clone()),
         status: checks.status().clone(),

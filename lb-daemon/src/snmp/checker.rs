@@ -29,7 +29,7 @@
 //! like an idle service. The tunnel columns (virtualServerTunnel*, realServerTunnel*, for
 //! `lvs_method TUN` with a tunnel type) and `lvsTimeouts` (7) are not served either.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use super::{
     agent::{self, Served},
@@ -98,18 +98,26 @@ fn sums(config: &Config, vs: &VirtualServer, counters: &[ServiceCounters]) -> (S
     let sorry = vs.sorry_server.as_ref();
     let mut reals = vec![Sums::default(); vs.real_servers.len() + usize::from(sorry.is_some())];
     let first = usize::from(sorry.is_some());
+    // Real server index by (address, port or None): one lookup per counted real, not a search.
+    let mut index: HashMap<(IpAddr, Option<u16>), usize> = HashMap::with_capacity(vs.real_servers.len());
+    for (r, rs) in vs.real_servers.iter().enumerate().rev() {
+        index.insert((rs.address, rs.port), r);
+    }
     for service in counters.iter().filter(|c| services.contains(&c.service)) {
         total.add(&service.counters);
         for real in &service.reals {
             let at = if real.sorry {
                 sorry.is_some().then_some(0)
             } else {
-                vs.real_servers
-                    .iter()
-                    .position(|rs| {
-                        rs.address == real.addr && rs.port.unwrap_or(service.service.port) == real.port
-                    })
-                    .map(|r| r + first)
+                // A real server without a port takes its service's.
+                let own = index.get(&(real.addr, Some(real.port)));
+                let default =
+                    (real.port == service.service.port).then(|| index.get(&(real.addr, None))).flatten();
+                match (own, default) {
+                    (Some(&a), Some(&b)) => Some(a.min(b)),
+                    (a, b) => a.or(b).copied(),
+                }
+                .map(|r| r + first)
             };
             if let Some(slot) = at.and_then(|i| reals.get_mut(i)) {
                 slot.add(&real.counters);
@@ -515,15 +523,14 @@ fn router(router_id: &str) -> VarBind {
 }
 
 /// keepalived's realServerStateChange for real server `r` (index in the configuration) of `vs`,
-/// with the virtual server as it was just after.
+/// now `alive` or dead, after which `reals_up` of its real servers are alive.
 pub fn real_server_trap(
     vs: &VirtualServer,
-    r: usize,
-    after: &ServiceStatus,
+    (r, alive): (usize, bool),
+    reals_up: u32,
     router_id: &str,
 ) -> Option<Vec<VarBind>> {
     let rs = vs.real_servers.get(r)?;
-    let alive = after.reals.get(r)?.alive;
     let vb = |table: u32, col: u32, value: Value| VarBind { name: Oid(column(table, col)), value };
     let mut out = vec![
         trap_oid(1),
@@ -533,20 +540,20 @@ pub fn real_server_trap(
         vb(4, 6, Value::Integer(if alive { 1 } else { 2 })),
     ];
     out.extend(vs_identity(vs));
-    out.push(vb(3, 21, Value::Gauge32(after.reals_up())));
+    out.push(vb(3, 21, Value::Gauge32(reals_up)));
     out.push(vb(3, 20, gauge(vs.real_servers.len())));
     out.push(router(router_id));
     Some(out)
 }
 
 /// keepalived's virtualServerQuorumStateChange: `state` met(1), notMet(2) or shutdown(3).
-pub fn quorum_trap(vs: &VirtualServer, state: i32, after: &ServiceStatus, router_id: &str) -> Vec<VarBind> {
+pub fn quorum_trap(vs: &VirtualServer, state: i32, reals_up: u32, router_id: &str) -> Vec<VarBind> {
     let vb = |col: u32, value: Value| VarBind { name: Oid(column(3, col)), value };
     let mut out = vec![trap_oid(2)];
     out.extend(vs_identity(vs));
     out.push(vb(23, Value::Integer(state)));
     out.push(vb(22, Value::Gauge32(vs.quorum)));
-    out.push(vb(21, Value::Gauge32(after.reals_up())));
+    out.push(vb(21, Value::Gauge32(reals_up)));
     out.push(vb(20, gauge(vs.real_servers.len())));
     out.push(router(router_id));
     out
@@ -594,9 +601,11 @@ impl Served for CheckerSource {
             .filter_map(|change| {
                 let vs = self.config.virtual_servers.get(change.service)?;
                 match change.kind {
-                    ChangeKind::Real(r, _) => real_server_trap(vs, r, &change.after, &router_id),
+                    ChangeKind::Real(r, alive) => {
+                        real_server_trap(vs, (r, alive), change.reals_up, &router_id)
+                    }
                     ChangeKind::Quorum(up) => {
-                        Some(quorum_trap(vs, if up { 1 } else { 2 }, &change.after, &router_id))
+                        Some(quorum_trap(vs, if up { 1 } else { 2 }, change.reals_up, &router_id))
                     }
                 }
             })
@@ -611,14 +620,13 @@ impl Served for CheckerSource {
         }
         let router_id = agent::router_id(&self.config);
         let mut out = Vec::new();
-        for (vs, mut status) in self.config.virtual_servers.iter().zip(self.status.snapshot()) {
-            for r in 0..status.reals.len() {
-                if status.reals[r].alive {
-                    status.reals[r].alive = false;
-                    out.extend(real_server_trap(vs, r, &status, &router_id));
-                }
+        for (vs, status) in self.config.virtual_servers.iter().zip(self.status.snapshot()) {
+            let mut up = status.reals_up();
+            for (r, _) in status.reals.iter().enumerate().filter(|(_, real)| real.alive) {
+                up = up.saturating_sub(1);
+                out.extend(real_server_trap(vs, (r, false), up, &router_id));
             }
-            out.push(quorum_trap(vs, 3, &status, &router_id));
+            out.push(quorum_trap(vs, 3, up, &router_id));
         }
         out
     }
@@ -740,9 +748,11 @@ mod tests {
         let mut memory = CheckerMemory::default();
         let mut after = services()[0].clone();
         after.reals[0].alive = false;
-        source.status.publish(0, ChangeKind::Real(0, false), after.clone());
         after.quorum_up = false;
-        source.status.publish(0, ChangeKind::Quorum(false), after);
+        let up = after.reals_up();
+        source.status.set_service(0, after);
+        source.status.publish(0, ChangeKind::Real(0, false), up);
+        source.status.publish(0, ChangeKind::Quorum(false), up);
         let traps = source.notifications(&mut memory, 0);
         let render = |t: &Vec<VarBind>| -> Vec<String> {
             t.iter().map(|vb| format!("{} = {}", vb.name, crate::snmp::mib::render(&vb.value))).collect()
