@@ -192,7 +192,17 @@ struct Session<S: Served> {
     registering: HashMap<u32, Oid>,
     /// What the source's notifications remember.
     memory: S::Memory,
+    /// The last MIB built, if it was large: when it was built, and the source's change count
+    /// then ([`Session::mib`]).
+    cache: Option<(tokio::time::Instant, u64, Arc<Mib>)>,
 }
+
+/// A MIB with this many objects or more (a checker child's with a few hundred real servers) is
+/// reused for [`CACHE_FOR`] while no state changes: a walk asks for each object in turn, and
+/// building it again for each request would make a walk quadratic.
+const CACHE_FROM: usize = 10_000;
+/// How long a large MIB is reused (its counters and weights lag by as much, at most).
+const CACHE_FOR: Duration = Duration::from_secs(1);
 
 /// Reads PDUs off the stream into a channel; ends on EOF or a malformed PDU.
 async fn read_pdus(mut rd: impl AsyncRead + Unpin, tx: mpsc::Sender<Result<Pdu, SessionError>>) {
@@ -228,7 +238,23 @@ impl<S: Served> Session<S> {
             packet_id: 0,
             registering: HashMap::new(),
             memory: S::Memory::default(),
+            cache: None,
         }
+    }
+
+    /// The objects to answer from: `source`'s, as of now, or a large MIB built less than
+    /// [`CACHE_FOR`] ago with no state change since.
+    fn mib(&mut self, source: &S) -> Arc<Mib> {
+        let seq = *source.changes().borrow();
+        if let Some((at, built_at, mib)) = &self.cache
+            && *built_at == seq
+            && at.elapsed() < CACHE_FOR
+        {
+            return Arc::clone(mib);
+        }
+        let mib = Arc::new(source.mib(self.uptime()));
+        self.cache = (mib.len() >= CACHE_FROM).then(|| (tokio::time::Instant::now(), seq, Arc::clone(&mib)));
+        mib
     }
 
     fn uptime(&self) -> u32 {
@@ -325,6 +351,7 @@ impl<S: Served> Session<S> {
                         self.memory = S::Memory::default();
                     }
                     current = next;
+                    self.cache = None;
                     changes = current.changes();
                     changes.mark_changed();
                 }
@@ -359,7 +386,7 @@ impl<S: Served> Session<S> {
                 return None;
             }
             Body::Get { ranges, .. } => {
-                let mib = source.mib(self.uptime());
+                let mib = self.mib(source);
                 (
                     0,
                     0,
@@ -367,11 +394,11 @@ impl<S: Served> Session<S> {
                 )
             }
             Body::GetNext { ranges, .. } => {
-                let mib = source.mib(self.uptime());
+                let mib = self.mib(source);
                 (0, 0, ranges.iter().map(|r| mib.next(r)).collect())
             }
             Body::GetBulk { non_repeaters, max_repetitions, ranges, .. } => {
-                let mib = source.mib(self.uptime());
+                let mib = self.mib(source);
                 (0, 0, bulk(&mib, usize::from(non_repeaters), usize::from(max_repetitions), ranges))
             }
             // Every object is read-only (RFC 2741 §7.2.4.1: the error goes on the first varbind).
@@ -554,6 +581,82 @@ mod tests {
 
     fn parts() -> Parts {
         Parts { keepalived: true, rfcv2: true, rfcv3: true, traps: true }
+    }
+
+    /// A source of `objects` objects that counts its builds.
+    #[derive(Debug, Clone)]
+    struct Counted {
+        objects: u32,
+        builds: Arc<std::sync::atomic::AtomicUsize>,
+        changes: Arc<watch::Sender<u64>>,
+    }
+
+    impl Served for Counted {
+        type Memory = ();
+
+        fn subtrees(&self) -> Vec<Oid> {
+            Vec::new()
+        }
+
+        fn description(&self) -> String {
+            String::new()
+        }
+
+        fn mib(&self, _uptime: u32) -> Mib {
+            self.builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut mib = Mib::default();
+            for i in 0..self.objects {
+                mib.put(&[1], &[i], Value::Integer(0));
+            }
+            mib
+        }
+
+        fn changes(&self) -> watch::Receiver<u64> {
+            self.changes.subscribe()
+        }
+
+        fn carries_on(&self, _other: &Self) -> bool {
+            true
+        }
+
+        fn notifications(&self, _memory: &mut (), _uptime: u32) -> Vec<Vec<VarBind>> {
+            Vec::new()
+        }
+
+        fn shutdown(&self, _memory: &mut (), _uptime: u32) -> Vec<Vec<VarBind>> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_large_mib_is_built_once_a_second_or_on_a_change_a_small_one_for_every_request() {
+        let builds = |c: &Counted| c.builds.load(std::sync::atomic::Ordering::Relaxed);
+        let large = Counted {
+            objects: u32::try_from(CACHE_FROM).unwrap(),
+            builds: Arc::default(),
+            changes: Arc::new(watch::Sender::new(0)),
+        };
+        let mut session = Session::<Counted>::new(tokio::time::Instant::now());
+        for _ in 0..5 {
+            assert_eq!(session.mib(&large).len(), CACHE_FROM);
+        }
+        assert_eq!(builds(&large), 1, "a walk's requests share one build");
+        large.changes.send_replace(1);
+        session.mib(&large);
+        assert_eq!(builds(&large), 2, "a state change is seen at once");
+        // A second later.
+        if let Some((at, ..)) = &mut session.cache {
+            *at = at.checked_sub(CACHE_FOR).unwrap();
+        }
+        session.mib(&large);
+        assert_eq!(builds(&large), 3, "counters are at most CACHE_FOR old");
+
+        let small = Counted { objects: 10, builds: Arc::default(), changes: Arc::new(watch::Sender::new(0)) };
+        let mut session = Session::<Counted>::new(tokio::time::Instant::now());
+        for _ in 0..5 {
+            session.mib(&small);
+        }
+        assert_eq!(builds(&small), 5);
     }
 
     /// A whole session against a fake master over a socket pair: Open, Registers, a GetNext,
