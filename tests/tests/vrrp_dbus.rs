@@ -606,6 +606,12 @@ fn print_methods_write_the_dumps_and_reload_config_reloads() {
     client.call(SERVICE, VRRP_PATH, VRRP_IFACE, "ReloadConfig").expect("ReloadConfig");
     let v7 = instance_path("eth0", 53, "IPv4");
     wait_state(&client, SERVICE, &v7, (2, "Master"), Duration::from_secs(10));
+    // The property can be read before the client's signal reader has taken the last signal:
+    // give it a moment (the comparison below says what is missing, if anything).
+    let waiting = std::time::Instant::now();
+    while client.seen().len() < before + 4 && waiting.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let after: Vec<(String, String, Option<u32>)> =
         client.seen()[before..].iter().map(|s| (s.path.clone(), s.member.clone(), s.status)).collect();
     let expected = [
