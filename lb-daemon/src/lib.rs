@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod genhash;
+pub mod history;
 pub mod lvs;
 pub mod netlink;
 pub mod snmp;

@@ -238,6 +238,14 @@ pub fn judge(raw: &[u8], url: &UrlCheck) -> Result<(), CheckError> {
 /// (keepalived streams any size; lbd keeps the page to hash and match it).
 pub const MAX_PAGE: usize = 64 << 20;
 
+/// Room added to the page before each read.
+pub const READ_ROOM: usize = 16 * 1024;
+
+/// The failure of an answer past [`MAX_PAGE`].
+pub fn too_large() -> CheckError {
+    CheckError::Http(format!("answer larger than {MAX_PAGE} bytes"))
+}
+
 /// Sends `request` over `io` and reads the answer until the server closes the connection.
 /// A TLS server closing without close_notify still ends the answer, as it does for keepalived.
 async fn get<S>(mut io: S, request: &str) -> Result<Vec<u8>, CheckError>
@@ -249,11 +257,11 @@ where
     let mut raw = Vec::new();
     loop {
         // Read straight into the page, 16 KiB of room at a time.
-        raw.reserve(16 * 1024);
+        raw.reserve(READ_ROOM);
         match io.read_buf(&mut raw).await {
             Ok(0) => return Ok(raw),
             Ok(_) if raw.len() > MAX_PAGE => {
-                return Err(CheckError::Http(format!("answer larger than {MAX_PAGE} bytes")));
+                return Err(too_large());
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => return Ok(raw),

@@ -169,8 +169,12 @@ impl fmt::Debug for Device {
     }
 }
 
-/// Binds `socket` to `ep`'s device (`bind_if`), if it has one.
-pub fn bind_device(socket: socket2::SockRef<'_>, ep: &Endpoint) -> Result<(), CheckError> {
+/// Gives `socket` `ep`'s mark (`fwmark`) and binds it to `ep`'s device (`bind_if`), those it
+/// has: what every checker's socket gets before its bind and connect.
+pub fn mark_and_bind_device(socket: socket2::SockRef<'_>, ep: &Endpoint) -> Result<(), CheckError> {
+    if let Some(mark) = ep.fwmark {
+        socket.set_mark(mark).map_err(CheckError::Connect)?;
+    }
     ep.device.map_or(Ok(()), |d| d.bind(socket))
 }
 

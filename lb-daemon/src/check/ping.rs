@@ -58,10 +58,7 @@ pub async fn probe(ep: &Endpoint) -> Result<Probe, CheckError> {
         if v6 { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
     let socket = Socket::new(domain, Type::RAW, Some(protocol)).map_err(CheckError::Connect)?;
     socket.set_nonblocking(true).map_err(CheckError::Connect)?;
-    if let Some(mark) = ep.fwmark {
-        socket.set_mark(mark).map_err(CheckError::Connect)?;
-    }
-    super::bind_device(socket2::SockRef::from(&socket), ep)?;
+    super::mark_and_bind_device(socket2::SockRef::from(&socket), ep)?;
     if let Some(bind) = ep.bind {
         socket.bind(&SockAddr::from(SocketAddr::new(bind.ip(), 0))).map_err(CheckError::Connect)?;
     }

@@ -41,7 +41,7 @@ use tracing::error;
 
 use super::{
     CheckError, Probe,
-    http::{MAX_PAGE, UrlCheck, judge},
+    http::{MAX_PAGE, READ_ROOM, UrlCheck, judge, too_large},
 };
 
 /// Probes due this close to the one that woke the loop run in the same wakeup.
@@ -57,8 +57,6 @@ const PER_TURN: usize = 256;
 const IDLE_SOCKETS: usize = 256;
 /// Events read from the epoll instance at a time.
 const EVENTS: usize = 256;
-/// Room added to a page buffer before each read.
-const READ_ROOM: usize = 16 * 1024;
 /// A page buffer larger than this after a probe is freed (a big page does not stay).
 const KEPT_BUFFER: usize = 64 * 1024;
 
@@ -525,9 +523,7 @@ impl<C: Scheduled> Loop<C> {
                         break Step::Done(judge(&slot.page, url).map(|()| Probe::Up));
                     }
                     Ok(_) if slot.page.len() > MAX_PAGE => {
-                        break Step::Done(Err(CheckError::Http(format!(
-                            "answer larger than {MAX_PAGE} bytes"
-                        ))));
+                        break Step::Done(Err(too_large()));
                     }
                     // Each wait for more of the answer has its own connect_timeout.
                     Ok(_) => flight.enter(Stage::Reading, Instant::now() + entry.limit),

@@ -7,12 +7,11 @@
 //! [`CheckStatus::snapshot`] and [`CheckStatus::changes_since`], woken by
 //! [`CheckStatus::changed`].
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::history::History;
 
 /// How many changes are kept for readers that were away.
 const HISTORY: usize = 1024;
@@ -67,61 +66,52 @@ pub struct StatusChange {
     pub reals_up: u32,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    services: Vec<ServiceStatus>,
-    history: VecDeque<StatusChange>,
-}
-
 /// The checkers' published state, shared between the runner and its readers.
 #[derive(Debug, Clone)]
 pub struct CheckStatus {
-    inner: Arc<Mutex<Inner>>,
-    changes: watch::Sender<u64>,
+    services: Arc<Mutex<Vec<ServiceStatus>>>,
+    history: History<StatusChange>,
 }
 
 impl Default for CheckStatus {
     fn default() -> Self {
-        Self { inner: Arc::default(), changes: watch::Sender::new(0) }
+        Self { services: Arc::default(), history: History::new(HISTORY) }
     }
 }
 
 impl CheckStatus {
     /// Every virtual server, in configuration order.
     pub fn snapshot(&self) -> Vec<ServiceStatus> {
-        self.inner.lock().map(|i| i.services.clone()).unwrap_or_default()
+        self.services.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// A receiver that sees the last change's `seq` whenever something changes.
     pub fn changed(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.history.watch()
     }
 
     /// Whether `other` is this very status (the same runner's), not a copy of its values.
     pub fn same(&self, other: &CheckStatus) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        Arc::ptr_eq(&self.services, &other.services)
     }
 
     /// The changes after `seq` that are still kept, oldest first.
     pub fn changes_since(&self, seq: u64) -> Vec<StatusChange> {
-        self.inner
-            .lock()
-            .map(|i| i.history.iter().filter(|c| c.seq > seq).cloned().collect())
-            .unwrap_or_default()
+        self.history.since(seq)
     }
 
     /// Replaces every virtual server's state (no change recorded).
     pub(crate) fn set(&self, services: Vec<ServiceStatus>) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.services = services;
+        if let Ok(mut kept) = self.services.lock() {
+            *kept = services;
         }
     }
 
     /// Sets virtual server `service` to `after` (its changes, if any, are recorded with
     /// [`CheckStatus::publish`], after this).
     pub(crate) fn set_service(&self, service: usize, after: ServiceStatus) {
-        if let Ok(mut inner) = self.inner.lock()
-            && let Some(slot) = inner.services.get_mut(service)
+        if let Ok(mut kept) = self.services.lock()
+            && let Some(slot) = kept.get_mut(service)
         {
             *slot = after;
         }
@@ -131,14 +121,7 @@ impl CheckStatus {
     /// servers are alive, and wakes the readers. (A change is a few bytes: a burst of them, a
     /// whole virtual server of 10,000 real servers failing, does not copy the virtual server.)
     pub(crate) fn publish(&self, service: usize, kind: ChangeKind, reals_up: u32) {
-        let Ok(mut inner) = self.inner.lock() else { return };
-        let seq = inner.history.back().map_or(1, |c| c.seq + 1);
-        if inner.history.len() == HISTORY {
-            inner.history.pop_front();
-        }
-        inner.history.push_back(StatusChange { seq, service, kind, reals_up });
-        drop(inner);
-        self.changes.send_replace(seq);
+        self.history.push(|seq| StatusChange { seq, service, kind, reals_up });
     }
 }
 

@@ -12,10 +12,7 @@ use super::{CheckError, Endpoint, Probe, timed::Timed};
 pub async fn connect(ep: &Endpoint) -> Result<TcpStream, CheckError> {
     let socket = if ep.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
         .map_err(CheckError::Connect)?;
-    if let Some(mark) = ep.fwmark {
-        socket2::SockRef::from(&socket).set_mark(mark).map_err(CheckError::Connect)?;
-    }
-    super::bind_device(socket2::SockRef::from(&socket), ep)?;
+    super::mark_and_bind_device(socket2::SockRef::from(&socket), ep)?;
     if let Some(bind) = ep.bind {
         if bind.port() != 0 {
             socket.set_reuseaddr(true).map_err(CheckError::Connect)?;

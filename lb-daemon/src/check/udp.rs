@@ -18,10 +18,7 @@ pub async fn socket(ep: &Endpoint) -> Result<UdpSocket, CheckError> {
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
         .map_err(CheckError::Connect)?;
     s.set_nonblocking(true).map_err(CheckError::Connect)?;
-    if let Some(mark) = ep.fwmark {
-        s.set_mark(mark).map_err(CheckError::Connect)?;
-    }
-    super::bind_device(socket2::SockRef::from(&s), ep)?;
+    super::mark_and_bind_device(socket2::SockRef::from(&s), ep)?;
     if let Some(bind) = ep.bind {
         s.set_reuse_address(true).map_err(CheckError::Connect)?;
         s.bind(&bind.into()).map_err(CheckError::Connect)?;

@@ -122,9 +122,7 @@ pub struct VrrpStatus {
     instances: Arc<Mutex<Vec<InstanceStatus>>>,
     /// The last [`HISTORY`] state changes, so that a reader (the SNMP agent's notifications)
     /// sees each, even several between two looks.
-    history: Arc<Mutex<std::collections::VecDeque<StateChange>>>,
-    /// The last change's `seq`, so that a reader waits for one rather than polling.
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    history: crate::history::History<StateChange>,
     /// A subscriber (the D-Bus interface), told of the instances and their state changes in
     /// order.
     events: Option<StatusEvents>,
@@ -132,12 +130,7 @@ pub struct VrrpStatus {
 
 impl Default for VrrpStatus {
     fn default() -> Self {
-        Self {
-            instances: Arc::default(),
-            history: Arc::default(),
-            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
-            events: None,
-        }
+        Self { instances: Arc::default(), history: crate::history::History::new(HISTORY), events: None }
     }
 }
 
@@ -169,7 +162,7 @@ impl VrrpStatus {
 
     /// A receiver that sees the last change's `seq` whenever an instance changes state.
     pub fn state_changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.history.watch()
     }
 
     /// Whether `other` is this very status (the same engine's), not a copy of its values.
@@ -179,7 +172,7 @@ impl VrrpStatus {
 
     /// The state changes after `seq` that are still kept, oldest first.
     pub fn changes_since(&self, seq: u64) -> Vec<StateChange> {
-        self.history.lock().map(|h| h.iter().filter(|c| c.seq > seq).cloned().collect()).unwrap_or_default()
+        self.history.since(seq)
     }
 
     /// Replaces the list (the engine, once its instances are built).
@@ -193,14 +186,7 @@ impl VrrpStatus {
     /// Records that instance `index` entered `state` (its entry already says so), and tells
     /// the readers of [`VrrpStatus::state_changes`].
     pub(crate) fn state_changed(&self, index: usize, state: StateName) {
-        let Ok(mut history) = self.history.lock() else { return };
-        let seq = history.back().map_or(1, |c| c.seq + 1);
-        if history.len() == HISTORY {
-            history.pop_front();
-        }
-        history.push_back(StateChange { seq, index, state });
-        drop(history);
-        self.changes.send_replace(seq);
+        self.history.push(|seq| StateChange { seq, index, state });
     }
 
     /// Zeroes every instance's counters (keepalived's STATS_CLEAR signal).
