@@ -49,18 +49,22 @@ fn checks() -> anyhow::Result<()> {
     print!("{table}");
     let section = format!(
         "## Health checkers: CPU per probe and memory\n\n\
-         Command: `cargo xtask bench checks` (tests/src/bin/lb-bench-checks.rs: in a namespace, a \
-         server process accepts on 127.1.0.0/16:80 and serves a page on 127.2.0.0/16:81; a checker \
-         process runs `lb_daemon::check::Runner` at delay_loop 1 for 10 s after a 3 s warm-up; CPU \
-         is the checker process's time: user is lbd's own work per probe, system includes the \
-         kernel's loopback handshake for both ends; RSS is the checker process's, configuration \
-         included).\n\n\
+         Command: `cargo xtask bench checks` (tests/src/bin/lb-bench-checks.rs). The real servers \
+         are another host: a namespace joined to the checker's by a veth pair with a queue at each \
+         end and NAPI threads receiving, where a server process accepts on 10.1.0.0/16:80 and \
+         serves a page on 10.2.0.0/16:81. A checker process runs `lb_daemon::check::Runner` at \
+         delay_loop 1 for 10 s after a 3 s warm-up; CPU is the checker process's time (user: lbd's \
+         own work per probe; system: its system calls and its side of the handshakes; the \
+         servers' side is received in the NAPI threads, as a NIC's frames are received outside \
+         the checker); RSS is the checker process's, configuration included.\n\n\
          Machine: {}.\n\n{table}\n\
          The baseline is keepalived 2.2.7's own checker process on the same servers in the same \
          run: it refuses to run without IPVS, which this kernel lacks, so tests/bench/ipvs-shim.c \
          (LD_PRELOAD) answers its IPVS socket options as an empty IPVS table would; its CPU \
-         includes the same kernel handshake work as lbd's (this kernel accounts CPU by tick, so the \
-         softirq work of both ends of a probe's handshake is charged to the checker that connects). keepalived and lbd take turns over \
+         includes the same kernel work as lbd's. The 1,000 TCP_CHECK baseline is also measured \
+         with the servers on the checker's host (loopback), where this kernel (tick accounting) \
+         charges the softirq work of both ends of each handshake to the checker that connects. \
+         keepalived and lbd take turns over \
          several rounds (who goes first alternates) and the ratio is the median of the rounds', \
          shown with its range and the load average. Goal: at most half its CPU per check, under 64 MB RSS at 10,000 \
          servers. `LBD_BENCH_CHECKS=detect` runs the detection part \

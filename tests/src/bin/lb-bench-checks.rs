@@ -1,10 +1,15 @@
-//! `cargo xtask bench checks`: what lbd's health checkers cost. In a namespace of its own, a
-//! server process answers on 127.1.0.0/16 port 80 (accept and close, for TCP_CHECK) and on
-//! 127.2.0.0/16 port 81 (a 3-byte page, for HTTP_GET with a digest); a checker process runs
-//! `lb_daemon::check::Runner` on a generated configuration at delay_loop 1 and reports its
-//! CPU time per probe and its RSS. The floor, measured in the same run by the same process, is
-//! the kernel's part of a probe: one blocking socket connected (and for HTTP the page fetched)
-//! and reset, to the same addresses one after the other.
+//! `cargo xtask bench checks`: what lbd's health checkers cost. The real servers are another
+//! host: a namespace joined to the checker's by a veth pair, where a server process answers on
+//! 10.1.0.0/16 port 80 (accept and close, for TCP_CHECK) and on 10.2.0.0/16 port 81 (a 3-byte
+//! page, for HTTP_GET with a digest). Both ends of the pair receive in NAPI threads of their own,
+//! as a NIC's frames are received outside the checker: the checker's process is charged for its
+//! own side of each probe, as on a load balancer whose real servers are other machines. (On
+//! loopback the kernel runs the server's side of each handshake in the sender's context, which
+//! charges it to the checker; the baseline is measured that way too, and reported beside.)
+//! A checker process runs `lb_daemon::check::Runner` on a generated configuration at delay_loop 1
+//! and reports its CPU time per probe and its RSS. The floor, measured in the same run by the
+//! same process, is the kernel's part of a probe: one blocking socket connected (and for HTTP the
+//! page fetched) and reset, to the same addresses one after the other.
 //!
 //! The baseline, in the same run against the same server: keepalived 2.2.7's checker process
 //! (`/usr/sbin/keepalived -C`) and lbd's on the same 1,000 TCP_CHECK servers, taking turns for
@@ -38,8 +43,43 @@ const SET_ROUNDS: usize = 2;
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 const PAGE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
 
+/// Real server `i` of network `net` (1: TCP_CHECK, port 80; 2: HTTP_GET, port 81).
 fn real(net: u8, i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, net, (i / 250) as u8, (i % 250) as u8 + 1)
+    Ipv4Addr::new(10, net, (i / 250) as u8, (i % 250) as u8 + 1)
+}
+
+/// Where the real servers are, seen from the checker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// On another host: the checker's namespace and the servers' joined by a veth pair whose
+    /// two ends receive in NAPI threads of their own, as frames from a NIC are received in
+    /// softirq or NAPI threads rather than in the checker. The checker is charged for what it
+    /// asks of its kernel (the syscalls, and sending its SYN, ACK and reset), as on a load
+    /// balancer whose real servers are other machines.
+    Link,
+    /// On the checker's own host (loopback): the kernel handles both ends of each handshake in
+    /// the context of the process that sends, so the checker is charged for the servers' side
+    /// of every connection as well.
+    Loopback,
+}
+
+impl Topology {
+    fn describe(self) -> &'static str {
+        match self {
+            Topology::Link => {
+                "real servers on another host (a veth pair whose ends receive in NAPI threads; the checker is charged for its own side)"
+            }
+            Topology::Loopback => {
+                "real servers on the checker's host (loopback; the checker is also charged for the servers' side of each handshake)"
+            }
+        }
+    }
+}
+
+/// The two hosts of a measurement: the checker's namespace and the real servers'.
+struct Hosts {
+    checker: Netns,
+    servers: Netns,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,18 +95,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Builds the namespace, starts the server, runs the checker three ways, prints the table.
+/// Builds the hosts, starts the server, runs the checker three ways, prints the table.
 fn orchestrate() -> anyhow::Result<()> {
     let mut lab = Lab::new();
-    let ns = bench_netns(&mut lab, "checks");
     let me = std::env::current_exe()?;
     match std::env::var("LBD_BENCH_CHECKS").as_deref() {
-        Ok("detect") => return detection(&lab, &ns, &me).map(drop),
-        Ok("baseline") => return baseline(&mut lab, &me).map(drop),
+        Ok("detect") => return detection(&mut lab, &me).map(drop),
+        Ok("baseline") => {
+            baseline(&mut lab, &me, Topology::Link)?;
+            return baseline(&mut lab, &me, Topology::Loopback).map(drop);
+        }
         Ok("sets") => return same_sets(&mut lab, &me),
         _ => {}
     }
-    let mut server = start_server(&ns, &me);
+    let hosts = bench_hosts(&mut lab, "checks", Topology::Link);
+    let mut server = start_server(&hosts.servers, &me);
+    println!("Real servers on another host (a veth pair whose ends receive in NAPI threads).\n");
     println!(
         "| checkers (delay_loop 1) | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS | reals up at the end |"
     );
@@ -77,39 +121,29 @@ fn orchestrate() -> anyhow::Result<()> {
         (format!("{HTTP_REALS} HTTP_GET"), 0, HTTP_REALS),
         (format!("{TCP_REALS} TCP_CHECK + {HTTP_REALS} HTTP_GET"), TCP_REALS, HTTP_REALS),
     ] {
-        let out = ns.exec(&me, &["check", &tcp.to_string(), &http.to_string(), &SECONDS.to_string()]);
-        anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let value = |key: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
-                .unwrap_or(f64::NAN)
-        };
-        let (rate, user, sys, rss) =
-            (value("probes_per_s"), value("user_s_per_s"), value("sys_s_per_s"), value("rss_mib"));
+        let (m, up, floor_us) = measure_lbd(&hosts.checker, &me, tcp, http, SECONDS, floor.is_none())?;
+        let (user, sys) = m.per_probe();
         println!(
-            "| {label} | {rate:.0} | {:.1} µs ({:.1} + {:.1}) | {:.1}% | {rss:.1} MiB | {} of {} |",
-            (user + sys) / rate * 1e6,
-            user / rate * 1e6,
-            sys / rate * 1e6,
-            (user + sys) * 100.0,
-            value("reals_up"),
+            "| {label} | {:.0} | {:.1} µs ({user:.1} + {sys:.1}) | {:.1}% | {:.1} MiB | {up} of {} |",
+            m.rate,
+            m.total(),
+            (m.user + m.sys) * 100.0,
+            m.rss_mib,
             tcp + http
         );
-        floor = floor.or(Some((value("floor_user_us"), value("floor_sys_us"))));
+        floor = floor.or(Some(floor_us));
         if (tcp, http) == (TCP_REALS, 0) {
-            rss_all_tcp = rss;
+            rss_all_tcp = m.rss_mib;
         }
     }
-    let (user, sys) = floor.unwrap_or((f64::NAN, f64::NAN));
     println!(
         "\nFloor (same run, same process): a bare blocking connect and reset to the same addresses, one \
-         after the other, costs {:.1} µs of CPU ({user:.1} user + {sys:.1} system).",
-        user + sys
+         after the other, costs {:.1} µs of CPU.",
+        floor.unwrap_or(f64::NAN)
     );
     // Connections the server's listen queues could not take (SYNs dropped, retried by the
     // client a second later): what holds the probe rate under one per checker per delay_loop.
-    let out = ns.exec("nstat", &["-az", "TcpExtListenOverflows", "TcpExtListenDrops"]);
+    let out = hosts.servers.exec("nstat", &["-az", "TcpExtListenOverflows", "TcpExtListenDrops"]);
     let counters: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("TcpExt"))
@@ -120,16 +154,17 @@ fn orchestrate() -> anyhow::Result<()> {
         .collect();
     println!("Server namespace after the runs: {}.", counters.join(", "));
     server.kill();
-    let (ratio, low, high) = baseline(&mut lab, &me)?;
+    let (ratio, low, high) = baseline(&mut lab, &me, Topology::Link)?;
+    baseline(&mut lab, &me, Topology::Loopback)?;
     same_sets(&mut lab, &me)?;
-    let [refused, silent] = detection(&lab, &ns, &me)?;
+    let [refused, silent] = detection(&mut lab, &me)?;
     // The issue's goals, judged on this run's numbers.
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!(
-        "\nGoals, this run: CPU per TCP check at most half keepalived's: {} (median ratio {ratio:.2}, rounds \
-         {low:.2} to {high:.2}); under 64 MB RSS at {TCP_REALS} TCP_CHECK servers: {} ({rss_all_tcp:.1} MiB); \
-         detection within delay_loop + connect_timeout (2 s): {} (lbd's worst: {refused:.3} s refused, \
-         {silent:.3} s SYNs dropped).",
+        "\nGoals, this run: CPU per TCP check at most half keepalived's (real servers on another host): {} \
+         (median ratio {ratio:.2}, rounds {low:.2} to {high:.2}); under 64 MB RSS at {TCP_REALS} TCP_CHECK \
+         servers: {} ({rss_all_tcp:.1} MiB); detection within delay_loop + connect_timeout (2 s): {} (lbd's \
+         worst: {refused:.3} s refused, {silent:.3} s SYNs dropped).",
         verdict(ratio <= 0.5),
         verdict(rss_all_tcp * 1.048_576 < 64.0),
         verdict(refused < 2.0 && silent < 2.0),
@@ -137,13 +172,39 @@ fn orchestrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A namespace for the benchmark: loopback up, room for 10,000 connections a second.
-fn bench_netns(lab: &mut Lab, role: &str) -> Netns {
-    let ns = lab.netns(role);
-    ns.sysctl("net.core.somaxconn", "65535");
-    ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
-    ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
-    ns
+/// The hosts of one measurement, with room for 10,000 connections a second. The servers'
+/// namespace answers on every address of 10.1.0.0/16 to 10.3.0.0/16 (routes of type local).
+fn bench_hosts(lab: &mut Lab, role: &str, topology: Topology) -> Hosts {
+    let checker = lab.netns(role);
+    let servers = match topology {
+        Topology::Loopback => checker.clone(),
+        Topology::Link => {
+            let servers = lab.netns(&format!("{role}-rs"));
+            lab.veth(&checker, "rs0", &servers, "lb0");
+            checker.addr("rs0", "192.168.255.1/30");
+            servers.addr("lb0", "192.168.255.2/30");
+            checker.ip(&["route", "add", "10.0.0.0/8", "via", "192.168.255.2"]);
+            for (ns, interface) in [(&checker, "rs0"), (&servers, "lb0")] {
+                let threaded = format!("echo 1 > /sys/class/net/{interface}/threaded");
+                let out = ns.exec("sh", &["-c", &threaded]);
+                assert!(out.status.success(), "{threaded}: {}", String::from_utf8_lossy(&out.stderr));
+                // A queue in front of the pair, as a NIC has: without one a veth drops what
+                // its peer's ring cannot take (a burst of SYNs), and the probes retry a second
+                // later.
+                let out =
+                    ns.exec("tc", &["qdisc", "add", "dev", interface, "root", "pfifo", "limit", "10000"]);
+                assert!(out.status.success(), "tc qdisc: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            servers
+        }
+    };
+    for net in ["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16"] {
+        servers.ip(&["route", "add", "local", net, "dev", "lo"]);
+    }
+    servers.sysctl("net.core.somaxconn", "65535");
+    checker.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    checker.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
+    Hosts { checker, servers }
 }
 
 /// Starts the server (`serve`) in `ns` and waits until it listens.
@@ -157,7 +218,7 @@ fn start_server(ns: &Netns, me: &Path) -> lb_tests::process::Proc {
 }
 
 /// The address and port of the real server whose failure `detection` times.
-const VICTIM: (Ipv4Addr, u16) = (Ipv4Addr::new(127, 3, 0, 1), 82);
+const VICTIM: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 3, 0, 1), 82);
 /// Failures timed by `detection`.
 const DETECTIONS: usize = 20;
 
@@ -166,14 +227,16 @@ const DETECTIONS: usize = 20;
 /// opened again, `DETECTIONS` times. Both report through their output, read by this process
 /// every millisecond: the time from the close to the line saying the real server is down.
 /// Returns lbd's worst detection time for each failure (refused, silent), NaN if one was missed.
-fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<[f64; 2]> {
+fn detection(lab: &mut Lab, me: &Path) -> anyhow::Result<[f64; 2]> {
+    let hosts = bench_hosts(lab, "detect", Topology::Link);
+    let ns = &hosts.checker;
     let shim = lb_tests::bins::ipvs_shim(lab.dir())?;
     let conf = lab.write_file("keepalived-detect.conf", &detect_config());
     let main_pid = lab.dir().join("keepalived-detect.pid").display().to_string();
     let checker_pid = lab.dir().join("keepalived-detect-checkers.pid").display().to_string();
     let preload = format!("LD_PRELOAD={}", shim.display());
     let listen = || {
-        ns.enter(|| {
+        hosts.servers.enter(|| {
             let l = TcpListener::bind(SocketAddr::from(VICTIM))?;
             l.set_nonblocking(true)?;
             Ok::<_, std::io::Error>(l)
@@ -189,8 +252,12 @@ fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<[f64; 2]> {
     let mut lbd = ns.spawn("lbd-detect", me, &["detect"]);
     // keepalived logs a failed TCP_CHECK and a successful one (retry 0: the first failure
     // removes the real server); lbd's runner prints `down` and `up`.
-    let k_down = |log: &str| log.matches("TCP_CHECK on service [127.3.0.1]:tcp:82 failed").count();
-    let k_up = |log: &str| log.matches("TCP connection to [127.3.0.1]:tcp:82 success").count();
+    let (k_down_line, k_up_line) = (
+        format!("TCP_CHECK on service [{}]:tcp:{} failed", VICTIM.0, VICTIM.1),
+        format!("TCP connection to [{}]:tcp:{} success", VICTIM.0, VICTIM.1),
+    );
+    let k_down = |log: &str| log.matches(&k_down_line).count();
+    let k_up = |log: &str| log.matches(&k_up_line).count();
     let l_down = |log: &str| log.lines().filter(|l| *l == "down").count();
     let l_up = |log: &str| log.lines().filter(|l| *l == "up").count();
     wait_until(Duration::from_secs(20), "both checkers", || {
@@ -216,7 +283,10 @@ fn detection(lab: &Lab, ns: &Netns, me: &Path) -> anyhow::Result<[f64; 2]> {
             if silent {
                 nft(
                     ns,
-                    "add table ip victim { chain out { type filter hook output priority 0; ip daddr 127.3.0.1 tcp dport 82 drop; }; }",
+                    &format!(
+                        "add table ip victim {{ chain out {{ type filter hook output priority 0; ip daddr {} tcp dport {} drop; }}; }}",
+                        VICTIM.0, VICTIM.1
+                    ),
                 )?;
             } else {
                 drop(victim.take());
@@ -375,7 +445,7 @@ fn median_and_range(values: &[f64]) -> (f64, f64, f64) {
 /// keepalived's checker ran at about 100 probes a second and 1 ms of CPU per probe from its
 /// second round on (lbd's did not change), so that the ratio said more about the namespace's
 /// history than about the checkers.
-fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
+fn baseline(lab: &mut Lab, me: &Path, topology: Topology) -> anyhow::Result<(f64, f64, f64)> {
     let shim = lb_tests::bins::ipvs_shim(lab.dir())?;
     let conf = lab.write_file("keepalived.conf", &config(BASELINE_REALS, 0));
     let mut rounds = Vec::new();
@@ -385,14 +455,15 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
         let load = load_average();
         let (mut k, mut l) = (None, None);
         for keepalived_turn in [round % 2 == 0, round % 2 == 1] {
-            let ns = bench_netns(lab, &format!("base{round}{}", if keepalived_turn { "k" } else { "l" }));
-            let _server = start_server(&ns, me);
+            let role = format!("base{topology:?}{round}{}", if keepalived_turn { "k" } else { "l" });
+            let hosts = bench_hosts(lab, &role.to_lowercase(), topology);
+            let _server = start_server(&hosts.servers, me);
             if keepalived_turn {
-                let (m, f) = measure_keepalived(lab, &ns, &shim, &conf, round)?;
+                let (m, f) = measure_keepalived(lab, &hosts.checker, &shim, &conf, round)?;
                 failed += f;
                 k = Some(m);
             } else {
-                let (m, up, _) = measure_lbd(&ns, me, BASELINE_REALS, 0, false)?;
+                let (m, up, _) = measure_lbd(&hosts.checker, me, BASELINE_REALS, 0, BASELINE_SECONDS, false)?;
                 lbd_up.push(up);
                 l = Some(m);
             }
@@ -401,9 +472,10 @@ fn baseline(lab: &mut Lab, me: &Path) -> anyhow::Result<(f64, f64, f64)> {
         rounds.push((load, k, l));
     }
     println!(
-        "\nSame-run baseline: {BASELINE_REALS} TCP_CHECK servers at delay_loop 1, a fresh namespace and \
+        "\nSame-run baseline, {}: {BASELINE_REALS} TCP_CHECK servers at delay_loop 1, fresh namespaces and a \
          server process for each measurement; {ROUNDS} rounds, each measuring keepalived's checker and lbd's for {BASELINE_SECONDS} s after a 3 s \
-         warm-up, one at a time (the first of a round alternates).\n"
+         warm-up, one at a time (the first of a round alternates).\n",
+        topology.describe()
     );
     println!(
         "| round | load average (1 min) | keepalived probes/s | keepalived CPU per probe (user + system) | \
@@ -472,13 +544,13 @@ fn same_sets(lab: &mut Lab, me: &Path) -> anyhow::Result<()> {
             let load = load_average();
             let (mut k, mut l) = (None, None);
             for keepalived_turn in [round % 2 == 0, round % 2 == 1] {
-                let ns =
-                    bench_netns(lab, &format!("set{set}{round}{}", if keepalived_turn { "k" } else { "l" }));
-                let _server = start_server(&ns, me);
+                let role = format!("set{set}{round}{}", if keepalived_turn { "k" } else { "l" });
+                let hosts = bench_hosts(lab, &role, Topology::Link);
+                let _server = start_server(&hosts.servers, me);
                 if keepalived_turn {
-                    k = Some(measure_keepalived(lab, &ns, &shim, &conf, 100 + set * 10 + round)?);
+                    k = Some(measure_keepalived(lab, &hosts.checker, &shim, &conf, 100 + set * 10 + round)?);
                 } else {
-                    l = Some(measure_lbd(&ns, me, tcp, http, true)?);
+                    l = Some(measure_lbd(&hosts.checker, me, tcp, http, BASELINE_SECONDS, true)?);
                 }
             }
             let (Some((k, failed)), Some((l, up, floor))) = (k, l) else {
@@ -549,17 +621,17 @@ fn measure_keepalived(
         keepalived.assert_running();
         keepalived.log().matches("Activating healthchecker for service").count() >= reals
     });
-    let (mut last, mut busy_seconds, waiting) = (active_opens(ns), 0, Instant::now());
+    let (mut last, mut busy_seconds, waiting) = (ns.tcp_counter("ActiveOpens"), 0, Instant::now());
     while busy_seconds < 3 {
         anyhow::ensure!(waiting.elapsed() < Duration::from_secs(120), "keepalived's checker does not probe");
         std::thread::sleep(Duration::from_secs(1));
-        let now = active_opens(ns);
+        let now = ns.tcp_counter("ActiveOpens");
         busy_seconds = if now > last { busy_seconds + 1 } else { 0 };
         last = now;
     }
-    let (opens, cpu, started) = (active_opens(ns), proc_cpu(checker)?, Instant::now());
+    let (opens, cpu, started) = (ns.tcp_counter("ActiveOpens"), proc_cpu(checker)?, Instant::now());
     std::thread::sleep(Duration::from_secs(BASELINE_SECONDS));
-    let (opens_after, cpu_after) = (active_opens(ns), proc_cpu(checker)?);
+    let (opens_after, cpu_after) = (ns.tcp_counter("ActiveOpens"), proc_cpu(checker)?);
     let elapsed = started.elapsed().as_secs_f64();
     let rss_mib = proc_rss_mib(main) + proc_rss_mib(checker);
     // "TCP_CHECK on service ... failed", "HTTP_CHECK on service ... failed ...".
@@ -582,11 +654,11 @@ fn measure_lbd(
     me: &Path,
     tcp: usize,
     http: usize,
+    seconds: u64,
     floor: bool,
 ) -> anyhow::Result<(Measured, f64, f64)> {
     let floor = if floor { "floor" } else { "nofloor" };
-    let out =
-        ns.exec(me, &["check", &tcp.to_string(), &http.to_string(), &BASELINE_SECONDS.to_string(), floor]);
+    let out = ns.exec(me, &["check", &tcp.to_string(), &http.to_string(), &seconds.to_string(), floor]);
     anyhow::ensure!(out.status.success(), "checker: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let value = |key: &str| -> f64 {
@@ -599,20 +671,6 @@ fn measure_lbd(
         rss_mib: value("rss_mib"),
     };
     Ok((measured, value("reals_up"), value("floor_user_us") + value("floor_sys_us")))
-}
-
-/// The namespace's TCP active opens so far (connects, one per TCP_CHECK probe).
-fn active_opens(ns: &Netns) -> u64 {
-    let out = ns.exec("cat", &["/proc/net/snmp"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { return 0 };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "ActiveOpens")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Process `pid`'s (user, system) CPU seconds so far.
@@ -717,31 +775,89 @@ fn status_rss_mib(path: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// `n` bare probes of the floor, TCP_CHECKs or (`http`) HTTP_GETs of the bench's page: one
-/// blocking socket, connected, reset by `connect(AF_UNSPEC)` and connected again.
+/// Probes of the floor made together: one wait serves them all.
+const FLOOR_BATCH: usize = 100;
+
+/// `n` bare probes of the floor, TCP_CHECKs or (`http`) HTTP_GETs of the bench's page, in
+/// batches of [`FLOOR_BATCH`] non-blocking sockets: each connected, (HTTP) its request sent and
+/// the page read to the server's close, then reset by `connect(AF_UNSPEC)` for the next batch.
+/// The batch waits for its sockets with poll(2), a few wakeups for a hundred probes: what is
+/// left is the kernel's work for each probe.
 fn floor_probes(n: usize, http: bool) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let sockets = (0..FLOOR_BATCH)
+        .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM.nonblocking(), None))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
     let request = b"GET / HTTP/1.0\r\nHost: h\r\n\r\n";
     let mut page = [0u8; 4096];
-    for i in 0..n {
-        let addr = if http { (real(2, i % HTTP_REALS), 81) } else { (real(1, i % TCP_REALS), 80) };
-        socket.connect(&SocketAddr::from(addr).into())?;
-        if http {
-            socket.send(request)?;
-            while (&socket).read(&mut page)? > 0 {}
+    // Waits until every socket still in `pending` is ready for `events`; keeps the others.
+    let wait = |pending: &mut Vec<usize>, events: libc::c_short| -> std::io::Result<Vec<usize>> {
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|&s| libc::pollfd { fd: sockets[s].as_raw_fd(), events, revents: 0 })
+            .collect();
+        // SAFETY: poll writes the revents of the array it is given.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 5_000) } <= 0 {
+            return Err(std::io::Error::other("floor: no answer within 5 s"));
         }
-        // SAFETY: connect reads the AF_UNSPEC address we own.
-        let rc = unsafe {
-            libc::connect(
-                socket.as_raw_fd(),
-                &unspec,
-                std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(pending).into_iter().zip(&fds).partition(|(_, fd)| fd.revents != 0);
+        *pending = waiting.into_iter().map(|(s, _)| s).collect();
+        Ok(ready.into_iter().map(|(s, _)| s).collect())
+    };
+    for batch in 0..n.div_ceil(FLOOR_BATCH) {
+        let mut pending = Vec::new();
+        for (s, socket) in sockets.iter().enumerate() {
+            let i = batch * FLOOR_BATCH + s;
+            let addr = if http { (real(2, i % HTTP_REALS), 81) } else { (real(1, i % TCP_REALS), 80) };
+            match socket.connect(&SocketAddr::from(addr).into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                Err(e) => return Err(e),
+            }
+            pending.push(s);
+        }
+        let mut reading = Vec::new();
+        while !pending.is_empty() {
+            for s in wait(&mut pending, libc::POLLOUT)? {
+                if let Some(e) = sockets[s].take_error()? {
+                    return Err(e);
+                }
+                if http {
+                    sockets[s].send(request)?;
+                    reading.push(s);
+                }
+            }
+        }
+        while !reading.is_empty() {
+            for s in wait(&mut reading, libc::POLLIN)? {
+                loop {
+                    match (&sockets[s]).read(&mut page) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        // The rest of the page comes later: wait for it again.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            reading.push(s);
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        for socket in &sockets {
+            // SAFETY: connect reads the AF_UNSPEC address we own.
+            let rc = unsafe {
+                libc::connect(
+                    socket.as_raw_fd(),
+                    &unspec,
+                    std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
     }
     Ok(())
@@ -766,22 +882,21 @@ fn check(tcp: usize, http: usize, seconds: u64, floor: bool) -> anyhow::Result<(
         println!("rss_mib {}", rss_mib());
         let up = runner.desired().services.iter().map(|s| s.reals.len()).sum::<usize>();
         println!("reals_up {up}");
-        drop(runner);
-        if !floor {
-            return;
-        }
-        // The floor: the kernel's part of a probe, as cheap as a checker can make it: one
-        // blocking socket connected, (for HTTP) a request sent and the page read to the
-        // server's close, and reset, to the same addresses one after the other.
-        let n = 20_000;
-        let cpu = cpu_seconds();
-        if let Err(e) = floor_probes(n, tcp == 0) {
-            eprintln!("floor: {e}");
-            return;
-        }
-        let now = cpu_seconds();
-        println!("floor_user_us {}", (now.0 - cpu.0) / n as f64 * 1e6);
-        println!("floor_sys_us {}", (now.1 - cpu.1) / n as f64 * 1e6);
     });
+    // The checkers' tasks end with their runtime, and close their sockets (a connection the
+    // loop had not yet sent its request on would hold the server's one HTTP thread).
+    drop(runtime);
+    if !floor {
+        return Ok(());
+    }
+    // The floor: the kernel's part of a probe, as cheap as a checker can make it: sockets
+    // connected a hundred at a time, (for HTTP) a request sent and the page read to the
+    // server's close, and reset, to the same addresses.
+    let n = 20_000;
+    let cpu = cpu_seconds();
+    floor_probes(n, tcp == 0)?;
+    let now = cpu_seconds();
+    println!("floor_user_us {}", (now.0 - cpu.0) / n as f64 * 1e6);
+    println!("floor_sys_us {}", (now.1 - cpu.1) / n as f64 * 1e6);
     Ok(())
 }
