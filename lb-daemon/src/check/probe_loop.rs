@@ -44,6 +44,7 @@ use tracing::error;
 use super::{
     CheckError, Probe,
     http::{MAX_PAGE, READ_ROOM, UrlCheck, judge, too_large},
+    timed::stalled,
 };
 
 /// The loop's wakeups are at least this far apart: it starts the probes due within a tick
@@ -378,8 +379,13 @@ impl<C: Scheduled> Loop<C> {
                 continue;
             }
             let limit = self.entries[flight.checker].limit;
-            // A probe that did not end in time: the socket is closed, not reused.
-            if !self.finish(flight.checker, (token, false), Err(CheckError::Timeout(limit)), flight.started) {
+            // A connect that did not end in time, or an answer that stalled (as a checker task
+            // reports them); the socket is closed, not reused.
+            let error = match flight.stage {
+                Stage::Connecting => CheckError::Timeout(limit),
+                Stage::Sending(_) | Stage::Reading => CheckError::Io(stalled(limit)),
+            };
+            if !self.finish(flight.checker, (token, false), Err(error), flight.started) {
                 return false;
             }
         }

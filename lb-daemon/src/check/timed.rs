@@ -66,8 +66,13 @@ impl<S> Timed<S> {
     }
 
     fn timed_out(&self) -> io::Error {
-        io::Error::new(io::ErrorKind::TimedOut, format!("nothing received or sent for {:?}", self.limit))
+        stalled(self.limit)
     }
+}
+
+/// The error of a read or write that waited `limit` in vain.
+pub(super) fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("nothing received or sent for {limit:?}"))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
