@@ -69,9 +69,28 @@ pub trait Scheduled {
     fn url(&self) -> usize {
         0
     }
-    /// Records the result of a probe that ran from `started` to `ended`; `false` stops the loop
-    /// (nobody listens any more).
-    fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Instant) -> bool;
+    /// Records the result of a probe that ran from `started` until `ended`; `false` stops the
+    /// loop (nobody listens any more).
+    fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Ended) -> bool;
+}
+
+/// When a probe ended, as the loop knows it: it reads answers once a [`TICK`], so an answer it
+/// reads now came between its previous look and now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The earliest it can have ended (the next probe is due a delay_loop after this, so that
+    /// reading answers once a tick does not put off the next probe, nor detection).
+    pub earliest: Instant,
+    /// When the loop saw it end (its duration is measured to this, at most a tick long).
+    pub seen: Instant,
+}
+
+impl Ended {
+    /// A probe seen to end as it ended, now.
+    pub fn now() -> Self {
+        let now = Instant::now();
+        Ended { earliest: now, seen: now }
+    }
 }
 
 /// One url an HTTP_GET fetches: the request's bytes and how the answer is judged.
@@ -295,6 +314,8 @@ struct Loop<C> {
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     seq: u64,
     tokens: Vec<usize>,
+    /// When the loop last read its events: the answers read in a turn came after it.
+    looked: Instant,
     /// Whether the turn is starting probes: the next probes of those that end meanwhile wait
     /// in `again` until it is over.
     starting: bool,
@@ -318,6 +339,7 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
         deadlines: BinaryHeap::new(),
         seq: 0,
         tokens: Vec::with_capacity(EVENTS),
+        looked: Instant::now(),
         starting: false,
         again: Vec::new(),
     };
@@ -330,12 +352,13 @@ pub async fn run<C: Scheduled>(entries: Vec<Entry<C>>) {
             tokio::task::yield_now().await;
             continue;
         }
-        // Probes under way are looked at again in a tick (their events gather meanwhile);
-        // otherwise the loop sleeps until the next probe is due, a tick at least.
+        // Probes under way are looked at again in a tick (their events gather meanwhile), or
+        // at their deadline if it comes first (a timeout is seen when it falls); otherwise the
+        // loop sleeps until the next probe is due, a tick at least.
         let waiting = this.next_deadline().map(|at| at.min(woke + TICK));
-        let due = this.due.peek().map(|Reverse((at, _))| *at);
+        let due = this.due.peek().map(|Reverse((at, _))| (*at).max(woke + TICK));
         let next = waiting.into_iter().chain(due).min();
-        let next = next.unwrap_or_else(|| woke + Duration::from_secs(3600)).max(woke + TICK);
+        let next = next.unwrap_or_else(|| woke + Duration::from_secs(3600));
         tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
     }
 }
@@ -352,6 +375,7 @@ impl<C: Scheduled> Loop<C> {
     /// Finishes the probes that ended or timed out and starts those due; `false` when the
     /// checkers stopped listening.
     fn turn(&mut self, now: Instant) -> bool {
+        let since = std::mem::replace(&mut self.looked, now);
         loop {
             if let Err(e) = self.sockets.epoll.ready(&mut self.tokens) {
                 error!("probe loop: epoll_wait: {e}");
@@ -359,7 +383,7 @@ impl<C: Scheduled> Loop<C> {
             }
             let tokens = std::mem::take(&mut self.tokens);
             for &token in &tokens {
-                if !self.advance(token) {
+                if !self.advance(token, since) {
                     return false;
                 }
             }
@@ -385,7 +409,8 @@ impl<C: Scheduled> Loop<C> {
                 Stage::Connecting => CheckError::Timeout(limit),
                 Stage::Sending(_) | Stage::Reading => CheckError::Io(stalled(limit)),
             };
-            if !self.finish(flight.checker, (token, false), Err(error), flight.started) {
+            let ended = Ended { earliest: deadline, seen: Instant::now() };
+            if !self.finish(flight.checker, (token, false), Err(error), flight.started, ended) {
                 return false;
             }
         }
@@ -433,16 +458,16 @@ impl<C: Scheduled> Loop<C> {
         let started = Instant::now();
         let url = self.entries[i].checker.url();
         if url >= self.entries[i].gets.len().max(1) {
-            return self.record(i, Err(CheckError::Unusable(format!("no url {url}"))), started);
+            return self.record(i, Err(CheckError::Unusable(format!("no url {url}"))), started, Ended::now());
         }
         let token = match self.sockets.take(&self.entries[i].addr) {
             Ok(token) => token,
-            Err(e) => return self.record(i, Err(CheckError::Connect(e)), started),
+            Err(e) => return self.record(i, Err(CheckError::Connect(e)), started, Ended::now()),
         };
         let Some(socket) = self.sockets.slots[token].socket.as_ref() else { return true };
         // The first connect starts the handshake; `advance` asks again at once.
         if let Connect::Failed(e) = connect(socket, &self.addrs[i]) {
-            return self.finish(i, (token, true), Err(CheckError::Connect(e)), started);
+            return self.finish(i, (token, true), Err(CheckError::Connect(e)), started, Ended::now());
         }
         let deadline = started + self.entries[i].limit;
         self.sockets.slots[token].flight = Some(Flight {
@@ -454,12 +479,13 @@ impl<C: Scheduled> Loop<C> {
             armed: false,
             seq: 0,
         });
-        self.advance(token)
+        self.advance(token, started)
     }
 
     /// Takes the probe on socket `token` as far as its socket lets it (after an event, or at
-    /// its start); `false` when the checkers stopped listening.
-    fn advance(&mut self, token: usize) -> bool {
+    /// its start); `false` when the checkers stopped listening. What ends now can have ended
+    /// as early as `since` (the loop's previous look at its events).
+    fn advance(&mut self, token: usize, since: Instant) -> bool {
         let step = loop {
             let Some(slot) = self.sockets.slots.get_mut(token) else { return true };
             // Events of a socket between probes (its reset) or of a probe already timed out.
@@ -516,7 +542,8 @@ impl<C: Scheduled> Loop<C> {
             }
             Step::Done(result) => {
                 let (i, started) = (flight.checker, flight.started);
-                self.finish(i, (token, true), result, started)
+                let ended = Ended { earliest: since.max(started), seen: Instant::now() };
+                self.finish(i, (token, true), result, started, ended)
             }
         }
     }
@@ -528,15 +555,22 @@ impl<C: Scheduled> Loop<C> {
         (token, reuse): (usize, bool),
         result: Result<Probe, CheckError>,
         started: Instant,
+        ended: Ended,
     ) -> bool {
         self.sockets.give_back(token, reuse);
-        self.record(i, result, started)
+        self.record(i, result, started, ended)
     }
 
     /// Hands entry `i` its probe's result and schedules its next probe.
-    fn record(&mut self, i: usize, result: Result<Probe, CheckError>, started: Instant) -> bool {
+    fn record(
+        &mut self,
+        i: usize,
+        result: Result<Probe, CheckError>,
+        started: Instant,
+        ended: Ended,
+    ) -> bool {
         let checker = &mut self.entries[i].checker;
-        if !checker.record(result, started, Instant::now()) {
+        if !checker.record(result, started, ended) {
             return false;
         }
         let next = Reverse((checker.due(), i));
@@ -562,6 +596,8 @@ mod tests {
         /// Its urls, fetched in turn.
         urls: usize,
         done: Option<tokio::sync::mpsc::UnboundedSender<Vec<bool>>>,
+        /// Where each probe's start and end go, if anywhere.
+        spans: Option<std::sync::mpsc::Sender<(Instant, Ended)>>,
     }
 
     impl Scheduled for Probes {
@@ -573,9 +609,12 @@ mod tests {
             self.results.len() % self.urls.max(1)
         }
 
-        fn record(&mut self, result: Result<Probe, CheckError>, _: Instant, ended: Instant) -> bool {
+        fn record(&mut self, result: Result<Probe, CheckError>, started: Instant, ended: Ended) -> bool {
             self.results.push(matches!(result, Ok(Probe::Up)));
-            self.next = Some(ended + Duration::from_millis(50));
+            if let Some(spans) = &self.spans {
+                let _ = spans.send((started, ended));
+            }
+            self.next = Some(ended.earliest + Duration::from_millis(50));
             if self.results.len() == self.want
                 && let Some(done) = self.done.take()
             {
@@ -620,13 +659,66 @@ mod tests {
         let addr = full.local_addr()?.as_socket().ok_or("no address")?;
         // One connection fills a backlog of 0; further SYNs are dropped.
         let _held = std::net::TcpStream::connect(addr)?;
-        let (e, mut done) = entry(addr, 2);
-        let started = Instant::now();
+        let (mut e, mut done) = entry(addr, 2);
+        let (spans, ends) = std::sync::mpsc::channel();
+        e.checker.spans = Some(spans);
         let task = tokio::spawn(run(vec![e]));
         let results = tokio::time::timeout(Duration::from_secs(5), done.recv()).await?;
         task.abort();
         assert_eq!(results, Some(vec![false, false]));
-        assert!(started.elapsed() >= Duration::from_millis(600), "two probes of 300 ms each");
+        // A timeout ends a probe at its deadline, however late the loop sees it.
+        for (started, ended) in ends.try_iter() {
+            assert_eq!(ended.earliest, started + Duration::from_millis(300));
+            assert!(ended.seen >= ended.earliest);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_once_a_tick_ends_its_probe_no_earlier_than_it_came()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::io::{Read as _, Write as _};
+        // Each connection: the request read, the page written 30 ms later and the connection
+        // closed, between the two instants sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let (answered, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(3) {
+                let Ok(mut stream) = stream else { return };
+                let mut request = Vec::new();
+                let mut buf = [0; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => request.extend_from_slice(&buf[..k]),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(30));
+                let before = Instant::now();
+                let _ = stream.write_all(PAGE);
+                drop(stream);
+                let _ = answered.send((before, Instant::now()));
+            }
+        });
+        let (mut e, mut done) = entry(addr, 3);
+        e.gets = vec![get("/", Some(b"ok\n"))];
+        let (spans, ends) = std::sync::mpsc::channel();
+        e.checker.spans = Some(spans);
+        let task = tokio::spawn(run(vec![e]));
+        let results = tokio::time::timeout(Duration::from_secs(5), done.recv()).await?;
+        task.abort();
+        assert_eq!(results, Some(vec![true; 3]));
+        let answers: Vec<_> = answers.try_iter().collect();
+        let ends: Vec<_> = ends.try_iter().collect();
+        assert_eq!((answers.len(), ends.len()), (3, 3));
+        // The loop saw each answer after it was sent, and dates the probe's end no later than
+        // the answer came: the next probe is not put off by the loop's tick.
+        for ((before, after), (started, ended)) in answers.into_iter().zip(ends) {
+            assert!(started < before && ended.seen >= before, "seen before it came: {ended:?}");
+            assert!(ended.earliest <= after, "dated after it came: {ended:?}, answered by {after:?}");
+            assert!(ended.earliest <= ended.seen);
+        }
         Ok(())
     }
 

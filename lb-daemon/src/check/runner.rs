@@ -636,7 +636,7 @@ impl CheckerTask {
                 }
                 None => probe.await,
             };
-            if !probe_loop::Scheduled::record(&mut self, result, started, std::time::Instant::now()) {
+            if !probe_loop::Scheduled::record(&mut self, result, started, probe_loop::Ended::now()) {
                 return;
             }
         }
@@ -701,9 +701,9 @@ impl probe_loop::Scheduled for CheckerTask {
         &mut self,
         result: Result<Probe, CheckError>,
         started: std::time::Instant,
-        ended: std::time::Instant,
+        ended: probe_loop::Ended,
     ) -> bool {
-        let nanos = u64::try_from((ended - started).as_nanos()).unwrap_or(u64::MAX).max(1);
+        let nanos = u64::try_from((ended.seen - started).as_nanos()).unwrap_or(u64::MAX).max(1);
         self.gauge.last_nanos.store(nanos, Ordering::Relaxed);
         self.gauge.probes.fetch_add(1, Ordering::Relaxed);
         self.probes.fetch_add(1, Ordering::Relaxed);
@@ -719,7 +719,8 @@ impl probe_loop::Scheduled for CheckerTask {
                 Probe::Down
             }
         };
-        let Some(change) = self.state.on_probe(probe, ended) else { return true };
+        // The next probe is due a delay_loop after the earliest this one can have ended.
+        let Some(change) = self.state.on_probe(probe, ended.earliest) else { return true };
         let (rs, vs) = &self.names;
         match change {
             Change::Up { .. } => info!("{}", self.prober.describe(true, rs, vs, None)),
