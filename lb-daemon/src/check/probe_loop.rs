@@ -677,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_read_once_a_tick_ends_its_probe_no_earlier_than_it_came()
     -> Result<(), Box<dyn std::error::Error>> {
-        use std::io::{Read as _, Write as _};
+        use std::io::Write as _;
         // Each connection: the request read, the page written 30 ms later and the connection
         // closed, between the two instants sent.
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -686,13 +686,8 @@ mod tests {
         std::thread::spawn(move || {
             for stream in listener.incoming().take(3) {
                 let Ok(mut stream) = stream else { return };
-                let mut request = Vec::new();
-                let mut buf = [0; 1024];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => request.extend_from_slice(&buf[..k]),
-                    }
+                if read_request(&mut stream).is_none() {
+                    return;
                 }
                 std::thread::sleep(Duration::from_millis(30));
                 let before = Instant::now();
@@ -722,6 +717,20 @@ mod tests {
         Ok(())
     }
 
+    /// A request's head, read to its blank line; `None` if the connection ends first.
+    fn read_request(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        let mut request = Vec::new();
+        let mut buf = [0; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => request.extend_from_slice(&buf[..k]),
+            }
+        }
+        Some(request)
+    }
+
     /// How a test server answers its n-th connection: parts of the response, each with the
     /// pause after it.
     type Answer = fn(usize) -> Vec<(&'static [u8], Duration)>;
@@ -730,7 +739,7 @@ mod tests {
     /// the response in parts (bytes, pause after them) and closes. Returns the address and the
     /// requests it got.
     fn http_server(answer: Answer) -> io::Result<(SocketAddr, std::sync::mpsc::Receiver<String>)> {
-        use std::io::{Read as _, Write as _};
+        use std::io::Write as _;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -739,14 +748,7 @@ mod tests {
                 let Ok(mut stream) = stream else { return };
                 let tx = tx.clone();
                 std::thread::spawn(move || {
-                    let mut request = Vec::new();
-                    let mut buf = [0; 1024];
-                    while !request.ends_with(b"\r\n\r\n") {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => request.extend_from_slice(&buf[..k]),
-                        }
-                    }
+                    let Some(request) = read_request(&mut stream) else { return };
                     let _ = tx.send(String::from_utf8_lossy(&request).into_owned());
                     for (bytes, pause) in answer(n) {
                         if stream.write_all(bytes).is_err() {
