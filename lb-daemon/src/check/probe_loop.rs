@@ -48,7 +48,9 @@ use super::{
 };
 
 /// The loop's wakeups are at least this far apart: it starts the probes due within a tick
-/// and reads the answers that came in the last one. (Detection is that much later, at most.)
+/// and reads the answers that came in the last one. An answer is seen up to a tick late but
+/// dated from the previous look ([`Ended`]), and deadlines wake the loop when they fall, so
+/// neither the next probe nor detection waits for the tick.
 pub const TICK: Duration = Duration::from_millis(10);
 /// Probes started in one turn at most: a loop behind its schedule (a starved process) lets the
 /// runtime's other tasks (the other checkers) run between turns.
