@@ -112,7 +112,7 @@ fn orchestrate() -> anyhow::Result<()> {
     }
     let hosts = bench_hosts(&mut lab, "checks", Topology::Link);
     let mut server = start_server(&hosts.servers, &me);
-    println!("Real servers on another host (a veth pair whose ends receive in NAPI threads).\n");
+    println!("Layout: {}.\n", Topology::Link.describe());
     println!(
         "| checkers (delay_loop 1) | probes/s | CPU per probe (user + system) | CPU, % of a core | RSS | reals up at the end |"
     );
